@@ -1,0 +1,27 @@
+# One test executable per tests/**/*_test.cc, named after its path
+# (tests/engine/model/loader/gguf_reader_test.cc -> engine_model_loader_gguf_reader_test).
+# Folder decides what it links: readers and tokenizer tests need no torch.
+find_package(GTest REQUIRED)
+include(GoogleTest)
+file(GLOB_RECURSE KV_TEST_SRC CONFIGURE_DEPENDS tests/*_test.cc)
+foreach(src ${KV_TEST_SRC})
+  file(RELATIVE_PATH rel ${CMAKE_SOURCE_DIR}/tests ${src})
+  string(REGEX REPLACE "\\.cc$" "" name ${rel})
+  string(REPLACE "/" "_" name ${name})
+  if(rel MATCHES "^engine/model/loader/" OR rel MATCHES "^engine/tokenizer/")
+    set(deps kvstream_model_io)  # includes the tokenizer
+  elseif(rel MATCHES "^kernels/" AND NOT rel MATCHES "_cuda_test")
+    set(deps kvstream_kernels)
+  elseif(KVSTREAM_WITH_TORCH)
+    set(deps kvstream_engine)
+  else()
+    continue()
+  endif()
+  add_executable(${name} ${src} tests/test_paths.h)
+  target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR})
+  target_link_libraries(${name} PRIVATE ${deps} GTest::gtest GTest::gtest_main GTest::gmock)
+  target_compile_definitions(${name} PRIVATE
+    KVSTREAM_SOURCE_DIR="${CMAKE_SOURCE_DIR}" KVSTREAM_PYTHON="${KVSTREAM_PYTHON}")
+  gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST
+                       WORKING_DIRECTORY ${CMAKE_SOURCE_DIR} PROPERTIES TIMEOUT 1200)
+endforeach()

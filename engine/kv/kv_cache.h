@@ -1,0 +1,105 @@
+// The KV-cache engine interface (architecture.md "The KV-cache engine").
+//
+// Dimension letters used in shape comments:
+//   N   tokens in this step, all sequences of the batch concatenated
+//   n   new tokens of one sequence in this step (prefill chunk or 1 at decode)
+//   T   tokens a sequence's cache attends over (held + new)
+//   H   query heads, Hkv key/value heads (GQA group G = H / Hkv), D head dim
+//
+// Keys are cached after RoPE at their absolute position; a new token's
+// position is always the count of tokens the sequence has seen.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "engine/kv/cache_report.h"
+#include "engine/kv/strategy_config.h"
+
+namespace kvstream {
+
+// Shapes and placement of the model's attention, shared by every strategy.
+struct KvGeometry {
+  int64_t n_layers = 0;
+  int64_t n_heads = 0;
+  int64_t n_kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t context_length = 0;
+  c10::ScalarType dtype = c10::kFloat;  // compute/storage dtype of dense K/V (fp32 CPU, bf16 CUDA)
+  c10::Device device = c10::Device(c10::kCPU);
+
+  // Bytes one token's K+V take in a dense 16-bit cache over all layers.
+  int64_t DenseBytesPerToken16() const { return 2 * n_layers * n_kv_heads * head_dim * 2; }
+};
+
+// One sequence's part of a step.
+struct SeqStep {
+  int64_t start_pos = 0;      // absolute position of the first new token
+  int64_t n_new = 0;          // tokens appended this step
+  bool is_prompt = false;     // these are prompt tokens (prefill)
+  bool last_prompt_chunk = false;  // ... and the prompt ends with them
+};
+
+struct StepContext {
+  int64_t step = 0;  // engine step counter
+};
+
+// One per request. Owns that sequence's cache state across all layers.
+class SequenceCache {
+ public:
+  virtual ~SequenceCache() = default;
+
+  // q [H, n, D], k/v [Hkv, n, D] (post-RoPE keys); returns [H, n, D].
+  // Appends k/v (in whatever form the strategy keeps) and attends causally
+  // over everything the strategy holds plus the new tokens.
+  virtual absl::StatusOr<at::Tensor> Forward(int64_t layer, const at::Tensor& q,
+                                             const at::Tensor& k, const at::Tensor& v,
+                                             const SeqStep& seq, const StepContext& ctx) = 0;
+  // After every layer ran for this step: migrate tiers, evict, recompress.
+  virtual absl::Status EndStep(const SeqStep& seq, const StepContext& ctx) { return absl::OkStatus(); }
+  // Prefill chunk size the strategy wants (LASER-KV compresses between chunks).
+  virtual std::optional<int64_t> PrefillChunk() const { return std::nullopt; }
+  // Bytes held now (device + host), from the buffers really allocated.
+  virtual int64_t BytesHeld() const = 0;
+  virtual CacheReport Report() const = 0;
+};
+
+// Per-step tensors of one strategy group, all tokens of all sequences of the
+// step concatenated (rows of sequences not in the group are untouched).
+struct GroupTensors {
+  at::Tensor q;    // [N, H, D]
+  at::Tensor k;    // [N, Hkv, D] post-RoPE
+  at::Tensor v;    // [N, Hkv, D]
+  at::Tensor out;  // [N, H, D] written for the group's rows
+  std::vector<int64_t> row_offset;  // per group sequence: first row in N
+};
+
+// One per strategy kind per loaded model.
+class Strategy {
+ public:
+  virtual ~Strategy() = default;
+  virtual const char* name() const = 0;
+  // Validates the knobs (INVALID_ARGUMENT naming kv_compression.<name>.<knob>
+  // and its range) before anything is allocated.
+  virtual absl::Status Validate(const StrategyConfig& config) const = 0;
+  virtual absl::StatusOr<std::unique_ptr<SequenceCache>> Open(const StrategyConfig& config) = 0;
+  // Device bytes the request can hold at its largest moment for
+  // prompt + max_new tokens. A pure prediction: changes no state.
+  virtual int64_t PredictBytes(const StrategyConfig& config, int64_t prompt_tokens,
+                               int64_t max_new_tokens) const = 0;
+  // Attention for every sequence of this strategy in the step. The default
+  // loops over SequenceCache::Forward; a strategy overrides it to launch one
+  // kernel for the whole group.
+  virtual absl::Status ForwardGroup(int64_t layer, absl::Span<SequenceCache* const> seqs,
+                                    absl::Span<const SeqStep> steps, GroupTensors& t,
+                                    const StepContext& ctx);
+};
+
+}  // namespace kvstream

@@ -1,0 +1,41 @@
+#include "engine/kv/registry.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "engine/kv/dense/dense_cache.h"
+
+namespace kvstream {
+
+const std::vector<std::string>& KnownStrategyNames() {
+  static const std::vector<std::string> names = {"dense",  "sam_gate", "spectral_quant",
+                                                 "entmax_kv", "akv",   "laser_kv"};
+  return names;
+}
+
+absl::StatusOr<std::unique_ptr<StrategyRegistry>> StrategyRegistry::Create(
+    const KvGeometry& geometry) {
+  auto reg = std::make_unique<StrategyRegistry>();
+  // One line per strategy built into this binary.
+  reg->strategies_["dense"] = std::make_unique<DenseStrategy>(geometry);
+  return reg;
+}
+
+absl::StatusOr<Strategy*> StrategyRegistry::Get(const std::string& name) const {
+  auto it = strategies_.find(name);
+  if (it != strategies_.end()) return it->second.get();
+  const auto& known = KnownStrategyNames();
+  if (std::find(known.begin(), known.end(), name) != known.end()) {
+    return absl::UnimplementedError(
+        absl::StrCat("kv_compression strategy '", name, "' is not implemented in this server"));
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown kv_compression strategy '", name, "'"));
+}
+
+std::vector<std::string> StrategyRegistry::Names() const {
+  std::vector<std::string> out;
+  for (const auto& [name, _] : strategies_) out.push_back(name);
+  return out;
+}
+
+}  // namespace kvstream

@@ -1,0 +1,78 @@
+// Llama-family decoder (Llama 2/3, SmolLM/SmolLM2, Qwen2/2.5, Mistral):
+// RMSNorm, RoPE, grouped-query attention through the KV-cache engine, SwiGLU.
+// fp32 on CPU, bf16 on CUDA: the same code, dtype and device picked at load.
+//
+// One Forward runs a batch of sequences of different lengths: prefill chunks
+// and decode tokens concatenated into N rows, so the linear layers see one
+// [N, hidden] matrix and attention is grouped by strategy.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/kv/kv_cache.h"
+#include "engine/model/loader/weights.h"
+#include "engine/model/model_config.h"
+#include "engine/model/rope.h"
+
+namespace kvstream {
+
+// One sequence's input to a step.
+struct SeqInput {
+  Strategy* strategy = nullptr;    // group key for attention
+  SequenceCache* cache = nullptr;  // this sequence's cache
+  std::vector<int32_t> tokens;     // new tokens (n >= 1)
+  int64_t start_pos = 0;           // absolute position of tokens[0]
+  bool is_prompt = false;
+  bool last_prompt_chunk = false;
+  bool all_logits = false;         // return logits for every new token, not only the last
+};
+
+struct LayerWeights {
+  at::Tensor attn_norm;  // [hidden]
+  at::Tensor wqkv;       // [(H + 2 Hkv) D, hidden] q, k, v rows stacked
+  at::Tensor bqkv;       // [(H + 2 Hkv) D] or undefined (no qkv bias)
+  at::Tensor wo;         // [hidden, H D]
+  at::Tensor ffn_norm;   // [hidden]
+  at::Tensor w_gate_up;  // [2 I, hidden] gate rows then up rows
+  at::Tensor w_down;     // [hidden, I]
+};
+
+class LlamaModel {
+ public:
+  // Converts the loaded fp32 host weights to `dtype` on `device` (consuming
+  // them to keep peak memory low).
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> Create(LoadedWeights weights,
+                                                            c10::Device device,
+                                                            c10::ScalarType dtype);
+
+  // Runs one step. Returns fp32 logits: one row per sequence (its last new
+  // token), or n rows for sequences with all_logits, in input order.
+  absl::StatusOr<at::Tensor> Forward(absl::Span<const SeqInput> seqs, const StepContext& ctx);
+
+  const ModelConfig& config() const { return config_; }
+  KvGeometry geometry() const;
+  c10::Device device() const { return device_; }
+  c10::ScalarType dtype() const { return dtype_; }
+  int64_t weight_bytes() const { return weight_bytes_; }
+
+ private:
+  LlamaModel(ModelConfig config, c10::Device device, c10::ScalarType dtype)
+      : config_(std::move(config)), device_(device), dtype_(dtype), rope_(config_, device) {}
+  at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight) const;
+
+  ModelConfig config_;
+  c10::Device device_;
+  c10::ScalarType dtype_;
+  Rope rope_;
+  at::Tensor embed_;    // [V, hidden]
+  at::Tensor lm_head_;  // [V, hidden] (the embedding when tied)
+  at::Tensor norm_;     // [hidden]
+  std::vector<LayerWeights> layers_;
+  int64_t weight_bytes_ = 0;
+};
+
+}  // namespace kvstream

@@ -1,0 +1,175 @@
+#include "engine/runtime/engine.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+
+#include <chrono>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/model/loader/weights.h"
+#include "engine/status_macros.h"
+
+namespace kvstream {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double MsSince(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& options) {
+  const auto t0 = Clock::now();
+  auto e = std::unique_ptr<Engine>(new Engine());
+  e->options_ = options;
+  if (options.device != "auto" && options.device != "cpu" && options.device != "cuda") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--device must be auto, cpu or cuda (got '", options.device, "')"));
+  }
+  const bool cuda_available = at::hasCUDA();
+  if (options.device == "cuda" && !cuda_available) {
+    return absl::FailedPreconditionError("--device=cuda but this build or machine has no CUDA device");
+  }
+  const bool use_cuda = options.device == "cuda" || (options.device == "auto" && cuda_available);
+  at::set_num_threads(options.threads > 0 ? options.threads
+                                          : static_cast<int>(std::thread::hardware_concurrency()));
+
+  KV_ASSIGN_OR_RETURN(LoadedWeights w, LoadWeights(options.model_path));
+  KV_ASSIGN_OR_RETURN(e->tokenizer_, Tokenizer::Create(std::move(w.tokenizer)));
+  const c10::Device device = use_cuda ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
+  const c10::ScalarType dtype = use_cuda ? at::kBFloat16 : at::kFloat;
+  try {
+    KV_ASSIGN_OR_RETURN(e->model_, LlamaModel::Create(std::move(w), device, dtype));
+  } catch (const c10::Error& err) {
+    return absl::InternalError(absl::StrCat("moving weights to ", device.str(), ": ", err.what_without_backtrace()));
+  }
+  KV_ASSIGN_OR_RETURN(e->registry_, StrategyRegistry::Create(e->model_->geometry()));
+  e->load_ms_ = MsSince(t0);
+  return e;
+}
+
+std::string Engine::device_name() const { return model_->device().str(); }
+std::string Engine::dtype_name() const { return c10::toString(model_->dtype()); }
+
+absl::Status Engine::Validate(const GenerateSpec& spec) const {
+  const ModelConfig& c = model_->config();
+  if (spec.prompt_ids.empty()) return absl::InvalidArgumentError("input is empty: give prompt, prompt_token_ids or chat");
+  for (size_t i = 0; i < spec.prompt_ids.size(); ++i) {
+    if (spec.prompt_ids[i] < 0 || spec.prompt_ids[i] >= c.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "prompt_token_ids[%d] must be in [0, %d) (got %d)", i, c.vocab_size, spec.prompt_ids[i]));
+    }
+  }
+  for (size_t i = 0; i < spec.teacher_forced.size(); ++i) {
+    if (spec.teacher_forced[i] < 0 || spec.teacher_forced[i] >= c.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "teacher_forced.ids[%d] must be in [0, %d) (got %d)", i, c.vocab_size, spec.teacher_forced[i]));
+    }
+  }
+  const SamplingParams& s = spec.sampling;
+  const int64_t new_tokens = spec.teacher_forced.empty() ? s.max_new_tokens
+                                                         : static_cast<int64_t>(spec.teacher_forced.size());
+  if (spec.teacher_forced.empty() && (s.max_new_tokens < 1 || s.max_new_tokens > c.context_length)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "sampling.max_new_tokens must be in [1, %d] (got %d)", c.context_length, s.max_new_tokens));
+  }
+  if (!(s.temperature >= 0.0f) || !std::isfinite(s.temperature)) {
+    return absl::InvalidArgumentError(absl::StrFormat("sampling.temperature must be >= 0 (got %g)", s.temperature));
+  }
+  if (!(s.top_p > 0.0f && s.top_p <= 1.0f)) {
+    return absl::InvalidArgumentError(absl::StrFormat("sampling.top_p must be in (0, 1] (got %g)", s.top_p));
+  }
+  if (s.top_k < 0) return absl::InvalidArgumentError(absl::StrFormat("sampling.top_k must be >= 0 (got %d)", s.top_k));
+  if (!(s.repetition_penalty > 0.0f) || !std::isfinite(s.repetition_penalty)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "sampling.repetition_penalty must be > 0 (got %g)", s.repetition_penalty));
+  }
+  if (spec.top_logprobs < 0 || spec.top_logprobs > 20) {
+    return absl::InvalidArgumentError(absl::StrFormat("top_logprobs must be in [0, 20] (got %d)", spec.top_logprobs));
+  }
+  KV_ASSIGN_OR_RETURN(Strategy * strategy, registry_->Get(spec.kv.strategy));
+  KV_RETURN_IF_ERROR(strategy->Validate(spec.kv));
+  const int64_t total = static_cast<int64_t>(spec.prompt_ids.size()) + new_tokens;
+  if (total > c.context_length) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "prompt tokens (%d) + max_new_tokens (%d) = %d exceeds the model context length %d",
+        spec.prompt_ids.size(), new_tokens, total, c.context_length));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<GenerateOutcome>> Engine::GenerateBatch(const std::vector<GenerateSpec>& specs,
+                                                                   const DeltaFn& on_delta) {
+  struct Active {
+    std::unique_ptr<Generation> gen;
+    Strategy* strategy = nullptr;
+    std::unique_ptr<SequenceCache> cache;
+  };
+  std::vector<Active> act(specs.size());
+  for (size_t i = 0; i < specs.size(); ++i) {
+    KV_RETURN_IF_ERROR(Validate(specs[i]));
+    act[i].gen = std::make_unique<Generation>(specs[i], *tokenizer_);
+    KV_ASSIGN_OR_RETURN(act[i].strategy, registry_->Get(specs[i].kv.strategy));
+    KV_ASSIGN_OR_RETURN(act[i].cache, act[i].strategy->Open(specs[i].kv));
+  }
+  std::vector<GenerateOutcome> out(specs.size());
+  const int64_t vocab = model_->config().vocab_size;
+  try {
+    at::InferenceMode guard;
+    while (true) {
+      std::vector<SeqInput> inputs;
+      std::vector<size_t> who;
+      for (size_t i = 0; i < act.size(); ++i) {
+        Generation& g = *act[i].gen;
+        if (g.finished()) continue;
+        SeqInput in;
+        in.strategy = act[i].strategy;
+        in.cache = act[i].cache.get();
+        const auto& prompt = g.spec().prompt_ids;
+        const int64_t P = static_cast<int64_t>(prompt.size());
+        if (g.prompt_done < P) {
+          int64_t chunk = act[i].cache->PrefillChunk().value_or(options_.prefill_chunk);
+          chunk = std::min<int64_t>(std::max<int64_t>(chunk, 1), P - g.prompt_done);
+          in.tokens.assign(prompt.begin() + g.prompt_done, prompt.begin() + g.prompt_done + chunk);
+          in.start_pos = g.prompt_done;
+          in.is_prompt = true;
+          in.last_prompt_chunk = g.prompt_done + chunk == P;
+        } else {
+          in.tokens = {g.last_token};
+          in.start_pos = P + g.generated() - 1;
+        }
+        inputs.push_back(std::move(in));
+        who.push_back(i);
+      }
+      if (inputs.empty()) break;
+      const auto t_step = Clock::now();
+      KV_ASSIGN_OR_RETURN(at::Tensor logits, model_->Forward(inputs, StepContext{step_++}));
+      at::Tensor host = logits.contiguous().cpu();
+      const double step_ms = MsSince(t_step);
+      for (size_t r = 0; r < inputs.size(); ++r) {
+        const size_t i = who[r];
+        Generation& g = *act[i].gen;
+        if (inputs[r].is_prompt) {
+          g.prompt_done += static_cast<int64_t>(inputs[r].tokens.size());
+          g.prefill_ms += step_ms;
+          if (!inputs[r].last_prompt_chunk) continue;
+        }
+        StreamDelta d = g.Accept(host.data_ptr<float>() + r * vocab, vocab);
+        if (on_delta) on_delta(i, d);
+        if (g.finished()) {
+          out[i] = g.TakeOutcome(act[i].cache->Report());
+          act[i].cache.reset();  // free the KV at once
+        }
+      }
+    }
+  } catch (const c10::Error& err) {
+    return absl::InternalError(absl::StrCat("forward failed: ", err.what_without_backtrace()));
+  }
+  return out;
+}
+
+}  // namespace kvstream

@@ -1,0 +1,60 @@
+// The engine on its own (no gRPC): loads a model, its tokenizer and the KV
+// strategies, and runs batches of generation requests to completion with one
+// forward per step over every active sequence. The server's scheduler builds
+// on the same pieces; kvstream-run and the tests use this directly.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/kv/registry.h"
+#include "engine/model/llama_model.h"
+#include "engine/runtime/generation.h"
+#include "engine/tokenizer/tokenizer.h"
+
+namespace kvstream {
+
+struct EngineOptions {
+  std::string model_path;
+  std::string device = "auto";  // auto | cpu | cuda
+  int threads = 0;              // CPU threads for ATen (0 = all cores)
+  int64_t prefill_chunk = 512;  // prompt tokens per sequence per step
+};
+
+class Engine {
+ public:
+  // Called with (request index, delta) as tokens are produced.
+  using DeltaFn = std::function<void(size_t, const StreamDelta&)>;
+
+  static absl::StatusOr<std::unique_ptr<Engine>> Load(const EngineOptions& options);
+
+  // Checks a request against the model (ids in range, lengths, knobs) before
+  // any work; the INVALID_ARGUMENT/UNIMPLEMENTED messages name the field.
+  absl::Status Validate(const GenerateSpec& spec) const;
+
+  // Runs `specs` together until all finish. One bad request fails the call
+  // before any step runs.
+  absl::StatusOr<std::vector<GenerateOutcome>> GenerateBatch(const std::vector<GenerateSpec>& specs,
+                                                             const DeltaFn& on_delta = nullptr);
+
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  const ModelConfig& config() const { return model_->config(); }
+  LlamaModel& model() { return *model_; }
+  const StrategyRegistry& strategies() const { return *registry_; }
+  std::string device_name() const;
+  std::string dtype_name() const;
+  double load_ms() const { return load_ms_; }
+
+ private:
+  EngineOptions options_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<LlamaModel> model_;
+  std::unique_ptr<StrategyRegistry> registry_;
+  double load_ms_ = 0;
+  int64_t step_ = 0;
+};
+
+}  // namespace kvstream
