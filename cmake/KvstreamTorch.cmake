@@ -24,6 +24,5 @@ else()
   target_include_directories(kvstream_torch SYSTEM INTERFACE ${KVSTREAM_TORCH_DIR}/include)
   target_link_libraries(kvstream_torch INTERFACE ${KVSTREAM_TORCH_DIR}/lib/libtorch_cpu.so
                         ${KVSTREAM_TORCH_DIR}/lib/libc10.so)
-  set(CMAKE_BUILD_RPATH ${CMAKE_BUILD_RPATH} ${KVSTREAM_TORCH_DIR}/lib PARENT_SCOPE)
 endif()
 target_link_options(kvstream_torch INTERFACE "-Wl,-rpath,${KVSTREAM_TORCH_DIR}/lib")

@@ -20,7 +20,7 @@ log() { printf '[setup] %s\n' "$*"; }
 APT_PKGS=(cmake ninja-build g++ pkg-config python3 python3-venv unzip
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libre2-dev nlohmann-json3-dev libspdlog-dev libcpp-httplib-dev
-  libgtest-dev libgmock-dev libbenchmark-dev gnuplot-nox)
+  libgtest-dev libgmock-dev libbenchmark-dev gnuplot-nox ccache)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -40,7 +40,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   log "creating venv $VENV"
   "$PY" -m venv "$VENV"
 fi
-want="torch==$TORCH_VERSION transformers==$TRANSFORMERS_VERSION gguf==$GGUF_VERSION numpy==$NUMPY_VERSION"
+want="torch==$TORCH_VERSION transformers==$TRANSFORMERS_VERSION gguf==$GGUF_VERSION numpy==$NUMPY_VERSION accelerate==$ACCELERATE_VERSION"
 stamp="$VENV/.kvstream-$(echo "$want" | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   log "installing into venv: $want (first run downloads ~4 GB; cached in $PIP_CACHE_DIR)"

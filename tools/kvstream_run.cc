@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "engine/kv/strategy_config.h"
 #include "engine/runtime/engine.h"
+#include "tools/argv_dashes.h"
 
 ABSL_FLAG(std::string, model, "models/SmolLM2-135M-Instruct.Q4_1.gguf", "GGUF file or Hugging Face folder");
 ABSL_FLAG(std::string, prompt, "Once upon a time", "prompt text");
@@ -30,6 +31,7 @@ ABSL_FLAG(std::string, kv, "", "strategy knobs: name=value,...");
 ABSL_FLAG(bool, quiet, false, "print only the figures line");
 
 int main(int argc, char** argv) {
+  kvstream::DashesToUnderscores(argc, argv);
   absl::ParseCommandLine(argc, argv);
   kvstream::EngineOptions opts;
   opts.model_path = absl::GetFlag(FLAGS_model);

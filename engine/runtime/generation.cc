@@ -57,6 +57,7 @@ StreamDelta Generation::Accept(const float* logits, int64_t vocab) {
   }
   last_token_time_ = now;
   ids_.push_back(r.token_id);
+  logprobs_.push_back(r.logprob);
   last_token = r.token_id;
   d.tokens.push_back({r.token_id, r.logprob, std::move(r.top)});
 
@@ -85,6 +86,7 @@ GenerateOutcome Generation::TakeOutcome(CacheReport cache) {
   o.prompt_tokens = static_cast<int32_t>(spec_.prompt_ids.size());
   o.completion_tokens = static_cast<int32_t>(ids_.size());
   o.token_ids = std::move(ids_);
+  o.logprobs = std::move(logprobs_);
   o.text = std::move(text_);
   o.cache = std::move(cache);
   o.timings.ttft_ms = ttft_ms_;

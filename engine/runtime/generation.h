@@ -52,6 +52,7 @@ struct GenerateOutcome {
   int32_t prompt_tokens = 0;
   int32_t completion_tokens = 0;
   std::vector<int32_t> token_ids;  // generated ids (EOS included when it ended the request)
+  std::vector<float> logprobs;     // raw-model logprob of each generated id
   std::string text;                // what was streamed, stop string excluded
   Timings timings;
   CacheReport cache;
@@ -97,6 +98,7 @@ class Generation {
   StopMatcher stops_;
   FinishReason finish_ = FinishReason::kUnspecified;
   std::vector<int32_t> ids_;
+  std::vector<float> logprobs_;
   std::string text_;
   std::vector<double> itl_ms_;
   Clock::time_point last_token_time_;
