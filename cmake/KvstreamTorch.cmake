@@ -21,7 +21,10 @@ if(KVSTREAM_ENABLE_CUDA_TORCH)
   target_link_libraries(kvstream_torch INTERFACE ${TORCH_LIBRARIES})
   target_compile_definitions(kvstream_torch INTERFACE KVSTREAM_HAVE_CUDA_TORCH=1)
 else()
-  target_include_directories(kvstream_torch SYSTEM INTERFACE ${KVSTREAM_TORCH_DIR}/include)
+  # NOTE(kvstream): torch/include carries its own (older) google/protobuf
+  # headers; -idirafter puts it after /usr/include so gRPC code gets Debian's
+  # protobuf while ATen/c10 (absent from /usr/include) still resolve.
+  target_compile_options(kvstream_torch INTERFACE "SHELL:-idirafter ${KVSTREAM_TORCH_DIR}/include")
   target_link_libraries(kvstream_torch INTERFACE ${KVSTREAM_TORCH_DIR}/lib/libtorch_cpu.so
                         ${KVSTREAM_TORCH_DIR}/lib/libc10.so)
 endif()

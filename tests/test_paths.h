@@ -8,6 +8,9 @@ namespace kvstream::testing {
 
 inline std::string SourceDir() { return KVSTREAM_SOURCE_DIR; }
 inline std::string FixtureDir() { return SourceDir() + "/tests/fixtures"; }
+#ifdef KVSTREAM_BINARY_DIR
+inline std::string BinaryDir() { return KVSTREAM_BINARY_DIR; }
+#endif
 // The venv python with torch/transformers/gguf ("" if setup has not run).
 inline std::string Python() { return KVSTREAM_PYTHON; }
 // The bundled real model (present after scripts/setup.sh).

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/model/loader/weights.h"
+#include "engine/runtime/active_sequence.h"
 #include "engine/status_macros.h"
 
 namespace kvstream {
@@ -104,12 +105,7 @@ absl::Status Engine::Validate(const GenerateSpec& spec) const {
 
 absl::StatusOr<std::vector<GenerateOutcome>> Engine::GenerateBatch(const std::vector<GenerateSpec>& specs,
                                                                    const DeltaFn& on_delta) {
-  struct Active {
-    std::unique_ptr<Generation> gen;
-    Strategy* strategy = nullptr;
-    std::unique_ptr<SequenceCache> cache;
-  };
-  std::vector<Active> act(specs.size());
+  std::vector<ActiveSequence> act(specs.size());
   for (size_t i = 0; i < specs.size(); ++i) {
     KV_RETURN_IF_ERROR(Validate(specs[i]));
     act[i].gen = std::make_unique<Generation>(specs[i], *tokenizer_);
@@ -124,25 +120,8 @@ absl::StatusOr<std::vector<GenerateOutcome>> Engine::GenerateBatch(const std::ve
       std::vector<SeqInput> inputs;
       std::vector<size_t> who;
       for (size_t i = 0; i < act.size(); ++i) {
-        Generation& g = *act[i].gen;
-        if (g.finished()) continue;
-        SeqInput in;
-        in.strategy = act[i].strategy;
-        in.cache = act[i].cache.get();
-        const auto& prompt = g.spec().prompt_ids;
-        const int64_t P = static_cast<int64_t>(prompt.size());
-        if (g.prompt_done < P) {
-          int64_t chunk = act[i].cache->PrefillChunk().value_or(options_.prefill_chunk);
-          chunk = std::min<int64_t>(std::max<int64_t>(chunk, 1), P - g.prompt_done);
-          in.tokens.assign(prompt.begin() + g.prompt_done, prompt.begin() + g.prompt_done + chunk);
-          in.start_pos = g.prompt_done;
-          in.is_prompt = true;
-          in.last_prompt_chunk = g.prompt_done + chunk == P;
-        } else {
-          in.tokens = {g.last_token};
-          in.start_pos = P + g.generated() - 1;
-        }
-        inputs.push_back(std::move(in));
+        if (act[i].gen->finished()) continue;
+        inputs.push_back(act[i].NextInput(options_.prefill_chunk));
         who.push_back(i);
       }
       if (inputs.empty()) break;
@@ -151,19 +130,11 @@ absl::StatusOr<std::vector<GenerateOutcome>> Engine::GenerateBatch(const std::ve
       at::Tensor host = logits.contiguous().cpu();
       const double step_ms = MsSince(t_step);
       for (size_t r = 0; r < inputs.size(); ++r) {
-        const size_t i = who[r];
-        Generation& g = *act[i].gen;
-        if (inputs[r].is_prompt) {
-          g.prompt_done += static_cast<int64_t>(inputs[r].tokens.size());
-          g.prefill_ms += step_ms;
-          if (!inputs[r].last_prompt_chunk) continue;
-        }
-        StreamDelta d = g.Accept(host.data_ptr<float>() + r * vocab, vocab);
-        if (on_delta) on_delta(i, d);
-        if (g.finished()) {
-          out[i] = g.TakeOutcome(act[i].cache->Report());
-          act[i].cache.reset();  // free the KV at once
-        }
+        ActiveSequence& a = act[who[r]];
+        StreamDelta d;
+        if (!a.Consume(inputs[r], host.data_ptr<float>() + r * vocab, vocab, step_ms, &d)) continue;
+        if (on_delta) on_delta(who[r], d);
+        if (a.gen->finished()) out[who[r]] = a.Finish();
       }
     }
   } catch (const c10::Error& err) {

@@ -44,9 +44,12 @@ class Engine {
   const ModelConfig& config() const { return model_->config(); }
   LlamaModel& model() { return *model_; }
   const StrategyRegistry& strategies() const { return *registry_; }
+  StrategyRegistry& strategies() { return *registry_; }
   std::string device_name() const;
   std::string dtype_name() const;
   double load_ms() const { return load_ms_; }
+  const EngineOptions& options() const { return options_; }
+  int64_t NextStepId() { return step_++; }
 
  private:
   EngineOptions options_;

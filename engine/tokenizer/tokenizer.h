@@ -44,13 +44,18 @@ class Tokenizer {
   virtual int32_t vocab_size() const = 0;
   virtual int32_t bos_id() const = 0;  // -1 if none
   virtual int32_t eos_id() const = 0;  // -1 if none
-  // EOS or any extra end-of-turn id (<|im_end|>, <|eot_id|>).
+  // EOS, any of extra_eos_ids, or a control token whose text is one of
+  // <|im_end|>, <|eot_id|>, <|eom_id|>, <|endoftext|>, <|end_of_text|>
+  // (added by Create(), so loaders need not list them).
   virtual bool IsEndOfGeneration(int32_t id) const = 0;
+  // Control (and unknown-typed) tokens: what Decode(skip_special) drops.
   virtual bool IsSpecial(int32_t id) const = 0;
 
   virtual ChatFormat chat_format() const = 0;
   // Renders messages in the model's chat format (picked from its
   // chat_template metadata). Error if the model has no known chat format.
+  // The text already holds every special token the template writes (Llama-3's
+  // <|begin_of_text|> included): encode it with add_special_tokens = false.
   virtual absl::StatusOr<std::string> ApplyChatTemplate(absl::Span<const ChatMessage> messages,
                                                         bool add_generation_prompt) const = 0;
 };

@@ -31,7 +31,14 @@ struct TokenizerData {
   std::vector<std::string> merges;    // "left right", highest priority first
   std::vector<TokenType> token_types; // same length as tokens, or empty = all kNormal
   std::string pre;                    // pre-tokenizer name (tokenizer.ggml.pre), e.g. "smollm", "llama-bpe", "qwen2"
-  std::vector<std::string> pre_regexes;  // explicit split regexes (tokenizer.json); empty = derived from `pre`
+  // Explicit split regexes (tokenizer.json), Oniguruma dialect, applied in
+  // order as "Isolated" splits; empty = derived from `pre`. A final
+  // `\s+(?!\S)|\s+` is allowed (emulated), no other lookaround.
+  std::vector<std::string> pre_regexes;
+  // A pre-token that is itself in the vocabulary skips the merges
+  // (tokenizer.json model.ignore_merges; Llama-3). For GGUF files it is
+  // implied by pre = "llama-bpe"/"llama3", so loaders may leave it false.
+  bool ignore_merges = false;
   int32_t bos_id = -1;
   int32_t eos_id = -1;
   int32_t pad_id = -1;

@@ -1,0 +1,44 @@
+#include "engine/runtime/active_sequence.h"
+
+#include <algorithm>
+
+namespace kvstream {
+
+SeqInput ActiveSequence::NextInput(int64_t prefill_chunk) const {
+  SeqInput in;
+  in.strategy = strategy;
+  in.cache = cache.get();
+  const auto& prompt = gen->spec().prompt_ids;
+  const int64_t P = static_cast<int64_t>(prompt.size());
+  if (gen->prompt_done < P) {
+    int64_t chunk = cache->PrefillChunk().value_or(prefill_chunk);
+    chunk = std::min<int64_t>(std::max<int64_t>(chunk, 1), P - gen->prompt_done);
+    in.tokens.assign(prompt.begin() + gen->prompt_done, prompt.begin() + gen->prompt_done + chunk);
+    in.start_pos = gen->prompt_done;
+    in.is_prompt = true;
+    in.last_prompt_chunk = gen->prompt_done + chunk == P;
+  } else {
+    in.tokens = {gen->last_token};
+    in.start_pos = P + gen->generated() - 1;
+  }
+  return in;
+}
+
+bool ActiveSequence::Consume(const SeqInput& in, const float* logits, int64_t vocab, double step_ms,
+                             StreamDelta* delta) {
+  if (in.is_prompt) {
+    gen->prompt_done += static_cast<int64_t>(in.tokens.size());
+    gen->prefill_ms += step_ms;
+    if (!in.last_prompt_chunk) return false;
+  }
+  *delta = gen->Accept(logits, vocab);
+  return true;
+}
+
+GenerateOutcome ActiveSequence::Finish() {
+  GenerateOutcome o = gen->TakeOutcome(cache->Report());
+  cache.reset();
+  return o;
+}
+
+}  // namespace kvstream

@@ -1,0 +1,30 @@
+// One running request inside a step loop (Engine::GenerateBatch or the
+// Scheduler): its generation state, strategy and cache, and the two halves of
+// a step that concern it: what it feeds the forward, and what it does with
+// the logits that come back.
+#pragma once
+
+#include <memory>
+
+#include "engine/kv/kv_cache.h"
+#include "engine/model/llama_model.h"
+#include "engine/runtime/generation.h"
+
+namespace kvstream {
+
+struct ActiveSequence {
+  std::unique_ptr<Generation> gen;
+  Strategy* strategy = nullptr;
+  std::unique_ptr<SequenceCache> cache;
+
+  // The next prompt chunk (at most `prefill_chunk` tokens, or the strategy's
+  // own chunk) or the last sampled token.
+  SeqInput NextInput(int64_t prefill_chunk) const;
+  // Applies one forward's result. Returns true and fills *delta when a token
+  // was produced (a non-final prompt chunk produces none).
+  bool Consume(const SeqInput& in, const float* logits, int64_t vocab, double step_ms, StreamDelta* delta);
+  // Final outcome; frees the cache at once.
+  GenerateOutcome Finish();
+};
+
+}  // namespace kvstream

@@ -1,0 +1,112 @@
+// Continuous batching. One engine thread owns the device; each step it
+//   1. drops cancelled or expired requests (their KV freed at once),
+//   2. admits queued requests while their predicted KV bytes
+//      (Strategy::PredictBytes) fit the budget and the batch has room,
+//   3. runs one forward over every active sequence (prefill chunks and decode
+//      tokens together; attention grouped by strategy inside the model),
+//   4. samples and posts each request's delta to its observer.
+// Observers are called on the engine thread and must not block.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/runtime/active_sequence.h"
+#include "engine/runtime/engine.h"
+
+namespace kvstream {
+
+struct SchedulerOptions {
+  int64_t kv_budget_bytes = 0;   // device KV bytes all running requests may reserve
+  int32_t max_batch = 64;        // sequences per step
+  int32_t max_queue = 256;       // waiting requests; past it RESOURCE_EXHAUSTED
+  int64_t prefill_chunk = 512;   // prompt tokens per sequence per step
+};
+
+class RequestObserver {
+ public:
+  virtual ~RequestObserver() = default;
+  virtual void OnDelta(StreamDelta delta) = 0;
+  // Exactly once: the outcome, or why the request ended without one.
+  virtual void OnDone(absl::StatusOr<GenerateOutcome> outcome) = 0;
+};
+
+struct SubmittedRequest {
+  std::string request_id;
+  GenerateSpec spec;
+  std::shared_ptr<RequestObserver> observer;
+  std::optional<std::chrono::steady_clock::time_point> deadline;
+  std::shared_ptr<std::atomic<bool>> cancelled = std::make_shared<std::atomic<bool>>(false);
+};
+
+struct SchedulerStats {
+  int64_t kv_bytes_in_use = 0;   // bytes really held by running caches (after the last step)
+  int64_t kv_bytes_reserved = 0; // sum of admitted requests' predictions
+  int64_t kv_budget_bytes = 0;
+  int64_t peak_kv_bytes_in_use = 0;
+  int32_t running = 0;
+  int32_t queued = 0;
+  int64_t steps = 0;
+  int64_t tokens_generated = 0;
+};
+
+class Scheduler {
+ public:
+  Scheduler(Engine& engine, SchedulerOptions options);
+  ~Scheduler();  // Stop()
+
+  // Validates and enqueues. Errors: INVALID_ARGUMENT / UNIMPLEMENTED (bad
+  // request), RESOURCE_EXHAUSTED (can never fit the budget, or queue full),
+  // UNAVAILABLE (draining). OK means the observer will get OnDone exactly once.
+  absl::Status Submit(SubmittedRequest request);
+  // Stops admitting (new requests get UNAVAILABLE) and waits until every
+  // accepted request has ended.
+  void Drain();
+  // Ends the thread; requests still queued or running end with UNAVAILABLE.
+  void Stop();
+  SchedulerStats Stats() const;
+  const SchedulerOptions& options() const { return options_; }
+
+ private:
+  struct Running {
+    SubmittedRequest req;
+    ActiveSequence seq;
+    int64_t reserved = 0;
+    std::chrono::steady_clock::time_point admitted;
+    std::chrono::steady_clock::time_point submitted;
+  };
+  struct Queued {
+    SubmittedRequest req;
+    int64_t predicted = 0;
+    std::chrono::steady_clock::time_point submitted;
+  };
+
+  void Loop();
+  // Ends `r` with `status` (cancel, deadline, error) and frees its cache.
+  void Abort(Running& r, absl::Status status);
+  void AdmitLocked(std::vector<Queued>* admitted);
+  void Step();
+
+  Engine& engine_;
+  SchedulerOptions options_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;       // work arrived / stop
+  std::condition_variable idle_cv_;  // queue and running both empty
+  std::deque<Queued> queue_;
+  std::vector<std::unique_ptr<Running>> running_;  // engine thread only (size mirrored in stats_)
+  SchedulerStats stats_;
+  bool draining_ = false;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace kvstream

@@ -1,0 +1,23 @@
+// What the RPC handlers share: the engine and scheduler once the model has
+// loaded (null before), metrics, and the request-id counter.
+#pragma once
+
+#include <atomic>
+#include <string>
+
+#include "engine/runtime/engine.h"
+#include "engine/scheduler/scheduler.h"
+#include "server/metrics.h"
+
+namespace kvstream::server {
+
+struct ServerState {
+  std::atomic<Engine*> engine{nullptr};
+  std::atomic<Scheduler*> scheduler{nullptr};
+  std::atomic<bool> shutting_down{false};
+  Metrics metrics;
+  std::atomic<uint64_t> next_request{1};
+  std::string load_error;  // set if the model failed to load
+};
+
+}  // namespace kvstream::server
