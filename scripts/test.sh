@@ -10,6 +10,8 @@ cd "$ROOT"
 bash scripts/setup.sh
 bash scripts/build.sh --asan
 jobs="${KVSTREAM_JOBS:-$(nproc)}"
+# One engine thread per test process; ctest runs $jobs of them side by side.
+export KVSTREAM_THREADS="${KVSTREAM_THREADS:-1}"
 echo "[test] ctest build/"
 ctest --test-dir build --output-on-failure -j"$jobs" --timeout 1500
 echo "[test] ctest build-asan/ (AddressSanitizer: readers, tokenizer, fuzzed model files)"

@@ -18,6 +18,10 @@ using KnobValue = std::variant<int64_t, double, bool, std::string>;
 struct StrategyConfig {
   std::string strategy = "dense";         // "dense", "akv", "entmax_kv", ...
   std::map<std::string, KnobValue> knobs; // knob name (as in the spec table) -> value
+  // Set by the engine before Open: prompt + max new tokens, the most the
+  // sequence can hold (0 = unknown). Lets caches size buffers without
+  // over-allocating past what admission reserved.
+  int64_t max_tokens = 0;
 
   bool Has(const std::string& knob) const { return knobs.count(knob) != 0; }
 };

@@ -5,6 +5,7 @@
 #include <c10/util/Exception.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -36,8 +37,15 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
     return absl::FailedPreconditionError("--device=cuda but this build or machine has no CUDA device");
   }
   const bool use_cuda = options.device == "cuda" || (options.device == "auto" && cuda_available);
-  at::set_num_threads(options.threads > 0 ? options.threads
-                                          : static_cast<int>(std::thread::hardware_concurrency()));
+  // threads: the option, else $KVSTREAM_THREADS, else every core. Tests run
+  // several engines at once with KVSTREAM_THREADS=1: OpenMP teams that share
+  // cores with another busy process stall at every barrier.
+  int threads = options.threads;
+  if (threads <= 0) {
+    const char* env = std::getenv("KVSTREAM_THREADS");
+    threads = env != nullptr ? std::atoi(env) : 0;
+  }
+  at::set_num_threads(threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency()));
 
   KV_ASSIGN_OR_RETURN(LoadedWeights w, LoadWeights(options.model_path));
   KV_ASSIGN_OR_RETURN(e->tokenizer_, Tokenizer::Create(std::move(w.tokenizer)));
@@ -110,7 +118,9 @@ absl::StatusOr<std::vector<GenerateOutcome>> Engine::GenerateBatch(const std::ve
     KV_RETURN_IF_ERROR(Validate(specs[i]));
     act[i].gen = std::make_unique<Generation>(specs[i], *tokenizer_);
     KV_ASSIGN_OR_RETURN(act[i].strategy, registry_->Get(specs[i].kv.strategy));
-    KV_ASSIGN_OR_RETURN(act[i].cache, act[i].strategy->Open(specs[i].kv));
+    StrategyConfig kv = specs[i].kv;
+    kv.max_tokens = TotalTokens(specs[i]);
+    KV_ASSIGN_OR_RETURN(act[i].cache, act[i].strategy->Open(kv));
   }
   std::vector<GenerateOutcome> out(specs.size());
   const int64_t vocab = model_->config().vocab_size;

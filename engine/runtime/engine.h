@@ -20,7 +20,7 @@ namespace kvstream {
 struct EngineOptions {
   std::string model_path;
   std::string device = "auto";  // auto | cpu | cuda
-  int threads = 0;              // CPU threads for ATen (0 = all cores)
+  int threads = 0;              // CPU threads for ATen (0 = $KVSTREAM_THREADS, else all cores)
   int64_t prefill_chunk = 512;  // prompt tokens per sequence per step
 };
 

@@ -28,6 +28,12 @@ struct GenerateSpec {
   std::vector<int32_t> teacher_forced;   // decode these instead of sampling
 };
 
+// Prompt plus the most tokens the request may add.
+inline int64_t TotalTokens(const GenerateSpec& s) {
+  return static_cast<int64_t>(s.prompt_ids.size()) +
+         (s.teacher_forced.empty() ? s.sampling.max_new_tokens : static_cast<int64_t>(s.teacher_forced.size()));
+}
+
 enum class FinishReason { kUnspecified = 0, kLength = 1, kStop = 2, kEos = 3 };
 
 struct TokenOut {

@@ -35,8 +35,7 @@ absl::Status Scheduler::Submit(SubmittedRequest request) {
   KV_RETURN_IF_ERROR(engine_.Validate(request.spec));
   KV_ASSIGN_OR_RETURN(Strategy * strategy, engine_.strategies().Get(request.spec.kv.strategy));
   const GenerateSpec& s = request.spec;
-  const int64_t new_tokens = s.teacher_forced.empty() ? s.sampling.max_new_tokens
-                                                      : static_cast<int64_t>(s.teacher_forced.size());
+  const int64_t new_tokens = TotalTokens(s) - static_cast<int64_t>(s.prompt_ids.size());
   const int64_t predicted =
       strategy->PredictBytes(s.kv, static_cast<int64_t>(s.prompt_ids.size()), new_tokens);
   std::lock_guard<std::mutex> l(mu_);
@@ -138,7 +137,9 @@ void Scheduler::Loop() {
       absl::Status st = engine_.strategies().Get(r->req.spec.kv.strategy).status();
       if (st.ok()) {
         r->seq.strategy = *engine_.strategies().Get(r->req.spec.kv.strategy);
-        auto cache = r->seq.strategy->Open(r->req.spec.kv);
+        StrategyConfig kv = r->req.spec.kv;
+        kv.max_tokens = TotalTokens(r->req.spec);
+        auto cache = r->seq.strategy->Open(kv);
         if (cache.ok()) r->seq.cache = std::move(*cache);
         st = cache.status();
       }

@@ -26,7 +26,7 @@ ServerProcess* GenerateRpc::server_ = nullptr;
 std::string RunKvstreamRun(const std::string& prompt, int n) {
   const std::string cmd = BinaryDir() + "/kvstream-run --model=" + DefaultModelPath() + " --prompt='" + prompt +
                           "' --max-new-tokens=" + std::to_string(n) +
-                          " --temperature=0 --ignore-eos --threads=2 2>/dev/null";
+                          " --temperature=0 --ignore-eos 2>/dev/null";
   std::string out;
   FILE* f = popen(cmd.c_str(), "r");
   std::array<char, 4096> buf;

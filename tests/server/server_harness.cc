@@ -18,7 +18,7 @@ std::unique_ptr<ServerProcess> ServerProcess::Start(const std::vector<std::strin
   p->log_path_ = ::testing::TempDir() + "/kvstream-server-" + std::to_string(getpid()) + "-" +
                  std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()) + ".log";
   std::vector<std::string> argv_s = {BinaryDir() + "/kvstream-server", "--port=0",
-                                     "--model=" + DefaultModelPath(), "--threads=2"};
+                                     "--model=" + DefaultModelPath()};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   p->pid_ = fork();
   if (p->pid_ == 0) {

@@ -19,7 +19,7 @@ absl::Status DenseStrategy::Validate(const StrategyConfig& config) const {
 
 absl::StatusOr<std::unique_ptr<SequenceCache>> DenseStrategy::Open(const StrategyConfig& config) {
   if (absl::Status s = Validate(config); !s.ok()) return s;
-  return std::make_unique<DenseSequenceCache>(geometry_);
+  return std::make_unique<DenseSequenceCache>(geometry_, config.max_tokens);
 }
 
 int64_t DenseStrategy::PredictBytes(const StrategyConfig&, int64_t prompt_tokens,
@@ -30,14 +30,16 @@ int64_t DenseStrategy::PredictBytes(const StrategyConfig&, int64_t prompt_tokens
          geometry_.head_dim * static_cast<int64_t>(c10::elementSize(geometry_.dtype));
 }
 
-DenseSequenceCache::DenseSequenceCache(const KvGeometry& g)
-    : geometry_(g), keys_(g.n_layers), values_(g.n_layers), lengths_(g.n_layers, 0) {}
+DenseSequenceCache::DenseSequenceCache(const KvGeometry& g, int64_t max_tokens)
+    : geometry_(g), max_tokens_(max_tokens), keys_(g.n_layers), values_(g.n_layers), lengths_(g.n_layers, 0) {}
 
 void DenseSequenceCache::Reserve(int64_t layer, int64_t tokens) {
   const int64_t have = keys_[layer].defined() ? keys_[layer].size(1) : 0;
   if (tokens <= have) return;
   const int64_t block = DenseStrategy::kBlockTokens;
-  const int64_t cap = (tokens + block - 1) / block * block;
+  auto round_up = [&](int64_t t) { return (t + block - 1) / block * block; };
+  int64_t cap = round_up(std::max(tokens, have + have / 2));
+  if (max_tokens_ > 0) cap = std::max(round_up(tokens), std::min(cap, round_up(max_tokens_)));
   auto opts = at::TensorOptions().dtype(geometry_.dtype).device(geometry_.device);
   at::Tensor k = at::empty({geometry_.n_kv_heads, cap, geometry_.head_dim}, opts);
   at::Tensor v = at::empty({geometry_.n_kv_heads, cap, geometry_.head_dim}, opts);

@@ -1,6 +1,7 @@
 // The dense baseline: every token's K and V kept at the compute dtype (fp32 on
-// CPU, bf16 on CUDA), attention exact. Storage grows in blocks of
-// kBlockTokens so memory follows the sequence and is freed with it.
+// CPU, bf16 on CUDA), attention exact. Storage is a multiple of kBlockTokens
+// that grows geometrically (x1.5, so appends cost O(1) amortised) but never
+// past the request's max_tokens, so it stays within what admission reserved.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -13,7 +14,7 @@ namespace kvstream {
 
 class DenseStrategy final : public Strategy {
  public:
-  static constexpr int64_t kBlockTokens = 256;
+  static constexpr int64_t kBlockTokens = 16;
   explicit DenseStrategy(const KvGeometry& g) : geometry_(g) {}
 
   // ---- Strategy ----
@@ -29,7 +30,7 @@ class DenseStrategy final : public Strategy {
 
 class DenseSequenceCache final : public SequenceCache {
  public:
-  explicit DenseSequenceCache(const KvGeometry& g);
+  DenseSequenceCache(const KvGeometry& g, int64_t max_tokens);
 
   // ---- SequenceCache ----
   absl::StatusOr<at::Tensor> Forward(int64_t layer, const at::Tensor& q, const at::Tensor& k,
@@ -43,6 +44,7 @@ class DenseSequenceCache final : public SequenceCache {
   void Reserve(int64_t layer, int64_t tokens);
 
   KvGeometry geometry_;
+  int64_t max_tokens_;              // 0 = unbounded
   std::vector<at::Tensor> keys_;    // per layer [Hkv, capacity, D]
   std::vector<at::Tensor> values_;  // per layer [Hkv, capacity, D]
   std::vector<int64_t> lengths_;    // per layer: tokens written

@@ -80,11 +80,17 @@ absl::Status ReadScalar(ByteReader& r, GgufType t, absl::string_view ctx, GgufVa
   return absl::OkStatus();
 }
 
+// What is left of the file-wide caps on array elements (GgufLimits).
+struct Budget {
+  uint64_t elements;  // elements of all arrays together
+  uint64_t nested;    // arrays inside arrays
+};
+
 absl::StatusOr<GgufValue> ReadValue(ByteReader& r, GgufType t, int depth, absl::string_view ctx,
-                                    const GgufLimits& limits, uint64_t& nested_left);
+                                    const GgufLimits& limits, Budget& budget);
 
 absl::Status ReadArray(ByteReader& r, int depth, absl::string_view ctx, const GgufLimits& limits,
-                       uint64_t& nested_left, GgufValue& v) {
+                       Budget& budget, GgufValue& v) {
   if (depth >= limits.max_array_depth) {
     return Invalid(ctx, absl::StrFormat("arrays nested %d deep, the cap is %d", depth + 1,
                                         limits.max_array_depth));
@@ -95,6 +101,14 @@ absl::Status ReadArray(ByteReader& r, int depth, absl::string_view ctx, const Gg
     return Invalid(ctx, absl::StrFormat("array of %u elements exceeds the cap %u", n,
                                         limits.max_array_elements));
   }
+  // NOTE(loader): widening makes a u8 element 8 bytes in memory and a
+  // nested array ~200; file-wide budgets keep memory proportional to the
+  // file whatever mix of arrays it holds.
+  if (n > budget.elements) {
+    return Invalid(ctx, absl::StrFormat("%u more array elements exceed the file-wide cap %u", n,
+                                        limits.max_total_array_elements));
+  }
+  budget.elements -= n;
   const uint64_t min_bytes = kMinBytes[static_cast<size_t>(v.elem_type)];
   if (n > r.remaining() / min_bytes) {  // n * min_bytes > remaining, without overflow
     return absl::OutOfRangeError(absl::StrFormat(
@@ -110,18 +124,15 @@ absl::Status ReadArray(ByteReader& r, int depth, absl::string_view ctx, const Gg
       }
       return absl::OkStatus();
     case GgufType::kArray:
-      // NOTE(loader): a GgufValue is ~200 bytes but an empty nested array
-      // only 12 in the file, so nested arrays get a file-wide budget to keep
-      // memory proportional to the file.
-      if (n > nested_left) {
+      if (n > budget.nested) {
         return Invalid(ctx, absl::StrFormat("%u nested arrays exceed the file-wide cap %u", n,
                                             limits.max_nested_arrays));
       }
-      nested_left -= n;
+      budget.nested -= n;
       v.arr.reserve(n);
       for (uint64_t k = 0; k < n; ++k) {
         KV_ASSIGN_OR_RETURN(GgufValue e, ReadValue(r, GgufType::kArray, depth + 1, ctx, limits,
-                                                   nested_left));
+                                                   budget));
         v.arr.push_back(std::move(e));
       }
       return absl::OkStatus();
@@ -147,13 +158,13 @@ absl::Status ReadArray(ByteReader& r, int depth, absl::string_view ctx, const Gg
 }
 
 absl::StatusOr<GgufValue> ReadValue(ByteReader& r, GgufType t, int depth, absl::string_view ctx,
-                                    const GgufLimits& limits, uint64_t& nested_left) {
+                                    const GgufLimits& limits, Budget& budget) {
   GgufValue v;
   v.type = t;
   if (t == GgufType::kString) {
     KV_ASSIGN_OR_RETURN(v.str, ReadString(r, ctx, limits));
   } else if (t == GgufType::kArray) {
-    KV_RETURN_IF_ERROR(ReadArray(r, depth, ctx, limits, nested_left, v));
+    KV_RETURN_IF_ERROR(ReadArray(r, depth, ctx, limits, budget, v));
   } else {
     KV_RETURN_IF_ERROR(ReadScalar(r, t, ctx, v));
   }
@@ -200,7 +211,7 @@ absl::Status ReadMetadata(ByteReader& r, uint64_t n_kv, const GgufLimits& limits
         r.remaining()));
   }
   f.kv.reserve(n_kv);
-  uint64_t nested_left = limits.max_nested_arrays;
+  Budget budget{limits.max_total_array_elements, limits.max_nested_arrays};
   for (uint64_t k = 0; k < n_kv; ++k) {
     KV_ASSIGN_OR_RETURN(std::string key,
                         ReadString(r, absl::StrFormat("key #%u name", k), limits));
@@ -208,7 +219,7 @@ absl::Status ReadMetadata(ByteReader& r, uint64_t n_kv, const GgufLimits& limits
     const std::string ctx = absl::StrCat("key '", key, "'");
     if (f.kv_index.contains(key)) return Invalid(ctx, "duplicate key");
     KV_ASSIGN_OR_RETURN(GgufType t, ReadType(r, ctx));
-    KV_ASSIGN_OR_RETURN(GgufValue v, ReadValue(r, t, 0, ctx, limits, nested_left));
+    KV_ASSIGN_OR_RETURN(GgufValue v, ReadValue(r, t, 0, ctx, limits, budget));
     f.kv_index.emplace(key, f.kv.size());
     f.kv.emplace_back(std::move(key), std::move(v));
   }

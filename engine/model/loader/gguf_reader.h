@@ -101,10 +101,11 @@ struct GgufFile {
 struct GgufLimits {
   uint64_t max_tensors = 1 << 16;
   uint64_t max_kv = 1 << 16;
-  uint64_t max_array_elements = 1 << 24;
-  uint64_t max_string_bytes = 1 << 26;   // a chat template is a few KB
-  int max_array_depth = 4;               // arrays of arrays of ...
-  uint64_t max_nested_arrays = 1 << 16;  // arrays inside arrays, whole file
+  uint64_t max_array_elements = 1 << 24;        // one array (a 256K vocab is 2^18)
+  uint64_t max_total_array_elements = 1 << 25;  // all arrays of the file together
+  uint64_t max_string_bytes = 1 << 26;          // a chat template is a few KB
+  int max_array_depth = 4;                      // arrays of arrays of ...
+  uint64_t max_nested_arrays = 1 << 16;         // arrays inside arrays, whole file
   uint64_t max_tensor_elements = uint64_t{1} << 40;
 };
 

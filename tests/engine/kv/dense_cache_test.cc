@@ -36,11 +36,13 @@ void CheckChunking(int64_t H, int64_t Hkv, int64_t D, std::vector<int64_t> chunk
   g.head_dim = D;
   g.context_length = 8192;
   DenseStrategy strategy(g);
-  auto cache = strategy.Open(StrategyConfig{});
-  ASSERT_TRUE(cache.ok());
-  at::manual_seed(static_cast<uint64_t>(H * 1000 + D));
   int64_t total = 0;
   for (int64_t c : chunks) total += c;
+  StrategyConfig config;
+  config.max_tokens = total;
+  auto cache = strategy.Open(config);
+  ASSERT_TRUE(cache.ok());
+  at::manual_seed(static_cast<uint64_t>(H * 1000 + D));
   at::Tensor K = at::randn({Hkv, total, D}), V = at::randn({Hkv, total, D});
   int64_t past = 0;
   for (int64_t n : chunks) {
@@ -56,9 +58,11 @@ void CheckChunking(int64_t H, int64_t Hkv, int64_t D, std::vector<int64_t> chunk
     }
     past += n;
   }
+  // Growth stops at the request's max_tokens, so what is held equals what
+  // admission predicted.
   const int64_t blocks = (total + DenseStrategy::kBlockTokens - 1) / DenseStrategy::kBlockTokens;
   EXPECT_EQ((*cache)->BytesHeld(), 2 * 2 * Hkv * blocks * DenseStrategy::kBlockTokens * D * 4);
-  EXPECT_EQ(strategy.PredictBytes(StrategyConfig{}, total, 0), (*cache)->BytesHeld());
+  EXPECT_EQ(strategy.PredictBytes(config, total, 0), (*cache)->BytesHeld());
 }
 
 TEST(DenseCache, MatchesNaiveAttentionGqaGroupsOneThreeFour) {

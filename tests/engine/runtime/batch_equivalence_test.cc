@@ -83,8 +83,9 @@ TEST(DenseCacheReport, CountsAllocatedBlocksAndFreesAtFinish) {
   const ModelConfig& m = engine->config();
   EXPECT_EQ(c.strategy, "dense");
   EXPECT_EQ(c.tokens_seen, (*r)[0].prompt_tokens + 8 - 1);  // the last token is never fed back
-  // One 256-token block per layer for K and V, fp32 on CPU.
-  EXPECT_EQ(c.kv_bytes_device, m.n_layers * 2 * m.n_kv_heads * 256 * m.head_dim * 4);
+  // K and V for prompt + max_new tokens rounded up to 16-token blocks, fp32 on CPU.
+  const int64_t slots = ((*r)[0].prompt_tokens + 8 + 15) / 16 * 16;
+  EXPECT_EQ(c.kv_bytes_device, m.n_layers * 2 * m.n_kv_heads * slots * m.head_dim * 4);
   EXPECT_EQ(c.dense_equivalent_bytes, c.tokens_seen * m.n_layers * 2 * m.n_kv_heads * m.head_dim * 2);
   EXPECT_EQ(static_cast<int64_t>(c.layers.size()), m.n_layers);
 }

@@ -2,6 +2,8 @@
 // GGUF (generated at test time by tests/oracle/tokenizer_save_json.py) must
 // tokenize exactly like the GGUF; small hand-written files cover each field;
 // malformed input gives an error Status, never a crash.
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <random>

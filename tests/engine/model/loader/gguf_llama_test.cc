@@ -17,65 +17,8 @@ using ::kvstream::testing::GgufSpec;
 using ::testing::HasSubstr;
 namespace val = ::kvstream::testing::val;
 
-// hidden 8, 2 heads of 4, 1 KV head, MLP 16, vocab 10, 2 layers.
-struct TinyOpts {
-  std::string arch = "llama";
-  bool output = false;     // untied lm_head
-  bool bias = false;       // q/k/v biases
-  bool rope_freqs = false;
-};
-
-// Tensor values: element i of the k-th tensor is 1000 * k + i, so every
-// value says where it came from.
-GgufSpec Tiny(const TinyOpts& o = {}) {
-  GgufSpec s;
-  const std::string p = o.arch + ".";
-  s.Kv("general.architecture", val::Str(o.arch)).Kv("general.name", val::Str("tiny"));
-  s.Kv(p + "block_count", val::U32(2)).Kv(p + "embedding_length", val::U32(8));
-  s.Kv(p + "feed_forward_length", val::U64(16)).Kv(p + "attention.head_count", val::U32(2));
-  s.Kv(p + "attention.head_count_kv", val::I32(1)).Kv(p + "context_length", val::U32(64));
-  s.Kv(p + "attention.layer_norm_rms_epsilon", val::F32(1e-6f));
-  s.Kv(p + "rope.freq_base", val::F32(500000.0f));
-  s.Kv("tokenizer.ggml.model", val::Str("gpt2")).Kv("tokenizer.ggml.pre", val::Str("llama-bpe"));
-  s.Kv("tokenizer.ggml.tokens",
-       val::StrArray({"<s>", "</s>", "<eot>", "a", "b", "ab", "c", "d", "e", "f"}));
-  s.Kv("tokenizer.ggml.token_type", val::I32Array({3, 3, 3, 1, 1, 1, 1, 1, 1, 6}));
-  s.Kv("tokenizer.ggml.merges", val::StrArray({"a b"}));
-  s.Kv("tokenizer.ggml.bos_token_id", val::U32(0)).Kv("tokenizer.ggml.eos_token_id", val::U32(1));
-  s.Kv("tokenizer.ggml.eot_token_id", val::U32(2)).Kv("tokenizer.ggml.add_bos_token", val::Bool(true));
-  s.Kv("tokenizer.chat_template", val::Str("{{ messages }}"));
-  int k = 0;
-  auto add = [&](const std::string& name, std::vector<uint64_t> ne) {
-    uint64_t n = 1;
-    for (uint64_t e : ne) n *= e;
-    std::vector<float> v(n);
-    for (uint64_t i = 0; i < n; ++i) v[i] = static_cast<float>(1000 * k + i);
-    ++k;
-    s.F32Tensor(name, std::move(ne), v);
-  };
-  add("token_embd.weight", {8, 10});
-  add("output_norm.weight", {8});
-  if (o.output) add("output.weight", {8, 10});
-  if (o.rope_freqs) add("rope_freqs.weight", {2});
-  for (int l = 0; l < 2; ++l) {
-    const std::string b = "blk." + std::to_string(l) + ".";
-    add(b + "attn_norm.weight", {8});
-    add(b + "attn_q.weight", {8, 8});
-    add(b + "attn_k.weight", {8, 4});
-    add(b + "attn_v.weight", {8, 4});
-    if (o.bias) {
-      add(b + "attn_q.bias", {8});
-      add(b + "attn_k.bias", {4});
-      add(b + "attn_v.bias", {4});
-    }
-    add(b + "attn_output.weight", {8, 8});
-    add(b + "ffn_norm.weight", {8});
-    add(b + "ffn_gate.weight", {8, 16});
-    add(b + "ffn_up.weight", {8, 16});
-    add(b + "ffn_down.weight", {16, 8});
-  }
-  return s;
-}
+using ::kvstream::testing::Tiny;
+using ::kvstream::testing::TinyOpts;
 
 struct Built {
   Bytes bytes;

@@ -238,7 +238,7 @@ TEST(GgufReader, RejectsArraysNestedBeyondCap) {
   EXPECT_THAT(Msg(Parse(s)), HasSubstr("key 'x.deep': arrays nested 5 deep"));
 }
 
-TEST(GgufReader, RejectsNestedArraysBeyondFileWideBudget) {
+TEST(GgufReader, RejectsArraysBeyondFileWideBudgets) {
   const Bytes bytes = ReadFileBytes(FixturePath("all_types.gguf"));
   GgufLimits limits;
   limits.max_nested_arrays = 6;  // the fixture holds 3 + 2 + 2 + 3 = 10 inner arrays
@@ -246,6 +246,9 @@ TEST(GgufReader, RejectsNestedArraysBeyondFileWideBudget) {
               HasSubstr("nested arrays exceed the file-wide cap 6"));
   limits.max_nested_arrays = 10;
   EXPECT_TRUE(ParseGguf(bytes, limits).ok());
+  limits.max_total_array_elements = 20;  // the flat arrays alone hold 29 elements
+  EXPECT_THAT(Msg(ParseGguf(bytes, limits).status()),
+              HasSubstr("more array elements exceed the file-wide cap 20"));
 }
 
 TEST(GgufReader, RejectsDuplicateKeyAndEmptyKey) {
