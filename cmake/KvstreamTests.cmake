@@ -34,6 +34,6 @@ foreach(src ${KV_TEST_SRC})
   target_compile_definitions(${name} PRIVATE
     KVSTREAM_SOURCE_DIR="${CMAKE_SOURCE_DIR}" KVSTREAM_PYTHON="${KVSTREAM_PYTHON}"
     KVSTREAM_BINARY_DIR="${CMAKE_BINARY_DIR}")
-  gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST
+  gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST TEST_PREFIX "${name}."
                        WORKING_DIRECTORY ${CMAKE_SOURCE_DIR} PROPERTIES TIMEOUT 1200)
 endforeach()

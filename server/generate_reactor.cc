@@ -37,7 +37,6 @@ class StreamObserver final : public RequestObserver {
     state_.metrics.RequestEnded(strategy_, "OK");
     state_.metrics.ObserveTtft(o.timings.ttft_ms);
     if (o.completion_tokens > 1) state_.metrics.ObserveItl(o.timings.mean_itl_ms);
-    state_.metrics.AddTokens(o.completion_tokens);
     const double decode_s = (o.timings.total_ms - o.timings.ttft_ms) / 1000.0;
     spdlog::info(
         "request id={} strategy={} status=OK prompt_tokens={} completion_tokens={} ttft_ms={:.1f} "

@@ -59,7 +59,8 @@ std::string Metrics::Render(const SchedulerStats& s) const {
   absl::StrAppendFormat(&out,
                         "# HELP kvstream_tokens_generated_total Tokens generated.\n"
                         "# TYPE kvstream_tokens_generated_total counter\nkvstream_tokens_generated_total %d\n",
-                        tokens_.load());
+                        s.tokens_generated);
+  gauge("kvstream_tokens_per_second", "Tokens generated per second over the last 10 s.", s.tokens_per_second);
   absl::StrAppendFormat(&out,
                         "# HELP kvstream_engine_steps_total Engine steps run.\n"
                         "# TYPE kvstream_engine_steps_total counter\nkvstream_engine_steps_total %d\n",

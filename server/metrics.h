@@ -35,14 +35,12 @@ class Metrics {
   void RequestEnded(const std::string& strategy, const std::string& code);
   void ObserveTtft(double ms) { ttft_ms_.Observe(ms / 1000.0); }
   void ObserveItl(double ms) { itl_ms_.Observe(ms / 1000.0); }
-  void AddTokens(int64_t n) { tokens_ += n; }
   std::string Render(const SchedulerStats& s) const;
 
  private:
   mutable std::mutex mu_;
   std::map<std::pair<std::string, std::string>, uint64_t> requests_;  // (strategy, code) -> count
   Histogram ttft_ms_, itl_ms_;
-  std::atomic<int64_t> tokens_{0};
 };
 
 }  // namespace kvstream::server

@@ -225,6 +225,13 @@ void Scheduler::Step() {
   stats_.kv_bytes_reserved -= released;
   stats_.steps += 1;
   stats_.tokens_generated += produced;
+  const auto now = Clock::now();
+  recent_.emplace_back(now, produced);
+  while (!recent_.empty() && now - recent_.front().first > kRateWindow) recent_.pop_front();
+  int64_t window_tokens = 0;
+  for (const auto& [t, n] : recent_) window_tokens += n;
+  const double span = std::chrono::duration<double>(now - recent_.front().first).count();
+  stats_.tokens_per_second = span > 0.5 ? window_tokens / span : 0.0;
 }
 
 }  // namespace kvstream

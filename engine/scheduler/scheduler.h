@@ -57,6 +57,7 @@ struct SchedulerStats {
   int32_t queued = 0;
   int64_t steps = 0;
   int64_t tokens_generated = 0;
+  double tokens_per_second = 0;  // over the last kRateWindow
 };
 
 class Scheduler {
@@ -104,6 +105,9 @@ class Scheduler {
   std::deque<Queued> queue_;
   std::vector<std::unique_ptr<Running>> running_;  // engine thread only (size mirrored in stats_)
   SchedulerStats stats_;
+  // (step end, tokens produced) for the tokens/s gauge.
+  std::deque<std::pair<std::chrono::steady_clock::time_point, int64_t>> recent_;
+  static constexpr std::chrono::seconds kRateWindow{10};
   bool draining_ = false;
   bool stop_ = false;
   std::thread thread_;

@@ -1,10 +1,11 @@
 // Block layouts follow ggml (ggml-common.h); gguf-py's quants.py is the
 // oracle the tests compare against. NOTE(loader): every product below is
-// exact in fp32 (an fp16 scale has 11 significant bits, the quant at most 8,
-// a 6-bit sub-scale makes 17 + 6 <= 24), so each output element takes at most
-// one rounding, in the `a * q - b` or `a * q + b` order numpy uses. That
-// makes the results bit-identical to gguf.quants.dequantize whether or not
-// the compiler contracts into FMA.
+// exact in fp32: an fp16 scale has at most 11 significant bits, a sub-scale
+// (6-bit or int8) at most 7 more and a quant at most 6 more, so no product
+// needs more than fp32's 24 bits, and fp16's range sits well inside fp32's.
+// Each output element thus takes at most one rounding, in the `a * q - b` /
+// `a * q + b` order numpy uses, and matches gguf.quants.dequantize bit for
+// bit whether or not the compiler contracts into FMA.
 #include <array>
 #include <cstring>
 

@@ -1,0 +1,150 @@
+// Dense baseline: paged decode attention (one new query token per sequence)
+// over a bf16/fp16/fp32 KV pool, with optional split-K over the sequence.
+//
+// Legend (dimension letters used in every shape below)
+//   B    batch: sequences in this decode step
+//   H    query heads;  Hkv  KV heads;  G = H / Hkv  query heads per KV head (GQA)
+//   D    head dim (64 or 128, compile-time in the kernel)
+//   P    page (block) size in tokens;  NB  pages in the pool
+//   MB   max pages per sequence (row length of the block table)
+//   S    splits of one sequence's tokens (split-K); 1 = no split
+//   T    tokens of one sequence (its live length, seq_lens[b])
+//
+// Layouts
+//   K pool, V pool (one layer)  [NB, Hkv, P, D]  element type `dtype`; one page of
+//                                one head is P*D contiguous elements
+//   block_table                 [B, MB] int32 page ids into the pool; entries past
+//                                ceil(T/P) are never read
+//   seq_lens                    [B] int32 on the DEVICE: read live by the kernel, so
+//                                a captured CUDA graph can be replayed after the
+//                                lengths change (the host only knows max_seq_len)
+//   q                           [B, H, D] post-RoPE query, element type `dtype`
+//                                (strides q_stride_b / q_stride_h, in elements)
+//   out                         [B, H, D] same element type as q
+//   partial_out (split-K)       [B, H, S, D] fp32, caller-owned workspace
+//   partial_lse (split-K)       [B, H, S] fp32, natural-log log-sum-exp of the scaled
+//                                scores of each split; -inf for an empty split
+// Query head h reads KV head h / G (heads grouped as in Llama/HF GQA).
+//
+// Semantics: out[b,h,:] = softmax(scale * q[b,h,:] . K[b,kvh,t,:], t < T) @ V[b,kvh,t,:]
+// with fp32 accumulation; T = min(seq_lens[b], MB*P). T == 0 gives zeros.
+// Split s covers tokens DenseDecodeSplitRange(T, S, s) (boundaries a multiple of
+// kDenseDecodeSplitAlign): the same function in the kernel and the CPU twin.
+//
+// Header use without CUDA: this file includes no CUDA header unless compiled by
+// nvcc or with KVSTREAM_HAVE_CUDA_RUNTIME defined (kvstream_kernels_cuda exports
+// that definition and the CUDA include dir to whatever links it). The CPU twin,
+// the planner and the validator are plain C++ in kvstream_kernels.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/common/host_device.h"
+#include "kernels/common/kv_dtype.h"
+
+#if defined(__CUDACC__) || defined(KVSTREAM_HAVE_CUDA_RUNTIME)
+#include <cuda_runtime_api.h>
+#define KVSTREAM_DENSE_DECODE_HAS_LAUNCHER 1
+#endif
+
+namespace kvstream {
+
+// ---- constants --------------------------------------------------------------
+inline constexpr int kDenseDecodeMaxSplits = 128;      // S upper bound (workspace size)
+inline constexpr int kDenseDecodeSplitAlign = 16;      // split boundaries: multiples of this
+inline constexpr int kDenseDecodeMinSplitTokens = 128; // planner: fewest tokens per split
+inline constexpr int kDenseDecodeCtasPerSm = 4;        // planner: resident CTAs per SM it assumes
+inline constexpr int kDenseDecodeMaxGroupChunk = 8;    // most query heads one CTA handles
+
+// ---- parameters -------------------------------------------------------------
+// Pointers are device pointers for LaunchDenseDecode and host pointers for
+// DenseDecodeRef. Device pointers q/out/k_pool/v_pool must be 16-byte aligned
+// and q/out strides multiples of 16 bytes (the launcher checks).
+struct DenseDecodeParams {
+  const void* q = nullptr;              // [B, H, D] dtype, element (b,h,d) at b*q_stride_b + h*q_stride_h + d
+  const void* k_pool = nullptr;         // [NB, Hkv, P, D] dtype
+  const void* v_pool = nullptr;         // [NB, Hkv, P, D] dtype
+  const int32_t* block_table = nullptr; // [B, MB] page ids in [0, NB)
+  const int32_t* seq_lens = nullptr;    // [B] live lengths T (tokens), same memory side as the rest
+  void* out = nullptr;                  // [B, H, D] dtype, element (b,h,d) at b*out_stride_b + h*out_stride_h + d
+  float* partial_out = nullptr;         // [B, H, S, D] fp32 workspace; required iff num_splits > 1
+  float* partial_lse = nullptr;         // [B, H, S] fp32 workspace; required iff num_splits > 1
+
+  int64_t q_stride_b = 0;    // elements between q rows of consecutive sequences; 0 = H*D (packed)
+  int64_t q_stride_h = 0;    // elements between heads within a q row; 0 = D
+  int64_t out_stride_b = 0;  // elements; 0 = H*D
+  int64_t out_stride_h = 0;  // elements; 0 = D
+
+  int batch = 0;               // B (0 = nothing to do)
+  int num_heads = 0;           // H, a multiple of num_kv_heads
+  int num_kv_heads = 0;        // Hkv
+  int head_dim = 0;            // D, see DenseDecodeSupports
+  int page_size = 0;           // P tokens per page, >= 1
+  int num_blocks = 0;          // NB pages in each pool (bounds-checked by the twin only)
+  int max_blocks_per_seq = 0;  // MB, row length of block_table
+  int max_seq_len = 0;         // host upper bound of seq_lens (tokens), <= MB*P; sizes the plan
+  int num_splits = 1;          // S, from PlanDenseDecodeSplits; 1 writes out directly
+  float scale = 0.0f;          // softmax scale, usually 1/sqrt(D) (host-computed)
+  KvDType dtype = KvDType::kBf16;  // element type of q, k_pool, v_pool and out
+};
+
+// ---- host-side planning (pure functions, no CUDA) -----------------------------
+// True for the (head_dim, dtype) pairs the kernel is built for: D in {64, 128},
+// dtype in {fp32, fp16, bf16}.
+bool DenseDecodeSupports(int head_dim, KvDType dtype);
+
+// Query heads one CTA handles: the largest divisor of G that is <= 8, so a KV
+// byte is read once per step for G <= 8 (G/chunk times otherwise).
+int DenseDecodeGroupChunk(int group);
+
+// Split count S for a step: fills about one wave of kDenseDecodeCtasPerSm CTAs
+// per SM (B * Hkv * G/chunk * S <= that, when B*Hkv*G/chunk is below it), keeps
+// at least kDenseDecodeMinSplitTokens tokens per split, and is in
+// [1, kDenseDecodeMaxSplits]. Returns 1 for non-positive arguments.
+int PlanDenseDecodeSplits(int batch, int num_heads, int num_kv_heads, int max_seq_len, int num_sms);
+
+// Workspace bytes for S splits (0 when num_splits <= 1).
+struct DenseDecodeWorkspaceBytes {
+  size_t partial_out = 0;  // B*H*S*D*4
+  size_t partial_lse = 0;  // B*H*S*4
+};
+DenseDecodeWorkspaceBytes DenseDecodeWorkspace(int batch, int num_heads, int num_splits, int head_dim);
+
+// nullptr if p is valid for launch and twin; else a static message naming the
+// bad field and its allowed values. Checks only host-visible fields.
+const char* DenseDecodeValidate(const DenseDecodeParams& p);
+
+// Tokens [*begin, *end) of split `split` for live length t over S splits:
+// chunk = ceil(t/S) rounded up to kDenseDecodeSplitAlign; trailing splits may
+// be empty. Shared by kernel and twin so partial results line up.
+KV_HD void DenseDecodeSplitRange(int t, int num_splits, int split, int* begin, int* end) {
+  int chunk = (t + num_splits - 1) / num_splits;
+  chunk = (chunk + kDenseDecodeSplitAlign - 1) / kDenseDecodeSplitAlign * kDenseDecodeSplitAlign;
+  const long long b = static_cast<long long>(split) * chunk;
+  *begin = b < t ? static_cast<int>(b) : t;
+  *end = (t - *begin) < chunk ? t : *begin + chunk;
+}
+
+// ---- CPU twin ------------------------------------------------------------------
+// Same Params with host pointers. fp32 math; per split an exact two-pass softmax
+// over that split's tokens, then the same log-sum-exp merge as the GPU (partial
+// results are written to partial_out/partial_lse when num_splits > 1), outputs
+// rounded to dtype. Returns false (writing nothing) if DenseDecodeValidate fails
+// or a page id that would be read is outside [0, num_blocks).
+bool DenseDecodeRef(const DenseDecodeParams& p);
+
+// ---- CUDA launcher -------------------------------------------------------------
+#if defined(KVSTREAM_DENSE_DECODE_HAS_LAUNCHER)
+// Enqueues the attention kernel (and, for S > 1, the merge kernel) on `stream`.
+// Never allocates, synchronises or prints; returns cudaErrorInvalidValue for
+// invalid params (DenseDecodeValidate, alignment) or an unsupported
+// (head_dim, dtype), else the launch error. Capturable in a CUDA graph.
+cudaError_t LaunchDenseDecode(const DenseDecodeParams& p, cudaStream_t stream);
+
+// Resident CTAs per SM of the attention kernel for (head_dim, dtype, group) on
+// the current device (for benches and the planner-assumption test).
+cudaError_t DenseDecodeOccupancy(int head_dim, KvDType dtype, int group, int* ctas_per_sm);
+#endif
+
+}  // namespace kvstream
