@@ -1,6 +1,6 @@
 # libtorch from the venv's torch wheel. The CPU build links libtorch_cpu and
 # libc10 directly (the PyPI wheel is a CUDA build whose TorchConfig insists on
-# a matching CUDA toolkit); KVSTREAM_CUDA=ON uses TorchConfig (GPU machine).
+# a matching CUDA toolkit); KVSTREAM_CUDA=ON adds libtorch_cuda (GPU machine).
 if(NOT KVSTREAM_TORCH_DIR)
   if(NOT KVSTREAM_PYTHON)
     message(FATAL_ERROR "No torch: run scripts/setup.sh, or pass -DKVSTREAM_TORCH_DIR=.../site-packages/torch")
@@ -15,17 +15,20 @@ endif()
 message(STATUS "kvstream: torch at ${KVSTREAM_TORCH_DIR}")
 
 add_library(kvstream_torch INTERFACE)
+# NOTE(kvstream): torch/include carries its own (older) google/protobuf
+# headers; -idirafter puts it after /usr/include so gRPC code gets the
+# system protobuf while ATen/c10 (absent from /usr/include) still resolve.
+# TorchConfig would add it as a normal include dir, so it is not used.
+target_compile_options(kvstream_torch INTERFACE "SHELL:-idirafter ${KVSTREAM_TORCH_DIR}/include")
+set(_tl ${KVSTREAM_TORCH_DIR}/lib)
 if(KVSTREAM_ENABLE_CUDA_TORCH)
-  list(APPEND CMAKE_PREFIX_PATH ${KVSTREAM_TORCH_DIR}/share/cmake)
-  find_package(Torch REQUIRED)
-  target_link_libraries(kvstream_torch INTERFACE ${TORCH_LIBRARIES})
+  find_package(CUDAToolkit REQUIRED)
+  # libtorch_cuda registers the CUDA backend from static initialisers: keep it
+  # linked even though no symbol of it is referenced directly.
+  target_link_libraries(kvstream_torch INTERFACE ${_tl}/libtorch_cpu.so ${_tl}/libc10.so ${_tl}/libc10_cuda.so
+                        "-Wl,--no-as-needed,${_tl}/libtorch_cuda.so,--as-needed" CUDA::cudart)
   target_compile_definitions(kvstream_torch INTERFACE KVSTREAM_HAVE_CUDA_TORCH=1)
 else()
-  # NOTE(kvstream): torch/include carries its own (older) google/protobuf
-  # headers; -idirafter puts it after /usr/include so gRPC code gets Debian's
-  # protobuf while ATen/c10 (absent from /usr/include) still resolve.
-  target_compile_options(kvstream_torch INTERFACE "SHELL:-idirafter ${KVSTREAM_TORCH_DIR}/include")
-  target_link_libraries(kvstream_torch INTERFACE ${KVSTREAM_TORCH_DIR}/lib/libtorch_cpu.so
-                        ${KVSTREAM_TORCH_DIR}/lib/libc10.so)
+  target_link_libraries(kvstream_torch INTERFACE ${_tl}/libtorch_cpu.so ${_tl}/libc10.so)
 endif()
-target_link_options(kvstream_torch INTERFACE "-Wl,-rpath,${KVSTREAM_TORCH_DIR}/lib")
+target_link_options(kvstream_torch INTERFACE "-Wl,-rpath,${_tl}")

@@ -340,13 +340,7 @@ __global__ void __launch_bounds__(128) DenseDecodeMergeKernel(const KernelArgs a
   const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
   T* op = static_cast<T*>(a.out) + b * a.out_stride_b + h * a.out_stride_h + lane * kPer;
 #pragma unroll
-  for (int e = 0; e < kPer; ++e) {
-    if constexpr (sizeof(T) == 4) {
-      op[e] = o[e] * inv;
-    } else if constexpr (Vec16<T>::kN == 8 && sizeof(T) == 2) {
-      op[e] = T(o[e] * inv);  // __float2bfloat16_rn / __float2half_rn
-    }
-  }
+  for (int e = 0; e < kPer; ++e) op[e] = T(o[e] * inv);  // bf16/fp16: round to nearest even
 }
 
 }  // namespace kvstream::dense_decode_detail

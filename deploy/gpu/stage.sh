@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs HERE (Debian 12): downloads the Debian packages the GPU machine lacks
+# (gRPC, abseil, RE2, c-ares, nlohmann-json, cpp-httplib) into
+# deploy/gpu/debs/ (git-ignored) so a `device` call can carry them:
+#   carry: ["deploy/gpu/debs"]   command: bash deploy/gpu/run.sh
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+DEST="$ROOT/deploy/gpu/debs"
+PKGS=(libgrpc++-dev libgrpc++1.51 libgrpc29 libgrpc-dev protobuf-compiler-grpc libabsl-dev libabsl20220623
+      libre2-9 libre2-dev libc-ares2 libc-ares-dev libprotoc32 nlohmann-json3-dev libcpp-httplib-dev
+      libcpp-httplib0.11)
+mkdir -p "$DEST"
+cd "$DEST"
+missing=()
+for p in "${PKGS[@]}"; do ls "${p}"_*.deb >/dev/null 2>&1 || missing+=("$p"); done
+if ((${#missing[@]})); then
+  apt-get download "${missing[@]}"
+fi
+du -sh "$DEST"

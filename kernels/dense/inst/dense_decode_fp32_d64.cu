@@ -1,0 +1,4 @@
+// Instantiation unit: dense decode attention for fp32 storage, head_dim 64.
+#include "kernels/dense/dense_decode_launch.cuh"
+
+KVSTREAM_INSTANTIATE_DENSE_DECODE(float, 64)
