@@ -99,6 +99,7 @@ void ServerApp::Load() {
   eo.model_path = options_.model;
   eo.device = options_.device;
   eo.threads = options_.threads;
+  eo.synthetic = options_.synthetic;
   eo.prefill_chunk = options_.prefill_chunk;
   spdlog::info("loading model {} (device={})", options_.model, options_.device);
   auto engine = Engine::Load(eo);

@@ -29,6 +29,7 @@ struct ServerOptions {
   bool allow_entmax_attention = false;
   std::string tls_cert, tls_key, auth_token_file;
   int threads = 0;
+  std::string synthetic;             // architecture name for random weights
 };
 
 class ServerApp {

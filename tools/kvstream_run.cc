@@ -28,6 +28,7 @@ ABSL_FLAG(std::string, device, "auto", "auto | cpu | cuda");
 ABSL_FLAG(int32_t, threads, 0, "CPU threads (0 = all cores)");
 ABSL_FLAG(std::string, strategy, "dense", "KV-cache strategy");
 ABSL_FLAG(std::string, kv, "", "strategy knobs: name=value,...");
+ABSL_FLAG(std::string, synthetic, "", "random weights of this architecture instead of --model (llama3-8b, ...)");
 ABSL_FLAG(bool, quiet, false, "print only the figures line");
 
 int main(int argc, char** argv) {
@@ -37,6 +38,7 @@ int main(int argc, char** argv) {
   opts.model_path = absl::GetFlag(FLAGS_model);
   opts.device = absl::GetFlag(FLAGS_device);
   opts.threads = absl::GetFlag(FLAGS_threads);
+  opts.synthetic = absl::GetFlag(FLAGS_synthetic);
   std::fprintf(stderr, "loading %s ...\n", opts.model_path.c_str());
   auto engine = kvstream::Engine::Load(opts);
   if (!engine.ok()) {

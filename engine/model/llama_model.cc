@@ -33,7 +33,29 @@ absl::StatusOr<at::Tensor> Take(std::map<std::string, HostTensor>& tensors, cons
 
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Create(LoadedWeights w, c10::Device device,
                                                                c10::ScalarType dtype) {
-  const ModelConfig& c = w.config;
+  return Build(w.config, [&](const std::string& name, std::vector<int64_t> shape) {
+    return Take(w.tensors, name, std::move(shape), device, dtype);
+  }, device, dtype);
+}
+
+absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::CreateSynthetic(const ModelConfig& config,
+                                                                        c10::Device device,
+                                                                        c10::ScalarType dtype, uint64_t seed) {
+  // Seeded random weights made on the device itself (an 8B model's fp32
+  // host copy would not fit, nor travel): N(0, 0.02) matrices as in Llama's
+  // initialisation, unit norm weights. Values are meaningless; shapes, bytes
+  // and timings are real.
+  at::manual_seed(seed);
+  return Build(config, [&](const std::string& name, std::vector<int64_t> shape)
+                           -> absl::StatusOr<at::Tensor> {
+    auto opts = at::TensorOptions().device(device).dtype(dtype);
+    if (shape.size() == 1 && name.find("norm") != std::string::npos) return at::ones(shape, opts);
+    return at::randn(shape, opts).mul_(0.02);
+  }, device, dtype);
+}
+
+absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Build(const ModelConfig& c, const TensorSource& take,
+                                                              c10::Device device, c10::ScalarType dtype) {
   if (c.n_layers <= 0 || c.hidden <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || c.head_dim <= 0 ||
       c.n_heads % c.n_kv_heads != 0 || c.head_dim % 2 != 0 || c.vocab_size <= 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -41,35 +63,34 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Create(LoadedWeights w, 
         c.n_layers, c.hidden, c.n_heads, c.n_kv_heads, c.head_dim, c.vocab_size));
   }
   std::unique_ptr<LlamaModel> m(new LlamaModel(c, device, dtype));
-  auto& t = w.tensors;
   const int64_t H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, E = c.hidden, I = c.intermediate;
-  KV_ASSIGN_OR_RETURN(m->embed_, Take(t, "model.embed_tokens.weight", {c.vocab_size, E}, device, dtype));
+  KV_ASSIGN_OR_RETURN(m->embed_, take("model.embed_tokens.weight", {c.vocab_size, E}));
   if (c.tie_embeddings) {
     m->lm_head_ = m->embed_;
   } else {
-    KV_ASSIGN_OR_RETURN(m->lm_head_, Take(t, "lm_head.weight", {c.vocab_size, E}, device, dtype));
+    KV_ASSIGN_OR_RETURN(m->lm_head_, take("lm_head.weight", {c.vocab_size, E}));
   }
-  KV_ASSIGN_OR_RETURN(m->norm_, Take(t, "model.norm.weight", {E}, device, dtype));
+  KV_ASSIGN_OR_RETURN(m->norm_, take("model.norm.weight", {E}));
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const std::string p = absl::StrCat("model.layers.", l, ".");
     LayerWeights L;
-    KV_ASSIGN_OR_RETURN(L.attn_norm, Take(t, p + "input_layernorm.weight", {E}, device, dtype));
-    KV_ASSIGN_OR_RETURN(at::Tensor wq, Take(t, p + "self_attn.q_proj.weight", {H * D, E}, device, dtype));
-    KV_ASSIGN_OR_RETURN(at::Tensor wk, Take(t, p + "self_attn.k_proj.weight", {Hkv * D, E}, device, dtype));
-    KV_ASSIGN_OR_RETURN(at::Tensor wv, Take(t, p + "self_attn.v_proj.weight", {Hkv * D, E}, device, dtype));
+    KV_ASSIGN_OR_RETURN(L.attn_norm, take(p + "input_layernorm.weight", {E}));
+    KV_ASSIGN_OR_RETURN(at::Tensor wq, take(p + "self_attn.q_proj.weight", {H * D, E}));
+    KV_ASSIGN_OR_RETURN(at::Tensor wk, take(p + "self_attn.k_proj.weight", {Hkv * D, E}));
+    KV_ASSIGN_OR_RETURN(at::Tensor wv, take(p + "self_attn.v_proj.weight", {Hkv * D, E}));
     L.wqkv = at::cat({wq, wk, wv}, 0);
     if (c.qkv_bias) {
-      KV_ASSIGN_OR_RETURN(at::Tensor bq, Take(t, p + "self_attn.q_proj.bias", {H * D}, device, dtype));
-      KV_ASSIGN_OR_RETURN(at::Tensor bk, Take(t, p + "self_attn.k_proj.bias", {Hkv * D}, device, dtype));
-      KV_ASSIGN_OR_RETURN(at::Tensor bv, Take(t, p + "self_attn.v_proj.bias", {Hkv * D}, device, dtype));
+      KV_ASSIGN_OR_RETURN(at::Tensor bq, take(p + "self_attn.q_proj.bias", {H * D}));
+      KV_ASSIGN_OR_RETURN(at::Tensor bk, take(p + "self_attn.k_proj.bias", {Hkv * D}));
+      KV_ASSIGN_OR_RETURN(at::Tensor bv, take(p + "self_attn.v_proj.bias", {Hkv * D}));
       L.bqkv = at::cat({bq, bk, bv}, 0);
     }
-    KV_ASSIGN_OR_RETURN(L.wo, Take(t, p + "self_attn.o_proj.weight", {E, H * D}, device, dtype));
-    KV_ASSIGN_OR_RETURN(L.ffn_norm, Take(t, p + "post_attention_layernorm.weight", {E}, device, dtype));
-    KV_ASSIGN_OR_RETURN(at::Tensor wg, Take(t, p + "mlp.gate_proj.weight", {I, E}, device, dtype));
-    KV_ASSIGN_OR_RETURN(at::Tensor wu, Take(t, p + "mlp.up_proj.weight", {I, E}, device, dtype));
+    KV_ASSIGN_OR_RETURN(L.wo, take(p + "self_attn.o_proj.weight", {E, H * D}));
+    KV_ASSIGN_OR_RETURN(L.ffn_norm, take(p + "post_attention_layernorm.weight", {E}));
+    KV_ASSIGN_OR_RETURN(at::Tensor wg, take(p + "mlp.gate_proj.weight", {I, E}));
+    KV_ASSIGN_OR_RETURN(at::Tensor wu, take(p + "mlp.up_proj.weight", {I, E}));
     L.w_gate_up = at::cat({wg, wu}, 0);
-    KV_ASSIGN_OR_RETURN(L.w_down, Take(t, p + "mlp.down_proj.weight", {E, I}, device, dtype));
+    KV_ASSIGN_OR_RETURN(L.w_down, take(p + "mlp.down_proj.weight", {E, I}));
     for (const at::Tensor* x : {&L.attn_norm, &L.wqkv, &L.wo, &L.ffn_norm, &L.w_gate_up, &L.w_down}) {
       m->weight_bytes_ += x->nbytes();
     }

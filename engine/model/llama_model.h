@@ -9,7 +9,9 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -48,6 +50,11 @@ class LlamaModel {
   static absl::StatusOr<std::unique_ptr<LlamaModel>> Create(LoadedWeights weights,
                                                             c10::Device device,
                                                             c10::ScalarType dtype);
+  // Same architecture, seeded random weights made on `device` (for
+  // performance at sizes no file can be carried for).
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> CreateSynthetic(const ModelConfig& config,
+                                                                     c10::Device device,
+                                                                     c10::ScalarType dtype, uint64_t seed);
 
   // Runs one step. Returns fp32 logits: one row per sequence (its last new
   // token), or n rows for sequences with all_logits, in input order.
@@ -62,6 +69,10 @@ class LlamaModel {
  private:
   LlamaModel(ModelConfig config, c10::Device device, c10::ScalarType dtype)
       : config_(std::move(config)), device_(device), dtype_(dtype), rope_(config_, device) {}
+  // name + expected shape -> the tensor on the device, in the compute dtype.
+  using TensorSource = std::function<absl::StatusOr<at::Tensor>(const std::string&, std::vector<int64_t>)>;
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> Build(const ModelConfig& config, const TensorSource& take,
+                                                           c10::Device device, c10::ScalarType dtype);
   at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight) const;
 
   ModelConfig config_;

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/model/loader/weights.h"
+#include "engine/model/synthetic.h"
 #include "engine/runtime/active_sequence.h"
 #include "engine/status_macros.h"
 
@@ -47,12 +48,18 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
   }
   at::set_num_threads(threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency()));
 
-  KV_ASSIGN_OR_RETURN(LoadedWeights w, LoadWeights(options.model_path));
-  KV_ASSIGN_OR_RETURN(e->tokenizer_, Tokenizer::Create(std::move(w.tokenizer)));
   const c10::Device device = use_cuda ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
   const c10::ScalarType dtype = use_cuda ? at::kBFloat16 : at::kFloat;
   try {
-    KV_ASSIGN_OR_RETURN(e->model_, LlamaModel::Create(std::move(w), device, dtype));
+    if (!options.synthetic.empty()) {
+      KV_ASSIGN_OR_RETURN(ModelConfig config, SyntheticConfig(options.synthetic));
+      KV_ASSIGN_OR_RETURN(e->tokenizer_, Tokenizer::Create(SyntheticTokenizer(config.vocab_size)));
+      KV_ASSIGN_OR_RETURN(e->model_, LlamaModel::CreateSynthetic(config, device, dtype, options.synthetic_seed));
+    } else {
+      KV_ASSIGN_OR_RETURN(LoadedWeights w, LoadWeights(options.model_path));
+      KV_ASSIGN_OR_RETURN(e->tokenizer_, Tokenizer::Create(std::move(w.tokenizer)));
+      KV_ASSIGN_OR_RETURN(e->model_, LlamaModel::Create(std::move(w), device, dtype));
+    }
   } catch (const c10::Error& err) {
     return absl::InternalError(absl::StrCat("moving weights to ", device.str(), ": ", err.what_without_backtrace()));
   }

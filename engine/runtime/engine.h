@@ -19,6 +19,8 @@ namespace kvstream {
 
 struct EngineOptions {
   std::string model_path;
+  std::string synthetic;        // architecture name: seeded random weights instead of model_path
+  uint64_t synthetic_seed = 0;
   std::string device = "auto";  // auto | cpu | cuda
   int threads = 0;              // CPU threads for ATen (0 = $KVSTREAM_THREADS, else all cores)
   int64_t prefill_chunk = 512;  // prompt tokens per sequence per step

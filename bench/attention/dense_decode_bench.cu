@@ -1,0 +1,293 @@
+// Benchmark of LaunchDenseDecode (kernels/dense) against the device's measured
+// copy bandwidth. GQA 32/8, D = 128, bf16, page size 16, shuffled page ids.
+//
+//   dense_decode_bench [--out results.json] [--commit SHA] [--iters 100] [--warmup 10] [--no-sweep]
+//
+// 1. Copy bandwidth: cudaMemcpy device-to-device of a 1 GiB buffer, (read +
+//    write bytes) / median time.
+// 2. For each (B, T): the planned split count; CUDA events around each launch
+//    (attention + merge) after warm-up, median of --iters runs. Consecutive
+//    launches use different KV pools (at least 2, and enough that all of them
+//    span >= 4x the L2 size), so no launch finds its KV in L2.
+//    Bytes = K + V of the live tokens + q + out (the split workspace, counted
+//    apart, is extra traffic the kernel pays for).
+// 3. Unless --no-sweep: the same for every split count 1, 2, 4, ... 128, to
+//    check the planner's choice.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/dense/dense_decode.h"
+
+namespace {
+
+using kvstream::DenseDecodeParams;
+using kvstream::KvDType;
+
+#define BENCH_CHECK(expr)                                                                  \
+  do {                                                                                     \
+    const cudaError_t e_ = (expr);                                                         \
+    if (e_ != cudaSuccess) {                                                               \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                        \
+    }                                                                                      \
+  } while (0)
+
+constexpr int kH = 32, kHkv = 8, kD = 128, kP = 16;
+
+struct Args {
+  std::string out, commit = "unknown";
+  int iters = 100, warmup = 10;
+  bool sweep = true;
+};
+
+// Uniform values in [-1, 1) from a hash of the index (never zeros).
+__global__ void FillRandomBf16(__nv_bfloat16* p, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    uint32_t x = static_cast<uint32_t>(i) * 0x9e3779b9u ^ seed ^ static_cast<uint32_t>(i >> 32) * 0x85ebca6bu;
+    x ^= x >> 16; x *= 0x7feb352du; x ^= x >> 15; x *= 0x846ca68bu; x ^= x >> 16;
+    p[i] = __float2bfloat16(static_cast<float>(x) * (2.0f / 4294967296.0f) - 1.0f);
+  }
+}
+
+float Median(std::vector<float> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+double CopyGbps(const Args& a) {
+  const size_t bytes = size_t(1) << 30;
+  void *src = nullptr, *dst = nullptr;
+  BENCH_CHECK(cudaMalloc(&src, bytes));
+  BENCH_CHECK(cudaMalloc(&dst, bytes));
+  FillRandomBf16<<<1024, 256>>>(static_cast<__nv_bfloat16*>(src), bytes / 2, 1);
+  BENCH_CHECK(cudaGetLastError());
+  cudaEvent_t e0, e1;
+  BENCH_CHECK(cudaEventCreate(&e0));
+  BENCH_CHECK(cudaEventCreate(&e1));
+  std::vector<float> ms;
+  for (int i = 0; i < 5 + 30; ++i) {
+    BENCH_CHECK(cudaEventRecord(e0));
+    BENCH_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice));
+    BENCH_CHECK(cudaEventRecord(e1));
+    BENCH_CHECK(cudaEventSynchronize(e1));
+    float t = 0;
+    BENCH_CHECK(cudaEventElapsedTime(&t, e0, e1));
+    if (i >= 5) ms.push_back(t);
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cudaFree(src);
+  cudaFree(dst);
+  return 2.0 * bytes / (Median(ms) * 1e-3) / 1e9;
+}
+
+struct Result {
+  int batch, tokens, splits, ctas_per_sm;
+  double time_us, bytes, gbps, pct, workspace_bytes;
+};
+
+// One (B, T) shape: R rotating sets of pools/tables/q/out; returns the median
+// time of a launch with `splits` splits.
+class Shape {
+ public:
+  Shape(int batch, int tokens, size_t l2_bytes) : b_(batch), t_(tokens) {
+    pages_ = (tokens + kP - 1) / kP;
+    const size_t nb = size_t(batch) * pages_;
+    pool_elems_ = nb * kHkv * kP * kD;
+    const size_t kv_bytes = 2 * pool_elems_ * 2;
+    rot_ = static_cast<int>(std::max<size_t>(2, (4 * l2_bytes + kv_bytes - 1) / kv_bytes));
+    std::mt19937 rng(batch * 1000003u + tokens);
+    std::vector<int32_t> lens(batch, tokens);
+    BENCH_CHECK(cudaMalloc(&seq_lens_, batch * 4));
+    BENCH_CHECK(cudaMemcpy(seq_lens_, lens.data(), batch * 4, cudaMemcpyHostToDevice));
+    for (int r = 0; r < rot_; ++r) {
+      Set s;
+      BENCH_CHECK(cudaMalloc(&s.k, pool_elems_ * 2));
+      BENCH_CHECK(cudaMalloc(&s.v, pool_elems_ * 2));
+      BENCH_CHECK(cudaMalloc(&s.q, size_t(batch) * kH * kD * 2));
+      BENCH_CHECK(cudaMalloc(&s.out, size_t(batch) * kH * kD * 2));
+      BENCH_CHECK(cudaMalloc(&s.table, nb * 4));
+      FillRandomBf16<<<1024, 256>>>(s.k, pool_elems_, 3 * r + 1);
+      FillRandomBf16<<<1024, 256>>>(s.v, pool_elems_, 3 * r + 2);
+      FillRandomBf16<<<64, 256>>>(s.q, size_t(batch) * kH * kD, 3 * r + 3);
+      BENCH_CHECK(cudaGetLastError());
+      std::vector<int32_t> ids(nb);
+      std::iota(ids.begin(), ids.end(), 0);
+      std::shuffle(ids.begin(), ids.end(), rng);  // fragmented pool: pages in random order
+      BENCH_CHECK(cudaMemcpy(s.table, ids.data(), nb * 4, cudaMemcpyHostToDevice));
+      sets_.push_back(s);
+    }
+    const kvstream::DenseDecodeWorkspaceBytes ws =
+        kvstream::DenseDecodeWorkspace(batch, kH, kvstream::kDenseDecodeMaxSplits, kD);
+    BENCH_CHECK(cudaMalloc(&partial_out_, ws.partial_out));
+    BENCH_CHECK(cudaMalloc(&partial_lse_, ws.partial_lse));
+    BENCH_CHECK(cudaDeviceSynchronize());
+  }
+  ~Shape() {
+    for (Set& s : sets_) {
+      cudaFree(s.k); cudaFree(s.v); cudaFree(s.q); cudaFree(s.out); cudaFree(s.table);
+    }
+    cudaFree(seq_lens_); cudaFree(partial_out_); cudaFree(partial_lse_);
+  }
+
+  DenseDecodeParams Params(int r, int splits) const {
+    DenseDecodeParams p;
+    p.q = sets_[r].q;
+    p.k_pool = sets_[r].k;
+    p.v_pool = sets_[r].v;
+    p.block_table = sets_[r].table;
+    p.seq_lens = seq_lens_;
+    p.out = sets_[r].out;
+    p.partial_out = splits > 1 ? partial_out_ : nullptr;
+    p.partial_lse = splits > 1 ? partial_lse_ : nullptr;
+    p.batch = b_;
+    p.num_heads = kH;
+    p.num_kv_heads = kHkv;
+    p.head_dim = kD;
+    p.page_size = kP;
+    p.num_blocks = b_ * pages_;
+    p.max_blocks_per_seq = pages_;
+    p.max_seq_len = t_;
+    p.num_splits = splits;
+    p.scale = 1.0f / std::sqrt(float(kD));
+    p.dtype = KvDType::kBf16;
+    return p;
+  }
+
+  float MedianUs(const Args& a, int splits) const {
+    for (int i = 0; i < a.warmup; ++i) BENCH_CHECK(kvstream::LaunchDenseDecode(Params(i % rot_, splits), nullptr));
+    BENCH_CHECK(cudaDeviceSynchronize());
+    std::vector<cudaEvent_t> ev(2 * a.iters);
+    for (cudaEvent_t& e : ev) BENCH_CHECK(cudaEventCreate(&e));
+    for (int i = 0; i < a.iters; ++i) {
+      BENCH_CHECK(cudaEventRecord(ev[2 * i]));
+      BENCH_CHECK(kvstream::LaunchDenseDecode(Params(i % rot_, splits), nullptr));
+      BENCH_CHECK(cudaEventRecord(ev[2 * i + 1]));
+    }
+    BENCH_CHECK(cudaDeviceSynchronize());
+    std::vector<float> us(a.iters);
+    for (int i = 0; i < a.iters; ++i) {
+      BENCH_CHECK(cudaEventElapsedTime(&us[i], ev[2 * i], ev[2 * i + 1]));
+      us[i] *= 1000.0f;
+    }
+    for (cudaEvent_t& e : ev) cudaEventDestroy(e);
+    return Median(us);
+  }
+
+  double Bytes() const {  // K + V of live tokens, q, out
+    return 2.0 * b_ * t_ * kHkv * kD * 2 + 2.0 * b_ * kH * kD * 2;
+  }
+  int rotations() const { return rot_; }
+
+ private:
+  struct Set {
+    __nv_bfloat16 *k = nullptr, *v = nullptr, *q = nullptr, *out = nullptr;
+    int32_t* table = nullptr;
+  };
+  int b_, t_, pages_ = 0, rot_ = 1;
+  size_t pool_elems_ = 0;
+  std::vector<Set> sets_;
+  int32_t* seq_lens_ = nullptr;
+  float *partial_out_ = nullptr, *partial_lse_ = nullptr;
+};
+
+Args Parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string s = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) { std::fprintf(stderr, "%s needs a value\n", s.c_str()); std::exit(2); }
+      return argv[++i];
+    };
+    if (s == "--out") a.out = next();
+    else if (s == "--commit") a.commit = next();
+    else if (s == "--iters") a.iters = std::max(50, std::atoi(next().c_str()));
+    else if (s == "--warmup") a.warmup = std::max(1, std::atoi(next().c_str()));
+    else if (s == "--no-sweep") a.sweep = false;
+    else { std::fprintf(stderr, "unknown argument %s\n", s.c_str()); std::exit(2); }
+  }
+  return a;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Args a = Parse(argc, argv);
+  cudaDeviceProp prop{};
+  BENCH_CHECK(cudaGetDeviceProperties(&prop, 0));
+  const double copy = CopyGbps(a);
+  int ctas = 0;
+  BENCH_CHECK(kvstream::DenseDecodeOccupancy(kD, KvDType::kBf16, kH / kHkv, &ctas));
+  std::printf("device %s, %d SMs, L2 %d MiB; copy %.0f GB/s; %d CTAs/SM (planner assumes %d)\n", prop.name,
+              prop.multiProcessorCount, prop.l2CacheSize >> 20, copy, ctas, kvstream::kDenseDecodeCtasPerSm);
+
+  const int shapes[][2] = {{1, 4096}, {1, 32768}, {1, 131072}, {8, 32768}, {32, 8192}};
+  std::vector<Result> results;
+  std::string sweep_json;
+  for (const auto& bt : shapes) {
+    const Shape sh(bt[0], bt[1], prop.l2CacheSize);
+    const int splits = kvstream::PlanDenseDecodeSplits(bt[0], kH, kHkv, bt[1], prop.multiProcessorCount);
+    const float us = sh.MedianUs(a, splits);
+    const kvstream::DenseDecodeWorkspaceBytes ws = kvstream::DenseDecodeWorkspace(bt[0], kH, splits, kD);
+    Result r{bt[0], bt[1], splits, ctas, us, sh.Bytes(), 0, 0, 2.0 * (ws.partial_out + ws.partial_lse)};
+    r.gbps = r.bytes / (us * 1e-6) / 1e9;
+    r.pct = 100.0 * r.gbps / copy;
+    results.push_back(r);
+    if (a.sweep) {
+      std::printf("split sweep B=%d T=%d (planned %d, %d pool sets):", bt[0], bt[1], splits, sh.rotations());
+      sweep_json += (sweep_json.empty() ? "" : ",\n") + std::string("    {\"batch\": ") + std::to_string(bt[0]) +
+                    ", \"tokens\": " + std::to_string(bt[1]) + ", \"time_us_by_splits\": {";
+      bool first = true;
+      for (int s = 1; s <= kvstream::kDenseDecodeMaxSplits; s *= 2) {
+        if (bt[1] / s < kvstream::kDenseDecodeSplitAlign) break;
+        const float t = sh.MedianUs(a, s);
+        std::printf(" S=%d %.1fus", s, t);
+        char buf[64];
+        std::snprintf(buf, sizeof buf, "%s\"%d\": %.2f", first ? "" : ", ", s, t);
+        sweep_json += buf;
+        first = false;
+      }
+      sweep_json += "}}";
+      std::printf("\n");
+    }
+  }
+
+  std::printf("\n%5s %7s %6s %10s %10s %9s %7s\n", "B", "T", "S", "time_us", "MB", "GB/s", "%copy");
+  for (const Result& r : results) {
+    std::printf("%5d %7d %6d %10.1f %10.1f %9.0f %6.1f%%\n", r.batch, r.tokens, r.splits, r.time_us,
+                r.bytes / 1e6, r.gbps, r.pct);
+  }
+  if (!a.out.empty()) {
+    FILE* f = std::fopen(a.out.c_str(), "w");
+    if (f == nullptr) { std::fprintf(stderr, "cannot write %s\n", a.out.c_str()); return 1; }
+    std::fprintf(f, "{\n  \"bench\": \"dense_decode\",\n  \"device\": \"%s\",\n  \"commit\": \"%s\",\n", prop.name,
+                 a.commit.c_str());
+    std::fprintf(f, "  \"num_sms\": %d,\n  \"l2_bytes\": %d,\n  \"copy_gbps\": %.1f,\n", prop.multiProcessorCount,
+                 prop.l2CacheSize, copy);
+    std::fprintf(f, "  \"config\": {\"num_heads\": %d, \"num_kv_heads\": %d, \"head_dim\": %d, \"page_size\": %d, "
+                 "\"dtype\": \"bf16\", \"iters\": %d, \"warmup\": %d, \"statistic\": \"median\"},\n",
+                 kH, kHkv, kD, kP, a.iters, a.warmup);
+    std::fprintf(f, "  \"results\": [\n");
+    for (size_t i = 0; i < results.size(); ++i) {
+      const Result& r = results[i];
+      std::fprintf(f, "    {\"batch\": %d, \"tokens\": %d, \"splits\": %d, \"ctas_per_sm\": %d, \"time_us\": %.2f, "
+                   "\"bytes\": %.0f, \"workspace_bytes\": %.0f, \"gbps\": %.1f, \"pct_of_copy\": %.1f, "
+                   "\"copy_gbps\": %.1f}%s\n", r.batch, r.tokens, r.splits, r.ctas_per_sm, r.time_us, r.bytes,
+                   r.workspace_bytes, r.gbps, r.pct, copy, i + 1 < results.size() ? "," : "");
+    }
+    std::fprintf(f, "  ],\n  \"split_sweep\": [\n%s\n  ]\n}\n", sweep_json.c_str());
+    std::fclose(f);
+    std::printf("wrote %s\n", a.out.c_str());
+  }
+  return 0;
+}
