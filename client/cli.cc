@@ -9,6 +9,7 @@
 #include "absl/types/span.h"
 #include "client/args.h"
 #include "client/commands.h"
+#include "client/load_flags.h"
 #include "client/output.h"
 
 namespace kvstream::client {
@@ -41,6 +42,18 @@ const std::vector<Command>& Commands() {
       {"info", "show the served model and server state (GetModelInfo)", {"json"}, true, &RunInfo},
       {"health", "grpc.health.v1 Check: prints the status, exit 0 iff SERVING", {"service"}, true, &RunHealth},
       {"knobs", "list every strategy's --kv knobs (no server needed)", {"strategy", "json"}, false, &RunKnobs},
+      {"bench",
+       "load generator: latency percentiles, throughput, KV bytes per strategy",
+       {"strategies", "kv", "concurrency", "requests", "prompt_len", "gen_len", "request_rate", "seed", "corpus",
+        "json", "json_file", "plot"},
+       true,
+       &RunBench},
+      {"eval",
+       "quality per strategy vs dense: passkey, needle, ppl, agreement",
+       {"strategies", "kv", "tasks", "contexts", "depths", "samples", "seed", "concurrency", "prompt_format",
+        "ppl_tokens", "agreement_tokens", "corpus", "json", "json_file", "plot"},
+       true,
+       &RunEval},
   };
   return kCommands;
 }
@@ -82,6 +95,7 @@ std::string CommandUsage(const Command& c) {
 
 int RunCli(int argc, char** argv) {
   std::vector<std::string> args(argv, argv + argc);
+  RewriteJsonFileArg(args);  // bench/eval --json=FILE
   auto parsed = ParseArgs(args);
   if (!parsed.ok()) {
     ReportUsageError(parsed.status());

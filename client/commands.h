@@ -17,6 +17,8 @@ int RunTokenize(const ParsedArgs& args);  // info_cmds.cc
 int RunInfo(const ParsedArgs& args);      // info_cmds.cc
 int RunKnobs(const ParsedArgs& args);     // info_cmds.cc (no server)
 int RunHealth(const ParsedArgs& args);    // health_cmd.cc
+int RunBench(const ParsedArgs& args);     // bench_cmd.cc
+int RunEval(const ParsedArgs& args);      // eval_cmd.cc
 
 // The generate summary line (stderr): tokens, TTFT, tok/s, KV bytes,
 // compression ratio, finish reason. Server timings are used when present,

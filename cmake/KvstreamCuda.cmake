@@ -38,7 +38,7 @@ if(KVSTREAM_HAVE_NVCC)
     # -DKVSTREAM_PTXAS_VERBOSE=ON prints registers/spills of every kernel.
     option(KVSTREAM_PTXAS_VERBOSE "Pass -Xptxas -v to nvcc for kernels/" OFF)
     if(KVSTREAM_PTXAS_VERBOSE)
-      target_compile_options(kvstream_kernels_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-Xptxas=-v>)
+      target_compile_options(kvstream_kernels_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:--ptxas-options=-v>)
     endif()
   endif()
   # Benchmarks: one executable per bench/**/*_bench.cu, named after the file.

@@ -91,6 +91,11 @@ __global__ void __launch_bounds__(kThreads, GC <= 4 ? 4 : 2) DenseDecodeKernel(c
   constexpr int kTpi = Geo::kTokensPerIter;
   extern __shared__ __align__(16) uint4 smem[];
 
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // Let the merge kernel (launched with programmatic stream serialisation) get
+  // scheduled now; it still waits for this whole grid before reading anything.
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
   const int split = blockIdx.x;
   const int kvh = blockIdx.y / a.chunks;
   const int h0 = kvh * a.group + (blockIdx.y % a.chunks) * GC;  // first query head of this CTA
@@ -305,11 +310,17 @@ __global__ void __launch_bounds__(kThreads, GC <= 4 ? 4 : 2) DenseDecodeKernel(c
 }
 
 // Merges S partial outputs of each (b, h) by log-sum-exp. One warp per row;
-// lane i owns columns [i*D/32, (i+1)*D/32).
+// lane i owns columns [i*D/32, (i+1)*D/32). Launched as a programmatic
+// dependent of the attention kernel, so its launch latency overlaps that grid.
 template <class T, int D>
 __global__ void __launch_bounds__(128) DenseDecodeMergeKernel(const KernelArgs a) {
   constexpr int kPer = D / 32;
   static_assert(D % 32 == 0 && (kPer == 2 || kPer == 4), "merge handles D = 64 or 128");
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // Waits for the attention grid to finish and its writes to be visible (a
+  // no-op when launched without programmatic dependence).
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
   const int rowi = blockIdx.x * 4 + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (rowi >= a.batch * a.num_heads) return;
   const int b = rowi / a.num_heads, h = rowi % a.num_heads;

@@ -12,6 +12,10 @@
 #include "kernels/dense/dense_decode_kernel.cuh"
 #include "kernels/dense/inst/dense_decode_inst.h"
 
+#ifndef KVSTREAM_DENSE_DECODE_PDL
+#define KVSTREAM_DENSE_DECODE_PDL 1
+#endif
+
 namespace kvstream::dense_decode_detail {
 
 inline bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
@@ -27,9 +31,22 @@ cudaError_t LaunchWithChunk(const KernelArgs& a, int num_kv_heads, cudaStream_t 
   void* args[] = {const_cast<KernelArgs*>(&a)};
   KV_CUDA_CHECK(cudaLaunchKernel(kernel, grid, dim3(kThreads), args, Geo::kSmemBytes, stream));
   if (a.num_splits > 1) {
-    const void* merge = reinterpret_cast<const void*>(&DenseDecodeMergeKernel<T, D>);
-    const dim3 merge_grid((a.batch * a.num_heads + 3) / 4);
-    KV_CUDA_CHECK(cudaLaunchKernel(merge, merge_grid, dim3(128), args, 0, stream));
+    // NOTE(dense): programmatic dependent launch (Hopper): the merge grid is
+    // scheduled while the attention grid runs and waits in griddepcontrol.wait,
+    // which hides the second launch's latency (a few us at B=1). Captures into
+    // CUDA graphs as a programmatic edge.
+    // Build with -DKVSTREAM_DENSE_DECODE_PDL=0 to launch it plainly (A/B timing).
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = KVSTREAM_DENSE_DECODE_PDL;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((a.batch * a.num_heads + 3) / 4);
+    cfg.blockDim = dim3(128);
+    cfg.dynamicSmemBytes = 0;
+    cfg.stream = stream;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    KV_CUDA_CHECK(cudaLaunchKernelEx(&cfg, DenseDecodeMergeKernel<T, D>, a));
   }
   return cudaSuccess;
 }
