@@ -184,6 +184,19 @@ class Shape {
     return Median(us);
   }
 
+  // Poisons out (0xff = NaN), runs once, and counts outputs that are not finite.
+  int NonFiniteOutputs(int splits) const {
+    const size_t n = size_t(b_) * kH * kD;
+    BENCH_CHECK(cudaMemset(sets_[0].out, 0xff, n * 2));
+    BENCH_CHECK(kvstream::LaunchDenseDecode(Params(0, splits), nullptr));
+    BENCH_CHECK(cudaDeviceSynchronize());
+    std::vector<__nv_bfloat16> host(n);
+    BENCH_CHECK(cudaMemcpy(host.data(), sets_[0].out, n * 2, cudaMemcpyDeviceToHost));
+    int bad = 0;
+    for (const __nv_bfloat16& x : host) bad += !std::isfinite(__bfloat162float(x));
+    return bad;
+  }
+
   double Bytes() const {  // K + V of live tokens, q, out
     return 2.0 * b_ * t_ * kHkv * kD * 2 + 2.0 * b_ * kH * kD * 2;
   }
@@ -237,6 +250,10 @@ int main(int argc, char** argv) {
   for (const auto& bt : shapes) {
     const Shape sh(bt[0], bt[1], prop.l2CacheSize);
     const int splits = kvstream::PlanDenseDecodeSplits(bt[0], kH, kHkv, bt[1], prop.multiProcessorCount);
+    if (const int bad = sh.NonFiniteOutputs(splits); bad != 0) {
+      std::fprintf(stderr, "B=%d T=%d: %d outputs not finite (unwritten or wrong)\n", bt[0], bt[1], bad);
+      return 1;
+    }
     const float us = sh.MedianUs(a, splits);
     const kvstream::DenseDecodeWorkspaceBytes ws = kvstream::DenseDecodeWorkspace(bt[0], kH, splits, kD);
     Result r{bt[0], bt[1], splits, ctas, us, sh.Bytes(), 0, 0, 2.0 * (ws.partial_out + ws.partial_lse)};
@@ -245,8 +262,8 @@ int main(int argc, char** argv) {
     results.push_back(r);
     if (a.sweep) {
       std::printf("split sweep B=%d T=%d (planned %d, %d pool sets):", bt[0], bt[1], splits, sh.rotations());
-      sweep_json += (sweep_json.empty() ? "" : ",\n") + std::string("    {\"batch\": ") + std::to_string(bt[0]) +
-                    ", \"tokens\": " + std::to_string(bt[1]) + ", \"time_us_by_splits\": {";
+      sweep_json += (sweep_json.empty() ? "" : ",\n") + std::string("    {\"B\": ") + std::to_string(bt[0]) +
+                    ", \"T\": " + std::to_string(bt[1]) + ", \"time_us_by_splits\": {";
       bool first = true;
       for (int s = 1; s <= kvstream::kDenseDecodeMaxSplits; s *= 2) {
         if (bt[1] / s < kvstream::kDenseDecodeSplitAlign) break;
@@ -274,15 +291,14 @@ int main(int argc, char** argv) {
                  a.commit.c_str());
     std::fprintf(f, "  \"num_sms\": %d,\n  \"l2_bytes\": %d,\n  \"copy_gbps\": %.1f,\n", prop.multiProcessorCount,
                  prop.l2CacheSize, copy);
-    std::fprintf(f, "  \"config\": {\"num_heads\": %d, \"num_kv_heads\": %d, \"head_dim\": %d, \"page_size\": %d, "
-                 "\"dtype\": \"bf16\", \"iters\": %d, \"warmup\": %d, \"statistic\": \"median\"},\n",
-                 kH, kHkv, kD, kP, a.iters, a.warmup);
-    std::fprintf(f, "  \"results\": [\n");
+    std::fprintf(f, "  \"iters\": %d,\n  \"warmup\": %d,\n  \"statistic\": \"median\",\n", a.iters, a.warmup);
+    std::fprintf(f, "  \"points\": [\n");  // same row fields as sdpa_decode_bench.py, plus the plan
     for (size_t i = 0; i < results.size(); ++i) {
       const Result& r = results[i];
-      std::fprintf(f, "    {\"batch\": %d, \"tokens\": %d, \"splits\": %d, \"ctas_per_sm\": %d, \"time_us\": %.2f, "
-                   "\"bytes\": %.0f, \"workspace_bytes\": %.0f, \"gbps\": %.1f, \"pct_of_copy\": %.1f, "
-                   "\"copy_gbps\": %.1f}%s\n", r.batch, r.tokens, r.splits, r.ctas_per_sm, r.time_us, r.bytes,
+      std::fprintf(f, "    {\"B\": %d, \"T\": %d, \"H\": %d, \"Hkv\": %d, \"D\": %d, \"P\": %d, \"dtype\": \"bf16\", "
+                   "\"splits\": %d, \"ctas_per_sm\": %d, \"time_us\": %.2f, \"bytes\": %.0f, "
+                   "\"workspace_bytes\": %.0f, \"gbps\": %.1f, \"pct_of_copy\": %.1f, \"copy_gbps\": %.1f}%s\n",
+                   r.batch, r.tokens, kH, kHkv, kD, kP, r.splits, r.ctas_per_sm, r.time_us, r.bytes,
                    r.workspace_bytes, r.gbps, r.pct, copy, i + 1 < results.size() ? "," : "");
     }
     std::fprintf(f, "  ],\n  \"split_sweep\": [\n%s\n  ]\n}\n", sweep_json.c_str());

@@ -159,6 +159,9 @@ __global__ void __launch_bounds__(kThreads, GC <= 4 ? 4 : 2) DenseDecodeKernel(c
 
   for (int it = 0; it < n_it; ++it) {
     const int ahead = it + kStages - 1;
+    // NOTE(dense): stage `ahead % kStages` is the one read in step it-1; the
+    // warp barrier orders those shared reads before the async copies refill it.
+    __syncwarp();
     if (ahead < n_it) issue(ahead, ahead % kStages);
     CpAsyncCommit();
     CpAsyncWait<kStages - 1>();  // this lane's copies of step `it` have landed
