@@ -21,4 +21,13 @@ if(NOT KVSTREAM_PYTHON)
     set(KVSTREAM_PYTHON ${_kv_cache}/venv/bin/python CACHE FILEPATH "" FORCE)
   endif()
 endif()
-pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
+# cpp-httplib (Debian's shared build). Not through pkg-config: its .pc lists
+# brotli .pc files that machines without brotli -dev packages lack; the
+# defines below are the ones that .pc gives (they change the class layout).
+find_path(KV_HTTPLIB_INCLUDE httplib.h REQUIRED)
+find_library(KV_HTTPLIB_LIB cpp-httplib REQUIRED)
+add_library(kvstream_httplib INTERFACE)
+target_include_directories(kvstream_httplib INTERFACE ${KV_HTTPLIB_INCLUDE})
+target_link_libraries(kvstream_httplib INTERFACE ${KV_HTTPLIB_LIB})
+target_compile_definitions(kvstream_httplib INTERFACE CPPHTTPLIB_OPENSSL_SUPPORT CPPHTTPLIB_ZLIB_SUPPORT
+                           CPPHTTPLIB_BROTLI_SUPPORT)

@@ -29,7 +29,7 @@ if [ "$what" = all ] || [ "$what" = build ]; then
   cmake -S . -B build-gpu -G Ninja -DKVSTREAM_CUDA=ON -DCMAKE_BUILD_TYPE=Release \
     -DKVSTREAM_TORCH_DIR="$TORCH_DIR" -DKVSTREAM_PYTHON="$PY" \
     -DCMAKE_PREFIX_PATH="$DEPS/usr;$DEPS/usr/lib/x86_64-linux-gnu/cmake" \
-    -DCMAKE_CUDA_ARCHITECTURES="90a-real;90-virtual" > "$OUT/configure.log" 2>&1 || { tail -40 "$OUT/configure.log"; exit 1; }
+    -DCMAKE_CUDA_ARCHITECTURES="90a-real;90-virtual" -DKVSTREAM_PTXAS_VERBOSE=ON > "$OUT/configure.log" 2>&1 || { tail -40 "$OUT/configure.log"; exit 1; }
   log "build"
   SECONDS=0
   cmake --build build-gpu -j"$(nproc)" > "$OUT/build.log" 2>&1 || { grep -E "error|Error" "$OUT/build.log" | head -40; exit 1; }
