@@ -8,7 +8,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 DEST="$ROOT/deploy/gpu/debs"
 PKGS=(libgrpc++-dev libgrpc++1.51 libgrpc29 libgrpc-dev protobuf-compiler-grpc libabsl-dev libabsl20220623
       libre2-9 libre2-dev libc-ares2 libc-ares-dev libprotoc32 nlohmann-json3-dev libcpp-httplib-dev
-      libcpp-httplib0.11)
+      libcpp-httplib0.11 libbrotli-dev libssl-dev zlib1g-dev)
 mkdir -p "$DEST"
 cd "$DEST"
 missing=()
