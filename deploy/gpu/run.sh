@@ -13,9 +13,11 @@ cd "$ROOT"
 log() { printf '[gpu] %s\n' "$*" | tee -a "$OUT/run.log"; }
 
 DEPS=/opt/deps
-if [ ! -d "$DEPS/usr" ]; then
-  for f in deploy/gpu/debs/*.deb; do dpkg -x "$f" "$DEPS"; done
-fi
+mkdir -p "$DEPS/.unpacked"
+for f in deploy/gpu/debs/*.deb; do  # a warm machine keeps /opt/deps: unpack only new .debs
+  stamp="$DEPS/.unpacked/$(basename "$f")"
+  [ -f "$stamp" ] || { dpkg -x "$f" "$DEPS" && touch "$stamp"; }
+done
 export LIBRARY_PATH="$DEPS/usr/lib/x86_64-linux-gnu${LIBRARY_PATH:+:$LIBRARY_PATH}"
 export LD_LIBRARY_PATH="$DEPS/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export PATH="$DEPS/usr/bin:$PATH"
