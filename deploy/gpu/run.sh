@@ -46,11 +46,11 @@ if [ "$what" = all ] || [ "$what" = bench ]; then
   commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
   if [ -x build-gpu/dense_decode_bench ]; then
     log "dense decode attention bench"
-    build-gpu/dense_decode_bench --commit "$commit" --out "$OUT/dense_decode_bench.json" | tee "$OUT/dense_decode_bench.txt"
+    build-gpu/dense_decode_bench --commit "$commit" --out "$OUT/dense_decode_bench.json"
   fi
   if [ -f bench/attention/sdpa_decode_bench.py ]; then
     log "PyTorch SDPA decode bench"
-    $PY bench/attention/sdpa_decode_bench.py --commit "$commit" --out "$OUT/sdpa_decode_bench.json" | tee "$OUT/sdpa_decode_bench.txt"
+    $PY bench/attention/sdpa_decode_bench.py --commit "$commit" --out "$OUT/sdpa_decode_bench.json"
   fi
 fi
 log "done"

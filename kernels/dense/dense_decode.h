@@ -54,7 +54,12 @@ namespace kvstream {
 inline constexpr int kDenseDecodeMaxSplits = 128;      // S upper bound (workspace size)
 inline constexpr int kDenseDecodeSplitAlign = 16;      // split boundaries: multiples of this
 inline constexpr int kDenseDecodeMinSplitTokens = 128; // planner: fewest tokens per split
-inline constexpr int kDenseDecodeCtasPerSm = 4;        // planner: resident CTAs per SM it assumes
+inline constexpr int kDenseDecodeCtasPerSm = 4;        // resident CTAs per SM (occupancy at G <= 4)
+// Split CTAs the planner aims for per SM. NOTE(kvstream): half of what fits:
+// on the H100 (B=1, Hkv=8, 132 SMs) S=32 beat the full-wave S=66 at 32K
+// (57 vs 65 us) and 128K (193 vs 202 us): past ~2 CTAs/SM the bandwidth is
+// saturated and extra splits only add partial writes and merge work.
+inline constexpr int kDenseDecodeSplitCtasPerSm = 2;
 inline constexpr int kDenseDecodeMaxGroupChunk = 8;    // most query heads one CTA handles
 
 // ---- parameters -------------------------------------------------------------

@@ -28,8 +28,8 @@ int PlanDenseDecodeSplits(int batch, int num_heads, int num_kv_heads, int max_se
   const int group = num_heads / num_kv_heads;
   const long long base_ctas =
       static_cast<long long>(batch) * num_kv_heads * (group / DenseDecodeGroupChunk(group));
-  const long long wave = static_cast<long long>(num_sms) * kDenseDecodeCtasPerSm;
-  // Fill at most one wave: a partial second wave would leave SMs idle at the tail.
+  const long long wave = static_cast<long long>(num_sms) * kDenseDecodeSplitCtasPerSm;
+  // Fill at most one (half-occupancy) wave: a partial second wave would leave SMs idle at the tail.
   long long splits = std::max<long long>(1, wave / base_ctas);
   // Each split must carry enough tokens to amortise its partial write and the merge.
   const long long by_len = std::max(1, max_seq_len / kDenseDecodeMinSplitTokens);
