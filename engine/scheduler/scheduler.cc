@@ -104,6 +104,9 @@ void Scheduler::AdmitLocked(std::vector<Queued>* admitted) {
     queue_.pop_front();
   }
   stats_.queued = static_cast<int32_t>(queue_.size());
+  // Counted as running from admission on (under the same lock), so Drain()
+  // never sees a request that is neither queued nor running.
+  stats_.running = static_cast<int32_t>(running_.size() + admitted->size());
 }
 
 void Scheduler::Loop() {
