@@ -74,8 +74,10 @@ Json SettingsJson(const EvalSettings& s, const PromptFormat& format, int concurr
 int RunEval(const ParsedArgs& args) {
   auto runs = ParseStrategies(absl::GetFlag(FLAGS_strategies), args.All("kv"));
   if (!runs.ok()) return ReportUsageError(runs.status());
-  int concurrency = 0;
-  if (!absl::SimpleAtoi(absl::GetFlag(FLAGS_concurrency), &concurrency) || concurrency < 1) {
+  // Eval defaults to 4 in flight (the server batches them); bench to 1.
+  int concurrency = 4;
+  if (args.Has("concurrency") &&
+      (!absl::SimpleAtoi(absl::GetFlag(FLAGS_concurrency), &concurrency) || concurrency < 1)) {
     return ReportUsageError(absl::InvalidArgumentError("eval --concurrency takes one integer >= 1"));
   }
   auto conn = Connection::Open(ConnectionOptionsFromFlags());

@@ -106,7 +106,7 @@ size_t SnapToSentenceEnd(const Tokens& filler, size_t index) {
   };
   for (size_t back = 0; back <= 64 && back <= index; ++back) {
     const size_t at = index - back;
-    if (at == 0 || at == filler.size()) return at;  // the very start or end of the filler
+    if (at == 0) return at;  // the very start of the filler
     if (ends_sentence(filler.pieces[at - 1])) return at;
   }
   return index;

@@ -43,7 +43,8 @@ struct RetrievalCase {
 
 // The index at or before `index` just after a sentence end (a piece ending
 // in . ! ? or a newline, maybe followed by a quote), looking back at most 64
-// tokens; `index` itself when there is none.
+// tokens; `index` itself when there is none. (At depth 100 the filler was
+// cut to length mid-sentence: the key goes before that last fragment.)
 size_t SnapToSentenceEnd(const Tokens& filler, size_t index);
 
 // 5-digit key, 10000..99999.

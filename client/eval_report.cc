@@ -250,6 +250,29 @@ std::string EvalTable(const Json& strategies) {
                               bytes.is_number() ? FormatBytes(static_cast<int64_t>(bytes.get<double>())) : "-",
                               errors.empty() ? "0" : errors));
   }
+  // Per context, per strategy: the same columns.
+  for (const Json& s : strategies) {
+    std::map<int, std::map<std::string, Json>> rows;  // context -> column -> value
+    for (const char* task : {"passkey", "needle", "ppl", "agreement"}) {
+      if (!s.contains(task)) continue;
+      for (const Json& e : s[task]["by_context"]) {
+        auto& row = rows[e["context"].get<int>()];
+        for (const auto& [key, value] : e.items()) row[absl::StrCat(task, ".", key)] = value;
+      }
+    }
+    if (rows.size() < 2) continue;
+    absl::StrAppend(&out, "\nby context, ", s["label"].get<std::string>(), "\n",
+                    absl::StrFormat("%8s %8s %8s %9s %9s %8s %8s\n", "context", "passkey", "needle", "ppl",
+                                    "ppl/dense", "agree%", "prefix"));
+    for (auto& [context, row] : rows) {
+      absl::StrAppend(&out, absl::StrFormat("%8d %8s %8s %9s %9s %8s %8s\n", context,
+                                            Cell(row["passkey.accuracy"], "%.1f%%", 100),
+                                            Cell(row["needle.accuracy"], "%.1f%%", 100), Cell(row["ppl.ppl"], "%.3f"),
+                                            Cell(row["ppl.ppl_ratio_vs_dense"], "%.3f"),
+                                            Cell(row["agreement.fully_identical_pct"], "%.1f%%"),
+                                            Cell(row["agreement.mean_agreeing_prefix"], "%.1f")));
+    }
+  }
   // Passkey accuracy grid per strategy: contexts down, depths across.
   for (const Json& s : strategies) {
     if (!s.contains("passkey")) continue;

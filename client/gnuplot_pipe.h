@@ -15,7 +15,7 @@ namespace kvstream::client {
 // is left on ours).
 absl::Status RunGnuplot(const std::string& script);
 
-// "'out.png'" with quotes and backslashes escaped for a gnuplot string.
+// "'out.png'": a gnuplot single-quoted string (a ' inside is doubled).
 std::string GnuplotQuote(const std::string& text);
 
 // A gnuplot inline data block: "$name << EOD\n<rows>\nEOD\n".

@@ -14,7 +14,7 @@ ABSL_FLAG(std::string, strategies, "dense",
           "(one the server lacks is counted as errors)");
 ABSL_FLAG(std::string, concurrency, "1",
           "bench: closed-loop workers, or a list 1,4,16 to sweep (with --request-rate: the most requests in "
-          "flight, 0 = no cap); eval: requests in flight");
+          "flight, 0 = no cap); eval: requests in flight (default 4)");
 ABSL_FLAG(std::string, json_file, "", "write the full report as JSON to this file (also --json=FILE)");
 ABSL_FLAG(std::string, plot, "", "write a PNG chart to this file (gnuplot)");
 ABSL_FLAG(std::string, corpus, "",
