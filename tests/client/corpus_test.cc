@@ -2,6 +2,8 @@
 // data/corpus and on a fake tokenizer. No server.
 #include "client/corpus.h"
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 
@@ -36,12 +38,14 @@ TEST(Corpus, ShippedCorpusIsThreeNovelsOfProse) {
 }
 
 TEST(Corpus, LoadRejectsAFolderWithoutText) {
-  const std::string dir = ::testing::TempDir() + "/empty_corpus";
+  const std::string dir = ::testing::TempDir() + "/empty_corpus_" + std::to_string(getpid());
+  std::filesystem::remove_all(dir);  // a previous run's short.txt
   std::filesystem::create_directories(dir);
   EXPECT_EQ(Corpus::Load(dir).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(Corpus::Load(dir + "/missing").status().code(), absl::StatusCode::kNotFound);
   std::ofstream(dir + "/short.txt") << "Too short.";
   EXPECT_EQ(Corpus::Load(dir).status().code(), absl::StatusCode::kFailedPrecondition);
+  std::filesystem::remove_all(dir);
 }
 
 Corpus SmallCorpus() {
