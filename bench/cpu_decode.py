@@ -22,10 +22,11 @@ PROMPT = ("The history of the Roman Empire is a story of ambition, conquest and 
           "survived for another thousand years. In this essay we will look at")
 
 
-def run_kvstream(binary, model, new_tokens, threads):
+def run_kvstream(binary, model, new_tokens, threads, packed=True):
+    env = dict(os.environ, KVSTREAM_PACKED_WEIGHTS="1" if packed else "0")
     cmd = [binary, f"--model={model}", f"--prompt={PROMPT}", f"--max-new-tokens={new_tokens}",
            "--temperature=0", "--ignore-eos", "--quiet", "--device=cpu", f"--threads={threads}"]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     fields = dict(re.findall(r"(\w+)=([\w.]+)", out))
     return {"prompt_tokens": int(fields["prompt_tokens"]), "generated": int(fields["generated_tokens"]),
             "prefill_tok_s": float(fields["prefill_tok_s"]), "decode_tok_s": float(fields["decode_tok_s"])}
@@ -68,13 +69,19 @@ def main():
 
     print(f"[bench] kvstream-run x{a.repeats} ...", file=sys.stderr)
     ours = [run_kvstream(a.binary, a.model, a.new_tokens, a.threads) for _ in range(a.repeats)]
+    print(f"[bench] kvstream-run fp32 weights x{a.repeats} ...", file=sys.stderr)
+    ours_f32 = [run_kvstream(a.binary, a.model, a.new_tokens, a.threads, packed=False) for _ in range(a.repeats)]
     print(f"[bench] transformers x{a.repeats} ...", file=sys.stderr)
     hf = run_hf(a.model, a.new_tokens, a.threads, a.repeats)
 
     def med(rows, k):
         return statistics.median(r[k] for r in rows)
 
-    rows = [("kvstream-run (fp32)", ours), ("transformers eager (fp32)", hf)]
+    # kvstream decode reads the file's Q4_1/Q8_0 blocks with fp32 activations
+    # (the same weight values as fp32: engine/model/packed_matrix.h); the
+    # fp32-weights row is the same engine with KVSTREAM_PACKED_WEIGHTS=0.
+    rows = [("kvstream-run (packed)", ours), ("kvstream-run (fp32 weights)", ours_f32),
+            ("transformers eager (fp32)", hf)]
     ratio = med(ours, "decode_tok_s") / med(hf, "decode_tok_s")
     print(f"\n{'engine':<28}{'prompt':>8}{'gen':>6}{'prefill tok/s':>15}{'decode tok/s':>14}")
     for name, r in rows:
@@ -91,6 +98,8 @@ def main():
            "threads": a.threads, "repeats": a.repeats,
            "kvstream": {"runs": ours, "decode_tok_s_median": med(ours, "decode_tok_s"),
                         "prefill_tok_s_median": med(ours, "prefill_tok_s")},
+           "kvstream_fp32_weights": {"runs": ours_f32, "decode_tok_s_median": med(ours_f32, "decode_tok_s"),
+                                     "prefill_tok_s_median": med(ours_f32, "prefill_tok_s")},
            "transformers": {"runs": hf, "decode_tok_s_median": med(hf, "decode_tok_s"),
                             "prefill_tok_s_median": med(hf, "prefill_tok_s")},
            "decode_speedup": ratio,

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cstdlib>
 #include <map>
 
 #include "absl/strings/str_cat.h"
@@ -29,12 +30,36 @@ absl::StatusOr<at::Tensor> Take(std::map<std::string, HostTensor>& tensors, cons
   return t;
 }
 
+// Steps of at most this many rows read packed blocks; larger ones (prefill)
+// are compute-bound and go to ATen's fp32 GEMM.
+constexpr int64_t kPackedMaxRows = 8;
+
+// KVSTREAM_PACKED_WEIGHTS=0 keeps CPU decode on the fp32 copies (A/B runs).
+bool PackedWeightsEnabled() {
+  const char* v = std::getenv("KVSTREAM_PACKED_WEIGHTS");
+  return v == nullptr || std::string(v) != "0";
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Create(LoadedWeights w, c10::Device device,
                                                                c10::ScalarType dtype) {
+  // The file's blocks serve CPU fp32 decode; elsewhere they are dropped.
+  std::map<std::string, PackedMatrix> packed;
+  const bool use_packed = device.is_cpu() && dtype == at::kFloat && PackedWeightsEnabled();
+  for (auto& [name, t] : w.tensors) {
+    if (use_packed && !t.packed.empty() && t.shape.size() == 2) {
+      KV_ASSIGN_OR_RETURN(PackedMatrix m, MakePackedMatrix(t.packed_type, t.shape[0], t.shape[1],
+                                                           std::move(t.packed)));
+      packed.emplace(name, std::move(m));
+    }
+    t.packed = {};
+  }
   return Build(w.config, [&](const std::string& name, std::vector<int64_t> shape) {
     return Take(w.tensors, name, std::move(shape), device, dtype);
+  }, [&](const std::string& name) -> const PackedMatrix* {
+    auto it = packed.find(name);
+    return it == packed.end() ? nullptr : &it->second;
   }, device, dtype);
 }
 
@@ -51,11 +76,20 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::CreateSynthetic(const Mo
     auto opts = at::TensorOptions().device(device).dtype(dtype);
     if (shape.size() == 1 && name.find("norm") != std::string::npos) return at::ones(shape, opts);
     return at::randn(shape, opts).mul_(0.02);
-  }, device, dtype);
+  }, [](const std::string&) -> const PackedMatrix* { return nullptr; }, device, dtype);
 }
 
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Build(const ModelConfig& c, const TensorSource& take,
-                                                              c10::Device device, c10::ScalarType dtype) {
+                                                              const PackedSource& packed, c10::Device device,
+                                                              c10::ScalarType dtype) {
+  // Packed copy of a (possibly stacked) weight; null when any part is missing.
+  auto pack = [&](std::initializer_list<std::string> names) -> std::shared_ptr<const PackedMatrix> {
+    std::vector<const PackedMatrix*> parts;
+    for (const std::string& n : names) parts.push_back(packed(n));
+    PackedMatrix m = StackPackedRows(parts);
+    if (m.rows == 0) return nullptr;
+    return std::make_shared<const PackedMatrix>(std::move(m));
+  };
   if (c.n_layers <= 0 || c.hidden <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || c.head_dim <= 0 ||
       c.n_heads % c.n_kv_heads != 0 || c.head_dim % 2 != 0 || c.vocab_size <= 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -66,9 +100,11 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Build(const ModelConfig&
   const int64_t H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, E = c.hidden, I = c.intermediate;
   KV_ASSIGN_OR_RETURN(m->embed_, take("model.embed_tokens.weight", {c.vocab_size, E}));
   if (c.tie_embeddings) {
-    m->lm_head_ = m->embed_;
+    m->lm_head_.w = m->embed_;
+    m->lm_head_.packed = pack({"model.embed_tokens.weight"});
   } else {
-    KV_ASSIGN_OR_RETURN(m->lm_head_, take("lm_head.weight", {c.vocab_size, E}));
+    KV_ASSIGN_OR_RETURN(m->lm_head_.w, take("lm_head.weight", {c.vocab_size, E}));
+    m->lm_head_.packed = pack({"lm_head.weight"});
   }
   KV_ASSIGN_OR_RETURN(m->norm_, take("model.norm.weight", {E}));
   for (int64_t l = 0; l < c.n_layers; ++l) {
@@ -78,25 +114,31 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Build(const ModelConfig&
     KV_ASSIGN_OR_RETURN(at::Tensor wq, take(p + "self_attn.q_proj.weight", {H * D, E}));
     KV_ASSIGN_OR_RETURN(at::Tensor wk, take(p + "self_attn.k_proj.weight", {Hkv * D, E}));
     KV_ASSIGN_OR_RETURN(at::Tensor wv, take(p + "self_attn.v_proj.weight", {Hkv * D, E}));
-    L.wqkv = at::cat({wq, wk, wv}, 0);
+    L.qkv.w = at::cat({wq, wk, wv}, 0);
+    L.qkv.packed = pack({p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight", p + "self_attn.v_proj.weight"});
     if (c.qkv_bias) {
       KV_ASSIGN_OR_RETURN(at::Tensor bq, take(p + "self_attn.q_proj.bias", {H * D}));
       KV_ASSIGN_OR_RETURN(at::Tensor bk, take(p + "self_attn.k_proj.bias", {Hkv * D}));
       KV_ASSIGN_OR_RETURN(at::Tensor bv, take(p + "self_attn.v_proj.bias", {Hkv * D}));
-      L.bqkv = at::cat({bq, bk, bv}, 0);
+      L.qkv.b = at::cat({bq, bk, bv}, 0);
     }
-    KV_ASSIGN_OR_RETURN(L.wo, take(p + "self_attn.o_proj.weight", {E, H * D}));
+    KV_ASSIGN_OR_RETURN(L.o.w, take(p + "self_attn.o_proj.weight", {E, H * D}));
+    L.o.packed = pack({p + "self_attn.o_proj.weight"});
     KV_ASSIGN_OR_RETURN(L.ffn_norm, take(p + "post_attention_layernorm.weight", {E}));
     KV_ASSIGN_OR_RETURN(at::Tensor wg, take(p + "mlp.gate_proj.weight", {I, E}));
     KV_ASSIGN_OR_RETURN(at::Tensor wu, take(p + "mlp.up_proj.weight", {I, E}));
-    L.w_gate_up = at::cat({wg, wu}, 0);
-    KV_ASSIGN_OR_RETURN(L.w_down, take(p + "mlp.down_proj.weight", {E, I}));
-    for (const at::Tensor* x : {&L.attn_norm, &L.wqkv, &L.wo, &L.ffn_norm, &L.w_gate_up, &L.w_down}) {
-      m->weight_bytes_ += x->nbytes();
+    L.gate_up.w = at::cat({wg, wu}, 0);
+    L.gate_up.packed = pack({p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"});
+    KV_ASSIGN_OR_RETURN(L.down.w, take(p + "mlp.down_proj.weight", {E, I}));
+    L.down.packed = pack({p + "mlp.down_proj.weight"});
+    for (const at::Tensor* x : {&L.attn_norm, &L.ffn_norm}) m->weight_bytes_ += x->nbytes();
+    for (const Linear* x : {&L.qkv, &L.o, &L.gate_up, &L.down}) {
+      m->weight_bytes_ += x->w.nbytes() + (x->b.defined() ? x->b.nbytes() : 0) + (x->packed ? x->packed->bytes() : 0);
     }
     m->layers_.push_back(std::move(L));
   }
-  m->weight_bytes_ += m->embed_.nbytes() + m->norm_.nbytes() + (c.tie_embeddings ? 0 : m->lm_head_.nbytes());
+  m->weight_bytes_ += m->embed_.nbytes() + m->norm_.nbytes() + (c.tie_embeddings ? 0 : m->lm_head_.w.nbytes()) +
+                      (m->lm_head_.packed ? m->lm_head_.packed->bytes() : 0);
   return m;
 }
 
@@ -117,6 +159,16 @@ at::Tensor LlamaModel::RmsNorm(const at::Tensor& x, const at::Tensor& weight) co
   at::Tensor xf = x.to(at::kFloat);
   at::Tensor var = xf.pow(2).mean(-1, /*keepdim=*/true);
   return weight * (xf * at::rsqrt(var + config_.rms_eps)).to(x.scalar_type());
+}
+
+at::Tensor LlamaModel::Project(const at::Tensor& x, const Linear& w) const {
+  if (w.packed != nullptr && x.size(0) <= kPackedMaxRows) {
+    const at::Tensor xc = x.contiguous();
+    at::Tensor y = at::empty({x.size(0), w.packed->rows}, x.options());
+    PackedMatmul(*w.packed, xc.const_data_ptr<float>(), x.size(0), y.mutable_data_ptr<float>());
+    return w.b.defined() ? y.add_(w.b) : y;
+  }
+  return w.b.defined() ? at::linear(x, w.w, w.b) : at::linear(x, w.w);
 }
 
 absl::StatusOr<at::Tensor> LlamaModel::Forward(absl::Span<const SeqInput> seqs, const StepContext& ctx) {
@@ -161,7 +213,7 @@ absl::StatusOr<at::Tensor> LlamaModel::Forward(absl::Span<const SeqInput> seqs, 
     const LayerWeights& L = layers_[l];
     // ---- attention ------------------------------------------------------
     at::Tensor h = RmsNorm(x, L.attn_norm);
-    at::Tensor qkv = L.bqkv.defined() ? at::linear(h, L.wqkv, L.bqkv) : at::linear(h, L.wqkv);
+    at::Tensor qkv = Project(h, L.qkv);
     at::Tensor q = qkv.narrow(1, 0, H * D).view({N, H, D});
     at::Tensor k = qkv.narrow(1, H * D, Hkv * D).view({N, Hkv, D});
     at::Tensor v = qkv.narrow(1, (H + Hkv) * D, Hkv * D).view({N, Hkv, D});
@@ -179,17 +231,17 @@ absl::StatusOr<at::Tensor> LlamaModel::Forward(absl::Span<const SeqInput> seqs, 
       }
       KV_RETURN_IF_ERROR(strategy->ForwardGroup(l, caches, gsteps, gt, ctx));
     }
-    x = x + at::linear(gt.out.view({N, H * D}), L.wo);
+    x = x + Project(gt.out.view({N, H * D}), L.o);
     // ---- SwiGLU MLP -----------------------------------------------------
     h = RmsNorm(x, L.ffn_norm);
-    at::Tensor gu = at::linear(h, L.w_gate_up);
+    at::Tensor gu = Project(h, L.gate_up);
     const int64_t I = config_.intermediate;
-    x = x + at::linear(at::silu(gu.narrow(1, 0, I)) * gu.narrow(1, I, I), L.w_down);
+    x = x + Project(at::silu(gu.narrow(1, 0, I)) * gu.narrow(1, I, I), L.down);
   }
   for (size_t i = 0; i < seqs.size(); ++i) KV_RETURN_IF_ERROR(seqs[i].cache->EndStep(steps[i], ctx));
 
   at::Tensor last = x.index_select(0, on_dev(out_rows));
-  return at::linear(RmsNorm(last, norm_), lm_head_).to(at::kFloat);
+  return Project(RmsNorm(last, norm_), lm_head_).to(at::kFloat);
 }
 
 }  // namespace kvstream

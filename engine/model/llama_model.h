@@ -18,6 +18,7 @@
 #include "engine/kv/kv_cache.h"
 #include "engine/model/loader/weights.h"
 #include "engine/model/model_config.h"
+#include "engine/model/packed_matrix.h"
 #include "engine/model/rope.h"
 
 namespace kvstream {
@@ -33,14 +34,21 @@ struct SeqInput {
   bool all_logits = false;         // return logits for every new token, not only the last
 };
 
+// y = x W^T + b. On CPU with a Q4_1/Q8_0 file, `packed` holds the file's
+// blocks too and steps of a few rows (decode) read those instead of `w`.
+struct Linear {
+  at::Tensor w;  // [out, in] in the compute dtype
+  at::Tensor b;  // [out] or undefined
+  std::shared_ptr<const PackedMatrix> packed;
+};
+
 struct LayerWeights {
   at::Tensor attn_norm;  // [hidden]
-  at::Tensor wqkv;       // [(H + 2 Hkv) D, hidden] q, k, v rows stacked
-  at::Tensor bqkv;       // [(H + 2 Hkv) D] or undefined (no qkv bias)
-  at::Tensor wo;         // [hidden, H D]
+  Linear qkv;            // [(H + 2 Hkv) D, hidden] q, k, v rows stacked (+ optional bias)
+  Linear o;              // [hidden, H D]
   at::Tensor ffn_norm;   // [hidden]
-  at::Tensor w_gate_up;  // [2 I, hidden] gate rows then up rows
-  at::Tensor w_down;     // [hidden, I]
+  Linear gate_up;        // [2 I, hidden] gate rows then up rows
+  Linear down;           // [hidden, I]
 };
 
 class LlamaModel {
@@ -71,16 +79,20 @@ class LlamaModel {
       : config_(std::move(config)), device_(device), dtype_(dtype), rope_(config_, device) {}
   // name + expected shape -> the tensor on the device, in the compute dtype.
   using TensorSource = std::function<absl::StatusOr<at::Tensor>(const std::string&, std::vector<int64_t>)>;
+  // name -> the file's blocks for that tensor, or nullptr (CPU fp32 only).
+  using PackedSource = std::function<const PackedMatrix*(const std::string&)>;
   static absl::StatusOr<std::unique_ptr<LlamaModel>> Build(const ModelConfig& config, const TensorSource& take,
-                                                           c10::Device device, c10::ScalarType dtype);
+                                                           const PackedSource& packed, c10::Device device,
+                                                           c10::ScalarType dtype);
   at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight) const;
+  at::Tensor Project(const at::Tensor& x, const Linear& w) const;
 
   ModelConfig config_;
   c10::Device device_;
   c10::ScalarType dtype_;
   Rope rope_;
   at::Tensor embed_;    // [V, hidden]
-  at::Tensor lm_head_;  // [V, hidden] (the embedding when tied)
+  Linear lm_head_;      // [V, hidden] (the embedding when tied)
   at::Tensor norm_;     // [hidden]
   std::vector<LayerWeights> layers_;
   int64_t weight_bytes_ = 0;

@@ -68,8 +68,8 @@ absl::Status MapName(const std::string& name, const ModelConfig& c, GgufTensorPl
 // Undoes the permutation: GGUF row (h, d, j) of a [heads, dim, 2, cols]
 // view is HF row (h, j, d) of [heads, 2, dim, cols] (transformers'
 // reshape(n_head, dim, 2, ...).swapaxes(2, 1)).
-void UnpermuteRows(const std::vector<float>& in, int64_t heads, int64_t rows, int64_t cols,
-                   float* out) {
+template <typename T>
+void UnpermuteRows(const std::vector<T>& in, int64_t heads, int64_t rows, int64_t cols, T* out) {
   const int64_t dim = rows / heads / 2;
   for (int64_t h = 0; h < heads; ++h) {
     for (int64_t d = 0; d < dim; ++d) {
@@ -80,6 +80,11 @@ void UnpermuteRows(const std::vector<float>& in, int64_t heads, int64_t rows, in
       }
     }
   }
+}
+
+// Types whose blocks the CPU matvec reads directly (engine/model/packed_matrix.h).
+bool KeepsPackedBlocks(GgmlType type, const std::vector<int64_t>& shape) {
+  return shape.size() == 2 && (type == GgmlType::kQ4_1 || type == GgmlType::kQ8_0);
 }
 
 }  // namespace
@@ -124,6 +129,12 @@ absl::StatusOr<HostTensor> MaterializeGgufTensor(const GgufFile& f, const GgufTe
   if (!s.ok()) {  // keep the code: an unsupported dtype stays FailedPrecondition
     return absl::Status(s.code(), absl::StrCat("gguf: tensor '", t.name, "': ", s.message()));
   }
+  const bool keep_packed = KeepsPackedBlocks(t.type, plan.shape);
+  if (keep_packed) {
+    const std::span<const uint8_t> bytes = f.TensorBytes(t);
+    out.packed_type = static_cast<uint32_t>(t.type);
+    out.packed.assign(bytes.begin(), bytes.end());
+  }
   if (plan.unpermute_heads > 0) {
     const int64_t rows = plan.shape[0], cols = t.n_elements / rows;
     if (rows % (2 * plan.unpermute_heads) != 0) {
@@ -133,6 +144,12 @@ absl::StatusOr<HostTensor> MaterializeGgufTensor(const GgufFile& f, const GgufTe
     std::vector<float> permuted = std::move(out.data);
     out.data.resize(permuted.size());
     UnpermuteRows(permuted, plan.unpermute_heads, rows, cols, out.data.data());
+    if (keep_packed) {  // blocks never straddle rows: permute whole byte rows
+      std::vector<uint8_t> packed = std::move(out.packed);
+      out.packed.resize(packed.size());
+      UnpermuteRows(packed, plan.unpermute_heads, rows, static_cast<int64_t>(packed.size()) / rows,
+                    out.packed.data());
+    }
   }
   return out;
 }

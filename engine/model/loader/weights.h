@@ -22,6 +22,11 @@ struct HostTensor {
   std::vector<int64_t> shape;  // outermost first (PyTorch order)
   std::vector<float> data;     // row-major, product(shape) elements
   std::string source_dtype;    // dtype in the file, e.g. "Q4_1", "F32", "BF16"
+  // For 2-D GGUF tensors stored as Q4_1 or Q8_0: the file's blocks, rows in
+  // the same (unpermuted) order as `data`, so CPU decode can read 0.6-1.1
+  // bytes a weight instead of 4 (engine/model/packed_matrix.h). Empty otherwise.
+  uint32_t packed_type = 0;    // loader::GgmlType id, valid when `packed` is non-empty
+  std::vector<uint8_t> packed;
 };
 
 struct LoadedWeights {
