@@ -101,6 +101,7 @@ void ServerApp::Load() {
   eo.threads = options_.threads;
   eo.synthetic = options_.synthetic;
   eo.prefill_chunk = options_.prefill_chunk;
+  eo.kv_pool_bytes = options_.kv_budget_bytes;
   spdlog::info("loading model {} (device={})", options_.model, options_.device);
   auto engine = Engine::Load(eo);
   absl::Status status = engine.status();
@@ -112,9 +113,10 @@ void ServerApp::Load() {
     so.prefill_chunk = options_.prefill_chunk;
     so.kv_budget_bytes = options_.kv_budget_bytes;
     if (so.kv_budget_bytes <= 0) {
-      // What fits beside the weights: half of the RAM still available after
-      // loading them (CPU); the CUDA path sizes from device memory.
-      so.kv_budget_bytes = std::max<int64_t>(AvailableRamBytes() / 2, 64ll << 20);
+      // What fits beside the weights: the CUDA engine's page pool (sized from
+      // device memory at load), else half of the RAM still available.
+      so.kv_budget_bytes = engine_->kv_pool_bytes() > 0 ? engine_->kv_pool_bytes()
+                                                         : std::max<int64_t>(AvailableRamBytes() / 2, 64ll << 20);
     }
     scheduler_ = std::make_unique<Scheduler>(*engine_, so);
     state_.engine.store(engine_.get());

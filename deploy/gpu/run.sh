@@ -3,12 +3,17 @@
 # /opt/torch/.venv): unpacks the carried .debs, builds kvstream with
 # KVSTREAM_CUDA=ON for sm_90a (+PTX), runs the CUDA tests and the benchmarks,
 # and writes logs and JSON under $OUT.
-#   run.sh [build|test|bench|all]   (default all)
+#   run.sh [stage ...]   stages: build test bench model e2e baseline engine (default: build test bench)
+#   model:    keeps the carried model parts under /opt/deps and joins them into models/ (see stage.sh)
+#   e2e:      end-to-end decode bench, synthetic Llama-3-8B (bench/e2e/decode_e2e_bench.cc)
+#   baseline: the compiled-PyTorch decoder on the same points (bench/e2e/gpt_fast_baseline.py)
+#   engine:   GPU engine tests and the gRPC server tests with the real model on the GPU
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 OUT="${OUT:-$ROOT/out}"
 mkdir -p "$OUT"
-what="${1:-all}"
+stages=" ${*:-build test bench} "
+want() { [[ "$stages" == *" $1 "* ]]; }
 cd "$ROOT"
 log() { printf '[gpu] %s\n' "$*" | tee -a "$OUT/run.log"; }
 
@@ -26,7 +31,7 @@ PY=/opt/torch/.venv/bin/python
 TORCH_DIR=$($PY -c 'import os,torch;print(os.path.dirname(torch.__file__))')
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 
-if [ "$what" = all ] || [ "$what" = build ]; then
+if want build; then
   log "configure"
   cmake -S . -B build-gpu -G Ninja -DKVSTREAM_CUDA=ON -DCMAKE_BUILD_TYPE=Release \
     -DKVSTREAM_TORCH_DIR="$TORCH_DIR" -DKVSTREAM_PYTHON="$PY" \
@@ -37,12 +42,12 @@ if [ "$what" = all ] || [ "$what" = build ]; then
   cmake --build build-gpu -j"$(nproc)" > "$OUT/build.log" 2>&1 || { grep -E "error|Error" "$OUT/build.log" | head -40; exit 1; }
   log "built in ${SECONDS}s"
 fi
-if [ "$what" = all ] || [ "$what" = test ]; then
+if want test; then
   log "CUDA tests"
   ctest --test-dir build-gpu -R '_cuda_test' --output-on-failure > "$OUT/ctest-cuda.log" 2>&1
   tail -5 "$OUT/ctest-cuda.log"
 fi
-if [ "$what" = all ] || [ "$what" = bench ]; then
+if want bench; then
   commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
   if [ -x build-gpu/dense_decode_bench ]; then
     log "dense decode attention bench"
@@ -52,5 +57,31 @@ if [ "$what" = all ] || [ "$what" = bench ]; then
     log "PyTorch SDPA decode bench"
     $PY bench/attention/sdpa_decode_bench.py --commit "$commit" --out "$OUT/sdpa_decode_bench.json"
   fi
+fi
+E2E_POINTS="${E2E_POINTS:-1x1024,1x32768,8x8192,1x8192,32x8192,64x8192}"
+if want model; then
+  source scripts/versions.env
+  mkdir -p "$DEPS/model" models
+  for part in deploy/gpu/model/part.*; do [ -f "$part" ] && cp "$part" "$DEPS/model/"; done
+  if [ -f "$DEPS/model/part.aa" ] && [ -f "$DEPS/model/part.ab" ]; then
+    cat "$DEPS/model"/part.* > "models/$MODEL_FILE"
+    echo "$MODEL_SHA256  models/$MODEL_FILE" | sha256sum -c - | tee -a "$OUT/run.log"
+  else
+    log "model: have $(ls "$DEPS/model" | tr '\n' ' ') (both parts needed)"
+  fi
+fi
+if want e2e; then
+  log "end-to-end decode bench (kvstream, synthetic llama3-8b): $E2E_POINTS"
+  build-gpu/decode_e2e_bench --synthetic=llama3-8b --points="$E2E_POINTS" --json="$OUT/e2e_kvstream.json" 2>&1 | tail -14
+fi
+if want baseline; then
+  log "end-to-end decode bench (compiled PyTorch baseline): $E2E_POINTS"
+  $PY bench/e2e/gpt_fast_baseline.py --points="$E2E_POINTS" --json="$OUT/e2e_baseline.json" > "$OUT/baseline.log" 2>&1
+  grep '^\[baseline\]' "$OUT/baseline.log" | tail -14
+fi
+if want engine; then
+  log "GPU engine tests + gRPC server tests on the GPU (real model)"
+  ctest --test-dir build-gpu -R 'engine_cuda_test|^server_' --output-on-failure > "$OUT/ctest-engine.log" 2>&1
+  grep -E "cuda-parity|tests passed|Failed|\*\*\*" "$OUT/ctest-engine.log" | head -40
 fi
 log "done"

@@ -17,3 +17,16 @@ if ((${#missing[@]})); then
   apt-get download "${missing[@]}"
 fi
 du -sh "$DEST"
+
+# The bundled model (98 MB) is over one call's 64 MB carry: split it in two
+# parts that two consecutive calls carry while the machine stays warm
+#   call 1: carry ["deploy/gpu/debs", "deploy/gpu/model/part.aa"]
+#   call 2: carry ["deploy/gpu/model/part.ab"]
+# run.sh's `model` stage keeps each part under /opt/deps and joins them.
+source "$ROOT/scripts/versions.env"
+MODEL_DIR="$ROOT/deploy/gpu/model"
+if [ -f "$ROOT/models/$MODEL_FILE" ] && [ ! -f "$MODEL_DIR/part.ab" ]; then
+  mkdir -p "$MODEL_DIR"
+  split -b 45M "$ROOT/models/$MODEL_FILE" "$MODEL_DIR/part."
+fi
+ls -la "$MODEL_DIR" 2>/dev/null || true

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -34,6 +35,11 @@ struct KvGeometry {
   int64_t context_length = 0;
   c10::ScalarType dtype = c10::kFloat;  // compute/storage dtype of dense K/V (fp32 CPU, bf16 CUDA)
   c10::Device device = c10::Device(c10::kCPU);
+  // Bytes a strategy's shared page pool may take (0 = sized from free memory).
+  int64_t kv_pool_bytes = 0;
+  // Dense runs over the paged pool and the decode kernel (always on CUDA; on
+  // CPU through the kernel's twin when asked, so CI covers that path).
+  bool paged_dense = false;
 
   // Bytes one token's K+V take in a dense 16-bit cache over all layers.
   int64_t DenseBytesPerToken16() const { return 2 * n_layers * n_kv_heads * head_dim * 2; }
@@ -49,6 +55,10 @@ struct SeqStep {
 
 struct StepContext {
   int64_t step = 0;  // engine step counter
+  // The group's decode rows were set up by Strategy::PrepareDecode for this
+  // step and are rows [0, padded) of the step: ForwardGroup must do device
+  // work only (it may be running inside a CUDA graph capture).
+  bool decode_prepared = false;
 };
 
 // One per request. Owns that sequence's cache state across all layers.
@@ -100,6 +110,20 @@ class Strategy {
   virtual absl::Status ForwardGroup(int64_t layer, absl::Span<SequenceCache* const> seqs,
                                     absl::Span<const SeqStep> steps, GroupTensors& t,
                                     const StepContext& ctx);
+
+  // ---- optional decode fast path (CUDA graphs) ----
+  // True if PrepareDecode exists: a decode step (one new token per sequence)
+  // can do all its host work up front, leaving ForwardGroup device-only.
+  virtual bool SupportsDecodePrepare() const { return false; }
+  // Host work of a decode step for `seqs` as rows [0, seqs.size()), padded
+  // with rows that attend to nothing up to `padded_rows`. Returns a key:
+  // prepared steps with equal (padded_rows, key) run the same device work,
+  // so one captured graph replays for all of them.
+  virtual absl::StatusOr<int64_t> PrepareDecode(absl::Span<SequenceCache* const> seqs,
+                                                absl::Span<const SeqStep> steps, int64_t padded_rows,
+                                                const StepContext& ctx) {
+    return absl::UnimplementedError(std::string(name()) + " has no prepared decode path");
+  }
 };
 
 }  // namespace kvstream

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/kv/dense/dense_cache.h"
+#include "engine/kv/dense/paged_dense.h"
 
 namespace kvstream {
 
@@ -17,7 +18,12 @@ absl::StatusOr<std::unique_ptr<StrategyRegistry>> StrategyRegistry::Create(
     const KvGeometry& geometry) {
   auto reg = std::make_unique<StrategyRegistry>();
   // One line per strategy built into this binary.
-  reg->strategies_["dense"] = std::make_unique<DenseStrategy>(geometry);
+  // Dense: paged pool + our decode kernel on CUDA; contiguous fp32 + SDPA on CPU.
+  if (geometry.device.is_cuda() || geometry.paged_dense) {
+    reg->strategies_["dense"] = std::make_unique<PagedDenseStrategy>(geometry, geometry.kv_pool_bytes);
+  } else {
+    reg->strategies_["dense"] = std::make_unique<DenseStrategy>(geometry);
+  }
   return reg;
 }
 

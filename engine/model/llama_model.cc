@@ -4,10 +4,12 @@
 
 #include <cstdlib>
 #include <map>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "engine/model/decode_graphs.h"
 #include "engine/status_macros.h"
 
 namespace kvstream {
@@ -31,8 +33,11 @@ absl::StatusOr<at::Tensor> Take(std::map<std::string, HostTensor>& tensors, cons
 }
 
 // Steps of at most this many rows read packed blocks; larger ones (prefill)
-// are compute-bound and go to ATen's fp32 GEMM.
-constexpr int64_t kPackedMaxRows = 8;
+// are compute-bound and go to ATen's fp32 GEMM. Measured on the 2-core EPYC
+// (1 thread): the 49152x576 lm_head at n = 1/8/16/32 rows takes 3.3/11.4/
+// 22.8/45.0 ms packed vs 10.4/27.9/38.7/51.7 ms fp32; cache-resident small
+// matrices cross over near n = 16.
+constexpr int64_t kPackedMaxRows = 16;
 
 // KVSTREAM_PACKED_WEIGHTS=0 keeps CPU decode on the fp32 copies (A/B runs).
 bool PackedWeightsEnabled() {
@@ -172,7 +177,6 @@ at::Tensor LlamaModel::Project(const at::Tensor& x, const Linear& w) const {
 }
 
 absl::StatusOr<at::Tensor> LlamaModel::Forward(absl::Span<const SeqInput> seqs, const StepContext& ctx) {
-  const int64_t H = config_.n_heads, Hkv = config_.n_kv_heads, D = config_.head_dim;
   // ---- gather the step's rows --------------------------------------------
   std::vector<int64_t> ids, pos, out_rows;
   std::vector<SeqStep> steps(seqs.size());
@@ -194,21 +198,67 @@ absl::StatusOr<at::Tensor> LlamaModel::Forward(absl::Span<const SeqInput> seqs, 
       if (s.all_logits || j + 1 == s.tokens.size()) out_rows.push_back(static_cast<int64_t>(ids.size()) - 1);
     }
   }
-  const int64_t N = static_cast<int64_t>(ids.size());
-  auto on_dev = [&](const std::vector<int64_t>& v) {
-    return at::from_blob(const_cast<int64_t*>(v.data()), {static_cast<int64_t>(v.size())}, at::kLong)
-        .to(device_);
-  };
-  at::Tensor tok = on_dev(ids), positions = on_dev(pos);
 
   // Attention groups: sequences sharing a strategy attend in one call.
-  std::map<Strategy*, std::vector<size_t>> groups;
-  for (size_t i = 0; i < seqs.size(); ++i) groups[seqs[i].strategy].push_back(i);
+  std::map<Strategy*, AttentionGroup> by_strategy;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    AttentionGroup& g = by_strategy[seqs[i].strategy];
+    g.strategy = seqs[i].strategy;
+    g.caches.push_back(seqs[i].cache);
+    g.steps.push_back(steps[i]);
+    g.row_offset.push_back(row_offset[i]);
+  }
+  std::vector<AttentionGroup> groups;
+  for (auto& [_, g] : by_strategy) groups.push_back(std::move(g));
 
+  at::Tensor logits;
+  // Decode steps on CUDA replay a captured graph when they qualify.
+  std::optional<absl::StatusOr<at::Tensor>> replayed;
+  if (device_.is_cuda()) {
+    if (graphs_ == nullptr) graphs_ = std::make_unique<DecodeGraphs>(*this);
+    replayed = graphs_->TryRun(groups, ids, pos, ctx);
+  }
+  if (replayed.has_value()) {
+    KV_ASSIGN_OR_RETURN(logits, std::move(*replayed));
+  } else {
+    auto on_dev = [&](const std::vector<int64_t>& v) {
+      return at::from_blob(const_cast<int64_t*>(v.data()), {static_cast<int64_t>(v.size())}, at::kLong)
+          .to(device_);
+    };
+    KV_ASSIGN_OR_RETURN(at::Tensor x, Layers(Embed(on_dev(ids)), on_dev(pos), groups, ctx));
+    logits = Logits(x.index_select(0, on_dev(out_rows)));
+  }
+  for (size_t i = 0; i < seqs.size(); ++i) KV_RETURN_IF_ERROR(seqs[i].cache->EndStep(steps[i], ctx));
+  return logits;
+}
+
+int64_t LlamaModel::decode_weight_bytes() const {
+  auto linear = [](const Linear& w) {
+    return (w.packed ? w.packed->bytes() : w.w.nbytes()) + (w.b.defined() ? w.b.nbytes() : 0);
+  };
+  int64_t bytes = norm_.nbytes() + linear(lm_head_);
+  for (const LayerWeights& L : layers_) {
+    bytes += L.attn_norm.nbytes() + L.ffn_norm.nbytes() + linear(L.qkv) + linear(L.o) + linear(L.gate_up) +
+             linear(L.down);
+  }
+  return bytes;
+}
+
+int64_t LlamaModel::decode_graph_replays() const { return graphs_ ? graphs_->replays() : 0; }
+int64_t LlamaModel::decode_graphs_captured() const { return graphs_ ? graphs_->graphs_captured() : 0; }
+
+at::Tensor LlamaModel::Embed(const at::Tensor& tokens) const { return embed_.index_select(0, tokens); }
+
+at::Tensor LlamaModel::Logits(const at::Tensor& hidden) const {
+  return Project(RmsNorm(hidden, norm_), lm_head_).to(at::kFloat);
+}
+
+absl::StatusOr<at::Tensor> LlamaModel::Layers(at::Tensor x, const at::Tensor& positions,
+                                              absl::Span<const AttentionGroup> groups, const StepContext& ctx) {
+  const int64_t H = config_.n_heads, Hkv = config_.n_kv_heads, D = config_.head_dim, I = config_.intermediate;
+  const int64_t N = x.size(0);
   at::Tensor cos, sin;
   rope_.Tables(positions, &cos, &sin);
-  at::Tensor x = embed_.index_select(0, tok);  // [N, E]
-
   for (int64_t l = 0; l < config_.n_layers; ++l) {
     const LayerWeights& L = layers_[l];
     // ---- attention ------------------------------------------------------
@@ -220,28 +270,22 @@ absl::StatusOr<at::Tensor> LlamaModel::Forward(absl::Span<const SeqInput> seqs, 
     Rope::Apply(q, cos, sin);
     Rope::Apply(k, cos, sin);
     GroupTensors gt{q, k, v, at::empty({N, H, D}, x.options()), {}};
-    for (auto& [strategy, members] : groups) {
-      std::vector<SequenceCache*> caches;
-      std::vector<SeqStep> gsteps;
-      gt.row_offset.clear();
-      for (size_t i : members) {
-        caches.push_back(seqs[i].cache);
-        gsteps.push_back(steps[i]);
-        gt.row_offset.push_back(row_offset[i]);
-      }
-      KV_RETURN_IF_ERROR(strategy->ForwardGroup(l, caches, gsteps, gt, ctx));
+    for (const AttentionGroup& g : groups) {
+      gt.row_offset = g.row_offset;
+      KV_RETURN_IF_ERROR(g.strategy->ForwardGroup(l, g.caches, g.steps, gt, ctx));
     }
     x = x + Project(gt.out.view({N, H * D}), L.o);
     // ---- SwiGLU MLP -----------------------------------------------------
     h = RmsNorm(x, L.ffn_norm);
     at::Tensor gu = Project(h, L.gate_up);
-    const int64_t I = config_.intermediate;
     x = x + Project(at::silu(gu.narrow(1, 0, I)) * gu.narrow(1, I, I), L.down);
   }
-  for (size_t i = 0; i < seqs.size(); ++i) KV_RETURN_IF_ERROR(seqs[i].cache->EndStep(steps[i], ctx));
-
-  at::Tensor last = x.index_select(0, on_dev(out_rows));
-  return Project(RmsNorm(last, norm_), lm_head_).to(at::kFloat);
+  return x;
 }
+
+LlamaModel::LlamaModel(ModelConfig config, c10::Device device, c10::ScalarType dtype)
+    : config_(std::move(config)), device_(device), dtype_(dtype), rope_(config_, device) {}
+
+LlamaModel::~LlamaModel() = default;
 
 }  // namespace kvstream

@@ -51,8 +51,19 @@ struct LayerWeights {
   Linear down;           // [hidden, I]
 };
 
+// Sequences of one strategy in a step, and where their rows are.
+struct AttentionGroup {
+  Strategy* strategy = nullptr;
+  std::vector<SequenceCache*> caches;
+  std::vector<SeqStep> steps;
+  std::vector<int64_t> row_offset;  // first row of each sequence in the step's N rows
+};
+
+class DecodeGraphs;
+
 class LlamaModel {
  public:
+  ~LlamaModel();
   // Converts the loaded fp32 host weights to `dtype` on `device` (consuming
   // them to keep peak memory low).
   static absl::StatusOr<std::unique_ptr<LlamaModel>> Create(LoadedWeights weights,
@@ -68,15 +79,29 @@ class LlamaModel {
   // token), or n rows for sequences with all_logits, in input order.
   absl::StatusOr<at::Tensor> Forward(absl::Span<const SeqInput> seqs, const StepContext& ctx);
 
+  // The pieces of Forward, top to bottom (DecodeGraphs captures them):
+  // token ids [N] -> hidden [N, E]; all layers over N rows at `positions`
+  // [N] with attention by group; hidden rows -> fp32 logits [rows, V].
+  at::Tensor Embed(const at::Tensor& tokens) const;
+  absl::StatusOr<at::Tensor> Layers(at::Tensor x, const at::Tensor& positions,
+                                    absl::Span<const AttentionGroup> groups, const StepContext& ctx);
+  at::Tensor Logits(const at::Tensor& hidden) const;
+
   const ModelConfig& config() const { return config_; }
   KvGeometry geometry() const;
   c10::Device device() const { return device_; }
   c10::ScalarType dtype() const { return dtype_; }
   int64_t weight_bytes() const { return weight_bytes_; }
+  // Bytes one decode step reads: every layer's weights (the packed copy where
+  // decode uses it), the final norm and the lm_head; not the embedding table,
+  // of which a step reads one row per sequence.
+  int64_t decode_weight_bytes() const;
+  // Decode steps served by replaying a captured CUDA graph, and graphs held.
+  int64_t decode_graph_replays() const;
+  int64_t decode_graphs_captured() const;
 
  private:
-  LlamaModel(ModelConfig config, c10::Device device, c10::ScalarType dtype)
-      : config_(std::move(config)), device_(device), dtype_(dtype), rope_(config_, device) {}
+  LlamaModel(ModelConfig config, c10::Device device, c10::ScalarType dtype);
   // name + expected shape -> the tensor on the device, in the compute dtype.
   using TensorSource = std::function<absl::StatusOr<at::Tensor>(const std::string&, std::vector<int64_t>)>;
   // name -> the file's blocks for that tensor, or nullptr (CPU fp32 only).
@@ -96,6 +121,7 @@ class LlamaModel {
   at::Tensor norm_;     // [hidden]
   std::vector<LayerWeights> layers_;
   int64_t weight_bytes_ = 0;
+  std::unique_ptr<DecodeGraphs> graphs_;  // CUDA only, made on the first step
 };
 
 }  // namespace kvstream

@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <thread>
@@ -15,12 +16,28 @@
 #include "engine/runtime/active_sequence.h"
 #include "engine/status_macros.h"
 
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <cuda_runtime_api.h>
+#endif
+
 namespace kvstream {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 double MsSince(Clock::time_point t) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+int64_t DefaultCudaPoolBytes() {
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+  c10::cuda::CUDACachingAllocator::emptyCache();  // staging of the weight upload
+  size_t free_b = 0, total_b = 0;
+  if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) return 1ll << 30;
+  return std::max<int64_t>(static_cast<int64_t>(0.85 * static_cast<double>(free_b)) - (2ll << 30), 256ll << 20);
+#else
+  return 1ll << 30;
+#endif
 }
 
 }  // namespace
@@ -63,7 +80,14 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
   } catch (const c10::Error& err) {
     return absl::InternalError(absl::StrCat("moving weights to ", device.str(), ": ", err.what_without_backtrace()));
   }
-  KV_ASSIGN_OR_RETURN(e->registry_, StrategyRegistry::Create(e->model_->geometry()));
+  KvGeometry geometry = e->model_->geometry();
+  geometry.paged_dense = use_cuda || options.paged_dense;
+  if (options.paged_dense && !use_cuda) geometry.kv_pool_bytes = options.kv_pool_bytes;
+  if (use_cuda) {
+    e->kv_pool_bytes_ = options.kv_pool_bytes > 0 ? options.kv_pool_bytes : DefaultCudaPoolBytes();
+    geometry.kv_pool_bytes = e->kv_pool_bytes_;
+  }
+  KV_ASSIGN_OR_RETURN(e->registry_, StrategyRegistry::Create(geometry));
   e->load_ms_ = MsSince(t0);
   return e;
 }

@@ -24,6 +24,11 @@ struct EngineOptions {
   std::string device = "auto";  // auto | cpu | cuda
   int threads = 0;              // CPU threads for ATen (0 = $KVSTREAM_THREADS, else all cores)
   int64_t prefill_chunk = 512;  // prompt tokens per sequence per step
+  // CUDA: bytes of the paged KV pool (0 = 85% of the device memory free after
+  // the weights, less 2 GiB for activations and graphs).
+  int64_t kv_pool_bytes = 0;
+  // CPU: serve dense through the paged pool + decode-kernel twin (as CUDA does).
+  bool paged_dense = false;
 };
 
 class Engine {
@@ -50,6 +55,8 @@ class Engine {
   std::string device_name() const;
   std::string dtype_name() const;
   double load_ms() const { return load_ms_; }
+  // Bytes the CUDA KV pool may take (0 on CPU, where caches allocate as they grow).
+  int64_t kv_pool_bytes() const { return kv_pool_bytes_; }
   const EngineOptions& options() const { return options_; }
   int64_t NextStepId() { return step_++; }
 
@@ -59,6 +66,7 @@ class Engine {
   std::unique_ptr<LlamaModel> model_;
   std::unique_ptr<StrategyRegistry> registry_;
   double load_ms_ = 0;
+  int64_t kv_pool_bytes_ = 0;
   int64_t step_ = 0;
 };
 

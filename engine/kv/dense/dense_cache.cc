@@ -5,7 +5,13 @@
 #include <algorithm>
 #include <cmath>
 
+#include <ATen/Parallel.h>
+
+#include <cstring>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
+#include "engine/status_macros.h"
 
 namespace kvstream {
 
@@ -67,13 +73,15 @@ absl::StatusOr<at::Tensor> DenseSequenceCache::Forward(int64_t layer, const at::
   values_[layer].narrow(1, past, n).copy_(v);
   lengths_[layer] = past + n;
   const int64_t T = past + n;
+  return CausalGqaAttention(q, keys_[layer].narrow(1, 0, T), values_[layer].narrow(1, 0, T), past);
+}
 
+at::Tensor CausalGqaAttention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values, int64_t past) {
   // GQA without copying K/V: the G query heads of one KV head become G*n rows
   // of one attention problem over that head's keys.
-  const int64_t H = q.size(0), D = q.size(2), Hkv = geometry_.n_kv_heads, G = H / Hkv;
+  const int64_t H = q.size(0), n = q.size(1), D = q.size(2), Hkv = keys.size(0), G = H / Hkv;
+  const int64_t T = keys.size(1);
   at::Tensor qg = q.reshape({Hkv, G * n, D});
-  at::Tensor keys = keys_[layer].narrow(1, 0, T);
-  at::Tensor values = values_[layer].narrow(1, 0, T);
   std::optional<at::Tensor> mask;
   if (n > 1) {
     // Row (g, i) may see key j iff j <= past + i.
@@ -84,6 +92,85 @@ absl::StatusOr<at::Tensor> DenseSequenceCache::Forward(int64_t layer, const at::
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   at::Tensor o = at::scaled_dot_product_attention(qg, keys, values, mask, 0.0, false, scale);
   return o.view({H, n, D});
+}
+
+absl::StatusOr<int64_t> DenseSequenceCache::AppendOne(int64_t layer, int64_t start_pos, const float* k,
+                                                      const float* v, int64_t head_stride) {
+  const int64_t past = lengths_[layer];
+  if (start_pos != past) {
+    return absl::InternalError(absl::StrCat("dense cache layer ", layer, " holds ", past,
+                                            " tokens but the step starts at ", start_pos));
+  }
+  Reserve(layer, past + 1);
+  const int64_t Hkv = geometry_.n_kv_heads, D = geometry_.head_dim, cap = keys_[layer].size(1);
+  float* kd = keys_[layer].mutable_data_ptr<float>();
+  float* vd = values_[layer].mutable_data_ptr<float>();
+  for (int64_t h = 0; h < Hkv; ++h) {
+    std::memcpy(kd + (h * cap + past) * D, k + h * head_stride, D * sizeof(float));
+    std::memcpy(vd + (h * cap + past) * D, v + h * head_stride, D * sizeof(float));
+  }
+  lengths_[layer] = past + 1;
+  return past + 1;
+}
+
+absl::Status DenseStrategy::ForwardGroup(int64_t layer, absl::Span<SequenceCache* const> seqs,
+                                         absl::Span<const SeqStep> steps, GroupTensors& t, const StepContext& ctx) {
+  const bool fast = geometry_.device.is_cpu() && geometry_.dtype == at::kFloat && t.q.stride(2) == 1 &&
+                    t.k.stride(2) == 1 && t.v.stride(2) == 1 && t.out.is_contiguous();
+  std::vector<size_t> decode;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    if (fast && steps[i].n_new == 1) {
+      decode.push_back(i);
+      continue;
+    }
+    const int64_t row = t.row_offset[i], n = steps[i].n_new;
+    KV_ASSIGN_OR_RETURN(at::Tensor o, seqs[i]->Forward(layer, t.q.narrow(0, row, n).transpose(0, 1),
+                                                       t.k.narrow(0, row, n).transpose(0, 1),
+                                                       t.v.narrow(0, row, n).transpose(0, 1), steps[i], ctx));
+    t.out.narrow(0, row, n).copy_(o.transpose(0, 1));
+  }
+  if (decode.empty()) return absl::OkStatus();
+  const int64_t H = geometry_.n_heads, Hkv = geometry_.n_kv_heads, D = geometry_.head_dim, G = H / Hkv;
+  std::vector<int64_t> lens(decode.size());
+  for (size_t j = 0; j < decode.size(); ++j) {
+    auto* c = static_cast<DenseSequenceCache*>(seqs[decode[j]]);
+    const int64_t row = t.row_offset[decode[j]];
+    KV_ASSIGN_OR_RETURN(lens[j], c->AppendOne(layer, steps[decode[j]].start_pos,
+                                              t.k.const_data_ptr<float>() + row * t.k.stride(0),
+                                              t.v.const_data_ptr<float>() + row * t.v.stride(0), t.k.stride(1)));
+  }
+  // One (sequence, query head) per task: exact softmax over the T held keys.
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+  const int64_t tasks = static_cast<int64_t>(decode.size()) * H;
+  at::parallel_for(0, tasks, 4, [&](int64_t b0, int64_t b1) {
+    std::vector<float> p;
+    for (int64_t task = b0; task < b1; ++task) {
+      const size_t j = static_cast<size_t>(task / H);
+      const int64_t h = task % H, kvh = h / G, T = lens[j], row = t.row_offset[decode[j]];
+      const auto* c = static_cast<const DenseSequenceCache*>(seqs[decode[j]]);
+      const float* q = t.q.const_data_ptr<float>() + row * t.q.stride(0) + h * t.q.stride(1);
+      const float* K = c->keys(layer) + kvh * c->capacity(layer) * D;
+      const float* V = c->values(layer) + kvh * c->capacity(layer) * D;
+      p.resize(static_cast<size_t>(T));
+      float mx = -INFINITY;
+      for (int64_t s = 0; s < T; ++s) {
+        float dot = 0.f;
+        for (int64_t d = 0; d < D; ++d) dot += q[d] * K[s * D + d];
+        p[s] = dot * scale;
+        mx = std::max(mx, p[s]);
+      }
+      float sum = 0.f;
+      for (int64_t s = 0; s < T; ++s) sum += (p[s] = std::exp(p[s] - mx));
+      float* out = t.out.mutable_data_ptr<float>() + (row * H + h) * D;
+      std::fill(out, out + D, 0.f);
+      const float inv = 1.f / sum;
+      for (int64_t s = 0; s < T; ++s) {
+        const float w = p[s] * inv;
+        for (int64_t d = 0; d < D; ++d) out[d] += w * V[s * D + d];
+      }
+    }
+  });
+  return absl::OkStatus();
 }
 
 int64_t DenseSequenceCache::BytesHeld() const {

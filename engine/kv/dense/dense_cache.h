@@ -12,6 +12,10 @@
 
 namespace kvstream {
 
+// Exact causal attention of n new queries over T = past + n keys, grouped-
+// query without copying K/V. q [H, n, D]; keys/values [Hkv, T, D]; -> [H, n, D].
+at::Tensor CausalGqaAttention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values, int64_t past);
+
 class DenseStrategy final : public Strategy {
  public:
   static constexpr int64_t kBlockTokens = 16;
@@ -23,6 +27,12 @@ class DenseStrategy final : public Strategy {
   absl::StatusOr<std::unique_ptr<SequenceCache>> Open(const StrategyConfig& config) override;
   int64_t PredictBytes(const StrategyConfig& config, int64_t prompt_tokens,
                        int64_t max_new_tokens) const override;
+  // CPU fp32: the group's decode rows attend in one parallel loop over raw
+  // pointers (a step of 16 sequences would otherwise be 16 x ~8 ATen calls
+  // per layer, whose dispatch cost exceeds the arithmetic at these sizes);
+  // prompt chunks go through SequenceCache::Forward (SDPA).
+  absl::Status ForwardGroup(int64_t layer, absl::Span<SequenceCache* const> seqs, absl::Span<const SeqStep> steps,
+                            GroupTensors& t, const StepContext& ctx) override;
 
  private:
   KvGeometry geometry_;
@@ -38,6 +48,15 @@ class DenseSequenceCache final : public SequenceCache {
                                      const StepContext& ctx) override;
   int64_t BytesHeld() const override;
   CacheReport Report() const override;
+
+  // Decode fast path (CPU fp32): appends one token's k/v rows ([Hkv, D] with
+  // `head_stride` floats between heads) to `layer`; returns the new length.
+  absl::StatusOr<int64_t> AppendOne(int64_t layer, int64_t start_pos, const float* k, const float* v,
+                                    int64_t head_stride);
+  // [Hkv, capacity, D] buffers of `layer`.
+  const float* keys(int64_t layer) const { return keys_[layer].const_data_ptr<float>(); }
+  const float* values(int64_t layer) const { return values_[layer].const_data_ptr<float>(); }
+  int64_t capacity(int64_t layer) const { return keys_[layer].size(1); }
 
  private:
   // Grows layer `layer`'s buffers to hold at least `tokens` (block multiple).

@@ -1,0 +1,194 @@
+// End-to-end decode throughput of the engine (all layers, attention over the
+// dense paged cache, sampling, CUDA graphs) at (batch, context) points, with
+// the roofline beside it: the bytes one decode step must read (weights less
+// the embedding table, of which a step reads B rows, plus every sequence's
+// K/V) over the measured device copy bandwidth. Prints a table and writes
+// JSON; the PyTorch baseline (bench/e2e/gpt_fast_baseline.py) runs the same
+// points in the same session and bench/e2e/combine.py puts them side by side.
+//
+//   build/decode_e2e_bench --synthetic=llama3-8b --points=1x1024,1x32768,8x8192 \
+//       --decode-tokens=64 --json=e2e.json
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "engine/runtime/engine.h"
+#include "tools/argv_dashes.h"
+
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+#include <c10/cuda/CUDAFunctions.h>
+#endif
+
+ABSL_FLAG(std::string, synthetic, "llama3-8b", "architecture with seeded random weights ('' = --model)");
+ABSL_FLAG(std::string, model, "", "GGUF file or Hugging Face folder (when --synthetic is empty)");
+ABSL_FLAG(std::string, device, "auto", "auto | cpu | cuda");
+ABSL_FLAG(std::string, points, "1x1024,1x32768,8x8192", "comma-separated BxT: batch x context tokens");
+ABSL_FLAG(int32_t, decode_tokens, 64, "timed decode steps per point");
+ABSL_FLAG(int32_t, warmup_tokens, 4, "decode steps before timing (graph capture happens here)");
+ABSL_FLAG(int64_t, kv_pool_bytes, 0, "paged KV pool bytes (0 = what fits)");
+ABSL_FLAG(std::string, json, "", "write results here");
+ABSL_FLAG(bool, paged_dense, false, "CPU: dense through the paged pool and the decode kernel's twin");
+
+namespace kvstream {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void Sync(const c10::Device& d) {
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+  if (d.is_cuda()) c10::cuda::device_synchronize();
+#endif
+}
+
+// Device-to-device copy bandwidth (read + write bytes per second), best of 5.
+double CopyBandwidth(const c10::Device& device) {
+  const int64_t n = (1ll << 30) / 2;  // 1 GiB of bf16
+  auto opts = at::TensorOptions().device(device).dtype(at::kBFloat16);
+  at::Tensor a = at::ones({n}, opts), b = at::empty({n}, opts);
+  double best = 0;
+  for (int i = 0; i < 6; ++i) {
+    Sync(device);
+    const auto t0 = Clock::now();
+    b.copy_(a);
+    Sync(device);
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (i > 0) best = std::max(best, 2.0 * a.nbytes() / s);
+  }
+  return best;
+}
+
+struct Point {
+  int64_t batch = 0, context = 0;
+  double tok_s = 0, step_ms = 0, roofline_ms = 0, bytes_per_step = 0, prefill_s = 0;
+  std::string error;
+};
+
+Point RunPoint(Engine& e, int64_t B, int64_t T, int warmup, int decode, double copy_bw) {
+  Point p;
+  p.batch = B;
+  p.context = T;
+  const ModelConfig& c = e.config();
+  const double kv_token_bytes = 2.0 * c.n_layers * c.n_kv_heads * c.head_dim * 2;  // bf16
+  const double need = static_cast<double>(B) * (T + warmup + decode + 16) * kv_token_bytes;
+  if (e.kv_pool_bytes() > 0 && need > static_cast<double>(e.kv_pool_bytes())) {
+    p.error = "does not fit: KV needs " + std::to_string(need / 1e9) + " GB, pool holds " +
+              std::to_string(e.kv_pool_bytes() / 1e9) + " GB";
+    return p;
+  }
+  std::mt19937 rng(static_cast<uint32_t>(B * 1000003 + T));
+  std::uniform_int_distribution<int32_t> id(0, static_cast<int32_t>(c.vocab_size) - 1);
+  std::vector<GenerateSpec> specs(static_cast<size_t>(B));
+  for (GenerateSpec& s : specs) {
+    s.prompt_ids.resize(static_cast<size_t>(T));
+    for (int32_t& t : s.prompt_ids) t = id(rng);
+    s.sampling.temperature = 0;
+    s.sampling.max_new_tokens = warmup + decode + 1;
+    s.sampling.ignore_eos = true;
+  }
+  // Every sequence decodes in lockstep: time the steps through request 0.
+  std::vector<Clock::time_point> stamps;
+  const auto t0 = Clock::now();
+  auto r = e.GenerateBatch(specs, [&](size_t i, const StreamDelta& d) {
+    if (i == 0 && !d.tokens.empty()) stamps.push_back(Clock::now());
+  });
+  if (!r.ok()) {
+    p.error = std::string(r.status().message());
+    std::replace(p.error.begin(), p.error.end(), '"', '\'');
+    return p;
+  }
+  if (static_cast<int>(stamps.size()) < warmup + decode + 1) {
+    p.error = "fewer steps than asked";
+    return p;
+  }
+  p.prefill_s = std::chrono::duration<double>(stamps[0] - t0).count();
+  const double dt = std::chrono::duration<double>(stamps[warmup + decode] - stamps[warmup]).count();
+  p.step_ms = dt * 1e3 / decode;
+  p.tok_s = static_cast<double>(B) * decode / dt;
+  const double mean_len = static_cast<double>(T) + warmup + decode / 2.0;
+  p.bytes_per_step = static_cast<double>(e.model().decode_weight_bytes()) + B * mean_len * kv_token_bytes;
+  p.roofline_ms = p.bytes_per_step / copy_bw * 1e3;
+  return p;
+}
+
+}  // namespace
+}  // namespace kvstream
+
+int main(int argc, char** argv) {
+  using namespace kvstream;
+  DashesToUnderscores(argc, argv);
+  absl::ParseCommandLine(argc, argv);
+  EngineOptions o;
+  o.synthetic = absl::GetFlag(FLAGS_synthetic);
+  o.model_path = absl::GetFlag(FLAGS_model);
+  o.device = absl::GetFlag(FLAGS_device);
+  o.kv_pool_bytes = absl::GetFlag(FLAGS_kv_pool_bytes);
+  o.paged_dense = absl::GetFlag(FLAGS_paged_dense);
+  std::fprintf(stderr, "[e2e] loading %s ...\n", o.synthetic.empty() ? o.model_path.c_str() : o.synthetic.c_str());
+  auto engine = Engine::Load(o);
+  if (!engine.ok()) {
+    std::fprintf(stderr, "error: %s\n", engine.status().ToString().c_str());
+    return 1;
+  }
+  Engine& e = **engine;
+  const c10::Device device = e.model().device();
+  const double bw = CopyBandwidth(device);
+  std::fprintf(stderr, "[e2e] %s on %s, weights %.2f GB (%.2f GB read per step), copy bandwidth %.0f GB/s, KV pool %.1f GB\n",
+               e.config().name.c_str(), e.device_name().c_str(), e.model().weight_bytes() / 1e9,
+               e.model().decode_weight_bytes() / 1e9, bw / 1e9, e.kv_pool_bytes() / 1e9);
+  std::vector<Point> points;
+  const std::vector<std::string> specs = absl::StrSplit(absl::GetFlag(FLAGS_points), ',', absl::SkipEmpty());
+  for (const std::string& spec : specs) {
+    std::vector<std::string> bt = absl::StrSplit(spec, 'x');
+    int64_t B = 0, T = 0;
+    if (bt.size() != 2 || !absl::SimpleAtoi(bt[0], &B) || !absl::SimpleAtoi(bt[1], &T) || B < 1 || T < 1) {
+      std::fprintf(stderr, "error: --points: '%s' is not BxT\n", spec.c_str());
+      return 2;
+    }
+    std::fprintf(stderr, "[e2e] point %zu/%zu: B=%lld T=%lld ...\n", points.size() + 1, specs.size(),
+                 static_cast<long long>(B), static_cast<long long>(T));
+    points.push_back(RunPoint(e, B, T, absl::GetFlag(FLAGS_warmup_tokens), absl::GetFlag(FLAGS_decode_tokens), bw));
+  }
+  std::printf("\n%6s %8s | %10s %10s %12s %10s | %s\n", "B", "T", "tok/s", "step ms", "roofline ms", "% roofline",
+              "prefill s");
+  for (const Point& p : points) {
+    if (!p.error.empty()) {
+      std::printf("%6lld %8lld | error: %s\n", static_cast<long long>(p.batch), static_cast<long long>(p.context),
+                  p.error.c_str());
+      continue;
+    }
+    std::printf("%6lld %8lld | %10.1f %10.3f %12.3f %9.1f%% | %.1f\n", static_cast<long long>(p.batch),
+                static_cast<long long>(p.context), p.tok_s, p.step_ms, p.roofline_ms, 100 * p.roofline_ms / p.step_ms,
+                p.prefill_s);
+  }
+  if (const std::string path = absl::GetFlag(FLAGS_json); !path.empty()) {
+    std::ofstream f(path);
+    f << "{\"bench\": \"decode_e2e\", \"engine\": \"kvstream\", \"model\": \"" << e.config().name
+      << "\", \"device\": \"" << e.device_name() << "\", \"dtype\": \"" << e.dtype_name()
+      << "\", \"copy_bandwidth_bytes_s\": " << bw << ", \"weight_bytes_read_per_step\": "
+      << e.model().decode_weight_bytes() << ", \"decode_tokens\": " << absl::GetFlag(FLAGS_decode_tokens)
+      << ", \"points\": [";
+    for (size_t i = 0; i < points.size(); ++i) {
+      const Point& p = points[i];
+      f << (i ? ", " : "") << "{\"batch\": " << p.batch << ", \"context\": " << p.context;
+      if (!p.error.empty()) {
+        f << ", \"error\": \"" << p.error << "\"}";
+        continue;
+      }
+      f << ", \"tok_s\": " << p.tok_s << ", \"step_ms\": " << p.step_ms << ", \"roofline_ms\": " << p.roofline_ms
+        << ", \"roofline_fraction\": " << p.roofline_ms / p.step_ms << ", \"bytes_per_step\": " << p.bytes_per_step
+        << ", \"prefill_s\": " << p.prefill_s << "}";
+    }
+    f << "]}\n";
+  }
+  return 0;
+}

@@ -1,0 +1,93 @@
+// The dense baseline over a paged pool (PagedKvPool): what the CUDA server
+// runs. Prefill chunks append their K/V to the sequence's pages and attend
+// with SDPA over the gathered pages; decode rows of a whole group append with
+// one scatter per layer and attend with one launch of our paged decode kernel
+// (kernels/dense; on CPU its twin), grouped-query, split along the sequence.
+//
+// Decode steps can be prepared ahead (PrepareDecode): all host work (page
+// allocation, block table, lengths, append slots) goes into device buffers at
+// fixed addresses, so ForwardGroup is then device work only and the model can
+// capture all layers of a step in one CUDA graph (engine/model/decode_graphs.h).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <vector>
+
+#include "engine/kv/dense/paged_pool.h"
+#include "engine/kv/kv_cache.h"
+
+namespace kvstream {
+
+class PagedDenseStrategy final : public Strategy {
+ public:
+  // Most rows one prepared decode step may have (sizes the fixed buffers).
+  static constexpr int64_t kMaxPreparedRows = 256;
+
+  PagedDenseStrategy(const KvGeometry& g, int64_t pool_bytes);
+
+  // ---- Strategy ----
+  const char* name() const override { return "dense"; }
+  absl::Status Validate(const StrategyConfig& config) const override;
+  absl::StatusOr<std::unique_ptr<SequenceCache>> Open(const StrategyConfig& config) override;
+  int64_t PredictBytes(const StrategyConfig& config, int64_t prompt_tokens,
+                       int64_t max_new_tokens) const override;
+  absl::Status ForwardGroup(int64_t layer, absl::Span<SequenceCache* const> seqs, absl::Span<const SeqStep> steps,
+                            GroupTensors& t, const StepContext& ctx) override;
+  bool SupportsDecodePrepare() const override { return true; }
+  absl::StatusOr<int64_t> PrepareDecode(absl::Span<SequenceCache* const> seqs, absl::Span<const SeqStep> steps,
+                                        int64_t padded_rows, const StepContext& ctx) override;
+
+  PagedKvPool& pool() { return *pool_; }
+
+ private:
+  // One layer of a prepared decode step: rows [0, prepared_rows_) of t.
+  absl::Status DecodeLayer(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                           at::Tensor& out);
+  absl::Status EnsureBuffers();
+
+  KvGeometry geometry_;
+  std::shared_ptr<PagedKvPool> pool_;
+  int64_t max_pages_per_seq_;  // MB: ceil(context_length / P)
+  int num_sms_ = 0;            // for the split planner (CPU: 1)
+
+  // Prepared decode step (fixed addresses; host staging mirrors them).
+  at::Tensor block_table_;    // [kMaxPreparedRows, MB] int32, device
+  at::Tensor seq_lens_;       // [kMaxPreparedRows] int32, device
+  at::Tensor slots_;          // [kMaxPreparedRows * Hkv] int64 rows of the flat pool view, device
+  at::Tensor staging_;        // host (pinned on CUDA): block table, lengths, slots back to back
+  int64_t prepared_step_ = -1;
+  int64_t prepared_rows_ = 0;  // padded rows
+  int64_t prepared_max_len_ = 0;
+  int prepared_splits_ = 1;
+};
+
+class PagedDenseSequenceCache final : public SequenceCache {
+ public:
+  PagedDenseSequenceCache(std::shared_ptr<PagedKvPool> pool, int64_t max_tokens)
+      : pool_(std::move(pool)), max_tokens_(max_tokens) {}
+  ~PagedDenseSequenceCache() override;
+
+  // Per-sequence path (prefill chunks, or decode outside a prepared step).
+  absl::StatusOr<at::Tensor> Forward(int64_t layer, const at::Tensor& q, const at::Tensor& k,
+                                     const at::Tensor& v, const SeqStep& seq,
+                                     const StepContext& ctx) override;
+  absl::Status EndStep(const SeqStep& seq, const StepContext& ctx) override;
+  int64_t BytesHeld() const override;
+  CacheReport Report() const override;
+
+  // Pages to hold `tokens` (taken from the pool as needed).
+  absl::Status Grow(int64_t tokens);
+  int64_t length() const { return length_; }
+  const std::vector<int32_t>& pages() const { return pages_; }
+
+ private:
+  std::shared_ptr<PagedKvPool> pool_;
+  int64_t max_tokens_;
+  std::vector<int32_t> pages_;
+  int64_t length_ = 0;  // tokens written in every layer (advanced by EndStep)
+  int64_t peak_bytes_ = 0;
+};
+
+}  // namespace kvstream

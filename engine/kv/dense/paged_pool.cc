@@ -1,0 +1,81 @@
+#include "engine/kv/dense/paged_pool.h"
+
+#include <ATen/ATen.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_format.h"
+
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+#include <cuda_runtime_api.h>
+#endif
+
+namespace kvstream {
+namespace {
+
+int64_t FreeBytesOn(const c10::Device& device) {
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+  if (device.is_cuda()) {
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) return static_cast<int64_t>(free_b);
+    return 0;
+  }
+#endif
+  const long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page : 0;
+}
+
+}  // namespace
+
+int64_t PagedKvPool::page_bytes() const {
+  return 2 * geometry_.n_layers * geometry_.n_kv_heads * kPageTokens * geometry_.head_dim *
+         static_cast<int64_t>(c10::elementSize(geometry_.dtype));
+}
+
+absl::Status PagedKvPool::Allocate() {
+  int64_t bytes = pool_bytes_ > 0 ? pool_bytes_ : FreeBytesOn(geometry_.device) / 4;
+  // +1: the scratch page is not part of what admission may hand out.
+  num_pages_ = std::min<int64_t>(bytes / page_bytes() + 1, INT32_MAX);
+  if (num_pages_ < 2) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "KV pool: %d bytes hold no page of %d bytes (pages of %d tokens over %d layers)", bytes, page_bytes(),
+        kPageTokens, geometry_.n_layers));
+  }
+  auto opts = at::TensorOptions().dtype(geometry_.dtype).device(geometry_.device);
+  storage_ = at::empty({geometry_.n_layers, 2, num_pages_, geometry_.n_kv_heads, kPageTokens, geometry_.head_dim},
+                       opts);
+  // Page contents are never read before written except the scratch page
+  // (padded graph rows read nothing: their length is 0); zero it anyway.
+  storage_.select(2, kScratchPage).zero_();
+  free_.clear();
+  free_.reserve(static_cast<size_t>(num_pages_ - 1));
+  for (int64_t p = num_pages_ - 1; p >= 1; --p) free_.push_back(static_cast<int32_t>(p));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<int32_t>> PagedKvPool::Take(int64_t n) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (!storage_.defined()) {
+    if (absl::Status s = Allocate(); !s.ok()) return s;
+  }
+  if (n > static_cast<int64_t>(free_.size())) {
+    return absl::ResourceExhaustedError(absl::StrFormat("KV pool: %d pages wanted, %d of %d free (%d bytes each)",
+                                                        n, free_.size(), num_pages_, page_bytes()));
+  }
+  std::vector<int32_t> out(free_.end() - n, free_.end());
+  free_.resize(free_.size() - static_cast<size_t>(n));
+  return out;
+}
+
+void PagedKvPool::Give(const std::vector<int32_t>& pages) {
+  std::lock_guard<std::mutex> l(mu_);
+  free_.insert(free_.end(), pages.rbegin(), pages.rend());
+}
+
+int64_t PagedKvPool::free_pages() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return storage_.defined() ? static_cast<int64_t>(free_.size()) : 0;
+}
+
+}  // namespace kvstream

@@ -1,0 +1,151 @@
+#include "engine/model/decode_graphs.h"
+
+#include <ATen/ATen.h>
+
+#include <cstdlib>
+#include <map>
+#include <string>
+#include <utility>
+
+#include "engine/model/llama_model.h"
+#include "engine/status_macros.h"
+#include "spdlog/spdlog.h"
+
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+#include <ATen/cuda/CUDAGraph.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+namespace kvstream {
+
+int64_t DecodeGraphs::Bucket(int64_t rows) {
+  static constexpr int64_t kBuckets[] = {1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256};
+  for (int64_t b : kBuckets) {
+    if (rows <= b) return b;
+  }
+  return kMaxRows;
+}
+
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+
+struct DecodeGraphs::Impl {
+  explicit Impl(LlamaModel& m)
+      : model(m), stream(c10::cuda::getStreamFromPool()), pool(at::cuda::graph_pool_handle()) {}
+
+  // All layers and the head over the fixed buffers, rows [0, padded).
+  absl::Status Device(int64_t padded, const AttentionGroup& group, const StepContext& ctx) {
+    at::Tensor x = model.Embed(tok.narrow(0, 0, padded));
+    KV_ASSIGN_OR_RETURN(at::Tensor h, model.Layers(x, pos.narrow(0, 0, padded), {&group, 1}, ctx));
+    logits.narrow(0, 0, padded).copy_(model.Logits(h));
+    return absl::OkStatus();
+  }
+
+  LlamaModel& model;
+  c10::cuda::CUDAStream stream;
+  at::cuda::MempoolId_t pool;  // shared: graphs replay one at a time
+  at::Tensor tok, pos, logits;  // [kMaxRows], [kMaxRows], [kMaxRows, V]
+  std::map<std::pair<int64_t, int64_t>, std::unique_ptr<at::cuda::CUDAGraph>> graphs;
+  int64_t replays = 0;
+  bool enabled = true;
+};
+
+DecodeGraphs::DecodeGraphs(LlamaModel& model) : impl_(std::make_unique<Impl>(model)) {
+  const char* env = std::getenv("KVSTREAM_CUDA_GRAPHS");
+  impl_->enabled = env == nullptr || std::string(env) != "0";
+}
+
+DecodeGraphs::~DecodeGraphs() = default;
+
+std::optional<absl::StatusOr<at::Tensor>> DecodeGraphs::TryRun(absl::Span<const AttentionGroup> groups,
+                                                               const std::vector<int64_t>& ids,
+                                                               const std::vector<int64_t>& pos,
+                                                               const StepContext& ctx) {
+  Impl& m = *impl_;
+  if (!m.enabled || groups.size() != 1 || !groups[0].strategy->SupportsDecodePrepare()) return std::nullopt;
+  const AttentionGroup& g = groups[0];
+  const int64_t B = static_cast<int64_t>(g.caches.size());
+  if (B > kMaxRows || static_cast<int64_t>(ids.size()) != B) return std::nullopt;  // some row is not decode
+  for (const SeqStep& s : g.steps) {
+    if (s.n_new != 1) return std::nullopt;
+  }
+
+  auto run = [&]() -> absl::StatusOr<at::Tensor> {
+    const int64_t padded = Bucket(B);
+    c10::cuda::CUDAStreamGuard guard(m.stream);
+    if (!m.tok.defined()) {
+      auto opts = at::TensorOptions().device(m.model.device());
+      m.tok = at::zeros({kMaxRows}, opts.dtype(at::kLong));
+      m.pos = at::zeros({kMaxRows}, opts.dtype(at::kLong));
+      m.logits = at::zeros({kMaxRows, m.model.config().vocab_size}, opts.dtype(at::kFloat));
+    }
+    std::vector<int64_t> ids_p(static_cast<size_t>(padded), 0), pos_p(static_cast<size_t>(padded), 0);
+    std::copy(ids.begin(), ids.end(), ids_p.begin());
+    std::copy(pos.begin(), pos.end(), pos_p.begin());
+    m.tok.narrow(0, 0, padded).copy_(at::from_blob(ids_p.data(), {padded}, at::kLong));
+    m.pos.narrow(0, 0, padded).copy_(at::from_blob(pos_p.data(), {padded}, at::kLong));
+    KV_ASSIGN_OR_RETURN(int64_t key, g.strategy->PrepareDecode(g.caches, g.steps, padded, ctx));
+    StepContext prepared = ctx;
+    prepared.decode_prepared = true;
+
+    auto it = m.graphs.find({padded, key});
+    if (it == m.graphs.end()) {
+      // First step of this shape: run it eagerly on this stream (this also
+      // warms cuBLAS handles, workspaces and lazy allocations), then capture
+      // it for the next steps. The step's appends are idempotent, so the
+      // capture (which runs nothing) and later replays need no undo.
+      KV_RETURN_IF_ERROR(m.Device(padded, g, prepared));
+      at::Tensor out = m.logits.narrow(0, 0, B).clone();
+      auto graph = std::make_unique<at::cuda::CUDAGraph>();
+      absl::Status s;
+      try {
+        graph->capture_begin(m.pool, cudaStreamCaptureModeThreadLocal);
+        s = m.Device(padded, g, prepared);
+        graph->capture_end();
+      } catch (const c10::Error& e) {
+        s = absl::InternalError(e.what_without_backtrace());
+      }
+      if (s.ok()) {
+        m.graphs.emplace(std::make_pair(padded, key), std::move(graph));
+      } else {
+        // Not capturable: stay correct, go eager from now on.
+        spdlog::warn("CUDA graph capture failed ({}); decode steps run eagerly", s.ToString());
+        m.enabled = false;
+      }
+      m.stream.synchronize();
+      return out;
+    }
+    it->second->replay();
+    ++m.replays;
+    at::Tensor out = m.logits.narrow(0, 0, B).clone();
+    m.stream.synchronize();  // callers read the logits from other streams
+    return out;
+  };
+  try {
+    return run();
+  } catch (const c10::Error& e) {
+    return absl::StatusOr<at::Tensor>(absl::InternalError(std::string("CUDA graph decode step: ") +
+                                                          e.what_without_backtrace()));
+  }
+}
+
+int64_t DecodeGraphs::graphs_captured() const { return static_cast<int64_t>(impl_->graphs.size()); }
+int64_t DecodeGraphs::replays() const { return impl_->replays; }
+
+#else  // no CUDA torch: every step runs eagerly
+
+struct DecodeGraphs::Impl {};
+DecodeGraphs::DecodeGraphs(LlamaModel&) : impl_(std::make_unique<Impl>()) {}
+DecodeGraphs::~DecodeGraphs() = default;
+std::optional<absl::StatusOr<at::Tensor>> DecodeGraphs::TryRun(absl::Span<const AttentionGroup>,
+                                                               const std::vector<int64_t>&,
+                                                               const std::vector<int64_t>&, const StepContext&) {
+  return std::nullopt;
+}
+int64_t DecodeGraphs::graphs_captured() const { return 0; }
+int64_t DecodeGraphs::replays() const { return 0; }
+
+#endif
+
+}  // namespace kvstream

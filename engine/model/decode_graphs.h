@@ -1,0 +1,55 @@
+// CUDA graphs for decode steps. A decode step of a small batch is a few
+// hundred small kernels (an 8B model: ~15 per layer x 32 layers) whose launch
+// overhead rivals the time they take; replaying them as one captured graph
+// removes it.
+//
+// A step qualifies when it runs on CUDA, every sequence has one new token,
+// all sequences share one strategy whose PrepareDecode exists, and the batch
+// fits the largest bucket. The batch is padded up to a bucket size
+// (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256); the strategy does
+// the step's host work (pages, block tables) into fixed device buffers and
+// returns a key (e.g. its kernel's split count); one graph is captured per
+// (bucket, key) on first use, after one eager warm-up run of the same step,
+// and replayed afterwards. Token ids and positions go into fixed input
+// buffers; logits come out of a fixed buffer. KVSTREAM_CUDA_GRAPHS=0 turns
+// graphs off (every step eager), for A/B runs.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "engine/kv/kv_cache.h"
+
+namespace kvstream {
+
+class LlamaModel;
+struct AttentionGroup;
+
+class DecodeGraphs {
+ public:
+  explicit DecodeGraphs(LlamaModel& model);
+  ~DecodeGraphs();
+
+  // The step's fp32 logits [B, V] from a replayed graph, or nullopt when the
+  // step does not qualify (the caller runs it eagerly).
+  std::optional<absl::StatusOr<at::Tensor>> TryRun(absl::Span<const AttentionGroup> groups,
+                                                    const std::vector<int64_t>& ids, const std::vector<int64_t>& pos,
+                                                    const StepContext& ctx);
+  int64_t graphs_captured() const;
+  int64_t replays() const;
+
+  static constexpr int64_t kMaxRows = 256;
+  // Smallest bucket >= rows (rows <= kMaxRows).
+  static int64_t Bucket(int64_t rows);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kvstream
