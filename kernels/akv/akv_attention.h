@@ -1,0 +1,96 @@
+// AKV mixed-precision attention (akv.md §4 step 2, §7 akv_mixed_attention):
+// one exact softmax over the hot rows (model dtype) and the warm rows
+// (codes read as they are stored, used in registers); cold rows are never attended.
+//
+//   z_ij = scale * q_ih . k^_j   for j in hot [0, n_hot) ++ warm [0, n_warm) with pos_j <= q_pos_i
+//   out_ih = sum_j softmax_j(z_ij) v^_j,   lse_ih = ln sum_j exp(z_ij)   (fp32; -inf, out 0 if none)
+// Query head h reads KV head h / (Hq / Hkv). The same kernel serves decode
+// (M = 1, split-K over tokens, partials merged by lse) and prefill (M rows,
+// causal by stored positions). Tokens are indexed hot first, then warm
+// ("virtual index" t < n_hot: hot row t, else warm row t - n_hot); split s
+// covers AkvAttentionSplitRange(n_hot + n_warm, S, s).
+//
+// Shapes (legend in akv_layout.h)
+//   q            [M, Hq, D] dtype, element (i,h,d) at i*q_stride_m + h*q_stride_h + d
+//   q_pos        [M] int32 (device for the launcher): absolute position of query row i
+//   out          [M, Hq, D] dtype (packed)
+//   lse          [M, Hq] fp32, natural log of the scaled scores (optional)
+//   partial_out  [M, Hq, S, D] fp32 workspace, partial_lse [M, Hq, S] fp32 (iff S > 1)
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/akv/akv_layout.h"
+
+#if defined(__CUDACC__) || defined(KVSTREAM_HAVE_CUDA_RUNTIME)
+#include <cuda_runtime_api.h>
+#define KVSTREAM_AKV_HAS_LAUNCHER 1
+#endif
+
+namespace kvstream {
+
+inline constexpr int kAkvAttnMaxSplits = 128;
+inline constexpr int kAkvAttnSplitAlign = 16;      // split boundaries: multiples of this
+inline constexpr int kAkvAttnMinSplitTokens = 128;  // planner: fewest tokens per split
+
+struct AkvAttentionParams {
+  AkvLayout layout;
+  AkvTiers tiers;                  // read only: hot_k/v/pos, warm_k/v/scales/pos, counts
+  int layer = 0;                   // which layer of the stacked tiers
+  const void* q = nullptr;         // [M, Hq, D] dtype
+  const int32_t* q_pos = nullptr;  // [M]
+  void* out = nullptr;             // [M, Hq, D] dtype
+  float* lse = nullptr;            // [M, Hq] or nullptr
+  float* partial_out = nullptr;    // [M, Hq, S, D] iff num_splits > 1
+  float* partial_lse = nullptr;    // [M, Hq, S] iff num_splits > 1
+  int64_t q_stride_m = 0;          // elements; 0 = Hq*D
+  int64_t q_stride_h = 0;          // elements; 0 = D
+  int num_rows = 0;                // M
+  int num_heads = 0;               // Hq (multiple of Hkv)
+  int num_splits = 1;              // S
+  float scale = 0.0f;              // softmax scale, usually 1/sqrt(D)
+};
+
+// Split s of S over t virtual tokens: chunk = ceil(t/S) rounded up to
+// kAkvAttnSplitAlign; trailing splits may be empty. Kernel and twin share it.
+KV_HD void AkvAttentionSplitRange(int t, int num_splits, int split, int* begin, int* end) {
+  int chunk = (t + num_splits - 1) / num_splits;
+  chunk = (chunk + kAkvAttnSplitAlign - 1) / kAkvAttnSplitAlign * kAkvAttnSplitAlign;
+  if (chunk == 0) chunk = kAkvAttnSplitAlign;
+  const long long b = static_cast<long long>(split) * chunk;
+  *begin = b < t ? static_cast<int>(b) : t;
+  *end = (t - *begin) < chunk ? t : *begin + chunk;
+}
+
+// S for a decode step (M = 1): one wave of resident CTAs (2-4 per SM by
+// query vectors per CTA) over Hkv * chunks CTAs,
+// at least kAkvAttnMinSplitTokens tokens per split; prefill (M > 1) gets 1.
+// max_tokens = C_hot + C_warm bounds n_hot + n_warm.
+int PlanAkvAttentionSplits(int num_rows, int num_heads, int num_kv_heads, int max_tokens, int num_sms);
+
+struct AkvAttentionWorkspaceBytes {
+  size_t partial_out = 0;  // M*Hq*S*D*4
+  size_t partial_lse = 0;  // M*Hq*S*4
+};
+AkvAttentionWorkspaceBytes AkvAttentionWorkspace(int num_rows, int num_heads, int num_splits, int head_dim);
+
+// nullptr if valid, else a static message naming the bad field.
+const char* AkvAttentionValidate(const AkvAttentionParams& p);
+
+// CPU twin: warm rows dequantized (bit-identical x^), per split an exact
+// two-pass softmax in double, splits merged by lse as on the GPU; partials
+// are written when S > 1. Returns false (nothing written) if invalid.
+bool AkvAttentionRef(const AkvAttentionParams& p);
+
+// True for the (head_dim, dtype, bits) the CUDA kernels are built for:
+// D in {64, 128}, dtype bf16 or fp32, b in {2, 4, 8} (the twins also take fp16).
+bool AkvCudaSupports(int head_dim, KvDType dtype, int bits);
+
+#if defined(KVSTREAM_AKV_HAS_LAUNCHER)
+// Enqueues the attention kernel (+ the lse merge for S > 1). Never allocates
+// or syncs; cudaErrorInvalidValue on invalid/unsupported/misaligned params
+// (16-byte aligned q/out/hot/partials, q strides multiples of 16 bytes).
+cudaError_t LaunchAkvMixedAttention(const AkvAttentionParams& p, cudaStream_t stream);
+#endif
+
+}  // namespace kvstream

@@ -1,0 +1,174 @@
+// Host-side planning and validation for the AKV kernels (plain C++, no CUDA):
+// supported shapes, split planner, workspace sizes, per-layer pointer offsets
+// and the Validate functions every launcher and twin calls first.
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/akv/akv.h"
+
+namespace kvstream {
+namespace {
+
+bool DtypeOk(KvDType t) { return t == KvDType::kFp32 || t == KvDType::kFp16 || t == KvDType::kBf16; }
+
+const char* LayoutValidate(const AkvLayout& l) {
+  if (l.num_kv_heads < 1 || l.num_kv_heads > 128) return "layout.num_kv_heads must be in [1, 128]";
+  if (!AkvQuantSupports(l.head_dim, l.warm_bits, l.group_size))
+    return "layout: head_dim must be 64/128, warm_bits 2/4/8, group_size 32/64/128 and <= head_dim";
+  if (l.hot_capacity < 1 || l.warm_capacity < 0) return "layout: hot_capacity >= 1 and warm_capacity >= 0";
+  if (static_cast<long long>(l.hot_capacity) + l.warm_capacity > (1ll << 30))
+    return "layout: hot_capacity + warm_capacity must be <= 2^30";
+  if (!DtypeOk(l.dtype)) return "layout.dtype must be fp32, fp16 or bf16";
+  return nullptr;
+}
+
+const char* TiersValidate(const AkvTiers& t, const AkvLayout& l) {
+  if (!t.hot_k || !t.hot_v || !t.hot_pos || !t.hot_score || !t.counts) return "tiers: hot buffers and counts must be non-null";
+  if (l.warm_capacity > 0 && (!t.warm_k || !t.warm_v || !t.warm_k_scale || !t.warm_k_zero || !t.warm_v_scale ||
+                              !t.warm_v_zero || !t.warm_pos || !t.warm_score || !t.warm_a))
+    return "tiers: warm buffers must be non-null when warm_capacity > 0";
+  return nullptr;
+}
+
+}  // namespace
+
+bool AkvQuantSupports(int head_dim, int bits, int group_size) {
+  const bool d_ok = head_dim == 64 || head_dim == 128;
+  const bool b_ok = bits == 2 || bits == 4 || bits == 8;
+  const bool g_ok = (group_size == 32 || group_size == 64 || group_size == 128) && group_size <= head_dim;
+  return d_ok && b_ok && g_ok;
+}
+
+bool AkvCudaSupports(int head_dim, KvDType dtype, int bits) {
+  return (head_dim == 64 || head_dim == 128) && (dtype == KvDType::kBf16 || dtype == KvDType::kFp32) &&
+         (bits == 2 || bits == 4 || bits == 8);
+}
+
+const char* AkvQuantizeValidate(const AkvQuantizeParams& p) {
+  if (p.rows < 0 || p.num_kv_heads < 1) return "rows must be >= 0 and num_kv_heads >= 1";
+  if (!AkvQuantSupports(p.head_dim, p.bits, p.group_size))
+    return "head_dim must be 64/128, bits 2/4/8, group_size 32/64/128 and <= head_dim";
+  if (!DtypeOk(p.dtype)) return "dtype must be fp32, fp16 or bf16";
+  if (p.x_row_stride != 0 && p.x_row_stride < static_cast<int64_t>(p.num_kv_heads) * p.head_dim)
+    return "x_row_stride must be 0 or >= num_kv_heads * head_dim";
+  if (p.rows > 0 && (!p.x || !p.codes || !p.scale || !p.zero)) return "x, codes, scale and zero must be non-null";
+  return nullptr;
+}
+
+const char* AkvDequantValidate(const AkvDequantParams& p) {
+  if (p.rows < 0 || p.num_kv_heads < 1) return "rows must be >= 0 and num_kv_heads >= 1";
+  if (!AkvQuantSupports(p.head_dim, p.bits, p.group_size))
+    return "head_dim must be 64/128, bits 2/4/8, group_size 32/64/128 and <= head_dim";
+  if (!DtypeOk(p.dtype)) return "dtype must be fp32, fp16 or bf16";
+  if (p.rows > 0 && (!p.x || !p.codes || !p.scale || !p.zero)) return "x, codes, scale and zero must be non-null";
+  return nullptr;
+}
+
+int PlanAkvAttentionSplits(int num_rows, int num_heads, int num_kv_heads, int max_tokens, int num_sms) {
+  if (num_rows != 1 || num_heads <= 0 || num_kv_heads <= 0 || max_tokens <= 0 || num_sms <= 0) return 1;
+  if (num_heads % num_kv_heads != 0) return 1;
+  const int group = num_heads / num_kv_heads, chunks = (group + 7) / 8, hc = (group + chunks - 1) / chunks;
+  int qv = 1;
+  while (qv < hc) qv *= 2;
+  const long long base = static_cast<long long>(num_kv_heads) * chunks;
+  // Resident CTAs per SM of the attention kernel (its __launch_bounds__).
+  const long long per_sm = qv == 1 ? 4 : (qv <= 4 ? 3 : 2);
+  long long splits = std::max<long long>(1, per_sm * num_sms / base);
+  splits = std::min({splits, std::max<long long>(1, max_tokens / kAkvAttnMinSplitTokens),
+                     static_cast<long long>(kAkvAttnMaxSplits)});
+  return static_cast<int>(splits);
+}
+
+AkvAttentionWorkspaceBytes AkvAttentionWorkspace(int num_rows, int num_heads, int num_splits, int head_dim) {
+  AkvAttentionWorkspaceBytes w;
+  if (num_splits <= 1 || num_rows <= 0 || num_heads <= 0 || head_dim <= 0) return w;
+  const size_t rows = static_cast<size_t>(num_rows) * num_heads * num_splits;
+  w.partial_out = rows * head_dim * sizeof(float);
+  w.partial_lse = rows * sizeof(float);
+  return w;
+}
+
+const char* AkvAttentionValidate(const AkvAttentionParams& p) {
+  if (const char* e = LayoutValidate(p.layout)) return e;
+  if (p.num_rows < 0) return "num_rows must be >= 0";
+  if (p.num_heads < p.layout.num_kv_heads || p.num_heads % p.layout.num_kv_heads != 0)
+    return "num_heads must be a positive multiple of layout.num_kv_heads";
+  if (p.layer < 0) return "layer must be >= 0";
+  if (p.num_splits < 1 || p.num_splits > kAkvAttnMaxSplits) return "num_splits must be in [1, kAkvAttnMaxSplits]";
+  if (p.num_splits > 1 && (!p.partial_out || !p.partial_lse))
+    return "num_splits > 1 needs partial_out and partial_lse (see AkvAttentionWorkspace)";
+  if (!std::isfinite(p.scale)) return "scale must be finite";
+  if (p.q_stride_m < 0 || p.q_stride_h < 0) return "q strides must be >= 0 (0 = packed)";
+  if (p.num_rows == 0) return nullptr;
+  if (const char* e = TiersValidate(p.tiers, p.layout)) return e;
+  if (!p.q || !p.q_pos || !p.out) return "q, q_pos and out must be non-null";
+  return nullptr;
+}
+
+size_t AkvScoreWorkspaceWords(int max_positions) {
+  const size_t words = (static_cast<size_t>(std::max(max_positions, 1)) + 31) / 32;
+  return 2 * words + 1;  // position bitmap, its prefix popcounts, max u
+}
+
+const char* AkvScoreValidate(const AkvScoreParams& p) {
+  if (const char* e = LayoutValidate(p.layout)) return e;
+  if (p.num_rows < 0) return "num_rows must be >= 0";
+  if (p.num_heads < p.layout.num_kv_heads || p.num_heads % p.layout.num_kv_heads != 0)
+    return "num_heads must be a positive multiple of layout.num_kv_heads";
+  if (p.mode != AkvScoring::kImportance && p.mode != AkvScoring::kHybrid && p.mode != AkvScoring::kFifo)
+    return "mode must be IMPORTANCE, HYBRID or FIFO";
+  if (!(p.decay >= 0.0f && p.decay < 1.0f)) return "decay must be in [0, 1)";
+  if (!(p.attention_weight >= 0.0f && p.attention_weight <= 1.0f) ||
+      !(p.recency_weight >= 0.0f && p.recency_weight <= 1.0f))
+    return "attention_weight and recency_weight must be in [0, 1]";
+  if (!std::isfinite(p.scale)) return "scale must be finite";
+  if (p.q_stride_m < 0 || p.q_stride_h < 0) return "q strides must be >= 0 (0 = packed)";
+  if (p.num_rows == 0 || p.mode == AkvScoring::kFifo) return nullptr;
+  if (const char* e = TiersValidate(p.tiers, p.layout)) return e;
+  if (!p.q || !p.q_pos || !p.lse) return "q, q_pos and lse must be non-null";
+  return nullptr;
+}
+
+const char* AkvSelectValidate(const AkvSelectParams& p) {
+  if (const char* e = LayoutValidate(p.layout)) return e;
+  if (p.num_layers < 0) return "num_layers must be >= 0";
+  const AkvPolicy& q = p.policy;
+  if (q.mode != AkvScoring::kImportance && q.mode != AkvScoring::kHybrid && q.mode != AkvScoring::kFifo)
+    return "policy.mode must be IMPORTANCE, HYBRID or FIFO";
+  if (q.hot_budget < 1 || q.warm_budget < 0 || q.eviction_batch_size < 1)
+    return "policy: hot_budget >= 1, warm_budget >= 0, eviction_batch_size >= 1";
+  if (q.initial_tokens_protected < 0 || q.recent_tokens_protected < 0 || q.n_anchors < 0 ||
+      q.promote_max_per_step < 0)
+    return "policy: protected counts, n_anchors and promote_max_per_step must be >= 0";
+  if (!(q.promote_threshold >= 0.0f)) return "policy.promote_threshold must be >= 0";
+  if (p.num_layers == 0) return nullptr;
+  if (const char* e = TiersValidate(p.tiers, p.layout)) return e;
+  if (!p.lists.demote || !p.lists.promote || !p.lists.cold) return "lists must be non-null";
+  return nullptr;
+}
+
+const char* AkvMigrateValidate(const AkvMigrateParams& p) {
+  if (const char* e = LayoutValidate(p.layout)) return e;
+  if (p.num_layers < 0) return "num_layers must be >= 0";
+  if (p.num_layers == 0) return nullptr;
+  if (const char* e = TiersValidate(p.tiers, p.layout)) return e;
+  if (!p.lists.demote || !p.lists.promote || !p.lists.cold) return "lists must be non-null";
+  const AkvColdStage& s = p.stage;
+  const bool any = s.k || s.v || s.k_scale || s.k_zero || s.v_scale || s.v_zero || s.pos || s.score;
+  const bool all = s.k && s.v && s.k_scale && s.k_zero && s.v_scale && s.v_zero && s.pos && s.score;
+  if (any && !all) return "stage: set every pointer or none";
+  return nullptr;
+}
+
+const char* AkvAppendValidate(const AkvAppendParams& p) {
+  if (const char* e = LayoutValidate(p.layout)) return e;
+  if (p.rows < 0 || p.layer < 0) return "rows and layer must be >= 0";
+  if (p.row_stride != 0 && p.row_stride < static_cast<int64_t>(p.layout.num_kv_heads) * p.layout.head_dim)
+    return "row_stride must be 0 or >= num_kv_heads * head_dim";
+  if (p.rows == 0) return nullptr;
+  if (const char* e = TiersValidate(p.tiers, p.layout)) return e;
+  if (!p.k || !p.v || !p.pos) return "k, v and pos must be non-null";
+  return nullptr;
+}
+
+}  // namespace kvstream

@@ -1,0 +1,4 @@
+// Instantiation unit: AKV mixed attention for bf16 hot tier, head_dim 64.
+#include "kernels/akv/akv_attention_launch.cuh"
+
+KVSTREAM_INSTANTIATE_AKV_ATTENTION(__nv_bfloat16, 64)

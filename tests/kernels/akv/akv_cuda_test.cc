@@ -1,0 +1,342 @@
+// AKV quantizer and attention kernels on the GPU vs their CPU twins on fresh
+// random inputs with poisoned outputs (akv.md §9 tests 1, 2). Skips with a
+// reason where no CUDA device is present.
+//
+// Bounds: codes, scales and zeros bit-exact. Attention ||gpu - twin|| /
+// ||twin||: bf16 2e-3 (akv.md §7; both round the same fp32-ish value to bf16),
+// fp32 1e-4 (fp32 online softmax vs the twin's fp64). lse: 1e-3 * (1 + |lse|).
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "kernels/akv/akv.h"
+#include "tests/kernels/akv/akv_cuda_util.h"
+#include "tests/kernels/akv/akv_problem.h"
+
+namespace kvstream {
+namespace {
+
+using testing::AkvProblem;
+using testing::AkvShape;
+using testing::DeviceArena;
+using testing::DeviceTiers;
+using testing::HaveDevice;
+using testing::MakeAkvProblem;
+
+double Bound(KvDType t) { return t == KvDType::kFp32 ? 1e-4 : 2e-3; }
+
+template <class... A>
+std::string Cat(const A&... a) {
+  std::ostringstream os;
+  (os << ... << a);
+  return os.str();
+}
+
+// ---- quantize / dequant -----------------------------------------------------------------
+
+TEST(AkvCuda, QuantizeAndDequantMatchTwinBitExact) {
+  SKIP_WITHOUT_DEVICE();
+  std::mt19937 rng(17);
+  for (KvDType dtype : {KvDType::kBf16, KvDType::kFp32}) {
+    for (int D : {64, 128}) {
+      for (int bits : {2, 4, 8}) {
+        for (int g : {32, 64, 128}) {
+          if (g > D) continue;
+          const int rows = 37, hkv = 3, stride = hkv * D + 16, gn = D / g, cb = D * bits / 8;
+          const std::string what = Cat(KvDTypeName(dtype), " D", D, " b", bits, " g", g);
+          std::vector<uint8_t> x(static_cast<size_t>(rows) * stride * KvDTypeSize(dtype));
+          for (int r = 0; r < rows; ++r) {
+            for (int e = 0; e < stride; ++e) {
+              float v = std::normal_distribution<float>(0.0f, 1.0f)(rng);
+              if (r % 5 == 1) v = 0.75f;                                   // constant groups: scale 0
+              if (r % 5 == 2) v = static_cast<float>(rng() % 16) * 0.5f;   // exact ties at code + 0.5
+              if (r % 5 == 3) v *= 3.0e5f;                                 // scale/zero saturate
+              StoreFromFloat(x.data(), static_cast<size_t>(r) * stride + e, v, dtype);
+            }
+          }
+          AkvQuantizeParams p;
+          p.x_row_stride = stride;
+          p.rows = rows;
+          p.num_kv_heads = hkv;
+          p.head_dim = D;
+          p.bits = bits;
+          p.group_size = g;
+          p.dtype = dtype;
+          std::vector<uint8_t> codes(rows * hkv * cb, 0xAB), gcodes(codes.size());
+          std::vector<uint16_t> scale(rows * hkv * gn, 0xABAB), zero(scale), gscale(scale.size()), gzero(scale.size());
+          std::vector<int32_t> sat = {0}, gsat = {0};
+          AkvQuantizeParams host = p;
+          host.x = x.data(), host.codes = codes.data(), host.scale = scale.data(), host.zero = zero.data();
+          host.saturations = sat.data();
+          ASSERT_TRUE(AkvQuantizeRef(host));
+          DeviceArena arena;
+          AkvQuantizeParams dev = p;
+          dev.x = arena.Up(x);
+          dev.codes = arena.Up(std::vector<uint8_t>(codes.size(), 0xCD));
+          dev.scale = arena.Up(std::vector<uint16_t>(scale.size(), 0xCDCD));
+          dev.zero = arena.Up(std::vector<uint16_t>(scale.size(), 0xCDCD));
+          dev.saturations = arena.Up(gsat);
+          ASSERT_CUDA(LaunchAkvQuantizePack(dev, nullptr));
+          ASSERT_CUDA(cudaDeviceSynchronize());
+          testing::Down(dev.codes, &gcodes);
+          testing::Down(dev.scale, &gscale);
+          testing::Down(dev.zero, &gzero);
+          testing::Down(dev.saturations, &gsat);
+          EXPECT_EQ(gcodes, codes) << what;
+          EXPECT_EQ(gscale, scale) << what;
+          EXPECT_EQ(gzero, zero) << what;
+          EXPECT_EQ(gsat, sat) << what;
+          EXPECT_GT(sat[0], 0) << what << ": the saturating rows must saturate";
+
+          AkvDequantParams dq;
+          dq.rows = rows, dq.num_kv_heads = hkv, dq.head_dim = D, dq.bits = bits, dq.group_size = g, dq.dtype = dtype;
+          const size_t out_bytes = static_cast<size_t>(rows) * hkv * D * KvDTypeSize(dtype);
+          std::vector<uint8_t> hx(out_bytes, 0xff), gx(out_bytes);
+          AkvDequantParams hq = dq;
+          hq.codes = codes.data(), hq.scale = scale.data(), hq.zero = zero.data(), hq.x = hx.data();
+          ASSERT_TRUE(AkvDequantRef(hq));
+          dq.codes = dev.codes, dq.scale = dev.scale, dq.zero = dev.zero;
+          dq.x = arena.Up(std::vector<uint8_t>(out_bytes, 0xff));
+          ASSERT_CUDA(LaunchAkvDequant(dq, nullptr));
+          ASSERT_CUDA(cudaDeviceSynchronize());
+          testing::Down(static_cast<const uint8_t*>(dq.x), &gx);
+          EXPECT_EQ(gx, hx) << what;
+        }
+      }
+    }
+  }
+}
+
+// ---- attention ----------------------------------------------------------------------------
+
+struct AttnRun {
+  std::vector<double> out;
+  std::vector<float> lse;
+};
+
+AttnRun RunTwin(AkvProblem& pr, int splits) {
+  std::vector<uint8_t> out(pr.OutElems() * KvDTypeSize(pr.s.dtype));
+  testing::PoisonOut(out.data(), pr.OutElems(), pr.s.dtype);
+  AttnRun r;
+  r.lse.assign(static_cast<size_t>(pr.s.rows) * pr.s.num_heads, NAN);
+  const AkvAttentionWorkspaceBytes ws = AkvAttentionWorkspace(pr.s.rows, pr.s.num_heads, splits, pr.s.head_dim);
+  std::vector<float> po(ws.partial_out / 4 + 1), pl(ws.partial_lse / 4 + 1);
+  EXPECT_TRUE(AkvAttentionRef(pr.Attention(out.data(), r.lse.data(), 0, splits, po.data(), pl.data())));
+  r.out = testing::ToDoubles(out.data(), pr.OutElems(), pr.s.dtype);
+  return r;
+}
+
+// Launches on device copies (outputs poisoned with 0xff = NaN), optionally
+// inside a graph replayed after the counts change to `replay_counts`.
+AttnRun RunGpu(AkvProblem& pr, int splits) {
+  DeviceArena arena;
+  const DeviceTiers d = testing::UploadTiers(pr, &arena);
+  const size_t out_bytes = pr.OutElems() * KvDTypeSize(pr.s.dtype);
+  AkvAttentionParams p = pr.Attention(arena.Alloc(out_bytes), nullptr, 0, splits);
+  const AkvAttentionWorkspaceBytes ws = AkvAttentionWorkspace(pr.s.rows, pr.s.num_heads, splits, pr.s.head_dim);
+  p.tiers = d.tiers;
+  p.q = d.q;
+  p.q_pos = d.q_pos;
+  p.lse = static_cast<float*>(arena.Alloc(static_cast<size_t>(pr.s.rows) * pr.s.num_heads * 4));
+  if (splits > 1) {
+    p.partial_out = static_cast<float*>(arena.Alloc(ws.partial_out));
+    p.partial_lse = static_cast<float*>(arena.Alloc(ws.partial_lse));
+  }
+  AttnRun r;
+  EXPECT_EQ(cudaMemset(p.out, 0xff, out_bytes), cudaSuccess);
+  EXPECT_EQ(cudaMemset(p.lse, 0xff, static_cast<size_t>(pr.s.rows) * pr.s.num_heads * 4), cudaSuccess);
+  const cudaError_t e = LaunchAkvMixedAttention(p, nullptr);
+  EXPECT_EQ(e, cudaSuccess) << cudaGetErrorString(e);
+  const cudaError_t s = cudaDeviceSynchronize();
+  EXPECT_EQ(s, cudaSuccess) << cudaGetErrorString(s);
+  if (e != cudaSuccess || s != cudaSuccess) return r;
+  std::vector<uint8_t> out(out_bytes);
+  testing::Down(static_cast<const uint8_t*>(p.out), &out);
+  r.out = testing::ToDoubles(out.data(), pr.OutElems(), pr.s.dtype);
+  r.lse.resize(static_cast<size_t>(pr.s.rows) * pr.s.num_heads);
+  testing::Down(p.lse, &r.lse);
+  return r;
+}
+
+void ExpectClose(const AttnRun& got, const AttnRun& want, KvDType t, const std::string& what) {
+  ASSERT_EQ(got.out.size(), want.out.size()) << what;
+  EXPECT_LT(testing::RelErr(got.out, want.out), Bound(t)) << what;
+  for (size_t i = 0; i < want.lse.size(); ++i) {
+    if (std::isinf(want.lse[i])) {
+      EXPECT_EQ(got.lse[i], want.lse[i]) << what << " lse " << i;
+    } else {
+      EXPECT_NEAR(got.lse[i], want.lse[i], 1e-3 * (1.0 + std::abs(want.lse[i]))) << what << " lse " << i;
+    }
+  }
+}
+
+int NumSms() {
+  int dev = 0, sms = 0;
+  cudaGetDevice(&dev);
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  return sms;
+}
+
+TEST(AkvCuda, DecodeAttentionMatchesTwin) {
+  SKIP_WITHOUT_DEVICE();
+  for (KvDType dtype : {KvDType::kBf16, KvDType::kFp32}) {
+    for (int D : {64, 128}) {
+      for (int G : {1, 3, 4, 8, 7, 14}) {
+        for (auto [n_hot, n_warm, bits] : {std::tuple{1, 0, 4}, std::tuple{0, 54, 2}, std::tuple{97, 2100, 4},
+                                           std::tuple{0, 0, 8}, std::tuple{1030, 4097, 8}}) {
+          AkvShape s;
+          s.dtype = dtype, s.head_dim = D, s.num_kv_heads = 2, s.num_heads = 2 * G, s.bits = bits;
+          s.group_size = D == 64 ? 32 : 128;
+          s.n_hot = n_hot, s.n_warm = n_warm;
+          AkvProblem pr = MakeAkvProblem(s, 1000 + D + G * 7 + n_hot + n_warm);
+          const int planned = PlanAkvAttentionSplits(1, s.num_heads, 2, pr.lay.hot_capacity + pr.lay.warm_capacity,
+                                                     NumSms());
+          for (int splits : {1, planned, 7}) {
+            const std::string what = Cat(KvDTypeName(dtype), " D", D, " G", G, " hot ", n_hot, " warm ", n_warm,
+                                         " b", bits, " S", splits);
+            ExpectClose(RunGpu(pr, splits), RunTwin(pr, splits), dtype, what);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(AkvCuda, CausalPrefillAttentionMatchesTwin) {
+  SKIP_WITHOUT_DEVICE();
+  for (KvDType dtype : {KvDType::kBf16, KvDType::kFp32}) {
+    for (int G : {1, 3, 4, 8}) {
+      for (int rows : {16, 37}) {
+        AkvShape s;
+        s.dtype = dtype, s.num_kv_heads = 2, s.num_heads = 2 * G, s.head_dim = 128, s.group_size = 64;
+        s.rows = rows, s.n_hot = 60 + rows, s.n_warm = 300;
+        AkvProblem pr = MakeAkvProblem(s, 77 + G + rows);
+        for (int splits : {1, 3}) {
+          ExpectClose(RunGpu(pr, splits), RunTwin(pr, splits), dtype,
+                      Cat(KvDTypeName(dtype), " G", G, " M", rows, " S", splits));
+        }
+      }
+    }
+  }
+}
+
+TEST(AkvCuda, StackedLayerAndGraphReplayReadLiveCounts) {
+  SKIP_WITHOUT_DEVICE();
+  AkvShape s;
+  s.dtype = KvDType::kBf16, s.layers = 2, s.num_heads = 8, s.head_dim = 128, s.n_hot = 300, s.n_warm = 900;
+  AkvProblem pr = MakeAkvProblem(s, 5);
+  DeviceArena arena;
+  const DeviceTiers d = testing::UploadTiers(pr, &arena);
+  const size_t out_bytes = pr.OutElems() * 2;
+  AkvAttentionParams p = pr.Attention(arena.Alloc(out_bytes), static_cast<float*>(arena.Alloc(s.num_heads * 4)), 1, 4);
+  p.tiers = d.tiers, p.q = d.q, p.q_pos = d.q_pos;
+  const AkvAttentionWorkspaceBytes ws = AkvAttentionWorkspace(1, s.num_heads, 4, s.head_dim);
+  p.partial_out = static_cast<float*>(arena.Alloc(ws.partial_out));
+  p.partial_lse = static_cast<float*>(arena.Alloc(ws.partial_lse));
+  cudaStream_t stream = nullptr;
+  ASSERT_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  const cudaError_t launch = LaunchAkvMixedAttention(p, stream);
+  ASSERT_CUDA(cudaStreamEndCapture(stream, &graph));
+  ASSERT_EQ(launch, cudaSuccess) << cudaGetErrorString(launch);
+  ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  for (auto [n_hot, n_warm] : {std::pair{300, 900}, std::pair{17, 0}, std::pair{0, 433}, std::pair{299, 1}}) {
+    pr.counts[kAkvCountSlots + kAkvNHot] = n_hot;
+    pr.counts[kAkvCountSlots + kAkvNWarm] = n_warm;
+    ASSERT_CUDA(cudaMemcpyAsync(d.tiers.counts, pr.counts.data(), pr.counts.size() * 4, cudaMemcpyHostToDevice, stream));
+    ASSERT_CUDA(cudaMemsetAsync(p.out, 0xff, out_bytes, stream));
+    ASSERT_CUDA(cudaGraphLaunch(exec, stream));
+    ASSERT_CUDA(cudaStreamSynchronize(stream));
+    AttnRun got;
+    std::vector<uint8_t> out(out_bytes);
+    testing::Down(static_cast<const uint8_t*>(p.out), &out);
+    got.out = testing::ToDoubles(out.data(), pr.OutElems(), s.dtype);
+    got.lse.resize(s.num_heads);
+    testing::Down(p.lse, &got.lse);
+    std::vector<uint8_t> tout(out_bytes);
+    AttnRun want;
+    want.lse.resize(s.num_heads);
+    ASSERT_TRUE(AkvAttentionRef(pr.Attention(tout.data(), want.lse.data(), 1)));
+    want.out = testing::ToDoubles(tout.data(), pr.OutElems(), s.dtype);
+    ExpectClose(got, want, s.dtype, Cat("hot ", n_hot, " warm ", n_warm));
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
+// Timing report, not a check (run with --gtest_also_run_disabled_tests):
+// decode attention on the Llama-3-8B layer shape (Hq 32, Hkv 8, D 128, bf16
+// hot, 4-bit warm, g 128), 8 stacked layers cycled so the working set exceeds
+// L2; median of 50 after warm-up; bytes = akv.md §7 formula.
+TEST(AkvCuda, DISABLED_DecodeBandwidthReport) {
+  SKIP_WITHOUT_DEVICE();
+  for (int n_warm : {2048, 8192, 32768}) {
+    AkvShape s;
+    s.dtype = KvDType::kBf16, s.num_heads = 32, s.num_kv_heads = 8, s.head_dim = 128, s.group_size = 128;
+    s.n_hot = 1024, s.n_warm = n_warm, s.layers = 8, s.spare_hot = 0, s.spare_warm = 0;
+    AkvProblem pr = MakeAkvProblem(s, 1);
+    DeviceArena arena;
+    const DeviceTiers d = testing::UploadTiers(pr, &arena);
+    const int splits = PlanAkvAttentionSplits(1, 32, 8, s.n_hot + n_warm, NumSms());
+    const AkvAttentionWorkspaceBytes ws = AkvAttentionWorkspace(1, 32, splits, 128);
+    AkvAttentionParams p = pr.Attention(arena.Alloc(pr.OutElems() * 2), static_cast<float*>(arena.Alloc(32 * 4)), 0,
+                                        splits, static_cast<float*>(arena.Alloc(ws.partial_out)),
+                                        static_cast<float*>(arena.Alloc(ws.partial_lse)));
+    p.tiers = d.tiers, p.q = d.q, p.q_pos = d.q_pos;
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    std::vector<float> ms;
+    for (int it = 0; it < 60; ++it) {
+      p.layer = it % s.layers;
+      cudaEventRecord(e0);
+      ASSERT_CUDA(LaunchAkvMixedAttention(p, nullptr));
+      cudaEventRecord(e1);
+      cudaEventSynchronize(e1);
+      float t = 0.0f;
+      cudaEventElapsedTime(&t, e0, e1);
+      if (it >= 10) ms.push_back(t);
+    }
+    std::sort(ms.begin(), ms.end());
+    const double bytes = s.n_hot * 2.0 * 8 * 128 * 2 + n_warm * 2.0 * 8 * (128 * 4 / 8 + 4 * 1);
+    const double us = ms[ms.size() / 2] * 1e3;
+    std::printf("akv decode: hot %d warm %d splits %d: %.1f us, %.0f GB/s\n", s.n_hot, n_warm, splits, us,
+                bytes / us * 1e-3);
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+  }
+}
+
+// Runs without a device: validation happens before any CUDA call.
+TEST(AkvCuda, LaunchersRejectUnsupportedOrMisalignedParams) {
+  AkvShape s;
+  s.dtype = KvDType::kBf16;
+  AkvProblem pr = MakeAkvProblem(s, 3);
+  alignas(16) static uint8_t fake[64];
+  AkvAttentionParams p = pr.Attention(fake, nullptr);
+  p.layout.dtype = KvDType::kFp16;  // twin only
+  EXPECT_EQ(LaunchAkvMixedAttention(p, nullptr), cudaErrorInvalidValue);
+  p = pr.Attention(fake + 2, nullptr);  // out not 16-byte aligned
+  EXPECT_EQ(LaunchAkvMixedAttention(p, nullptr), cudaErrorInvalidValue);
+  p = pr.Attention(fake, nullptr, 0, 2);  // no workspace
+  EXPECT_EQ(LaunchAkvMixedAttention(p, nullptr), cudaErrorInvalidValue);
+  p = pr.Attention(fake, nullptr);
+  p.q_stride_h = 68;  // not a multiple of 8 bf16 elements
+  EXPECT_EQ(LaunchAkvMixedAttention(p, nullptr), cudaErrorInvalidValue);
+  AkvQuantizeParams q;
+  q.rows = 1, q.num_kv_heads = 1, q.head_dim = 96, q.bits = 4, q.group_size = 32;
+  EXPECT_EQ(LaunchAkvQuantizePack(q, nullptr), cudaErrorInvalidValue);
+}
+
+}  // namespace
+}  // namespace kvstream

@@ -1,0 +1,121 @@
+// Device-side helpers of the AKV CUDA tests: skip without a device, upload an
+// AkvProblem's tier buffers, download them back for bit-exact comparison.
+#pragma once
+
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kernels/akv/akv.h"
+#include "tests/kernels/akv/akv_problem.h"
+
+namespace kvstream::testing {
+
+#define ASSERT_CUDA(expr)                                                      \
+  do {                                                                         \
+    const cudaError_t err_ = (expr);                                           \
+    ASSERT_EQ(err_, cudaSuccess) << #expr << ": " << cudaGetErrorString(err_); \
+  } while (0)
+
+inline bool HaveDevice(std::string* why) {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess || n == 0) {
+    *why = std::string("no CUDA device: ") + (e != cudaSuccess ? cudaGetErrorString(e) : "count is 0");
+    return false;
+  }
+  return true;
+}
+
+#define SKIP_WITHOUT_DEVICE()                     \
+  do {                                            \
+    std::string why_;                             \
+    if (!HaveDevice(&why_)) GTEST_SKIP() << why_; \
+  } while (0)
+
+// Owns device allocations (freed on scope exit).
+struct DeviceArena {
+  std::vector<void*> allocs;
+  DeviceArena() = default;
+  DeviceArena(const DeviceArena&) = delete;
+  DeviceArena& operator=(const DeviceArena&) = delete;
+  ~DeviceArena() {
+    for (void* a : allocs) cudaFree(a);
+  }
+  void* Alloc(size_t bytes) {
+    void* d = nullptr;
+    if (cudaMalloc(&d, std::max<size_t>(bytes, 16)) != cudaSuccess) return nullptr;
+    allocs.push_back(d);
+    return d;
+  }
+  template <class T>
+  T* Up(const std::vector<T>& v) {
+    T* d = static_cast<T*>(Alloc(v.size() * sizeof(T)));
+    if (d != nullptr && !v.empty()) cudaMemcpy(d, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice);
+    return d;
+  }
+};
+
+template <class T>
+void Down(const T* d, std::vector<T>* v) {
+  if (!v->empty()) cudaMemcpy(v->data(), d, v->size() * sizeof(T), cudaMemcpyDeviceToHost);
+}
+
+// Device copy of a problem's tiers, q and q_pos.
+struct DeviceTiers {
+  AkvTiers tiers;
+  void* q = nullptr;
+  int32_t* q_pos = nullptr;
+};
+
+inline DeviceTiers UploadTiers(const AkvProblem& pr, DeviceArena* a) {
+  DeviceTiers d;
+  d.tiers.hot_k = a->Up(pr.hot_k);
+  d.tiers.hot_v = a->Up(pr.hot_v);
+  d.tiers.hot_pos = a->Up(pr.hot_pos);
+  d.tiers.hot_score = a->Up(pr.hot_score);
+  d.tiers.warm_k = a->Up(pr.warm_k);
+  d.tiers.warm_v = a->Up(pr.warm_v);
+  d.tiers.warm_k_scale = a->Up(pr.wks);
+  d.tiers.warm_k_zero = a->Up(pr.wkz);
+  d.tiers.warm_v_scale = a->Up(pr.wvs);
+  d.tiers.warm_v_zero = a->Up(pr.wvz);
+  d.tiers.warm_pos = a->Up(pr.warm_pos);
+  d.tiers.warm_score = a->Up(pr.warm_score);
+  d.tiers.warm_a = a->Up(pr.warm_a);
+  d.tiers.counts = a->Up(pr.counts);
+  d.q = a->Up(pr.q);
+  d.q_pos = a->Up(pr.q_pos);
+  return d;
+}
+
+// Overwrites pr's tier buffers with the device ones (same sizes).
+inline void DownloadTiers(const AkvTiers& t, AkvProblem* pr) {
+  Down(static_cast<const uint8_t*>(t.hot_k), &pr->hot_k);
+  Down(static_cast<const uint8_t*>(t.hot_v), &pr->hot_v);
+  Down(t.hot_pos, &pr->hot_pos);
+  Down(t.hot_score, &pr->hot_score);
+  Down(t.warm_k, &pr->warm_k);
+  Down(t.warm_v, &pr->warm_v);
+  Down(t.warm_k_scale, &pr->wks);
+  Down(t.warm_k_zero, &pr->wkz);
+  Down(t.warm_v_scale, &pr->wvs);
+  Down(t.warm_v_zero, &pr->wvz);
+  Down(t.warm_pos, &pr->warm_pos);
+  Down(t.warm_score, &pr->warm_score);
+  Down(t.warm_a, &pr->warm_a);
+  Down(t.counts, &pr->counts);
+}
+
+// Byte-wise equality of two float vectors (NaN payloads included).
+inline bool SameBits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](float x, float y) {
+           return std::memcmp(&x, &y, 4) == 0;
+         });
+}
+
+}  // namespace kvstream::testing
