@@ -1,5 +1,7 @@
 #include "engine/runtime/active_sequence.h"
 
+#include <ATen/ATen.h>
+
 #include <algorithm>
 
 namespace kvstream {
@@ -24,14 +26,14 @@ SeqInput ActiveSequence::NextInput(int64_t prefill_chunk) const {
   return in;
 }
 
-bool ActiveSequence::Consume(const SeqInput& in, const float* logits, int64_t vocab, double step_ms,
+bool ActiveSequence::Consume(const SeqInput& in, const float* logits, int64_t vocab, double log_z, double step_ms,
                              StreamDelta* delta) {
   if (in.is_prompt) {
     gen->prompt_done += static_cast<int64_t>(in.tokens.size());
     gen->prefill_ms += step_ms;
     if (!in.last_prompt_chunk) return false;
   }
-  *delta = gen->Accept(logits, vocab);
+  *delta = gen->Accept(logits, vocab, log_z);
   return true;
 }
 
@@ -39,6 +41,23 @@ GenerateOutcome ActiveSequence::Finish() {
   GenerateOutcome o = gen->TakeOutcome(cache->Report());
   cache.reset();
   return o;
+}
+
+HostLogits ToHost(const at::Tensor& logits) {
+  const at::Tensor l = logits.to(at::kFloat).contiguous();
+  const at::Tensor lse = at::logsumexp(l.to(at::kDouble), 1);
+  HostLogits h;
+  if (l.is_cpu()) {
+    h.logits = l;
+    h.lse = lse;
+    return h;
+  }
+  auto pinned = at::TensorOptions().device(at::kCPU).pinned_memory(true);
+  h.logits = at::empty(l.sizes(), pinned.dtype(at::kFloat));
+  h.lse = at::empty(lse.sizes(), pinned.dtype(at::kDouble));
+  h.logits.copy_(l);  // synchronous: the host reads these next
+  h.lse.copy_(lse);
+  return h;
 }
 
 }  // namespace kvstream

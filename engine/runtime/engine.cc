@@ -168,12 +168,12 @@ absl::StatusOr<std::vector<GenerateOutcome>> Engine::GenerateBatch(const std::ve
       if (inputs.empty()) break;
       const auto t_step = Clock::now();
       KV_ASSIGN_OR_RETURN(at::Tensor logits, model_->Forward(inputs, StepContext{step_++}));
-      at::Tensor host = logits.contiguous().cpu();
+      const HostLogits host = ToHost(logits);
       const double step_ms = MsSince(t_step);
       for (size_t r = 0; r < inputs.size(); ++r) {
         ActiveSequence& a = act[who[r]];
         StreamDelta d;
-        if (!a.Consume(inputs[r], host.data_ptr<float>() + r * vocab, vocab, step_ms, &d)) continue;
+        if (!a.Consume(inputs[r], host.row(r), vocab, host.log_z(r), step_ms, &d)) continue;
         if (on_delta) on_delta(who[r], d);
         if (a.gen->finished()) out[who[r]] = a.Finish();
       }

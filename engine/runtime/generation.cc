@@ -42,13 +42,13 @@ Generation::Generation(const GenerateSpec& spec, const Tokenizer& tokenizer)
       detok_(tokenizer, /*skip_special=*/true),
       stops_(spec.sampling.stop) {}
 
-StreamDelta Generation::Accept(const float* logits, int64_t vocab) {
+StreamDelta Generation::Accept(const float* logits, int64_t vocab, double log_z) {
   StreamDelta d;
   const size_t i = ids_.size();
   const bool forced = !spec_.teacher_forced.empty();
   const int32_t top = spec_.return_logprobs || forced ? spec_.top_logprobs : 0;
   SampleResult r = sampler_.Next(absl::MakeConstSpan(logits, vocab), top,
-                                 forced ? spec_.teacher_forced[i] : -1);
+                                 forced ? spec_.teacher_forced[i] : -1, log_z);
   const auto now = Clock::now();
   if (i == 0) {
     ttft_ms_ = std::chrono::duration<double, std::milli>(now - start).count();

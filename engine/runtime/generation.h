@@ -85,7 +85,8 @@ class Generation {
   Generation(const GenerateSpec& spec, const Tokenizer& tokenizer);
 
   // Consumes one logit row ([V]); returns the delta to stream. Sets finished().
-  StreamDelta Accept(const float* logits, int64_t vocab);
+  // `log_z`: log sum exp of the row when computed with it (NaN = here).
+  StreamDelta Accept(const float* logits, int64_t vocab, double log_z);
   bool finished() const { return finish_ != FinishReason::kUnspecified; }
   int64_t generated() const { return static_cast<int64_t>(ids_.size()); }
   GenerateOutcome TakeOutcome(CacheReport cache);

@@ -34,11 +34,10 @@ Sampler::Sampler(const SamplingParams& params, absl::Span<const int32_t> history
       rng_(seed_),
       seen_(history.begin(), history.end()) {}
 
-SampleResult Sampler::Next(absl::Span<const float> logits, int32_t top_logprobs, int32_t forced) {
+SampleResult Sampler::Next(absl::Span<const float> logits, int32_t top_logprobs, int32_t forced, double log_z) {
   const int32_t V = static_cast<int32_t>(logits.size());
   SampleResult r;
-  double log_z = 0.0;
-  LogSoftmaxAt(logits, 0, &log_z);
+  if (std::isnan(log_z)) LogSoftmaxAt(logits, 0, &log_z);
   if (top_logprobs > 0) {
     std::vector<int32_t> idx(V);
     std::iota(idx.begin(), idx.end(), 0);
@@ -49,6 +48,10 @@ SampleResult Sampler::Next(absl::Span<const float> logits, int32_t top_logprobs,
   }
 
   int32_t chosen = forced;
+  if (chosen < 0 && params_.temperature <= 0.0f && params_.repetition_penalty == 1.0f) {
+    // Greedy on the raw logits (no copy): the first maximum, as torch.argmax.
+    chosen = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  }
   if (chosen < 0) {
     std::vector<float> x(logits.begin(), logits.end());
     if (params_.repetition_penalty != 1.0f) {

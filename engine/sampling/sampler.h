@@ -4,6 +4,8 @@
 // generator, so the same seed gives the same tokens.
 #pragma once
 
+#include <limits>
+
 #include <cstdint>
 #include <random>
 #include <unordered_set>
@@ -32,7 +34,10 @@ class Sampler {
 
   // logits [V] fp32. `forced` >= 0 takes that token instead of sampling
   // (teacher forcing) and still reports its logprob.
-  SampleResult Next(absl::Span<const float> logits, int32_t top_logprobs, int32_t forced = -1);
+  // `log_z` = log sum exp(logits) when the caller has it (computed on the
+  // device with the logits); NaN = compute it here.
+  SampleResult Next(absl::Span<const float> logits, int32_t top_logprobs, int32_t forced = -1,
+                    double log_z = std::numeric_limits<double>::quiet_NaN());
 
   uint64_t seed() const { return seed_; }
 

@@ -186,11 +186,11 @@ void Scheduler::Step() {
   inputs.reserve(running_.size());
   for (const auto& r : running_) inputs.push_back(r->seq.NextInput(options_.prefill_chunk));
   const auto t0 = Clock::now();
-  absl::StatusOr<at::Tensor> host;
+  absl::StatusOr<HostLogits> host;
   try {
     at::InferenceMode guard;
     auto logits = engine_.model().Forward(inputs, StepContext{engine_.NextStepId()});
-    host = logits.ok() ? absl::StatusOr<at::Tensor>(logits->contiguous().cpu()) : logits.status();
+    host = logits.ok() ? absl::StatusOr<HostLogits>(ToHost(*logits)) : logits.status();
   } catch (const c10::Error& e) {
     host = absl::InternalError(absl::StrCat("forward failed: ", e.what_without_backtrace()));
   }
@@ -211,7 +211,7 @@ void Scheduler::Step() {
   for (size_t i = 0; i < running_.size(); ++i) {
     Running& r = *running_[i];
     StreamDelta d;
-    if (!r.seq.Consume(inputs[i], host->data_ptr<float>() + i * vocab, vocab, step_ms, &d)) continue;
+    if (!r.seq.Consume(inputs[i], host->row(i), vocab, host->log_z(i), step_ms, &d)) continue;
     ++produced;
     if (!d.text.empty() || !d.tokens.empty()) r.req.observer->OnDelta(std::move(d));
     if (r.seq.gen->finished()) {
