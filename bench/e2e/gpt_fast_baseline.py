@@ -121,6 +121,7 @@ def copy_bandwidth():
 
 
 def run_point(c, B, T, warmup, steps, compiled, bw):
+    torch._dynamo.reset()  # a fresh model per point: start from no compiled code (recompile limit)
     max_len = T + warmup + steps + 1
     torch.manual_seed(0)
     with torch.device(DEVICE):
@@ -191,13 +192,17 @@ def main():
               f"{100 * r['roofline_fraction']:.1f}% of roofline (compile {r['warmup_compile_s']:.0f} s)",
               file=sys.stderr)
         results.append(r)
+        write(a, bw, dev_name, results)
+    write(a, bw, dev_name, results)
+
+
+def write(a, bw, dev_name, results):
     doc = {"bench": "decode_e2e", "engine": "pytorch-gpt-fast-style" + ("-eager" if a.eager else "-compiled"),
            "shape": a.shape, "torch": torch.__version__, "device": dev_name,
            "copy_bandwidth_bytes_s": bw, "decode_tokens": a.steps, "points": results}
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(doc, fh, indent=1)
-    print(json.dumps(doc, indent=1))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "engine/model/decode_graphs.h"
+#include "engine/model/fused_block.h"
 #include "engine/status_macros.h"
 
 namespace kvstream {
@@ -142,6 +143,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Build(const ModelConfig&
     }
     m->layers_.push_back(std::move(L));
   }
+  if (device.is_cuda()) m->graphs_ = std::make_unique<DecodeGraphs>(*m);  // reads KVSTREAM_CUDA_GRAPHS now
   m->weight_bytes_ += m->embed_.nbytes() + m->norm_.nbytes() + (c.tie_embeddings ? 0 : m->lm_head_.w.nbytes()) +
                       (m->lm_head_.packed ? m->lm_head_.packed->bytes() : 0);
   return m;
@@ -215,7 +217,6 @@ absl::StatusOr<at::Tensor> LlamaModel::Forward(absl::Span<const SeqInput> seqs, 
   // Decode steps on CUDA replay a captured graph when they qualify.
   std::optional<absl::StatusOr<at::Tensor>> replayed;
   if (device_.is_cuda()) {
-    if (graphs_ == nullptr) graphs_ = std::make_unique<DecodeGraphs>(*this);
     replayed = graphs_->TryRun(groups, ids, pos, ctx);
   }
   if (replayed.has_value()) {
@@ -255,6 +256,7 @@ at::Tensor LlamaModel::Logits(const at::Tensor& hidden) const {
 
 absl::StatusOr<at::Tensor> LlamaModel::Layers(at::Tensor x, const at::Tensor& positions,
                                               absl::Span<const AttentionGroup> groups, const StepContext& ctx) {
+  if (FusedBlockAvailable(x)) return FusedLayers(std::move(x), positions, groups, ctx);
   const int64_t H = config_.n_heads, Hkv = config_.n_kv_heads, D = config_.head_dim, I = config_.intermediate;
   const int64_t N = x.size(0);
   at::Tensor cos, sin;
@@ -281,6 +283,39 @@ absl::StatusOr<at::Tensor> LlamaModel::Layers(at::Tensor x, const at::Tensor& po
     x = x + Project(at::silu(gu.narrow(1, 0, I)) * gu.narrow(1, I, I), L.down);
   }
   return x;
+}
+
+// The same layers with the fused CUDA ops: ~10 kernels a layer instead of
+// ~40. Each residual add is folded into the next RMSNorm, so `delta` carries
+// a projection's output until then.
+absl::StatusOr<at::Tensor> LlamaModel::FusedLayers(at::Tensor x, const at::Tensor& positions,
+                                                   absl::Span<const AttentionGroup> groups, const StepContext& ctx) {
+  const int64_t H = config_.n_heads, Hkv = config_.n_kv_heads, D = config_.head_dim;
+  const int64_t N = x.size(0);
+  x = x.contiguous();
+  at::Tensor delta;  // pending residual add
+  at::Tensor h = at::empty_like(x);
+  for (int64_t l = 0; l < config_.n_layers; ++l) {
+    const LayerWeights& L = layers_[l];
+    // ---- attention ------------------------------------------------------
+    KV_RETURN_IF_ERROR(AddRmsNorm(x, delta, L.attn_norm, h, config_.rms_eps));
+    at::Tensor qkv = Project(h, L.qkv);
+    KV_RETURN_IF_ERROR(RopeQk(qkv, positions, rope_.inv_freq(), H, Hkv, D));
+    at::Tensor q = qkv.narrow(1, 0, H * D).view({N, H, D});
+    at::Tensor k = qkv.narrow(1, H * D, Hkv * D).view({N, Hkv, D});
+    at::Tensor v = qkv.narrow(1, (H + Hkv) * D, Hkv * D).view({N, Hkv, D});
+    GroupTensors gt{q, k, v, at::empty({N, H, D}, x.options()), {}};
+    for (const AttentionGroup& g : groups) {
+      gt.row_offset = g.row_offset;
+      KV_RETURN_IF_ERROR(g.strategy->ForwardGroup(l, g.caches, g.steps, gt, ctx));
+    }
+    delta = Project(gt.out.view({N, H * D}), L.o);
+    // ---- SwiGLU MLP -----------------------------------------------------
+    KV_RETURN_IF_ERROR(AddRmsNorm(x, delta, L.ffn_norm, h, config_.rms_eps));
+    KV_ASSIGN_OR_RETURN(at::Tensor act, SiluMul(Project(h, L.gate_up)));
+    delta = Project(act, L.down);
+  }
+  return x.add_(delta);
 }
 
 LlamaModel::LlamaModel(ModelConfig config, c10::Device device, c10::ScalarType dtype)

@@ -111,6 +111,8 @@ class LlamaModel {
                                                            c10::ScalarType dtype);
   at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight) const;
   at::Tensor Project(const at::Tensor& x, const Linear& w) const;
+  absl::StatusOr<at::Tensor> FusedLayers(at::Tensor x, const at::Tensor& positions,
+                                         absl::Span<const AttentionGroup> groups, const StepContext& ctx);
 
   ModelConfig config_;
   c10::Device device_;

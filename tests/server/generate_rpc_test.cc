@@ -102,10 +102,20 @@ TEST_F(GenerateRpc, SixteenConcurrentStreamsAllCorrect) {
     });
   }
   for (auto& t : threads) t.join();
+  grpc::ClientContext ci;
+  v1::ModelInfo info;
+  ASSERT_TRUE(server_->Stub()->GetModelInfo(&ci, v1::GetModelInfoRequest(), &info).ok());
+  // CPU fp32: batching changes nothing. CUDA bf16: a batch of 16 runs other
+  // GEMM kernels than a batch of 1, whose roundings can flip a near-tie
+  // (as in every bf16 server); most streams must still match exactly.
+  int identical = 0;
   for (int i = 0; i < 16; ++i) {
     EXPECT_TRUE(status[i].ok()) << i << ": " << status[i].error_message();
-    EXPECT_EQ(together[i], alone[i]) << "stream " << i;
+    if (info.device() == "cpu") EXPECT_EQ(together[i], alone[i]) << "stream " << i;
+    identical += together[i] == alone[i];
   }
+  std::printf("[concurrency] %d/16 streams identical to their solo run on %s\n", identical, info.device().c_str());
+  EXPECT_GE(identical, 12);
 }
 
 TEST_F(GenerateRpc, ChatAndTokenIdsInputs) {
@@ -146,7 +156,7 @@ TEST_F(GenerateRpc, TokenizeAndModelInfo) {
   EXPECT_EQ(info.head_dim(), 64);
   EXPECT_EQ(info.vocab_size(), 49152);
   EXPECT_EQ(info.context_length(), 8192);
-  EXPECT_EQ(info.device(), "cpu");
+  EXPECT_TRUE(info.device() == "cpu" || info.device() == "cuda:0") << info.device();
   EXPECT_EQ(info.architecture(), "llama");
   EXPECT_GT(info.kv_budget_bytes(), 0);
   ASSERT_GE(info.strategies_size(), 1);

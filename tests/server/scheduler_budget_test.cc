@@ -13,8 +13,9 @@
 namespace kvstream::testing {
 namespace {
 
-// Dense fp32 on CPU: 30 layers x (K+V) x 3 heads x 64 dims x 4 bytes.
-constexpr int64_t kBytesPerToken = 30 * 2 * 3 * 64 * 4;
+// Dense: 30 layers x (K+V) x 3 heads x 64 dims x element bytes (fp32 on CPU,
+// bf16 on CUDA, where 6 rather than 3 requests fit the same budget).
+int64_t BytesPerToken(const std::string& dtype) { return 30 * 2 * 3 * 64 * (dtype == "BFloat16" ? 2 : 4); }
 
 TEST(SchedulerBudget, OnlyKFitAtOnceAndNoneAreLost) {
   // Each request: ~8 prompt + 40 new tokens -> 48 slots -> 2.2 MB; 3 fit in 7 MB.
@@ -48,7 +49,10 @@ TEST(SchedulerBudget, OnlyKFitAtOnceAndNoneAreLost) {
     EXPECT_TRUE(results[i].status.ok()) << i << ": " << results[i].status.error_message();
     EXPECT_TRUE(results[i].result.has_value()) << i;
   }
-  const int k = static_cast<int>(budget / (48 * kBytesPerToken));
+  grpc::ClientContext ci;
+  v1::ModelInfo model;
+  ASSERT_TRUE(stub->GetModelInfo(&ci, v1::GetModelInfoRequest(), &model).ok());
+  const int k = static_cast<int>(budget / (48 * BytesPerToken(model.dtype())));
   EXPECT_LE(max_running.load(), k) << "more requests ran at once than the budget allows";
   EXPECT_GE(max_running.load(), 2) << "the scheduler should batch what fits";
   // The peak the scheduler itself saw, from /metrics-equivalent state.

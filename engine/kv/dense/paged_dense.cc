@@ -10,6 +10,7 @@
 #include "engine/kv/dense/dense_cache.h"
 #include "engine/status_macros.h"
 #include "kernels/dense/dense_decode.h"
+#include "kernels/dense/paged_append.h"
 
 #ifdef KVSTREAM_HAVE_CUDA_TORCH
 #include <ATen/cuda/CUDAContext.h>
@@ -145,8 +146,34 @@ absl::Status PagedDenseStrategy::DecodeLayer(int64_t layer, const at::Tensor& q,
   // Append this layer's new K/V: one scatter each into the flat pool view.
   at::Tensor kpool = pool_->keys(layer), vpool = pool_->values(layer);
   const at::Tensor slots = slots_.narrow(0, 0, R * Hkv);
-  kpool.view({-1, D}).index_copy_(0, slots, k.reshape({R * Hkv, D}));
-  vpool.view({-1, D}).index_copy_(0, slots, v.reshape({R * Hkv, D}));
+  bool appended = false;
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+  if (geometry_.device.is_cuda() && k.stride(1) == D && k.stride(2) == 1 && v.stride(1) == D &&
+      v.stride(2) == 1 && v.stride(0) == k.stride(0)) {
+    // k and v straight out of the qkv rows: one kernel, no reshape copies.
+    PagedAppendParams ap;
+    ap.k = k.const_data_ptr();
+    ap.v = v.const_data_ptr();
+    ap.slots = slots.const_data_ptr<int64_t>();
+    ap.k_pool = kpool.mutable_data_ptr();
+    ap.v_pool = vpool.mutable_data_ptr();
+    ap.row_stride = k.stride(0);
+    ap.pool_rows = kpool.numel() / D;
+    ap.rows = static_cast<int>(R);
+    ap.num_kv_heads = static_cast<int>(Hkv);
+    ap.head_dim = static_cast<int>(D);
+    ap.dtype = ToKvDType(geometry_.dtype);
+    const cudaError_t e = LaunchPagedAppend(ap, at::cuda::getCurrentCUDAStream());
+    if (e != cudaSuccess) {
+      return absl::InternalError(absl::StrCat("paged append (layer ", layer, "): ", cudaGetErrorString(e)));
+    }
+    appended = true;
+  }
+#endif
+  if (!appended) {
+    kpool.view({-1, D}).index_copy_(0, slots, k.reshape({R * Hkv, D}));
+    vpool.view({-1, D}).index_copy_(0, slots, v.reshape({R * Hkv, D}));
+  }
 
   DenseDecodeParams p;
   p.q = q.const_data_ptr();

@@ -1,0 +1,27 @@
+// The CUDA decode path's fused elementwise ops (kernels/model/fused_ops.h)
+// on at::Tensors: residual add + RMSNorm, RoPE on the fused qkv rows, SwiGLU.
+// Used when the model runs on CUDA (KVSTREAM_FUSED_OPS=0 turns them off for
+// A/B runs); the CPU path keeps the ATen compositions they replace.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace kvstream {
+
+// True when this build has the kernels and `like` is a CUDA bf16/fp32 tensor.
+bool FusedBlockAvailable(const at::Tensor& like);
+
+// If `delta` is defined: x += delta (in place, rounded to x's dtype). Then
+// out = RMSNorm(x) * weight. x, out: [N, E] contiguous.
+absl::Status AddRmsNorm(at::Tensor& x, const at::Tensor& delta, const at::Tensor& weight, at::Tensor& out,
+                        double eps);
+// RoPE in place on the q and k heads of qkv [N, (H + 2 Hkv) D] (row-strided).
+absl::Status RopeQk(at::Tensor& qkv, const at::Tensor& positions, const at::Tensor& inv_freq, int64_t n_heads,
+                    int64_t n_kv_heads, int64_t head_dim);
+// [N, 2I] gate|up -> [N, I] silu(gate) * up.
+absl::StatusOr<at::Tensor> SiluMul(const at::Tensor& gate_up);
+
+}  // namespace kvstream
