@@ -1,4 +1,5 @@
 // kvstream-server: flags as in shared/design/api.md "Server binary and flags".
+#include <malloc.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
@@ -27,6 +28,12 @@ ABSL_FLAG(std::string, synthetic, "", "serve seeded random weights of this archi
 ABSL_FLAG(int32_t, threads, 0, "CPU threads for the engine (0 = all cores)");
 
 int main(int argc, char** argv) {
+  // KV buffers and step temporaries of every size come and go for the life
+  // of the server. glibc raises its mmap threshold each time a large mmapped
+  // block is freed (up to 32 MB), after which such blocks live in the heap
+  // and fragment it; a fixed threshold keeps them mmapped, so freeing one
+  // returns it to the OS (the fuzz test's RSS bound holds with it).
+  mallopt(M_MMAP_THRESHOLD, 256 * 1024);
   kvstream::DashesToUnderscores(argc, argv);
   absl::ParseCommandLine(argc, argv);
   // Block SIGTERM/SIGINT before any thread starts; main waits for them.

@@ -26,14 +26,13 @@ SeqInput ActiveSequence::NextInput(int64_t prefill_chunk) const {
   return in;
 }
 
-bool ActiveSequence::Consume(const SeqInput& in, const float* logits, int64_t vocab, double log_z, double step_ms,
-                             StreamDelta* delta) {
+bool ActiveSequence::Consume(const SeqInput& in, const RowLogits& row, double step_ms, StreamDelta* delta) {
   if (in.is_prompt) {
     gen->prompt_done += static_cast<int64_t>(in.tokens.size());
     gen->prefill_ms += step_ms;
     if (!in.last_prompt_chunk) return false;
   }
-  *delta = gen->Accept(logits, vocab, log_z);
+  *delta = gen->Accept(row);
   return true;
 }
 
@@ -43,13 +42,34 @@ GenerateOutcome ActiveSequence::Finish() {
   return o;
 }
 
-HostLogits ToHost(const at::Tensor& logits) {
+RowLogits HostLogits::Row(size_t i) const {
+  RowLogits r;
+  r.log_z = lse.const_data_ptr<double>()[i];
+  if (logits.defined()) {
+    r.vocab = logits.size(1);
+    r.logits = logits.const_data_ptr<float>() + i * r.vocab;
+  } else {
+    r.argmax = static_cast<int32_t>(argmax.const_data_ptr<int64_t>()[i]);
+    r.max_logit = max.const_data_ptr<float>()[i];
+  }
+  return r;
+}
+
+HostLogits ToHost(const at::Tensor& logits, bool full) {
   const at::Tensor l = logits.to(at::kFloat).contiguous();
-  const at::Tensor lse = at::logsumexp(l.to(at::kDouble), 1);
+  // fp32 reduction (max-shifted; ~1e-7 relative): no [B, V] fp64 temporary.
+  const at::Tensor lse = at::logsumexp(l, 1).to(at::kDouble);
   HostLogits h;
   if (l.is_cpu()) {
     h.logits = l;
     h.lse = lse;
+    return h;
+  }
+  if (!full) {  // argmax on the device: torch.argmax's first maximum
+    auto [mx, idx] = at::max(l, 1);
+    h.lse = lse.cpu();
+    h.argmax = idx.cpu();
+    h.max = mx.cpu();
     return h;
   }
   auto pinned = at::TensorOptions().device(at::kCPU).pinned_memory(true);

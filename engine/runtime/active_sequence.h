@@ -24,8 +24,7 @@ struct ActiveSequence {
   SeqInput NextInput(int64_t prefill_chunk) const;
   // Applies one forward's result. Returns true and fills *delta when a token
   // was produced (a non-final prompt chunk produces none).
-  bool Consume(const SeqInput& in, const float* logits, int64_t vocab, double log_z, double step_ms,
-               StreamDelta* delta);
+  bool Consume(const SeqInput& in, const RowLogits& row, double step_ms, StreamDelta* delta);
   // Final outcome; frees the cache at once.
   GenerateOutcome Finish();
 };
@@ -34,12 +33,15 @@ struct ActiveSequence {
 // log-sum-exp, computed where the logits are (one reduction on the GPU
 // instead of B passes of exp over the vocabulary on the host). On CUDA the
 // copy goes through pinned memory.
+// With `full` false (no request of the step needs its row), only each row's
+// argmax and maximum cross to the host: B values instead of B x V.
 struct HostLogits {
-  at::Tensor logits;  // [B, V] fp32, host
+  at::Tensor logits;  // [B, V] fp32, host; undefined when not full
   at::Tensor lse;     // [B] fp64, host
-  const float* row(size_t i) const { return logits.const_data_ptr<float>() + i * logits.size(1); }
-  double log_z(size_t i) const { return lse.const_data_ptr<double>()[i]; }
+  at::Tensor argmax;  // [B] int64, host (when not full)
+  at::Tensor max;     // [B] fp32, host (when not full)
+  RowLogits Row(size_t i) const;
 };
-HostLogits ToHost(const at::Tensor& logits);
+HostLogits ToHost(const at::Tensor& logits, bool full);
 
 }  // namespace kvstream

@@ -154,7 +154,6 @@ absl::StatusOr<std::vector<GenerateOutcome>> Engine::GenerateBatch(const std::ve
     KV_ASSIGN_OR_RETURN(act[i].cache, act[i].strategy->Open(kv));
   }
   std::vector<GenerateOutcome> out(specs.size());
-  const int64_t vocab = model_->config().vocab_size;
   try {
     at::InferenceMode guard;
     while (true) {
@@ -168,12 +167,14 @@ absl::StatusOr<std::vector<GenerateOutcome>> Engine::GenerateBatch(const std::ve
       if (inputs.empty()) break;
       const auto t_step = Clock::now();
       KV_ASSIGN_OR_RETURN(at::Tensor logits, model_->Forward(inputs, StepContext{step_++}));
-      const HostLogits host = ToHost(logits);
+      bool full = false;
+      for (size_t w : who) full = full || act[w].gen->NeedsFullLogits();
+      const HostLogits host = ToHost(logits, full);
       const double step_ms = MsSince(t_step);
       for (size_t r = 0; r < inputs.size(); ++r) {
         ActiveSequence& a = act[who[r]];
         StreamDelta d;
-        if (!a.Consume(inputs[r], host.row(r), vocab, host.log_z(r), step_ms, &d)) continue;
+        if (!a.Consume(inputs[r], host.Row(r), step_ms, &d)) continue;
         if (on_delta) on_delta(who[r], d);
         if (a.gen->finished()) out[who[r]] = a.Finish();
       }

@@ -42,13 +42,21 @@ Generation::Generation(const GenerateSpec& spec, const Tokenizer& tokenizer)
       detok_(tokenizer, /*skip_special=*/true),
       stops_(spec.sampling.stop) {}
 
-StreamDelta Generation::Accept(const float* logits, int64_t vocab, double log_z) {
+bool Generation::NeedsFullLogits() const {
+  const SamplingParams& s = spec_.sampling;
+  return s.temperature > 0.0f || s.repetition_penalty != 1.0f || !spec_.teacher_forced.empty() ||
+         (spec_.return_logprobs && spec_.top_logprobs > 0);
+}
+
+StreamDelta Generation::Accept(const RowLogits& row) {
   StreamDelta d;
   const size_t i = ids_.size();
   const bool forced = !spec_.teacher_forced.empty();
   const int32_t top = spec_.return_logprobs || forced ? spec_.top_logprobs : 0;
-  SampleResult r = sampler_.Next(absl::MakeConstSpan(logits, vocab), top,
-                                 forced ? spec_.teacher_forced[i] : -1, log_z);
+  SampleResult r = row.logits == nullptr
+                       ? sampler_.Greedy(row.argmax, row.max_logit, row.log_z)
+                       : sampler_.Next(absl::MakeConstSpan(row.logits, row.vocab), top,
+                                       forced ? spec_.teacher_forced[i] : -1, row.log_z);
   const auto now = Clock::now();
   if (i == 0) {
     ttft_ms_ = std::chrono::duration<double, std::milli>(now - start).count();

@@ -43,6 +43,16 @@ struct TokenOut {
 };
 
 // What one step adds to a stream: complete UTF-8 text and the token ids.
+// One row of a step's logits as the sampler gets it: the full row on the
+// host, or (when no request of the step needs more) only its argmax.
+struct RowLogits {
+  const float* logits = nullptr;  // [vocab] fp32 host, or nullptr
+  int64_t vocab = 0;
+  double log_z = 0;               // log sum exp of the row
+  int32_t argmax = -1;            // first maximum (when logits is nullptr)
+  float max_logit = 0;
+};
+
 struct StreamDelta {
   std::string text;
   std::vector<TokenOut> tokens;
@@ -85,8 +95,11 @@ class Generation {
   Generation(const GenerateSpec& spec, const Tokenizer& tokenizer);
 
   // Consumes one logit row ([V]); returns the delta to stream. Sets finished().
-  // `log_z`: log sum exp of the row when computed with it (NaN = here).
-  StreamDelta Accept(const float* logits, int64_t vocab, double log_z);
+  // Consumes one step's result for this request (see RowLogits).
+  StreamDelta Accept(const RowLogits& row);
+  // False when a device-side argmax is all this request needs (greedy, no
+  // repetition penalty, no top logprobs, not teacher-forced).
+  bool NeedsFullLogits() const;
   bool finished() const { return finish_ != FinishReason::kUnspecified; }
   int64_t generated() const { return static_cast<int64_t>(ids_.size()); }
   GenerateOutcome TakeOutcome(CacheReport cache);

@@ -106,4 +106,12 @@ SampleResult Sampler::Next(absl::Span<const float> logits, int32_t top_logprobs,
   return r;
 }
 
+SampleResult Sampler::Greedy(int32_t argmax, float max_logit, double log_z) {
+  SampleResult r;
+  r.token_id = argmax;
+  r.logprob = static_cast<float>(max_logit - log_z);
+  seen_.insert(argmax);
+  return r;
+}
+
 }  // namespace kvstream

@@ -38,6 +38,9 @@ class Sampler {
   // device with the logits); NaN = compute it here.
   SampleResult Next(absl::Span<const float> logits, int32_t top_logprobs, int32_t forced = -1,
                     double log_z = std::numeric_limits<double>::quiet_NaN());
+  // Greedy from an argmax taken where the logits are (no host copy of the
+  // row): only for greedy sampling without repetition penalty.
+  SampleResult Greedy(int32_t argmax, float max_logit, double log_z);
 
   uint64_t seed() const { return seed_; }
 

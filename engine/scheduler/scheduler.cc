@@ -181,7 +181,6 @@ void Scheduler::Loop() {
 }
 
 void Scheduler::Step() {
-  const int64_t vocab = engine_.config().vocab_size;
   std::vector<SeqInput> inputs;
   inputs.reserve(running_.size());
   for (const auto& r : running_) inputs.push_back(r->seq.NextInput(options_.prefill_chunk));
@@ -190,7 +189,9 @@ void Scheduler::Step() {
   try {
     at::InferenceMode guard;
     auto logits = engine_.model().Forward(inputs, StepContext{engine_.NextStepId()});
-    host = logits.ok() ? absl::StatusOr<HostLogits>(ToHost(*logits)) : logits.status();
+    bool full = false;
+    for (const auto& r : running_) full = full || r->seq.gen->NeedsFullLogits();
+    host = logits.ok() ? absl::StatusOr<HostLogits>(ToHost(*logits, full)) : logits.status();
   } catch (const c10::Error& e) {
     host = absl::InternalError(absl::StrCat("forward failed: ", e.what_without_backtrace()));
   }
@@ -211,7 +212,7 @@ void Scheduler::Step() {
   for (size_t i = 0; i < running_.size(); ++i) {
     Running& r = *running_[i];
     StreamDelta d;
-    if (!r.seq.Consume(inputs[i], host->row(i), vocab, host->log_z(i), step_ms, &d)) continue;
+    if (!r.seq.Consume(inputs[i], host->Row(i), step_ms, &d)) continue;
     ++produced;
     if (!d.text.empty() || !d.tokens.empty()) r.req.observer->OnDelta(std::move(d));
     if (r.seq.gen->finished()) {

@@ -142,8 +142,12 @@ absl::Status DenseStrategy::ForwardGroup(int64_t layer, absl::Span<SequenceCache
   // One (sequence, query head) per task: exact softmax over the T held keys.
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
   const int64_t tasks = static_cast<int64_t>(decode.size()) * H;
+  // Score scratch made here, one slice per pool thread: allocating inside the
+  // parallel region would give every OpenMP thread its own malloc arena.
+  const int64_t max_t = *std::max_element(lens.begin(), lens.end());
+  std::vector<float> scratch(static_cast<size_t>(at::get_num_threads() * max_t));
   at::parallel_for(0, tasks, 4, [&](int64_t b0, int64_t b1) {
-    std::vector<float> p;
+    float* p = scratch.data() + at::get_thread_num() * max_t;
     for (int64_t task = b0; task < b1; ++task) {
       const size_t j = static_cast<size_t>(task / H);
       const int64_t h = task % H, kvh = h / G, T = lens[j], row = t.row_offset[decode[j]];
@@ -151,7 +155,6 @@ absl::Status DenseStrategy::ForwardGroup(int64_t layer, absl::Span<SequenceCache
       const float* q = t.q.const_data_ptr<float>() + row * t.q.stride(0) + h * t.q.stride(1);
       const float* K = c->keys(layer) + kvh * c->capacity(layer) * D;
       const float* V = c->values(layer) + kvh * c->capacity(layer) * D;
-      p.resize(static_cast<size_t>(T));
       float mx = -INFINITY;
       for (int64_t s = 0; s < T; ++s) {
         float dot = 0.f;
