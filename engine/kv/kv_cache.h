@@ -91,6 +91,11 @@ struct GroupTensors {
   std::vector<int64_t> row_offset;  // per group sequence: first row in N
 };
 
+// One sequence's rows [row, row + step.n_new) of `t` through its
+// SequenceCache::Forward (head-major contract), written back into t.out.
+absl::Status ForwardOneSequence(int64_t layer, SequenceCache* seq, const SeqStep& step, int64_t row,
+                                GroupTensors& t, const StepContext& ctx);
+
 // One per strategy kind per loaded model.
 class Strategy {
  public:

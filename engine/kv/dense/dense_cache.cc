@@ -123,11 +123,7 @@ absl::Status DenseStrategy::ForwardGroup(int64_t layer, absl::Span<SequenceCache
       decode.push_back(i);
       continue;
     }
-    const int64_t row = t.row_offset[i], n = steps[i].n_new;
-    KV_ASSIGN_OR_RETURN(at::Tensor o, seqs[i]->Forward(layer, t.q.narrow(0, row, n).transpose(0, 1),
-                                                       t.k.narrow(0, row, n).transpose(0, 1),
-                                                       t.v.narrow(0, row, n).transpose(0, 1), steps[i], ctx));
-    t.out.narrow(0, row, n).copy_(o.transpose(0, 1));
+    KV_RETURN_IF_ERROR(ForwardOneSequence(layer, seqs[i], steps[i], t.row_offset[i], t, ctx));
   }
   if (decode.empty()) return absl::OkStatus();
   const int64_t H = geometry_.n_heads, Hkv = geometry_.n_kv_heads, D = geometry_.head_dim, G = H / Hkv;

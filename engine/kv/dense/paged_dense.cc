@@ -239,11 +239,7 @@ absl::Status PagedDenseStrategy::ForwardGroup(int64_t layer, absl::Span<Sequence
     (one ? decode : other).push_back(i);
   }
   for (size_t i : other) {
-    const int64_t row = t.row_offset[i], n = steps[i].n_new;
-    KV_ASSIGN_OR_RETURN(at::Tensor o, seqs[i]->Forward(layer, t.q.narrow(0, row, n).transpose(0, 1),
-                                                       t.k.narrow(0, row, n).transpose(0, 1),
-                                                       t.v.narrow(0, row, n).transpose(0, 1), steps[i], ctx));
-    t.out.narrow(0, row, n).copy_(o.transpose(0, 1));
+    KV_RETURN_IF_ERROR(ForwardOneSequence(layer, seqs[i], steps[i], t.row_offset[i], t, ctx));
   }
   if (decode.empty()) return absl::OkStatus();
   const int64_t B = static_cast<int64_t>(decode.size());

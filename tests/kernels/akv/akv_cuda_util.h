@@ -11,31 +11,10 @@
 #include <vector>
 
 #include "kernels/akv/akv.h"
+#include "tests/kernels/cuda_test_util.h"
 #include "tests/kernels/akv/akv_problem.h"
 
 namespace kvstream::testing {
-
-#define ASSERT_CUDA(expr)                                                      \
-  do {                                                                         \
-    const cudaError_t err_ = (expr);                                           \
-    ASSERT_EQ(err_, cudaSuccess) << #expr << ": " << cudaGetErrorString(err_); \
-  } while (0)
-
-inline bool HaveDevice(std::string* why) {
-  int n = 0;
-  const cudaError_t e = cudaGetDeviceCount(&n);
-  if (e != cudaSuccess || n == 0) {
-    *why = std::string("no CUDA device: ") + (e != cudaSuccess ? cudaGetErrorString(e) : "count is 0");
-    return false;
-  }
-  return true;
-}
-
-#define SKIP_WITHOUT_DEVICE()                     \
-  do {                                            \
-    std::string why_;                             \
-    if (!HaveDevice(&why_)) GTEST_SKIP() << why_; \
-  } while (0)
 
 // Owns device allocations (freed on scope exit).
 struct DeviceArena {

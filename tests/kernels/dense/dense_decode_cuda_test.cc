@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kernels/dense/dense_decode.h"
+#include "tests/kernels/cuda_test_util.h"
 #include "tests/kernels/dense/dense_decode_problem.h"
 
 namespace kvstream {
@@ -27,29 +28,9 @@ using testing::MakeDecodeProblem;
 using testing::RelError;
 using testing::ToDouble;
 
-#define ASSERT_CUDA(expr)                                                        \
-  do {                                                                           \
-    const cudaError_t err_ = (expr);                                             \
-    ASSERT_EQ(err_, cudaSuccess) << #expr << ": " << cudaGetErrorString(err_);   \
-  } while (0)
+using testing::HaveDevice;
 
 double GpuBound(KvDType t) { return t == KvDType::kFp32 ? 1e-4 : 2e-2; }
-
-bool HaveDevice(std::string* why) {
-  int n = 0;
-  const cudaError_t e = cudaGetDeviceCount(&n);
-  if (e != cudaSuccess || n == 0) {
-    *why = std::string("no CUDA device: ") + (e != cudaSuccess ? cudaGetErrorString(e) : "count is 0");
-    return false;
-  }
-  return true;
-}
-
-#define SKIP_WITHOUT_DEVICE()                  \
-  do {                                         \
-    std::string why_;                          \
-    if (!HaveDevice(&why_)) GTEST_SKIP() << why_; \
-  } while (0)
 
 // Device copy of a problem plus output/workspace buffers (freed on scope exit).
 struct DeviceProblem {

@@ -10,13 +10,13 @@
 #include <vector>
 
 #include "kernels/dense/paged_append.h"
+#include "tests/kernels/cuda_test_util.h"
 
 namespace kvstream {
 namespace {
 
 TEST(PagedAppendCuda, ScatterEqualsTwinBitExact) {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) GTEST_SKIP() << "no CUDA device";
+  SKIP_WITHOUT_DEVICE();
   const int R = 5, Hkv = 8, D = 128, pool_rows = 4 * Hkv * 16;
   const int64_t stride = (32 + 2 * Hkv) * D;  // rows of a fused qkv
   std::mt19937 rng(7);

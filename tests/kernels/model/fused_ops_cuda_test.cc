@@ -12,15 +12,10 @@
 
 #include "kernels/common/half_bits.h"
 #include "kernels/model/fused_ops.h"
+#include "tests/kernels/cuda_test_util.h"
 
 namespace kvstream {
 namespace {
-
-#define SKIP_WITHOUT_DEVICE()                                                          \
-  do {                                                                                 \
-    int n_ = 0;                                                                        \
-    if (cudaGetDeviceCount(&n_) != cudaSuccess || n_ == 0) GTEST_SKIP() << "no CUDA device"; \
-  } while (0)
 
 std::vector<uint16_t> RandomBf16(size_t n, uint32_t seed, float scale = 1.f) {
   std::mt19937 rng(seed);
