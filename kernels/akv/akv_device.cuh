@@ -11,26 +11,12 @@
 #include <cstdint>
 
 #include "kernels/akv/akv_layout.h"
+#include "kernels/common/device_math.cuh"
 
 namespace kvstream::akv_detail {
 
-template <class T>
-__device__ __forceinline__ float ToF(T v);
-template <>
-__device__ __forceinline__ float ToF<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ float ToF<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <>
-__device__ __forceinline__ float ToF<__half>(__half v) { return __half2float(v); }
-
-template <class T>
-__device__ __forceinline__ T FromF(float v);  // round to nearest even
-template <>
-__device__ __forceinline__ float FromF<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ __nv_bfloat16 FromF<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-template <>
-__device__ __forceinline__ __half FromF<__half>(float v) { return __float2half_rn(v); }
+using ::kvstream::FromF;  // element conversions: kernels/common/device_math.cuh
+using ::kvstream::ToF;
 
 __device__ __forceinline__ float HalfBitsToF(uint16_t b) { return __half2float(__ushort_as_half(b)); }
 

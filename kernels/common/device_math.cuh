@@ -9,6 +9,30 @@
 
 namespace kvstream {
 
+// One element of a storage type to fp32 and back (round to nearest even),
+// and fp32 rounded through the storage type: the rounding points CPU twins
+// reproduce with kernels/common/half_bits.h.
+template <class T>
+__device__ __forceinline__ float ToF(T v);
+template <>
+__device__ __forceinline__ float ToF<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ float ToF<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <>
+__device__ __forceinline__ float ToF<__half>(__half v) { return __half2float(v); }
+
+template <class T>
+__device__ __forceinline__ T FromF(float v);
+template <>
+__device__ __forceinline__ float FromF<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ __nv_bfloat16 FromF<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+template <>
+__device__ __forceinline__ __half FromF<__half>(float v) { return __float2half_rn(v); }
+
+template <class T>
+__device__ __forceinline__ float RoundTo(float v) { return ToF<T>(FromF<T>(v)); }
+
 // 2^x with the hardware approximation (max rel. error ~2^-22); 2^-inf = +0.
 __device__ __forceinline__ float FastExp2(float x) {
   float y;

@@ -11,29 +11,6 @@
 namespace kvstream {
 namespace {
 
-template <class T>
-__device__ __forceinline__ float RoundTo(float v);
-template <>
-__device__ __forceinline__ float RoundTo<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ float RoundTo<__nv_bfloat16>(float v) {
-  return __bfloat162float(__float2bfloat16_rn(v));
-}
-
-template <class T>
-__device__ __forceinline__ float ToF(T v);
-template <>
-__device__ __forceinline__ float ToF<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ float ToF<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <class T>
-__device__ __forceinline__ T FromF(float v);
-template <>
-__device__ __forceinline__ float FromF<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ __nv_bfloat16 FromF<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-
 constexpr int kNormThreads = 256;
 
 // One CTA per row: pass 1 adds the residual and sums squares, pass 2 scales
