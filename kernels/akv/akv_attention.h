@@ -21,6 +21,7 @@
 #include <cstdint>
 
 #include "kernels/akv/akv_layout.h"
+#include "kernels/common/split_k.h"
 
 #if defined(__CUDACC__) || defined(KVSTREAM_HAVE_CUDA_RUNTIME)
 #include <cuda_runtime_api.h>
@@ -68,11 +69,11 @@ KV_HD void AkvAttentionSplitRange(int t, int num_splits, int split, int* begin, 
 // max_tokens = C_hot + C_warm bounds n_hot + n_warm.
 int PlanAkvAttentionSplits(int num_rows, int num_heads, int num_kv_heads, int max_tokens, int num_sms);
 
-struct AkvAttentionWorkspaceBytes {
-  size_t partial_out = 0;  // M*Hq*S*D*4
-  size_t partial_lse = 0;  // M*Hq*S*4
-};
-AkvAttentionWorkspaceBytes AkvAttentionWorkspace(int num_rows, int num_heads, int num_splits, int head_dim);
+// M*Hq*S*D*4 and M*Hq*S*4 bytes (0 when num_splits <= 1).
+using AkvAttentionWorkspaceBytes = SplitKWorkspaceBytes;
+inline AkvAttentionWorkspaceBytes AkvAttentionWorkspace(int num_rows, int num_heads, int num_splits, int head_dim) {
+  return SplitKWorkspace(num_rows, num_heads, num_splits, head_dim);
+}
 
 // nullptr if valid, else a static message naming the bad field.
 const char* AkvAttentionValidate(const AkvAttentionParams& p);

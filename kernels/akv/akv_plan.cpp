@@ -79,15 +79,6 @@ int PlanAkvAttentionSplits(int num_rows, int num_heads, int num_kv_heads, int ma
   return static_cast<int>(splits);
 }
 
-AkvAttentionWorkspaceBytes AkvAttentionWorkspace(int num_rows, int num_heads, int num_splits, int head_dim) {
-  AkvAttentionWorkspaceBytes w;
-  if (num_splits <= 1 || num_rows <= 0 || num_heads <= 0 || head_dim <= 0) return w;
-  const size_t rows = static_cast<size_t>(num_rows) * num_heads * num_splits;
-  w.partial_out = rows * head_dim * sizeof(float);
-  w.partial_lse = rows * sizeof(float);
-  return w;
-}
-
 const char* AkvAttentionValidate(const AkvAttentionParams& p) {
   if (const char* e = LayoutValidate(p.layout)) return e;
   if (p.num_rows < 0) return "num_rows must be >= 0";

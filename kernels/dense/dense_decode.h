@@ -42,6 +42,7 @@
 
 #include "kernels/common/host_device.h"
 #include "kernels/common/kv_dtype.h"
+#include "kernels/common/split_k.h"
 
 #if defined(__CUDACC__) || defined(KVSTREAM_HAVE_CUDA_RUNTIME)
 #include <cuda_runtime_api.h>
@@ -109,12 +110,11 @@ int DenseDecodeGroupChunk(int group);
 // [1, kDenseDecodeMaxSplits]. Returns 1 for non-positive arguments.
 int PlanDenseDecodeSplits(int batch, int num_heads, int num_kv_heads, int max_seq_len, int num_sms);
 
-// Workspace bytes for S splits (0 when num_splits <= 1).
-struct DenseDecodeWorkspaceBytes {
-  size_t partial_out = 0;  // B*H*S*D*4
-  size_t partial_lse = 0;  // B*H*S*4
-};
-DenseDecodeWorkspaceBytes DenseDecodeWorkspace(int batch, int num_heads, int num_splits, int head_dim);
+// Workspace bytes for S splits (0 when num_splits <= 1): B*H*S*D*4 and B*H*S*4.
+using DenseDecodeWorkspaceBytes = SplitKWorkspaceBytes;
+inline DenseDecodeWorkspaceBytes DenseDecodeWorkspace(int batch, int num_heads, int num_splits, int head_dim) {
+  return SplitKWorkspace(batch, num_heads, num_splits, head_dim);
+}
 
 // nullptr if p is valid for launch and twin; else a static message naming the
 // bad field and its allowed values. Checks only host-visible fields.

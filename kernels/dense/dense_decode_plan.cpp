@@ -37,15 +37,6 @@ int PlanDenseDecodeSplits(int batch, int num_heads, int num_kv_heads, int max_se
   return static_cast<int>(splits);
 }
 
-DenseDecodeWorkspaceBytes DenseDecodeWorkspace(int batch, int num_heads, int num_splits, int head_dim) {
-  DenseDecodeWorkspaceBytes w;
-  if (num_splits <= 1 || batch <= 0 || num_heads <= 0 || head_dim <= 0) return w;
-  const size_t rows = static_cast<size_t>(batch) * num_heads * num_splits;
-  w.partial_out = rows * head_dim * sizeof(float);
-  w.partial_lse = rows * sizeof(float);
-  return w;
-}
-
 const char* DenseDecodeValidate(const DenseDecodeParams& p) {
   if (p.batch < 0) return "batch must be >= 0";
   if (p.num_kv_heads < 1) return "num_kv_heads must be >= 1";
