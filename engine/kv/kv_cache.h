@@ -35,7 +35,8 @@ struct KvGeometry {
   int64_t context_length = 0;
   c10::ScalarType dtype = c10::kFloat;  // compute/storage dtype of dense K/V (fp32 CPU, bf16 CUDA)
   c10::Device device = c10::Device(c10::kCPU);
-  // Bytes a strategy's shared page pool may take (0 = sized from free memory).
+  // Bytes a strategy's shared page pool may take (0 = CPU: from free RAM;
+  // the engine always sets it on CUDA).
   int64_t kv_pool_bytes = 0;
   // Dense runs over the paged pool and the decode kernel (always on CUDA; on
   // CPU through the kernel's twin when asked, so CI covers that path).

@@ -81,11 +81,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
     return absl::InternalError(absl::StrCat("moving weights to ", device.str(), ": ", err.what_without_backtrace()));
   }
   KvGeometry geometry = e->model_->geometry();
-  geometry.paged_dense = use_cuda || options.paged_dense;
-  if (options.paged_dense && !use_cuda) geometry.kv_pool_bytes = options.kv_pool_bytes;
+  geometry.paged_dense = options.paged_dense;  // CUDA pages dense regardless (registry)
+  geometry.kv_pool_bytes = options.kv_pool_bytes;
   if (use_cuda) {
-    e->kv_pool_bytes_ = options.kv_pool_bytes > 0 ? options.kv_pool_bytes : DefaultCudaPoolBytes();
-    geometry.kv_pool_bytes = e->kv_pool_bytes_;
+    if (geometry.kv_pool_bytes <= 0) geometry.kv_pool_bytes = DefaultCudaPoolBytes();
+    e->kv_pool_bytes_ = geometry.kv_pool_bytes;
   }
   KV_ASSIGN_OR_RETURN(e->registry_, StrategyRegistry::Create(geometry));
   e->load_ms_ = MsSince(t0);

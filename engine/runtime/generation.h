@@ -42,7 +42,6 @@ struct TokenOut {
   std::vector<TopLogprobEntry> top;
 };
 
-// What one step adds to a stream: complete UTF-8 text and the token ids.
 // One row of a step's logits as the sampler gets it: the full row on the
 // host, or (when no request of the step needs more) only its argmax.
 struct RowLogits {
@@ -53,6 +52,7 @@ struct RowLogits {
   float max_logit = 0;
 };
 
+// What one step adds to a stream: complete UTF-8 text and the token ids.
 struct StreamDelta {
   std::string text;
   std::vector<TokenOut> tokens;
@@ -94,8 +94,8 @@ class Generation {
   using Clock = std::chrono::steady_clock;
   Generation(const GenerateSpec& spec, const Tokenizer& tokenizer);
 
-  // Consumes one logit row ([V]); returns the delta to stream. Sets finished().
-  // Consumes one step's result for this request (see RowLogits).
+  // Consumes one step's result for this request (see RowLogits); returns
+  // the delta to stream. Sets finished().
   StreamDelta Accept(const RowLogits& row);
   // False when a device-side argmax is all this request needs (greedy, no
   // repetition penalty, no top logprobs, not teacher-forced).

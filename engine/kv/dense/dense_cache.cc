@@ -59,15 +59,18 @@ void DenseSequenceCache::Reserve(int64_t layer, int64_t tokens) {
   peak_bytes_ = std::max(peak_bytes_, BytesHeld());
 }
 
+absl::Status DenseSequenceCache::CheckStart(int64_t layer, int64_t start_pos) const {
+  if (start_pos == lengths_[layer]) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat("dense cache layer ", layer, " holds ", lengths_[layer],
+                                          " tokens but the step starts at ", start_pos));
+}
+
 absl::StatusOr<at::Tensor> DenseSequenceCache::Forward(int64_t layer, const at::Tensor& q,
                                                        const at::Tensor& k, const at::Tensor& v,
                                                        const SeqStep& seq, const StepContext&) {
   const int64_t n = q.size(1);
   const int64_t past = lengths_[layer];
-  if (seq.start_pos != past) {
-    return absl::InternalError(absl::StrCat("dense cache layer ", layer, " holds ", past,
-                                            " tokens but the step starts at ", seq.start_pos));
-  }
+  KV_RETURN_IF_ERROR(CheckStart(layer, seq.start_pos));
   Reserve(layer, past + n);
   keys_[layer].narrow(1, past, n).copy_(k);
   values_[layer].narrow(1, past, n).copy_(v);
@@ -97,10 +100,7 @@ at::Tensor CausalGqaAttention(const at::Tensor& q, const at::Tensor& keys, const
 absl::StatusOr<int64_t> DenseSequenceCache::AppendOne(int64_t layer, int64_t start_pos, const float* k,
                                                       const float* v, int64_t head_stride) {
   const int64_t past = lengths_[layer];
-  if (start_pos != past) {
-    return absl::InternalError(absl::StrCat("dense cache layer ", layer, " holds ", past,
-                                            " tokens but the step starts at ", start_pos));
-  }
+  KV_RETURN_IF_ERROR(CheckStart(layer, start_pos));
   Reserve(layer, past + 1);
   const int64_t Hkv = geometry_.n_kv_heads, D = geometry_.head_dim, cap = keys_[layer].size(1);
   float* kd = keys_[layer].mutable_data_ptr<float>();

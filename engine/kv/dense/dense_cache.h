@@ -59,6 +59,8 @@ class DenseSequenceCache final : public SequenceCache {
   int64_t capacity(int64_t layer) const { return keys_[layer].size(1); }
 
  private:
+  // Internal error unless a step appending at `start_pos` continues `layer`.
+  absl::Status CheckStart(int64_t layer, int64_t start_pos) const;
   // Grows layer `layer`'s buffers to hold at least `tokens` (block multiple).
   void Reserve(int64_t layer, int64_t tokens);
 

@@ -43,8 +43,10 @@ int64_t SlotRow(int32_t page, int64_t head, int64_t offset, int64_t n_kv_heads) 
   return (static_cast<int64_t>(page) * n_kv_heads + head) * P + offset;
 }
 
+// An owned copy on `device` (also on CPU, where .to() would alias `v`).
 at::Tensor HostToDevice(std::vector<int64_t>& v, const c10::Device& device) {
-  return at::from_blob(v.data(), {static_cast<int64_t>(v.size())}, at::kLong).to(device);
+  return at::from_blob(v.data(), {static_cast<int64_t>(v.size())}, at::kLong)
+      .to(device, /*non_blocking=*/false, /*copy=*/true);
 }
 
 }  // namespace
@@ -290,24 +292,27 @@ absl::StatusOr<at::Tensor> PagedDenseSequenceCache::Forward(int64_t layer, const
     return absl::InternalError(absl::StrCat("paged dense cache holds ", past, " tokens but the step starts at ",
                                             seq.start_pos));
   }
-  KV_RETURN_IF_ERROR(Grow(past + n));
   const int64_t T = past + n;
   const KvGeometry& g = pool_->geometry();
   const int64_t Hkv = g.n_kv_heads, D = g.head_dim;
-  std::vector<int64_t> slots(static_cast<size_t>(Hkv * n));
-  for (int64_t h = 0; h < Hkv; ++h) {
-    for (int64_t i = 0; i < n; ++i) slots[h * n + i] = SlotRow(pages_[(past + i) / P], h, (past + i) % P, Hkv);
+  if (chunk_index_at_ != past) {
+    KV_RETURN_IF_ERROR(Grow(T));
+    std::vector<int64_t> slots(static_cast<size_t>(Hkv * n));
+    for (int64_t h = 0; h < Hkv; ++h) {
+      for (int64_t i = 0; i < n; ++i) slots[h * n + i] = SlotRow(pages_[(past + i) / P], h, (past + i) % P, Hkv);
+    }
+    std::vector<int64_t> used(pages_.begin(), pages_.begin() + CeilDiv(T, P));
+    chunk_slots_ = HostToDevice(slots, g.device);
+    chunk_pages_ = HostToDevice(used, g.device);
+    chunk_index_at_ = past;
   }
-  const at::Tensor idx = HostToDevice(slots, g.device);
   at::Tensor kpool = pool_->keys(layer), vpool = pool_->values(layer);
-  kpool.view({-1, D}).index_copy_(0, idx, k.reshape({Hkv * n, D}));
-  vpool.view({-1, D}).index_copy_(0, idx, v.reshape({Hkv * n, D}));
+  kpool.view({-1, D}).index_copy_(0, chunk_slots_, k.reshape({Hkv * n, D}));
+  vpool.view({-1, D}).index_copy_(0, chunk_slots_, v.reshape({Hkv * n, D}));
   // Gather the sequence's pages: [np, Hkv, P, D] -> [Hkv, np*P, D] -> first T.
-  std::vector<int64_t> used(pages_.begin(), pages_.begin() + CeilDiv(T, P));
-  const at::Tensor page_idx = HostToDevice(used, g.device);
-  const int64_t np = static_cast<int64_t>(used.size());
-  at::Tensor keys = kpool.index_select(0, page_idx).transpose(0, 1).reshape({Hkv, np * P, D}).narrow(1, 0, T);
-  at::Tensor values = vpool.index_select(0, page_idx).transpose(0, 1).reshape({Hkv, np * P, D}).narrow(1, 0, T);
+  const int64_t np = chunk_pages_.size(0);
+  at::Tensor keys = kpool.index_select(0, chunk_pages_).transpose(0, 1).reshape({Hkv, np * P, D}).narrow(1, 0, T);
+  at::Tensor values = vpool.index_select(0, chunk_pages_).transpose(0, 1).reshape({Hkv, np * P, D}).narrow(1, 0, T);
   return CausalGqaAttention(q, keys, values, past);
 }
 

@@ -88,6 +88,10 @@ class PagedDenseSequenceCache final : public SequenceCache {
   std::vector<int32_t> pages_;
   int64_t length_ = 0;  // tokens written in every layer (advanced by EndStep)
   int64_t peak_bytes_ = 0;
+  // A prompt chunk's append slots [Hkv*n] and used pages, on the device: the
+  // same for every layer of the step, so made at layer 0 only.
+  int64_t chunk_index_at_ = -1;  // length_ they were made for
+  at::Tensor chunk_slots_, chunk_pages_;
 };
 
 }  // namespace kvstream

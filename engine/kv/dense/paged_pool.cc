@@ -7,21 +7,10 @@
 
 #include "absl/strings/str_format.h"
 
-#ifdef KVSTREAM_HAVE_CUDA_TORCH
-#include <cuda_runtime_api.h>
-#endif
-
 namespace kvstream {
 namespace {
 
-int64_t FreeBytesOn(const c10::Device& device) {
-#ifdef KVSTREAM_HAVE_CUDA_TORCH
-  if (device.is_cuda()) {
-    size_t free_b = 0, total_b = 0;
-    if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) return static_cast<int64_t>(free_b);
-    return 0;
-  }
-#endif
+int64_t FreeRamBytes() {
   const long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
   return pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page : 0;
 }
@@ -34,7 +23,10 @@ int64_t PagedKvPool::page_bytes() const {
 }
 
 absl::Status PagedKvPool::Allocate() {
-  int64_t bytes = pool_bytes_ > 0 ? pool_bytes_ : FreeBytesOn(geometry_.device) / 4;
+  if (pool_bytes_ <= 0 && !geometry_.device.is_cpu()) {
+    return absl::FailedPreconditionError("KV pool: a device pool needs its size (EngineOptions.kv_pool_bytes)");
+  }
+  const int64_t bytes = pool_bytes_ > 0 ? pool_bytes_ : FreeRamBytes() / 4;
   // +1: the scratch page is not part of what admission may hand out.
   num_pages_ = std::min<int64_t>(bytes / page_bytes() + 1, INT32_MAX);
   if (num_pages_ < 2) {

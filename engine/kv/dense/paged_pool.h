@@ -25,8 +25,9 @@ class PagedKvPool {
   static constexpr int64_t kPageTokens = 16;  // P; the decode kernel takes any P >= 1
   static constexpr int32_t kScratchPage = 0;
 
-  // `pool_bytes` bounds the storage (0 = 1/4 of what the device or RAM has free
-  // when first used). Nothing is allocated until Reserve.
+  // `pool_bytes` bounds the storage (0, CPU only: 1/4 of the RAM free when
+  // first used; the engine sizes CUDA pools from device memory at load).
+  // Nothing is allocated until the first Take.
   PagedKvPool(const KvGeometry& g, int64_t pool_bytes) : geometry_(g), pool_bytes_(pool_bytes) {}
 
   // K+V bytes of one page over all layers.
