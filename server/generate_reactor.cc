@@ -37,6 +37,8 @@ class StreamObserver final : public RequestObserver {
     state_.metrics.RequestEnded(strategy_, "OK");
     state_.metrics.ObserveTtft(o.timings.ttft_ms);
     if (o.completion_tokens > 1) state_.metrics.ObserveItl(o.timings.mean_itl_ms);
+    state_.metrics.ObserveCache(strategy_, o.cache.kv_bytes_device + o.cache.kv_bytes_host, o.cache.peak_kv_bytes,
+                                o.cache.dense_equivalent_bytes);
     const double decode_s = (o.timings.total_ms - o.timings.ttft_ms) / 1000.0;
     spdlog::info(
         "request id={} strategy={} status=OK prompt_tokens={} completion_tokens={} ttft_ms={:.1f} "
@@ -109,6 +111,12 @@ void StreamLink::PumpLocked() {
 GenerateReactor::GenerateReactor(grpc::CallbackServerContext* ctx, const v1::GenerateRequest* request,
                                  ServerState& state)
     : state_(state), link_(std::make_shared<StreamLink>(this)) {
+  // Before anything else: an unauthenticated caller learns nothing about
+  // the server's state, not even whether the model has loaded.
+  if (grpc::Status auth = state.auth.Check(*ctx); !auth.ok()) {
+    link_->PostFinish(std::move(auth));
+    return;
+  }
   Engine* engine = state.engine.load();
   Scheduler* scheduler = state.scheduler.load();
   if (engine == nullptr || scheduler == nullptr || state.shutting_down.load()) {
@@ -123,6 +131,14 @@ GenerateReactor::GenerateReactor(grpc::CallbackServerContext* ctx, const v1::Gen
     state.metrics.RequestEnded(request->kv_compression().strategy_case() == 0 ? "dense" : "other",
                                absl::StatusCodeToString(spec.status().code()));
     link_->PostFinish(ToGrpcStatus(spec.status()));
+    return;
+  }
+  if (state.max_prompt_tokens > 0 && static_cast<int64_t>(spec->prompt_ids.size()) > state.max_prompt_tokens) {
+    state.metrics.RequestEnded(spec->kv.strategy, "INVALID_ARGUMENT");
+    link_->PostFinish(grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrFormat("prompt has %d tokens; this server accepts at most %d (--max-prompt-tokens)",
+                        spec->prompt_ids.size(), state.max_prompt_tokens)));
     return;
   }
   SubmittedRequest sub;

@@ -13,14 +13,16 @@ grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContex
                                                       const v1::TokenizeRequest* request,
                                                       v1::TokenizeResponse* response) {
   auto* reactor = ctx->DefaultReactor();
-  reactor->Finish(HandleTokenize(state_, *request, response));
+  grpc::Status auth = state_.auth.Check(*ctx);
+  reactor->Finish(auth.ok() ? HandleTokenize(state_, *request, response) : auth);
   return reactor;
 }
 
 grpc::ServerUnaryReactor* GenerationService::GetModelInfo(grpc::CallbackServerContext* ctx,
                                                           const v1::GetModelInfoRequest*, v1::ModelInfo* response) {
   auto* reactor = ctx->DefaultReactor();
-  reactor->Finish(HandleModelInfo(state_, response));
+  grpc::Status auth = state_.auth.Check(*ctx);
+  reactor->Finish(auth.ok() ? HandleModelInfo(state_, response) : auth);
   return reactor;
 }
 

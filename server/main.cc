@@ -24,6 +24,8 @@ ABSL_FLAG(bool, allow_entmax_attention, false, "let EntmaxKV requests use alpha 
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain (TLS on when given with --tls-key)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key");
 ABSL_FLAG(std::string, auth_token_file, "", "file holding the bearer token clients must send");
+ABSL_FLAG(int64_t, max_message_bytes, 16 << 20, "largest request message accepted (bytes); larger ones get RESOURCE_EXHAUSTED");
+ABSL_FLAG(int64_t, max_prompt_tokens, 0, "longest prompt accepted, in tokens (0 = only the model context limits it)");
 ABSL_FLAG(std::string, synthetic, "", "serve seeded random weights of this architecture instead of --model: llama3-8b, llama3-70b, qwen2.5-7b, smollm2-135m");
 ABSL_FLAG(int32_t, threads, 0, "CPU threads for the engine (0 = all cores)");
 
@@ -58,6 +60,8 @@ int main(int argc, char** argv) {
   o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   o.tls_key = absl::GetFlag(FLAGS_tls_key);
   o.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
+  o.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  o.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
   o.threads = absl::GetFlag(FLAGS_threads);
   o.synthetic = absl::GetFlag(FLAGS_synthetic);
   if (o.max_batch < 1 || o.max_queue < 0 || o.prefill_chunk < 1 || o.kv_budget_bytes < 0) {

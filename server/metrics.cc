@@ -35,6 +35,15 @@ void Metrics::RequestEnded(const std::string& strategy, const std::string& code)
   requests_[{strategy, code}] += 1;
 }
 
+void Metrics::ObserveCache(const std::string& strategy, int64_t kv_bytes, int64_t peak_kv_bytes,
+                           int64_t dense_bytes) {
+  std::lock_guard<std::mutex> l(mu_);
+  CacheSums& c = cache_[strategy];
+  c.kv_bytes += static_cast<double>(kv_bytes);
+  c.peak_kv_bytes += static_cast<double>(peak_kv_bytes);
+  c.dense_bytes += static_cast<double>(dense_bytes);
+}
+
 std::string Metrics::Render(const SchedulerStats& s) const {
   std::string out;
   out += "# HELP kvstream_requests_total Requests ended, by strategy and gRPC status code.\n"
@@ -45,6 +54,20 @@ std::string Metrics::Render(const SchedulerStats& s) const {
       absl::StrAppendFormat(&out, "kvstream_requests_total{strategy=\"%s\",code=\"%s\"} %d\n", key.first,
                             key.second, n);
     }
+    auto per_strategy = [&](const char* name, const char* help, double CacheSums::*field) {
+      absl::StrAppendFormat(&out, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+      for (const auto& [strategy, sums] : cache_) {
+        absl::StrAppendFormat(&out, "%s{strategy=\"%s\"} %.17g\n", name, strategy, sums.*field);
+      }
+    };
+    per_strategy("kvstream_request_kv_bytes_total",
+                 "KV bytes held (device + host) at the end of each OK request, summed, by strategy.",
+                 &CacheSums::kv_bytes);
+    per_strategy("kvstream_request_peak_kv_bytes_total", "Peak KV bytes of each OK request, summed, by strategy.",
+                 &CacheSums::peak_kv_bytes);
+    per_strategy("kvstream_request_dense_equivalent_bytes_total",
+                 "Bytes a dense 16-bit cache would have held for each OK request, summed, by strategy.",
+                 &CacheSums::dense_bytes);
   }
   auto gauge = [&](const char* name, const char* help, double v) {
     absl::StrAppendFormat(&out, "# HELP %s %s\n# TYPE %s gauge\n%s %.17g\n", name, help, name, name, v);

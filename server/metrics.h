@@ -35,11 +35,19 @@ class Metrics {
   void RequestEnded(const std::string& strategy, const std::string& code);
   void ObserveTtft(double ms) { ttft_ms_.Observe(ms / 1000.0); }
   void ObserveItl(double ms) { itl_ms_.Observe(ms / 1000.0); }
+  // The cache report of one successful request, summed per strategy, so a
+  // dashboard can chart KV bytes per request by strategy (rate of the sums
+  // over rate of the OK requests).
+  void ObserveCache(const std::string& strategy, int64_t kv_bytes, int64_t peak_kv_bytes, int64_t dense_bytes);
   std::string Render(const SchedulerStats& s) const;
 
  private:
   mutable std::mutex mu_;
   std::map<std::pair<std::string, std::string>, uint64_t> requests_;  // (strategy, code) -> count
+  struct CacheSums {
+    double kv_bytes = 0, peak_kv_bytes = 0, dense_bytes = 0;  // bytes, summed over requests
+  };
+  std::map<std::string, CacheSums> cache_;  // strategy -> sums
   Histogram ttft_ms_, itl_ms_;
 };
 

@@ -1,6 +1,5 @@
 #include "server/server_app.h"
 
-#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -9,6 +8,7 @@
 #include <httplib.h>
 
 #include "absl/strings/str_cat.h"
+#include "server/reflection_service.h"
 
 namespace kvstream::server {
 namespace {
@@ -47,8 +47,19 @@ ServerApp::~ServerApp() {
 
 absl::Status ServerApp::Start() {
   if (!options_.auth_token_file.empty()) {
-    return absl::UnimplementedError("--auth-token-file is not supported by this build yet");
+    auto auth = TokenAuth::FromFile(options_.auth_token_file);
+    if (!auth.ok()) return auth.status();
+    state_.auth = *std::move(auth);
   }
+  if (options_.max_message_bytes < 1024 || options_.max_message_bytes > INT32_MAX) {
+    return absl::InvalidArgumentError(absl::StrCat("--max-message-bytes must be in [1024, ", INT32_MAX, "] (got ",
+                                                   options_.max_message_bytes, ")"));
+  }
+  if (options_.max_prompt_tokens < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max-prompt-tokens must be >= 0 (got ", options_.max_prompt_tokens, ")"));
+  }
+  state_.max_prompt_tokens = options_.max_prompt_tokens;
   std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
   if (!options_.tls_cert.empty() || !options_.tls_key.empty()) {
     if (options_.tls_cert.empty() || options_.tls_key.empty()) {
@@ -63,18 +74,25 @@ absl::Status ServerApp::Start() {
     creds = grpc::SslServerCredentials(ssl);
   }
   grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   service_ = std::make_unique<GenerationService>(state_);
+  reflection_ = std::make_unique<ReflectionService>(
+      std::vector<std::string>{v1::Generation::service_full_name(), "grpc.health.v1.Health",
+                               grpc::reflection::v1alpha::ServerReflection::service_full_name()},
+      state_.auth);
   grpc::ServerBuilder builder;
   builder.AddListeningPort(absl::StrCat(options_.host, ":", options_.port), creds, &bound_port_);
   builder.RegisterService(service_.get());
-  builder.SetMaxReceiveMessageSize(16 << 20);
+  builder.RegisterService(reflection_.get());
+  // A larger request gets RESOURCE_EXHAUSTED from gRPC before it is parsed.
+  builder.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || bound_port_ == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.host, ":", options_.port));
   }
   server_->GetHealthCheckService()->SetServingStatus(false);
-  spdlog::info("listening on {}:{} (health NOT_SERVING while the model loads)", options_.host, bound_port_);
+  spdlog::info("listening on {}:{} (health NOT_SERVING while the model loads; {}; {})", options_.host, bound_port_,
+               options_.tls_cert.empty() ? "plaintext" : "TLS",
+               state_.auth.enabled() ? "bearer token required" : "no auth");
 
   if (options_.metrics_port > 0) {
     metrics_http_ = std::make_unique<MetricsHttp>();

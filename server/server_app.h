@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "server/generation_service.h"
+#include "server/reflection_service.h"
 #include "server/server_state.h"
 
 namespace kvstream::server {
@@ -28,6 +29,8 @@ struct ServerOptions {
   int metrics_port = 0;              // 0 = off
   bool allow_entmax_attention = false;
   std::string tls_cert, tls_key, auth_token_file;
+  int64_t max_message_bytes = 16 << 20;  // largest request message gRPC accepts
+  int64_t max_prompt_tokens = 0;         // 0 = only the model context limits a prompt
   int threads = 0;
   std::string synthetic;             // architecture name for random weights
 };
@@ -51,6 +54,7 @@ class ServerApp {
   ServerOptions options_;
   ServerState state_;
   std::unique_ptr<GenerationService> service_;
+  std::unique_ptr<ReflectionService> reflection_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<Scheduler> scheduler_;

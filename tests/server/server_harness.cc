@@ -14,7 +14,13 @@
 namespace kvstream::testing {
 
 std::unique_ptr<ServerProcess> ServerProcess::Start(const std::vector<std::string>& args, int timeout_s) {
+  return Start(args, timeout_s, nullptr);
+}
+
+std::unique_ptr<ServerProcess> ServerProcess::Start(const std::vector<std::string>& args, int timeout_s,
+                                                    std::shared_ptr<grpc::ChannelCredentials> creds) {
   auto p = std::unique_ptr<ServerProcess>(new ServerProcess());
+  p->creds_ = std::move(creds);
   p->log_path_ = ::testing::TempDir() + "/kvstream-server-" + std::to_string(getpid()) + "-" +
                  std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()) + ".log";
   std::vector<std::string> argv_s = {BinaryDir() + "/kvstream-server", "--port=0",
@@ -62,7 +68,7 @@ ServerProcess::~ServerProcess() {
 }
 
 std::shared_ptr<grpc::Channel> ServerProcess::Channel() const {
-  return grpc::CreateChannel(target(), grpc::InsecureChannelCredentials());
+  return grpc::CreateChannel(target(), creds_ ? creds_ : grpc::InsecureChannelCredentials());
 }
 
 std::unique_ptr<v1::Generation::Stub> ServerProcess::Stub() const { return v1::Generation::NewStub(Channel()); }

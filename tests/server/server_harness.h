@@ -22,6 +22,9 @@ class ServerProcess {
   // log and for health SERVING (at most `timeout_s`). Null (with a test
   // failure) if it does not come up.
   static std::unique_ptr<ServerProcess> Start(const std::vector<std::string>& args = {}, int timeout_s = 120);
+  // The same, with the credentials every channel to it uses (TLS servers).
+  static std::unique_ptr<ServerProcess> Start(const std::vector<std::string>& args, int timeout_s,
+                                              std::shared_ptr<grpc::ChannelCredentials> creds);
   ~ServerProcess();
 
   std::string target() const { return "127.0.0.1:" + std::to_string(port_); }
@@ -41,6 +44,7 @@ class ServerProcess {
   int port_ = 0;
   std::string log_path_;
   bool exited_ = false;
+  std::shared_ptr<grpc::ChannelCredentials> creds_;  // null = plaintext
 };
 
 struct StreamResult {
