@@ -43,3 +43,24 @@ foreach(src ${KV_TEST_SRC})
   gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST TEST_PREFIX "${name}."
                        WORKING_DIRECTORY ${CMAKE_SOURCE_DIR} PROPERTIES TIMEOUT 1200)
 endforeach()
+
+# Python checks (tests/**/*_test.py) with the venv's python (PyYAML comes with
+# transformers): one ctest entry per file, named like the C++ ones. Only in
+# the full build (the deploy test serves from its kvstream-server), so the
+# ASan tree does not run them twice.
+file(GLOB_RECURSE KV_PY_TEST_SRC CONFIGURE_DEPENDS tests/*_test.py)
+if(NOT KVSTREAM_WITH_TORCH)
+  set(KV_PY_TEST_SRC)
+endif()
+if(KVSTREAM_PYTHON)
+  set(_kv_py ${KVSTREAM_PYTHON})
+else()
+  find_program(_kv_py python3 REQUIRED)
+endif()
+foreach(src ${KV_PY_TEST_SRC})
+  file(RELATIVE_PATH rel ${CMAKE_SOURCE_DIR}/tests ${src})
+  string(REGEX REPLACE "\\.py$" "" name ${rel})
+  string(REPLACE "/" "_" name ${name})
+  add_test(NAME ${name} COMMAND ${_kv_py} ${src} WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+  set_tests_properties(${name} PROPERTIES TIMEOUT 600 ENVIRONMENT "KVSTREAM_BINARY_DIR=${CMAKE_BINARY_DIR}")
+endforeach()

@@ -20,7 +20,8 @@ log() { printf '[setup] %s\n' "$*"; }
 APT_PKGS=(cmake ninja-build g++ pkg-config python3 python3-venv unzip
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libre2-dev nlohmann-json3-dev libspdlog-dev libcpp-httplib-dev
-  libgtest-dev libgmock-dev libbenchmark-dev gnuplot-nox ccache)
+  libgtest-dev libgmock-dev libbenchmark-dev gnuplot-nox ccache
+  openssl)  # openssl: the TLS tests make their certificates with deploy/make-certs.sh
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
