@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "engine/kv/akv/akv_strategy.h"
 #include "engine/kv/dense/dense_cache.h"
 #include "engine/kv/dense/paged_dense.h"
 
@@ -24,6 +25,7 @@ absl::StatusOr<std::unique_ptr<StrategyRegistry>> StrategyRegistry::Create(
   } else {
     reg->strategies_["dense"] = std::make_unique<DenseStrategy>(geometry);
   }
+  reg->strategies_["akv"] = std::make_unique<AkvStrategy>(geometry);
   return reg;
 }
 

@@ -144,18 +144,24 @@ struct AkvLists {
 };
 
 // Optional destination of rows leaving warm (akv.md §4 step 6): the codes are
-// copied unchanged (b bits) for the warm->cold kernel to re-quantize and copy
-// to host. Same layout as the warm tier with C_warm rows per layer. A null
-// stage means the rows are evicted (enable_cold_tier = false).
+// copied unchanged (b bits) for the warm->cold path to re-quantize and copy
+// to host. Warm-tier row layout with S = rows_per_layer rows per layer (0 =
+// C_warm); the k-th row leaving layer l's warm goes to stage row l*S + k, and
+// rows past S are dropped (the engine sizes S from akv.md §4's bound on one
+// step's warm overflow). A null stage means the rows are evicted
+// (enable_cold_tier = false).
 struct AkvColdStage {
-  uint8_t* k = nullptr;            // [L, C_warm, Hkv, Cb]
-  uint8_t* v = nullptr;            // [L, C_warm, Hkv, Cb]
-  uint16_t* k_scale = nullptr;     // [L, C_warm, Hkv, Gn]
-  uint16_t* k_zero = nullptr;      // [L, C_warm, Hkv, Gn]
-  uint16_t* v_scale = nullptr;     // [L, C_warm, Hkv, Gn]
-  uint16_t* v_zero = nullptr;      // [L, C_warm, Hkv, Gn]
-  int32_t* pos = nullptr;          // [L, C_warm]
-  float* score = nullptr;          // [L, C_warm] w of the row when it left
+  int rows_per_layer = 0;          // S (0 = layout.warm_capacity)
+  uint8_t* k = nullptr;            // [L, S, Hkv, Cb]
+  uint8_t* v = nullptr;            // [L, S, Hkv, Cb]
+  uint16_t* k_scale = nullptr;     // [L, S, Hkv, Gn]
+  uint16_t* k_zero = nullptr;      // [L, S, Hkv, Gn]
+  uint16_t* v_scale = nullptr;     // [L, S, Hkv, Gn]
+  uint16_t* v_zero = nullptr;      // [L, S, Hkv, Gn]
+  int32_t* pos = nullptr;          // [L, S]
+  float* score = nullptr;          // [L, S] w of the row when it left
+
+  KV_HD int Rows(const AkvLayout& lay) const { return rows_per_layer > 0 ? rows_per_layer : lay.warm_capacity; }
 };
 
 // ---- policy knobs (akv.md §5) ----------------------------------------------------

@@ -80,23 +80,24 @@ __global__ void __launch_bounds__(kMigrateThreads) MigrateKernel(const AkvMigrat
 
   // 2. rows leaving warm -> stage (codes unchanged).
   if (p.stage.k != nullptr) {
-    const int64_t base = static_cast<int64_t>(l) * lay.warm_capacity;
+    const int64_t base = static_cast<int64_t>(l) * p.stage.Rows(lay);
+    const int ns = nc < p.stage.Rows(lay) ? nc : p.stage.Rows(lay);
     uint8_t* s_codes = is_k ? p.stage.k : p.stage.v;
     uint16_t* s_scale = is_k ? p.stage.k_scale : p.stage.v_scale;
     uint16_t* s_zero = is_k ? p.stage.k_zero : p.stage.v_zero;
-    for (int item = threadIdx.x; item < nc * words; item += blockDim.x) {
+    for (int item = threadIdx.x; item < ns * words; item += blockDim.x) {
       const int k = item / words, w = item % words;
       const int64_t src = static_cast<int64_t>(cold[k]) * hkv + h, dst = (base + k) * hkv + h;
       reinterpret_cast<uint32_t*>(s_codes + dst * cb)[w] = reinterpret_cast<const uint32_t*>(codes + src * cb)[w];
     }
-    for (int item = threadIdx.x; item < nc * gn; item += blockDim.x) {
+    for (int item = threadIdx.x; item < ns * gn; item += blockDim.x) {
       const int k = item / gn, grp = item % gn;
       const int64_t src = static_cast<int64_t>(cold[k]) * hkv + h, dst = (base + k) * hkv + h;
       s_scale[dst * gn + grp] = scale[src * gn + grp];
       s_zero[dst * gn + grp] = zero[src * gn + grp];
     }
     if (meta) {
-      for (int k = threadIdx.x; k < nc; k += blockDim.x) {
+      for (int k = threadIdx.x; k < ns; k += blockDim.x) {
         p.stage.pos[base + k] = t.warm_pos[cold[k]];
         p.stage.score[base + k] = t.warm_score[cold[k]];
       }

@@ -73,8 +73,8 @@ void MigrateLayer(const AkvMigrateParams& p, int l) {
   }
   // Rows leaving warm -> stage row k (codes unchanged).
   if (p.stage.k != nullptr) {
-    const int64_t lrows = static_cast<int64_t>(l) * lay.warm_capacity;
-    for (int k = 0; k < nc; ++k) {
+    const int64_t lrows = static_cast<int64_t>(l) * p.stage.Rows(lay);
+    for (int k = 0; k < std::min(nc, p.stage.Rows(lay)); ++k) {
       const int64_t src = cold[k], dst = lrows + k;
       std::memcpy(p.stage.k + dst * Hkv * cb, t.warm_k + src * Hkv * cb, static_cast<size_t>(Hkv) * cb);
       std::memcpy(p.stage.v + dst * Hkv * cb, t.warm_v + src * Hkv * cb, static_cast<size_t>(Hkv) * cb);

@@ -63,8 +63,19 @@ TEST_F(StatusCodes, PromptPlusMaxNewOverContextNamesBothNumbers) {
 
 TEST_F(StatusCodes, StrategyNotBuiltIsUnimplementedNamingIt) {
   v1::GenerateRequest req = GreedyRequest("hi", 4);
-  req.mutable_kv_compression()->mutable_akv();
-  ExpectStatus(Generate(*server_->Stub(), req).status, grpc::StatusCode::UNIMPLEMENTED, {"akv"});
+  req.mutable_kv_compression()->mutable_sam_gate();
+  ExpectStatus(Generate(*server_->Stub(), req).status, grpc::StatusCode::UNIMPLEMENTED, {"sam_gate"});
+}
+
+TEST_F(StatusCodes, AkvKnobOutOfRangeNamesFieldAndRange) {
+  v1::GenerateRequest req = GreedyRequest("hi", 4);
+  req.mutable_kv_compression()->mutable_akv()->set_hot_budget(8);
+  ExpectStatus(Generate(*server_->Stub(), req).status, grpc::StatusCode::INVALID_ARGUMENT,
+               {"kv_compression.akv.hot_budget", "[16, 65536]", "8"});
+  req.mutable_kv_compression()->mutable_akv()->Clear();
+  req.mutable_kv_compression()->mutable_akv()->set_key_quant_mode(v1::AkvConfig::AKV_KEY_QUANT_MODE_PER_CHANNEL);
+  ExpectStatus(Generate(*server_->Stub(), req).status, grpc::StatusCode::INVALID_ARGUMENT,
+               {"kv_compression.akv.key_quant_mode", "PER_TOKEN"});
 }
 
 TEST_F(StatusCodes, DeadlinePassedIsDeadlineExceeded) {

@@ -1,0 +1,116 @@
+// AKV: three-tier KV cache (design/strategies/akv.md). New K/V land in a hot
+// tier (model dtype); past hot_budget the least important hot rows are
+// quantized into a warm tier (warm_bits codes, fp16 scale/zero per group);
+// warm overflow is re-quantized to cold_bits and kept in host memory (or
+// evicted). Attention is one exact softmax over hot + warm, never cold.
+// Importance = EMA of the last query's attention share, computed from the
+// attention's log-sum-exp (FlashAttention-safe, akv.md §6).
+//
+// Per layer (Forward): append -> mixed attention -> score update.
+// Per step (EndStep, all managed layers in one launch each): select ->
+// migrate -> cold path. Tier counters live in device memory so no step ever
+// waits on the host; the host reads them one step late.
+//
+// Cold path on CUDA: migrate copies rows leaving warm into a device stage;
+// at the next EndStep (counts known by then) they are re-quantized to
+// cold_bits on the compute stream and copied to pinned host memory on a copy
+// stream; the host files them into 256-row blocks one step later still.
+// On CPU the same twins run at once.
+//
+// kvstream decisions beyond the spec (tested): tier buffers are sized once at
+// Open from prompt + max_new (never more slots than tokens), so bytes held
+// are flat over a request; cold_scan_interval > 0 is refused (cold is an
+// archive, as upstream); tokens_held is the largest hot+warm+cold of any layer.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "engine/kv/akv/akv_buffers.h"
+#include "engine/kv/akv/akv_cold.h"
+#include "engine/kv/akv/akv_config.h"
+#include "engine/kv/kv_cache.h"
+
+namespace kvstream {
+
+struct AkvCudaState;  // events, copy stream, pinned mirrors (akv_cache_cuda.cc)
+int64_t AkvCudaStateBytes(const AkvCudaState* s);      // device scratch it holds
+int64_t AkvCudaStateHostBytes(const AkvCudaState* s);  // pinned host mirrors it holds
+struct AkvCudaStateDeleter {
+  void operator()(AkvCudaState* s) const;
+};
+
+class AkvSequenceCache final : public SequenceCache {
+ public:
+  AkvSequenceCache(const AkvConfig& config, const AkvPlan& plan, const KvGeometry& g);
+  ~AkvSequenceCache() override;
+  absl::Status Init();
+
+  // Row-major form used by the strategy: q/out [n, H, D], k/v [n, Hkv, D]
+  // (rows may be strided, heads and dims packed).
+  absl::Status Attend(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                      at::Tensor& out, const SeqStep& seq, const StepContext& ctx);
+
+  // ---- SequenceCache ----
+  absl::StatusOr<at::Tensor> Forward(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                     const SeqStep& seq, const StepContext& ctx) override;
+  absl::Status EndStep(const SeqStep& seq, const StepContext& ctx) override;
+  std::optional<int64_t> PrefillChunk() const override { return config_.prefill_chunk_tokens; }
+  int64_t BytesHeld() const override;
+  CacheReport Report() const override;
+
+  // For tests: host copies of the tier counters and positions of managed
+  // layer `index` (syncs on CUDA; files pending cold rows first).
+  struct TierSnapshot {
+    std::vector<int32_t> hot_pos, warm_pos, cold_pos;
+    int64_t evicted = 0;
+    int64_t hot_overflow = 0;
+    int64_t promoted = 0;
+    int64_t promote_capped = 0;
+  };
+  TierSnapshot Snapshot(int index);
+  const AkvPlan& plan() const { return plan_; }
+  const AkvTierSet& managed_tiers() const { return managed_; }
+  const at::Tensor& step_positions() const { return pos_; }
+  int64_t tokens_seen() const { return seen_; }
+
+ private:
+  absl::Status CheckStart(int64_t layer, const SeqStep& seq) const;
+  absl::Status AttendCpu(AkvTierSet& set, int idx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                         at::Tensor& out, int n);
+  absl::Status EndStepCpu();
+  // CUDA side (akv_cache_cuda.cc); FailedPrecondition in builds without it.
+  absl::Status InitCuda();
+  absl::Status AttendCuda(AkvTierSet& set, int idx, bool managed, const at::Tensor& q, const at::Tensor& k,
+                          const at::Tensor& v, at::Tensor& out, int n);
+  absl::Status EndStepCuda();
+  absl::Status DrainCounts();     // reads last step's counters; sends staged rows toward the host
+  absl::Status FileColdMirror();  // files rows the copy stream brought to pinned memory
+  // Files every cold row still in flight and refreshes host_counts_ (CUDA: syncs).
+  absl::Status Flush();
+  // Counters of the managed layers as last seen by the host.
+  const int32_t* HostCounts() const;
+
+  AkvConfig config_;
+  AkvPlan plan_;
+  KvGeometry geometry_;
+  AkvTierSet managed_, dense_;
+  std::unique_ptr<AkvColdTier> cold_;
+  at::Tensor pos_buf_;      // [StepRows] int32
+  at::Tensor pos_;          // [n] view of pos_buf_: positions of this step's new rows
+  at::Tensor lse_;          // [max rows, H] fp32
+  int64_t pos_step_ = -1;   // ctx.step pos_ was made for
+  int64_t seen_ = 0;        // P: tokens seen (akv.md §4 step 8)
+  int64_t step_rows_ = 0;   // rows of the step in progress
+  std::vector<int32_t> host_counts_;  // [managed layers, 16], lagged on CUDA
+  int64_t cold_saturations_ = 0;
+  int64_t d2h_bytes_ = 0;
+  double compression_ms_ = 0.0;
+  int64_t peak_bytes_ = 0;
+  std::unique_ptr<AkvCudaState, AkvCudaStateDeleter> cuda_;
+};
+
+}  // namespace kvstream

@@ -1,0 +1,355 @@
+// The CUDA side of AkvSequenceCache: kernels of kernels/akv on the current
+// stream, and the cold path (re-quantize on the compute stream, D2H on a copy
+// stream, file on the host a step later) so no step waits for host memory.
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "engine/kv/akv/akv_cache.h"
+#include "engine/status_macros.h"
+
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+#include <ATen/cuda/CUDAContext.h>
+#include <cuda_runtime_api.h>
+#endif
+
+namespace kvstream {
+
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+
+namespace {
+
+// Cold rows of every managed layer, [Lm, S, ...] per array (akv_cold.h order).
+struct ColdViews {
+  uint8_t *k, *v;
+  uint16_t *k_scale, *k_zero, *v_scale, *v_zero;
+  int32_t* pos;
+};
+
+ColdViews ColdAt(uint8_t* base, const AkvPlan& p) {
+  const AkvLayout& l = p.managed;
+  const int64_t rows = int64_t(p.managed_layers) * p.stage_rows;
+  const int64_t codes = rows * l.num_kv_heads * (l.head_dim * p.cold_bits / 8);
+  const int64_t groups = rows * l.num_kv_heads * l.Groups();
+  ColdViews v;
+  v.k = base;
+  v.v = base + codes;
+  auto* g = reinterpret_cast<uint16_t*>(base + 2 * codes);
+  v.k_scale = g;
+  v.k_zero = g + groups;
+  v.v_scale = g + 2 * groups;
+  v.v_zero = g + 3 * groups;
+  v.pos = reinterpret_cast<int32_t*>(g + 4 * groups);
+  return v;
+}
+
+int64_t ColdBytes(const AkvPlan& p) {
+  const AkvLayout& l = p.managed;
+  const int64_t rows = int64_t(p.managed_layers) * p.stage_rows;
+  return rows * (2 * int64_t(l.num_kv_heads) * (l.head_dim * p.cold_bits / 8) +
+                 4 * int64_t(l.num_kv_heads) * l.Groups() * 2 + 4);
+}
+
+absl::Status Cuda(cudaError_t e, const char* what) {
+  if (e == cudaSuccess) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat("akv ", what, ": ", cudaGetErrorString(e)));
+}
+
+}  // namespace
+
+struct AkvCudaState {
+  cudaStream_t copy = nullptr;
+  cudaEvent_t counts_ready = nullptr;  // counts copied to counts_host
+  cudaEvent_t cold_ready = nullptr;    // cold staging re-quantized (compute stream)
+  cudaEvent_t cold_copied = nullptr;   // cold_host filled (copy stream)
+  cudaEvent_t t0 = nullptr, t1 = nullptr;  // EndStep kernels, for compression_ms
+  int num_sms = 1;
+  at::Tensor cold_dev;      // [ColdBytes] u8, device
+  at::Tensor temp;          // [S, Hkv, D] fp32, device: dequantized stage rows
+  at::Tensor hybrid_ws;     // HYBRID score workspace
+  uint8_t* cold_host = nullptr;   // pinned mirror of cold_dev
+  int32_t* counts_host = nullptr; // pinned [Lm, 16]
+  int64_t cold_bytes = 0, counts_bytes = 0;
+  bool counts_pending = false, timing_pending = false;
+  std::vector<int> cold_pending;  // rows per layer waiting in cold_host (empty = none)
+
+  ~AkvCudaState() {
+    if (copy) cudaStreamSynchronize(copy);
+    for (cudaEvent_t e : {counts_ready, cold_ready, cold_copied, t0, t1}) {
+      if (e) cudaEventDestroy(e);
+    }
+    if (copy) cudaStreamDestroy(copy);
+    if (cold_host) cudaFreeHost(cold_host);
+    if (counts_host) cudaFreeHost(counts_host);
+  }
+};
+
+int64_t AkvCudaStateBytes(const AkvCudaState* s) {
+  if (s == nullptr) return 0;
+  int64_t b = s->cold_dev.defined() ? s->cold_dev.nbytes() : 0;
+  if (s->temp.defined()) b += s->temp.nbytes();
+  if (s->hybrid_ws.defined()) b += s->hybrid_ws.nbytes();
+  return b;
+}
+
+int64_t AkvCudaStateHostBytes(const AkvCudaState* s) { return s ? s->cold_bytes + s->counts_bytes : 0; }
+
+AkvSequenceCache::~AkvSequenceCache() = default;
+void AkvCudaStateDeleter::operator()(AkvCudaState* s) const { delete s; }
+
+absl::Status AkvSequenceCache::InitCuda() {
+  cuda_.reset(new AkvCudaState());
+  AkvCudaState& c = *cuda_;
+  c.num_sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  KV_RETURN_IF_ERROR(Cuda(cudaStreamCreateWithFlags(&c.copy, cudaStreamNonBlocking), "copy stream"));
+  for (cudaEvent_t* e : {&c.counts_ready, &c.cold_ready, &c.cold_copied}) {
+    KV_RETURN_IF_ERROR(Cuda(cudaEventCreateWithFlags(e, cudaEventDisableTiming), "event"));
+  }
+  KV_RETURN_IF_ERROR(Cuda(cudaEventCreate(&c.t0), "event"));
+  KV_RETURN_IF_ERROR(Cuda(cudaEventCreate(&c.t1), "event"));
+  c.counts_bytes = int64_t(std::max(plan_.managed_layers, 1)) * kAkvCountSlots * 4;
+  KV_RETURN_IF_ERROR(Cuda(cudaHostAlloc(reinterpret_cast<void**>(&c.counts_host), c.counts_bytes, 0), "pinned"));
+  std::fill(c.counts_host, c.counts_host + c.counts_bytes / 4, 0);
+  auto dev = at::TensorOptions().device(geometry_.device);
+  if (plan_.stage_rows > 0) {
+    c.cold_bytes = ColdBytes(plan_);
+    c.cold_dev = at::empty({c.cold_bytes}, dev.dtype(at::kByte));
+    c.temp = at::empty({plan_.stage_rows, plan_.managed.num_kv_heads, plan_.managed.head_dim}, dev.dtype(at::kFloat));
+    KV_RETURN_IF_ERROR(Cuda(cudaHostAlloc(reinterpret_cast<void**>(&c.cold_host), c.cold_bytes, 0), "pinned"));
+  }
+  if (config_.scoring == AkvScoring::kHybrid) {
+    c.hybrid_ws = at::empty({static_cast<int64_t>(AkvScoreWorkspaceWords(static_cast<int>(plan_.max_tokens)))},
+                            dev.dtype(at::kInt));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AkvSequenceCache::AttendCuda(AkvTierSet& set, int idx, bool managed, const at::Tensor& q,
+                                          const at::Tensor& k, const at::Tensor& v, at::Tensor& out, int n) {
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const bool packed = k.stride(2) == 1 && k.stride(1) == k.size(2) && v.stride(2) == 1 && v.stride(1) == v.size(2) &&
+                      v.stride(0) == k.stride(0);
+  const at::Tensor kc = packed ? k : k.contiguous();
+  const at::Tensor vc = packed ? v : v.contiguous();
+  AkvAppendParams ap;
+  ap.layout = set.layout;
+  ap.tiers = set.Tiers();
+  ap.layer = idx;
+  ap.k = kc.const_data_ptr();
+  ap.v = vc.const_data_ptr();
+  ap.pos = pos_.const_data_ptr<int32_t>();
+  ap.row_stride = kc.stride(0);
+  ap.rows = n;
+  KV_RETURN_IF_ERROR(Cuda(LaunchAkvAppend(ap, stream), "append"));
+
+  const int64_t H = geometry_.n_heads, D = geometry_.head_dim;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+  at::Tensor o = out.is_contiguous() ? out : at::empty({n, H, D}, out.options());
+  AkvAttentionParams p;
+  p.layout = set.layout;
+  p.tiers = ap.tiers;
+  p.layer = idx;
+  p.q = q.const_data_ptr();
+  p.q_pos = pos_.const_data_ptr<int32_t>();
+  p.out = o.data_ptr();
+  p.lse = lse_.data_ptr<float>();
+  p.q_stride_m = q.stride(0);
+  p.q_stride_h = q.stride(1);
+  p.num_rows = n;
+  p.num_heads = static_cast<int>(H);
+  p.scale = scale;
+  p.num_splits = PlanAkvAttentionSplits(n, static_cast<int>(H), set.layout.num_kv_heads,
+                                        set.layout.hot_capacity + set.layout.warm_capacity, cuda_->num_sms);
+  at::Tensor ws;
+  if (p.num_splits > 1) {
+    const auto w = AkvAttentionWorkspace(n, static_cast<int>(H), p.num_splits, static_cast<int>(D));
+    ws = at::empty({static_cast<int64_t>((w.partial_out + w.partial_lse) / 4)}, lse_.options());
+    p.partial_out = ws.data_ptr<float>();
+    p.partial_lse = p.partial_out + w.partial_out / 4;
+  }
+  KV_RETURN_IF_ERROR(Cuda(LaunchAkvMixedAttention(p, stream), "mixed attention"));
+  if (!o.is_same(out)) out.copy_(o);
+  if (!managed || config_.scoring == AkvScoring::kFifo) return absl::OkStatus();
+
+  AkvScoreParams sp;
+  sp.layout = set.layout;
+  sp.tiers = ap.tiers;
+  sp.layer = idx;
+  sp.q = p.q;
+  sp.q_pos = p.q_pos;
+  sp.lse = p.lse;
+  sp.q_stride_m = p.q_stride_m;
+  sp.q_stride_h = p.q_stride_h;
+  sp.num_rows = n;
+  sp.num_heads = p.num_heads;
+  sp.scale = scale;
+  sp.mode = config_.scoring;
+  sp.decay = config_.importance_decay;
+  sp.attention_weight = config_.attention_weight;
+  sp.recency_weight = config_.recency_weight;
+  if (cuda_->hybrid_ws.defined()) {
+    sp.workspace = reinterpret_cast<uint32_t*>(cuda_->hybrid_ws.data_ptr<int32_t>());
+    sp.max_positions = static_cast<int>(plan_.max_tokens);
+  }
+  return Cuda(LaunchAkvScoreUpdate(sp, stream), "score update");
+}
+
+absl::Status AkvSequenceCache::EndStepCuda() {
+  AkvCudaState& c = *cuda_;
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  if (c.timing_pending) {  // the previous step's kernels are done by now (the engine synced on its logits)
+    float ms = 0.0f;
+    if (cudaEventSynchronize(c.t1) == cudaSuccess && cudaEventElapsedTime(&ms, c.t0, c.t1) == cudaSuccess) {
+      compression_ms_ += ms;
+    }
+    c.timing_pending = false;
+  }
+  KV_RETURN_IF_ERROR(Cuda(cudaEventRecord(c.t0, stream), "event"));
+
+  // 1. Rows the previous migrate staged: re-quantize to cold_bits, copy to host.
+  KV_RETURN_IF_ERROR(DrainCounts());
+
+  // 2. Select and migrate over every managed layer.
+  AkvSelectParams sel;
+  sel.layout = managed_.layout;
+  sel.tiers = managed_.Tiers();
+  sel.lists = managed_.Lists();
+  sel.policy = config_.Policy(seen_);
+  sel.num_layers = plan_.managed_layers;
+  KV_RETURN_IF_ERROR(Cuda(LaunchAkvSelect(sel, stream), "select"));
+  AkvMigrateParams mig;
+  mig.layout = managed_.layout;
+  mig.tiers = sel.tiers;
+  mig.lists = sel.lists;
+  mig.stage = managed_.Stage();
+  mig.num_layers = plan_.managed_layers;
+  KV_RETURN_IF_ERROR(Cuda(LaunchAkvMigrate(mig, stream), "migrate"));
+
+  // 3. Counters to the host, read at the next EndStep.
+  KV_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(c.counts_host, managed_.counts.const_data_ptr(),
+                                          host_counts_.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, stream),
+                          "counts D2H"));
+  KV_RETURN_IF_ERROR(Cuda(cudaEventRecord(c.counts_ready, stream), "event"));
+  c.counts_pending = true;
+  KV_RETURN_IF_ERROR(Cuda(cudaEventRecord(c.t1, stream), "event"));
+  c.timing_pending = true;
+  return absl::OkStatus();
+}
+
+absl::Status AkvSequenceCache::FileColdMirror() {
+  AkvCudaState& c = *cuda_;
+  if (c.cold_pending.empty()) return absl::OkStatus();
+  KV_RETURN_IF_ERROR(Cuda(cudaEventSynchronize(c.cold_copied), "cold copy"));
+  ColdViews h = ColdAt(c.cold_host, plan_);
+  const AkvLayout& l = plan_.managed;
+  const int64_t cc = l.head_dim * plan_.cold_bits / 8, gn = l.Groups(), hk = l.num_kv_heads;
+  for (int li = 0; li < plan_.managed_layers; ++li) {
+    if (c.cold_pending[li] == 0) continue;
+    const int64_t r0 = int64_t(li) * plan_.stage_rows;
+    AkvColdRows rows;
+    rows.k = h.k + r0 * hk * cc;
+    rows.v = h.v + r0 * hk * cc;
+    rows.k_scale = h.k_scale + r0 * hk * gn;
+    rows.k_zero = h.k_zero + r0 * hk * gn;
+    rows.v_scale = h.v_scale + r0 * hk * gn;
+    rows.v_zero = h.v_zero + r0 * hk * gn;
+    rows.pos = h.pos + r0;
+    rows.rows = c.cold_pending[li];
+    cold_->Append(li, rows);
+  }
+  c.cold_pending.clear();
+  return absl::OkStatus();
+}
+
+absl::Status AkvSequenceCache::DrainCounts() {
+  AkvCudaState& c = *cuda_;
+  if (!c.counts_pending) return absl::OkStatus();
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  KV_RETURN_IF_ERROR(Cuda(cudaEventSynchronize(c.counts_ready), "counts"));
+  c.counts_pending = false;
+  host_counts_.assign(c.counts_host, c.counts_host + host_counts_.size());
+  if (plan_.stage_rows == 0) return absl::OkStatus();
+  std::vector<int> staged(static_cast<size_t>(plan_.managed_layers), 0);
+  bool any = false;
+  for (int l = 0; l < plan_.managed_layers; ++l) {
+    staged[l] = std::min(host_counts_[l * kAkvCountSlots + kAkvNCold], plan_.stage_rows);
+    any = any || staged[l] > 0;
+  }
+  if (!any) return absl::OkStatus();
+  KV_RETURN_IF_ERROR(FileColdMirror());  // the mirror is about to be reused
+  const AkvLayout& l = plan_.managed;
+  const AkvColdStage st = managed_.Stage();
+  ColdViews d = ColdAt(c.cold_dev.data_ptr<uint8_t>(), plan_);
+  const int64_t hk = l.num_kv_heads, cb = l.CodeBytes(), cc = l.head_dim * plan_.cold_bits / 8, gn = l.Groups();
+  for (int li = 0; li < plan_.managed_layers; ++li) {
+    if (staged[li] == 0) continue;
+    const int64_t r0 = int64_t(li) * plan_.stage_rows;
+    for (int kv = 0; kv < 2; ++kv) {
+      // Warm codes -> fp32 -> cold codes: the twins' exact math (akv_cold.cc).
+      AkvDequantParams dq;
+      dq.codes = (kv ? st.v : st.k) + r0 * hk * cb;
+      dq.scale = (kv ? st.v_scale : st.k_scale) + r0 * hk * gn;
+      dq.zero = (kv ? st.v_zero : st.k_zero) + r0 * hk * gn;
+      dq.x = c.temp.data_ptr();
+      dq.rows = staged[li];
+      dq.num_kv_heads = static_cast<int>(hk);
+      dq.head_dim = l.head_dim;
+      dq.bits = l.warm_bits;
+      dq.group_size = l.group_size;
+      dq.dtype = KvDType::kFp32;
+      KV_RETURN_IF_ERROR(Cuda(LaunchAkvDequant(dq, stream), "cold dequant"));
+      AkvQuantizeParams qp;
+      qp.x = c.temp.const_data_ptr();
+      qp.codes = (kv ? d.v : d.k) + r0 * hk * cc;
+      qp.scale = (kv ? d.v_scale : d.k_scale) + r0 * hk * gn;
+      qp.zero = (kv ? d.v_zero : d.k_zero) + r0 * hk * gn;
+      qp.rows = staged[li];
+      qp.num_kv_heads = static_cast<int>(hk);
+      qp.head_dim = l.head_dim;
+      qp.bits = plan_.cold_bits;
+      qp.group_size = l.group_size;
+      qp.dtype = KvDType::kFp32;
+      KV_RETURN_IF_ERROR(Cuda(LaunchAkvQuantizePack(qp, stream), "cold quantize"));
+    }
+    KV_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(d.pos + r0, st.pos + r0, staged[li] * sizeof(int32_t),
+                                            cudaMemcpyDeviceToDevice, stream),
+                            "cold positions"));
+  }
+  // The copy stream takes the staging to pinned memory while the next steps run.
+  KV_RETURN_IF_ERROR(Cuda(cudaEventRecord(c.cold_ready, stream), "event"));
+  KV_RETURN_IF_ERROR(Cuda(cudaStreamWaitEvent(c.copy, c.cold_ready, 0), "copy wait"));
+  KV_RETURN_IF_ERROR(Cuda(
+      cudaMemcpyAsync(c.cold_host, c.cold_dev.const_data_ptr(), c.cold_bytes, cudaMemcpyDeviceToHost, c.copy),
+      "cold D2H"));
+  KV_RETURN_IF_ERROR(Cuda(cudaEventRecord(c.cold_copied, c.copy), "event"));
+  d2h_bytes_ += c.cold_bytes;
+  c.cold_pending = staged;
+  return absl::OkStatus();
+}
+
+absl::Status AkvSequenceCache::Flush() {
+  if (!cuda_ || plan_.managed_layers == 0) return absl::OkStatus();
+  KV_RETURN_IF_ERROR(DrainCounts());
+  return FileColdMirror();
+}
+
+#else  // no CUDA in this build
+
+struct AkvCudaState {};
+void AkvCudaStateDeleter::operator()(AkvCudaState* s) const { delete s; }
+int64_t AkvCudaStateBytes(const AkvCudaState*) { return 0; }
+int64_t AkvCudaStateHostBytes(const AkvCudaState*) { return 0; }
+AkvSequenceCache::~AkvSequenceCache() = default;
+absl::Status AkvSequenceCache::InitCuda() { return absl::FailedPreconditionError("this build has no CUDA kernels"); }
+absl::Status AkvSequenceCache::AttendCuda(AkvTierSet&, int, bool, const at::Tensor&, const at::Tensor&,
+                                          const at::Tensor&, at::Tensor&, int) {
+  return absl::FailedPreconditionError("this build has no CUDA kernels");
+}
+absl::Status AkvSequenceCache::EndStepCuda() { return absl::FailedPreconditionError("this build has no CUDA kernels"); }
+absl::Status AkvSequenceCache::Flush() { return absl::OkStatus(); }
+
+#endif
+
+}  // namespace kvstream

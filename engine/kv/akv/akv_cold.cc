@@ -1,0 +1,106 @@
+#include "engine/kv/akv/akv_cold.h"
+
+#include <cstring>
+
+#include "kernels/akv/akv_quant.h"
+
+namespace kvstream {
+
+AkvColdTier::AkvColdTier(int num_layers, int num_kv_heads, int head_dim, int group_size, int cold_bits)
+    : layers_(num_layers),
+      hkv_(num_kv_heads),
+      cc_(head_dim * cold_bits / 8),
+      gn_(head_dim / group_size),
+      row_bytes_(2 * int64_t(num_kv_heads) * cc_ + 4 * int64_t(num_kv_heads) * gn_ * 2 + 4),
+      rows_(static_cast<size_t>(num_layers), 0),
+      blocks_(static_cast<size_t>(num_layers)) {}
+
+uint8_t* AkvColdTier::Array(int layer, int64_t block, int which) const {
+  uint8_t* b = blocks_[layer][block].get();
+  const int64_t R = kAkvColdBlockRows, codes = R * hkv_ * cc_, groups = R * hkv_ * gn_ * 2;
+  if (which < 2) return b + which * codes;
+  if (which < 6) return b + 2 * codes + (which - 2) * groups;
+  return b + 2 * codes + 4 * groups;
+}
+
+void AkvColdTier::Append(int layer, const AkvColdRows& in) {
+  const int64_t codes_row = int64_t(hkv_) * cc_, groups_row = int64_t(hkv_) * gn_ * 2;
+  const uint8_t* src[6] = {in.k,
+                           in.v,
+                           reinterpret_cast<const uint8_t*>(in.k_scale),
+                           reinterpret_cast<const uint8_t*>(in.k_zero),
+                           reinterpret_cast<const uint8_t*>(in.v_scale),
+                           reinterpret_cast<const uint8_t*>(in.v_zero)};
+  for (int i = 0; i < in.rows; ++i) {
+    const int64_t r = rows_[layer];
+    const int64_t block = r / kAkvColdBlockRows, off = r % kAkvColdBlockRows;
+    if (block == static_cast<int64_t>(blocks_[layer].size())) {
+      blocks_[layer].emplace_back(new uint8_t[row_bytes_ * kAkvColdBlockRows]);
+    }
+    for (int a = 0; a < 6; ++a) {
+      const int64_t w = a < 2 ? codes_row : groups_row;
+      std::memcpy(Array(layer, block, a) + off * w, src[a] + i * w, static_cast<size_t>(w));
+    }
+    std::memcpy(Array(layer, block, 6) + off * 4, in.pos + i, 4);
+    rows_[layer] = r + 1;
+  }
+}
+
+int64_t AkvColdTier::TotalRows() const {
+  int64_t n = 0;
+  for (int64_t r : rows_) n += r;
+  return n;
+}
+
+int64_t AkvColdTier::Bytes() const {
+  int64_t blocks = 0;
+  for (const auto& l : blocks_) blocks += static_cast<int64_t>(l.size());
+  return blocks * kAkvColdBlockRows * row_bytes_;
+}
+
+int32_t AkvColdTier::Pos(int layer, int64_t i) const {
+  int32_t p;
+  std::memcpy(&p, Array(layer, i / kAkvColdBlockRows, 6) + (i % kAkvColdBlockRows) * 4, 4);
+  return p;
+}
+
+AkvColdRows AkvColdScratch::View(int n) const {
+  AkvColdRows r;
+  r.k = k.data();
+  r.v = v.data();
+  r.k_scale = k_scale.data();
+  r.k_zero = k_zero.data();
+  r.v_scale = v_scale.data();
+  r.v_zero = v_zero.data();
+  r.pos = pos.data();
+  r.rows = n;
+  return r;
+}
+
+int AkvRequantizeStageRows(const AkvLayout& w, const AkvColdStage& s, int layer, int n, int cold_bits,
+                           AkvColdScratch* out) {
+  const int Hkv = w.num_kv_heads, D = w.head_dim, g = w.group_size, Gn = w.Groups(), cb = w.CodeBytes();
+  const int cc = D * cold_bits / 8;
+  const int64_t base = int64_t(layer) * s.Rows(w);
+  out->k.resize(size_t(n) * Hkv * cc);
+  out->v.resize(size_t(n) * Hkv * cc);
+  for (auto* a : {&out->k_scale, &out->k_zero, &out->v_scale, &out->v_zero}) a->resize(size_t(n) * Hkv * Gn);
+  out->pos.resize(static_cast<size_t>(n));
+  std::vector<float> row(static_cast<size_t>(D));
+  int sat = 0;
+  for (int i = 0; i < n; ++i) {
+    out->pos[i] = s.pos[base + i];
+    for (int h = 0; h < Hkv; ++h) {
+      const int64_t src = (base + i) * Hkv + h, dst = int64_t(i) * Hkv + h;
+      AkvDequantRowHost(s.k + src * cb, s.k_scale + src * Gn, s.k_zero + src * Gn, D, w.warm_bits, g, row.data());
+      sat += AkvQuantizeRowHost(row.data(), D, cold_bits, g, out->k.data() + dst * cc, out->k_scale.data() + dst * Gn,
+                                out->k_zero.data() + dst * Gn);
+      AkvDequantRowHost(s.v + src * cb, s.v_scale + src * Gn, s.v_zero + src * Gn, D, w.warm_bits, g, row.data());
+      sat += AkvQuantizeRowHost(row.data(), D, cold_bits, g, out->v.data() + dst * cc, out->v_scale.data() + dst * Gn,
+                                out->v_zero.data() + dst * Gn);
+    }
+  }
+  return sat;
+}
+
+}  // namespace kvstream

@@ -1,0 +1,73 @@
+// AKV cold tier (akv.md §4 step 6, §6 "Cold tier"): rows that leave warm are
+// re-quantized to cold_bits and kept in host memory in blocks of 256 tokens
+// per layer (strategies/README.md). Cold rows are never attended or read
+// back (cold_scan_interval = 0, as upstream): the tier is an archive whose
+// bytes the report counts.
+//
+// Block layout (one layer, R = kAkvColdBlockRows rows, c = cold_bits,
+// Cc = D*c/8, Gn groups per head):
+//   k codes [R, Hkv, Cc] | v codes [R, Hkv, Cc] | k scale, k zero, v scale,
+//   v zero [R, Hkv, Gn] fp16 bits each | pos [R] int32
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "kernels/akv/akv_layout.h"
+
+namespace kvstream {
+
+inline constexpr int kAkvColdBlockRows = 256;
+
+// Rows of one layer in the cold format, packed [n, ...] per array (the
+// layout the GPU staging buffer and the CPU re-quantizer both produce).
+struct AkvColdRows {
+  const uint8_t* k = nullptr;         // [n, Hkv, Cc]
+  const uint8_t* v = nullptr;         // [n, Hkv, Cc]
+  const uint16_t* k_scale = nullptr;  // [n, Hkv, Gn]
+  const uint16_t* k_zero = nullptr;
+  const uint16_t* v_scale = nullptr;
+  const uint16_t* v_zero = nullptr;
+  const int32_t* pos = nullptr;       // [n]
+  int rows = 0;
+};
+
+class AkvColdTier {
+ public:
+  AkvColdTier(int num_layers, int num_kv_heads, int head_dim, int group_size, int cold_bits);
+
+  // Appends rows to layer `layer`, growing it block by block.
+  void Append(int layer, const AkvColdRows& rows);
+
+  int64_t Rows(int layer) const { return rows_[layer]; }
+  int64_t TotalRows() const;
+  // Host bytes of every block allocated.
+  int64_t Bytes() const;
+  int64_t BytesPerRow() const { return row_bytes_; }
+  // Position of cold row `i` of `layer` (tests check tier partitions).
+  int32_t Pos(int layer, int64_t i) const;
+
+ private:
+  uint8_t* Array(int layer, int64_t block, int which) const;  // 0..6 as in the layout
+
+  int layers_, hkv_, cc_, gn_;
+  int64_t row_bytes_;
+  std::vector<int64_t> rows_;
+  std::vector<std::vector<std::unique_ptr<uint8_t[]>>> blocks_;
+};
+
+// CPU re-quantization of `n` warm-format rows (b bits, layout of one layer of
+// an AkvColdStage) into cold rows (c bits) in `out` buffers sized for n rows;
+// returns saturated groups. Bit-identical to the CUDA dequant -> quantize
+// pair the GPU path runs (kernels/akv twins).
+struct AkvColdScratch {
+  std::vector<uint8_t> k, v;
+  std::vector<uint16_t> k_scale, k_zero, v_scale, v_zero;
+  std::vector<int32_t> pos;
+  AkvColdRows View(int n) const;
+};
+int AkvRequantizeStageRows(const AkvLayout& warm, const AkvColdStage& stage, int layer, int n, int cold_bits,
+                           AkvColdScratch* out);
+
+}  // namespace kvstream

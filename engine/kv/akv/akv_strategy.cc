@@ -1,0 +1,48 @@
+#include "engine/kv/akv/akv_strategy.h"
+
+#include "absl/strings/str_cat.h"
+#include "engine/status_macros.h"
+
+namespace kvstream {
+
+absl::Status AkvStrategy::Validate(const StrategyConfig& config) const {
+  absl::StatusOr<AkvConfig> c = ParseAkvConfig(config, geometry_.n_layers, geometry_.head_dim);
+  if (!c.ok()) return c.status();
+  const int bits[] = {c->warm_bits, c->cold_bits};
+  for (int b : bits) {
+    if (!AkvQuantSupports(static_cast<int>(geometry_.head_dim), b, std::min<int>(c->group_size,
+                                                                                  static_cast<int>(geometry_.head_dim)))) {
+      return absl::InvalidArgumentError(absl::StrCat("kv_compression.akv is not available for this model's head dim ",
+                                                     geometry_.head_dim, " (AKV kernels take 64 or 128)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<SequenceCache>> AkvStrategy::Open(const StrategyConfig& config) {
+  KV_RETURN_IF_ERROR(Validate(config));
+  KV_ASSIGN_OR_RETURN(AkvConfig c, ParseAkvConfig(config, geometry_.n_layers, geometry_.head_dim));
+  auto cache = std::make_unique<AkvSequenceCache>(c, MakeAkvPlan(c, geometry_, config.max_tokens), geometry_);
+  KV_RETURN_IF_ERROR(cache->Init());
+  return cache;
+}
+
+int64_t AkvStrategy::PredictBytes(const StrategyConfig& config, int64_t prompt_tokens, int64_t max_new_tokens) const {
+  absl::StatusOr<AkvConfig> c = ParseAkvConfig(config, geometry_.n_layers, geometry_.head_dim);
+  if (!c.ok()) return 0;  // Validate runs first and refuses it
+  const AkvPlan plan = MakeAkvPlan(*c, geometry_, prompt_tokens + max_new_tokens);
+  return plan.DeviceBytes(geometry_.device.is_cuda(), geometry_.n_heads);
+}
+
+absl::Status AkvStrategy::ForwardGroup(int64_t layer, absl::Span<SequenceCache* const> seqs,
+                                       absl::Span<const SeqStep> steps, GroupTensors& t, const StepContext& ctx) {
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const int64_t row = t.row_offset[i], n = steps[i].n_new;
+    at::Tensor out = t.out.narrow(0, row, n);
+    KV_RETURN_IF_ERROR(static_cast<AkvSequenceCache*>(seqs[i])->Attend(
+        layer, t.q.narrow(0, row, n), t.k.narrow(0, row, n), t.v.narrow(0, row, n), out, steps[i], ctx));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace kvstream
