@@ -6,11 +6,14 @@
 // path dequantizes (x = d*q + m, resp. d*q), so this changes only the order
 // of the additions, not the model: the parity test runs through it.
 //
-// y[i, r] = sum_c W[r, c] * x[i, c], with per-block factoring
-//   Q4_1: sum_b d_b * (q_b . x_b) + m_b * sum(x_b)
-//   Q8_0: sum_b d_b * (q_b . x_b)
-// and x kept in fp32 (llama.cpp quantizes x to 8 bits instead; we keep fp32
-// to stay within the parity bound of issue 3).
+// y[i, r] = sum_c W[r, c] * x[i, c], computed as
+//   Q4_1: sum_c (d_b q_c) x_c + sum_b m_b * sum(x_b)
+//   Q8_0: sum_c (d_b q_c) x_c
+// (d_b q_c is exact in fp32) with x kept in fp32: llama.cpp quantizes x to 8
+// bits instead; we keep fp32 to stay within the parity bound of issue 3.
+// The AVX2 path's summation order for one output does not depend on how many
+// input rows come with it, so a sequence decodes the same bits alone or in a
+// batch (packed_matrix.cc says how).
 #pragma once
 
 #include <cstdint>
@@ -39,7 +42,7 @@ absl::StatusOr<PackedMatrix> MakePackedMatrix(uint32_t type, int64_t rows, int64
 PackedMatrix StackPackedRows(const std::vector<const PackedMatrix*>& parts);
 
 // y [n, rows] = x [n, cols] W^T, row-major fp32. Rows of W are split over
-// `threads` (ATen's intra-op pool; 1 = the calling thread only).
+// ATen's intra-op (OpenMP) pool; the split does not change any output's bits.
 void PackedMatmul(const PackedMatrix& w, const float* x, int64_t n, float* y);
 
 // The portable path, also the CPU twin the AVX2 path is tested against.

@@ -1,6 +1,10 @@
 // The packed (Q4_1 / Q8_0 block) matmul equals dequantize-then-multiply, on
-// both the AVX2 and the portable path, and the loader's packed rows hold the
-// same values as its fp32 rows (Q/K unpermutation included).
+// both the AVX2 and the portable path, for every input count the kernel tiles
+// differently (1-2 fused, 3+ through scratch, remainders of 3-row and 4-input
+// tiles); an output's bits do not depend on the other inputs in the batch or
+// the thread split; and the loader's packed rows hold the same values as its
+// fp32 rows (Q/K unpermutation included).
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -83,11 +87,13 @@ class PackedMatmulTest : public ::testing::TestWithParam<GgmlType> {};
 
 TEST_P(PackedMatmulTest, EqualsDequantizedMatmulForEveryInputCount) {
   std::mt19937 rng(20261123 + static_cast<int>(GetParam()));
-  for (const auto [rows, cols] : {std::pair<int64_t, int64_t>{7, 32}, {131, 576}, {200, 1536}}) {
+  // Row counts leave every remainder of the 3- and 4-row tiles; 288 cols
+  // gives 9 blocks (Q4_1 minima padded from 9 to 16 columns).
+  for (const auto [rows, cols] : {std::pair<int64_t, int64_t>{7, 32}, {131, 576}, {200, 1536}, {65, 288}}) {
     auto m = MakePackedMatrix(static_cast<uint32_t>(GetParam()), rows, cols, RandomBlocks(GetParam(), rows, cols, rng));
     ASSERT_TRUE(m.ok()) << m.status();
     const std::vector<uint8_t> blocks = m->blocks;
-    for (int64_t n : {1, 2, 3, 4, 5, 8, 9}) {
+    for (int64_t n = 1; n <= 18; ++n) {
       std::vector<float> x(static_cast<size_t>(n * cols));
       std::normal_distribution<float> g(0.f, 1.f);
       for (float& v : x) v = g(rng);
@@ -102,6 +108,37 @@ TEST_P(PackedMatmulTest, EqualsDequantizedMatmulForEveryInputCount) {
       ExpectClose(scalar, want, "PackedMatmulScalar");
     }
   }
+}
+
+// Batch invariance at the kernel: row i of an n-input product has the same
+// bits as x_i alone, for every n and tile position, and under 1 or 2 threads.
+TEST_P(PackedMatmulTest, OutputBitsDoNotDependOnTheBatch) {
+  if (!PackedMatmulHasAvx2()) GTEST_SKIP() << "the portable path is per-row by construction";
+  std::mt19937 rng(7 + static_cast<int>(GetParam()));
+  const int64_t rows = 131, cols = 576, max_n = 20;
+  auto m = MakePackedMatrix(static_cast<uint32_t>(GetParam()), rows, cols, RandomBlocks(GetParam(), rows, cols, rng));
+  ASSERT_TRUE(m.ok()) << m.status();
+  std::vector<float> x(static_cast<size_t>(max_n * cols));
+  std::normal_distribution<float> g(0.f, 1.f);
+  for (float& v : x) v = g(rng);
+  std::vector<float> alone(static_cast<size_t>(max_n * rows));
+  for (int64_t i = 0; i < max_n; ++i) PackedMatmul(*m, x.data() + i * cols, 1, alone.data() + i * rows);
+  const int saved_threads = at::get_num_threads();
+  for (int threads : {1, 2}) {
+    at::set_num_threads(threads);
+    for (int64_t n = 1; n <= max_n; ++n) {
+      // Start at different rows so each input lands in a different tile slot.
+      for (int64_t first : {int64_t{0}, max_n - n}) {
+        std::vector<float> y(static_cast<size_t>(n * rows), std::numeric_limits<float>::quiet_NaN());
+        PackedMatmul(*m, x.data() + first * cols, n, y.data());
+        for (int64_t i = 0; i < n; ++i) {
+          ASSERT_EQ(0, std::memcmp(y.data() + i * rows, alone.data() + (first + i) * rows, rows * sizeof(float)))
+              << "input " << first + i << " differs from its 1-input product with n=" << n << " threads=" << threads;
+        }
+      }
+    }
+  }
+  at::set_num_threads(saved_threads);
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, PackedMatmulTest, ::testing::Values(GgmlType::kQ4_1, GgmlType::kQ8_0),
