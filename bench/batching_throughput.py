@@ -8,7 +8,7 @@ server) and one with the default scheduler (--max-batch=64). Runs the same
 at a time (they share the CPU), and prints aggregate output tok/s side by side
 with the ratio. Writes JSON (both bench reports embedded) and a text table.
 
-    ~/.cache/kvstream/venv/bin/python bench/batching_throughput.py [--concurrency 1,4,16]
+    ~/.cache/kvstream/venv/bin/python bench/batching_throughput.py [--concurrency 1,4,16] [--build-dir build]
 """
 import argparse
 import datetime
@@ -31,13 +31,13 @@ def free_port():
 
 def start_server(a, max_batch, log):
     port = free_port()
-    cmd = [os.path.join(ROOT, "build/kvstream-server"), f"--model={a.model}", "--host=127.0.0.1",
+    cmd = [os.path.join(a.build_dir, "kvstream-server"), f"--model={a.model}", "--host=127.0.0.1",
            f"--port={port}", f"--max-batch={max_batch}", "--device=cpu", f"--threads={a.threads}"]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     target = f"127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
-        r = subprocess.run([os.path.join(ROOT, "build/kvstream"), "health", f"--target={target}"],
+        r = subprocess.run([os.path.join(a.build_dir, "kvstream"), "health", f"--target={target}"],
                            capture_output=True, text=True)
         if r.returncode == 0 and "SERVING" in r.stdout and "NOT_SERVING" not in r.stdout:
             return proc, target
@@ -49,7 +49,7 @@ def start_server(a, max_batch, log):
 
 
 def run_bench(a, target, json_path):
-    cmd = [os.path.join(ROOT, "build/kvstream"), "bench", f"--target={target}", "--strategies=dense",
+    cmd = [os.path.join(a.build_dir, "kvstream"), "bench", f"--target={target}", "--strategies=dense",
            f"--concurrency={a.concurrency}", f"--requests={a.requests}", f"--prompt-len={a.prompt_len}",
            f"--gen-len={a.gen_len}", f"--seed={a.seed}", f"--json-file={json_path}"]
     subprocess.run(cmd, check=True, stdout=sys.stderr)  # its table and progress go to the terminal
@@ -66,9 +66,13 @@ def main():
     ap.add_argument("--gen-len", default="64")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--build-dir", default=os.path.join(ROOT, "build"),
+                    help="holds kvstream-server and kvstream (both servers run from it)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench/results/batching_throughput_smollm2_cpu.json"))
     a = ap.parse_args()
+    a.build_dir = os.path.abspath(a.build_dir)
 
+    load_start = os.getloadavg()  # the machine is shared: say how busy it was
     reports = {}
     with tempfile.TemporaryDirectory() as tmp:
         for label, max_batch in (("sequential", 1), ("batched", 64)):
@@ -107,7 +111,7 @@ def main():
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     doc = {"bench": "batching_throughput", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-           "commit": commit, "machine": {"cpus": os.cpu_count()}, "model": os.path.basename(a.model),
+           "commit": commit, "machine": {"cpus": os.cpu_count(), "loadavg_start": load_start, "loadavg_end": os.getloadavg()}, "model": os.path.basename(a.model),
            "threads": a.threads, "requests": a.requests, "prompt_len": a.prompt_len, "gen_len": a.gen_len,
            "rows": rows, "reports": reports, "command": "python bench/batching_throughput.py " + " ".join(sys.argv[1:])}
     os.makedirs(os.path.dirname(a.out), exist_ok=True)

@@ -298,6 +298,12 @@ void Avx2Range(const PackedMatrix& w, const float* xe, int64_t n, int64_t r0, in
   for (int64_t r = r0; r < r1; r += kMR) {
     const int64_t mr = std::min<int64_t>(kMR, r1 - r);
     for (int64_t j = 0; j < mr; ++j) DecodeRow(w, r + j, scratch + j * k);
+    // The weights stream from DRAM (the model is larger than the cache) and
+    // the tiles below touch none of them, so the hardware prefetcher stalls:
+    // fetch the next rows now, while the tiles run.
+    const uint8_t* next = w.blocks.data() + (r + mr) * w.row_bytes;
+    const uint8_t* end = w.blocks.data() + std::min<int64_t>(r1, r + 2 * kMR) * w.row_bytes;
+    for (const uint8_t* p = next; p < end; p += 64) _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
     for (int64_t i = 0; i < n; i += kNR) {
       const int64_t nr = std::min<int64_t>(kNR, n - i);
       TileFor(mr, nr)(scratch, xe + i * k, k, y + i * w.rows + r, w.rows);
