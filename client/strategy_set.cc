@@ -37,7 +37,7 @@ absl::Status ApplyItem(absl::string_view item, std::vector<StrategyRun>& runs) {
   int applied = 0;
   std::vector<std::string> known;
   for (StrategyRun& run : runs) {
-    if (!only.empty() && run.name != only) continue;
+    if (!only.empty() && run.name != only && run.label != only) continue;  // "akv" or "akv#2"
     Message& config = ConfigOf(run);
     if (config.GetDescriptor()->FindFieldByName(std::string(name)) == nullptr) {
       known.push_back(absl::StrCat(run.name, ": ", KnobNames(*config.GetDescriptor())));

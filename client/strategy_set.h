@@ -2,8 +2,8 @@
 // its KvCompression filled from --kv.
 //
 // --kv items are name=value (applied to every listed strategy whose config
-// has that knob; an error if none has it) or strategy.name=value (that
-// strategy only). A strategy listed twice is run twice, labelled "akv",
+// has that knob; an error if none has it), strategy.name=value (that
+// strategy only) or label.name=value (one run: akv#2.warm_bits=2). A strategy listed twice is run twice, labelled "akv",
 // "akv#2": `--strategies=dense,dense` measures run-to-run noise.
 #pragma once
 

@@ -8,6 +8,7 @@
 #   e2e:      end-to-end decode bench, synthetic Llama-3-8B (bench/e2e/decode_e2e_bench.cc)
 #   baseline: the compiled-PyTorch decoder on the same points (bench/e2e/gpt_fast_baseline.py)
 #   engine:   GPU engine tests and the gRPC server tests with the real model on the GPU
+#   akveval:  `kvstream eval` through the server on the GPU, real model: dense and AKV variants
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 OUT="${OUT:-$ROOT/out}"
@@ -81,7 +82,26 @@ if want baseline; then
 fi
 if want engine; then
   log "GPU engine tests + gRPC server tests on the GPU (real model)"
-  ctest --test-dir build-gpu -R 'engine_cuda_test|^server_' --output-on-failure > "$OUT/ctest-engine.log" 2>&1
-  grep -E "cuda-parity|tests passed|Failed|\*\*\*" "$OUT/ctest-engine.log" | head -40
+  ctest --test-dir build-gpu -R 'engine_cuda_test|engine_kv_.*_cuda_test|^server_' --output-on-failure \
+    > "$OUT/ctest-engine.log" 2>&1
+  grep -E "cuda-parity|akv-cuda|tests passed|Failed|\*\*\*" "$OUT/ctest-engine.log" | head -40
+fi
+if want akveval; then
+  # Same run, same prompts: dense, AKV defaults (4-bit warm), 2-bit, 8-bit,
+  # FIFO, and a compact configuration (small hot tier, everything else warm).
+  log "kvstream eval on the GPU: dense vs AKV"
+  port=50190
+  build-gpu/kvstream-server --device=cuda --port=$port > "$OUT/server-eval.log" 2>&1 &
+  spid=$!
+  for _ in $(seq 60); do build-gpu/kvstream health --target=127.0.0.1:$port > /dev/null 2>&1 && break; sleep 1; done
+  compact="akv#5.hot_budget=32,akv#5.n_anchors=16,akv#5.eviction_batch_size=8,akv#5.prefill_chunk_tokens=32"
+  compact="$compact,akv#5.warm_budget=8192,akv#5.enable_cold_tier=false"
+  build-gpu/kvstream eval --target=127.0.0.1:$port --strategies=dense,akv,akv,akv,akv,akv \
+    --kv="akv#2.warm_bits=2,akv#3.warm_bits=8,akv#4.scoring_strategy=fifo,$compact" \
+    --tasks=passkey,ppl,agreement --contexts="${EVAL_CONTEXTS:-2048,4096,8192}" --depths=0,25,50,75,100 \
+    --samples="${EVAL_SAMPLES:-2}" --concurrency=4 --seed=7 --json-file="$OUT/eval_akv_h100.json" \
+    > "$OUT/eval_akv_h100.txt" 2>&1
+  cat "$OUT/eval_akv_h100.txt" | tail -40
+  kill $spid; wait $spid 2>/dev/null
 fi
 log "done"

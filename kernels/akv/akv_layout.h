@@ -151,7 +151,6 @@ struct AkvLists {
 // step's warm overflow). A null stage means the rows are evicted
 // (enable_cold_tier = false).
 struct AkvColdStage {
-  int rows_per_layer = 0;          // S (0 = layout.warm_capacity)
   uint8_t* k = nullptr;            // [L, S, Hkv, Cb]
   uint8_t* v = nullptr;            // [L, S, Hkv, Cb]
   uint16_t* k_scale = nullptr;     // [L, S, Hkv, Gn]
@@ -160,6 +159,7 @@ struct AkvColdStage {
   uint16_t* v_zero = nullptr;      // [L, S, Hkv, Gn]
   int32_t* pos = nullptr;          // [L, S]
   float* score = nullptr;          // [L, S] w of the row when it left
+  int rows_per_layer = 0;          // S (0 = layout.warm_capacity); last, so {pointers...} init keeps 0
 
   KV_HD int Rows(const AkvLayout& lay) const { return rows_per_layer > 0 ? rows_per_layer : lay.warm_capacity; }
 };

@@ -56,4 +56,14 @@ TEST(ParseStrategies, BadValueAndUnknownStrategyAreRejected) {
 }
 
 }  // namespace
+TEST(StrategySet, LabelQualifiedKnobsSetOneRunOfARepeatedStrategy) {
+  auto runs = ParseStrategies("dense,akv,akv,akv", {"akv#2.warm_bits=2,akv#3.scoring_strategy=fifo,hot_budget=256"});
+  ASSERT_TRUE(runs.ok()) << runs.status();
+  EXPECT_FALSE((*runs)[1].kv.akv().has_warm_bits());
+  EXPECT_EQ((*runs)[2].kv.akv().warm_bits(), 2u);
+  EXPECT_EQ((*runs)[3].kv.akv().scoring_strategy(), v1::AkvConfig::AKV_SCORING_STRATEGY_FIFO);
+  for (int i = 1; i < 4; ++i) EXPECT_EQ((*runs)[i].kv.akv().hot_budget(), 256u);
+  EXPECT_FALSE(ParseStrategies("akv", {"akv#2.warm_bits=2"}).ok());
+}
+
 }  // namespace kvstream::client

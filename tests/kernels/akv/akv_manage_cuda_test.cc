@@ -194,6 +194,9 @@ TEST(AkvManageCuda, SelectAndMigrateMatchTwinOnIdenticalScores) {
       dmp.tiers = d.tiers, dmp.lists = dl;
       dmp.stage = AkvColdStage{ds.tiers.warm_k, ds.tiers.warm_v, ds.tiers.warm_k_scale, ds.tiers.warm_k_zero,
                                ds.tiers.warm_v_scale, ds.tiers.warm_v_zero, ds.tiers.warm_pos, ds.tiers.warm_score};
+      // Odd policies: a compact stage of 2 rows per layer (the engine's S), extra rows dropped.
+      const int stage_rows = policy_index % 2 ? 2 : 0;
+      dmp.stage.rows_per_layer = stage_rows;
       ASSERT_CUDA(LaunchAkvMigrate(dmp, nullptr));
       ASSERT_CUDA(cudaDeviceSynchronize());
       // Lists (live prefixes) and counters right after select are checked via
@@ -214,6 +217,7 @@ TEST(AkvManageCuda, SelectAndMigrateMatchTwinOnIdenticalScores) {
       mp.tiers = pr.Tiers(), mp.lists = host_lists.Host();
       mp.stage = AkvColdStage{stage.warm_k.data(), stage.warm_v.data(), stage.wks.data(), stage.wkz.data(),
                               stage.wvs.data(), stage.wvz.data(), stage.warm_pos.data(), stage.warm_score.data()};
+      mp.stage.rows_per_layer = stage_rows;
       ASSERT_TRUE(AkvMigrateRef(mp));
       AkvProblem got = pr;
       testing::DownloadTiers(d.tiers, &got);

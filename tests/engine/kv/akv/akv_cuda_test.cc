@@ -1,0 +1,172 @@
+// AKV on the GPU (kernels/akv launchers, bf16 hot tier, the lagged cold path
+// through a copy stream and pinned memory). Skips without a CUDA device.
+//  - Tier invariants hold step by step on the device, as on the CPU twins.
+//  - On the real model: hot tier holding everything follows dense; hot 64 +
+//    8-bit warm keeps >= 95% of dense's greedy choices; mixed with dense in
+//    one batch gives the tokens it gives alone; cold rows reach the host.
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <set>
+
+#include "engine/kv/akv/akv_strategy.h"
+#include "tests/engine/engine_fixture.h"
+
+namespace kvstream {
+namespace {
+
+#define REQUIRE_CUDA() \
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device"
+#define REQUIRE_CUDA_AND_MODEL()                                                           \
+  REQUIRE_CUDA();                                                                          \
+  if (!std::filesystem::exists(testing::DefaultModelPath())) GTEST_SKIP() << "no model"
+
+TEST(AkvCuda, TiersPartitionSeenPositionsStepByStepOnTheDevice) {
+  REQUIRE_CUDA();
+  at::manual_seed(21);
+  KvGeometry g;
+  g.n_layers = 2;
+  g.n_heads = 8;
+  g.n_kv_heads = 2;
+  g.head_dim = 128;
+  g.context_length = 4096;
+  g.dtype = at::kBFloat16;
+  g.device = c10::Device(c10::kCUDA, 0);
+  AkvStrategy strategy(g);
+  StrategyConfig c;
+  c.strategy = "akv";
+  c.max_tokens = 600;
+  c.knobs = {{"hot_budget", int64_t{32}}, {"n_anchors", int64_t{8}}, {"eviction_batch_size", int64_t{4}},
+             {"warm_budget", int64_t{64}}, {"prefill_chunk_tokens", int64_t{32}}};
+  auto opened = strategy.Open(c);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  auto* cache = static_cast<AkvSequenceCache*>(opened->get());
+  auto opt = at::TensorOptions().dtype(at::kBFloat16).device(g.device);
+  std::vector<int64_t> sizes = {32, 32, 20};
+  for (int i = 0; i < 400; ++i) sizes.push_back(1);
+  int64_t step = 0;
+  for (int64_t n : sizes) {
+    SeqStep s;
+    s.start_pos = cache->tokens_seen();
+    s.n_new = n;
+    StepContext ctx;
+    ctx.step = step++;
+    at::Tensor q = at::randn({n, 8, 128}, opt), k = at::randn({n, 2, 128}, opt), v = at::randn({n, 2, 128}, opt);
+    for (int64_t l = 0; l < 2; ++l) {
+      at::Tensor out = at::full({n, 8, 128}, NAN, opt);
+      ASSERT_TRUE(cache->Attend(l, q, k, v, out, s, ctx).ok());
+      ASSERT_FALSE(out.isnan().any().item<bool>()) << "step " << step;
+    }
+    ASSERT_TRUE(cache->EndStep(s, ctx).ok());
+    if (step % 50 != 0 && n == 1) continue;  // snapshots sync: check every 50th step
+    const int64_t seen = cache->tokens_seen();
+    for (int layer = 0; layer < 2; ++layer) {
+      const auto snap = cache->Snapshot(layer);
+      std::set<int32_t> all;
+      for (const auto* tier : {&snap.hot_pos, &snap.warm_pos, &snap.cold_pos}) {
+        for (int32_t p : *tier) EXPECT_TRUE(all.insert(p).second) << "position " << p << " twice";
+      }
+      EXPECT_EQ(static_cast<int64_t>(all.size()), seen);
+      EXPECT_EQ(snap.evicted, 0);
+      const std::set<int32_t> hot(snap.hot_pos.begin(), snap.hot_pos.end());
+      for (int64_t p = seen - 24; p < seen; ++p) EXPECT_TRUE(hot.count(static_cast<int32_t>(p))) << p;
+    }
+  }
+  const CacheReport r = cache->Report();
+  EXPECT_GT(r.stats.at("tokens_cold"), 0.0);
+  EXPECT_GT(r.kv_bytes_host, 0);
+  EXPECT_GT(r.stats.at("d2h_bytes"), 0.0);
+  EXPECT_EQ(r.tokens_held, r.tokens_seen);
+}
+
+std::unique_ptr<Engine> CudaEngine() {
+  EngineOptions o;
+  o.model_path = testing::DefaultModelPath();
+  o.device = "cuda";
+  o.kv_pool_bytes = 1ll << 30;
+  auto e = Engine::Load(o);
+  EXPECT_TRUE(e.ok()) << e.status();
+  return e.ok() ? std::move(*e) : nullptr;
+}
+
+std::vector<int32_t> LongPrompt(const Tokenizer& tok) {
+  std::string text;
+  for (int i = 0; i < 12; ++i) {
+    text += "Chapter " + std::to_string(i + 1) +
+            ". The river kept its own calendar: it rose in spring, slowed in summer, and in the autumn the "
+            "villagers counted the boats that came down from the mountains. ";
+  }
+  return tok.Encode(text + "At the end of the year the elders wrote down", true);
+}
+
+GenerateSpec AkvSpec(GenerateSpec s, std::map<std::string, KnobValue> knobs) {
+  s.kv.strategy = "akv";
+  s.kv.knobs = std::move(knobs);
+  return s;
+}
+
+TEST(AkvCuda, RealModelFollowsDenseAndKeepsGreedyChoicesWithSmallHotTier) {
+  REQUIRE_CUDA_AND_MODEL();
+  auto engine = CudaEngine();
+  ASSERT_NE(engine, nullptr);
+  GenerateSpec dense = testing::GreedySpec(LongPrompt(engine->tokenizer()), 256);
+  auto d = engine->GenerateBatch({dense});
+  ASSERT_TRUE(d.ok()) << d.status();
+  const auto& want = (*d)[0].token_ids;
+
+  // Hot tier holding everything: dense's choices (bf16: both kernels round
+  // differently, so compare top-1 under teacher forcing, as below).
+  for (const auto& [label, knobs, floor] :
+       std::vector<std::tuple<std::string, std::map<std::string, KnobValue>, double>>{
+           {"hot 4096", {{"hot_budget", int64_t{4096}}}, 0.98},
+           {"hot 64 warm int8", {{"hot_budget", int64_t{64}}, {"warm_bits", int64_t{8}}}, 0.95}}) {
+    GenerateSpec akv = AkvSpec(dense, knobs);
+    akv.teacher_forced = want;
+    akv.top_logprobs = 1;
+    std::vector<int32_t> top1;
+    auto a = engine->GenerateBatch({akv}, [&](size_t, const StreamDelta& delta) {
+      for (const TokenOut& t : delta.tokens) top1.push_back(t.top.empty() ? -1 : t.top[0].token_id);
+    });
+    ASSERT_TRUE(a.ok()) << a.status();
+    ASSERT_EQ(top1.size(), want.size());
+    int match = 0;
+    for (size_t i = 0; i < want.size(); ++i) match += top1[i] == want[i];
+    const double rate = double(match) / double(want.size());
+    std::printf("[akv-cuda] %s: greedy agreement with dense %.4f (%d/%zu)\n", label.c_str(), rate, match,
+                want.size());
+    EXPECT_GE(rate, floor) << label;
+  }
+}
+
+TEST(AkvCuda, MixedWithDenseInOneBatchGivesTheSameTokensAsAloneAndFillsCold) {
+  REQUIRE_CUDA_AND_MODEL();
+  auto engine = CudaEngine();
+  ASSERT_NE(engine, nullptr);
+  const Tokenizer& tok = engine->tokenizer();
+  std::vector<GenerateSpec> specs = {
+      testing::GreedySpec(tok.Encode("The capital of France is", true), 40),
+      AkvSpec(testing::GreedySpec(LongPrompt(tok), 40), {{"hot_budget", int64_t{32}}, {"n_anchors", int64_t{8}},
+                                                         {"warm_budget", int64_t{64}}, {"eviction_batch_size", int64_t{4}}}),
+      AkvSpec(testing::GreedySpec(tok.Encode("def fib(n):", true), 40), {}),
+  };
+  auto together = engine->GenerateBatch(specs);
+  ASSERT_TRUE(together.ok()) << together.status();
+  for (size_t i = 0; i < specs.size(); ++i) {
+    auto alone = engine->GenerateBatch({specs[i]});
+    ASSERT_TRUE(alone.ok()) << alone.status();
+    EXPECT_EQ((*together)[i].token_ids, (*alone)[0].token_ids) << "request " << i;
+  }
+  const CacheReport& r = (*together)[1].cache;
+  EXPECT_EQ(r.strategy, "akv");
+  EXPECT_GT(r.stats.at("tokens_cold"), 0.0);
+  EXPECT_EQ(r.tokens_held, r.tokens_seen);
+  EXPECT_GT(r.compression_ms, 0.0);
+  std::printf("[akv-cuda] small budget report: seen %lld device %lld host %lld ratio %.2f compression_ms %.2f\n",
+              static_cast<long long>(r.tokens_seen), static_cast<long long>(r.kv_bytes_device),
+              static_cast<long long>(r.kv_bytes_host), r.compression_ratio, r.compression_ms);
+}
+
+}  // namespace
+}  // namespace kvstream
