@@ -35,9 +35,12 @@ target_link_options(kvstream_torch INTERFACE "-Wl,-rpath,${_tl}")
 
 # ATen's at::parallel_for is inline in its headers: it spreads a loop over
 # the intra-op pool only where the caller is compiled with OpenMP (the
-# wheel's backend) and otherwise runs the whole range on the calling thread.
-# Without this the packed decode matmul ran on one core whatever --threads
-# said. The wheel's libgomp.so.1, found first through the rpath above, then
-# serves both ATen and this code: one runtime, one pool, one thread count.
-set_source_files_properties(${CMAKE_SOURCE_DIR}/engine/model/packed_matrix.cc PROPERTIES COMPILE_OPTIONS -fopenmp)
+# wheel's backend) and otherwise runs the whole range on the calling thread,
+# whatever --threads says. The engine's two callers (the packed decode matmul
+# and the dense CPU decode attention) are compiled with it; a new caller
+# belongs in this list. The wheel's libgomp.so.1, found first through the
+# rpath above, then serves ATen and them alike: one runtime, one pool.
+set_source_files_properties(${CMAKE_SOURCE_DIR}/engine/model/packed_matrix.cc
+                            ${CMAKE_SOURCE_DIR}/engine/kv/dense/dense_cache.cc
+                            PROPERTIES COMPILE_OPTIONS -fopenmp)
 target_link_options(kvstream_torch INTERFACE -fopenmp)
