@@ -78,6 +78,8 @@ Json PplJson(const EvalResults& r, size_t run) {
     int64_t documents = 0, tokens = 0;
     double nll = 0, ref_nll = 0;
     int64_t ref_tokens = 0;
+    double ratio_sum = 0;  // KV compression ratio of the documents (their cache reports)
+    int64_t ratio_n = 0;
   };
   std::map<int32_t, Acc> by_context;
   Acc all;
@@ -91,6 +93,10 @@ Json PplJson(const EvalResults& r, size_t run) {
       ++a->documents;
       a->tokens += static_cast<int64_t>(o.logprobs.size());
       a->nll += NllSum(o.logprobs);
+      if (o.cache) {
+        a->ratio_sum += o.cache->compression_ratio();
+        ++a->ratio_n;
+      }
       // The ratio compares the same documents: only those dense scored too.
       if (ref.code == 0 && ref.logprobs.size() == o.logprobs.size()) {
         a->ref_nll += NllSum(ref.logprobs) - NllSum(o.logprobs);
@@ -108,6 +114,7 @@ Json PplJson(const EvalResults& r, size_t run) {
     // ref_nll holds sum(NLL_dense - NLL_this) there.
     j["ppl_ratio_vs_dense"] =
         a.ref_tokens > 0 ? Json(std::exp(-a.ref_nll / static_cast<double>(a.ref_tokens))) : Json(nullptr);
+    j["compression_ratio"] = a.ratio_n > 0 ? Json(a.ratio_sum / static_cast<double>(a.ratio_n)) : Json(nullptr);
   };
   Json j;
   fill(j, all);
@@ -262,15 +269,16 @@ std::string EvalTable(const Json& strategies) {
     }
     if (rows.size() < 2) continue;
     absl::StrAppend(&out, "\nby context, ", s["label"].get<std::string>(), "\n",
-                    absl::StrFormat("%8s %8s %8s %9s %9s %8s %8s\n", "context", "passkey", "needle", "ppl",
-                                    "ppl/dense", "agree%", "prefix"));
+                    absl::StrFormat("%8s %8s %8s %9s %9s %8s %8s %9s\n", "context", "passkey", "needle", "ppl",
+                                    "ppl/dense", "agree%", "prefix", "kv ratio"));
     for (auto& [context, row] : rows) {
-      absl::StrAppend(&out, absl::StrFormat("%8d %8s %8s %9s %9s %8s %8s\n", context,
+      absl::StrAppend(&out, absl::StrFormat("%8d %8s %8s %9s %9s %8s %8s %9s\n", context,
                                             Cell(row["passkey.accuracy"], "%.1f%%", 100),
                                             Cell(row["needle.accuracy"], "%.1f%%", 100), Cell(row["ppl.ppl"], "%.3f"),
                                             Cell(row["ppl.ppl_ratio_vs_dense"], "%.3f"),
                                             Cell(row["agreement.fully_identical_pct"], "%.1f%%"),
-                                            Cell(row["agreement.mean_agreeing_prefix"], "%.1f")));
+                                            Cell(row["agreement.mean_agreeing_prefix"], "%.1f"),
+                                            Cell(row["ppl.compression_ratio"], "%.2fx")));
     }
   }
   // Passkey accuracy grid per strategy: contexts down, depths across.
