@@ -54,6 +54,11 @@ const std::vector<Command>& Commands() {
         "ppl_tokens", "agreement_tokens", "corpus", "json", "json_file", "plot"},
        true,
        &RunEval},
+      {"render",
+       "print a saved eval report's table and draw its PNG (no server needed)",
+       {"report", "plot"},
+       false,
+       &RunRender},
   };
   return kCommands;
 }

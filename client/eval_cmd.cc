@@ -5,6 +5,7 @@
 // (client/eval_report.h). Table on stdout; --json / --json=FILE; --plot.
 #include <atomic>
 #include <cstdio>
+#include <fstream>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/numbers.h"
@@ -182,6 +183,33 @@ int RunEval(const ParsedArgs& args) {
       std::fprintf(stderr, "[kvstream] heat-map written to %s\n", plot.c_str());
     }
   }
+  return kExitOk;
+}
+
+int RunRender(const ParsedArgs&) {
+  const std::string path = absl::GetFlag(FLAGS_report);
+  if (path.empty()) return ReportFailure(absl::InvalidArgumentError("render needs --report=FILE (a kvstream eval JSON)"));
+  std::ifstream in(path);
+  if (!in) return ReportFailure(absl::NotFoundError(absl::StrCat("--report: cannot open ", path)));
+  Json report = Json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (report.is_discarded() || !report.is_object() || report.value("kind", "") != "kvstream-eval" ||
+      !report.contains("strategies") || !report["strategies"].is_array()) {
+    return ReportFailure(absl::InvalidArgumentError(absl::StrCat("--report: ", path, " is not a kvstream eval report")));
+  }
+  // A hand-edited report may lack fields the table reads: an error, not a crash.
+  std::string table, script;
+  const std::string plot = absl::GetFlag(FLAGS_plot);
+  try {
+    table = EvalTable(report["strategies"]);
+    if (!plot.empty()) script = EvalPlotScript(report, plot);
+  } catch (const Json::exception& e) {
+    return ReportFailure(absl::InvalidArgumentError(absl::StrCat("--report: ", path, ": ", e.what())));
+  }
+  std::fputs(table.c_str(), stdout);
+  if (plot.empty()) return kExitOk;
+  if (script.empty()) return ReportFailure(absl::InvalidArgumentError("--plot: the report has no passkey task"));
+  if (auto status = RunGnuplot(script); !status.ok()) return ReportFailure(status);
+  std::fprintf(stderr, "[kvstream] heat-map written to %s\n", plot.c_str());
   return kExitOk;
 }
 

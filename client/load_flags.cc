@@ -16,6 +16,7 @@ ABSL_FLAG(std::string, concurrency, "1",
           "bench: closed-loop workers, or a list 1,4,16 to sweep (with --request-rate: the most requests in "
           "flight, 0 = no cap); eval: requests in flight (default 4)");
 ABSL_FLAG(std::string, json_file, "", "write the full report as JSON to this file (also --json=FILE)");
+ABSL_FLAG(std::string, report, "", "render: a saved `kvstream eval` JSON report to print and plot");
 ABSL_FLAG(std::string, plot, "", "write a PNG chart to this file (gnuplot)");
 ABSL_FLAG(std::string, corpus, "",
           "folder of .txt files for prompts and filler (default data/corpus: Jane Austen, public domain)");

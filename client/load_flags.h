@@ -15,6 +15,7 @@ ABSL_DECLARE_FLAG(std::string, strategies);   // "dense,akv,..."; a repeated nam
 ABSL_DECLARE_FLAG(std::string, concurrency);  // bench: a list "1,4,16" (a sweep); eval: one number
 ABSL_DECLARE_FLAG(std::string, json_file);
 ABSL_DECLARE_FLAG(std::string, plot);
+ABSL_DECLARE_FLAG(std::string, report);  // render: saved eval report
 ABSL_DECLARE_FLAG(std::string, corpus);
 
 // bench.
