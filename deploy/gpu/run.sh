@@ -9,6 +9,8 @@
 #   baseline: the compiled-PyTorch decoder on the same points (bench/e2e/gpt_fast_baseline.py)
 #   engine:   GPU engine tests and the gRPC server tests with the real model on the GPU
 #   akveval:  `kvstream eval` through the server on the GPU, real model: dense and AKV variants
+#             (EVAL_STRATEGIES, EVAL_KV, EVAL_TASKS, EVAL_CONTEXTS, EVAL_SAMPLES, EVAL_NAME override)
+#   e2e-strategies: decode tok/s of E2E_STRATEGIES (default dense,akv) side by side, synthetic llama3-8b
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 OUT="${OUT:-$ROOT/out}"
@@ -75,6 +77,13 @@ if want e2e; then
   log "end-to-end decode bench (kvstream, synthetic llama3-8b): $E2E_POINTS"
   build-gpu/decode_e2e_bench --synthetic=llama3-8b --points="$E2E_POINTS" --json="$OUT/e2e_kvstream.json" 2>&1 | tail -14
 fi
+if want e2e-strategies; then
+  # Compressed strategies beside dense, same run, same points (ratios to dense).
+  pts="${STRATEGY_POINTS:-1x8192,1x32768,8x8192}"
+  log "end-to-end decode, dense vs ${E2E_STRATEGIES:-dense,akv} (synthetic llama3-8b): $pts"
+  build-gpu/decode_e2e_bench --synthetic=llama3-8b --points="$pts" --strategies="${E2E_STRATEGIES:-dense,akv}" \
+    --kv="${E2E_KV:-}" --json="$OUT/e2e_strategies.json" 2>&1 | tail -12
+fi
 if want baseline; then
   log "end-to-end decode bench (compiled PyTorch baseline): $E2E_POINTS"
   $PY bench/e2e/gpt_fast_baseline.py --points="$E2E_POINTS" --json="$OUT/e2e_baseline.json" > "$OUT/baseline.log" 2>&1
@@ -96,12 +105,13 @@ if want akveval; then
   for _ in $(seq 60); do build-gpu/kvstream health --target=127.0.0.1:$port > /dev/null 2>&1 && break; sleep 1; done
   compact="akv#5.hot_budget=32,akv#5.n_anchors=16,akv#5.eviction_batch_size=8,akv#5.prefill_chunk_tokens=32"
   compact="$compact,akv#5.warm_budget=8192,akv#5.enable_cold_tier=false"
-  build-gpu/kvstream eval --target=127.0.0.1:$port --strategies=dense,akv,akv,akv,akv,akv \
-    --kv="akv#2.warm_bits=2,akv#3.warm_bits=8,akv#4.scoring_strategy=fifo,$compact" \
-    --tasks=passkey,ppl,agreement --contexts="${EVAL_CONTEXTS:-2048,4096,8192}" --depths=0,25,50,75,100 \
-    --samples="${EVAL_SAMPLES:-2}" --concurrency=4 --seed=7 --json-file="$OUT/eval_akv_h100.json" \
-    > "$OUT/eval_akv_h100.txt" 2>&1
-  cat "$OUT/eval_akv_h100.txt" | tail -40
+  name="${EVAL_NAME:-eval_akv_h100}"
+  build-gpu/kvstream eval --target=127.0.0.1:$port --strategies="${EVAL_STRATEGIES:-dense,akv,akv,akv,akv,akv}" \
+    --kv="${EVAL_KV:-akv#2.warm_bits=2,akv#3.warm_bits=8,akv#4.scoring_strategy=fifo,$compact}" \
+    --tasks="${EVAL_TASKS:-passkey,ppl,agreement}" --contexts="${EVAL_CONTEXTS:-2048,4096,8000}" --depths=0,25,50,75,100 \
+    --samples="${EVAL_SAMPLES:-8}" --concurrency=4 --seed=7 --json-file="$OUT/$name.json" \
+    > "$OUT/$name.txt" 2>&1
+  grep -v "^eval \[\|^preparing" "$OUT/$name.txt" | tail -60
   kill $spid; wait $spid 2>/dev/null
 fi
 log "done"
