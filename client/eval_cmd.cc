@@ -186,6 +186,63 @@ int RunEval(const ParsedArgs& args) {
   return kExitOk;
 }
 
+namespace {
+
+// The fields EvalTable and EvalPlotScript read: a hand-edited or truncated
+// report is an error naming the field, never a crash (nlohmann's const
+// operator[] does not check that a key exists).
+absl::Status CheckReportShape(const Json& report) {
+  auto bad = [](const std::string& where, const char* what) {
+    return absl::InvalidArgumentError(absl::StrCat(where, " must be ", what));
+  };
+  auto number_or_null = [](const Json& o, const char* k) { return o.contains(k) && (o[k].is_number() || o[k].is_null()); };
+  if (report.contains("model") && !report["model"].is_object()) return bad("model", "an object");
+  const Json& strategies = report["strategies"];
+  for (size_t i = 0; i < strategies.size(); ++i) {
+    const Json& s = strategies[i];
+    const std::string at = absl::StrCat("strategies[", i, "]");
+    if (!s.is_object()) return bad(at, "an object");
+    if (!s.contains("label") || !s["label"].is_string()) return bad(at + ".label", "a string");
+    if (!s.contains("description") || !s["description"].is_string()) return bad(at + ".description", "a string");
+    if (!s.contains("errors") || !s["errors"].is_object()) return bad(at + ".errors", "an object");
+    if (!s.contains("cache") || !s["cache"].is_object()) return bad(at + ".cache", "an object");
+    for (const char* k : {"kv_bytes_held", "compression_ratio"}) {
+      if (!s["cache"].contains(k) || !s["cache"][k].is_object() || !number_or_null(s["cache"][k], "mean")) {
+        return bad(absl::StrCat(at, ".cache.", k, ".mean"), "a number or null");
+      }
+    }
+    const std::pair<const char*, std::vector<const char*>> tasks[] = {
+        {"passkey", {"accuracy"}}, {"needle", {"accuracy"}}, {"ppl", {"ppl", "ppl_ratio_vs_dense"}},
+        {"agreement", {"fully_identical_pct", "mean_agreeing_prefix"}}};
+    for (const auto& [task, keys] : tasks) {
+      if (!s.contains(task)) continue;
+      const Json& t = s[task];
+      const std::string tat = absl::StrCat(at, ".", task);
+      if (!t.is_object()) return bad(tat, "an object");
+      for (const char* k : keys) {
+        if (!number_or_null(t, k)) return bad(absl::StrCat(tat, ".", k), "a number or null");
+      }
+      if (!t.contains("by_context") || !t["by_context"].is_array()) return bad(tat + ".by_context", "an array");
+      for (const Json& e : t["by_context"]) {
+        if (!e.is_object() || !e.contains("context") || !e["context"].is_number_integer()) {
+          return bad(tat + ".by_context[].context", "an integer");
+        }
+      }
+      if (std::string(task) != "passkey") continue;
+      if (!t.contains("cells") || !t["cells"].is_array()) return bad(tat + ".cells", "an array");
+      for (const Json& c : t["cells"]) {
+        if (!c.is_object() || !c.contains("context") || !c["context"].is_number_integer() || !c.contains("depth") ||
+            !c["depth"].is_number_integer() || !number_or_null(c, "accuracy")) {
+          return bad(tat + ".cells[]", "objects with integer context and depth and a numeric accuracy");
+        }
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 int RunRender(const ParsedArgs&) {
   const std::string path = absl::GetFlag(FLAGS_report);
   if (path.empty()) return ReportFailure(absl::InvalidArgumentError("render needs --report=FILE (a kvstream eval JSON)"));
@@ -196,7 +253,9 @@ int RunRender(const ParsedArgs&) {
       !report.contains("strategies") || !report["strategies"].is_array()) {
     return ReportFailure(absl::InvalidArgumentError(absl::StrCat("--report: ", path, " is not a kvstream eval report")));
   }
-  // A hand-edited report may lack fields the table reads: an error, not a crash.
+  if (absl::Status shape = CheckReportShape(report); !shape.ok()) {
+    return ReportFailure(absl::InvalidArgumentError(absl::StrCat("--report: ", path, ": ", shape.message())));
+  }
   std::string table, script;
   const std::string plot = absl::GetFlag(FLAGS_plot);
   try {
