@@ -231,5 +231,64 @@ TEST(AkvTiers, WithoutTheColdTierWarmOverflowIsEvictedAndCounted) {
   EXPECT_EQ(r.stats.at("evictions"), static_cast<double>(s.evicted));
 }
 
+// HYBRID and FIFO protect the recent_tokens_protected newest rows (plus
+// sinks) instead of hot_budget - n_anchors; the partition holds as well.
+TEST(AkvTiers, HybridAndFifoKeepTheirRecencyWindowAndPartition) {
+  for (const std::string mode : {"HYBRID", "FIFO"}) {
+    at::manual_seed(13);
+    const int recent = 10, sinks = 3;
+    Driver d(Geometry(2, 4, 2),
+             {{"scoring_strategy", mode},
+              {"hot_budget", int64_t{24}},
+              {"recent_tokens_protected", int64_t{recent}},
+              {"initial_tokens_protected", int64_t{sinks}},
+              {"eviction_batch_size", int64_t{2}},
+              {"warm_budget", int64_t{30}}},
+             300);
+    for (int i = 0; i < 150; ++i) {
+      d.Step(d.Rand(1, 4), d.Rand(1, 2), d.Rand(1, 2));
+      const int64_t seen = d.cache->tokens_seen();
+      const auto s = d.cache->Snapshot(1);
+      std::set<int32_t> all(s.hot_pos.begin(), s.hot_pos.end());
+      all.insert(s.warm_pos.begin(), s.warm_pos.end());
+      all.insert(s.cold_pos.begin(), s.cold_pos.end());
+      ASSERT_EQ(static_cast<int64_t>(all.size()), seen) << mode;
+      ASSERT_EQ(s.hot_pos.size() + s.warm_pos.size() + s.cold_pos.size(), all.size()) << mode;
+      const std::set<int32_t> hot(s.hot_pos.begin(), s.hot_pos.end());
+      for (int64_t p = std::max<int64_t>(0, seen - recent); p < seen; ++p) ASSERT_TRUE(hot.count(p)) << mode << " " << p;
+      for (int64_t p = 0; p < std::min<int64_t>(sinks, seen); ++p) ASSERT_TRUE(hot.count(p)) << mode << " sink " << p;
+      if (mode == "FIFO" && !s.warm_pos.empty() && !s.cold_pos.empty()) {
+        // FIFO: everything in cold is older than everything warm.
+        ASSERT_LT(*std::max_element(s.cold_pos.begin(), s.cold_pos.end()),
+                  *std::min_element(s.warm_pos.begin(), s.warm_pos.end()));
+      }
+    }
+  }
+}
+
+// adaptive_hot_frac grows the hot tier with the tokens seen; protected
+// layers keep every token hot and report it.
+TEST(AkvTiers, AdaptiveHotFractionAndProtectedLayers) {
+  at::manual_seed(17);
+  Driver d(Geometry(3, 4, 2),
+           {{"hot_budget", int64_t{16}},
+            {"n_anchors", int64_t{4}},
+            {"eviction_batch_size", int64_t{1}},
+            {"adaptive_hot_frac", 0.5},
+            {"protect_first_layers", int64_t{1}}},
+           400);
+  EXPECT_EQ(d.cache->plan().managed_layers, 2);
+  EXPECT_EQ(d.cache->plan().dense_layers, 1);
+  for (int i = 0; i < 300; ++i) d.Step(d.Rand(1, 4), d.Rand(1, 2), d.Rand(1, 2));
+  const auto s = d.cache->Snapshot(0);  // managed index 0 = model layer 1
+  // hot = max(16, floor(0.5 * P)) after each demotion: P = 300 -> 150.
+  EXPECT_GE(s.hot_pos.size(), 149u);
+  EXPECT_LE(s.hot_pos.size(), 151u);
+  const CacheReport r = d.cache->Report();
+  EXPECT_EQ(r.layers[0].detail, "protected: hot=300");
+  EXPECT_EQ(r.layers[0].tokens_held, 300);
+  EXPECT_EQ(r.layers[1].stats.at("hot"), static_cast<double>(s.hot_pos.size()));
+}
+
 }  // namespace
 }  // namespace kvstream
