@@ -10,4 +10,5 @@
 
 #include "kernels/entmax_kv/entmax_kv_layout.h"
 #include "kernels/entmax_kv/entmax_page_stats.h"
+#include "kernels/entmax_kv/entmax_sparse_decode.h"
 #include "kernels/entmax_kv/entmax_topk.h"
