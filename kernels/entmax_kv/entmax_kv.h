@@ -8,6 +8,7 @@
 //   entmax_math.h              host/device math shared by kernels and twins
 #pragma once
 
+#include "kernels/entmax_kv/entmax_gauss.h"
 #include "kernels/entmax_kv/entmax_kv_layout.h"
 #include "kernels/entmax_kv/entmax_page_stats.h"
 #include "kernels/entmax_kv/entmax_sparse_decode.h"
