@@ -107,6 +107,9 @@ std::optional<absl::StatusOr<at::Tensor>> DecodeGraphs::TryRun(absl::Span<const 
         s = absl::InternalError(e.what_without_backtrace());
       }
       if (s.ok()) {
+        // Keys of strategies with per-sequence buffers (AKV) name a set of
+        // sequences, so they keep coming: bound the graphs kept.
+        if (m.graphs.size() >= kMaxGraphs) m.graphs.clear();
         m.graphs.emplace(std::make_pair(padded, key), std::move(graph));
       } else {
         // Not capturable: stay correct, go eager from now on.

@@ -44,6 +44,8 @@ class DecodeGraphs {
   int64_t replays() const;
 
   static constexpr int64_t kMaxRows = 256;
+  // Graphs kept at once (all are dropped when a new one would pass it).
+  static constexpr size_t kMaxGraphs = 64;
   // Smallest bucket >= rows (rows <= kMaxRows).
   static int64_t Bucket(int64_t rows);
 

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 
@@ -23,7 +24,10 @@ absl::Status KernelError(const char* what, const char* why) {
 }  // namespace
 
 AkvSequenceCache::AkvSequenceCache(const AkvConfig& config, const AkvPlan& plan, const KvGeometry& g)
-    : config_(config), plan_(plan), geometry_(g) {}
+    : config_(config), plan_(plan), geometry_(g) {
+  static std::atomic<uint64_t> next_id{1};
+  id_ = next_id.fetch_add(1);
+}
 
 absl::Status AkvSequenceCache::Init() {
   managed_ = AllocateTierSet(plan_.managed, plan_.managed_layers, plan_.stage_rows, geometry_.device);
@@ -35,6 +39,7 @@ absl::Status AkvSequenceCache::Init() {
   const int64_t rows = plan_.StepRows();
   lse_ = at::empty({rows, geometry_.n_heads}, at::TensorOptions().dtype(at::kFloat).device(geometry_.device));
   pos_buf_ = at::empty({rows}, at::TensorOptions().dtype(at::kInt).device(geometry_.device));
+  pos_host_ = at::empty({1}, at::TensorOptions().dtype(at::kInt).pinned_memory(geometry_.device.is_cuda()));
   host_counts_.assign(static_cast<size_t>(plan_.managed_layers) * kAkvCountSlots, 0);
   if (geometry_.device.is_cuda()) KV_RETURN_IF_ERROR(InitCuda());
   peak_bytes_ = BytesHeld();
@@ -63,7 +68,14 @@ absl::Status AkvSequenceCache::Attend(int64_t layer, const at::Tensor& q, const 
                                       at::Tensor& out, const SeqStep& seq, const StepContext& ctx) {
   KV_RETURN_IF_ERROR(CheckStart(layer, seq));
   const int n = static_cast<int>(seq.n_new);
-  if (pos_step_ != ctx.step || pos_.numel() != n) {
+  if (ctx.decode_prepared) {
+    // PrepareDecodeStep put the position in pos_buf_ already: nothing here
+    // may depend on host values that change between graph replays.
+    if (prepared_step_ != ctx.step || n != 1) {
+      return absl::InternalError(absl::StrCat("akv: prepared decode step ", ctx.step, " was not prepared"));
+    }
+    pos_ = pos_buf_.narrow(0, 0, 1);
+  } else if (pos_step_ != ctx.step || pos_.numel() != n) {
     pos_ = pos_buf_.narrow(0, 0, n);
     at::arange_out(pos_, at::Scalar(seen_), at::Scalar(seen_ + n), at::Scalar(1));
     pos_step_ = ctx.step;
@@ -113,6 +125,16 @@ absl::Status AkvSequenceCache::Attend(int64_t layer, const at::Tensor& q, const 
   sp.max_positions = static_cast<int>(plan_.max_tokens);
   if (!AkvScoreUpdateRef(sp)) return KernelError("score update", AkvScoreValidate(sp));
   compression_ms_ += NowMs() - t0;
+  return absl::OkStatus();
+}
+
+absl::Status AkvSequenceCache::PrepareDecodeStep(const SeqStep& seq, const StepContext& ctx) {
+  if (seq.n_new != 1) return absl::InternalError("akv: a prepared decode step appends one token");
+  KV_RETURN_IF_ERROR(CheckStart(0, seq));
+  pos_host_.data_ptr<int32_t>()[0] = static_cast<int32_t>(seen_);
+  pos_buf_.narrow(0, 0, 1).copy_(pos_host_, /*non_blocking=*/true);  // current stream, before the replay
+  prepared_step_ = ctx.step;
+  step_rows_ = 1;
   return absl::OkStatus();
 }
 

@@ -49,8 +49,16 @@ class AkvSequenceCache final : public SequenceCache {
   ~AkvSequenceCache() override;
   absl::Status Init();
 
+  // Host work of a prepared (CUDA-graph) decode step: checks the step, sets
+  // this step's position in device memory (an H2D copy on the current
+  // stream, before the replay), so Attend is device work only.
+  absl::Status PrepareDecodeStep(const SeqStep& seq, const StepContext& ctx);
+  // Unique for the life of the process (graph keys: addresses get reused).
+  uint64_t id() const { return id_; }
+
   // Row-major form used by the strategy: q/out [n, H, D], k/v [n, Hkv, D]
-  // (rows may be strided, heads and dims packed).
+  // (rows may be strided, heads and dims packed). With ctx.decode_prepared
+  // it only enqueues kernels (it may be running inside a graph capture).
   absl::Status Attend(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                       at::Tensor& out, const SeqStep& seq, const StepContext& ctx);
 
@@ -100,6 +108,9 @@ class AkvSequenceCache final : public SequenceCache {
   AkvTierSet managed_, dense_;
   std::unique_ptr<AkvColdTier> cold_;
   at::Tensor pos_buf_;      // [StepRows] int32
+  at::Tensor pos_host_;     // [1] int32, pinned on CUDA: staging of a prepared step's position
+  int64_t prepared_step_ = -1;
+  uint64_t id_ = 0;
   at::Tensor pos_;          // [n] view of pos_buf_: positions of this step's new rows
   at::Tensor lse_;          // [max rows, H] fp32
   int64_t pos_step_ = -1;   // ctx.step pos_ was made for

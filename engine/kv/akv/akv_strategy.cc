@@ -45,4 +45,23 @@ absl::Status AkvStrategy::ForwardGroup(int64_t layer, absl::Span<SequenceCache* 
   return absl::OkStatus();
 }
 
+absl::StatusOr<int64_t> AkvStrategy::PrepareDecode(absl::Span<SequenceCache* const> seqs,
+                                                   absl::Span<const SeqStep> steps, int64_t padded_rows,
+                                                   const StepContext& ctx) {
+  std::vector<uint64_t> ids;
+  ids.reserve(seqs.size() + 1);
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    auto* cache = static_cast<AkvSequenceCache*>(seqs[i]);
+    KV_RETURN_IF_ERROR(cache->PrepareDecodeStep(steps[i], ctx));
+    ids.push_back(cache->id());
+  }
+  ids.push_back(static_cast<uint64_t>(padded_rows));
+  auto it = keys_.find(ids);
+  if (it != keys_.end()) return it->second;
+  if (keys_.size() >= 4096) keys_.clear();  // keys only grow (ids are never reused): forget old sets
+  const int64_t key = next_key_++;
+  keys_.emplace(std::move(ids), key);
+  return key;
+}
+
 }  // namespace kvstream

@@ -4,6 +4,9 @@
 // tier buffers, so one launch per sequence and layer).
 #pragma once
 
+#include <map>
+#include <vector>
+
 #include "engine/kv/akv/akv_cache.h"
 #include "engine/kv/kv_cache.h"
 
@@ -20,8 +23,21 @@ class AkvStrategy final : public Strategy {
   absl::Status ForwardGroup(int64_t layer, absl::Span<SequenceCache* const> seqs, absl::Span<const SeqStep> steps,
                             GroupTensors& t, const StepContext& ctx) override;
 
+  // CUDA decode steps run from captured graphs: every buffer a sequence's
+  // kernels touch is allocated once at Open and tier sizes live in device
+  // memory, so one graph per set of sequences replays step after step; the
+  // per-step selection and migration (EndStep) stay outside the graph.
+  bool SupportsDecodePrepare() const override { return geometry_.device.is_cuda(); }
+  absl::StatusOr<int64_t> PrepareDecode(absl::Span<SequenceCache* const> seqs, absl::Span<const SeqStep> steps,
+                                        int64_t padded_rows, const StepContext& ctx) override;
+
  private:
   KvGeometry geometry_;
+  // Graph keys: one per distinct ordered set of sequence ids (ids, not
+  // addresses: a new cache may reuse a freed one's address). Bounded: the
+  // oldest keys are forgotten (their sequences are long gone).
+  std::map<std::vector<uint64_t>, int64_t> keys_;
+  int64_t next_key_ = 1;
 };
 
 }  // namespace kvstream

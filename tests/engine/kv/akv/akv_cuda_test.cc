@@ -168,5 +168,38 @@ TEST(AkvCuda, MixedWithDenseInOneBatchGivesTheSameTokensAsAloneAndFillsCold) {
               static_cast<long long>(r.kv_bytes_host), r.compression_ratio, r.compression_ms);
 }
 
+// Decode steps of an AKV group replay a captured graph (one per set of
+// sequences): the same tokens and logprobs as eager steps, tiers moving
+// underneath (small budgets: demotions, promotions and cold spills happen
+// between replays).
+TEST(AkvCuda, GraphReplayEqualsEagerDecode) {
+  REQUIRE_CUDA_AND_MODEL();
+  auto graphs = CudaEngine();
+  ::setenv("KVSTREAM_CUDA_GRAPHS", "0", 1);
+  auto eager = CudaEngine();
+  ::unsetenv("KVSTREAM_CUDA_GRAPHS");
+  ASSERT_NE(graphs, nullptr);
+  ASSERT_NE(eager, nullptr);
+  const Tokenizer& tok = graphs->tokenizer();
+  std::vector<GenerateSpec> specs = {
+      AkvSpec(testing::GreedySpec(LongPrompt(tok), 96), {{"hot_budget", int64_t{32}}, {"n_anchors", int64_t{8}},
+                                                         {"warm_budget", int64_t{64}}, {"eviction_batch_size", int64_t{4}}}),
+      AkvSpec(testing::GreedySpec(tok.Encode("def fib(n):", true), 96), {{"hot_budget", int64_t{16}}, {"n_anchors", int64_t{4}}}),
+  };
+  for (auto& s : specs) s.return_logprobs = true;
+  auto a = graphs->GenerateBatch(specs), b = eager->GenerateBatch(specs);
+  ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
+  for (size_t r = 0; r < specs.size(); ++r) {
+    EXPECT_EQ((*a)[r].token_ids, (*b)[r].token_ids) << "request " << r;
+    ASSERT_EQ((*a)[r].logprobs.size(), (*b)[r].logprobs.size());
+    for (size_t i = 0; i < (*a)[r].logprobs.size(); ++i) {
+      EXPECT_NEAR((*a)[r].logprobs[i], (*b)[r].logprobs[i], 1e-4) << "request " << r << " token " << i;
+    }
+    EXPECT_GT((*a)[r].cache.stats.at("demotions_hot_to_warm"), 0.0);
+  }
+  EXPECT_GT(graphs->model().decode_graph_replays(), 60);
+  EXPECT_EQ(eager->model().decode_graph_replays(), 0);
+}
+
 }  // namespace
 }  // namespace kvstream
