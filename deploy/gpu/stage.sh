@@ -27,6 +27,6 @@ source "$ROOT/scripts/versions.env"
 MODEL_DIR="$ROOT/deploy/gpu/model"
 if [ -f "$ROOT/models/$MODEL_FILE" ] && [ ! -f "$MODEL_DIR/part.ab" ]; then
   mkdir -p "$MODEL_DIR"
-  split -b 45M "$ROOT/models/$MODEL_FILE" "$MODEL_DIR/part."
+  split -b 40M "$ROOT/models/$MODEL_FILE" "$MODEL_DIR/part."
 fi
 ls -la "$MODEL_DIR" 2>/dev/null || true

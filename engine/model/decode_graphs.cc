@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <map>
+#include <tuple>
 #include <string>
 #include <utility>
 
@@ -46,7 +47,8 @@ struct DecodeGraphs::Impl {
   c10::cuda::CUDAStream stream;
   at::cuda::MempoolId_t pool;  // shared: graphs replay one at a time
   at::Tensor tok, pos, logits;  // [kMaxRows], [kMaxRows], [kMaxRows, V]
-  std::map<std::pair<int64_t, int64_t>, std::unique_ptr<at::cuda::CUDAGraph>> graphs;
+  // (strategy, padded rows, the strategy's key): keys are per strategy.
+  std::map<std::tuple<const Strategy*, int64_t, int64_t>, std::unique_ptr<at::cuda::CUDAGraph>> graphs;
   int64_t replays = 0;
   bool enabled = true;
 };
@@ -89,7 +91,8 @@ std::optional<absl::StatusOr<at::Tensor>> DecodeGraphs::TryRun(absl::Span<const 
     StepContext prepared = ctx;
     prepared.decode_prepared = true;
 
-    auto it = m.graphs.find({padded, key});
+    const auto graph_key = std::make_tuple(static_cast<const Strategy*>(g.strategy), padded, key);
+    auto it = m.graphs.find(graph_key);
     if (it == m.graphs.end()) {
       // First step of this shape: run it eagerly on this stream (this also
       // warms cuBLAS handles, workspaces and lazy allocations), then capture
@@ -110,7 +113,7 @@ std::optional<absl::StatusOr<at::Tensor>> DecodeGraphs::TryRun(absl::Span<const 
         // Keys of strategies with per-sequence buffers (AKV) name a set of
         // sequences, so they keep coming: bound the graphs kept.
         if (m.graphs.size() >= kMaxGraphs) m.graphs.clear();
-        m.graphs.emplace(std::make_pair(padded, key), std::move(graph));
+        m.graphs.emplace(graph_key, std::move(graph));
       } else {
         // Not capturable: stay correct, go eager from now on.
         spdlog::warn("CUDA graph capture failed ({}); decode steps run eagerly", s.ToString());
