@@ -1,5 +1,7 @@
 #include "engine/kv/akv/akv_strategy.h"
 
+#include <c10/util/Exception.h>
+
 #include "absl/strings/str_cat.h"
 #include "engine/status_macros.h"
 
@@ -23,7 +25,14 @@ absl::StatusOr<std::unique_ptr<SequenceCache>> AkvStrategy::Open(const StrategyC
   KV_RETURN_IF_ERROR(Validate(config));
   KV_ASSIGN_OR_RETURN(AkvConfig c, ParseAkvConfig(config, geometry_.n_layers, geometry_.head_dim));
   auto cache = std::make_unique<AkvSequenceCache>(c, MakeAkvPlan(c, geometry_, config.max_tokens), geometry_);
-  KV_RETURN_IF_ERROR(cache->Init());
+  try {
+    KV_RETURN_IF_ERROR(cache->Init());
+  } catch (const c10::Error& e) {
+    // The tiers come from the torch allocator, beside the dense page pool:
+    // out of memory is the request's problem, not the server's.
+    return absl::ResourceExhaustedError(absl::StrCat("kv_compression.akv: cannot allocate the tier buffers (",
+                                                     e.what_without_backtrace(), ")"));
+  }
   return cache;
 }
 
