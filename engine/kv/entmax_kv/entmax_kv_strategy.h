@@ -1,0 +1,104 @@
+// The EntmaxKV strategy (design/strategies/entmax_kv.md), engine side, first
+// version: top-k page selection (Quest upper bound) + exact softmax (alpha 1)
+// over the selected pages plus the tail.
+//
+// Storage: the same paged K/V as dense (a PagedKvPool of 16-token pages, its
+// own pool) plus per page, per KV head, per dim key min/max (K1), indexed by
+// the physical page id like the K/V pool. Prefill chunks append their K/V,
+// recompute the stats of the pages they touched (K1) and attend with SDPA over
+// the gathered pages, as dense does. A decode row appends, recomputes its
+// tail page's stats (K1), scores historical pages (K2), packs sinks + top-n +
+// tail (K3; its dense fallback when the budget covers everything, T <
+// min_context, or a layer < dense_layers) and attends with K7. CPU runs the
+// kernels' twins, CUDA the launchers; one sequence per launch in this version.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <vector>
+
+#include "engine/kv/dense/paged_pool.h"
+#include "engine/kv/entmax_kv/entmax_kv_config.h"
+#include "engine/kv/kv_cache.h"
+
+namespace kvstream {
+
+// Per-page key statistics for every layer, indexed like the pool's pages.
+class EntmaxStatsStore {
+ public:
+  explicit EntmaxStatsStore(const KvGeometry& g) : geometry_(g) {}
+  // Bytes of one page's kmin+kmax over all layers.
+  int64_t page_bytes() const;
+  // Allocates [L, 2, NB, Hkv, D] once the pool's page count is known.
+  void EnsureAllocated(int64_t num_pages);
+  at::Tensor kmin(int64_t layer) const { return storage_[layer][0]; }
+  at::Tensor kmax(int64_t layer) const { return storage_[layer][1]; }
+
+ private:
+  KvGeometry geometry_;
+  at::Tensor storage_;
+};
+
+class EntmaxKvStrategy final : public Strategy {
+ public:
+  EntmaxKvStrategy(const KvGeometry& g, int64_t pool_bytes);
+
+  const char* name() const override { return "entmax_kv"; }
+  absl::Status Validate(const StrategyConfig& config) const override;
+  absl::StatusOr<std::unique_ptr<SequenceCache>> Open(const StrategyConfig& config) override;
+  // ceil(tokens / 16) pages of K/V plus their min/max stats.
+  int64_t PredictBytes(const StrategyConfig& config, int64_t prompt_tokens, int64_t max_new_tokens) const override;
+
+  PagedKvPool& pool() { return *pool_; }
+
+ private:
+  KvGeometry geometry_;
+  std::shared_ptr<PagedKvPool> pool_;
+  std::shared_ptr<EntmaxStatsStore> stats_;
+};
+
+class EntmaxKvSequenceCache final : public SequenceCache {
+ public:
+  EntmaxKvSequenceCache(std::shared_ptr<PagedKvPool> pool, std::shared_ptr<EntmaxStatsStore> stats,
+                        const EntmaxKvConfig& config, int64_t max_tokens);
+  ~EntmaxKvSequenceCache() override;
+
+  absl::StatusOr<at::Tensor> Forward(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                     const SeqStep& seq, const StepContext& ctx) override;
+  absl::Status EndStep(const SeqStep& seq, const StepContext& ctx) override;
+  int64_t BytesHeld() const override;
+  CacheReport Report() const override;
+
+  int64_t length() const { return length_; }
+
+ private:
+  absl::Status Grow(int64_t tokens);
+  absl::Status UpdateStats(int64_t layer, int recent_pages);
+  absl::StatusOr<at::Tensor> Decode(int64_t layer, const at::Tensor& q);
+
+  struct LayerCounters {
+    int64_t decode_steps = 0;
+    int64_t fallback_steps = 0;
+    double pages_selected = 0;  // sum over steps (per head; equal over heads in top-k)
+    int64_t pages_min = -1, pages_max = 0;
+    double tokens_attended = 0;
+    double bytes_read = 0, metadata_read = 0, dense_read = 0;
+  };
+
+  std::shared_ptr<PagedKvPool> pool_;
+  std::shared_ptr<EntmaxStatsStore> stats_;
+  EntmaxKvConfig config_;
+  int64_t max_tokens_;
+  std::vector<int32_t> pages_;
+  int64_t length_ = 0;
+  int64_t peak_bytes_ = 0;
+  // Made at layer 0 of a step, reused by every layer: append slots [Hkv*n],
+  // used pages, block table [1, MB] int32 and seq_lens [1] int32 (T).
+  int64_t chunk_index_at_ = -1;
+  at::Tensor chunk_slots_, chunk_pages_, block_table_, seq_lens_;
+  std::vector<LayerCounters> counters_;
+  at::Tensor mass_error_max_;  // [] fp32 on the device (no host sync per step)
+};
+
+}  // namespace kvstream
