@@ -1,0 +1,112 @@
+// The SAM-Gate strategy (design/strategies/sam_gate.md): exact prefill over a
+// dense staging buffer (C1), then per layer a fixed-capacity ring of the
+// most recent tokens at the layer's regime (§4 steps 4-6), decode through
+// sam_kv_write + sam_decode_attn (CPU twins on CPU, launchers on CUDA).
+//
+// This version has no curvature probe (§4 step 2): the regime is fixed
+// without it, which the spec allows only when f_obs_min == 0 (every f,
+// NaN included, is OBSTRUCTED); anything needing the probe is refused by
+// SamGateCheckImplemented (INVALID_ARGUMENT naming the knob).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include "engine/kv/kv_cache.h"
+#include "engine/kv/sam_gate/sam_gate_config.h"
+
+namespace kvstream {
+
+// Host policy of one layer (§4 steps 3-5): regime, storage and kept groups.
+struct SamLayerPlan {
+  SamRegime regime = SamRegime::kObstructed;
+  int bits = 16;              // storage bits of the ring
+  int fake_quant_bits = 0;    // compat mode prefill fake quantization
+  int window = 0;             // W
+  int sinks = 0;              // S
+  std::vector<int32_t> kept;  // kept KV groups, ascending
+  int Capacity() const { return window + sinks; }
+};
+
+// Kept groups for a heads fraction and group scores S_g (§4 step 4, C6):
+// the n_keep largest, ties to the lower g, returned ascending.
+std::vector<int32_t> SamSelectGroups(double heads_fraction, const std::vector<double>& group_scores);
+
+// The plan of a layer whose f was computed as `f` (NaN = not probed) with
+// group scores `scores` ([Hk]).
+SamLayerPlan SamPlanLayer(const SamGateConfig& c, double f, const std::vector<double>& scores);
+
+// Bytes of one layer's ring as this engine allocates it: K and V rings (§3
+// kv_bytes_l), slot_pos and kept_groups (§3 meta_bytes_l), plus the [H]
+// int32 head -> ring-group map the attention kernel reads (4*H bytes, not
+// in the §3 formula).
+int64_t SamLayerRingBytes(const SamLayerPlan& p, int64_t head_dim, int64_t n_heads, int group_size);
+
+class SamGateSequenceCache final : public SequenceCache {
+ public:
+  SamGateSequenceCache(const SamGateConfig& c, const KvGeometry& g);
+
+  absl::StatusOr<at::Tensor> Forward(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                     const SeqStep& seq, const StepContext& ctx) override;
+  int64_t BytesHeld() const override;
+  CacheReport Report() const override;
+
+  // Tests: the ring of a layer (empty before the end of the prompt).
+  const SamLayerPlan& plan(int64_t layer) const { return layers_[layer].plan; }
+  bool ring_built(int64_t layer) const { return layers_[layer].built; }
+  int64_t n_valid(int64_t layer) const { return layers_[layer].n_valid; }
+  // slot_pos of a layer's ring, copied to the host.
+  std::vector<int32_t> SlotPositions(int64_t layer) const;
+
+ private:
+  struct Layer {
+    SamLayerPlan plan;
+    bool built = false;
+    bool probe_skipped = false;
+    double f = std::numeric_limits<double>::quiet_NaN();  // NaN until probed
+    int64_t n_valid = 0;
+    int64_t seen = 0;            // tokens of the sequence this layer has seen
+    at::Tensor stage_k, stage_v; // [Hkv, cap, D] prompt staging (C1), freed at ring init
+    at::Tensor k_ring, v_ring;   // uint8 [n_l * C * RB]
+    at::Tensor slot_pos;         // int32 [C]
+    at::Tensor kept_groups;      // int32 [n_l]
+    at::Tensor head_ring_group;  // int32 [H]
+    at::Tensor desc_dev;         // CUDA: uint8 bytes of the SamRingDesc
+    SamRingDesc desc;
+  };
+
+  absl::StatusOr<at::Tensor> Prefill(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                     const SeqStep& seq);
+  absl::Status InitRing(int64_t layer);
+  absl::StatusOr<at::Tensor> Decode(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                    const SeqStep& seq);
+  int64_t StagingBytes() const;
+  int64_t RingBytes() const;
+
+  SamGateConfig config_;
+  KvGeometry geometry_;
+  std::vector<Layer> layers_;
+  int64_t peak_bytes_ = 0;
+  double compression_ms_ = 0.0;
+};
+
+class SamGateStrategy final : public Strategy {
+ public:
+  explicit SamGateStrategy(const KvGeometry& g) : geometry_(g) {}
+
+  const char* name() const override { return "sam_gate"; }
+  absl::Status Validate(const StrategyConfig& config) const override;
+  absl::StatusOr<std::unique_ptr<SequenceCache>> Open(const StrategyConfig& config) override;
+  // Dense staging of the prompt + for each layer the largest ring any regime
+  // could give it (rings are allocated before the staging is freed, §3).
+  int64_t PredictBytes(const StrategyConfig& config, int64_t prompt_tokens, int64_t max_new_tokens) const override;
+
+ private:
+  KvGeometry geometry_;
+};
+
+}  // namespace kvstream
