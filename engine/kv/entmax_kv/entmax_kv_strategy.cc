@@ -80,6 +80,9 @@ EntmaxKvStrategy::EntmaxKvStrategy(const KvGeometry& g, int64_t pool_bytes)
   pool_ = std::make_shared<PagedKvPool>(kv, pool_bytes > 0 ? std::max<int64_t>(bytes, kv_page) : 0);
 }
 
+EntmaxKvStrategy::EntmaxKvStrategy(const KvGeometry& g, std::shared_ptr<PagedKvPool> shared_pool)
+    : geometry_(g), pool_(std::move(shared_pool)), stats_(std::make_shared<EntmaxStatsStore>(g)) {}
+
 absl::Status EntmaxKvStrategy::Validate(const StrategyConfig& config) const {
   KV_RETURN_IF_ERROR(ParseEntmaxKvConfig(config, geometry_.n_layers).status());
   if (!EntmaxKvSupports(static_cast<int>(geometry_.head_dim), ToKvDType(geometry_.dtype))) {

@@ -42,7 +42,14 @@ class EntmaxStatsStore {
 
 class EntmaxKvStrategy final : public Strategy {
  public:
+  // Its own pool: `pool_bytes` (0 on CPU: from free RAM) holds the K/V pages
+  // and their stats together.
   EntmaxKvStrategy(const KvGeometry& g, int64_t pool_bytes);
+  // Pages from a pool shared with another strategy (dense's on CUDA, so both
+  // draw on one KV budget); the stats ([L, 2, NB, Hkv, D], 1/16 of the pool
+  // at P = 16) are allocated beside it at first use, outside its bytes. The
+  // pool must outlive every sequence opened here.
+  EntmaxKvStrategy(const KvGeometry& g, std::shared_ptr<PagedKvPool> shared_pool);
 
   const char* name() const override { return "entmax_kv"; }
   absl::Status Validate(const StrategyConfig& config) const override;

@@ -208,6 +208,36 @@ TEST(EntmaxKvDriver, MinContextKeepsShortContextsDense) {
   EXPECT_DOUBLE_EQ(r.report.stats.at("read_fraction"), 1.0);
 }
 
+TEST(EntmaxKvDriver, SharedPoolPagesComeAndGo) {
+  KvGeometry g = Geo();
+  auto pool = std::make_shared<PagedKvPool>(g, int64_t{8} << 20);
+  EntmaxKvStrategy strat(g, pool);
+  auto other = pool->Take(3);  // another strategy's pages
+  ASSERT_TRUE(other.ok()) << other.status();
+  const int64_t free0 = pool->free_pages();
+  {
+    StrategyConfig c = Cfg({{"dense_layers", int64_t{0}}, {"token_budget", int64_t{16}}});
+    auto open = strat.Open(c);
+    ASSERT_TRUE(open.ok()) << open.status();
+    SeqStep s;
+    s.n_new = 40;
+    s.is_prompt = true;
+    at::Tensor q = at::randn({6, 40, 64}), k = at::randn({2, 40, 64}), v = at::randn({2, 40, 64});
+    for (int64_t l = 0; l < 2; ++l) ASSERT_TRUE((*open)->Forward(l, q, k, v, s, StepContext{}).ok());
+    ASSERT_TRUE((*open)->EndStep(s, StepContext{}).ok());
+    EXPECT_EQ(pool->free_pages(), free0 - 3);
+    SeqStep d;
+    d.start_pos = 40;
+    d.n_new = 1;
+    for (int64_t l = 0; l < 2; ++l) {
+      auto out = (*open)->Forward(l, q.narrow(1, 0, 1), k.narrow(1, 0, 1), v.narrow(1, 0, 1), d, StepContext{});
+      ASSERT_TRUE(out.ok()) << out.status();
+    }
+  }
+  EXPECT_EQ(pool->free_pages(), free0);
+  pool->Give(*other);
+}
+
 TEST(EntmaxKvDriver, ValidateRefusesUnsupportedGeometry) {
   KvGeometry g = Geo(4, 2, 32);
   EntmaxKvStrategy strat(g, g.kv_pool_bytes);
