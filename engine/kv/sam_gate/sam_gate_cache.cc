@@ -130,6 +130,10 @@ absl::StatusOr<at::Tensor> SamGateSequenceCache::Prefill(int64_t layer, const at
     L.stage_v = std::move(nv);
     peak_bytes_ = std::max(peak_bytes_, BytesHeld());
   }
+  // The last P queries, for the probe (C3).
+  const int64_t P = config_.probe_window;
+  at::Tensor qt = L.q_tail.defined() ? at::cat({L.q_tail, q}, 1) : q;
+  L.q_tail = qt.narrow(1, std::max<int64_t>(0, qt.size(1) - P), std::min<int64_t>(P, qt.size(1))).clone();
   L.stage_k.narrow(1, past, n).copy_(k);
   L.stage_v.narrow(1, past, n).copy_(v);
   L.seen = T;
@@ -143,11 +147,19 @@ absl::Status SamGateSequenceCache::InitRing(int64_t layer) {
   const double t0 = NowMs();
   Layer& L = layers_[layer];
   const int64_t T = L.seen, Hk = geometry_.n_kv_heads, H = geometry_.n_heads, D = geometry_.head_dim, G = H / Hk;
-  // §4 step 2: no probe in this version. P < 8 skips it by the spec; longer
-  // prompts are only accepted when the regime is OBSTRUCTED for any f.
-  L.probe_skipped = std::min<int64_t>(T, config_.probe_window) < 8;
+  // §4 step 2: the probe over the last P prompt tokens (skipped if P < 8:
+  // f stays NaN -> OBSTRUCTED, scores 0).
+  const int64_t P = std::min<int64_t>(T, config_.probe_window);
+  L.probe_skipped = P < kSamProbeMinWindow;
   L.f = std::numeric_limits<double>::quiet_NaN();
-  L.plan = SamPlanLayer(config_, L.f, std::vector<double>(Hk, 0.0));
+  std::vector<double> scores(Hk, 0.0);
+  if (!L.probe_skipped) {
+    KV_RETURN_IF_ERROR(RunProbe(layer, P));
+    for (int64_t h = 0; h < H; ++h) scores[h / G] += L.e[h];
+  }
+  L.q_tail = at::Tensor();
+  L.proposed = config_.Classify(L.f);
+  L.plan = SamPlanLayer(config_, L.f, scores);
   const SamLayerPlan& p = L.plan;
   const int n_l = static_cast<int>(p.kept.size()), C = p.Capacity();
   const int rb = SamRowBytes(static_cast<int>(D), p.bits, config_.quant_group_size);

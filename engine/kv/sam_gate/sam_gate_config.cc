@@ -70,18 +70,6 @@ absl::StatusOr<SamGateConfig> ParseSamGateConfig(const StrategyConfig& config, i
   return c;
 }
 
-absl::Status SamGateCheckImplemented(const SamGateConfig& c) {
-  if (c.calibrate) {
-    return absl::InvalidArgumentError(
-        "kv_compression.sam_gate.calibrate must be false in this version (the curvature probe is not implemented yet)");
-  }
-  if (c.f_obs_min != 0.0f) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "kv_compression.sam_gate.f_obs_min must be 0 in this version (every layer OBSTRUCTED; the curvature probe "
-        "that picks FLAT/TRANSITION is not implemented yet); got ",
-        c.f_obs_min));
-  }
-  return absl::OkStatus();
-}
+absl::Status SamGateCheckImplemented(const SamGateConfig&) { return absl::OkStatus(); }
 
 }  // namespace kvstream

@@ -54,10 +54,9 @@ struct SamGateConfig {
   }
 };
 
-// What this version of the engine does not implement yet (the curvature
-// probe, §4 step 2): INVALID_ARGUMENT naming the knob unless the regime is
-// fixed without it, i.e. f_obs_min == 0 (then f_flat_max == 0 and every
-// layer is OBSTRUCTED for any f, NaN included) and calibrate == false.
+// What this version of the engine does not implement yet: INVALID_ARGUMENT
+// naming the knob. Every knob of §5 is implemented now (OK always); kept as
+// the hook for future refusals.
 absl::Status SamGateCheckImplemented(const SamGateConfig& c);
 
 // Parses and validates `config` (strategy "sam_gate") for a model with head

@@ -4,6 +4,7 @@
 #include <limits>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "engine/kv/sam_gate/sam_gate_strategy.h"
 
 namespace kvstream {
@@ -32,6 +33,12 @@ CacheReport SamGateSequenceCache::Report() const {
       skipped += l.probe_skipped ? 1 : 0;
       if (!std::isnan(l.f)) fs.push_back(l.f);
       lr.detail = SamRegimeName(p.regime);
+      if (config_.calibrate) lr.detail = absl::StrCat("OBSTRUCTED(proposed=", SamRegimeName(l.proposed), ")");
+      double e_min = std::numeric_limits<double>::quiet_NaN(), e_max = e_min;
+      if (!l.e.empty()) {
+        e_min = *std::min_element(l.e.begin(), l.e.end());
+        e_max = *std::max_element(l.e.begin(), l.e.end());
+      }
       lr.bytes = l.k_ring.nbytes() + l.v_ring.nbytes() + l.slot_pos.nbytes() + l.kept_groups.nbytes() +
                  l.head_ring_group.nbytes();
       lr.tokens_held = l.n_valid;
@@ -47,7 +54,14 @@ CacheReport SamGateSequenceCache::Report() const {
                   {"heads_kept", static_cast<double>(heads_kept)},
                   {"heads_kept_frac", H > 0 ? static_cast<double>(heads_kept) / H : 0.0},
                   {"kept_group_mask", mask},
-                  {"probe_skipped", l.probe_skipped ? 1.0 : 0.0}};
+                  {"probe_skipped", l.probe_skipped ? 1.0 : 0.0},
+                  {"tr_delta", l.tr_delta},
+                  {"harmonic_heads", static_cast<double>(l.harmonic_heads)},
+                  {"e_min", e_min},
+                  {"e_max", e_max},
+                  {"probe_P", static_cast<double>(l.probe_p)},
+                  {"probe_K", static_cast<double>(l.probe_skipped ? 0 : config_.num_probes)},
+                  {"proposed_regime", static_cast<double>(static_cast<int>(l.proposed))}};
     } else {
       lr.detail = "PREFILL";
       lr.bytes = l.stage_k.defined() ? l.stage_k.nbytes() + l.stage_v.nbytes() : 0;

@@ -3,10 +3,9 @@
 // most recent tokens at the layer's regime (§4 steps 4-6), decode through
 // sam_kv_write + sam_decode_attn (CPU twins on CPU, launchers on CUDA).
 //
-// This version has no curvature probe (§4 step 2): the regime is fixed
-// without it, which the spec allows only when f_obs_min == 0 (every f,
-// NaN included, is OBSTRUCTED); anything needing the probe is refused by
-// SamGateCheckImplemented (INVALID_ARGUMENT naming the knob).
+// The curvature probe (§4 step 2) runs once per layer at the end of the
+// prompt through the sam_probe_* kernels (twins on CPU), then the host
+// forms the harmonic set, f (double), the regime and the group ranking.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -68,6 +67,12 @@ class SamGateSequenceCache final : public SequenceCache {
     bool built = false;
     bool probe_skipped = false;
     double f = std::numeric_limits<double>::quiet_NaN();  // NaN until probed
+    double tr_delta = std::numeric_limits<double>::quiet_NaN();
+    std::vector<float> e;        // [H] per-head Laplacian energy (empty if skipped)
+    int harmonic_heads = 0;
+    int probe_p = 0;
+    SamRegime proposed = SamRegime::kObstructed;  // the rule's regime (calibrate reports it)
+    at::Tensor q_tail;           // [H, <=P, D] the last prompt queries (C3)
     int64_t n_valid = 0;
     int64_t seen = 0;            // tokens of the sequence this layer has seen
     at::Tensor stage_k, stage_v; // [Hkv, cap, D] prompt staging (C1), freed at ring init
@@ -82,6 +87,8 @@ class SamGateSequenceCache final : public SequenceCache {
   absl::StatusOr<at::Tensor> Prefill(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                      const SeqStep& seq);
   absl::Status InitRing(int64_t layer);
+  // §4 step 2 on the staged window: fills f, e, tr_delta, harmonic_heads.
+  absl::Status RunProbe(int64_t layer, int64_t P);
   absl::StatusOr<at::Tensor> Decode(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                     const SeqStep& seq);
   int64_t StagingBytes() const;

@@ -15,6 +15,7 @@
 #include "engine/kv/dense/dense_cache.h"
 #include "engine/kv/sam_gate/sam_gate_strategy.h"
 #include "kernels/sam_gate/sam_gate.h"
+#include "tests/engine/kv/sam_gate/sam_probe_ref.h"
 
 namespace kvstream {
 namespace {
@@ -91,17 +92,12 @@ at::Tensor WindowRef(const at::Tensor& q, const at::Tensor& K, const at::Tensor&
   return CausalGqaAttention(q, Bf16(K.index_select(1, idx)), Bf16(V.index_select(1, idx)), 0);
 }
 
-TEST(SamGateCache, RefusesWhatNeedsTheProbe) {
+TEST(SamGateCache, ValidatesKnobsAndGeometry) {
   SamGateStrategy s(Geo());
-  absl::Status st = s.Validate(Sam({}, false));
-  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(st.message().find("kv_compression.sam_gate.f_obs_min"), std::string::npos) << st;
-  st = s.Validate(Sam({{"calibrate", true}}));
-  EXPECT_NE(st.message().find("kv_compression.sam_gate.calibrate"), std::string::npos) << st;
-  EXPECT_FALSE(s.Open(Sam({}, false)).ok());
-  st = s.Validate(Sam({{"tau", 3.0}}));
+  EXPECT_TRUE(s.Validate(Sam({}, false)).ok());
+  EXPECT_TRUE(s.Validate(Sam({{"calibrate", true}})).ok());
+  absl::Status st = s.Validate(Sam({{"tau", 3.0}}));
   EXPECT_NE(st.message().find("kv_compression.sam_gate.tau"), std::string::npos) << st;
-  EXPECT_TRUE(s.Validate(Sam({})).ok());
   SamGateStrategy odd(Geo(2, 4, 2, 96));
   EXPECT_FALSE(odd.Validate(Sam({{"quant_group_size", int64_t{16}}})).ok());
 }
@@ -254,6 +250,96 @@ TEST(SamGateCache, GroupSelectionRoundsUpAndBreaksTiesLow) {
   EXPECT_EQ(SamSelectGroups(0.5, std::vector<double>(8, 0.0)), (std::vector<int32_t>{0, 1, 2, 3}));
   EXPECT_EQ(SamSelectGroups(0.5, {0.1, 0.9, 0.3, 0.9}), (std::vector<int32_t>{1, 3}));
   EXPECT_EQ(SamSelectGroups(0.25, {0.5, 0.9, 0.9, 0.1}), (std::vector<int32_t>{1}));
+}
+
+// Exact mode (num_probes = 0): the report's f and e equal a reference built
+// from the staged window with at:: ops (§4 step 2), per layer.
+TEST(SamGateProbe, ExactModeMatchesTheClosedForm) {
+  at::manual_seed(6);
+  const KvGeometry g = Geo(2, 4, 2, 64);
+  Driver d(g, Sam({{"num_probes", int64_t{0}}, {"probe_window", int64_t{16}}, {"tau", 0.0}}, false));
+  std::vector<at::Tensor> qs;
+  d.Step(40, true, true, &qs);
+  const CacheReport r = d.cache->Report();
+  for (int64_t l = 0; l < g.n_layers; ++l) {
+    const ProbeRef ref = ExactProbeRef(qs[l].narrow(1, 24, 16), d.all_k[l].narrow(1, 24, 16));
+    EXPECT_NEAR(r.layers[l].stats.at("f"), ref.f, 1e-4 * std::max(1.0, ref.f)) << "layer " << l;
+    EXPECT_NEAR(r.layers[l].stats.at("tr_delta"), ref.tr_delta, 1e-4 * std::max(1.0, ref.tr_delta));
+    EXPECT_EQ(r.layers[l].stats.at("probe_P"), 16);
+    EXPECT_EQ(r.layers[l].detail, SamRegimeName(SamGateConfig{}.Classify(ref.f)));
+  }
+}
+
+// Hutchinson with many probes is near the exact f; the same seed twice gives
+// the same f (determinism, §9 test 6c).
+TEST(SamGateProbe, HutchinsonIsNearExactAndDeterministic) {
+  const KvGeometry g = Geo(1, 4, 2, 64);
+  auto run = [&](int64_t K, uint64_t seed) {
+    at::manual_seed(7);
+    Driver d(g, Sam({{"num_probes", K}, {"probe_seed", static_cast<int64_t>(seed)}, {"tau", 0.0}}, false));
+    d.Step(64, true, true);
+    return d.cache->Report().layers[0].stats.at("f");
+  };
+  const double exact = run(0, 0);
+  EXPECT_EQ(run(8, 3), run(8, 3));
+  double mean = 0.0;
+  for (uint64_t s = 0; s < 8; ++s) mean += run(64, s) / 8.0;
+  EXPECT_NEAR(mean, exact, 0.15 * exact + 1e-6);
+}
+
+// Forced regimes through the thresholds: FLAT keeps the top-scoring half of
+// the groups at 4 bits and W=64; dropped heads give v_t (SELF) or 0 (ZERO);
+// TRANSITION keeps ceil(0.75*Hk) groups at 8 bits.
+TEST(SamGateProbe, ForcedRegimesSelectGroupsAndDropHeads) {
+  const KvGeometry g = Geo(1, 8, 4, 64);
+  for (const char* mode : {"SELF", "ZERO"}) {
+    SCOPED_TRACE(mode);
+    at::manual_seed(8);
+    Driver d(g, Sam({{"f_flat_max", 1e30}, {"f_obs_min", 1e30}, {"dropped_head_mode", std::string(mode)}}, false));
+    d.Step(80, true, true);
+    const SamLayerPlan& p = d.sam()->plan(0);
+    EXPECT_EQ(p.regime, SamRegime::kFlat);
+    EXPECT_EQ(p.bits, 4);
+    EXPECT_EQ(p.window, 64);
+    ASSERT_EQ(p.kept.size(), 2u);
+    const CacheReport r0 = d.cache->Report();
+    EXPECT_EQ(r0.layers[0].detail, "FLAT");
+    EXPECT_EQ(r0.stats.at("n_flat"), 1);
+    EXPECT_EQ(r0.layers[0].stats.at("heads_kept_frac"), 0.5);
+    std::vector<at::Tensor> qs;
+    auto outs = d.Step(1, false, false, &qs);
+    const at::Tensor vt = d.all_v[0].narrow(1, 80, 1);  // [Hk, 1, D]
+    for (int64_t h = 0; h < 8; ++h) {
+      const int32_t grp = static_cast<int32_t>(h / 2);
+      if (std::find(p.kept.begin(), p.kept.end(), grp) != p.kept.end()) continue;
+      at::Tensor want = std::string(mode) == "SELF" ? vt[grp] : at::zeros_like(vt[grp]);
+      EXPECT_TRUE(at::equal(outs[0][h], want)) << "dropped head " << h;
+    }
+  }
+  at::manual_seed(9);
+  Driver t(g, Sam({{"f_flat_max", 0.0}, {"f_obs_min", 1e30}}, false));
+  t.Step(80, true, true);
+  EXPECT_EQ(t.sam()->plan(0).regime, SamRegime::kTransition);
+  EXPECT_EQ(t.sam()->plan(0).bits, 8);
+  EXPECT_EQ(t.sam()->plan(0).kept.size(), 3u);
+  EXPECT_EQ(t.cache->Report().layers[0].detail, "TRANSITION");
+}
+
+TEST(SamGateProbe, CalibrateReportsTheProposalAndAppliesObstructed) {
+  at::manual_seed(10);
+  const KvGeometry g = Geo();
+  Driver d(g, Sam({{"f_flat_max", 1e30}, {"f_obs_min", 1e30}, {"calibrate", true}}, false));
+  d.Step(30, true, true);
+  d.Step(1, false, false);
+  const CacheReport r = d.cache->Report();
+  EXPECT_EQ(r.stats.at("calibrate"), 1.0);
+  EXPECT_EQ(r.stats.at("n_obs"), 2);
+  for (const auto& l : r.layers) {
+    EXPECT_EQ(l.detail, "OBSTRUCTED(proposed=FLAT)");
+    EXPECT_EQ(l.stats.at("bits"), 16);
+    EXPECT_FALSE(std::isnan(l.stats.at("f")));
+  }
+  EXPECT_FALSE(std::isnan(r.stats.at("f_median")));
 }
 
 }  // namespace
