@@ -5,6 +5,8 @@
 // Skips while "entmax_kv" is not in the engine's registry.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "tests/engine/engine_fixture.h"
 
 namespace kvstream {
@@ -77,6 +79,25 @@ TEST(EntmaxKvModel, MixedWithDenseInOneBatchGivesTheSameTokensAsAlone) {
   auto mixed = engine->GenerateBatch({dense, ent});
   ASSERT_TRUE(alone.ok() && mixed.ok()) << alone.status() << mixed.status();
   EXPECT_EQ((*mixed)[1].token_ids, (*alone)[0].token_ids);
+}
+
+// An engine whose dense runs over the paged pool (as on CUDA): EntmaxKV
+// draws its pages from the same pool and still follows dense.
+TEST(EntmaxKvModel, OverThePagedDensePoolFollowsDense) {
+  if (!std::filesystem::exists(testing::DefaultModelPath())) GTEST_SKIP() << "no model";
+  EngineOptions o;
+  o.model_path = testing::DefaultModelPath();
+  o.device = "cpu";
+  o.paged_dense = true;
+  auto engine = Engine::Load(o);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  GenerateSpec dense = testing::GreedySpec(LongPrompt((*engine)->tokenizer()), 16);
+  auto e = (*engine)->GenerateBatch({EntmaxSpec(dense, {{"token_budget", int64_t{4096}}})});
+  KV_REQUIRE_ENTMAX(e);
+  auto mixed = (*engine)->GenerateBatch({dense, EntmaxSpec(dense, {{"token_budget", int64_t{64}}})});
+  ASSERT_TRUE(e.ok() && mixed.ok()) << e.status() << mixed.status();
+  EXPECT_EQ((*e)[0].token_ids, (*mixed)[0].token_ids);
+  EXPECT_EQ((*mixed)[1].token_ids.size(), 16u);
 }
 
 }  // namespace
