@@ -34,8 +34,8 @@ absl::Status SamGateSequenceCache::RunProbe(int64_t layer, int64_t P) {
   const bool cuda = geometry_.device.is_cuda();
   at::Tensor q = L.q_tail.narrow(1, L.q_tail.size(1) - P, P).contiguous();  // [H, P, D]
   at::Tensor k = L.stage_k.narrow(1, T - P, P);                             // [Hk, P, D] strided
-  const size_t ws_bytes = SamProbeWorkspaceBytes(static_cast<int>(H), static_cast<int>(P), K);
-  (void)ws_bytes;
+  // Transient probe buffers (A, Z, U, e, W, F: SamProbeWorkspaceBytes), freed
+  // on return; not in peak_kv_bytes or PredictBytes (§3 counts them apart).
   auto f32 = at::TensorOptions().dtype(at::kFloat).device(geometry_.device);
   at::Tensor a = at::empty({H, P, P}, f32);
   at::Tensor e = at::zeros({H}, f32);
