@@ -6,6 +6,8 @@
 #include "engine/kv/akv/akv_strategy.h"
 #include "engine/kv/dense/dense_cache.h"
 #include "engine/kv/dense/paged_dense.h"
+#include "engine/kv/entmax_kv/entmax_kv_strategy.h"
+#include "engine/kv/sam_gate/sam_gate_strategy.h"
 
 namespace kvstream {
 
@@ -26,6 +28,13 @@ absl::StatusOr<std::unique_ptr<StrategyRegistry>> StrategyRegistry::Create(
     reg->strategies_["dense"] = std::make_unique<DenseStrategy>(geometry);
   }
   reg->strategies_["akv"] = std::make_unique<AkvStrategy>(geometry);
+  // EntmaxKV keeps dense pages: dense's pool where dense is paged (one KV budget), else its own.
+  if (auto* paged = dynamic_cast<PagedDenseStrategy*>(reg->strategies_["dense"].get())) {
+    reg->strategies_["entmax_kv"] = std::make_unique<EntmaxKvStrategy>(geometry, paged->shared_pool());
+  } else {
+    reg->strategies_["entmax_kv"] = std::make_unique<EntmaxKvStrategy>(geometry, geometry.kv_pool_bytes);
+  }
+  reg->strategies_["sam_gate"] = std::make_unique<SamGateStrategy>(geometry);
   return reg;
 }
 

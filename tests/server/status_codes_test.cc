@@ -63,8 +63,8 @@ TEST_F(StatusCodes, PromptPlusMaxNewOverContextNamesBothNumbers) {
 
 TEST_F(StatusCodes, StrategyNotBuiltIsUnimplementedNamingIt) {
   v1::GenerateRequest req = GreedyRequest("hi", 4);
-  req.mutable_kv_compression()->mutable_sam_gate();
-  ExpectStatus(Generate(*server_->Stub(), req).status, grpc::StatusCode::UNIMPLEMENTED, {"sam_gate"});
+  req.mutable_kv_compression()->mutable_spectral_quant();
+  ExpectStatus(Generate(*server_->Stub(), req).status, grpc::StatusCode::UNIMPLEMENTED, {"spectral_quant"});
 }
 
 TEST_F(StatusCodes, AkvKnobOutOfRangeNamesFieldAndRange) {

@@ -40,6 +40,8 @@ class PagedDenseStrategy final : public Strategy {
                                         int64_t padded_rows, const StepContext& ctx) override;
 
   PagedKvPool& pool() { return *pool_; }
+  // Shared with strategies that keep dense pages too (EntmaxKV): one KV budget.
+  std::shared_ptr<PagedKvPool> shared_pool() const { return pool_; }
 
  private:
   // One layer of a prepared decode step: rows [0, prepared_rows_) of t.
