@@ -23,6 +23,7 @@
 #include "absl/types/span.h"
 #include "engine/kv/cache_report.h"
 #include "engine/kv/strategy_config.h"
+#include "kernels/common/kv_dtype.h"
 
 namespace kvstream {
 
@@ -45,6 +46,13 @@ struct KvGeometry {
   // Bytes one token's K+V take in a dense 16-bit cache over all layers.
   int64_t DenseBytesPerToken16() const { return 2 * n_layers * n_kv_heads * head_dim * 2; }
 };
+
+// Element type the kernels take for a torch dtype (fp32 for anything else).
+inline KvDType KvDTypeOf(c10::ScalarType t) {
+  if (t == c10::kBFloat16) return KvDType::kBf16;
+  if (t == c10::kHalf) return KvDType::kFp16;
+  return KvDType::kFp32;
+}
 
 // One sequence's part of a step.
 struct SeqStep {

@@ -38,12 +38,6 @@ int64_t SetBytes(const AkvLayout& l, int layers, int stage_rows) {
 
 }  // namespace
 
-KvDType AkvDType(c10::ScalarType t) {
-  if (t == at::kBFloat16) return KvDType::kBf16;
-  if (t == at::kHalf) return KvDType::kFp16;
-  return KvDType::kFp32;
-}
-
 AkvPlan MakeAkvPlan(const AkvConfig& c, const KvGeometry& g, int64_t max_tokens) {
   AkvPlan p;
   p.max_tokens = max_tokens > 0 ? max_tokens : std::max<int64_t>(g.context_length, 1);
@@ -59,7 +53,7 @@ AkvPlan MakeAkvPlan(const AkvConfig& c, const KvGeometry& g, int64_t max_tokens)
   base.head_dim = static_cast<int>(g.head_dim);
   base.warm_bits = c.warm_bits;
   base.group_size = std::min<int>(c.group_size, static_cast<int>(g.head_dim));
-  base.dtype = AkvDType(g.dtype);
+  base.dtype = KvDTypeOf(g.dtype);
 
   // akv.md §3: C_hot = hot + batch + chunk + cap, C_warm = warm + 2*batch + chunk + cap.
   const int hot = c.EffectiveHotBudget(p.max_tokens);

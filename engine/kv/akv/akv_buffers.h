@@ -71,7 +71,5 @@ struct AkvTierSet {
 // Allocates a tier set (counts zeroed) on `device`.
 AkvTierSet AllocateTierSet(const AkvLayout& layout, int num_layers, int stage_rows, c10::Device device);
 
-// Element type of the hot tier for a torch dtype.
-KvDType AkvDType(c10::ScalarType t);
 
 }  // namespace kvstream

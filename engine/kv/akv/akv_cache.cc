@@ -84,34 +84,28 @@ absl::Status AkvSequenceCache::Attend(int64_t layer, const at::Tensor& q, const 
   const bool managed = plan_.IsManaged(layer);
   AkvTierSet& set = managed ? managed_ : dense_;
   const int idx = plan_.Index(layer);
-  if (geometry_.device.is_cuda()) return AttendCuda(set, idx, managed, q, k, v, out, n);
-
-  // CPU: append and score through the kernels' twins; attention through ATen
-  // on the dequantized tiers (AttendCpu), the same math as the twin.
-  AkvAppendParams ap;
-  ap.layout = set.layout;
-  ap.tiers = set.Tiers();
-  ap.layer = idx;
-  // The twin reads k and v rows with one stride and packed heads.
+  // One set of kernel parameters for both paths. The kernels and twins read
+  // k and v rows with one stride and packed heads.
   const bool packed = k.stride(2) == 1 && k.stride(1) == k.size(2) && v.stride(2) == 1 &&
                       v.stride(1) == v.size(2) && v.stride(0) == k.stride(0);
   const at::Tensor kc = packed ? k : k.contiguous();
   const at::Tensor vc = packed ? v : v.contiguous();
+  AkvAppendParams ap;
+  ap.layout = set.layout;
+  ap.tiers = set.Tiers();
+  ap.layer = idx;
   ap.k = kc.const_data_ptr();
   ap.v = vc.const_data_ptr();
   ap.pos = pos_.const_data_ptr<int32_t>();
   ap.row_stride = kc.stride(0);
   ap.rows = n;
-  if (!AkvAppendRef(ap)) return KernelError("append", AkvAppendValidate(ap));
-  KV_RETURN_IF_ERROR(AttendCpu(set, idx, q, k, v, out, n));
-  if (!managed || config_.scoring == AkvScoring::kFifo) return absl::OkStatus();
-  const double t0 = NowMs();
+  const bool score = managed && config_.scoring != AkvScoring::kFifo;
   AkvScoreParams sp;
   sp.layout = set.layout;
-  sp.tiers = set.Tiers();
+  sp.tiers = ap.tiers;
   sp.layer = idx;
   sp.q = q.const_data_ptr();
-  sp.q_pos = pos_.const_data_ptr<int32_t>();
+  sp.q_pos = ap.pos;
   sp.lse = lse_.const_data_ptr<float>();
   sp.q_stride_m = q.stride(0);
   sp.q_stride_h = q.stride(1);
@@ -123,6 +117,14 @@ absl::Status AkvSequenceCache::Attend(int64_t layer, const at::Tensor& q, const 
   sp.attention_weight = config_.attention_weight;
   sp.recency_weight = config_.recency_weight;
   sp.max_positions = static_cast<int>(plan_.max_tokens);
+  if (geometry_.device.is_cuda()) return AttendCuda(set, idx, ap, score ? &sp : nullptr, q, out, n);
+
+  // CPU: append and score through the kernels' twins; attention through ATen
+  // on the dequantized tiers (AttendCpu), the same math as the twin.
+  if (!AkvAppendRef(ap)) return KernelError("append", AkvAppendValidate(ap));
+  KV_RETURN_IF_ERROR(AttendCpu(set, idx, q, out, n));
+  if (!score) return absl::OkStatus();
+  const double t0 = NowMs();
   if (!AkvScoreUpdateRef(sp)) return KernelError("score update", AkvScoreValidate(sp));
   compression_ms_ += NowMs() - t0;
   return absl::OkStatus();
@@ -138,8 +140,7 @@ absl::Status AkvSequenceCache::PrepareDecodeStep(const SeqStep& seq, const StepC
   return absl::OkStatus();
 }
 
-absl::Status AkvSequenceCache::AttendCpu(AkvTierSet& set, int idx, const at::Tensor& q, const at::Tensor&,
-                                         const at::Tensor&, at::Tensor& out, int n) {
+absl::Status AkvSequenceCache::AttendCpu(AkvTierSet& set, int idx, const at::Tensor& q, at::Tensor& out, int n) {
   const AkvLayout& lay = set.layout;
   const int32_t* counts = set.counts.const_data_ptr<int32_t>() + int64_t(idx) * kAkvCountSlots;
   const int64_t n_hot = counts[kAkvNHot], n_warm = lay.warm_capacity > 0 ? counts[kAkvNWarm] : 0;
@@ -203,21 +204,31 @@ absl::Status AkvSequenceCache::EndStep(const SeqStep& seq, const StepContext&) {
   return s;
 }
 
-absl::Status AkvSequenceCache::EndStepCpu() {
-  const double t0 = NowMs();
+AkvSelectParams AkvSequenceCache::SelectParams() const {
   AkvSelectParams sel;
   sel.layout = managed_.layout;
   sel.tiers = managed_.Tiers();
   sel.lists = managed_.Lists();
   sel.policy = config_.Policy(seen_);
   sel.num_layers = plan_.managed_layers;
-  if (!AkvSelectRef(sel)) return KernelError("select", AkvSelectValidate(sel));
+  return sel;
+}
+
+AkvMigrateParams AkvSequenceCache::MigrateParams() const {
   AkvMigrateParams mig;
   mig.layout = managed_.layout;
-  mig.tiers = sel.tiers;
-  mig.lists = sel.lists;
+  mig.tiers = managed_.Tiers();
+  mig.lists = managed_.Lists();
   mig.stage = managed_.Stage();
   mig.num_layers = plan_.managed_layers;
+  return mig;
+}
+
+absl::Status AkvSequenceCache::EndStepCpu() {
+  const double t0 = NowMs();
+  const AkvSelectParams sel = SelectParams();
+  if (!AkvSelectRef(sel)) return KernelError("select", AkvSelectValidate(sel));
+  const AkvMigrateParams mig = MigrateParams();
   if (!AkvMigrateRef(mig)) return KernelError("migrate", AkvMigrateValidate(mig));
   if (cold_ != nullptr) {
     const int32_t* counts = managed_.counts.const_data_ptr<int32_t>();

@@ -87,13 +87,16 @@ class AkvSequenceCache final : public SequenceCache {
 
  private:
   absl::Status CheckStart(int64_t layer, const SeqStep& seq) const;
-  absl::Status AttendCpu(AkvTierSet& set, int idx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                         at::Tensor& out, int n);
+  absl::Status AttendCpu(AkvTierSet& set, int idx, const at::Tensor& q, at::Tensor& out, int n);
+  // Select and migrate over every managed layer (same parameters on both paths).
+  AkvSelectParams SelectParams() const;
+  AkvMigrateParams MigrateParams() const;
   absl::Status EndStepCpu();
   // CUDA side (akv_cache_cuda.cc); FailedPrecondition in builds without it.
   absl::Status InitCuda();
-  absl::Status AttendCuda(AkvTierSet& set, int idx, bool managed, const at::Tensor& q, const at::Tensor& k,
-                          const at::Tensor& v, at::Tensor& out, int n);
+  // `ap` appends the step's rows; `sp` (null: no scoring) updates the scores.
+  absl::Status AttendCuda(AkvTierSet& set, int idx, const AkvAppendParams& ap, const AkvScoreParams* sp,
+                          const at::Tensor& q, at::Tensor& out, int n);
   absl::Status EndStepCuda();
   absl::Status DrainCounts();     // reads last step's counters; sends staged rows toward the host
   absl::Status FileColdMirror();  // files rows the copy stream brought to pinned memory

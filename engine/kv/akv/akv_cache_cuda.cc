@@ -126,40 +126,26 @@ absl::Status AkvSequenceCache::InitCuda() {
   return absl::OkStatus();
 }
 
-absl::Status AkvSequenceCache::AttendCuda(AkvTierSet& set, int idx, bool managed, const at::Tensor& q,
-                                          const at::Tensor& k, const at::Tensor& v, at::Tensor& out, int n) {
+absl::Status AkvSequenceCache::AttendCuda(AkvTierSet& set, int idx, const AkvAppendParams& ap,
+                                          const AkvScoreParams* sp, const at::Tensor& q, at::Tensor& out, int n) {
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  const bool packed = k.stride(2) == 1 && k.stride(1) == k.size(2) && v.stride(2) == 1 && v.stride(1) == v.size(2) &&
-                      v.stride(0) == k.stride(0);
-  const at::Tensor kc = packed ? k : k.contiguous();
-  const at::Tensor vc = packed ? v : v.contiguous();
-  AkvAppendParams ap;
-  ap.layout = set.layout;
-  ap.tiers = set.Tiers();
-  ap.layer = idx;
-  ap.k = kc.const_data_ptr();
-  ap.v = vc.const_data_ptr();
-  ap.pos = pos_.const_data_ptr<int32_t>();
-  ap.row_stride = kc.stride(0);
-  ap.rows = n;
   KV_RETURN_IF_ERROR(Cuda(LaunchAkvAppend(ap, stream), "append"));
 
   const int64_t H = geometry_.n_heads, D = geometry_.head_dim;
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
   at::Tensor o = out.is_contiguous() ? out : at::empty({n, H, D}, out.options());
   AkvAttentionParams p;
   p.layout = set.layout;
   p.tiers = ap.tiers;
   p.layer = idx;
   p.q = q.const_data_ptr();
-  p.q_pos = pos_.const_data_ptr<int32_t>();
+  p.q_pos = ap.pos;
   p.out = o.data_ptr();
   p.lse = lse_.data_ptr<float>();
   p.q_stride_m = q.stride(0);
   p.q_stride_h = q.stride(1);
   p.num_rows = n;
   p.num_heads = static_cast<int>(H);
-  p.scale = scale;
+  p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
   p.num_splits = PlanAkvAttentionSplits(n, static_cast<int>(H), set.layout.num_kv_heads,
                                         set.layout.hot_capacity + set.layout.warm_capacity, cuda_->num_sms);
   at::Tensor ws;
@@ -171,29 +157,14 @@ absl::Status AkvSequenceCache::AttendCuda(AkvTierSet& set, int idx, bool managed
   }
   KV_RETURN_IF_ERROR(Cuda(LaunchAkvMixedAttention(p, stream), "mixed attention"));
   if (!o.is_same(out)) out.copy_(o);
-  if (!managed || config_.scoring == AkvScoring::kFifo) return absl::OkStatus();
-
-  AkvScoreParams sp;
-  sp.layout = set.layout;
-  sp.tiers = ap.tiers;
-  sp.layer = idx;
-  sp.q = p.q;
-  sp.q_pos = p.q_pos;
-  sp.lse = p.lse;
-  sp.q_stride_m = p.q_stride_m;
-  sp.q_stride_h = p.q_stride_h;
-  sp.num_rows = n;
-  sp.num_heads = p.num_heads;
-  sp.scale = scale;
-  sp.mode = config_.scoring;
-  sp.decay = config_.importance_decay;
-  sp.attention_weight = config_.attention_weight;
-  sp.recency_weight = config_.recency_weight;
+  if (sp == nullptr) return absl::OkStatus();
+  AkvScoreParams score = *sp;
   if (cuda_->hybrid_ws.defined()) {
-    sp.workspace = reinterpret_cast<uint32_t*>(cuda_->hybrid_ws.data_ptr<int32_t>());
-    sp.max_positions = static_cast<int>(plan_.max_tokens);
+    score.workspace = reinterpret_cast<uint32_t*>(cuda_->hybrid_ws.data_ptr<int32_t>());
+  } else {
+    score.max_positions = 0;  // only HYBRID reads it, through its workspace
   }
-  return Cuda(LaunchAkvScoreUpdate(sp, stream), "score update");
+  return Cuda(LaunchAkvScoreUpdate(score, stream), "score update");
 }
 
 absl::Status AkvSequenceCache::EndStepCuda() {
@@ -212,20 +183,8 @@ absl::Status AkvSequenceCache::EndStepCuda() {
   KV_RETURN_IF_ERROR(DrainCounts());
 
   // 2. Select and migrate over every managed layer.
-  AkvSelectParams sel;
-  sel.layout = managed_.layout;
-  sel.tiers = managed_.Tiers();
-  sel.lists = managed_.Lists();
-  sel.policy = config_.Policy(seen_);
-  sel.num_layers = plan_.managed_layers;
-  KV_RETURN_IF_ERROR(Cuda(LaunchAkvSelect(sel, stream), "select"));
-  AkvMigrateParams mig;
-  mig.layout = managed_.layout;
-  mig.tiers = sel.tiers;
-  mig.lists = sel.lists;
-  mig.stage = managed_.Stage();
-  mig.num_layers = plan_.managed_layers;
-  KV_RETURN_IF_ERROR(Cuda(LaunchAkvMigrate(mig, stream), "migrate"));
+  KV_RETURN_IF_ERROR(Cuda(LaunchAkvSelect(SelectParams(), stream), "select"));
+  KV_RETURN_IF_ERROR(Cuda(LaunchAkvMigrate(MigrateParams(), stream), "migrate"));
 
   // 3. Counters to the host, read at the next EndStep.
   KV_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(c.counts_host, managed_.counts.const_data_ptr(),
@@ -343,7 +302,7 @@ int64_t AkvCudaStateBytes(const AkvCudaState*) { return 0; }
 int64_t AkvCudaStateHostBytes(const AkvCudaState*) { return 0; }
 AkvSequenceCache::~AkvSequenceCache() = default;
 absl::Status AkvSequenceCache::InitCuda() { return absl::FailedPreconditionError("this build has no CUDA kernels"); }
-absl::Status AkvSequenceCache::AttendCuda(AkvTierSet&, int, bool, const at::Tensor&, const at::Tensor&,
+absl::Status AkvSequenceCache::AttendCuda(AkvTierSet&, int, const AkvAppendParams&, const AkvScoreParams*,
                                           const at::Tensor&, at::Tensor&, int) {
   return absl::FailedPreconditionError("this build has no CUDA kernels");
 }

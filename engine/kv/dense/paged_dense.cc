@@ -21,12 +21,6 @@ namespace {
 
 constexpr int64_t P = PagedKvPool::kPageTokens;
 
-KvDType ToKvDType(c10::ScalarType t) {
-  if (t == at::kBFloat16) return KvDType::kBf16;
-  if (t == at::kHalf) return KvDType::kFp16;
-  return KvDType::kFp32;
-}
-
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Split planning sees lengths rounded up to a power of two (>= 256), so the
@@ -41,12 +35,6 @@ int PlanLength(int64_t max_len) {
 // Flat row of (page, kv head, offset) in a layer pool viewed as [NB*Hkv*P, D].
 int64_t SlotRow(int32_t page, int64_t head, int64_t offset, int64_t n_kv_heads) {
   return (static_cast<int64_t>(page) * n_kv_heads + head) * P + offset;
-}
-
-// An owned copy on `device` (also on CPU, where .to() would alias `v`).
-at::Tensor HostToDevice(std::vector<int64_t>& v, const c10::Device& device) {
-  return at::from_blob(v.data(), {static_cast<int64_t>(v.size())}, at::kLong)
-      .to(device, /*non_blocking=*/false, /*copy=*/true);
 }
 
 }  // namespace
@@ -164,7 +152,7 @@ absl::Status PagedDenseStrategy::DecodeLayer(int64_t layer, const at::Tensor& q,
     ap.rows = static_cast<int>(R);
     ap.num_kv_heads = static_cast<int>(Hkv);
     ap.head_dim = static_cast<int>(D);
-    ap.dtype = ToKvDType(geometry_.dtype);
+    ap.dtype = KvDTypeOf(geometry_.dtype);
     const cudaError_t e = LaunchPagedAppend(ap, at::cuda::getCurrentCUDAStream());
     if (e != cudaSuccess) {
       return absl::InternalError(absl::StrCat("paged append (layer ", layer, "): ", cudaGetErrorString(e)));
@@ -198,7 +186,7 @@ absl::Status PagedDenseStrategy::DecodeLayer(int64_t layer, const at::Tensor& q,
   p.max_seq_len = static_cast<int>(prepared_max_len_);
   p.num_splits = prepared_splits_;
   p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
-  p.dtype = ToKvDType(geometry_.dtype);
+  p.dtype = KvDTypeOf(geometry_.dtype);
   at::Tensor part_out, part_lse;
   if (p.num_splits > 1) {
     auto f32 = at::TensorOptions().dtype(at::kFloat).device(geometry_.device);
@@ -294,25 +282,14 @@ absl::StatusOr<at::Tensor> PagedDenseSequenceCache::Forward(int64_t layer, const
   }
   const int64_t T = past + n;
   const KvGeometry& g = pool_->geometry();
-  const int64_t Hkv = g.n_kv_heads, D = g.head_dim;
   if (chunk_index_at_ != past) {
     KV_RETURN_IF_ERROR(Grow(T));
-    std::vector<int64_t> slots(static_cast<size_t>(Hkv * n));
-    for (int64_t h = 0; h < Hkv; ++h) {
-      for (int64_t i = 0; i < n; ++i) slots[h * n + i] = SlotRow(pages_[(past + i) / P], h, (past + i) % P, Hkv);
-    }
-    std::vector<int64_t> used(pages_.begin(), pages_.begin() + CeilDiv(T, P));
-    chunk_slots_ = HostToDevice(slots, g.device);
-    chunk_pages_ = HostToDevice(used, g.device);
+    chunk_ = MakePagedChunk(pages_, past, n, g);
     chunk_index_at_ = past;
   }
   at::Tensor kpool = pool_->keys(layer), vpool = pool_->values(layer);
-  kpool.view({-1, D}).index_copy_(0, chunk_slots_, k.reshape({Hkv * n, D}));
-  vpool.view({-1, D}).index_copy_(0, chunk_slots_, v.reshape({Hkv * n, D}));
-  // Gather the sequence's pages: [np, Hkv, P, D] -> [Hkv, np*P, D] -> first T.
-  const int64_t np = chunk_pages_.size(0);
-  at::Tensor keys = kpool.index_select(0, chunk_pages_).transpose(0, 1).reshape({Hkv, np * P, D}).narrow(1, 0, T);
-  at::Tensor values = vpool.index_select(0, chunk_pages_).transpose(0, 1).reshape({Hkv, np * P, D}).narrow(1, 0, T);
+  AppendPagedChunk(kpool, vpool, chunk_, k, v);
+  at::Tensor keys = GatherPagedTokens(kpool, chunk_.pages, T), values = GatherPagedTokens(vpool, chunk_.pages, T);
   return CausalGqaAttention(q, keys, values, past);
 }
 

@@ -93,7 +93,7 @@ class PagedDenseSequenceCache final : public SequenceCache {
   // A prompt chunk's append slots [Hkv*n] and used pages, on the device: the
   // same for every layer of the step, so made at layer 0 only.
   int64_t chunk_index_at_ = -1;  // length_ they were made for
-  at::Tensor chunk_slots_, chunk_pages_;
+  PagedChunk chunk_;
 };
 
 }  // namespace kvstream

@@ -70,4 +70,39 @@ int64_t PagedKvPool::free_pages() const {
   return storage_.defined() ? static_cast<int64_t>(free_.size()) : 0;
 }
 
+at::Tensor HostToDevice(const std::vector<int64_t>& v, const c10::Device& device, at::ScalarType dtype) {
+  return at::from_blob(const_cast<int64_t*>(v.data()), {static_cast<int64_t>(v.size())}, at::kLong)
+      .to(device, dtype, /*non_blocking=*/false, /*copy=*/true);
+}
+
+PagedChunk MakePagedChunk(const std::vector<int32_t>& pages, int64_t past, int64_t n, const KvGeometry& g) {
+  constexpr int64_t P = PagedKvPool::kPageTokens;
+  const int64_t Hkv = g.n_kv_heads;
+  std::vector<int64_t> slots(static_cast<size_t>(Hkv * n));
+  for (int64_t h = 0; h < Hkv; ++h) {
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t t = past + i;
+      slots[h * n + i] = (static_cast<int64_t>(pages[t / P]) * Hkv + h) * P + t % P;
+    }
+  }
+  std::vector<int64_t> used(pages.begin(), pages.begin() + (past + n + P - 1) / P);
+  return PagedChunk{HostToDevice(slots, g.device), HostToDevice(used, g.device)};
+}
+
+void AppendPagedChunk(at::Tensor& k_pool, at::Tensor& v_pool, const PagedChunk& chunk, const at::Tensor& k,
+                      const at::Tensor& v) {
+  const int64_t D = k.size(-1), rows = chunk.slots.size(0);
+  k_pool.view({-1, D}).index_copy_(0, chunk.slots, k.reshape({rows, D}));
+  v_pool.view({-1, D}).index_copy_(0, chunk.slots, v.reshape({rows, D}));
+}
+
+at::Tensor GatherPagedTokens(const at::Tensor& layer_pool, const at::Tensor& pages, int64_t tokens) {
+  // [np, Hkv, P, D] -> [Hkv, np * P, D] -> the first `tokens`.
+  const int64_t np = pages.size(0), Hkv = layer_pool.size(1), D = layer_pool.size(3);
+  return layer_pool.index_select(0, pages)
+      .transpose(0, 1)
+      .reshape({Hkv, np * PagedKvPool::kPageTokens, D})
+      .narrow(1, 0, tokens);
+}
+
 }  // namespace kvstream

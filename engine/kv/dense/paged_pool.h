@@ -55,4 +55,20 @@ class PagedKvPool {
   std::vector<int32_t> free_;  // LIFO: recently freed pages are reused first
 };
 
+// ---- a prompt chunk over the pool (dense and EntmaxKV prefill) --------------
+// Indices a paged cache needs to append tokens [past, past + n) of a sequence
+// holding `pages` and to gather its first past + n tokens, on `g.device`.
+struct PagedChunk {
+  at::Tensor slots;  // [Hkv * n] int64 rows of the flat layer pool [NB * Hkv * P, D], head-major
+  at::Tensor pages;  // [ceil((past + n) / P)] int64 page ids in sequence order
+};
+PagedChunk MakePagedChunk(const std::vector<int32_t>& pages, int64_t past, int64_t n, const KvGeometry& g);
+// Writes k/v [Hkv, n, D] into one layer's pools at chunk.slots.
+void AppendPagedChunk(at::Tensor& k_pool, at::Tensor& v_pool, const PagedChunk& chunk, const at::Tensor& k,
+                      const at::Tensor& v);
+// The first `tokens` tokens of a layer pool through `pages`: [Hkv, tokens, D].
+at::Tensor GatherPagedTokens(const at::Tensor& layer_pool, const at::Tensor& pages, int64_t tokens);
+// An owned copy of `v` on `device` as `dtype` (also on CPU, where .to() would alias).
+at::Tensor HostToDevice(const std::vector<int64_t>& v, const c10::Device& device, at::ScalarType dtype = at::kLong);
+
 }  // namespace kvstream

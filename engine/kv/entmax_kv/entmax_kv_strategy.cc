@@ -21,22 +21,7 @@ namespace {
 constexpr int64_t P = PagedKvPool::kPageTokens;
 constexpr double kBytes16 = 2.0;  // spec §3: bytes counted as a 16-bit cache (b_kv = 2)
 
-KvDType ToKvDType(c10::ScalarType t) {
-  if (t == at::kBFloat16) return KvDType::kBf16;
-  if (t == at::kHalf) return KvDType::kFp16;
-  return KvDType::kFp32;
-}
-
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-int64_t SlotRow(int32_t page, int64_t head, int64_t offset, int64_t n_kv_heads) {
-  return (static_cast<int64_t>(page) * n_kv_heads + head) * P + offset;
-}
-
-at::Tensor HostToDevice(std::vector<int64_t>& v, const c10::Device& device, at::ScalarType dtype = at::kLong) {
-  at::Tensor t = at::from_blob(v.data(), {static_cast<int64_t>(v.size())}, at::kLong);
-  return t.to(device, dtype, /*non_blocking=*/false, /*copy=*/true);
-}
 
 // Twin result (CPU) -> status.
 absl::Status TwinStatus(bool ok, const char* why, const char* kernel, int64_t layer) {
@@ -85,7 +70,7 @@ EntmaxKvStrategy::EntmaxKvStrategy(const KvGeometry& g, std::shared_ptr<PagedKvP
 
 absl::Status EntmaxKvStrategy::Validate(const StrategyConfig& config) const {
   KV_RETURN_IF_ERROR(ParseEntmaxKvConfig(config, geometry_.n_layers).status());
-  if (!EntmaxKvSupports(static_cast<int>(geometry_.head_dim), ToKvDType(geometry_.dtype))) {
+  if (!EntmaxKvSupports(static_cast<int>(geometry_.head_dim), KvDTypeOf(geometry_.dtype))) {
     return absl::FailedPreconditionError(
         absl::StrCat("kv_compression.entmax_kv: the kernels support head dim 64 or 128 in fp32 or bf16 (model has "
                      "head dim ",
@@ -142,7 +127,7 @@ absl::Status EntmaxKvSequenceCache::UpdateStats(int64_t layer, int recent_pages)
   p.kv.page_size = static_cast<int>(P);
   p.kv.num_blocks = static_cast<int>(pool_->num_pages());
   p.kv.max_blocks_per_seq = static_cast<int>(block_table_.size(1));
-  p.kv.dtype = ToKvDType(g.dtype);
+  p.kv.dtype = KvDTypeOf(g.dtype);
   p.stats.kmin = stats_->kmin(layer).mutable_data_ptr();
   p.stats.kmax = stats_->kmax(layer).mutable_data_ptr();
   p.kind = EntmaxStatKind::kMinMax;
@@ -167,31 +152,21 @@ absl::StatusOr<at::Tensor> EntmaxKvSequenceCache::Forward(int64_t layer, const a
   }
   const int64_t T = past + n;
   const KvGeometry& g = pool_->geometry();
-  const int64_t Hkv = g.n_kv_heads, D = g.head_dim;
   if (chunk_index_at_ != past) {
     KV_RETURN_IF_ERROR(Grow(T));
-    std::vector<int64_t> slots(static_cast<size_t>(Hkv * n));
-    for (int64_t h = 0; h < Hkv; ++h) {
-      for (int64_t i = 0; i < n; ++i) slots[h * n + i] = SlotRow(pages_[(past + i) / P], h, (past + i) % P, Hkv);
-    }
-    std::vector<int64_t> used(pages_.begin(), pages_.begin() + CeilDiv(T, P));
-    chunk_slots_ = HostToDevice(slots, g.device);
-    chunk_pages_ = HostToDevice(used, g.device);
-    block_table_ = HostToDevice(used, g.device, at::kInt).view({1, -1});
+    chunk_ = MakePagedChunk(pages_, past, n, g);
+    block_table_ = chunk_.pages.to(at::kInt).view({1, -1});
     std::vector<int64_t> len = {T};
     seq_lens_ = HostToDevice(len, g.device, at::kInt);
     chunk_index_at_ = past;
   }
   at::Tensor kpool = pool_->keys(layer), vpool = pool_->values(layer);
-  kpool.view({-1, D}).index_copy_(0, chunk_slots_, k.reshape({Hkv * n, D}));
-  vpool.view({-1, D}).index_copy_(0, chunk_slots_, v.reshape({Hkv * n, D}));
+  AppendPagedChunk(kpool, vpool, chunk_, k, v);
   // K1: the pages this step touched (a chunk of n tokens touches at most
   // ceil(n/P) + 1; decode: the tail).
   KV_RETURN_IF_ERROR(UpdateStats(layer, n == 1 ? 1 : static_cast<int>(CeilDiv(n, P) + 1)));
   if (n == 1) return Decode(layer, q);
-  const int64_t np = chunk_pages_.size(0);
-  at::Tensor keys = kpool.index_select(0, chunk_pages_).transpose(0, 1).reshape({Hkv, np * P, D}).narrow(1, 0, T);
-  at::Tensor values = vpool.index_select(0, chunk_pages_).transpose(0, 1).reshape({Hkv, np * P, D}).narrow(1, 0, T);
+  at::Tensor keys = GatherPagedTokens(kpool, chunk_.pages, T), values = GatherPagedTokens(vpool, chunk_.pages, T);
   return CausalGqaAttention(q, keys, values, past);
 }
 
@@ -223,7 +198,7 @@ absl::StatusOr<at::Tensor> EntmaxKvSequenceCache::Decode(int64_t layer, const at
   kv.page_size = static_cast<int>(P);
   kv.num_blocks = static_cast<int>(pool_->num_pages());
   kv.max_blocks_per_seq = static_cast<int>(MB);
-  kv.dtype = ToKvDType(g.dtype);
+  kv.dtype = KvDTypeOf(g.dtype);
   EntmaxQuery query;
   query.q = q.const_data_ptr();
   query.stride_b = H * D;

@@ -103,7 +103,8 @@ class EntmaxKvSequenceCache final : public SequenceCache {
   // Made at layer 0 of a step, reused by every layer: append slots [Hkv*n],
   // used pages, block table [1, MB] int32 and seq_lens [1] int32 (T).
   int64_t chunk_index_at_ = -1;
-  at::Tensor chunk_slots_, chunk_pages_, block_table_, seq_lens_;
+  PagedChunk chunk_;
+  at::Tensor block_table_, seq_lens_;
   std::vector<LayerCounters> counters_;
   at::Tensor mass_error_max_;  // [] fp32 on the device (no host sync per step)
 };

@@ -20,12 +20,6 @@
 namespace kvstream {
 namespace {
 
-KvDType SamDType(c10::ScalarType t) {
-  if (t == at::kBFloat16) return KvDType::kBf16;
-  if (t == at::kHalf) return KvDType::kFp16;
-  return KvDType::kFp32;
-}
-
 double NowMs() {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -227,7 +221,7 @@ absl::Status SamGateSequenceCache::InitRing(int64_t layer) {
   w.num_kv_heads = static_cast<int>(Hk);
   w.head_dim = static_cast<int>(D);
   w.fake_quant_bits = p.fake_quant_bits;
-  w.dtype = SamDType(geometry_.dtype);
+  w.dtype = KvDTypeOf(geometry_.dtype);
   if (const char* err = SamKvWriteValidate(w)) {
     return absl::InternalError(absl::StrCat("sam_gate layer ", layer, ": kv_write: ", err));
   }
@@ -275,7 +269,7 @@ absl::StatusOr<at::Tensor> SamGateSequenceCache::Decode(int64_t layer, const at:
   w.num_kv_heads = static_cast<int>(Hk);
   w.head_dim = static_cast<int>(D);
   w.fake_quant_bits = 0;  // compat mode: decode rows unquantized (§4)
-  w.dtype = SamDType(geometry_.dtype);
+  w.dtype = KvDTypeOf(geometry_.dtype);
 
   SamDecodeAttnParams a;
   a.rings = rings;
@@ -288,7 +282,7 @@ absl::StatusOr<at::Tensor> SamGateSequenceCache::Decode(int64_t layer, const at:
   a.head_dim = static_cast<int>(D);
   a.num_splits = 1;
   a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
-  a.dtype = SamDType(geometry_.dtype);
+  a.dtype = KvDTypeOf(geometry_.dtype);
   if (const char* err = SamKvWriteValidate(w)) {
     return absl::InternalError(absl::StrCat("sam_gate layer ", layer, ": kv_write: ", err));
   }

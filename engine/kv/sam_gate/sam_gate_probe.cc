@@ -19,12 +19,6 @@
 namespace kvstream {
 namespace {
 
-KvDType ProbeDType(c10::ScalarType t) {
-  if (t == at::kBFloat16) return KvDType::kBf16;
-  if (t == at::kHalf) return KvDType::kFp16;
-  return KvDType::kFp32;
-}
-
 }  // namespace
 
 absl::Status SamGateSequenceCache::RunProbe(int64_t layer, int64_t P) {
@@ -55,7 +49,7 @@ absl::Status SamGateSequenceCache::RunProbe(int64_t layer, int64_t P) {
   sp.head_dim = static_cast<int>(D);
   sp.window = static_cast<int>(P);
   sp.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
-  sp.dtype = ProbeDType(geometry_.dtype);
+  sp.dtype = KvDTypeOf(geometry_.dtype);
   SamRademacherParams rp;
   SamProbeProductsParams pp;
   SamProbePairsParams pr;
