@@ -42,6 +42,9 @@ struct KvGeometry {
   // Dense runs over the paged pool and the decode kernel (always on CUDA; on
   // CPU through the kernel's twin when asked, so CI covers that path).
   bool paged_dense = false;
+  // The model file ("" for synthetic weights). Strategies with per-model
+  // profiles (SAM-Gate thresholds, SpectralQuant .sqcal) look beside it.
+  std::string model_path;
 
   // Bytes one token's K+V take in a dense 16-bit cache over all layers.
   int64_t DenseBytesPerToken16() const { return 2 * n_layers * n_kv_heads * head_dim * 2; }

@@ -83,6 +83,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
   KvGeometry geometry = e->model_->geometry();
   geometry.paged_dense = options.paged_dense;  // CUDA pages dense regardless (registry)
   geometry.kv_pool_bytes = options.kv_pool_bytes;
+  geometry.model_path = options.synthetic.empty() ? options.model_path : std::string();
   if (use_cuda) {
     if (geometry.kv_pool_bytes <= 0) geometry.kv_pool_bytes = DefaultCudaPoolBytes();
     e->kv_pool_bytes_ = geometry.kv_pool_bytes;
