@@ -1,0 +1,69 @@
+// K1 laser_window_scores and K2 laser_head_mean (laser_kv.md §4.3 steps 4-5, §7).
+// Legend and LaserSegment: laser_common.h.
+//
+// K1 (per layer, added over layers):
+//   z[h,t,j]    = scale * <Q[t,h,:], Kwin[g(h), j, :]>,  j over the window
+//   m, Zs[h,t]  = max_j z, sum_j exp(z - m)                 (pass 1, online)
+//   scores[j]  += sum_{h,t} exp(z[h,t,j] - m[h,t]) / Zs[h,t] (pass 2)
+//   The window is seg[0] ++ seg[1] (T or C, then the block; §4.3 step 4),
+//   numbered as in laser_common.h; one layer's slice of each segment (l = 0).
+//   Invariant after Ly layers starting from 0: sum_j scores[j] = Ly*H*q.
+// K2:
+//   out[i, c] = (1/Hkv) * sum_{g ascending} K[g, rows[i], c]   (fp32; §4.3 step 5:
+//   the last layer's keys of candidates, or of the query tokens for u_t)
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/laser_kv/laser_common.h"
+
+namespace kvstream {
+
+struct LaserWindowScoresParams {
+  const void* q = nullptr;          // [q, H, D] dtype, element (t, h, c) at t*q_stride_t + h*q_stride_h + c
+  int64_t q_stride_t = 0, q_stride_h = 0;  // elements; 0 = H*D and D
+  LaserSegment seg[2];              // window keys, k only, layer 0 of each ([Hkv, len, D] slices)
+  float* scores = nullptr;          // [Wn] fp32, accumulated (+=); the caller zeroes it before layer 0
+  float* row_stats = nullptr;       // [2, H, q] fp32 scratch (m, then Zs); LaserWindowScoresWorkspaceBytes
+  int num_heads = 0;                // H
+  int num_kv_heads = 0;             // Hkv
+  int head_dim = 0;                 // D: 64 or 128
+  int num_query = 0;                // q >= 1
+  float scale = 0.0f;               // 1/sqrt(D), computed by the host
+  KvDType dtype = KvDType::kBf16;   // of q and the keys
+};
+
+struct LaserHeadMeanParams {
+  LaserSegment seg[kLaserMaxSegments];  // k only, layer 0 of each (pass the last layer's slice)
+  const int32_t* rows = nullptr;    // [N] concatenated indices (laser_common.h); nullptr = 0..N-1
+  float* out = nullptr;             // [N, D] fp32
+  int num_rows = 0;                 // N (0 = nothing to do)
+  int num_kv_heads = 0;             // Hkv
+  int head_dim = 0;                 // D: 64 or 128
+  KvDType dtype = KvDType::kBf16;   // of the keys
+};
+
+// Bytes of row_stats (2*H*q fp32).
+size_t LaserWindowScoresWorkspaceBytes(int num_heads, int num_query);
+
+// nullptr if valid, else a static message naming the bad field.
+const char* LaserWindowScoresValidate(const LaserWindowScoresParams& p);
+const char* LaserHeadMeanValidate(const LaserHeadMeanParams& p);
+
+// ---- CPU twins (host pointers; false and nothing written if invalid) ------------
+// Logits, max, sums and probabilities in double; each probability is added
+// to scores in fp32 order (j, then h, t). row_stats may be null on the CPU.
+bool LaserWindowScoresRef(const LaserWindowScoresParams& p);
+// fp32 sum over g ascending, then divided by Hkv (the kernel's order: bit-equal).
+bool LaserHeadMeanRef(const LaserHeadMeanParams& p);
+
+#if defined(KVSTREAM_LASER_HAS_LAUNCHER)
+// Pass 1: one CTA per (h, 8 query rows), key tiles in shared memory, online
+// max/sum per row. Pass 2: one CTA per 32-key tile, all (h, t), no atomics.
+cudaError_t LaunchLaserWindowScores(const LaserWindowScoresParams& p, cudaStream_t stream);
+// One thread per (i, c).
+cudaError_t LaunchLaserHeadMean(const LaserHeadMeanParams& p, cudaStream_t stream);
+#endif
+
+}  // namespace kvstream
