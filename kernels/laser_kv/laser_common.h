@@ -86,4 +86,22 @@ KV_HD uint32_t LaserOrderedBits(float f) {
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
+// Host-side checks shared by the validators: D is built, the dtype is one of
+// the three, and every used segment (len > 0) has its keys (and, when
+// need_values, its values and positions).
+inline bool LaserHeadDimOk(int d) { return d == 64 || d == 128; }
+inline bool LaserDTypeOk(KvDType t) {
+  return t == KvDType::kFp32 || t == KvDType::kFp16 || t == KvDType::kBf16;
+}
+inline bool LaserSegmentsOk(const LaserSegment* s, int n, bool need_values, int64_t* total) {
+  int64_t sum = 0;
+  for (int i = 0; i < n; ++i) {
+    if (s[i].len < 0) return false;
+    if (s[i].len > 0 && (!s[i].k || (need_values && (!s[i].v || !s[i].pos)))) return false;
+    sum += s[i].len;
+  }
+  *total = sum;
+  return sum < (int64_t{1} << 31);
+}
+
 }  // namespace kvstream

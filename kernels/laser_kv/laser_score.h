@@ -52,8 +52,9 @@ const char* LaserWindowScoresValidate(const LaserWindowScoresParams& p);
 const char* LaserHeadMeanValidate(const LaserHeadMeanParams& p);
 
 // ---- CPU twins (host pointers; false and nothing written if invalid) ------------
-// Logits, max, sums and probabilities in double; each probability is added
-// to scores in fp32 order (j, then h, t). row_stats may be null on the CPU.
+// Logits, max, sums and probabilities in double; each key's sum over (h, t)
+// is added to scores[j] once, in fp32. row_stats (fp32 m, Zs) is written when
+// non-null (CPU callers may pass null).
 bool LaserWindowScoresRef(const LaserWindowScoresParams& p);
 // fp32 sum over g ascending, then divided by Hkv (the kernel's order: bit-equal).
 bool LaserHeadMeanRef(const LaserHeadMeanParams& p);
