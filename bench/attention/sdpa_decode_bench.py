@@ -5,6 +5,7 @@ one query token per sequence, GQA 32/8, head dim 128, bf16, at the issue's
 table and writes JSON with the same fields as dense_decode_bench.
 
     python bench/attention/sdpa_decode_bench.py --out sdpa.json [--commit abc]
+        [--points 1x32768,1x131072,1x524288,8x32768]   (BxT list; default POINTS)
 """
 import argparse
 import json
@@ -57,13 +58,29 @@ def bench_point(b, t, copy_bw, iters=50):
             "gbps": nbytes / sec / 1e9, "pct_of_copy": 100 * nbytes / sec / copy_bw}
 
 
+def parse_points(text):
+    """'1x32768,8x131072' -> [(1, 32768), (8, 131072)]."""
+    points = []
+    for item in text.split(","):
+        try:
+            b, t = (int(x) for x in item.strip().lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad point {item!r}: expected BxT, e.g. 1x32768")
+        if b < 1 or t < 1:
+            raise argparse.ArgumentTypeError(f"bad point {item!r}: B and T must be >= 1")
+        points.append((b, t))
+    return points
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--commit", default="unknown")
+    ap.add_argument("--points", type=parse_points, default=POINTS,
+                    help="comma-separated BxT points (default: %(default)s)")
     a = ap.parse_args()
     copy_bw = copy_bandwidth()
-    rows = [bench_point(b, t, copy_bw) for b, t in POINTS]
+    rows = [bench_point(b, t, copy_bw) for b, t in a.points]
     print(f"copy bandwidth {copy_bw / 1e9:.0f} GB/s (read+write)")
     print(f"{'B':>4}{'T':>8}{'us':>10}{'GB/s':>9}{'% copy':>8}")
     for r in rows:

@@ -1,0 +1,559 @@
+// Decode-step benchmark of EntmaxKV (design/strategies/entmax_kv.md, §3 bytes
+// read, §7 kernels) against our dense decode kernel (kernels/dense) on the same
+// paged cache: Llama-3-8B attention, GQA 32/8, D = 128, bf16, page size 16,
+// shuffled page ids, top-k selector, alpha 1, token budget 2048, 1 sink page,
+// SHARED_KV selection (the EntmaxKvConfig defaults).
+//
+//   entmax_kv_decode_bench [--out results.json] [--commit SHA] [--iters 100] [--warmup 10]
+//                          [--points 1x32768,8x131072,...]
+//
+// Per (B, T) point, one layer, T = tokens cached after the append:
+//   step   = the launches of EntmaxKvSequenceCache::Decode (engine/kv/entmax_kv/
+//            entmax_kv_strategy.cc), in order: U zero-fill (at::zeros), K2
+//            page_criticality, K3 topk_pack, K7 sparse_decode (score, tau, value,
+//            merge), K7 split count from PlanEntmaxSparseDecodeSplits(B, H, MB*P).
+//            Timed as parts (events between launches) and together: eager, and
+//            as a replayed CUDA graph (no host launch gaps).
+//   k1     = K1 page_stats of the tail page: the engine runs it in Forward after
+//            the append on every step; reported apart (not in `step`).
+//   per_seq (B > 1) = the engine today: one batch-1 step per sequence.
+//   dense  = LaunchDenseDecode with the planned splits.
+// Bytes by the §3 model (unique bytes): selected K/V 2*b_kv*Hkv*D*T_sel plus
+// page metadata (kmin + kmax) 2*b_kv*Hkv*D*P_hist, per sequence, plus q and out.
+// Copy bandwidth and L2 defeat as in dense_decode_bench.cu: consecutive steps
+// use different caches (enough sets that the bytes one step touches, times the
+// set count, span >= 4x L2), so no step finds its metadata or K/V in L2.
+// Caches are filled with random data on the device; min/max stats come from
+// a bulk K1 over every page (what prefill leaves).
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/dense/dense_decode.h"
+#include "kernels/entmax_kv/entmax_kv.h"
+
+namespace {
+
+using namespace kvstream;  // NOLINT: bench-local
+
+#define BENCH_CHECK(expr)                                                                          \
+  do {                                                                                             \
+    const cudaError_t e_ = (expr);                                                                 \
+    if (e_ != cudaSuccess) {                                                                       \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                                \
+    }                                                                                              \
+  } while (0)
+
+constexpr int kH = 32, kHkv = 8, kD = 128, kP = 16, kHs = kHkv;  // SHARED_KV: one list per KV head
+constexpr int kBudgetPages = 2048 / kP, kSinks = 1;              // §5 defaults (alpha 1)
+constexpr double kBkv = 2.0;                                     // bf16 bytes per element (§3 b_kv)
+
+struct Args {
+  std::string out, commit = "unknown";
+  int iters = 100, warmup = 10;
+  std::vector<std::pair<int, int>> points = {{1, 32768}, {1, 131072}, {1, 524288}, {8, 32768}, {8, 131072}};
+};
+
+// Uniform values in [-1, 1) from a hash of the index (as dense_decode_bench).
+__global__ void FillRandomBf16(__nv_bfloat16* p, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    uint32_t x = static_cast<uint32_t>(i) * 0x9e3779b9u ^ seed ^ static_cast<uint32_t>(i >> 32) * 0x85ebca6bu;
+    x ^= x >> 16; x *= 0x7feb352du; x ^= x >> 15; x *= 0x846ca68bu; x ^= x >> 16;
+    p[i] = __float2bfloat16(static_cast<float>(x) * (2.0f / 4294967296.0f) - 1.0f);
+  }
+}
+
+float Median(std::vector<float> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// cudaMemcpy device-to-device of 1 GiB, (read + write) / median time (dense_decode_bench.cu).
+double CopyGbps() {
+  const size_t bytes = size_t(1) << 30;
+  void *src = nullptr, *dst = nullptr;
+  BENCH_CHECK(cudaMalloc(&src, bytes));
+  BENCH_CHECK(cudaMalloc(&dst, bytes));
+  FillRandomBf16<<<1024, 256>>>(static_cast<__nv_bfloat16*>(src), bytes / 2, 1);
+  BENCH_CHECK(cudaGetLastError());
+  cudaEvent_t e0, e1;
+  BENCH_CHECK(cudaEventCreate(&e0));
+  BENCH_CHECK(cudaEventCreate(&e1));
+  std::vector<float> ms;
+  for (int i = 0; i < 5 + 30; ++i) {
+    BENCH_CHECK(cudaEventRecord(e0));
+    BENCH_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice));
+    BENCH_CHECK(cudaEventRecord(e1));
+    BENCH_CHECK(cudaEventSynchronize(e1));
+    float t = 0;
+    BENCH_CHECK(cudaEventElapsedTime(&t, e0, e1));
+    if (i >= 5) ms.push_back(t);
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cudaFree(src);
+  cudaFree(dst);
+  return 2.0 * bytes / (Median(ms) * 1e-3) / 1e9;
+}
+
+using Launch = std::function<void(int r)>;  // enqueue one piece of work on cache set r
+
+// Median microseconds per part: events between the parts of one run, runs
+// rotating through the sets. parts.size() == 1 times the whole sequence.
+std::vector<float> TimeParts(const std::vector<Launch>& parts, int rot, const Args& a, cudaStream_t s) {
+  for (int i = 0; i < a.warmup; ++i)
+    for (const Launch& f : parts) f(i % rot);
+  BENCH_CHECK(cudaStreamSynchronize(s));
+  const size_t np = parts.size();
+  std::vector<cudaEvent_t> ev(a.iters * (np + 1));
+  for (cudaEvent_t& e : ev) BENCH_CHECK(cudaEventCreate(&e));
+  for (int i = 0; i < a.iters; ++i) {
+    for (size_t k = 0; k < np; ++k) {
+      BENCH_CHECK(cudaEventRecord(ev[i * (np + 1) + k], s));
+      parts[k](i % rot);
+    }
+    BENCH_CHECK(cudaEventRecord(ev[i * (np + 1) + np], s));
+  }
+  BENCH_CHECK(cudaStreamSynchronize(s));
+  std::vector<float> med(np);
+  for (size_t k = 0; k < np; ++k) {
+    std::vector<float> us(a.iters);
+    for (int i = 0; i < a.iters; ++i) {
+      BENCH_CHECK(cudaEventElapsedTime(&us[i], ev[i * (np + 1) + k], ev[i * (np + 1) + k + 1]));
+      us[i] *= 1000.0f;
+    }
+    med[k] = Median(us);
+  }
+  for (cudaEvent_t& e : ev) cudaEventDestroy(e);
+  return med;
+}
+
+// One (B, T) point: `rot` cache sets (K/V pools, min/max stats, block table, q),
+// and the per-step buffers the engine allocates (shared by the sets).
+class Point {
+ public:
+  Point(int batch, int tokens, const cudaDeviceProp& prop, cudaStream_t s)
+      : b_(batch), t_(tokens), sms_(prop.multiProcessorCount), s_(s) {
+    mb_ = (tokens + kP - 1) / kP;
+    mt_ = mb_ * kP;
+    pages_ = EntmaxPagesOf(tokens, kP, mb_);
+    const size_t nb = size_t(batch) * mb_;
+    pool_elems_ = nb * kHkv * kP * kD;
+    stat_elems_ = nb * kHkv * kD;
+    const size_t set_bytes = 2 * pool_elems_ * 2 + 2 * stat_elems_ * 2 + nb * 4;
+    const double touched = ModelBytes() + AuxBytes();
+    size_t free_b = 0, total_b = 0;
+    BENCH_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    const int by_mem = static_cast<int>(std::max<size_t>(2, free_b / 2 / set_bytes));
+    rot_ = std::clamp(static_cast<int>(std::ceil(4.0 * prop.l2CacheSize / touched)), 2, std::min(by_mem, 64));
+    std::mt19937 rng(batch * 1000003u + tokens);
+    std::vector<int32_t> lens(batch, tokens);
+    BENCH_CHECK(cudaMalloc(&seq_lens_, batch * 4));
+    BENCH_CHECK(cudaMemcpyAsync(seq_lens_, lens.data(), batch * 4, cudaMemcpyHostToDevice, s_));
+    for (int r = 0; r < rot_; ++r) {
+      Set st;
+      BENCH_CHECK(cudaMalloc(&st.k, pool_elems_ * 2));
+      BENCH_CHECK(cudaMalloc(&st.v, pool_elems_ * 2));
+      BENCH_CHECK(cudaMalloc(&st.kmin, stat_elems_ * 2));
+      BENCH_CHECK(cudaMalloc(&st.kmax, stat_elems_ * 2));
+      BENCH_CHECK(cudaMalloc(&st.q, size_t(batch) * kH * kD * 2));
+      BENCH_CHECK(cudaMalloc(&st.table, nb * 4));
+      // On s_ (non-blocking: it does not wait for the legacy default stream).
+      FillRandomBf16<<<1024, 256, 0, s_>>>(st.k, pool_elems_, 3 * r + 1);
+      FillRandomBf16<<<1024, 256, 0, s_>>>(st.v, pool_elems_, 3 * r + 2);
+      FillRandomBf16<<<64, 256, 0, s_>>>(st.q, size_t(batch) * kH * kD, 3 * r + 3);
+      BENCH_CHECK(cudaGetLastError());
+      std::vector<int32_t> ids(nb);  // a few MB at most: the only host upload
+      std::iota(ids.begin(), ids.end(), 0);
+      std::shuffle(ids.begin(), ids.end(), rng);  // fragmented pool: pages in random order
+      BENCH_CHECK(cudaMemcpyAsync(st.table, ids.data(), nb * 4, cudaMemcpyHostToDevice, s_));
+      BENCH_CHECK(cudaStreamSynchronize(s_));  // ids is pageable host memory, freed below
+      sets_.push_back(st);
+      EntmaxPageStatsParams k1 = K1(r, 0, b_);
+      k1.recent_pages = mb_;  // bulk: every page, as after prefill
+      BENCH_CHECK(LaunchEntmaxPageStats(k1, s_));
+    }
+    const size_t bh = size_t(batch) * kH;
+    BENCH_CHECK(cudaMalloc(&u_, size_t(batch) * kHs * mb_ * 4));
+    BENCH_CHECK(cudaMalloc(&sel_pages_, size_t(batch) * kHs * mb_ * 4));
+    BENCH_CHECK(cudaMalloc(&page_count_, size_t(batch) * kHs * 4));
+    BENCH_CHECK(cudaMalloc(&sel_len_, size_t(batch) * kHs * 4));
+    BENCH_CHECK(cudaMalloc(&scores_, bh * mt_ * 4));
+    BENCH_CHECK(cudaMalloc(&tau_, bh * 4));
+    BENCH_CHECK(cudaMalloc(&mass_, bh * 4));
+    BENCH_CHECK(cudaMalloc(&sparse_out_, bh * kD * 2));
+    BENCH_CHECK(cudaMalloc(&dense_out_, bh * kD * 2));
+    splits_ = PlanEntmaxSparseDecodeSplits(b_, kH, mt_, sms_);
+    splits_seq_ = PlanEntmaxSparseDecodeSplits(1, kH, mt_, sms_);
+    const int smax = std::max(splits_, splits_seq_);
+    BENCH_CHECK(cudaMalloc(&part_, std::max<size_t>(4, EntmaxSparseDecodeWorkspaceBytes(b_, kH, smax, kD))));
+    dense_splits_ = PlanDenseDecodeSplits(b_, kH, kHkv, t_, sms_);
+    const DenseDecodeWorkspaceBytes ws = DenseDecodeWorkspace(b_, kH, kDenseDecodeMaxSplits, kD);
+    BENCH_CHECK(cudaMalloc(&dense_po_, ws.partial_out));
+    BENCH_CHECK(cudaMalloc(&dense_pl_, ws.partial_lse));
+    BENCH_CHECK(cudaDeviceSynchronize());
+  }
+  ~Point() {
+    for (Set& st : sets_) {
+      cudaFree(st.k); cudaFree(st.v); cudaFree(st.kmin); cudaFree(st.kmax); cudaFree(st.q); cudaFree(st.table);
+    }
+    for (void* p : {static_cast<void*>(seq_lens_), static_cast<void*>(u_), static_cast<void*>(sel_pages_),
+                    static_cast<void*>(page_count_), static_cast<void*>(sel_len_), static_cast<void*>(scores_),
+                    static_cast<void*>(tau_), static_cast<void*>(mass_), static_cast<void*>(sparse_out_),
+                    static_cast<void*>(dense_out_), static_cast<void*>(part_), static_cast<void*>(dense_po_),
+                    static_cast<void*>(dense_pl_)}) {
+      cudaFree(p);
+    }
+  }
+
+  // ---- the launches; (b0, nb) = the sequences [b0, b0 + nb) of the batch ----
+  void ZeroU(int b0, int nb) const {  // engine: u = at::zeros({1, Hs, MB})
+    BENCH_CHECK(cudaMemsetAsync(u_ + size_t(b0) * kHs * mb_, 0, size_t(nb) * kHs * mb_ * 4, s_));
+  }
+  void RunK1(int r, int b0, int nb) const { BENCH_CHECK(LaunchEntmaxPageStats(K1(r, b0, nb), s_)); }
+  void RunK2(int r, int b0, int nb) const {
+    EntmaxCriticalityParams cp;
+    cp.kv = Kv(r, b0, nb);
+    cp.query = Query(r, b0);
+    cp.stats.kmin = sets_[r].kmin;
+    cp.stats.kmax = sets_[r].kmax;
+    cp.u = u_ + size_t(b0) * kHs * mb_;
+    cp.select_heads = kHs;
+    BENCH_CHECK(LaunchEntmaxCriticality(cp, s_));
+  }
+  void RunK3(int b0, int nb) const {
+    EntmaxTopkPackParams tp;
+    tp.u = u_ + size_t(b0) * kHs * mb_;
+    tp.seq_lens = seq_lens_ + b0;
+    tp.batch = nb;
+    tp.page_size = kP;
+    tp.max_blocks_per_seq = mb_;
+    tp.sel = Sel(b0);
+    tp.budget_pages = kBudgetPages;
+    tp.sink_pages = kSinks;
+    tp.min_context = 0;
+    BENCH_CHECK(LaunchEntmaxTopkPack(tp, s_));
+  }
+  void RunK7(int r, int b0, int nb) const {
+    EntmaxSparseDecodeParams dp;
+    dp.kv = Kv(r, b0, nb);
+    dp.query = Query(r, b0);
+    dp.sel = Sel(b0);
+    const size_t bh0 = size_t(b0) * kH;
+    dp.out = sparse_out_ + bh0 * kD;
+    dp.out_stride_b = kH * kD;
+    dp.out_stride_h = kD;
+    dp.scores = scores_ + bh0 * mt_;
+    dp.max_sel_tokens = mt_;
+    dp.tau = tau_ + bh0;
+    dp.mass = mass_ + bh0;
+    dp.alpha = 1.0f;
+    dp.scale = 1.0f / std::sqrt(float(kD));
+    dp.niter = 3;
+    dp.correction_iters = 3;
+    dp.normalize_output = true;
+    dp.num_splits = nb == 1 ? splits_seq_ : splits_;
+    dp.partial_out = dp.num_splits > 1 ? part_ + bh0 * dp.num_splits * kD : nullptr;
+    BENCH_CHECK(LaunchEntmaxSparseDecode(dp, s_));
+  }
+  void Step(int r, int b0, int nb) const {  // EntmaxKvSequenceCache::Decode
+    ZeroU(b0, nb);
+    RunK2(r, b0, nb);
+    RunK3(b0, nb);
+    RunK7(r, b0, nb);
+  }
+  void Dense(int r) const {
+    DenseDecodeParams p;
+    p.q = sets_[r].q;
+    p.k_pool = sets_[r].k;
+    p.v_pool = sets_[r].v;
+    p.block_table = sets_[r].table;
+    p.seq_lens = seq_lens_;
+    p.out = dense_out_;
+    p.partial_out = dense_splits_ > 1 ? dense_po_ : nullptr;
+    p.partial_lse = dense_splits_ > 1 ? dense_pl_ : nullptr;
+    p.batch = b_;
+    p.num_heads = kH;
+    p.num_kv_heads = kHkv;
+    p.head_dim = kD;
+    p.page_size = kP;
+    p.num_blocks = b_ * mb_;
+    p.max_blocks_per_seq = mb_;
+    p.max_seq_len = t_;
+    p.num_splits = dense_splits_;
+    p.scale = 1.0f / std::sqrt(float(kD));
+    p.dtype = KvDType::kBf16;
+    BENCH_CHECK(LaunchDenseDecode(p, s_));
+  }
+
+  // Median us of the whole step replayed as one CUDA graph per set.
+  float GraphStepUs(const Args& a) const {
+    std::vector<cudaGraphExec_t> execs(rot_);
+    for (int r = 0; r < rot_; ++r) {
+      cudaGraph_t g;
+      BENCH_CHECK(cudaStreamBeginCapture(s_, cudaStreamCaptureModeThreadLocal));
+      Step(r, 0, b_);
+      BENCH_CHECK(cudaStreamEndCapture(s_, &g));
+      BENCH_CHECK(cudaGraphInstantiate(&execs[r], g, 0));
+      BENCH_CHECK(cudaGraphDestroy(g));
+    }
+    const float us = TimeParts({[&](int r) { BENCH_CHECK(cudaGraphLaunch(execs[r], s_)); }}, rot_, a, s_)[0];
+    for (cudaGraphExec_t e : execs) cudaGraphExecDestroy(e);
+    return us;
+  }
+
+  // Poisons both outputs, runs a step and the dense kernel; "" or what is wrong.
+  std::string Check() const {
+    const size_t n = size_t(b_) * kH * kD;
+    BENCH_CHECK(cudaMemsetAsync(sparse_out_, 0xff, n * 2, s_));  // 0xffff = NaN in bf16
+    BENCH_CHECK(cudaMemsetAsync(dense_out_, 0xff, n * 2, s_));
+    Step(0, 0, b_);
+    Dense(0);
+    BENCH_CHECK(cudaStreamSynchronize(s_));
+    std::vector<__nv_bfloat16> so(n), de(n);
+    std::vector<int32_t> len(size_t(b_) * kHs);
+    BENCH_CHECK(cudaMemcpy(so.data(), sparse_out_, n * 2, cudaMemcpyDeviceToHost));
+    BENCH_CHECK(cudaMemcpy(de.data(), dense_out_, n * 2, cudaMemcpyDeviceToHost));
+    BENCH_CHECK(cudaMemcpy(len.data(), sel_len_, len.size() * 4, cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < n; ++i) {
+      if (!std::isfinite(__bfloat162float(so[i]))) return "sparse output not finite at " + std::to_string(i);
+      if (!std::isfinite(__bfloat162float(de[i]))) return "dense output not finite at " + std::to_string(i);
+    }
+    for (int32_t l : len) {
+      if (l != TSel()) return "sel_len " + std::to_string(l) + " != expected " + std::to_string(TSel());
+    }
+    return "";
+  }
+
+  // ---- §3 bytes (whole batch) ----
+  int NHist() const { return std::min(kBudgetPages, pages_.hist); }  // n of §4 3a (no fallback here)
+  int TSel() const { return NHist() * kP + pages_.tail_len; }
+  double QOut() const { return 2.0 * b_ * kH * kD * kBkv; }
+  double MetaBytes() const { return double(b_) * kHkv * kD * 2 * kBkv * pages_.hist; }   // kmin + kmax
+  double SelKvBytes() const { return double(b_) * kHkv * kD * 2 * kBkv * TSel(); }      // selected K + V
+  double ModelBytes() const { return MetaBytes() + SelKvBytes() + QOut(); }
+  // Traffic outside the §3 model: U written + read, block table, fp32 scores
+  // written once and read twice (tau, value), split partials.
+  double AuxBytes() const {
+    return double(b_) * (kHs * pages_.hist * 4.0 * 2 + mb_ * 4.0) + double(b_) * kH * TSel() * 4.0 * 3 +
+           EntmaxSparseDecodeWorkspaceBytes(b_, kH, splits_, kD) * 2.0;
+  }
+  double DenseBytes() const { return 2.0 * b_ * t_ * kHkv * kD * kBkv + QOut(); }
+
+  int hist() const { return pages_.hist; }
+  int rotations() const { return rot_; }
+  int splits() const { return splits_; }
+  int splits_seq() const { return splits_seq_; }
+  int dense_splits() const { return dense_splits_; }
+
+ private:
+  struct Set {
+    __nv_bfloat16 *k = nullptr, *v = nullptr, *kmin = nullptr, *kmax = nullptr, *q = nullptr;
+    int32_t* table = nullptr;
+  };
+  EntmaxPagedKv Kv(int r, int b0, int nb) const {
+    EntmaxPagedKv kv;
+    kv.k_pool = sets_[r].k;
+    kv.v_pool = sets_[r].v;
+    kv.block_table = sets_[r].table + size_t(b0) * mb_;
+    kv.seq_lens = seq_lens_ + b0;
+    kv.batch = nb;
+    kv.num_kv_heads = kHkv;
+    kv.head_dim = kD;
+    kv.page_size = kP;
+    kv.num_blocks = b_ * mb_;
+    kv.max_blocks_per_seq = mb_;
+    kv.dtype = KvDType::kBf16;
+    return kv;
+  }
+  EntmaxQuery Query(int r, int b0) const {
+    EntmaxQuery q;
+    q.q = sets_[r].q + size_t(b0) * kH * kD;
+    q.stride_b = kH * kD;
+    q.stride_h = kD;
+    q.num_heads = kH;
+    return q;
+  }
+  EntmaxSelection Sel(int b0) const {
+    EntmaxSelection s;
+    s.pages = sel_pages_ + size_t(b0) * kHs * mb_;
+    s.page_count = page_count_ + size_t(b0) * kHs;
+    s.sel_len = sel_len_ + size_t(b0) * kHs;
+    s.select_heads = kHs;
+    return s;
+  }
+  EntmaxPageStatsParams K1(int r, int b0, int nb) const {
+    EntmaxPageStatsParams p;
+    p.kv = Kv(r, b0, nb);
+    p.stats.kmin = sets_[r].kmin;
+    p.stats.kmax = sets_[r].kmax;
+    p.kind = EntmaxStatKind::kMinMax;
+    p.recent_pages = 1;  // decode: the tail page
+    return p;
+  }
+
+  int b_, t_, sms_, mb_ = 0, mt_ = 0, rot_ = 2, splits_ = 1, splits_seq_ = 1, dense_splits_ = 1;
+  cudaStream_t s_;
+  EntmaxSeqPages pages_{};
+  size_t pool_elems_ = 0, stat_elems_ = 0;
+  std::vector<Set> sets_;
+  int32_t *seq_lens_ = nullptr, *sel_pages_ = nullptr, *page_count_ = nullptr, *sel_len_ = nullptr;
+  float *u_ = nullptr, *scores_ = nullptr, *tau_ = nullptr, *mass_ = nullptr, *part_ = nullptr;
+  float *dense_po_ = nullptr, *dense_pl_ = nullptr;
+  __nv_bfloat16 *sparse_out_ = nullptr, *dense_out_ = nullptr;
+};
+
+struct Row {
+  int b, t, hist, t_sel, splits, splits_seq, dense_splits, rot;
+  float zero_us, k2_us, k3_us, k7_us, k1_us, step_us, graph_us, per_seq_us, dense_us;
+  double meta, sel_kv, model, aux, dense_bytes;
+};
+
+Args Parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string s = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) { std::fprintf(stderr, "%s needs a value\n", s.c_str()); std::exit(2); }
+      return argv[++i];
+    };
+    if (s == "--out") a.out = next();
+    else if (s == "--commit") a.commit = next();
+    else if (s == "--iters") a.iters = std::max(50, std::atoi(next().c_str()));
+    else if (s == "--warmup") a.warmup = std::max(1, std::atoi(next().c_str()));
+    else if (s == "--points") {  // BxT,BxT,...
+      a.points.clear();
+      const std::string v = next();
+      for (size_t at = 0; at < v.size();) {
+        const size_t comma = std::min(v.find(',', at), v.size());
+        int b = 0, t = 0;
+        if (std::sscanf(v.substr(at, comma - at).c_str(), "%dx%d", &b, &t) != 2 || b < 1 || t <= 2048 + kP) {
+          std::fprintf(stderr, "bad point '%s' (BxT, T > budget + one page)\n", v.substr(at, comma - at).c_str());
+          std::exit(2);
+        }
+        a.points.emplace_back(b, t);
+        at = comma + 1;
+      }
+    } else { std::fprintf(stderr, "unknown argument %s\n", s.c_str()); std::exit(2); }
+  }
+  return a;
+}
+
+double Gbps(double bytes, float us) { return bytes / (us * 1e-6) / 1e9; }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Args a = Parse(argc, argv);
+  cudaDeviceProp prop{};
+  BENCH_CHECK(cudaGetDeviceProperties(&prop, 0));
+  const double copy = CopyGbps();
+  cudaStream_t s;
+  BENCH_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  std::printf("device %s, %d SMs, L2 %d MiB; copy %.0f GB/s; EntmaxKV top-k alpha 1, budget %d tokens, %d sink\n",
+              prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20, copy, kBudgetPages * kP, kSinks);
+  std::vector<Row> rows;
+  for (const auto& [batch, tokens] : a.points) {
+    const Point pt(batch, tokens, prop, s);
+    if (const std::string bad = pt.Check(); !bad.empty()) {
+      std::fprintf(stderr, "B=%d T=%d: %s\n", batch, tokens, bad.c_str());
+      return 1;
+    }
+    const int B = batch;
+    const std::vector<float> parts = TimeParts({[&](int) { pt.ZeroU(0, B); }, [&](int r) { pt.RunK2(r, 0, B); },
+                                                [&](int) { pt.RunK3(0, B); }, [&](int r) { pt.RunK7(r, 0, B); }},
+                                               pt.rotations(), a, s);
+    Row w{};
+    w.b = batch, w.t = tokens, w.hist = pt.hist(), w.t_sel = pt.TSel(), w.splits = pt.splits();
+    w.splits_seq = pt.splits_seq(), w.dense_splits = pt.dense_splits(), w.rot = pt.rotations();
+    w.zero_us = parts[0], w.k2_us = parts[1], w.k3_us = parts[2], w.k7_us = parts[3];
+    w.k1_us = TimeParts({[&](int r) { pt.RunK1(r, 0, B); }}, pt.rotations(), a, s)[0];
+    w.step_us = TimeParts({[&](int r) { pt.Step(r, 0, B); }}, pt.rotations(), a, s)[0];
+    w.graph_us = pt.GraphStepUs(a);
+    w.per_seq_us = B == 1 ? w.step_us
+                          : TimeParts({[&](int r) { for (int b = 0; b < B; ++b) pt.Step(r, b, 1); }},
+                                      pt.rotations(), a, s)[0];
+    w.dense_us = TimeParts({[&](int r) { pt.Dense(r); }}, pt.rotations(), a, s)[0];
+    w.meta = pt.MetaBytes(), w.sel_kv = pt.SelKvBytes(), w.model = pt.ModelBytes(), w.aux = pt.AuxBytes();
+    w.dense_bytes = pt.DenseBytes();
+    rows.push_back(w);
+    std::printf("B=%d T=%d: P_hist %d, T_sel %d, K7 splits %d (per-seq %d), dense splits %d, %d cache sets\n", w.b,
+                w.t, w.hist, w.t_sel, w.splits, w.splits_seq, w.dense_splits, w.rot);
+  }
+
+  std::printf("\n%2s %7s | %6s %6s %6s %7s %6s | %7s %7s %7s | %8s | %7s %6s %6s %6s | %6s %6s\n", "B", "T", "zero",
+              "K2", "K3", "K7", "K1", "step", "graph", "perseq", "dense", "MB(§3)", "GB/s", "%copy", "K2%", "xdense",
+              "xgraph");
+  for (const Row& w : rows) {
+    const double g = Gbps(w.model, w.step_us);
+    std::printf("%2d %7d | %6.1f %6.1f %6.1f %7.1f %6.1f | %7.1f %7.1f %7.1f | %8.1f | %7.1f %6.0f %5.1f%% %5.1f%% | "
+                "%5.1fx %5.1fx\n",
+                w.b, w.t, w.zero_us, w.k2_us, w.k3_us, w.k7_us, w.k1_us, w.step_us, w.graph_us, w.per_seq_us,
+                w.dense_us, w.model / 1e6, g, 100 * g / copy, 100 * Gbps(w.meta, w.k2_us) / copy,
+                w.dense_us / w.step_us, w.dense_us / w.graph_us);
+  }
+  std::printf("(us, medians of %d; step = zero+K2+K3+K7 eager, graph = the same as a CUDA graph; %%copy of the step "
+              "on the §3 bytes; K2%% = K2 on the metadata bytes)\n", a.iters);
+  if (a.out.empty()) return 0;
+  FILE* f = std::fopen(a.out.c_str(), "w");
+  if (f == nullptr) { std::fprintf(stderr, "cannot write %s\n", a.out.c_str()); return 1; }
+  std::fprintf(f, "{\n  \"bench\": \"entmax_kv_decode\",\n  \"device\": \"%s\",\n  \"commit\": \"%s\",\n", prop.name,
+               a.commit.c_str());
+  std::fprintf(f, "  \"num_sms\": %d,\n  \"l2_bytes\": %d,\n  \"copy_gbps\": %.1f,\n", prop.multiProcessorCount,
+               prop.l2CacheSize, copy);
+  std::fprintf(f, "  \"iters\": %d,\n  \"warmup\": %d,\n  \"statistic\": \"median\",\n", a.iters, a.warmup);
+  std::fprintf(f, "  \"config\": {\"selector\": \"topk\", \"alpha\": 1.0, \"token_budget\": %d, \"sink_pages\": %d, "
+               "\"gqa_selection\": \"shared_kv\"},\n", kBudgetPages * kP, kSinks);
+  std::fprintf(f, "  \"bytes_model\": \"spec §3 unique bytes: selected K/V 2*2*Hkv*D*T_sel + kmin/kmax 2*2*Hkv*D*P_hist "
+               "per sequence, plus q and out; aux = U, block table, fp32 scores (1 write + 2 reads), split partials\",\n");
+  std::fprintf(f, "  \"points\": [\n");
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const Row& w = rows[i];
+    auto part = [&](const char* name, float us, double bytes) {
+      std::fprintf(f, "\"%s\": {\"time_us\": %.2f, \"bytes\": %.0f, \"gbps\": %.1f, \"pct_of_copy\": %.1f}", name, us,
+                   bytes, Gbps(bytes, us), 100 * Gbps(bytes, us) / copy);
+    };
+    std::fprintf(f, "    {\"B\": %d, \"T\": %d, \"H\": %d, \"Hkv\": %d, \"D\": %d, \"P\": %d, \"dtype\": \"bf16\", "
+                 "\"p_hist\": %d, \"t_sel\": %d, \"k7_splits\": %d, \"k7_splits_per_seq\": %d, \"dense_splits\": %d, "
+                 "\"cache_sets\": %d,\n     ", w.b, w.t, kH, kHkv, kD, kP, w.hist, w.t_sel, w.splits, w.splits_seq,
+                 w.dense_splits, w.rot);
+    part("zero_u", w.zero_us, double(w.b) * kHs * (w.hist + 1) * 4.0);
+    std::fprintf(f, ",\n     ");
+    part("k2_criticality", w.k2_us, w.meta);
+    std::fprintf(f, ",\n     ");
+    part("k3_topk_pack", w.k3_us, double(w.b) * kHs * w.hist * 4.0);
+    std::fprintf(f, ",\n     ");
+    part("k7_sparse_decode", w.k7_us, w.sel_kv + 2.0 * w.b * kH * kD * kBkv);
+    std::fprintf(f, ",\n     ");
+    part("k1_tail_stats", w.k1_us, double(w.b) * kHkv * kD * (kP * kBkv + 2 * kBkv));
+    std::fprintf(f, ",\n     ");
+    part("step", w.step_us, w.model);
+    std::fprintf(f, ",\n     ");
+    part("step_graph", w.graph_us, w.model);
+    std::fprintf(f, ",\n     ");
+    part("step_per_seq", w.per_seq_us, w.model);
+    std::fprintf(f, ",\n     ");
+    part("dense", w.dense_us, w.dense_bytes);
+    std::fprintf(f, ",\n     \"sum_of_parts_us\": %.2f, \"step_minus_scoring_us\": %.2f, \"meta_bytes\": %.0f, "
+                 "\"sel_kv_bytes\": %.0f, \"model_bytes\": %.0f, \"aux_bytes\": %.0f, \"read_fraction\": %.4f, "
+                 "\"speedup_vs_dense\": %.2f, \"speedup_vs_dense_graph\": %.2f, \"copy_gbps\": %.1f}%s\n",
+                 w.zero_us + w.k2_us + w.k3_us + w.k7_us, w.step_us - w.k2_us - w.k3_us, w.meta, w.sel_kv, w.model,
+                 w.aux, w.model / w.dense_bytes, w.dense_us / w.step_us, w.dense_us / w.graph_us, copy,
+                 i + 1 < rows.size() ? "," : "");
+  }
+  std::fprintf(f, "  ]\n}\n");
+  std::fclose(f);
+  std::printf("wrote %s\n", a.out.c_str());
+  BENCH_CHECK(cudaStreamDestroy(s));
+  return 0;
+}
