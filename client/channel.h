@@ -39,6 +39,20 @@ class Connection {
   std::optional<absl::Duration> timeout_;
 };
 
+// How Open() turns --target into a channel, apart so the target rules are
+// testable without a network. The target goes to gRPC unchanged.
+//   dns:///host:port, dns://dns-server/host:port, dns:host:port
+//     every address the name resolves to (a Kubernetes headless Service gives
+//     one per ready pod) with round_robin, and UNAVAILABLE retried (a draining
+//     pod answers UNAVAILABLE before any token, so the retry lands elsewhere).
+//     The port is required: gRPC's DNS resolver would otherwise try 443.
+//   anything else (host:port, ipv4:, unix:, ...): gRPC's default, pick_first.
+struct ChannelPlan {
+  bool round_robin = false;
+  std::string service_config_json;  // "" = gRPC's default
+};
+absl::StatusOr<ChannelPlan> PlanChannel(absl::string_view target);
+
 // "2.5" -> 2.5 s, "500ms" -> 0.5 s (absl::ParseDuration), "" -> nullopt.
 // InvalidArgument for anything else or a non-positive duration.
 absl::StatusOr<std::optional<absl::Duration>> ParseTimeout(absl::string_view text);
