@@ -6,9 +6,8 @@
 //   ValueKernel  (S, H, B): warps stride the split's tokens, lanes own D/32
 //                dims; p_j from the scratch, V rows read only where p_j > 0.
 //   MergeKernel  (H, B): sums the S partial outputs and normalises (S > 1).
-// NOTE(entmax_kv): alpha = 1 takes the same path (tau = log-sum-exp) rather
-// than a fused online softmax: one code path for every alpha; the scratch
-// re-reads are T_sel*4 bytes per head, small next to the K/V rows.
+// alpha = 1 with at most 8 heads per list goes to the streaming fast path
+// (entmax_softmax_decode.cu); these kernels serve alpha > 1 and wider lists.
 #include <cuda_runtime.h>
 
 #include "kernels/common/device_math.cuh"
@@ -230,6 +229,7 @@ namespace kvstream {
 
 cudaError_t LaunchEntmaxSparseDecode(const EntmaxSparseDecodeParams& p, cudaStream_t stream) {
   if (EntmaxSparseDecodeValidate(p) != nullptr) return cudaErrorInvalidValue;
+  if (EntmaxSoftmaxFastPath(p)) return LaunchEntmaxSoftmaxDecode(p, stream);  // alpha 1: one streaming pass
   if (p.kv.batch == 0) return cudaSuccess;
   if (p.kv.batch > 65535 || p.query.num_heads > 65535) return cudaErrorInvalidValue;  // grid y/z limits
   return entmax_detail::DispatchTypeDim(p.kv.dtype, p.kv.head_dim, [&]<class T, int D>() {

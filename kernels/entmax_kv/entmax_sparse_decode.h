@@ -30,6 +30,18 @@
 // partial_out [B, H, S, D] fp32 and a merge kernel sums the splits and
 // normalises. tau/mass need every score, so one CTA per head finds them between
 // the two passes. No host sync anywhere: lengths and lists are device data.
+//
+// Fast path, alpha = 1 with H/Hs <= 8 (issue 9; §3 "read the selected K/V
+// once"): tau is the log-sum-exp, so one streaming kernel does everything with
+// an online softmax (entmax_softmax_decode.cu): grid (S, Hs, B), one CTA per
+// (split, page list) serving the list's H/Hs query heads from each K/V load
+// (GQA), the split's selected pages streamed into shared memory with 16-byte
+// cp.async, two stages in flight. With S > 1 each split writes its normalised
+// partial and (log2-sum-exp, support) to partial_lse [B, H, S, 2], and a merge
+// kernel combines them (weights 2^(lse_s - lse)). No score scratch is written
+// (`scores` may be null); mass = 1 by construction (0 for an empty list).
+// Same math as the twin up to fp32 rounding; its split count comes from
+// PlanEntmaxSoftmaxDecodeSplits.
 #pragma once
 
 #include "kernels/entmax_kv/entmax_kv_layout.h"
@@ -48,13 +60,16 @@ struct EntmaxSparseDecodeParams {
   void* out = nullptr;                  // [B, H, D] dtype, element (b,h,d) at b*out_stride_b + h*out_stride_h + d
   int64_t out_stride_b = 0;             // elements; 0 = H*D
   int64_t out_stride_h = 0;             // elements; 0 = D
-  float* scores = nullptr;              // [B, H, MT] fp32 scratch (caller-owned, reused per layer)
+  float* scores = nullptr;              // [B, H, MT] fp32 scratch (caller-owned, reused per layer);
+                                        // unused (may be null) on the alpha-1 fast path
   int max_sel_tokens = 0;               // MT
   float* tau = nullptr;                 // [B, H] fp32 out: final tau (alpha 1: the log-sum-exp)
   float* mass = nullptr;                // [B, H] fp32 out: sum p_j before normalising
   int32_t* support = nullptr;           // [B, H] int32 out, optional: #{p_j > 0}
   const float* tau_init = nullptr;      // [B, H] fp32 in: K6's tau (kFixed / kCorrected only)
   float* partial_out = nullptr;         // [B, H, S, D] fp32 workspace; required iff num_splits > 1
+  float* partial_lse = nullptr;         // [B, H, S, 2] fp32 workspace of the alpha-1 fast path; required
+                                        // iff num_splits > 1 and EntmaxSoftmaxFastPath(p)
   int num_splits = 1;                   // S in [1, kEntmaxMaxSplits]
   float alpha = 1.0f;                   // 1, 1.5 or 2
   float scale = 0.0f;                   // 1/sqrt(D)
@@ -68,6 +83,18 @@ const char* EntmaxSparseDecodeValidate(const EntmaxSparseDecodeParams& p);
 
 // Workspace for S splits (0 when S <= 1): partial_out bytes B*H*S*D*4.
 size_t EntmaxSparseDecodeWorkspaceBytes(int batch, int num_heads, int num_splits, int head_dim);
+// partial_lse bytes of the fast path for S splits (0 when S <= 1): B*H*S*2*4.
+size_t EntmaxSparseDecodeLseBytes(int batch, int num_heads, int num_splits);
+
+// True when LaunchEntmaxSparseDecode takes the alpha-1 streaming path: alpha 1
+// and at most 8 query heads per page list (H/Hs <= 8).
+bool EntmaxSoftmaxFastPath(const EntmaxSparseDecodeParams& p);
+bool EntmaxSoftmaxFastPath(float alpha, int num_heads, int select_heads);
+
+// Split count of the fast path: enough CTAs over the B*Hs page lists for about
+// four per SM, at least 64 selected tokens per split (max_sel_tokens = MT, the
+// host's bound on T_sel), in [1, kEntmaxMaxSplits]; 1 for bad arguments.
+int PlanEntmaxSoftmaxDecodeSplits(int batch, int select_heads, int max_sel_tokens, int num_sms);
 
 // Split count for a step: about two CTAs per SM over B*H heads, at least 128
 // selected tokens per split, in [1, kEntmaxMaxSplits]; 1 for bad arguments.
@@ -81,9 +108,14 @@ int PlanEntmaxSparseDecodeSplits(int batch, int num_heads, int max_sel_tokens, i
 bool EntmaxSparseDecodeRef(const EntmaxSparseDecodeParams& p);
 
 #if defined(KVSTREAM_ENTMAX_KV_HAS_LAUNCHER)
-// Score kernel (S, H, B) -> tau kernel (H, B) -> value kernel (S, H, B)
-// [-> merge kernel (H, B) when S > 1]. Never allocates, syncs or prints.
+// Fast path (EntmaxSoftmaxFastPath): softmax kernel (S, Hs, B) [-> LSE merge
+// (H, B) when S > 1]. Otherwise score kernel (S, H, B) -> tau kernel (H, B) ->
+// value kernel (S, H, B) [-> merge kernel (H, B) when S > 1]. Never
+// allocates, syncs or prints.
 cudaError_t LaunchEntmaxSparseDecode(const EntmaxSparseDecodeParams& p, cudaStream_t stream);
+// The fast path alone (entmax_softmax_decode.cu); LaunchEntmaxSparseDecode
+// calls it. cudaErrorInvalidValue unless EntmaxSoftmaxFastPath(p).
+cudaError_t LaunchEntmaxSoftmaxDecode(const EntmaxSparseDecodeParams& p, cudaStream_t stream);
 #endif
 
 }  // namespace kvstream

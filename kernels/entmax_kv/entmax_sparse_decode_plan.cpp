@@ -34,8 +34,12 @@ const char* EntmaxSparseDecodeValidate(const EntmaxSparseDecodeParams& p) {
     if (p.query.q == nullptr || p.out == nullptr) return "query.q and out are required";
     if (p.sel.pages == nullptr || p.sel.page_count == nullptr || p.sel.sel_len == nullptr)
       return "sel.pages, sel.page_count and sel.sel_len are required";
-    if (p.scores == nullptr || p.tau == nullptr || p.mass == nullptr) return "scores, tau and mass are required";
+    if (p.tau == nullptr || p.mass == nullptr) return "tau and mass are required";
+    const bool fast = EntmaxSoftmaxFastPath(p);
+    if (!fast && p.scores == nullptr) return "scores is required (alpha > 1 or more than 8 heads per list)";
     if (p.num_splits > 1 && p.partial_out == nullptr) return "partial_out is required when num_splits > 1";
+    if (fast && p.num_splits > 1 && p.partial_lse == nullptr)
+      return "partial_lse is required when num_splits > 1 (alpha 1)";
   }
   return nullptr;
 }
@@ -43,6 +47,31 @@ const char* EntmaxSparseDecodeValidate(const EntmaxSparseDecodeParams& p) {
 size_t EntmaxSparseDecodeWorkspaceBytes(int batch, int num_heads, int num_splits, int head_dim) {
   if (num_splits <= 1 || batch <= 0 || num_heads <= 0 || head_dim <= 0) return 0;
   return static_cast<size_t>(batch) * num_heads * num_splits * head_dim * sizeof(float);
+}
+
+size_t EntmaxSparseDecodeLseBytes(int batch, int num_heads, int num_splits) {
+  if (num_splits <= 1 || batch <= 0 || num_heads <= 0) return 0;
+  return static_cast<size_t>(batch) * num_heads * num_splits * 2 * sizeof(float);
+}
+
+bool EntmaxSoftmaxFastPath(float alpha, int num_heads, int select_heads) {
+  return alpha == 1.0f && select_heads > 0 && num_heads % select_heads == 0 && num_heads / select_heads <= 8;
+}
+
+bool EntmaxSoftmaxFastPath(const EntmaxSparseDecodeParams& p) {
+  return EntmaxSoftmaxFastPath(p.alpha, p.query.num_heads, p.sel.select_heads);
+}
+
+int PlanEntmaxSoftmaxDecodeSplits(int batch, int select_heads, int max_sel_tokens, int num_sms) {
+  if (batch <= 0 || select_heads <= 0 || max_sel_tokens <= 0 || num_sms <= 0) return 1;
+  // Each CTA keeps two 32-token stages in flight; ~4 CTAs per SM keep ~64 KB
+  // of loads in flight per SM, past what the copy bandwidth needs (Little's
+  // law: ~3 TB/s x ~1 us over 132 SMs ~ 23 KB). Fewer than 64 tokens per
+  // split would make the merge's partials a sizeable share of the bytes.
+  const long long lists = static_cast<long long>(batch) * select_heads, target = 4LL * num_sms;
+  long long s = (target + lists - 1) / lists;
+  s = std::min<long long>(s, (max_sel_tokens + 63) / 64);
+  return static_cast<int>(std::clamp<long long>(s, 1, kEntmaxMaxSplits));
 }
 
 int PlanEntmaxSparseDecodeSplits(int batch, int num_heads, int max_sel_tokens, int num_sms) {

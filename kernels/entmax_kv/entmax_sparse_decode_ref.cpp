@@ -73,11 +73,14 @@ bool EntmaxSparseDecodeRef(const EntmaxSparseDecodeParams& p) {
   }
   const double zscale = p.alpha == 1.0f ? 1.0 : p.alpha - 1.0;
   std::vector<double> acc(D);
+  std::vector<float> zloc;
   for (int b = 0; b < kv.batch; ++b) {
     for (int h = 0; h < H; ++h) {
       const int64_t row = static_cast<int64_t>(b) * hs + h / per_list, bh = static_cast<int64_t>(b) * H + h;
       const int g = h / group, n = sel_tokens(row);
-      float* z = p.scores + bh * p.max_sel_tokens;
+      // The alpha-1 fast path writes no scratch (scores may be null): use a local row.
+      if (p.scores == nullptr) zloc.resize(static_cast<size_t>(std::max(n, 1)));
+      float* z = p.scores ? p.scores + bh * p.max_sel_tokens : zloc.data();
       auto kv_at = [&](const void* pool, int j, int d) {
         const int64_t phys = phys_of(b, row, j);
         return LoadAsFloat(pool, static_cast<size_t>(((phys * kv.num_kv_heads + g) * P + j % P) * D + d), kv.dtype);

@@ -3,8 +3,12 @@
 // K2: a warp per page; each lane holds D/32 dims of the page's kmin/kmax and
 // of the group's queries (fp32 in shared memory), one warp reduction per
 // query head; the group max is taken in registers.
-// K3: one CTA per (sequence, selection head). Instead of sorting up to P_hist
-// pages, the (n - sinks)-th smallest EntmaxPageRankKey is found by radix
+// K2 fast (CriticalityVecKernel, H/Hs <= 8): a group of D*sizeof(T)/16 lanes
+// per page row, 16-byte loads of kmin and kmax, two pages per group in flight,
+// the list's queries in registers; one row load serves every head of the list.
+// K3: TopkSelectKernel (keys in shared memory, 32-bit radix; below) for rows
+// up to ~50K pages; else TopkPackKernel, one CTA per (sequence, selection
+// head): instead of sorting up to P_hist pages, the (n - sinks)-th smallest EntmaxPageRankKey is found by radix
 // selection and every page whose key is <= it is emitted in page order: the
 // set the twin's stable sort picks, since keys are unique. The block helpers
 // are AKV's (kernels/akv/akv_device.cuh; generic, reused rather than copied).
@@ -63,6 +67,64 @@ __global__ void __launch_bounds__(kCritThreads) CriticalityKernel(const EntmaxCr
   }
 }
 
+constexpr int kVecPagesPerCta = 64;
+
+template <class T, int D, int NH>
+__global__ void __launch_bounds__(kCritThreads) CriticalityVecKernel(const EntmaxCriticalityParams p) {
+  constexpr int kVec = 16 / sizeof(T), kLanes = D / kVec, kGroups = kCritThreads / kLanes, kUnroll = 2;
+  static_assert(kLanes <= 32 && 32 % kLanes == 0, "a page row is a power-of-two lane group within a warp");
+  const EntmaxPagedKv& kv = p.kv;
+  const int b = blockIdx.z, l = blockIdx.y, H = p.query.num_heads;
+  const int nh = H / p.select_heads, g = l * nh / (H / kv.num_kv_heads);
+  const int tid = threadIdx.x, sub = tid % kLanes, grp = tid / kLanes;
+  const int64_t qsb = p.query.stride_b ? p.query.stride_b : static_cast<int64_t>(H) * D;
+  const int64_t qsh = p.query.stride_h ? p.query.stride_h : D;
+  const T* q = static_cast<const T*>(p.query.q) + b * qsb + static_cast<int64_t>(l) * nh * qsh + sub * kVec;
+  float qr[NH][kVec];
+#pragma unroll
+  for (int i = 0; i < NH; ++i) {
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) qr[i][e] = i < nh ? ToF(q[i * qsh + e]) : 0.0f;
+  }
+  const int MB = kv.max_blocks_per_seq;
+  const EntmaxSeqPages s = EntmaxPagesOf(kv.seq_lens[b], kv.page_size, MB);
+  const int first = blockIdx.x * kVecPagesPerCta, end = min(s.hist, first + kVecPagesPerCta);
+  const int32_t* table = kv.block_table + static_cast<int64_t>(b) * MB;
+  const uint4* kmin = static_cast<const uint4*>(p.stats.kmin);
+  const uint4* kmax = static_cast<const uint4*>(p.stats.kmax);
+  float* urow = p.u + (static_cast<int64_t>(b) * p.select_heads + l) * MB;
+  // Warp-uniform trip count (the shuffles need every lane); groups past `end`
+  // reload page end-1 and write nothing.
+  constexpr int kWarpPages = 32 / kLanes * kUnroll;
+  for (int base = first + (tid / 32) * kWarpPages; base < end; base += kGroups * kUnroll) {
+    const int pg0 = base + (grp % (32 / kLanes)) * kUnroll;
+    uint4 lo[kUnroll], hi[kUnroll];
+#pragma unroll
+    for (int k = 0; k < kUnroll; ++k) {  // issue every load first
+      const int pg = min(pg0 + k, end - 1);
+      const int64_t at = (static_cast<int64_t>(table[pg]) * kv.num_kv_heads + g) * kLanes + sub;
+      lo[k] = kmin[at], hi[k] = kmax[at];
+    }
+#pragma unroll
+    for (int k = 0; k < kUnroll; ++k) {
+      float mn[kVec], mx[kVec];
+      Vec16<T>::Load(lo[k], mn);
+      Vec16<T>::Load(hi[k], mx);
+      float best = 0.0f;
+#pragma unroll
+      for (int i = 0; i < NH; ++i) {
+        float u = 0.0f;
+#pragma unroll
+        for (int e = 0; e < kVec; ++e) u = fmaf(qr[i][e], qr[i][e] >= 0.0f ? mx[e] : mn[e], u);
+#pragma unroll
+        for (int o = kLanes / 2; o > 0; o >>= 1) u += __shfl_xor_sync(0xffffffffu, u, o);
+        if (i < nh) best = i == 0 ? u : fmaxf(best, u);
+      }
+      if (sub == 0 && pg0 + k < end) urow[pg0 + k] = best;
+    }
+  }
+}
+
 __global__ void __launch_bounds__(kPackThreads) TopkPackKernel(const EntmaxTopkPackParams p) {
   __shared__ akv_detail::SelectScratch ss;
   __shared__ akv_detail::EmitScratch es;
@@ -97,6 +159,129 @@ __global__ void __launch_bounds__(kPackThreads) TopkPackKernel(const EntmaxTopkP
   }
 }
 
+// ---- K3, shared-memory radix select (issue 9) ---------------------------------
+// One 1024-thread CTA per (b, s) with the row's keys in shared memory as 32-bit
+// keys: sinks get key 0 (below every real key, see below), page pg >= sinks
+// gets ~EntmaxOrderedBits(U) (smaller = preferred). The n-th smallest key thr
+// is found in 3 radix passes (11, 11, 10 bits; warp-aggregated histogram adds
+// against the one crowded bin of equal exponents); then every page with key <
+// thr is taken, plus the first (lowest page index) `kk` pages with key == thr,
+// exactly the twin's stable sort on (key, page). ~EntmaxOrderedBits(u) >=
+// 0x007fffff for every float (NaN maps to -inf), so key 0 is free for sinks.
+constexpr int kSelThreads = 1024;
+constexpr int kSelWarps = kSelThreads / 32;
+constexpr int kSelBins = 2048;
+
+// Threshold bin of one pass: thread t owns bins 2t, 2t+1; the bin holding the
+// kk-th key (1-based) in bin order is written to *bin, the keys in earlier
+// bins to *before.
+__device__ void FindBin(const uint32_t* hist, int kk, uint32_t* wsum, uint32_t* bin, uint32_t* before) {
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const uint32_t a0 = hist[2 * tid], a1 = hist[2 * tid + 1], tot = a0 + a1;
+  uint32_t inc = tot;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const uint32_t v = __shfl_up_sync(0xffffffffu, inc, o);
+    if (lane >= o) inc += v;
+  }
+  if (lane == 31) wsum[warp] = inc;
+  __syncthreads();
+  if (warp == 0) {
+    uint32_t w = wsum[lane], wi = w;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const uint32_t v = __shfl_up_sync(0xffffffffu, wi, o);
+      if (lane >= o) wi += v;
+    }
+    wsum[lane] = wi - w;  // exclusive prefix of the warps
+  }
+  __syncthreads();
+  const uint32_t excl = wsum[warp] + inc - tot, k = static_cast<uint32_t>(kk);
+  if (excl < k && k <= excl + a0) *bin = 2 * tid, *before = excl;
+  else if (excl + a0 < k && k <= excl + tot) *bin = 2 * tid + 1, *before = excl + a0;
+  __syncthreads();
+}
+
+__global__ void __launch_bounds__(kSelThreads) TopkSelectKernel(const EntmaxTopkPackParams p) {
+  extern __shared__ uint32_t keys[];  // [P_hist]
+  __shared__ uint32_t hist[kSelBins];
+  __shared__ uint32_t wsum[kSelWarps];
+  __shared__ uint32_t sel_bin, sel_before;
+  __shared__ int w_lt[kSelWarps], w_eq[kSelWarps];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int b = blockIdx.y, l = blockIdx.x, MB = p.max_blocks_per_seq;
+  const int64_t row = static_cast<int64_t>(b) * p.sel.select_heads + l;
+  const EntmaxSeqPages s = EntmaxPagesOf(p.seq_lens[b], p.page_size, MB);
+  const bool dense = s.tokens < p.min_context || p.budget_pages >= s.hist;
+  const int n = dense ? s.hist : p.budget_pages;
+  const int sinks = min(p.sink_pages, n);
+  const float* u = p.u + row * MB;
+  int32_t* out = p.sel.pages + row * MB;
+  if (dense) {
+    for (int pg = tid; pg < s.hist; pg += kSelThreads) out[pg] = pg;
+  } else {
+    const int hist_n = s.hist;  // > n >= 1 here
+    for (int pg = tid; pg < hist_n; pg += kSelThreads) keys[pg] = pg < sinks ? 0u : ~EntmaxOrderedBits(u[pg]);
+    uint32_t prefix = 0, mask = 0;
+    int kk = n;  // rank (1-based) of the threshold among the keys still matching prefix
+#pragma unroll 1
+    for (int pass = 0; pass < 3; ++pass) {
+      const int shift = pass == 0 ? 21 : (pass == 1 ? 10 : 0), bits = pass == 2 ? 10 : 11;
+      const uint32_t dmask = (1u << bits) - 1;
+      hist[2 * tid] = 0, hist[2 * tid + 1] = 0;
+      __syncthreads();  // also: keys loaded, previous pass's FindBin outputs read
+      for (int base = warp * 32; base < hist_n; base += kSelThreads) {
+        const int pg = base + lane;
+        const uint32_t key = pg < hist_n ? keys[pg] : 0u;
+        const uint32_t bin = pg < hist_n && (key & mask) == prefix ? (key >> shift) & dmask : 0xffffffffu;
+        const unsigned peers = __match_any_sync(0xffffffffu, bin);
+        if (bin != 0xffffffffu && lane == __ffs(peers) - 1) atomicAdd(&hist[bin], __popc(peers));
+      }
+      __syncthreads();
+      FindBin(hist, kk, wsum, &sel_bin, &sel_before);
+      prefix |= sel_bin << shift;
+      mask |= dmask << shift;
+      kk -= static_cast<int>(sel_before);
+    }
+    const uint32_t thr = prefix;  // the n-th smallest key; take the first kk keys equal to it
+    // Ordered emit: warp w owns pages [w*W, (w+1)*W); count, prefix over warps, write.
+    const int W = ((hist_n + kSelWarps - 1) / kSelWarps + 31) / 32 * 32;
+    const int lo = min(warp * W, hist_n), hi = min(lo + W, hist_n);
+    int c_lt = 0, c_eq = 0;
+    for (int base = lo; base < hi; base += 32) {
+      const int pg = base + lane;
+      const uint32_t key = pg < hi ? keys[pg] : 0xffffffffu;
+      c_lt += __popc(__ballot_sync(0xffffffffu, pg < hi && key < thr));
+      c_eq += __popc(__ballot_sync(0xffffffffu, pg < hi && key == thr));
+    }
+    if (lane == 0) w_lt[warp] = c_lt, w_eq[warp] = c_eq;
+    __syncthreads();
+    int lt_before = 0, eq_before = 0;
+    for (int w = 0; w < warp; ++w) lt_before += w_lt[w], eq_before += w_eq[w];
+    int pos = lt_before + min(eq_before, kk);
+    const unsigned below = (1u << lane) - 1;
+    for (int base = lo; base < hi; base += 32) {
+      const int pg = base + lane;
+      const uint32_t key = pg < hi ? keys[pg] : 0xffffffffu;
+      const unsigned eq = __ballot_sync(0xffffffffu, pg < hi && key == thr);
+      const bool take = pg < hi && (key < thr || (key == thr && eq_before + __popc(eq & below) < kk));
+      const unsigned tk = __ballot_sync(0xffffffffu, take);
+      if (take) out[pos + __popc(tk & below)] = pg;
+      pos += __popc(tk);
+      eq_before += __popc(eq);
+    }
+  }
+  if (tid == 0) {  // out[0, n) is written by other threads; the tail goes after it
+    int cnt = n;
+    if (s.pages > 0) out[cnt++] = s.pages - 1;  // the tail, always attended (§4 step 3a)
+    p.sel.page_count[row] = cnt;
+    p.sel.sel_len[row] = s.pages > 0 ? n * p.page_size + s.tail_len : 0;
+  }
+}
+
+// Largest MB whose key row fits the shared memory of TopkSelectKernel.
+constexpr int kSelMaxRowBytes = 200 * 1024;
+
 }  // namespace
 }  // namespace kvstream::entmax_detail
 
@@ -110,6 +295,17 @@ cudaError_t LaunchEntmaxCriticality(const EntmaxCriticalityParams& p, cudaStream
   const size_t smem = static_cast<size_t>(per_list) * p.kv.head_dim * sizeof(float);
   const dim3 grid((p.kv.max_blocks_per_seq + entmax_detail::kCritPagesPerCta - 1) / entmax_detail::kCritPagesPerCta,
                   p.select_heads, p.kv.batch);
+  if (per_list <= 8) {
+    const dim3 vgrid((p.kv.max_blocks_per_seq + entmax_detail::kVecPagesPerCta - 1) / entmax_detail::kVecPagesPerCta,
+                     p.select_heads, p.kv.batch);
+    return entmax_detail::DispatchTypeDim(p.kv.dtype, p.kv.head_dim, [&]<class T, int D>() {
+      if (per_list <= 1) entmax_detail::CriticalityVecKernel<T, D, 1><<<vgrid, entmax_detail::kCritThreads, 0, stream>>>(p);
+      else if (per_list <= 2) entmax_detail::CriticalityVecKernel<T, D, 2><<<vgrid, entmax_detail::kCritThreads, 0, stream>>>(p);
+      else if (per_list <= 4) entmax_detail::CriticalityVecKernel<T, D, 4><<<vgrid, entmax_detail::kCritThreads, 0, stream>>>(p);
+      else entmax_detail::CriticalityVecKernel<T, D, 8><<<vgrid, entmax_detail::kCritThreads, 0, stream>>>(p);
+      return cudaGetLastError();
+    });
+  }
   return entmax_detail::DispatchTypeDim(p.kv.dtype, p.kv.head_dim, [&]<class T, int D>() {
     entmax_detail::CriticalityKernel<T, D><<<grid, entmax_detail::kCritThreads, smem, stream>>>(p);
     return cudaGetLastError();
@@ -120,6 +316,17 @@ cudaError_t LaunchEntmaxTopkPack(const EntmaxTopkPackParams& p, cudaStream_t str
   if (EntmaxTopkPackValidate(p) != nullptr) return cudaErrorInvalidValue;
   if (p.batch == 0) return cudaSuccess;
   if (p.batch > 65535) return cudaErrorInvalidValue;
+  const size_t row_bytes = static_cast<size_t>(p.max_blocks_per_seq) * sizeof(uint32_t);
+  if (row_bytes <= entmax_detail::kSelMaxRowBytes) {
+    if (row_bytes > 48 * 1024) {
+      KV_CUDA_CHECK(cudaFuncSetAttribute(entmax_detail::TopkSelectKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(row_bytes)));
+    }
+    entmax_detail::TopkSelectKernel<<<dim3(p.sel.select_heads, p.batch), entmax_detail::kSelThreads, row_bytes,
+                                      stream>>>(p);
+    return cudaGetLastError();
+  }
+  // Rows past ~50K pages: the global-memory radix select (64-bit keys).
   entmax_detail::TopkPackKernel<<<dim3(p.sel.select_heads, p.batch), entmax_detail::kPackThreads, 0, stream>>>(p);
   return cudaGetLastError();
 }

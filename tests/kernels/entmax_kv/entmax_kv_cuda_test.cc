@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 
 #include "tests/kernels/entmax_kv/entmax_cuda_util.h"
 
@@ -175,6 +176,7 @@ TEST(EntmaxCuda, SparseDecodeMatchesTwinAllAlphasAndSplits) {
             g.tau = a.Up(nanv), g.mass = a.Up(nanv), g.support = a.Up(std::vector<int32_t>(B * H, -1));
             g.num_splits = splits;
             g.partial_out = static_cast<float*>(a.Alloc(EntmaxSparseDecodeWorkspaceBytes(B, H, splits, D)));
+            g.partial_lse = static_cast<float*>(a.Alloc(EntmaxSparseDecodeLseBytes(B, H, splits)));
             ASSERT_CUDA(LaunchEntmaxSparseDecode(g, nullptr));
             ASSERT_CUDA(cudaDeviceSynchronize());
             gout = Down(static_cast<uint8_t*>(g.out), gout.size());
@@ -192,6 +194,88 @@ TEST(EntmaxCuda, SparseDecodeMatchesTwinAllAlphasAndSplits) {
               EXPECT_NEAR(gtau[i], tau[i], 1e-3 * std::max(1.0f, std::fabs(tau[i]))) << i;
               EXPECT_NEAR(gmass[i], mass[i], 1e-3) << i;
             }
+          }
+        }
+      }
+    }
+  }
+}
+
+// The alpha-1 streaming path (entmax_softmax_decode.cu) against the softmax
+// twin: SHARED_KV and PER_QUERY_HEAD lists (1, 3 -> NH 4, 4 and 8 heads per
+// list), page sizes 8/16/64, budgets that select a few pages or fall back to
+// every page (a long list: several table segments), an empty sequence, split
+// counts from 1 to past the stage count, the planner's split count, and no
+// score scratch. Bound ||gpu - twin|| / ||twin||: fp32 1e-4, bf16 2e-3.
+TEST(EntmaxCuda, SoftmaxFastPathMatchesTwin) {
+  SKIP_WITHOUT_DEVICE();
+  struct Case {
+    int heads, kv_heads, P;
+    bool shared;
+    int budget;
+  };
+  const Case cases[] = {{8, 2, 16, true, 24},  {8, 1, 16, true, 40},   {8, 8, 16, true, 24}, {6, 2, 16, true, 24},
+                        {8, 2, 16, false, 24}, {8, 2, 8, true, 5000},  {8, 2, 64, true, 7},  {32, 8, 16, true, 128}};
+  for (KvDType dtype : {KvDType::kBf16, KvDType::kFp32}) {
+    for (int D : {64, 128}) {
+      for (const Case& cs : cases) {
+        EntmaxShape sh;
+        sh.batch = 4, sh.heads = cs.heads, sh.kv_heads = cs.kv_heads, sh.head_dim = D, sh.dtype = dtype;
+        sh.page_size = cs.P;
+        sh.seq_lens = {16 * 260 + 3, 16 * 54, 1, 0};
+        sh.key_scale = 2.0f;
+        EntmaxProblem pr = MakeEntmaxProblem(sh, 500 + D + cs.heads * 7 + cs.kv_heads + cs.P);
+        ASSERT_TRUE(FillStats(&pr, EntmaxStatKind::kMinMax));
+        const int hs = cs.shared ? cs.kv_heads : cs.heads;
+        std::vector<float> u(static_cast<size_t>(sh.batch) * hs * pr.max_blocks, 0.0f);
+        EntmaxCriticalityParams c;
+        c.kv = pr.Kv(), c.query = pr.Query(), c.stats = pr.Stats(), c.u = u.data(), c.select_heads = hs;
+        ASSERT_TRUE(EntmaxCriticalityRef(c));
+        SelectionBuffers sel(sh.batch, hs, pr.max_blocks);
+        EntmaxTopkPackParams t;
+        t.u = u.data(), t.seq_lens = pr.seq_lens.data(), t.batch = sh.batch, t.page_size = cs.P;
+        t.max_blocks_per_seq = pr.max_blocks, t.sel = sel.View(), t.budget_pages = cs.budget, t.sink_pages = 2;
+        ASSERT_TRUE(EntmaxTopkPackRef(t));
+        const int B = sh.batch, H = sh.heads, MT = pr.max_blocks * cs.P;
+        std::vector<uint8_t> out(static_cast<size_t>(B) * H * D * pr.Esz(), kPoison);
+        std::vector<float> tau(B * H, NAN), mass(B * H, NAN);
+        EntmaxSparseDecodeParams p;
+        p.kv = pr.Kv(), p.query = pr.Query(), p.sel = sel.View(), p.out = out.data();
+        p.max_sel_tokens = MT, p.tau = tau.data(), p.mass = mass.data();
+        p.alpha = 1.0f, p.scale = 1.0f / std::sqrt(float(D));
+        ASSERT_TRUE(EntmaxSoftmaxFastPath(p));
+        ASSERT_TRUE(EntmaxSparseDecodeRef(p));  // scores == nullptr: the twin uses its own row
+        DevArena a;
+        DevProblem d = Upload(pr, pr.Kv(), &a);
+        EntmaxSparseDecodeParams g = p;
+        g.kv = d.kv, g.query = d.query;
+        g.sel.pages = a.Up(sel.pages), g.sel.page_count = a.Up(sel.count), g.sel.sel_len = a.Up(sel.sel_len);
+        const int planned = PlanEntmaxSoftmaxDecodeSplits(B, hs, MT, 132);
+        for (int splits : {1, 2, 7, planned, 128}) {
+          std::vector<uint8_t> gout(out.size(), kPoison);
+          std::vector<float> nanv(B * H, NAN);
+          g.out = a.Up(gout);
+          g.tau = a.Up(nanv), g.mass = a.Up(nanv);
+          g.num_splits = splits;
+          g.partial_out = static_cast<float*>(a.Alloc(EntmaxSparseDecodeWorkspaceBytes(B, H, splits, D)));
+          g.partial_lse = static_cast<float*>(a.Alloc(EntmaxSparseDecodeLseBytes(B, H, splits)));
+          ASSERT_CUDA(LaunchEntmaxSparseDecode(g, nullptr));
+          ASSERT_CUDA(cudaDeviceSynchronize());
+          gout = Down(static_cast<uint8_t*>(g.out), gout.size());
+          const std::vector<float> gtau = Down(g.tau, tau.size()), gmass = Down(g.mass, mass.size());
+          std::vector<float> want, got;
+          for (size_t i = 0; i < static_cast<size_t>(B) * H * D; ++i) {
+            want.push_back(LoadAsFloat(out.data(), i, dtype));
+            got.push_back(LoadAsFloat(gout.data(), i, dtype));
+            ASSERT_FALSE(std::isnan(got.back())) << "unwritten output " << i;
+          }
+          const std::string what = std::string(KvDTypeName(dtype)) + " D" + std::to_string(D) + " H" +
+                                   std::to_string(H) + " Hkv" + std::to_string(cs.kv_heads) + " Hs" +
+                                   std::to_string(hs) + " P" + std::to_string(cs.P) + " S" + std::to_string(splits);
+          EXPECT_LT(RelErr(want, got), dtype == KvDType::kFp32 ? 1e-4 : 2e-3) << what;
+          for (int i = 0; i < B * H; ++i) {
+            EXPECT_NEAR(gtau[i], tau[i], 1e-3 * std::max(1.0f, std::fabs(tau[i]))) << what << " " << i;
+            EXPECT_NEAR(gmass[i], mass[i], 1e-3) << what << " " << i;
           }
         }
       }
