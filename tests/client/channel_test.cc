@@ -3,13 +3,16 @@
 // Kubernetes headless Service needs, deploy/k8s/README.md), any other target
 // keeps gRPC's pick_first. The last test connects to an in-process gRPC
 // server to show the policy really is the channel's, not just a string.
+#include <atomic>
 #include <chrono>
+#include <future>
 #include <memory>
 #include <string>
 
 #include "client/channel.h"
 #include "gmock/gmock.h"
 #include "grpcpp/generic/async_generic_service.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
@@ -99,6 +102,92 @@ TEST(Connection, DnsTargetConnectsWithRoundRobinAndTheRetryConfig) {
   ASSERT_TRUE(plain.ok()) << plain.status();
   ASSERT_TRUE(plain->channel()->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(20)));
   EXPECT_EQ(plain->channel()->GetLoadBalancingPolicyName(), "pick_first");
+  server->Shutdown(std::chrono::system_clock::now());
+}
+
+// Answers UNAVAILABLE before reading anything while fail_next > 0 (counting
+// it down), as a draining kvstream-server does, else OK with an empty
+// message. Counts the calls it sees.
+class DrainingThenServing : public grpc::CallbackGenericService {
+ public:
+  std::atomic<int> fail_next{0};
+  std::atomic<int> calls{0};
+
+  grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext*) override {
+    calls.fetch_add(1);
+    return new Reactor(fail_next.fetch_sub(1) > 0);
+  }
+
+ private:
+  class Reactor : public grpc::ServerGenericBidiReactor {
+   public:
+    explicit Reactor(bool fail) {
+      if (fail) {
+        Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "shutting down"));
+      } else {
+        StartRead(&request_);
+      }
+    }
+    void OnReadDone(bool ok) override {
+      if (!ok) return Finish(grpc::Status(grpc::StatusCode::INTERNAL, "no request"));
+      grpc::Slice empty{std::string()};
+      response_ = grpc::ByteBuffer(&empty, 1);  // a default ByteBuffer is no message at all
+      StartWriteAndFinish(&response_, grpc::WriteOptions(), grpc::Status::OK);
+    }
+    void OnDone() override { delete this; }
+
+   private:
+    grpc::ByteBuffer request_, response_;
+  };
+};
+
+// One unary call to `method` through the connection's channel.
+grpc::Status Call(const Connection& conn, const std::string& method) {
+  grpc::GenericStub stub(conn.channel());
+  grpc::ClientContext context;
+  conn.Prepare(context);
+  grpc::Slice slice(std::string(""));
+  grpc::ByteBuffer request(&slice, 1), response;
+  std::promise<grpc::Status> done;
+  stub.UnaryCall(&context, method, grpc::StubOptions(), &request, &response,
+                 [&done](grpc::Status status) { done.set_value(std::move(status)); });
+  return done.get_future().get();
+}
+
+TEST(Connection, DnsTargetRetriesUnavailableOnGenerationOnly) {
+  DrainingThenServing service;
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterCallbackGenericService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  ConnectionOptions o;
+  o.timeout = "20";
+  o.target = "dns:///127.0.0.1:" + std::to_string(port);
+  auto conn = Connection::Open(o);
+  ASSERT_TRUE(conn.ok()) << conn.status();
+
+  // kvstream.v1.Generation: the UNAVAILABLE answer is retried, the second attempt succeeds.
+  service.fail_next = 1;
+  const grpc::Status retried = Call(*conn, "/kvstream.v1.Generation/Tokenize");
+  EXPECT_TRUE(retried.ok()) << retried.error_message();
+  EXPECT_EQ(service.calls.load(), 2);
+
+  // Other services are not retried: a health check must see a draining pod as it is.
+  service.fail_next = 1;
+  service.calls = 0;
+  EXPECT_EQ(Call(*conn, "/grpc.health.v1.Health/Check").error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(service.calls.load(), 1);
+
+  // A plain target keeps gRPC's default: no retry.
+  o.target = "127.0.0.1:" + std::to_string(port);
+  auto plain = Connection::Open(o);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  service.fail_next = 1;
+  service.calls = 0;
+  EXPECT_EQ(Call(*plain, "/kvstream.v1.Generation/Tokenize").error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(service.calls.load(), 1);
   server->Shutdown(std::chrono::system_clock::now());
 }
 
