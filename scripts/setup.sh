@@ -41,7 +41,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   log "creating venv $VENV"
   "$PY" -m venv "$VENV"
 fi
-want="torch==$TORCH_VERSION transformers==$TRANSFORMERS_VERSION gguf==$GGUF_VERSION numpy==$NUMPY_VERSION accelerate==$ACCELERATE_VERSION"
+want="torch==$TORCH_VERSION transformers==$TRANSFORMERS_VERSION gguf==$GGUF_VERSION numpy==$NUMPY_VERSION accelerate==$ACCELERATE_VERSION kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 stamp="$VENV/.kvstream-$(echo "$want" | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   log "installing into venv: $want (first run downloads ~4 GB; cached in $PIP_CACHE_DIR)"
