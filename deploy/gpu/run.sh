@@ -11,6 +11,10 @@
 #   akveval:  `kvstream eval` through the server on the GPU, real model: dense and AKV variants
 #             (EVAL_STRATEGIES, EVAL_KV, EVAL_TASKS, EVAL_CONTEXTS, EVAL_SAMPLES, EVAL_NAME override)
 #   e2e-strategies: decode tok/s of E2E_STRATEGIES (default dense,akv) side by side, synthetic llama3-8b
+#   e2e-gemv: the e2e points with our skinny GEMV on and off (KVSTREAM_GEMV=0), same run
+#   kbench:   kernel benches beside dense: gemv_bench, entmax_kv_decode_bench (+ SDPA on its points),
+#             sq_attend_bench (those that were built)
+#   eval:     alias of akveval (any strategies through EVAL_STRATEGIES / EVAL_KV)
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 OUT="${OUT:-$ROOT/out}"
@@ -95,7 +99,30 @@ if want engine; then
     > "$OUT/ctest-engine.log" 2>&1
   grep -E "cuda-parity|akv-cuda|tests passed|Failed|\*\*\*" "$OUT/ctest-engine.log" | head -40
 fi
-if want akveval; then
+if want kbench; then
+  commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+  if [ -x build-gpu/gemv_bench ]; then
+    log "skinny GEMV vs cuBLAS (llama3-8b projections)"
+    build-gpu/gemv_bench --commit "$commit" --json "$OUT/gemv_bench.json" 2>&1 | tail -24
+  fi
+  if [ -x build-gpu/entmax_kv_decode_bench ]; then
+    log "EntmaxKV decode step vs dense kernel"
+    build-gpu/entmax_kv_decode_bench --commit "$commit" --out "$OUT/entmax_kv_decode_bench.json" 2>&1 | tail -30
+    $PY bench/attention/sdpa_decode_bench.py --points 1x32768,1x131072,1x524288,8x32768,8x131072 \
+      --commit "$commit" --out "$OUT/sdpa_decode_entmax_points.json" 2>&1 | tail -8
+  fi
+  if [ -x build-gpu/sq_attend_bench ]; then
+    log "SpectralQuant sq_attend vs dense kernel"
+    build-gpu/sq_attend_bench --commit "$commit" --out "$OUT/sq_attend_bench.json" 2>&1 | tail -20
+  fi
+fi
+if want e2e-gemv; then
+  pts="${GEMV_POINTS:-1x1024,1x32768,8x8192}"
+  log "end-to-end decode with our GEMV, then with cuBLAS (KVSTREAM_GEMV=0): $pts"
+  build-gpu/decode_e2e_bench --synthetic=llama3-8b --points="$pts" --json="$OUT/e2e_gemv_on.json" 2>&1 | tail -6
+  KVSTREAM_GEMV=0 build-gpu/decode_e2e_bench --synthetic=llama3-8b --points="$pts" --json="$OUT/e2e_gemv_off.json" 2>&1 | tail -6
+fi
+if want akveval || want eval; then
   # Same run, same prompts: dense, AKV defaults (4-bit warm), 2-bit, 8-bit,
   # FIFO, and a compact configuration (small hot tier, everything else warm).
   log "kvstream eval on the GPU: dense vs AKV"

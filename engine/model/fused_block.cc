@@ -12,6 +12,7 @@
 #include <ATen/cuda/CUDAContext.h>
 
 #include "kernels/model/fused_ops.h"
+#include "kernels/model/gemv.h"
 #endif
 
 namespace kvstream {
@@ -81,7 +82,41 @@ absl::StatusOr<at::Tensor> SiluMul(const at::Tensor& gate_up) {
   return out;
 }
 
+std::optional<at::Tensor> SkinnyLinear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  static const bool enabled = [] {
+    const char* env = std::getenv("KVSTREAM_GEMV");
+    return env == nullptr || std::string(env) != "0";
+  }();
+  const auto st = x.scalar_type();
+  if (!enabled || !x.is_cuda() || (st != at::kBFloat16 && st != at::kHalf) || x.dim() != 2 ||
+      w.scalar_type() != st || (b.defined() && (b.scalar_type() != st || !b.is_contiguous()))) {
+    return std::nullopt;
+  }
+  const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
+  if (M < 1 || M > kGemvMaxRows || K % 8 != 0 || x.stride(1) != 1 || x.stride(0) % 8 != 0 || !w.is_contiguous() ||
+      w.size(1) != K || N > INT32_MAX || K > INT32_MAX) {
+    return std::nullopt;
+  }
+  at::Tensor y = at::empty({M, N}, x.options());
+  GemvParams p;
+  p.x = x.const_data_ptr();
+  p.w = w.const_data_ptr();
+  p.bias = b.defined() ? b.const_data_ptr() : nullptr;
+  p.y = y.mutable_data_ptr();
+  p.x_stride = x.stride(0);
+  p.rows = static_cast<int>(M);
+  p.out_features = static_cast<int>(N);
+  p.in_features = static_cast<int>(K);
+  p.dtype = st == at::kBFloat16 ? KvDType::kBf16 : KvDType::kFp16;
+  // Misaligned storage (a view at an odd offset) is refused by the launcher
+  // before anything is enqueued: at::linear takes it.
+  if (LaunchGemv(p, at::cuda::getCurrentCUDAStream()) != cudaSuccess) return std::nullopt;
+  return y;
+}
+
 #else  // no CUDA kernels in this build
+
+std::optional<at::Tensor> SkinnyLinear(const at::Tensor&, const at::Tensor&, const at::Tensor&) { return std::nullopt; }
 
 bool FusedBlockAvailable(const at::Tensor&) { return false; }
 absl::Status AddRmsNorm(at::Tensor&, const at::Tensor&, const at::Tensor&, at::Tensor&, double) {

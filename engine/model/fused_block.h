@@ -6,6 +6,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <optional>
+
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
@@ -23,5 +25,11 @@ absl::Status RopeQk(at::Tensor& qkv, const at::Tensor& positions, const at::Tens
                     int64_t n_kv_heads, int64_t head_dim);
 // [N, 2I] gate|up -> [N, I] silu(gate) * up.
 absl::StatusOr<at::Tensor> SiluMul(const at::Tensor& gate_up);
+
+// x [M, K] · wᵀ (+ b) through our skinny GEMV (kernels/model/gemv.h) when it
+// applies: CUDA bf16/fp16, M ≤ 8, K a multiple of 8, 16-byte aligned rows.
+// nullopt otherwise (the caller uses at::linear). KVSTREAM_GEMV=0 turns it
+// off for A/B runs.
+std::optional<at::Tensor> SkinnyLinear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b);
 
 }  // namespace kvstream

@@ -1,0 +1,53 @@
+// Skinny matrix product for decode: y[M, N] = x[M, K] · W[N, K]ᵀ (+ bias),
+// M ≤ 8 rows (the tokens of a small decode batch), bf16/fp16 in and out,
+// fp32 accumulation, one rounding to the storage dtype at the end.
+//
+// Why our own: at decode batch sizes the model's time is the bytes of its
+// weights (Llama-3-8B: 15 GB a step), and a library GEMM picked for M = 1..8
+// reaches ~75% of the copy bandwidth on the H100 (bench/results/gpu/
+// e2e_decode_h100.json). This kernel streams each weight row once with
+// 16-byte loads, many in flight per SM, and keeps x in L1: the work is
+// R rows × M tokens × 8 FMAs per 16 bytes of W, far below compute limits.
+//
+// Legend: M rows of x (≤ kGemvMaxRows), N output features, K input features.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/common/kv_dtype.h"
+
+#if defined(__CUDACC__) || defined(KVSTREAM_HAVE_CUDA_RUNTIME)
+#include <cuda_runtime_api.h>
+#define KVSTREAM_GEMV_HAS_LAUNCHER 1
+#endif
+
+namespace kvstream {
+
+inline constexpr int kGemvMaxRows = 8;
+
+struct GemvParams {
+  const void* x = nullptr;     // [M, K] dtype, row stride x_stride, 16-byte aligned rows
+  const void* w = nullptr;     // [N, K] dtype, contiguous, 16-byte aligned
+  const void* bias = nullptr;  // [N] dtype, or nullptr
+  void* y = nullptr;           // [M, N] dtype, row stride y_stride
+  int64_t x_stride = 0;        // elements; 0 = K
+  int64_t y_stride = 0;        // elements; 0 = N
+  int rows = 0;                // M, 1..kGemvMaxRows
+  int out_features = 0;        // N ≥ 1
+  int in_features = 0;         // K, a multiple of 8
+  KvDType dtype = KvDType::kBf16;  // bf16 or fp16
+};
+
+// nullptr when valid, else the bad field and its allowed range.
+const char* GemvValidate(const GemvParams& p);
+
+// CPU twin on host pointers: fp32 accumulation in index order, bias added in
+// fp32, one rounding to dtype. false = invalid.
+bool GemvRef(const GemvParams& p);
+
+#if defined(KVSTREAM_GEMV_HAS_LAUNCHER)
+// Enqueue on `stream`; never allocates or synchronises; capturable in a graph.
+cudaError_t LaunchGemv(const GemvParams& p, cudaStream_t stream);
+#endif
+
+}  // namespace kvstream

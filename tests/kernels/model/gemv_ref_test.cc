@@ -1,0 +1,62 @@
+// The GEMV twin against a direct double-precision product, and its checks.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "kernels/common/half_bits.h"
+#include "kernels/model/gemv.h"
+
+namespace kvstream {
+namespace {
+
+std::vector<uint16_t> Random(size_t n, std::mt19937& rng, bool bf16) {
+  std::normal_distribution<float> g(0.f, 1.f);
+  std::vector<uint16_t> v(n);
+  for (auto& x : v) x = bf16 ? FloatToBf16Bits(g(rng)) : FloatToHalfBits(g(rng));
+  return v;
+}
+
+TEST(GemvRef, MatchesDoubleProductWithBiasAndStrides) {
+  std::mt19937 rng(11);
+  for (bool bf16 : {true, false}) {
+    for (int M : {1, 3, 8}) {
+      const int N = 37, K = 72, xs = 80, ys = 41;
+      auto x = Random(static_cast<size_t>(M) * xs, rng, bf16);
+      auto w = Random(static_cast<size_t>(N) * K, rng, bf16);
+      auto b = Random(N, rng, bf16);
+      std::vector<uint16_t> y(static_cast<size_t>(M) * ys, 0xffff);
+      GemvParams p;
+      p.x = x.data(); p.w = w.data(); p.bias = b.data(); p.y = y.data();
+      p.x_stride = xs; p.y_stride = ys; p.rows = M; p.out_features = N; p.in_features = K;
+      p.dtype = bf16 ? KvDType::kBf16 : KvDType::kFp16;
+      ASSERT_TRUE(GemvRef(p));
+      auto f = [bf16](uint16_t v) { return bf16 ? Bf16BitsToFloat(v) : HalfBitsToFloat(v); };
+      for (int m = 0; m < M; ++m) {
+        for (int n = 0; n < N; ++n) {
+          double want = f(b[n]);
+          for (int k = 0; k < K; ++k) want += double(f(w[n * K + k])) * f(x[m * xs + k]);
+          const double got = f(y[m * ys + n]);
+          EXPECT_NEAR(got, want, std::abs(want) * (bf16 ? 8e-3 : 1e-3) + 1e-3) << "m " << m << " n " << n;
+        }
+        for (int n = N; n < ys; ++n) EXPECT_EQ(y[m * ys + n], 0xffff) << "wrote past out_features";
+      }
+    }
+  }
+}
+
+TEST(GemvRef, RejectsBadShapesNamingTheField) {
+  uint16_t buf[64] = {};
+  GemvParams p;
+  p.x = buf; p.w = buf; p.y = buf; p.rows = 9; p.out_features = 1; p.in_features = 8;
+  EXPECT_STREQ(GemvValidate(p), "rows must be in [1, 8]");
+  p.rows = 1; p.in_features = 12;
+  EXPECT_STREQ(GemvValidate(p), "in_features must be a positive multiple of 8");
+  p.in_features = 8; p.dtype = KvDType::kFp32;
+  EXPECT_STREQ(GemvValidate(p), "dtype must be bf16 or fp16");
+  EXPECT_FALSE(GemvRef(p));
+}
+
+}  // namespace
+}  // namespace kvstream
