@@ -48,9 +48,12 @@ KV_HD int SqMidpointOffset(int w) { return (1 << w) - w - 1; }
 struct SqPlanView {
   const uint8_t* width = nullptr;       // [Hkv, D] w_i in 1..8, eigen order (§4.2 steps 2, 4)
   const float* scale = nullptr;         // [Hkv, D] s_i > 0 (finite): semantic sigma or tail sigma (§4.2 step 3)
-  const uint16_t* bit_offset = nullptr; // [Hkv, D] off_i: first bit of dimension i in the record;
-                                        //   fields must not overlap and off_i + w_i <= 32 * words
-                                        //   (SqPackBitOffsets packs them back to back)
+  const uint16_t* bit_offset = nullptr; // [Hkv, D] off_i: first bit of dimension i in the record.
+                                        //   MUST be the back-to-back packing of SqPackBitOffsets
+                                        //   (off_0 = 0, off_{i+1} = off_i + w_i) with
+                                        //   off_{D-1} + w_{D-1} <= 32 * words. K1/K3 and the twins
+                                        //   only need non-overlapping fields; K2's value path relies
+                                        //   on D/32 consecutive fields spanning <= 2 words.
   const int32_t* d_eff = nullptr;       // [Hkv] d_eff (K) / v_d_eff (V), in [2, D-2]; K2 and K1 read
                                         //   it only with QJL on (number of sign bits / rows of S');
                                         //   may be null otherwise
