@@ -1,0 +1,353 @@
+// Benchmark of LaunchSqAttend (kernels/spectral_quant, K2) against the
+// device's measured copy bandwidth, with LaunchDenseDecode (kernels/dense) on
+// the same shape for the side-by-side ratio. Llama-3-8B decode: Hq 32,
+// Hkv 8, D 128, one query token, SpectralQuant defaults (spectral_quant.md §3:
+// K d_eff 4, 3 bits/dim = 12 words = 48 B; V v_d_eff 50 at 4 bits + 78 tail
+// dims at 3 bits = 434 bits -> 14 words = 56 B per token and head; QJL off).
+//
+//   sq_attend_bench [--out results.json] [--commit SHA] [--iters 100] [--warmup 10] [--no-sweep] [--no-dense]
+//
+// 1. Copy bandwidth: cudaMemcpy device-to-device of 1 GiB, (read + write) / median time.
+// 2. For each Tk: the planned split count; CUDA events around each launch
+//    (attention + merge), median of --iters runs after warm-up. Launches
+//    rotate over enough record sets to span >= 4x L2, so no launch finds its
+//    records in L2. Bytes = K + V records of the Tk keys + q' + A_eig written
+//    (the split workspace, reported apart, is extra traffic).
+// 3. Dense bf16 decode (page 16, identity page table) on the same (B, Tk).
+// 4. Unless --no-sweep: every split count 1, 2, 4, ... 128 for the SQ kernel.
+// The kernel serves one sequence per launch (spec §6.10), so B = 1 only.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/dense/dense_decode.h"
+#include "kernels/spectral_quant/spectral_quant.h"
+
+namespace {
+
+using kvstream::SqAttendParams;
+
+#define BENCH_CHECK(expr)                                                                         \
+  do {                                                                                            \
+    const cudaError_t e_ = (expr);                                                                \
+    if (e_ != cudaSuccess) {                                                                      \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                               \
+    }                                                                                             \
+  } while (0)
+
+constexpr int kHq = 32, kHkv = 8, kD = 128, kP = 16;
+constexpr int kKDeff = 4, kVDeff = 50;
+
+struct Args {
+  std::string out, commit = "unknown";
+  int iters = 100, warmup = 10;
+  bool sweep = true, dense = true;
+};
+
+// Hash-random 32-bit words (any bit pattern is a valid record: every w-bit
+// field is a code < 2^w).
+__global__ void FillRandomU32(uint32_t* p, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    uint32_t x = static_cast<uint32_t>(i) * 0x9e3779b9u ^ seed ^ static_cast<uint32_t>(i >> 32) * 0x85ebca6bu;
+    x ^= x >> 16; x *= 0x7feb352du; x ^= x >> 15; x *= 0x846ca68bu; x ^= x >> 16;
+    p[i] = x;
+  }
+}
+// Uniform bf16 in [-1, 1) from the same hash.
+__global__ void FillRandomBf16(__nv_bfloat16* p, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    uint32_t x = static_cast<uint32_t>(i) * 0x9e3779b9u ^ seed;
+    x ^= x >> 16; x *= 0x7feb352du; x ^= x >> 15; x *= 0x846ca68bu; x ^= x >> 16;
+    p[i] = __float2bfloat16(static_cast<float>(x) * (2.0f / 4294967296.0f) - 1.0f);
+  }
+}
+
+// Uniform fp32 in [-1, 1) from the same hash.
+__global__ void FillRandomF32(float* p, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    uint32_t x = static_cast<uint32_t>(i) * 0x9e3779b9u ^ seed;
+    x ^= x >> 16; x *= 0x7feb352du; x ^= x >> 15; x *= 0x846ca68bu; x ^= x >> 16;
+    p[i] = static_cast<float>(x) * (2.0f / 4294967296.0f) - 1.0f;
+  }
+}
+
+float Median(std::vector<float> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+double CopyGbps() {
+  const size_t bytes = size_t(1) << 30;
+  void *src = nullptr, *dst = nullptr;
+  BENCH_CHECK(cudaMalloc(&src, bytes));
+  BENCH_CHECK(cudaMalloc(&dst, bytes));
+  FillRandomU32<<<1024, 256>>>(static_cast<uint32_t*>(src), bytes / 4, 1);
+  BENCH_CHECK(cudaGetLastError());
+  cudaEvent_t e0, e1;
+  BENCH_CHECK(cudaEventCreate(&e0));
+  BENCH_CHECK(cudaEventCreate(&e1));
+  std::vector<float> ms;
+  for (int i = 0; i < 35; ++i) {
+    BENCH_CHECK(cudaEventRecord(e0));
+    BENCH_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice));
+    BENCH_CHECK(cudaEventRecord(e1));
+    BENCH_CHECK(cudaEventSynchronize(e1));
+    float t = 0;
+    BENCH_CHECK(cudaEventElapsedTime(&t, e0, e1));
+    if (i >= 5) ms.push_back(t);
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cudaFree(src);
+  cudaFree(dst);
+  return 2.0 * bytes / (Median(ms) * 1e-3) / 1e9;
+}
+
+// Median microseconds of `launch(i)` over a.iters launches (events around each).
+template <class F>
+float MedianUs(const Args& a, F launch) {
+  for (int i = 0; i < a.warmup; ++i) BENCH_CHECK(launch(i));
+  BENCH_CHECK(cudaDeviceSynchronize());
+  std::vector<cudaEvent_t> ev(2 * a.iters);
+  for (cudaEvent_t& e : ev) BENCH_CHECK(cudaEventCreate(&e));
+  for (int i = 0; i < a.iters; ++i) {
+    BENCH_CHECK(cudaEventRecord(ev[2 * i]));
+    BENCH_CHECK(launch(a.warmup + i));
+    BENCH_CHECK(cudaEventRecord(ev[2 * i + 1]));
+  }
+  BENCH_CHECK(cudaDeviceSynchronize());
+  std::vector<float> us(a.iters);
+  for (int i = 0; i < a.iters; ++i) {
+    BENCH_CHECK(cudaEventElapsedTime(&us[i], ev[2 * i], ev[2 * i + 1]));
+    us[i] *= 1000.0f;
+  }
+  for (cudaEvent_t& e : ev) cudaEventDestroy(e);
+  return Median(us);
+}
+
+// The default plan of one layer (every head alike), uploaded.
+struct DevicePlan {
+  kvstream::SqPlanView view;
+  std::vector<void*> allocs;
+  DevicePlan(int d_eff, const int* semantic_widths, int tail_width, uint32_t seed) {
+    std::vector<uint8_t> w(kHkv * kD);
+    std::vector<float> s(kHkv * kD);
+    std::vector<uint16_t> off(kHkv * kD);
+    std::vector<int32_t> de(kHkv, d_eff);
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> sig(0.05f, 2.0f);
+    int bits = 0;
+    for (int h = 0; h < kHkv; ++h) {
+      for (int i = 0; i < kD; ++i) {
+        w[h * kD + i] = static_cast<uint8_t>(i < d_eff ? semantic_widths[i] : tail_width);
+        s[h * kD + i] = sig(rng);
+      }
+      bits = kvstream::SqPackBitOffsets(&w[h * kD], kD, &off[h * kD]);
+    }
+    view.width = Up(w), view.scale = Up(s), view.bit_offset = Up(off), view.d_eff = Up(de);
+    view.words = kvstream::SqRecordWords(bits);
+  }
+  ~DevicePlan() {
+    for (void* p : allocs) cudaFree(p);
+  }
+  template <class T>
+  T* Up(const std::vector<T>& v) {
+    void* d = nullptr;
+    BENCH_CHECK(cudaMalloc(&d, v.size() * sizeof(T)));
+    BENCH_CHECK(cudaMemcpy(d, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+    allocs.push_back(d);
+    return static_cast<T*>(d);
+  }
+};
+
+struct Result {
+  int tokens, splits;
+  double sq_us, sq_bytes, sq_gbps, sq_pct, ws_bytes;
+  int dense_splits;
+  double dense_us, dense_bytes, dense_gbps, dense_pct;
+};
+
+Args Parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string s = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) { std::fprintf(stderr, "%s needs a value\n", s.c_str()); std::exit(2); }
+      return argv[++i];
+    };
+    if (s == "--out") a.out = next();
+    else if (s == "--commit") a.commit = next();
+    else if (s == "--iters") a.iters = std::max(50, std::atoi(next().c_str()));
+    else if (s == "--warmup") a.warmup = std::max(1, std::atoi(next().c_str()));
+    else if (s == "--no-sweep") a.sweep = false;
+    else if (s == "--no-dense") a.dense = false;
+    else { std::fprintf(stderr, "unknown argument %s\n", s.c_str()); std::exit(2); }
+  }
+  return a;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Args a = Parse(argc, argv);
+  cudaDeviceProp prop{};
+  BENCH_CHECK(cudaGetDeviceProperties(&prop, 0));
+  const double copy = CopyGbps();
+  std::printf("device %s, %d SMs, L2 %d MiB; copy %.0f GB/s\n", prop.name, prop.multiProcessorCount,
+              prop.l2CacheSize >> 20, copy);
+
+  // Defaults (§3, §4.2): K water-fill over d_eff 4 with budget 12 (the §9 test 2
+  // shape [4, 3, 3, 2]), tail b_low 3; V 50 semantic dims at 4 bits, tail 3.
+  const int kw[kKDeff] = {4, 3, 3, 2};
+  std::vector<int> vw(kVDeff, 4);
+  const DevicePlan kplan(kKDeff, kw, 3, 1), vplan(kVDeff, vw.data(), 3, 2);
+  std::vector<float> tables(kvstream::kSqTableFloats);
+  kvstream::SqBuildUnitTables(tables.data());
+  float *d_tables = nullptr, *q = nullptr, *a_eig = nullptr, *ws = nullptr;
+  BENCH_CHECK(cudaMalloc(&d_tables, tables.size() * 4));
+  BENCH_CHECK(cudaMemcpy(d_tables, tables.data(), tables.size() * 4, cudaMemcpyHostToDevice));
+  BENCH_CHECK(cudaMalloc(&q, kHq * kD * 4));
+  BENCH_CHECK(cudaMalloc(&a_eig, kHq * kD * 4));
+  FillRandomF32<<<8, 256>>>(q, kHq * kD, 9);
+  const size_t ws_max = kvstream::SqAttendWorkspaceBytes(kHq, 1, kvstream::kSqAttendMaxSplits, kD);
+  BENCH_CHECK(cudaMalloc(&ws, ws_max));
+  const int wk = kplan.view.words, wv = vplan.view.words;
+  std::printf("records: K %d words (%d B), V %d words (%d B) per token and head\n", wk, 4 * wk, wv, 4 * wv);
+
+  std::vector<Result> results;
+  std::string sweep_json;
+  for (const int T : {8192, 32768, 131072}) {
+    const size_t rec_words = size_t(T) * kHkv * (wk + wv);
+    const size_t set_bytes = rec_words * 4;
+    const int rot = static_cast<int>(std::max<size_t>(2, (4 * size_t(prop.l2CacheSize) + set_bytes - 1) / set_bytes));
+    std::vector<uint32_t*> sets(rot);
+    for (int r = 0; r < rot; ++r) {
+      BENCH_CHECK(cudaMalloc(&sets[r], set_bytes));
+      FillRandomU32<<<1024, 256>>>(sets[r], rec_words, 17 + r);
+    }
+    BENCH_CHECK(cudaGetLastError());
+    auto params = [&](int i, int splits) {
+      SqAttendParams p;
+      p.q_rot = q, p.k_records = sets[i % rot], p.v_records = sets[i % rot] + size_t(T) * kHkv * wk;
+      p.k_plan = kplan.view, p.v_plan = vplan.view, p.tables = d_tables, p.a_eig = a_eig;
+      p.workspace = splits > 1 ? ws : nullptr;
+      p.num_q_heads = kHq, p.num_kv_heads = kHkv, p.head_dim = kD, p.num_queries = 1, p.num_keys = T;
+      p.num_splits = splits, p.scale = 1.0f / std::sqrt(float(kD));
+      return p;
+    };
+    const int splits = kvstream::SqPlanAttendSplits(kHq, kHkv, 1, T, prop.multiProcessorCount);
+    {  // outputs written and finite
+      BENCH_CHECK(cudaMemset(a_eig, 0xff, kHq * kD * 4));
+      BENCH_CHECK(kvstream::LaunchSqAttend(params(0, splits), nullptr));
+      std::vector<float> h(kHq * kD);
+      BENCH_CHECK(cudaMemcpy(h.data(), a_eig, h.size() * 4, cudaMemcpyDeviceToHost));
+      for (float x : h)
+        if (!std::isfinite(x)) { std::fprintf(stderr, "T=%d: non-finite output\n", T); return 1; }
+    }
+    Result r{};
+    r.tokens = T, r.splits = splits;
+    r.sq_us = MedianUs(a, [&](int i) { return kvstream::LaunchSqAttend(params(i, splits), nullptr); });
+    r.sq_bytes = double(set_bytes) + 2.0 * kHq * kD * 4;
+    r.sq_gbps = r.sq_bytes / (r.sq_us * 1e-6) / 1e9, r.sq_pct = 100.0 * r.sq_gbps / copy;
+    r.ws_bytes = 2.0 * kvstream::SqAttendWorkspaceBytes(kHq, 1, splits, kD);
+    if (a.sweep) {
+      std::printf("split sweep T=%d (planned %d, %d record sets):", T, splits, rot);
+      sweep_json += (sweep_json.empty() ? "" : ",\n") + std::string("    {\"T\": ") + std::to_string(T) +
+                    ", \"time_us_by_splits\": {";
+      for (int s = 1; s <= kvstream::kSqAttendMaxSplits; s *= 2) {
+        const float t = MedianUs(a, [&](int i) { return kvstream::LaunchSqAttend(params(i, s), nullptr); });
+        std::printf(" S=%d %.1fus", s, t);
+        char buf[64];
+        std::snprintf(buf, sizeof buf, "%s\"%d\": %.2f", s == 1 ? "" : ", ", s, t);
+        sweep_json += buf;
+      }
+      sweep_json += "}}";
+      std::printf("\n");
+    }
+    for (uint32_t* s : sets) cudaFree(s);
+    if (a.dense) {  // dense bf16 decode on the same shape
+      const int pages = (T + kP - 1) / kP;
+      const size_t pool = size_t(pages) * kHkv * kP * kD, pool_bytes = 2 * pool * 2;
+      const int drot = static_cast<int>(std::max<size_t>(2, (4 * size_t(prop.l2CacheSize) + pool_bytes - 1) / pool_bytes));
+      std::vector<__nv_bfloat16*> kv(2 * drot);
+      for (int i = 0; i < 2 * drot; ++i) {
+        BENCH_CHECK(cudaMalloc(&kv[i], pool * 2));
+        FillRandomBf16<<<1024, 256>>>(kv[i], pool, 100 + i);
+      }
+      std::vector<int32_t> ids(pages);
+      std::iota(ids.begin(), ids.end(), 0);
+      int32_t *table = nullptr, *lens = nullptr;
+      __nv_bfloat16 *dq = nullptr, *dout = nullptr;
+      float *po = nullptr, *pl = nullptr;
+      BENCH_CHECK(cudaMalloc(&table, pages * 4));
+      BENCH_CHECK(cudaMemcpy(table, ids.data(), pages * 4, cudaMemcpyHostToDevice));
+      BENCH_CHECK(cudaMalloc(&lens, 4));
+      BENCH_CHECK(cudaMemcpy(lens, &T, 4, cudaMemcpyHostToDevice));
+      BENCH_CHECK(cudaMalloc(&dq, kHq * kD * 2));
+      BENCH_CHECK(cudaMalloc(&dout, kHq * kD * 2));
+      FillRandomBf16<<<8, 256>>>(dq, kHq * kD, 5);
+      const kvstream::DenseDecodeWorkspaceBytes dws =
+          kvstream::DenseDecodeWorkspace(1, kHq, kvstream::kDenseDecodeMaxSplits, kD);
+      BENCH_CHECK(cudaMalloc(&po, dws.partial_out));
+      BENCH_CHECK(cudaMalloc(&pl, dws.partial_lse));
+      r.dense_splits = kvstream::PlanDenseDecodeSplits(1, kHq, kHkv, T, prop.multiProcessorCount);
+      auto dparams = [&](int i) {
+        kvstream::DenseDecodeParams p;
+        p.q = dq, p.k_pool = kv[2 * (i % drot)], p.v_pool = kv[2 * (i % drot) + 1], p.block_table = table;
+        p.seq_lens = lens, p.out = dout, p.partial_out = po, p.partial_lse = pl;
+        p.batch = 1, p.num_heads = kHq, p.num_kv_heads = kHkv, p.head_dim = kD, p.page_size = kP;
+        p.num_blocks = pages, p.max_blocks_per_seq = pages, p.max_seq_len = T, p.num_splits = r.dense_splits;
+        p.scale = 1.0f / std::sqrt(float(kD)), p.dtype = kvstream::KvDType::kBf16;
+        return p;
+      };
+      r.dense_us = MedianUs(a, [&](int i) { return kvstream::LaunchDenseDecode(dparams(i), nullptr); });
+      r.dense_bytes = double(pool_bytes) + 2.0 * kHq * kD * 2;
+      r.dense_gbps = r.dense_bytes / (r.dense_us * 1e-6) / 1e9, r.dense_pct = 100.0 * r.dense_gbps / copy;
+      for (auto* p : kv) cudaFree(p);
+      cudaFree(table), cudaFree(lens), cudaFree(dq), cudaFree(dout), cudaFree(po), cudaFree(pl);
+    }
+    results.push_back(r);
+  }
+
+  std::printf("\n%7s %4s %9s %8s %8s %7s | %9s %8s %7s | %10s\n", "Tk", "S", "sq_us", "sq_MB", "GB/s", "%copy",
+              "dense_us", "dense_MB", "%copy", "dense/sq");
+  for (const Result& r : results) {
+    std::printf("%7d %4d %9.1f %8.1f %8.0f %6.1f%% | %9.1f %8.1f %6.1f%% | %9.2fx\n", r.tokens, r.splits, r.sq_us,
+                r.sq_bytes / 1e6, r.sq_gbps, r.sq_pct, r.dense_us, r.dense_bytes / 1e6, r.dense_pct,
+                r.sq_us > 0 ? r.dense_us / r.sq_us : 0.0);
+  }
+  if (!a.out.empty()) {
+    FILE* f = std::fopen(a.out.c_str(), "w");
+    if (f == nullptr) { std::fprintf(stderr, "cannot write %s\n", a.out.c_str()); return 1; }
+    std::fprintf(f, "{\n  \"bench\": \"sq_attend\",\n  \"device\": \"%s\",\n  \"commit\": \"%s\",\n", prop.name,
+                 a.commit.c_str());
+    std::fprintf(f, "  \"num_sms\": %d,\n  \"l2_bytes\": %d,\n  \"copy_gbps\": %.1f,\n", prop.multiProcessorCount,
+                 prop.l2CacheSize, copy);
+    std::fprintf(f, "  \"iters\": %d,\n  \"warmup\": %d,\n  \"statistic\": \"median\",\n", a.iters, a.warmup);
+    std::fprintf(f, "  \"k_record_bytes\": %d,\n  \"v_record_bytes\": %d,\n  \"points\": [\n", 4 * wk, 4 * wv);
+    for (size_t i = 0; i < results.size(); ++i) {
+      const Result& r = results[i];
+      std::fprintf(f, "    {\"B\": 1, \"Tq\": 1, \"Tk\": %d, \"Hq\": %d, \"Hkv\": %d, \"D\": %d, \"k_d_eff\": %d, "
+                   "\"v_d_eff\": %d, \"splits\": %d, \"time_us\": %.2f, \"bytes\": %.0f, \"workspace_bytes\": %.0f, "
+                   "\"gbps\": %.1f, \"pct_of_copy\": %.1f, \"dense_bf16\": {\"splits\": %d, \"time_us\": %.2f, "
+                   "\"bytes\": %.0f, \"gbps\": %.1f, \"pct_of_copy\": %.1f}, \"dense_over_sq_time\": %.3f}%s\n",
+                   r.tokens, kHq, kHkv, kD, kKDeff, kVDeff, r.splits, r.sq_us, r.sq_bytes, r.ws_bytes, r.sq_gbps,
+                   r.sq_pct, r.dense_splits, r.dense_us, r.dense_bytes, r.dense_gbps, r.dense_pct,
+                   r.sq_us > 0 ? r.dense_us / r.sq_us : 0.0, i + 1 < results.size() ? "," : "");
+    }
+    std::fprintf(f, "  ],\n  \"split_sweep\": [\n%s\n  ]\n}\n", sweep_json.c_str());
+    std::fclose(f);
+    std::printf("wrote %s\n", a.out.c_str());
+  }
+  cudaFree(d_tables), cudaFree(q), cudaFree(a_eig), cudaFree(ws);
+  return 0;
+}
