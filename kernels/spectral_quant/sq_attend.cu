@@ -1,5 +1,5 @@
 // K2 sq_attend launcher (kernel body and mapping: sq_attend_kernel.cuh):
-// compile-time dispatch on head_dim (64, 128) x dense dtype (bf16, fp32).
+// compile-time dispatch on head_dim (64, 128) x dense segment (none, bf16, fp32).
 #include "kernels/cuda_check.h"
 #include "kernels/spectral_quant/sq_attend_kernel.cuh"
 
@@ -7,18 +7,18 @@ namespace kvstream {
 namespace sq_attend_detail {
 namespace {
 
-template <int D, class TD>
+template <int D, class TD, bool kDense>
 cudaError_t Run(const Args& a, cudaStream_t stream) {
   const SqAttendParams& p = a.p;
   const size_t smem = SmemFloats(D, a.wkp, a.wvp) * sizeof(float);
   if (smem > 48 * 1024) {
-    KV_CUDA_CHECK(cudaFuncSetAttribute(AttendKernel<D, TD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    KV_CUDA_CHECK(cudaFuncSetAttribute(AttendKernel<D, TD, kDense>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        static_cast<int>(smem)));
   }
   const unsigned tiles = static_cast<unsigned>((a.rows + kR - 1) / kR);
   if (tiles > 65535u) return cudaErrorInvalidValue;
   const dim3 grid(static_cast<unsigned>(p.num_kv_heads), tiles, static_cast<unsigned>(p.num_splits));
-  AttendKernel<D, TD><<<grid, kThreads, smem, stream>>>(a);
+  AttendKernel<D, TD, kDense><<<grid, kThreads, smem, stream>>>(a);
   KV_CUDA_CHECK(cudaGetLastError());
   if (p.num_splits > 1) {
     const long long rows = static_cast<long long>(p.num_q_heads) * p.num_queries;
@@ -30,9 +30,10 @@ cudaError_t Run(const Args& a, cudaStream_t stream) {
 
 template <int D>
 cudaError_t RunDim(const Args& a, cudaStream_t stream) {
+  if (a.p.num_dense == 0) return Run<D, float, false>(a, stream);
   switch (a.p.dense_dtype) {
-    case KvDType::kBf16: return Run<D, __nv_bfloat16>(a, stream);
-    case KvDType::kFp32: return Run<D, float>(a, stream);
+    case KvDType::kBf16: return Run<D, __nv_bfloat16, true>(a, stream);
+    case KvDType::kFp32: return Run<D, float, true>(a, stream);
     default: return cudaErrorInvalidValue;
   }
 }

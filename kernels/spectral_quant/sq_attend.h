@@ -46,6 +46,9 @@ inline constexpr int kSqAttendMaxSplits = 128;
 inline constexpr int kSqAttendSplitAlign = 32;       // split boundaries: multiples of this (one warp chunk)
 inline constexpr int kSqAttendMinSplitKeys = 256;    // planner: fewest keys per split
 inline constexpr int kSqAttendRowTile = 4;           // query rows (hq, t) per CTA
+// CTAs the planner aims for per SM: the decode kernel (D 128, no dense segment)
+// uses 96 registers x 128 threads, so 5 fit; one wave of 4 leaves no tail.
+inline constexpr int kSqAttendCtasPerSm = 4;
 
 struct SqAttendParams {
   const float* q_rot = nullptr;        // [Hq, Tq, D]
@@ -89,7 +92,8 @@ KV_HD void SqAttendSplitRange(int num_keys_total, int num_splits, int split, int
   *end = (num_keys_total - *begin) < chunk ? num_keys_total : *begin + chunk;
 }
 
-// S for one call: enough CTAs (Hkv * row tiles * S) for ~2 waves of num_sms,
+// S for one call: enough CTAs (Hkv * row tiles * S) for one wave of
+// kSqAttendCtasPerSm per SM,
 // at least kSqAttendMinSplitKeys keys per split, at most kSqAttendMaxSplits.
 int SqPlanAttendSplits(int num_q_heads, int num_kv_heads, int num_queries, int num_keys_total, int num_sms);
 

@@ -5,8 +5,9 @@
 // every record is read once per tile) over split s's keys; its 4 warps take
 // 32-key chunks round robin.
 // Per chunk a warp
-//   1. copies the chunk's K and V records to a per-warp shared tile (odd word
-//      stride: lane-per-key reads are bank-conflict free);
+//   1. has the chunk's K and V records copied (cp.async, issued one chunk
+//      ahead: double-buffered) to per-warp shared tiles (odd word stride:
+//      lane-per-key reads are bank-conflict free);
 //   2. K phase, lane = key: walks the D fields in order (a field may straddle
 //      two words: funnel shift), looks the unit centroid up in shared memory
 //      and accumulates kR scores against q'_i * s_i * scale * log2(e);
@@ -57,7 +58,7 @@ inline int TileStride(int words) { return (words % 2 == 0) ? words + 1 : words +
 // Floats of dynamic shared memory (see the layout in AttendKernel).
 inline size_t SmemFloats(int D, int wkp, int wvp) {
   const size_t fixed = 12 * static_cast<size_t>(D) + kSqCentroidFloats + 2 + D;  // 2: pad to x4
-  const size_t tiles = kWarps * (128 + 32 * static_cast<size_t>(wkp) + 32 * static_cast<size_t>(wvp));
+  const size_t tiles = kWarps * (128 + 2 * 32 * (static_cast<size_t>(wkp) + wvp));  // double-buffered
   const size_t merge = kWarps * (2 * kR * static_cast<size_t>(D) + 2 * kR);
   return fixed + (tiles > merge ? tiles : merge);
 }
@@ -72,12 +73,20 @@ __device__ __forceinline__ float WarpSum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
-__device__ __forceinline__ float Get(const float4& v, int r) { return r == 0 ? v.x : r == 1 ? v.y : r == 2 ? v.z : v.w; }
+// 4-byte asynchronous global -> shared copy (sm_80+), its commit and wait.
+__device__ __forceinline__ void CpAsync4(void* smem, const void* gmem) {
+  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void CpAsyncCommitGroup() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void CpAsyncWaitGroup1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
+
 __device__ __forceinline__ void Set(float4& v, int r, float x) {
   if (r == 0) v.x = x; else if (r == 1) v.y = x; else if (r == 2) v.z = x; else v.w = x;
 }
 
-template <int D, class TD>
+// kDense = false (Td == 0) compiles the dense-segment paths and accumulators out.
+template <int D, class TD, bool kDense>
 __global__ void __launch_bounds__(kThreads) AttendKernel(Args a) {
   constexpr int kDpl = D / 32;
   const SqAttendParams& p = a.p;
@@ -113,7 +122,7 @@ __global__ void __launch_bounds__(kThreads) AttendKernel(Args a) {
       if (rr >= a.rows) continue;
       const int64_t row = (static_cast<int64_t>(h * G + rr % G) * Tq + rr / G) * D;
       Set(q, r, p.q_rot[row + i] * s * a.scale_log2);
-      if (p.num_dense > 0) Set(qr, r, p.q_raw[row + i] * a.scale_log2);
+      if (kDense) Set(qr, r, p.q_raw[row + i] * a.scale_log2);
       if (qjl && i < de_used) Set(sk, r, p.q_sketch[row + i] * a.scale_log2 * (kSqrtHalfPi / de));
     }
     qs4[i] = q, qr4[i] = qr, sk4[i] = sk;
@@ -137,10 +146,11 @@ __global__ void __launch_bounds__(kThreads) AttendKernel(Args a) {
   }
   __syncthreads();
 
-  float* wreg = region + warp * (128 + 32 * a.wkp + 32 * a.wvp);
+  // Per warp: ptile [32] float4 | 2 x (ktile [32][wkp] | vtile [32][wvp]) (double buffer).
+  const int tile_words = 32 * (a.wkp + a.wvp);
+  float* wreg = region + warp * (128 + 2 * tile_words);
   float4* ptile = reinterpret_cast<float4*>(wreg);
-  uint32_t* ktile = reinterpret_cast<uint32_t*>(wreg + 128);
-  uint32_t* vtile = ktile + 32 * a.wkp;
+  uint32_t* tiles = reinterpret_cast<uint32_t*>(wreg + 128);
   const int Wk = p.k_plan.words, Wv = p.v_plan.words;
   const float inv_wk = Tk > 0 ? 1.0f / Wk : 0.0f, inv_wv = Tk > 0 ? 1.0f / Wv : 0.0f;
   const TD* dk = static_cast<const TD*>(p.dense_k);
@@ -156,18 +166,39 @@ __global__ void __launch_bounds__(kThreads) AttendKernel(Args a) {
   int kb, ke;
   SqAttendSplitRange(a.n_total, p.num_splits, split, &kb, &ke);
 
-  for (int j0 = kb + warp * 32; j0 < ke; j0 += kWarps * 32) {
-    const int nk = min(32, ke - j0);
-    const int nc = max(0, min(Tk - j0, nk));  // compressed keys come first
-    // 1. records of the chunk's compressed keys -> shared tiles
+  // 1. Asynchronous copies of a chunk's compressed K and V records into tile
+  //    buffer `buf` (4-byte cp.async: records are only word-aligned).
+  auto issue = [&](int j0, int buf) {
+    const int nc = max(0, min(Tk - j0, min(32, ke - j0)));
+    uint32_t* kt = tiles + buf * tile_words;
+    uint32_t* vt = kt + 32 * a.wkp;
+#pragma unroll 4
     for (int idx = lane; idx < nc * Wk; idx += 32) {
       const int tok = __float2int_rz((idx + 0.5f) * inv_wk), wd = idx - tok * Wk;
-      ktile[tok * a.wkp + wd] = p.k_records[(static_cast<int64_t>(j0 + tok) * Hkv + h) * Wk + wd];
+      CpAsync4(kt + tok * a.wkp + wd, p.k_records + (static_cast<int64_t>(j0 + tok) * Hkv + h) * Wk + wd);
     }
+#pragma unroll 4
     for (int idx = lane; idx < nc * Wv; idx += 32) {
       const int tok = __float2int_rz((idx + 0.5f) * inv_wv), wd = idx - tok * Wv;
-      vtile[tok * a.wvp + wd] = p.v_records[(static_cast<int64_t>(j0 + tok) * Hkv + h) * Wv + wd];
+      CpAsync4(vt + tok * a.wvp + wd, p.v_records + (static_cast<int64_t>(j0 + tok) * Hkv + h) * Wv + wd);
     }
+    CpAsyncCommitGroup();
+  };
+
+  int buf = 0;
+  if (kb + warp * 32 < ke) issue(kb + warp * 32, 0);
+  for (int j0 = kb + warp * 32; j0 < ke; j0 += kWarps * 32, buf ^= 1) {
+    const int nk = min(32, ke - j0);
+    const int nc = max(0, min(Tk - j0, nk));  // compressed keys come first
+    // Prefetch the warp's next chunk into the other buffer (an empty group if none).
+    if (j0 + kWarps * 32 < ke) {
+      issue(j0 + kWarps * 32, buf ^ 1);
+    } else {
+      CpAsyncCommitGroup();
+    }
+    CpAsyncWaitGroup1();  // this chunk's copies (all but the newest group) are done
+    const uint32_t* ktile = tiles + buf * tile_words;
+    const uint32_t* vtile = ktile + 32 * a.wkp;
     __syncwarp();
     // 2. K phase: lane = key j
     const int j = j0 + lane;
@@ -205,7 +236,7 @@ __global__ void __launch_bounds__(kThreads) AttendKernel(Args a) {
         for (int r = 0; r < kR; ++r) sc[r] = fmaf(rn, c[r], sc[r]);
       }
       pos = p.k_pos ? p.k_pos[j] : j;
-    } else if (lane < nk) {
+    } else if (kDense && lane < nk) {
       const TD* krow = dk + static_cast<int64_t>(j - Tk) * a.dstride + static_cast<int64_t>(h) * D;
 #pragma unroll 8
       for (int i = 0; i < D; ++i) {
@@ -246,7 +277,7 @@ __global__ void __launch_bounds__(kThreads) AttendKernel(Args a) {
         acc_e[e][2] = fmaf(pt.z, u, acc_e[e][2]), acc_e[e][3] = fmaf(pt.w, u, acc_e[e][3]);
       }
     }
-    for (int tok = nc; tok < nk; ++tok) {
+    for (int tok = nc; kDense && tok < nk; ++tok) {
       const float4 pt = ptile[tok];
       if (pt.x == 0.0f && pt.y == 0.0f && pt.z == 0.0f && pt.w == 0.0f) continue;
       const TD* vrow = dv + static_cast<int64_t>(j0 + tok - Tk) * a.dstride + static_cast<int64_t>(h) * D + c0;
@@ -257,7 +288,7 @@ __global__ void __launch_bounds__(kThreads) AttendKernel(Args a) {
         acc_d[e][2] = fmaf(pt.z, x, acc_d[e][2]), acc_d[e][3] = fmaf(pt.w, x, acc_d[e][3]);
       }
     }
-    __syncwarp();  // the next chunk overwrites the tiles and ptile
+    __syncwarp();  // the next iteration prefetches into this buffer and rewrites ptile
   }
 
   // ---- merge the warps (the merge area aliases the tiles) ----
@@ -268,16 +299,16 @@ __global__ void __launch_bounds__(kThreads) AttendKernel(Args a) {
   float* wl = wm + kWarps * kR;          // [kWarps][kR]
   float* we = wl + kWarps * kR;          // [kWarps][kR][D]
   float* wd = we + kWarps * kR * D;      // [kWarps][kR][D]
-  if (lane < kR) wm[warp * kR + lane] = m[lane], wl[warp * kR + lane] = lsum[lane];
 #pragma unroll
-  for (int r = 0; r < kR; ++r)
+  for (int r = 0; r < kR; ++r) {
+    if (lane == r) wm[warp * kR + r] = m[r], wl[warp * kR + r] = lsum[r];
 #pragma unroll
     for (int e = 0; e < kDpl; ++e) {
       we[(warp * kR + r) * D + c0 + e] = acc_e[e][r];
-      wd[(warp * kR + r) * D + c0 + e] = acc_d[e][r];
+      if (kDense) wd[(warp * kR + r) * D + c0 + e] = acc_d[e][r];
     }
+  }
   __syncthreads();
-  const bool dense = p.num_dense > 0;
   for (int idx = tid; idx < kR * D; idx += kThreads) {
     const int r = idx / D, i = idx % D, rr = rr0 + r;
     if (rr >= a.rows) continue;
@@ -293,7 +324,7 @@ __global__ void __launch_bounds__(kThreads) AttendKernel(Args a) {
         const float f = FastExp2(mw - M);
         L = fmaf(wl[w * kR + r], f, L);
         Ae = fmaf(we[(w * kR + r) * D + i], f, Ae);
-        Ad = fmaf(wd[(w * kR + r) * D + i], f, Ad);
+        if (kDense) Ad = fmaf(wd[(w * kR + r) * D + i], f, Ad);
       }
     }
     const float vs = Tk > 0 ? p.v_plan.scale[h * D + i] : 0.0f;
@@ -307,7 +338,7 @@ __global__ void __launch_bounds__(kThreads) AttendKernel(Args a) {
       float* ws = static_cast<float*>(p.workspace) +
                   ((static_cast<int64_t>(split) * p.num_q_heads * Tq) + row) * (2 * D + 2);
       ws[i] = Ae * vs;
-      if (dense) ws[D + i] = Ad;
+      if (kDense) ws[D + i] = Ad;
       if (i == 0) ws[2 * D] = M, ws[2 * D + 1] = L;
     }
   }

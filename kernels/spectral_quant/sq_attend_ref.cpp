@@ -33,7 +33,8 @@ int SqPlanAttendSplits(int num_q_heads, int num_kv_heads, int num_queries, int n
   const long long rows = static_cast<long long>(group) * num_queries;
   const long long tiles = (rows + kSqAttendRowTile - 1) / kSqAttendRowTile;
   const long long base = static_cast<long long>(num_kv_heads) * tiles;
-  long long splits = std::max<long long>(1, (2ll * num_sms + base - 1) / base);
+  const long long wave = static_cast<long long>(kSqAttendCtasPerSm) * num_sms;
+  long long splits = std::max<long long>(1, wave / base);
   const long long by_len = std::max(1, num_keys_total / kSqAttendMinSplitKeys);
   splits = std::min({splits, by_len, static_cast<long long>(kSqAttendMaxSplits)});
   return static_cast<int>(splits);
