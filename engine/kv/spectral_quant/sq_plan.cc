@@ -1,0 +1,176 @@
+#include "engine/kv/spectral_quant/sq_plan.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace kvstream {
+
+int SqDeff(const float* lambda, int D, double tau) {
+  double total = 0.0;
+  for (int i = 0; i < D; ++i) total += std::max(static_cast<double>(lambda[i]), 0.0);
+  if (total <= 1e-12) return 2;
+  int n = 0;
+  double cum = 0.0;
+  for (int i = 0; i < D; ++i) {
+    cum += std::max(static_cast<double>(lambda[i]), 0.0);
+    if (cum / total < tau) ++n;
+  }
+  return std::clamp(n + 1, 2, std::max(2, D - 2));
+}
+
+SqBits SqBitWidths(const SpectralQuantConfig& c, int d_eff, int D) {
+  SqBits b;
+  if (c.noise_bits) {
+    b.b_low = std::max(1, *c.noise_bits);
+    b.b_low_val = std::max(1, c.value_noise_bits.value_or(*c.noise_bits));
+    b.b_high = c.total_bits + 1;
+  } else {
+    // Python's round(): half to even; nearbyint under the default rounding mode.
+    const double x = static_cast<double>(c.total_bits) - static_cast<double>(d_eff) / static_cast<double>(D);
+    b.b_low = std::max(1, static_cast<int>(std::nearbyint(x)));
+    b.b_low_val = b.b_low;  // legacy mode ignores value_noise_bits (§4.2.2)
+    b.b_high = b.b_low + 1;
+  }
+  b.mse_bits_high = std::max(b.b_high - 1, 1);  // keys keep a QJL sign slot even with QJL off
+  return b;
+}
+
+std::vector<int> SqWaterFill(const float* lambda, int n, int budget, int min_w, int max_w) {
+  std::vector<int> w(n, min_w);
+  for (int step = budget - n * min_w; step > 0; --step) {
+    int best = -1;
+    double best_gain = 0.0;
+    for (int i = 0; i < n; ++i) {
+      if (w[i] >= max_w) continue;
+      const double gain = std::max(static_cast<double>(lambda[i]), 1e-12) / std::pow(4.0, w[i]);
+      if (best < 0 || gain > best_gain) {  // strict: ties keep the lowest index
+        best = i;
+        best_gain = gain;
+      }
+    }
+    if (best < 0) break;
+    ++w[best];
+  }
+  return w;
+}
+
+namespace {
+
+// Widths/scales of one type: semantic dims [0, d) from `sem` widths and
+// `sem_scale`, tail dims [d, D) at `tail_w` with sigma floored at 1/sqrt(D).
+void FillType(const SqSpectrum& s, int D, int d, const std::vector<int>& sem_w, const std::vector<float>& sem_scale,
+              int tail_w, SqTypePlan* p) {
+  p->d_eff = d;
+  p->width.assign(D, 0);
+  p->scale.assign(D, 0.0f);
+  p->offset.assign(D, 0);
+  int off = 0;
+  for (int i = 0; i < D; ++i) {
+    if (i < d) {
+      p->width[i] = static_cast<uint8_t>(sem_w[i]);
+      p->scale[i] = sem_scale[i];
+    } else {
+      p->width[i] = static_cast<uint8_t>(tail_w);
+      p->scale[i] = static_cast<float>(std::sqrt(std::max(static_cast<double>(s.lambda[i]), 1.0 / D)));
+    }
+    p->offset[i] = static_cast<uint16_t>(off);
+    off += p->width[i];
+  }
+  p->bits = off;
+}
+
+// §4.2.3 shared semantic sigma: sqrt(max(mean(lambda_<d), 1e-8)).
+float SharedSigma(const SqSpectrum& s, int d) {
+  double m = 0.0;
+  for (int i = 0; i < d; ++i) m += s.lambda[i];
+  return static_cast<float>(std::sqrt(std::max(m / d, 1e-8)));
+}
+
+}  // namespace
+
+void SqBuildHeadPlan(const SpectralQuantConfig& c, const SqSpectrum& k, const SqSpectrum& v, int D,
+                     SqTypePlan* kp, SqTypePlan* vp, SqBits* bits) {
+  const int dk = SqDeff(k.lambda.data(), D, c.d_eff_variance);
+  const int dv = SqDeff(v.lambda.data(), D, c.d_eff_variance);
+  const SqBits b = SqBitWidths(c, dk, D);
+  *bits = b;
+  std::vector<int> wk, wv;
+  std::vector<float> sk(dk), sv(dv);
+  if (c.use_water_fill) {
+    wk = SqWaterFill(k.lambda.data(), dk, dk * b.mse_bits_high, 1, b.mse_bits_high + 2);
+    wv = SqWaterFill(v.lambda.data(), dv, dv * b.b_high, 1, b.b_high + 2);
+    for (int i = 0; i < dk; ++i) sk[i] = static_cast<float>(std::sqrt(std::max(static_cast<double>(k.lambda[i]), 1e-8)));
+    for (int i = 0; i < dv; ++i) sv[i] = static_cast<float>(std::sqrt(std::max(static_cast<double>(v.lambda[i]), 1e-8)));
+  } else {
+    wk.assign(dk, b.mse_bits_high);
+    wv.assign(dv, b.b_high);
+    std::fill(sk.begin(), sk.end(), SharedSigma(k, dk));
+    std::fill(sv.begin(), sv.end(), SharedSigma(v, dv));
+  }
+  FillType(k, D, dk, wk, sk, b.b_low, kp);
+  FillType(v, D, dv, wv, sv, b.b_low_val, vp);
+  // Seed formula (§3): K counts r_norm + reserved (32) always and d_eff sign
+  // bits with QJL; without water-fill it counts d_eff * b_high semantic bits
+  // although b_high - 1 are stored (§6.9).
+  int k_sem = 0;
+  for (int i = 0; i < dk; ++i) k_sem += kp->width[i];
+  if (!c.use_water_fill) k_sem = dk * b.b_high;
+  kp->seed_bits = k_sem + (D - dk) * b.b_low + 32 + (c.use_qjl ? dk : 0);
+  vp->seed_bits = vp->bits;
+}
+
+std::shared_ptr<const SqPlan> SqBuildPlan(const SpectralQuantConfig& c, const SqProfile& p) {
+  auto plan = std::make_shared<SqPlan>();
+  plan->config = c;
+  plan->head_dim = p.head_dim;
+  plan->n_kv_heads = p.n_kv_heads;
+  plan->layers.resize(p.n_layers);
+  int max_dk = 0;
+  for (int l = 0; l < p.n_layers; ++l) {
+    SqLayerPlan& lp = plan->layers[l];
+    lp.k.resize(p.n_kv_heads);
+    lp.v.resize(p.n_kv_heads);
+    lp.bits.resize(p.n_kv_heads);
+    for (int h = 0; h < p.n_kv_heads; ++h) {
+      SqBuildHeadPlan(c, p.at(l, h, 0), p.at(l, h, 1), p.head_dim, &lp.k[h], &lp.v[h], &lp.bits[h]);
+      // Records of a layer are padded to its widest head (README decision).
+      lp.words_k = std::max(lp.words_k, (lp.k[h].bits + 31) / 32);
+      lp.words_v = std::max(lp.words_v, (lp.v[h].bits + 31) / 32);
+      max_dk = std::max(max_dk, lp.k[h].d_eff);
+    }
+  }
+  plan->qjl_words = c.use_qjl ? (max_dk + 31) / 32 : 0;
+  return plan;
+}
+
+std::shared_ptr<const SqPlan> SqPlanCache::Get(const SpectralQuantConfig& c, const SqProfile& p, bool* hit) {
+  const Key key = c.PlanKey();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = plans_.find(key);
+    if (it != plans_.end()) {
+      order_.splice(order_.begin(), order_, it->second.second);
+      if (hit != nullptr) *hit = true;
+      return it->second.first;
+    }
+  }
+  std::shared_ptr<const SqPlan> plan = SqBuildPlan(c, p);  // outside the lock: pure
+  std::lock_guard<std::mutex> lock(mu_);
+  if (hit != nullptr) *hit = false;
+  auto it = plans_.find(key);
+  if (it != plans_.end()) return it->second.first;  // another thread built it
+  order_.push_front(key);
+  plans_[key] = {plan, order_.begin()};
+  while (plans_.size() > capacity_) {
+    plans_.erase(order_.back());
+    order_.pop_back();
+  }
+  return plan;
+}
+
+size_t SqPlanCache::size() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return plans_.size();
+}
+
+}  // namespace kvstream

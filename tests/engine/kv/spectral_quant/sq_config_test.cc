@@ -1,0 +1,225 @@
+// SpectralQuant knobs and plans (spectral_quant.md §5, §4.2; §9 tests 2, 3,
+// 4 with the spec's golden numbers and the knob errors of test 9) and the
+// plan LRU (§6.4).
+#include <gtest/gtest.h>
+
+#include <numeric>
+
+#include "engine/kv/spectral_quant/sq_config.h"
+#include "engine/kv/spectral_quant/sq_plan.h"
+
+namespace kvstream {
+namespace {
+
+const std::vector<std::string> kProfiles = {"default", "code"};
+
+StrategyConfig Sq(std::map<std::string, KnobValue> knobs) {
+  StrategyConfig c;
+  c.strategy = "spectral_quant";
+  c.knobs = std::move(knobs);
+  return c;
+}
+
+void ExpectError(std::map<std::string, KnobValue> knobs, const std::vector<std::string>& needles) {
+  absl::StatusOr<SpectralQuantConfig> c = ParseSpectralQuantConfig(Sq(knobs), kProfiles);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  for (const auto& n : needles) EXPECT_NE(c.status().message().find(n), std::string::npos) << c.status() << " / " << n;
+}
+
+TEST(SqConfig, UnsetKnobsTakeTheSpecDefaults) {
+  absl::StatusOr<SpectralQuantConfig> c = ParseSpectralQuantConfig(Sq({}), kProfiles);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->total_bits, 3);
+  EXPECT_TRUE(c->use_water_fill);
+  EXPECT_FALSE(c->use_qjl);
+  EXPECT_DOUBLE_EQ(c->d_eff_variance, 0.90);
+  EXPECT_FALSE(c->noise_bits.has_value());
+  EXPECT_FALSE(c->value_noise_bits.has_value());
+  EXPECT_EQ(c->ProfileName(), "default");
+  EXPECT_TRUE(c->compress_decode_tokens);
+}
+
+TEST(SqConfig, EverySetKnobIsRead) {
+  absl::StatusOr<SpectralQuantConfig> c = ParseSpectralQuantConfig(
+      Sq({{"total_bits", int64_t{5}}, {"use_water_fill", false}, {"use_qjl", true}, {"d_eff_variance", 1.0},
+          {"noise_bits", int64_t{2}}, {"value_noise_bits", int64_t{1}}, {"calibration_profile", std::string("code")},
+          {"compress_decode_tokens", false}}),
+      kProfiles);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->total_bits, 5);
+  EXPECT_FALSE(c->use_water_fill);
+  EXPECT_TRUE(c->use_qjl);
+  EXPECT_DOUBLE_EQ(c->d_eff_variance, 1.0);
+  EXPECT_EQ(*c->noise_bits, 2);
+  EXPECT_EQ(*c->value_noise_bits, 1);
+  EXPECT_EQ(c->ProfileName(), "code");
+  EXPECT_FALSE(c->compress_decode_tokens);
+}
+
+TEST(SqConfig, EveryRangeIsNamedInTheError) {
+  ExpectError({{"total_bits", int64_t{7}}}, {"kv_compression.spectral_quant.total_bits", "[1, 5]", "7"});
+  ExpectError({{"total_bits", int64_t{0}}}, {"kv_compression.spectral_quant.total_bits", "[1, 5]"});
+  ExpectError({{"d_eff_variance", 0.0}}, {"kv_compression.spectral_quant.d_eff_variance", "(0, 1]"});
+  ExpectError({{"d_eff_variance", 1.5}}, {"kv_compression.spectral_quant.d_eff_variance", "(0, 1]"});
+  ExpectError({{"noise_bits", int64_t{0}}}, {"kv_compression.spectral_quant.noise_bits", "[1, 8]"});
+  ExpectError({{"noise_bits", int64_t{9}}}, {"kv_compression.spectral_quant.noise_bits", "[1, 8]"});
+  ExpectError({{"value_noise_bits", int64_t{9}}}, {"kv_compression.spectral_quant.value_noise_bits", "[1, 8]"});
+  ExpectError({{"use_water_fill", int64_t{1}}}, {"kv_compression.spectral_quant.use_water_fill", "true or false"});
+  ExpectError({{"use_qjl", std::string("yes")}}, {"kv_compression.spectral_quant.use_qjl"});
+  ExpectError({{"compress_decode_tokens", 0.5}}, {"kv_compression.spectral_quant.compress_decode_tokens"});
+  ExpectError({{"calibration_profile", int64_t{3}}}, {"kv_compression.spectral_quant.calibration_profile"});
+  ExpectError({{"bogus", int64_t{3}}}, {"kv_compression.spectral_quant", "bogus"});
+}
+
+TEST(SqConfig, UnknownProfileIsInvalidArgument) {
+  ExpectError({{"calibration_profile", std::string("legal")}},
+              {"kv_compression.spectral_quant.calibration_profile", "default, code", "legal"});
+  absl::StatusOr<SpectralQuantConfig> c = ParseSpectralQuantConfig(Sq({}), {"code"});
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// §9 test 2.
+TEST(SqPlan, WaterFillGoldenWidths) {
+  const std::vector<float> a = {10, 3, 1, 0.5};
+  EXPECT_EQ(SqWaterFill(a.data(), 4, 12, 1, 5), (std::vector<int>{4, 3, 3, 2}));
+  EXPECT_EQ(SqWaterFill(a.data(), 4, 16, 1, 6), (std::vector<int>{5, 4, 4, 3}));
+  const std::vector<float> eq = {2, 2, 2, 2};
+  EXPECT_EQ(SqWaterFill(eq.data(), 4, 12, 1, 5), (std::vector<int>{3, 3, 3, 3}));
+  const std::vector<float> b = {100, 1, 0.01f, 1e-4f};
+  const std::vector<int> w = SqWaterFill(b.data(), 4, 12, 1, 5);
+  EXPECT_EQ(w, (std::vector<int>{5, 5, 1, 1}));
+  for (const auto& [lam, budget, mx] : {std::tuple{a, 12, 5}, std::tuple{a, 16, 6}, std::tuple{b, 12, 5}}) {
+    const std::vector<int> x = SqWaterFill(lam.data(), 4, budget, 1, mx);
+    EXPECT_EQ(std::accumulate(x.begin(), x.end(), 0), budget);
+    for (int v : x) EXPECT_TRUE(v >= 1 && v <= mx);
+  }
+}
+
+// §9 test 3.
+TEST(SqPlan, DeffByVarianceCoverage) {
+  std::vector<float> l = {8, 4, 2, 1};
+  l.resize(16, 0.25f);
+  EXPECT_EQ(SqDeff(l.data(), 16, 0.90), 9);
+  EXPECT_EQ(SqDeff(l.data(), 16, 0.95), 13);
+  std::vector<float> one(16, 0.0f);
+  one[0] = 5.0f;
+  EXPECT_EQ(SqDeff(one.data(), 16, 0.90), 2);
+  const std::vector<float> eq(16, 1.0f);
+  EXPECT_EQ(SqDeff(eq.data(), 16, 0.90), 14);  // the D-2 clamp
+  const std::vector<float> zero(16, 0.0f);
+  EXPECT_EQ(SqDeff(zero.data(), 16, 0.90), 2);
+}
+
+SqSpectrum Spectrum(std::vector<float> l) {
+  SqSpectrum s;
+  s.lambda = std::move(l);
+  return s;
+}
+
+// λ giving d_eff = n at τ 0.9 for D = 128: n equal leading values of 100
+// (n-1 of them hold < 90% of the energy), a tiny tail.
+SqSpectrum Leading(int n, float tail) {
+  std::vector<float> l(128, tail);
+  for (int i = 0; i < n; ++i) l[i] = 100.0f;
+  return Spectrum(l);
+}
+
+// §9 test 4.
+TEST(SqPlan, BitWidthsAndSeedBytesAtDefaults) {
+  SpectralQuantConfig c;
+  SqBits b = SqBitWidths(c, 4, 128);
+  EXPECT_EQ(b.b_low, 3);
+  EXPECT_EQ(b.b_high, 4);
+  EXPECT_EQ(b.mse_bits_high, 3);
+  EXPECT_EQ(SqBitWidths(c, 64, 128).b_low, 2);  // 2.5 -> 2, half to even
+  EXPECT_EQ(SqBitWidths(c, 64, 128).b_high, 3);
+  SpectralQuantConfig vn = c;
+  vn.value_noise_bits = 1;  // without noise_bits: changes nothing
+  EXPECT_EQ(SqBitWidths(vn, 4, 128).b_low_val, 3);
+  EXPECT_EQ(vn.PlanKey(), c.PlanKey());
+
+  SqTypePlan kp, vp;
+  SqBuildHeadPlan(c, Leading(4, 0.01f), Leading(50, 6.0f), 128, &kp, &vp, &b);
+  ASSERT_EQ(kp.d_eff, 4);
+  ASSERT_EQ(vp.d_eff, 50);
+  EXPECT_DOUBLE_EQ(kp.seed_bits / 8, 52.0);
+  EXPECT_DOUBLE_EQ(vp.seed_bits / 8, 54.25);
+  EXPECT_NEAR(SqSeedRatio(128, kp.seed_bits, vp.seed_bits), 4.82, 5e-3);
+  EXPECT_NEAR(SqTqReferenceRatio(128), 4.92, 5e-3);
+  // Physical: K 3*128 = 384 bits = 12 words (no +32 without QJL).
+  EXPECT_EQ(kp.bits, 384);
+  EXPECT_EQ(vp.bits, 434);
+  EXPECT_EQ(kp.offset[127] + kp.width[127], 384);
+}
+
+TEST(SqPlan, NoiseModeWidths) {
+  SpectralQuantConfig c;
+  c.noise_bits = 2;
+  c.value_noise_bits = 1;
+  const SqBits b = SqBitWidths(c, 4, 128);
+  EXPECT_EQ(b.b_low, 2);
+  EXPECT_EQ(b.b_low_val, 1);
+  EXPECT_EQ(b.b_high, 4);
+  EXPECT_EQ(b.mse_bits_high, 3);
+  c.value_noise_bits.reset();
+  EXPECT_EQ(SqBitWidths(c, 4, 128).b_low_val, 2);
+  // K = d*total + (D-d)*noise + 32, V = v_d*(total+1) + (D-v_d)*value_noise (§3).
+  c.value_noise_bits = 1;
+  SqTypePlan kp, vp;
+  SqBits bb;
+  SqBuildHeadPlan(c, Leading(4, 0.01f), Leading(50, 6.0f), 128, &kp, &vp, &bb);
+  EXPECT_DOUBLE_EQ(kp.seed_bits, 4 * 3 + 124 * 2 + 32);
+  EXPECT_DOUBLE_EQ(vp.seed_bits, 50 * 4 + 78 * 1);
+}
+
+TEST(SqPlan, SharedCodebookWithoutWaterFill) {
+  SpectralQuantConfig c;
+  c.use_water_fill = false;
+  SqTypePlan kp, vp;
+  SqBits b;
+  std::vector<float> l(128, 0.001f);
+  l[0] = 5.0f, l[1] = 4.0f, l[2] = 4.0f, l[3] = 3.0f;
+  SqBuildHeadPlan(c, Spectrum(l), Leading(50, 6.0f), 128, &kp, &vp, &b);
+  ASSERT_EQ(kp.d_eff, 4);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(kp.width[i], 3);
+    EXPECT_FLOAT_EQ(kp.scale[i], std::sqrt(4.0f));  // sqrt(mean(5, 4, 4, 3))
+  }
+  EXPECT_EQ(vp.width[0], 4);
+  // Tail sigma floored at 1/sqrt(D) (§4.2.3).
+  EXPECT_FLOAT_EQ(kp.scale[100], 1.0f / std::sqrt(128.0f));
+  // Seed quirk (§6.9): semantic K counted at b_high.
+  EXPECT_DOUBLE_EQ(kp.seed_bits, 4 * 4 + 124 * 3 + 32);
+}
+
+TEST(SqPlan, LruKeysOnProfileAndKnobs) {
+  SqProfile p;
+  p.name = "default";
+  p.n_layers = 2, p.n_kv_heads = 1, p.head_dim = 128;
+  for (int i = 0; i < 4; ++i) p.spectra.push_back(Leading(4 + i, 0.01f));
+  SqPlanCache cache(2);
+  SpectralQuantConfig a, b, c;
+  b.total_bits = 2;
+  c.total_bits = 4;
+  bool hit = true;
+  auto pa = cache.Get(a, p, &hit);
+  EXPECT_FALSE(hit);
+  EXPECT_EQ(cache.Get(a, p, &hit), pa);
+  EXPECT_TRUE(hit);
+  cache.Get(b, p, &hit);
+  cache.Get(c, p, &hit);  // evicts a (least recent)
+  EXPECT_EQ(cache.size(), 2u);
+  cache.Get(a, p, &hit);
+  EXPECT_FALSE(hit);
+  SpectralQuantConfig d = a;
+  d.compress_decode_tokens = false;  // not a plan knob
+  cache.Get(d, p, &hit);
+  EXPECT_TRUE(hit);
+  EXPECT_EQ(pa->layers.size(), 2u);
+  EXPECT_EQ(pa->layers[0].words_k, 12);
+}
+
+}  // namespace
+}  // namespace kvstream
