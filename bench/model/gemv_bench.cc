@@ -1,5 +1,6 @@
 // The decode projections of a model shape through our skinny GEMV
-// (kernels/model/gemv.h, via engine/model/fused_block.h) and through
+// (kernels/model/gemv.h; the engine routes M ≤ 2 to it, see
+// engine/model/fused_block.cc) and through
 // at::linear (cuBLAS), side by side at M = 1..8 rows: time per call, weight
 // bytes / time, % of the measured copy bandwidth. Each timed call reads a
 // different copy of the weights (≥ 512 MB rotated) so none is served from L2.
@@ -11,6 +12,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,11 +20,13 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
-#include "engine/model/fused_block.h"
 #include "tools/argv_dashes.h"
 
 #ifdef KVSTREAM_HAVE_CUDA_TORCH
+#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAFunctions.h>
+
+#include "kernels/model/gemv.h"
 #endif
 
 ABSL_FLAG(std::string, shape, "llama3-8b", "llama3-8b | qwen2.5-7b");
@@ -54,6 +58,23 @@ void Sync() {
   c10::cuda::device_synchronize();
 #endif
 }
+
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+// y = x · wᵀ through the kernel directly (all M = 1..8, whatever the engine routes).
+std::optional<at::Tensor> OurGemv(const at::Tensor& x, const at::Tensor& w) {
+  at::Tensor y = at::empty({x.size(0), w.size(0)}, x.options());
+  kvstream::GemvParams p;
+  p.x = x.const_data_ptr();
+  p.w = w.const_data_ptr();
+  p.y = y.mutable_data_ptr();
+  p.rows = static_cast<int>(x.size(0));
+  p.out_features = static_cast<int>(w.size(0));
+  p.in_features = static_cast<int>(w.size(1));
+  p.dtype = kvstream::KvDType::kBf16;
+  if (kvstream::LaunchGemv(p, at::cuda::getCurrentCUDAStream()) != cudaSuccess) return std::nullopt;
+  return y;
+}
+#endif
 
 double CopyBandwidth(const at::TensorOptions& opts) {
   const int64_t n = (1ll << 30) / 2;
@@ -108,20 +129,20 @@ int main(int argc, char** argv) {
       at::Tensor x = at::randn({m, mat.k}, opts);
       Row r{mat.name, m, mat.n, mat.k};
       r.weight_bytes = static_cast<double>(bytes);
-      auto ours = kvstream::SkinnyLinear(x, w[0], at::Tensor());
+      auto ours = OurGemv(x, w[0]);
       if (!ours) {
-        std::fprintf(stderr, "SkinnyLinear refused %s M=%lld\n", mat.name, static_cast<long long>(m));
+        std::fprintf(stderr, "LaunchGemv refused %s M=%lld\n", mat.name, static_cast<long long>(m));
         return 1;
       }
       at::Tensor ref = at::linear(x, w[0]);
       r.max_rel_diff = ((*ours).to(at::kFloat) - ref.to(at::kFloat)).abs().max().item<double>() /
                        ref.to(at::kFloat).abs().max().item<double>();
       auto time_path = [&](bool use_ours) {
-        for (int i = 0; i < 10; ++i) use_ours ? (void)kvstream::SkinnyLinear(x, w[i % copies], at::Tensor())
+        for (int i = 0; i < 10; ++i) use_ours ? (void)OurGemv(x, w[i % copies])
                                               : (void)at::linear(x, w[i % copies]);
         Sync();
         const auto t0 = Clock::now();
-        for (int i = 0; i < iters; ++i) use_ours ? (void)kvstream::SkinnyLinear(x, w[i % copies], at::Tensor())
+        for (int i = 0; i < iters; ++i) use_ours ? (void)OurGemv(x, w[i % copies])
                                                  : (void)at::linear(x, w[i % copies]);
         Sync();
         return std::chrono::duration<double>(Clock::now() - t0).count() / iters * 1e6;

@@ -82,6 +82,11 @@ absl::StatusOr<at::Tensor> SiluMul(const at::Tensor& gate_up) {
   return out;
 }
 
+// Rows up to which our GEMV beats cuBLAS on the H100 (bench/results/gpu/
+// gemv_bench_h100.json, Llama-3-8B projections: 1.05-1.20x at M = 1, 1.02-1.10x
+// at M = 2, 0.8-1.0x from M = 4 on, where cuBLAS's tiles win).
+constexpr int64_t kSkinnyMaxRows = 2;
+
 std::optional<at::Tensor> SkinnyLinear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
   static const bool enabled = [] {
     const char* env = std::getenv("KVSTREAM_GEMV");
@@ -93,7 +98,7 @@ std::optional<at::Tensor> SkinnyLinear(const at::Tensor& x, const at::Tensor& w,
     return std::nullopt;
   }
   const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
-  if (M < 1 || M > kGemvMaxRows || K % 8 != 0 || x.stride(1) != 1 || x.stride(0) % 8 != 0 || !w.is_contiguous() ||
+  if (M < 1 || M > kSkinnyMaxRows || K % 8 != 0 || x.stride(1) != 1 || x.stride(0) % 8 != 0 || !w.is_contiguous() ||
       w.size(1) != K || N > INT32_MAX || K > INT32_MAX) {
     return std::nullopt;
   }

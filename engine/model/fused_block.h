@@ -27,7 +27,7 @@ absl::Status RopeQk(at::Tensor& qkv, const at::Tensor& positions, const at::Tens
 absl::StatusOr<at::Tensor> SiluMul(const at::Tensor& gate_up);
 
 // x [M, K] · wᵀ (+ b) through our skinny GEMV (kernels/model/gemv.h) when it
-// applies: CUDA bf16/fp16, M ≤ 8, K a multiple of 8, 16-byte aligned rows.
+// applies: CUDA bf16/fp16, M ≤ 2 (where it beats cuBLAS), K a multiple of 8, 16-byte aligned rows.
 // nullopt otherwise (the caller uses at::linear). KVSTREAM_GEMV=0 turns it
 // off for A/B runs.
 std::optional<at::Tensor> SkinnyLinear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b);

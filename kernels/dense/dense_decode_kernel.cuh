@@ -321,8 +321,10 @@ __global__ void __launch_bounds__(128) DenseDecodeMergeKernel(const KernelArgs a
   static_assert(D % 32 == 0 && (kPer == 2 || kPer == 4), "merge handles D = 64 or 128");
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   // Waits for the attention grid to finish and its writes to be visible (a
-  // no-op when launched without programmatic dependence).
+  // no-op when launched without programmatic dependence), then lets the
+  // output projection's GEMV (also a programmatic dependent) start early.
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
   const int rowi = blockIdx.x * 4 + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (rowi >= a.batch * a.num_heads) return;

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "kernels/common/device_math.cuh"
+#include "kernels/common/pdl.cuh"
 #include "kernels/cuda_check.h"
 #include "kernels/model/fused_ops.h"
 
@@ -17,6 +18,8 @@ constexpr int kNormThreads = 256;
 // (it re-reads the row, which is in L1/L2 by then).
 template <class T>
 __global__ void __launch_bounds__(kNormThreads) RmsNormKernel(RmsNormParams p) {
+  PdlLaunchDependents();  // the GEMV after may start streaming its weights
+  PdlWaitForPrerequisite();  // launched as a programmatic dependent: x comes from the kernel before
   using V = Vec16<T>;
   constexpr int kN = V::kN;
   const int64_t r = blockIdx.x;
@@ -66,6 +69,8 @@ __global__ void __launch_bounds__(kNormThreads) RmsNormKernel(RmsNormParams p) {
 
 template <class T>
 __global__ void SiluMulKernel(SiluMulParams p) {
+  PdlLaunchDependents();
+  PdlWaitForPrerequisite();
   using V = Vec16<T>;
   constexpr int kN = V::kN;
   const int64_t per_row = p.inter / kN;
@@ -84,6 +89,7 @@ __global__ void SiluMulKernel(SiluMulParams p) {
 // One thread per (row, q-or-k head, pair).
 template <class T>
 __global__ void RopeKernel(RopeParams p) {
+  PdlWaitForPrerequisite();
   const int half = p.head_dim / 2, heads = p.num_heads + p.num_kv_heads;
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= static_cast<int64_t>(p.rows) * heads * half) return;
@@ -115,13 +121,12 @@ cudaError_t LaunchRmsNorm(const RmsNormParams& p, cudaStream_t stream) {
   }
   if (p.rows == 0) return cudaSuccess;
   if (p.dtype == KvDType::kBf16) {
-    RmsNormKernel<__nv_bfloat16><<<p.rows, kNormThreads, 0, stream>>>(p);
-  } else if (p.dtype == KvDType::kFp32) {
-    RmsNormKernel<float><<<p.rows, kNormThreads, 0, stream>>>(p);
-  } else {
-    return cudaErrorInvalidValue;  // fp16: twin only in this version
+    return LaunchPdl(RmsNormKernel<__nv_bfloat16>, dim3(p.rows), dim3(kNormThreads), 0, stream, p);
   }
-  return cudaGetLastError();
+  if (p.dtype == KvDType::kFp32) {
+    return LaunchPdl(RmsNormKernel<float>, dim3(p.rows), dim3(kNormThreads), 0, stream, p);
+  }
+  return cudaErrorInvalidValue;  // fp16: twin only in this version
 }
 
 cudaError_t LaunchSiluMul(const SiluMulParams& p, cudaStream_t stream) {
@@ -131,13 +136,12 @@ cudaError_t LaunchSiluMul(const SiluMulParams& p, cudaStream_t stream) {
   const int64_t threads = static_cast<int64_t>(p.rows) * (p.inter / kN);
   const unsigned blocks = static_cast<unsigned>((threads + 255) / 256);
   if (p.dtype == KvDType::kBf16) {
-    SiluMulKernel<__nv_bfloat16><<<blocks, 256, 0, stream>>>(p);
-  } else if (p.dtype == KvDType::kFp32) {
-    SiluMulKernel<float><<<blocks, 256, 0, stream>>>(p);
-  } else {
-    return cudaErrorInvalidValue;
+    return LaunchPdl(SiluMulKernel<__nv_bfloat16>, dim3(blocks), dim3(256), 0, stream, p);
   }
-  return cudaGetLastError();
+  if (p.dtype == KvDType::kFp32) {
+    return LaunchPdl(SiluMulKernel<float>, dim3(blocks), dim3(256), 0, stream, p);
+  }
+  return cudaErrorInvalidValue;
 }
 
 cudaError_t LaunchRope(const RopeParams& p, cudaStream_t stream) {
@@ -146,13 +150,12 @@ cudaError_t LaunchRope(const RopeParams& p, cudaStream_t stream) {
   const int64_t threads = static_cast<int64_t>(p.rows) * (p.num_heads + p.num_kv_heads) * (p.head_dim / 2);
   const unsigned blocks = static_cast<unsigned>((threads + 255) / 256);
   if (p.dtype == KvDType::kBf16) {
-    RopeKernel<__nv_bfloat16><<<blocks, 256, 0, stream>>>(p);
-  } else if (p.dtype == KvDType::kFp32) {
-    RopeKernel<float><<<blocks, 256, 0, stream>>>(p);
-  } else {
-    return cudaErrorInvalidValue;
+    return LaunchPdl(RopeKernel<__nv_bfloat16>, dim3(blocks), dim3(256), 0, stream, p);
   }
-  return cudaGetLastError();
+  if (p.dtype == KvDType::kFp32) {
+    return LaunchPdl(RopeKernel<float>, dim3(blocks), dim3(256), 0, stream, p);
+  }
+  return cudaErrorInvalidValue;
 }
 
 }  // namespace kvstream

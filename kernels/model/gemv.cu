@@ -6,13 +6,16 @@
 // per SM to reach its bandwidth). Weights are read once, bypassing L1
 // (ld.global.nc.L1::no_allocate); x is small and re-read by every warp, so it
 // stays in L1. R grows with M so that x's L1 traffic per weight byte (M/R
-// uint4 loads per W uint4) stays within the L1's bandwidth.
+// uint4 loads per W uint4) stays within the L1's bandwidth. Launched with
+// programmatic dependent launch: the first weight loads overlap the tail of
+// the kernel before (see kernels/common/pdl.cuh).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <cstdint>
 
 #include "kernels/common/device_math.cuh"
+#include "kernels/common/pdl.cuh"
 #include "kernels/model/gemv.h"
 
 namespace kvstream {
@@ -31,6 +34,7 @@ __device__ __forceinline__ uint4 LoadStreaming(const uint4* p) {
 template <class T, int M, int R, int U>
 __global__ void __launch_bounds__(kWarps * 32) GemvKernel(GemvParams p) {
   using V = Vec16<T>;
+  PdlLaunchDependents();  // the norm / rope after may be scheduled; they wait for this grid
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kWarps + warp) * R;
@@ -55,14 +59,21 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(GemvParams p) {
 #pragma unroll
     for (int m = 0; m < M; ++m) acc[r][m] = 0.f;
 
-  for (int base = lane; base < chunks; base += 32 * U) {
-    uint4 wv[U][R];
+  // The first batch of weight loads goes out before waiting on the kernel
+  // that writes x (programmatic dependent launch, kernels/common/pdl.cuh):
+  // weights are never written, so they may be read while it drains.
+  uint4 wv[U][R];
+  auto load_batch = [&](int base) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int c = base + u * 32;
 #pragma unroll
       for (int r = 0; r < R; ++r) wv[u][r] = c < chunks ? LoadStreaming(wrow[r] + c) : make_uint4(0, 0, 0, 0);
     }
+  };
+  load_batch(lane);
+  PdlWaitForPrerequisite();
+  for (int base = lane; base < chunks;) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int c = base + u * 32;
@@ -80,6 +91,8 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(GemvParams p) {
         }
       }
     }
+    base += 32 * U;
+    if (base < chunks) load_batch(base);
   }
 
 #pragma unroll
@@ -110,8 +123,7 @@ cudaError_t LaunchM(const GemvParams& p, cudaStream_t stream) {
   constexpr int U = M <= 2 ? 4 : 2;
   const int64_t rows_per_block = static_cast<int64_t>(kWarps) * R;
   const int64_t blocks = (p.out_features + rows_per_block - 1) / rows_per_block;
-  GemvKernel<T, M, R, U><<<static_cast<unsigned>(blocks), kWarps * 32, 0, stream>>>(p);
-  return cudaGetLastError();
+return LaunchPdl(GemvKernel<T, M, R, U>, dim3(static_cast<unsigned>(blocks)), dim3(kWarps * 32), 0, stream, p);
 }
 
 template <class T>
