@@ -38,11 +38,19 @@ __global__ void __launch_bounds__(kThreads) CompactKernel(LaserCompactParams p, 
   const int head = static_cast<int>((w / M) % Hkv);
   const int l = static_cast<int>(w / (int64_t(M) * Hkv));
   int r = p.rows[i], s = 0;
-  while (s < kLaserMaxSegments - 1 && r >= g.len[s]) r -= g.len[s++];
-  const int64_t src = l * g.sl[s] + head * g.sh[s] + r * g.sj[s];
+  if (r >= g.len[0]) {
+    r -= g.len[0], s = 1;
+    if (r >= g.len[1]) r -= g.len[1], s = 2;
+  }
+  // Constant-index selects: a dynamic index into the by-value parameter
+  // struct would copy it to local memory.
+#define KV_LASER_PICK(a) (s == 0 ? (a)[0] : s == 1 ? (a)[1] : (a)[2])
+  const int64_t src = l * KV_LASER_PICK(g.sl) + head * KV_LASER_PICK(g.sh) + r * KV_LASER_PICK(g.sj);
   const int64_t dst = l * g.ol + head * g.oh + i * g.oj;
-  const U* ks = reinterpret_cast<const U*>(g.k[s] + src);
-  const U* vs = reinterpret_cast<const U*>(g.v[s] + src);
+  const U* ks = reinterpret_cast<const U*>(KV_LASER_PICK(g.k) + src);
+  const U* vs = reinterpret_cast<const U*>(KV_LASER_PICK(g.v) + src);
+  const int32_t* pos = KV_LASER_PICK(g.pos);
+#undef KV_LASER_PICK
   U* kd = reinterpret_cast<U*>(static_cast<char*>(p.k_out) + dst);
   U* vd = reinterpret_cast<U*>(static_cast<char*>(p.v_out) + dst);
   const int n = g.row_bytes / static_cast<int>(sizeof(U));
@@ -50,7 +58,7 @@ __global__ void __launch_bounds__(kThreads) CompactKernel(LaserCompactParams p, 
     kd[x] = ks[x];
     vd[x] = vs[x];
   }
-  if (l == 0 && head == 0 && lane == 0 && p.pos_out) p.pos_out[i] = g.pos[s][r];
+  if (l == 0 && head == 0 && lane == 0 && p.pos_out) p.pos_out[i] = pos[r];
 }
 
 bool Aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; }

@@ -83,13 +83,11 @@ __global__ void BestMatchKernel(LaserBestMatchParams p) {
   if (j >= p.num_rows) return;
   const int LK = p.num_tables * p.num_bits, W = (LK + 63) / 64;
   const uint64_t* s = p.cand_bits + static_cast<int64_t>(p.rows ? p.rows[j] : j) * W;
-  uint64_t mine[kLaserMaxCodeWords];
-  for (int w = 0; w < W; ++w) mine[w] = s[w];
   int best = 0;
   for (int u = 0; u < p.num_query; ++u) {
     const uint64_t* qb = p.query_bits + static_cast<int64_t>(u) * W;
     int diff = 0;
-    for (int w = 0; w < W; ++w) diff += __popcll(qb[w] ^ mine[w]);
+    for (int w = 0; w < W; ++w) diff += __popcll(qb[w] ^ s[w]);  // s stays in L1 across u
     best = max(best, LK - diff);
   }
   p.best[j] = static_cast<uint16_t>(best);

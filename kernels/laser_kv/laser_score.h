@@ -25,7 +25,8 @@ struct LaserWindowScoresParams {
   int64_t q_stride_t = 0, q_stride_h = 0;  // elements; 0 = H*D and D
   LaserSegment seg[2];              // window keys, k only, layer 0 of each ([Hkv, len, D] slices)
   float* scores = nullptr;          // [Wn] fp32, accumulated (+=); the caller zeroes it before layer 0
-  float* row_stats = nullptr;       // [2, H, q] fp32 scratch (m, then Zs); LaserWindowScoresWorkspaceBytes
+  float* row_stats = nullptr;       // fp32 scratch of LaserWindowScoresWorkspaceBytes: [2, H, q] (m, then Zs),
+                                    // then (CUDA) [16, 2, H, q] per-split partials
   int num_heads = 0;                // H
   int num_kv_heads = 0;             // Hkv
   int head_dim = 0;                 // D: 64 or 128
@@ -44,7 +45,9 @@ struct LaserHeadMeanParams {
   KvDType dtype = KvDType::kBf16;   // of the keys
 };
 
-// Bytes of row_stats (2*H*q fp32).
+inline constexpr int kLaserScoreMaxSplits = 16;  // pass-1 window splits (CUDA)
+
+// Bytes of row_stats: (2 + 2*16)*H*q fp32 (the twin writes the first 2*H*q).
 size_t LaserWindowScoresWorkspaceBytes(int num_heads, int num_query);
 
 // nullptr if valid, else a static message naming the bad field.
@@ -60,8 +63,9 @@ bool LaserWindowScoresRef(const LaserWindowScoresParams& p);
 bool LaserHeadMeanRef(const LaserHeadMeanParams& p);
 
 #if defined(KVSTREAM_LASER_HAS_LAUNCHER)
-// Pass 1: one CTA per (h, 8 query rows), key tiles in shared memory, online
-// max/sum per row. Pass 2: one CTA per 32-key tile, all (h, t), no atomics.
+// Pass 1: one CTA per (32 query rows, h, window split), key tiles in shared
+// memory, online max/sum per row, then a merge of the splits. Pass 2: one CTA
+// per 32-key tile over all (h, t), no atomics (deterministic).
 cudaError_t LaunchLaserWindowScores(const LaserWindowScoresParams& p, cudaStream_t stream);
 // One thread per (i, c).
 cudaError_t LaunchLaserHeadMean(const LaserHeadMeanParams& p, cudaStream_t stream);

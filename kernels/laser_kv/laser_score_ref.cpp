@@ -11,7 +11,8 @@
 namespace kvstream {
 
 size_t LaserWindowScoresWorkspaceBytes(int num_heads, int num_query) {
-  return 2 * static_cast<size_t>(num_heads) * static_cast<size_t>(num_query) * sizeof(float);
+  return (2 + 2 * size_t{kLaserScoreMaxSplits}) * static_cast<size_t>(num_heads) * static_cast<size_t>(num_query) *
+         sizeof(float);
 }
 
 const char* LaserWindowScoresValidate(const LaserWindowScoresParams& p) {

@@ -37,7 +37,7 @@ void RunScoresCase(KvDType dt, int D, int G, const ScoreCase& sc, std::mt19937* 
   std::vector<float> host_scores = LaserRandomFloats(wn, rng, 0.5f);
   LaserDeviceArena arena;
   float* dev_scores = arena.Up(host_scores);
-  float* dev_stats = arena.Poisoned<float>(2 * size_t(H) * Q);
+  float* dev_stats = arena.Poisoned<float>(LaserWindowScoresWorkspaceBytes(H, Q) / sizeof(float));
   std::vector<float> host_stats(2 * size_t(H) * Q, NAN);
   for (int l = 0; l < Ly; ++l) {
     LaserTestSegment a(1, Hkv, sc.len0, D, dt, rng, 0), b(1, Hkv, sc.len1, D, dt, rng, 5000, sc.token_major);
@@ -86,7 +86,7 @@ TEST(LaserWindowScoresCuda, MassInvariantOnDevice) {
   const int H = 9, Hkv = 3, D = 64, Q = 64, n0 = 300, n1 = 1024, Ly = 4;
   LaserDeviceArena arena;
   float* scores = arena.Up(std::vector<float>(n0 + n1, 0.0f));
-  float* stats = arena.Poisoned<float>(2 * H * Q);
+  float* stats = arena.Poisoned<float>(LaserWindowScoresWorkspaceBytes(H, Q) / sizeof(float));
   for (int l = 0; l < Ly; ++l) {
     LaserTestSegment a(1, Hkv, n0, D, KvDType::kBf16, &rng, 0), b(1, Hkv, n1, D, KvDType::kBf16, &rng, 0);
     LaserWindowScoresParams p;
