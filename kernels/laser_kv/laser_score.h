@@ -55,7 +55,8 @@ const char* LaserWindowScoresValidate(const LaserWindowScoresParams& p);
 const char* LaserHeadMeanValidate(const LaserHeadMeanParams& p);
 
 // ---- CPU twins (host pointers; false and nothing written if invalid) ------------
-// Logits, max, sums and probabilities in double; each key's sum over (h, t)
+// Dot products in fp32 (8 partial sums, vectorised); logits, max, sums and
+// probabilities in double; each key's sum over (h, t)
 // is added to scores[j] once, in fp32. row_stats (fp32 m, Zs) is written when
 // non-null (CPU callers may pass null).
 bool LaserWindowScoresRef(const LaserWindowScoresParams& p);

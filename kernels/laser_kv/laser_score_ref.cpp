@@ -59,6 +59,16 @@ RowRef Locate(const LaserSegment* segs, int n, int64_t r) {
   return {};
 }
 
+// fp32 dot product with 8 independent partial sums: the compiler vectorises
+// it, which matters because the CPU engine runs this twin on every layer of
+// every block (H*q*Wn*D per layer). D is a multiple of 8.
+float Dot(const float* a, const float* b, int d) {
+  float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int c = 0; c < d; c += 8)
+    for (int x = 0; x < 8; ++x) part[x] += a[c + x] * b[c + x];
+  return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+}
+
 }  // namespace
 
 bool LaserWindowScoresRef(const LaserWindowScoresParams& p) {
@@ -78,17 +88,14 @@ bool LaserWindowScoresRef(const LaserWindowScoresParams& p) {
     }
   }
   std::vector<double> acc(wn, 0.0), z(wn);
-  std::vector<double> qrow(D);
+  std::vector<float> qrow(D);
   for (int h = 0; h < H; ++h) {
     const int g = LaserKvHeadOf(h, H, Hkv);
     for (int t = 0; t < Q; ++t) {
       for (int c = 0; c < D; ++c) qrow[c] = LoadAsFloat(p.q, size_t(t * qst + h * qsh + c), p.dtype);
       double m = -INFINITY;
       for (int j = 0; j < wn; ++j) {
-        const float* k = &keys[(size_t(g) * wn + j) * D];
-        double dot = 0.0;
-        for (int c = 0; c < D; ++c) dot += qrow[c] * k[c];
-        z[j] = dot * p.scale;
+        z[j] = double(Dot(qrow.data(), &keys[(size_t(g) * wn + j) * D], D)) * p.scale;
         m = std::max(m, z[j]);
       }
       double zs = 0.0;
