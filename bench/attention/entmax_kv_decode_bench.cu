@@ -9,9 +9,11 @@
 //
 // Per (B, T) point, one layer, T = tokens cached after the append:
 //   step   = the launches of EntmaxKvSequenceCache::Decode (engine/kv/entmax_kv/
-//            entmax_kv_strategy.cc), in order: U zero-fill (at::zeros), K2
-//            page_criticality, K3 topk_pack, K7 sparse_decode (score, tau, value,
-//            merge), K7 split count from PlanEntmaxSparseDecodeSplits(B, H, MB*P).
+//            entmax_kv_strategy.cc), in order: K2 page_criticality, K3
+//            topk_pack, K7 sparse_decode (alpha 1: the streaming softmax kernel
+//            + LSE merge), MT = T_sel (the host knows it from T), K7 split count
+//            from PlanEntmaxSoftmaxDecodeSplits(B, Hs, MT), no score scratch, U
+//            not zero-filled (K2 writes every entry K3 reads).
 //            Timed as parts (events between launches) and together: eager, and
 //            as a replayed CUDA graph (no host launch gaps).
 //   k1     = K1 page_stats of the tail page: the engine runs it in Forward after
@@ -145,8 +147,8 @@ class Point {
   Point(int batch, int tokens, const cudaDeviceProp& prop, cudaStream_t s)
       : b_(batch), t_(tokens), sms_(prop.multiProcessorCount), s_(s) {
     mb_ = (tokens + kP - 1) / kP;
-    mt_ = mb_ * kP;
     pages_ = EntmaxPagesOf(tokens, kP, mb_);
+    mt_ = TSel();  // engine: the largest T_sel of the step, known on the host
     const size_t nb = size_t(batch) * mb_;
     pool_elems_ = nb * kHkv * kP * kD;
     stat_elems_ = nb * kHkv * kD;
@@ -188,15 +190,15 @@ class Point {
     BENCH_CHECK(cudaMalloc(&sel_pages_, size_t(batch) * kHs * mb_ * 4));
     BENCH_CHECK(cudaMalloc(&page_count_, size_t(batch) * kHs * 4));
     BENCH_CHECK(cudaMalloc(&sel_len_, size_t(batch) * kHs * 4));
-    BENCH_CHECK(cudaMalloc(&scores_, bh * mt_ * 4));
     BENCH_CHECK(cudaMalloc(&tau_, bh * 4));
     BENCH_CHECK(cudaMalloc(&mass_, bh * 4));
     BENCH_CHECK(cudaMalloc(&sparse_out_, bh * kD * 2));
     BENCH_CHECK(cudaMalloc(&dense_out_, bh * kD * 2));
-    splits_ = PlanEntmaxSparseDecodeSplits(b_, kH, mt_, sms_);
-    splits_seq_ = PlanEntmaxSparseDecodeSplits(1, kH, mt_, sms_);
+    splits_ = PlanEntmaxSoftmaxDecodeSplits(b_, kHs, mt_, sms_);
+    splits_seq_ = PlanEntmaxSoftmaxDecodeSplits(1, kHs, mt_, sms_);
     const int smax = std::max(splits_, splits_seq_);
     BENCH_CHECK(cudaMalloc(&part_, std::max<size_t>(4, EntmaxSparseDecodeWorkspaceBytes(b_, kH, smax, kD))));
+    BENCH_CHECK(cudaMalloc(&part_lse_, std::max<size_t>(4, EntmaxSparseDecodeLseBytes(b_, kH, smax))));
     dense_splits_ = PlanDenseDecodeSplits(b_, kH, kHkv, t_, sms_);
     const DenseDecodeWorkspaceBytes ws = DenseDecodeWorkspace(b_, kH, kDenseDecodeMaxSplits, kD);
     BENCH_CHECK(cudaMalloc(&dense_po_, ws.partial_out));
@@ -208,7 +210,7 @@ class Point {
       cudaFree(st.k); cudaFree(st.v); cudaFree(st.kmin); cudaFree(st.kmax); cudaFree(st.q); cudaFree(st.table);
     }
     for (void* p : {static_cast<void*>(seq_lens_), static_cast<void*>(u_), static_cast<void*>(sel_pages_),
-                    static_cast<void*>(page_count_), static_cast<void*>(sel_len_), static_cast<void*>(scores_),
+                    static_cast<void*>(page_count_), static_cast<void*>(sel_len_), static_cast<void*>(part_lse_),
                     static_cast<void*>(tau_), static_cast<void*>(mass_), static_cast<void*>(sparse_out_),
                     static_cast<void*>(dense_out_), static_cast<void*>(part_), static_cast<void*>(dense_po_),
                     static_cast<void*>(dense_pl_)}) {
@@ -217,9 +219,6 @@ class Point {
   }
 
   // ---- the launches; (b0, nb) = the sequences [b0, b0 + nb) of the batch ----
-  void ZeroU(int b0, int nb) const {  // engine: u = at::zeros({1, Hs, MB})
-    BENCH_CHECK(cudaMemsetAsync(u_ + size_t(b0) * kHs * mb_, 0, size_t(nb) * kHs * mb_ * 4, s_));
-  }
   void RunK1(int r, int b0, int nb) const { BENCH_CHECK(LaunchEntmaxPageStats(K1(r, b0, nb), s_)); }
   void RunK2(int r, int b0, int nb) const {
     EntmaxCriticalityParams cp;
@@ -253,7 +252,7 @@ class Point {
     dp.out = sparse_out_ + bh0 * kD;
     dp.out_stride_b = kH * kD;
     dp.out_stride_h = kD;
-    dp.scores = scores_ + bh0 * mt_;
+    dp.scores = nullptr;  // alpha-1 fast path: no score scratch
     dp.max_sel_tokens = mt_;
     dp.tau = tau_ + bh0;
     dp.mass = mass_ + bh0;
@@ -264,10 +263,10 @@ class Point {
     dp.normalize_output = true;
     dp.num_splits = nb == 1 ? splits_seq_ : splits_;
     dp.partial_out = dp.num_splits > 1 ? part_ + bh0 * dp.num_splits * kD : nullptr;
+    dp.partial_lse = dp.num_splits > 1 ? part_lse_ + bh0 * dp.num_splits * 2 : nullptr;
     BENCH_CHECK(LaunchEntmaxSparseDecode(dp, s_));
   }
   void Step(int r, int b0, int nb) const {  // EntmaxKvSequenceCache::Decode
-    ZeroU(b0, nb);
     RunK2(r, b0, nb);
     RunK3(b0, nb);
     RunK7(r, b0, nb);
@@ -342,11 +341,11 @@ class Point {
   double MetaBytes() const { return double(b_) * kHkv * kD * 2 * kBkv * pages_.hist; }   // kmin + kmax
   double SelKvBytes() const { return double(b_) * kHkv * kD * 2 * kBkv * TSel(); }      // selected K + V
   double ModelBytes() const { return MetaBytes() + SelKvBytes() + QOut(); }
-  // Traffic outside the §3 model: U written + read, block table, fp32 scores
-  // written once and read twice (tau, value), split partials.
+  // Traffic outside the §3 model: U written + read, block table, split
+  // partials (out + lse) written and read once.
   double AuxBytes() const {
-    return double(b_) * (kHs * pages_.hist * 4.0 * 2 + mb_ * 4.0) + double(b_) * kH * TSel() * 4.0 * 3 +
-           EntmaxSparseDecodeWorkspaceBytes(b_, kH, splits_, kD) * 2.0;
+    return double(b_) * (kHs * pages_.hist * 4.0 * 2 + mb_ * 4.0) +
+           (EntmaxSparseDecodeWorkspaceBytes(b_, kH, splits_, kD) + EntmaxSparseDecodeLseBytes(b_, kH, splits_)) * 2.0;
   }
   double DenseBytes() const { return 2.0 * b_ * t_ * kHkv * kD * kBkv + QOut(); }
 
@@ -408,14 +407,14 @@ class Point {
   size_t pool_elems_ = 0, stat_elems_ = 0;
   std::vector<Set> sets_;
   int32_t *seq_lens_ = nullptr, *sel_pages_ = nullptr, *page_count_ = nullptr, *sel_len_ = nullptr;
-  float *u_ = nullptr, *scores_ = nullptr, *tau_ = nullptr, *mass_ = nullptr, *part_ = nullptr;
+  float *u_ = nullptr, *tau_ = nullptr, *mass_ = nullptr, *part_ = nullptr, *part_lse_ = nullptr;
   float *dense_po_ = nullptr, *dense_pl_ = nullptr;
   __nv_bfloat16 *sparse_out_ = nullptr, *dense_out_ = nullptr;
 };
 
 struct Row {
   int b, t, hist, t_sel, splits, splits_seq, dense_splits, rot;
-  float zero_us, k2_us, k3_us, k7_us, k1_us, step_us, graph_us, per_seq_us, dense_us;
+  float k2_us, k3_us, k7_us, k1_us, step_us, graph_us, per_seq_us, dense_us;
   double meta, sel_kv, model, aux, dense_bytes;
 };
 
@@ -470,13 +469,13 @@ int main(int argc, char** argv) {
       return 1;
     }
     const int B = batch;
-    const std::vector<float> parts = TimeParts({[&](int) { pt.ZeroU(0, B); }, [&](int r) { pt.RunK2(r, 0, B); },
-                                                [&](int) { pt.RunK3(0, B); }, [&](int r) { pt.RunK7(r, 0, B); }},
-                                               pt.rotations(), a, s);
+    const std::vector<float> parts = TimeParts(
+        {[&](int r) { pt.RunK2(r, 0, B); }, [&](int) { pt.RunK3(0, B); }, [&](int r) { pt.RunK7(r, 0, B); }},
+        pt.rotations(), a, s);
     Row w{};
     w.b = batch, w.t = tokens, w.hist = pt.hist(), w.t_sel = pt.TSel(), w.splits = pt.splits();
     w.splits_seq = pt.splits_seq(), w.dense_splits = pt.dense_splits(), w.rot = pt.rotations();
-    w.zero_us = parts[0], w.k2_us = parts[1], w.k3_us = parts[2], w.k7_us = parts[3];
+    w.k2_us = parts[0], w.k3_us = parts[1], w.k7_us = parts[2];
     w.k1_us = TimeParts({[&](int r) { pt.RunK1(r, 0, B); }}, pt.rotations(), a, s)[0];
     w.step_us = TimeParts({[&](int r) { pt.Step(r, 0, B); }}, pt.rotations(), a, s)[0];
     w.graph_us = pt.GraphStepUs(a);
@@ -491,18 +490,18 @@ int main(int argc, char** argv) {
                 w.t, w.hist, w.t_sel, w.splits, w.splits_seq, w.dense_splits, w.rot);
   }
 
-  std::printf("\n%2s %7s | %6s %6s %6s %7s %6s | %7s %7s %7s | %8s | %7s %6s %6s %6s | %6s %6s\n", "B", "T", "zero",
+  std::printf("\n%2s %7s | %6s %6s %7s %6s | %7s %7s %7s | %8s | %7s %6s %6s %6s | %6s %6s\n", "B", "T",
               "K2", "K3", "K7", "K1", "step", "graph", "perseq", "dense", "MB(§3)", "GB/s", "%copy", "K2%", "xdense",
               "xgraph");
   for (const Row& w : rows) {
     const double g = Gbps(w.model, w.step_us);
-    std::printf("%2d %7d | %6.1f %6.1f %6.1f %7.1f %6.1f | %7.1f %7.1f %7.1f | %8.1f | %7.1f %6.0f %5.1f%% %5.1f%% | "
+    std::printf("%2d %7d | %6.1f %6.1f %7.1f %6.1f | %7.1f %7.1f %7.1f | %8.1f | %7.1f %6.0f %5.1f%% %5.1f%% | "
                 "%5.1fx %5.1fx\n",
-                w.b, w.t, w.zero_us, w.k2_us, w.k3_us, w.k7_us, w.k1_us, w.step_us, w.graph_us, w.per_seq_us,
+                w.b, w.t, w.k2_us, w.k3_us, w.k7_us, w.k1_us, w.step_us, w.graph_us, w.per_seq_us,
                 w.dense_us, w.model / 1e6, g, 100 * g / copy, 100 * Gbps(w.meta, w.k2_us) / copy,
                 w.dense_us / w.step_us, w.dense_us / w.graph_us);
   }
-  std::printf("(us, medians of %d; step = zero+K2+K3+K7 eager, graph = the same as a CUDA graph; %%copy of the step "
+  std::printf("(us, medians of %d; step = K2+K3+K7 eager, graph = the same as a CUDA graph; %%copy of the step "
               "on the §3 bytes; K2%% = K2 on the metadata bytes)\n", a.iters);
   if (a.out.empty()) return 0;
   FILE* f = std::fopen(a.out.c_str(), "w");
@@ -515,7 +514,7 @@ int main(int argc, char** argv) {
   std::fprintf(f, "  \"config\": {\"selector\": \"topk\", \"alpha\": 1.0, \"token_budget\": %d, \"sink_pages\": %d, "
                "\"gqa_selection\": \"shared_kv\"},\n", kBudgetPages * kP, kSinks);
   std::fprintf(f, "  \"bytes_model\": \"spec §3 unique bytes: selected K/V 2*2*Hkv*D*T_sel + kmin/kmax 2*2*Hkv*D*P_hist "
-               "per sequence, plus q and out; aux = U, block table, fp32 scores (1 write + 2 reads), split partials\",\n");
+               "per sequence, plus q and out; aux = U, block table, split partials (out + lse)\",\n");
   std::fprintf(f, "  \"points\": [\n");
   for (size_t i = 0; i < rows.size(); ++i) {
     const Row& w = rows[i];
@@ -527,8 +526,6 @@ int main(int argc, char** argv) {
                  "\"p_hist\": %d, \"t_sel\": %d, \"k7_splits\": %d, \"k7_splits_per_seq\": %d, \"dense_splits\": %d, "
                  "\"cache_sets\": %d,\n     ", w.b, w.t, kH, kHkv, kD, kP, w.hist, w.t_sel, w.splits, w.splits_seq,
                  w.dense_splits, w.rot);
-    part("zero_u", w.zero_us, double(w.b) * kHs * (w.hist + 1) * 4.0);
-    std::fprintf(f, ",\n     ");
     part("k2_criticality", w.k2_us, w.meta);
     std::fprintf(f, ",\n     ");
     part("k3_topk_pack", w.k3_us, double(w.b) * kHs * w.hist * 4.0);
@@ -547,7 +544,7 @@ int main(int argc, char** argv) {
     std::fprintf(f, ",\n     \"sum_of_parts_us\": %.2f, \"step_minus_scoring_us\": %.2f, \"meta_bytes\": %.0f, "
                  "\"sel_kv_bytes\": %.0f, \"model_bytes\": %.0f, \"aux_bytes\": %.0f, \"read_fraction\": %.4f, "
                  "\"speedup_vs_dense\": %.2f, \"speedup_vs_dense_graph\": %.2f, \"copy_gbps\": %.1f}%s\n",
-                 w.zero_us + w.k2_us + w.k3_us + w.k7_us, w.step_us - w.k2_us - w.k3_us, w.meta, w.sel_kv, w.model,
+                 w.k2_us + w.k3_us + w.k7_us, w.step_us - w.k2_us - w.k3_us, w.meta, w.sel_kv, w.model,
                  w.aux, w.model / w.dense_bytes, w.dense_us / w.step_us, w.dense_us / w.graph_us, copy,
                  i + 1 < rows.size() ? "," : "");
   }

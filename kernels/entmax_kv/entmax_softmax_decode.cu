@@ -62,6 +62,28 @@ __device__ __forceinline__ void LoadLane(const T* src, float* f) {
   }
 }
 
+// Warp sums of NV (a power of two <= 32) values per lane with NV-1 + 5-log2(NV)
+// shuffles instead of 5*NV: each round halves the values a lane carries (the
+// upper half of the lanes keeps the upper half of the values). Lane L ends with
+// the total of value L >> (5 - log2 NV).
+template <int NV>
+__device__ __forceinline__ float WarpMultiSum(float (&v)[NV]) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int n = NV, o = 16; n > 1; n >>= 1, o >>= 1) {
+    const bool up = (lane & o) != 0;
+#pragma unroll
+    for (int j = 0; j < n / 2; ++j) {
+      const float send = up ? v[j] : v[j + n / 2], keep = up ? v[j + n / 2] : v[j];
+      v[j] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+    }
+  }
+  float r = v[0];
+#pragma unroll
+  for (int o = 16 / NV; o > 0; o >>= 1) r += __shfl_xor_sync(0xffffffffu, r, o);
+  return r;
+}
+
 template <class T, int D, int NH>
 __global__ void __launch_bounds__(kSmThreads) SoftmaxKernel(const EntmaxSparseDecodeParams p) {
   using Geo = SmGeo<T, D>;
@@ -145,18 +167,27 @@ __global__ void __launch_bounds__(kSmThreads) SoftmaxKernel(const EntmaxSparseDe
       const int cnt = min(kStageTokens, seg_end - (seg + c * kStageTokens));
       const T* ks = stage + (c & 1) * Geo::kStageElems;
       const T* vs = ks + kStageTokens * D;
-      // 3. scores
-      for (int r = warp; r < cnt; r += kSmWarps) {
-        float k[kE];
-        LoadLane<T, kE>(ks + r * D + lane * kE, k);
+      // 3. scores: kTw tokens x NH heads = 8 dot products per warp step, summed
+      // together (WarpMultiSum: 9 shuffles, not 40). Rows past cnt are the
+      // zeros cp.async wrote, never stored.
+      constexpr int kTw = 8 / NH;
+      for (int r0 = warp * kTw; r0 < cnt; r0 += kSmWarps * kTw) {
+        float dots[8];
 #pragma unroll
-        for (int i = 0; i < NH; ++i) {
-          float dot = 0.0f;
+        for (int t = 0; t < kTw; ++t) {
+          float k[kE];
+          LoadLane<T, kE>(ks + (r0 + t) * D + lane * kE, k);
 #pragma unroll
-          for (int e = 0; e < kE; ++e) dot = fmaf(qr[i][e], k[e], dot);
-          dot = WarpSum(dot);
-          if (lane == 0) sc[i][r] = dot;
+          for (int i = 0; i < NH; ++i) {
+            float dot = 0.0f;
+#pragma unroll
+            for (int e = 0; e < kE; ++e) dot = fmaf(qr[i][e], k[e], dot);
+            dots[t * NH + i] = dot;
+          }
         }
+        const float dot = WarpMultiSum<8>(dots);
+        const int idx = lane >> 2, t = idx / NH, i = idx % NH;
+        if ((lane & 3) == 0 && r0 + t < cnt && i < nh) sc[i][r0 + t] = dot;
       }
       __syncthreads();
       // 4. online softmax, a warp per head
@@ -243,15 +274,21 @@ __global__ void __launch_bounds__(D) LseMergeKernel(const EntmaxSparseDecodePara
   const int64_t bh = static_cast<int64_t>(b) * p.query.num_heads + h;
   const float* pl = p.partial_lse + bh * S * 2;
   const float* po = p.partial_out + bh * S * D + d;
+  // The split statistics go through shared memory in one parallel load: a
+  // per-thread loop over S L2 reads would be S round trips.
+  __shared__ float lse[kEntmaxMaxSplits], cnt[kEntmaxMaxSplits];
+  for (int s = d; s < S; s += D) lse[s] = pl[2 * s], cnt[s] = pl[2 * s + 1];
+  __syncthreads();
   float m = -INFINITY;
-  for (int s = 0; s < S; ++s) m = fmaxf(m, pl[2 * s]);
+  for (int s = 0; s < S; ++s) m = fmaxf(m, lse[s]);
   float tot = 0.0f, acc = 0.0f, support = 0.0f;
   if (m != -INFINITY) {
+#pragma unroll 8
     for (int s = 0; s < S; ++s) {
-      const float w = exp2f(pl[2 * s] - m);  // 0 for empty splits (-inf)
+      const float w = exp2f(lse[s] - m);  // 0 for empty splits (-inf)
       tot += w;
       acc = fmaf(w, po[static_cast<int64_t>(s) * D], acc);
-      support += pl[2 * s + 1];
+      support += cnt[s];
     }
   }
   const int64_t osb = p.out_stride_b ? p.out_stride_b : static_cast<int64_t>(p.query.num_heads) * D;

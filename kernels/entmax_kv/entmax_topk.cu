@@ -4,14 +4,16 @@
 // of the group's queries (fp32 in shared memory), one warp reduction per
 // query head; the group max is taken in registers.
 // K2 fast (CriticalityVecKernel, H/Hs <= 8): a group of D*sizeof(T)/16 lanes
-// per page row, 16-byte loads of kmin and kmax, two pages per group in flight,
+// per page row, 16-byte loads of kmin and kmax, 64 pages per CTA all in flight
+// (2-8 per group: bf16 D=128 gives 8 groups of 16 lanes, 8 pages each),
 // the list's queries in registers; one row load serves every head of the list.
-// K3: TopkSelectKernel (keys in shared memory, 32-bit radix; below) for rows
-// up to ~50K pages; else TopkPackKernel, one CTA per (sequence, selection
+// K3: TopkSelectClusterKernel (a cluster of 8 CTAs per row, keys in shared memory,
+// 32-bit radix; below) for rows up to ~400K pages; else TopkPackKernel, one CTA per (sequence, selection
 // head): instead of sorting up to P_hist pages, the (n - sinks)-th smallest EntmaxPageRankKey is found by radix
 // selection and every page whose key is <= it is emitted in page order: the
 // set the twin's stable sort picks, since keys are unique. The block helpers
 // are AKV's (kernels/akv/akv_device.cuh; generic, reused rather than copied).
+#include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
 #include "kernels/akv/akv_device.cuh"
@@ -71,7 +73,7 @@ constexpr int kVecPagesPerCta = 64;
 
 template <class T, int D, int NH>
 __global__ void __launch_bounds__(kCritThreads) CriticalityVecKernel(const EntmaxCriticalityParams p) {
-  constexpr int kVec = 16 / sizeof(T), kLanes = D / kVec, kGroups = kCritThreads / kLanes, kUnroll = 2;
+  constexpr int kVec = 16 / sizeof(T), kLanes = D / kVec, kGroups = kCritThreads / kLanes;
   static_assert(kLanes <= 32 && 32 % kLanes == 0, "a page row is a power-of-two lane group within a warp");
   const EntmaxPagedKv& kv = p.kv;
   const int b = blockIdx.z, l = blockIdx.y, H = p.query.num_heads;
@@ -89,24 +91,32 @@ __global__ void __launch_bounds__(kCritThreads) CriticalityVecKernel(const Entma
   const int MB = kv.max_blocks_per_seq;
   const EntmaxSeqPages s = EntmaxPagesOf(kv.seq_lens[b], kv.page_size, MB);
   const int first = blockIdx.x * kVecPagesPerCta, end = min(s.hist, first + kVecPagesPerCta);
-  const int32_t* table = kv.block_table + static_cast<int64_t>(b) * MB;
+  // The CTA's page ids first (one coalesced load), so the stats loads below
+  // are one round trip, not two.
+  __shared__ int64_t rows[kVecPagesPerCta];  // uint4 index of (page, g, lane 0)
+  if (tid < kVecPagesPerCta && first + tid < end) {
+    rows[tid] = (static_cast<int64_t>(kv.block_table[static_cast<int64_t>(b) * MB + first + tid]) * kv.num_kv_heads + g) *
+                kLanes;
+  }
+  __syncthreads();
+  if (first >= end) return;
   const uint4* kmin = static_cast<const uint4*>(p.stats.kmin);
   const uint4* kmax = static_cast<const uint4*>(p.stats.kmax);
   float* urow = p.u + (static_cast<int64_t>(b) * p.select_heads + l) * MB;
-  // Warp-uniform trip count (the shuffles need every lane); groups past `end`
-  // reload page end-1 and write nothing.
-  constexpr int kWarpPages = 32 / kLanes * kUnroll;
-  for (int base = first + (tid / 32) * kWarpPages; base < end; base += kGroups * kUnroll) {
-    const int pg0 = base + (grp % (32 / kLanes)) * kUnroll;
-    uint4 lo[kUnroll], hi[kUnroll];
+  // Each group owns kPer consecutive pages of the CTA, all loads issued first.
+  constexpr int kPer = kVecPagesPerCta / kGroups;
+  static_assert(kVecPagesPerCta % kGroups == 0, "pages split evenly over the groups");
+  constexpr int kBatch = kPer < 8 ? kPer : 8;  // at most 8 pages (16 uint4) in registers
+#pragma unroll 1
+  for (int k0 = 0; k0 < kPer; k0 += kBatch) {
+    uint4 lo[kBatch], hi[kBatch];
 #pragma unroll
-    for (int k = 0; k < kUnroll; ++k) {  // issue every load first
-      const int pg = min(pg0 + k, end - 1);
-      const int64_t at = (static_cast<int64_t>(table[pg]) * kv.num_kv_heads + g) * kLanes + sub;
-      lo[k] = kmin[at], hi[k] = kmax[at];
+    for (int k = 0; k < kBatch; ++k) {
+      const int i = min(grp * kPer + k0 + k, end - first - 1);  // past the end: reload the last page, write nothing
+      lo[k] = kmin[rows[i] + sub], hi[k] = kmax[rows[i] + sub];
     }
 #pragma unroll
-    for (int k = 0; k < kUnroll; ++k) {
+    for (int k = 0; k < kBatch; ++k) {
       float mn[kVec], mx[kVec];
       Vec16<T>::Load(lo[k], mn);
       Vec16<T>::Load(hi[k], mx);
@@ -120,7 +130,8 @@ __global__ void __launch_bounds__(kCritThreads) CriticalityVecKernel(const Entma
         for (int o = kLanes / 2; o > 0; o >>= 1) u += __shfl_xor_sync(0xffffffffu, u, o);
         if (i < nh) best = i == 0 ? u : fmaxf(best, u);
       }
-      if (sub == 0 && pg0 + k < end) urow[pg0 + k] = best;
+      const int pg = first + grp * kPer + k0 + k;
+      if (sub == 0 && pg < end) urow[pg] = best;
     }
   }
 }
@@ -159,25 +170,31 @@ __global__ void __launch_bounds__(kPackThreads) TopkPackKernel(const EntmaxTopkP
   }
 }
 
-// ---- K3, shared-memory radix select (issue 9) ---------------------------------
-// One 1024-thread CTA per (b, s) with the row's keys in shared memory as 32-bit
-// keys: sinks get key 0 (below every real key, see below), page pg >= sinks
-// gets ~EntmaxOrderedBits(U) (smaller = preferred). The n-th smallest key thr
-// is found in 3 radix passes (11, 11, 10 bits; warp-aggregated histogram adds
-// against the one crowded bin of equal exponents); then every page with key <
-// thr is taken, plus the first (lowest page index) `kk` pages with key == thr,
-// exactly the twin's stable sort on (key, page). ~EntmaxOrderedBits(u) >=
-// 0x007fffff for every float (NaN maps to -inf), so key 0 is free for sinks.
+// ---- K3, cluster radix select (issue 9) -------------------------------------------
+// A row (b, s) is spread over a cluster of kSelCluster CTAs (one CTA per row
+// used 8 of 132 SMs at B = 1): CTA rank r holds the keys of pages
+// [r*W, (r+1)*W) in shared memory as 32-bit keys: sinks get key 0 (below every
+// real key, see below), page pg >= sinks gets ~EntmaxOrderedBits(U) (smaller =
+// preferred). The n-th smallest key thr is found in 3 radix passes (11, 11, 10
+// bits): each CTA builds its histogram (warp-aggregated adds against the one
+// crowded bin of equal exponents), every CTA sums the cluster's histograms
+// through distributed shared memory and finds the same bin. Then every page
+// with key < thr is taken, plus the first (lowest page index) `kk` pages with
+// key == thr: exactly the twin's stable sort on (key, page). Emission is in
+// page order: offsets are prefix sums over the cluster's CTAs, then warps.
+// ~EntmaxOrderedBits(u) >= 0x007fffff for every float (NaN maps to -inf), so
+// key 0 is free for sinks.
 constexpr int kSelThreads = 1024;
 constexpr int kSelWarps = kSelThreads / 32;
-constexpr int kSelBins = 2048;
+constexpr int kSelBins = 2048;  // 2 per thread
+constexpr int kSelCluster = 8;
 
-// Threshold bin of one pass: thread t owns bins 2t, 2t+1; the bin holding the
-// kk-th key (1-based) in bin order is written to *bin, the keys in earlier
-// bins to *before.
-__device__ void FindBin(const uint32_t* hist, int kk, uint32_t* wsum, uint32_t* bin, uint32_t* before) {
+// Block-wide: the bin holding the kk-th key (1-based) in bin order, from the
+// cluster totals a0, a1 of bins 2t, 2t+1 held by thread t; writes *bin and the
+// keys in earlier bins to *before (one thread does), then a barrier.
+__device__ void FindBin(uint32_t a0, uint32_t a1, int kk, uint32_t* wsum, uint32_t* bin, uint32_t* before) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const uint32_t a0 = hist[2 * tid], a1 = hist[2 * tid + 1], tot = a0 + a1;
+  const uint32_t tot = a0 + a1;
   uint32_t inc = tot;
 #pragma unroll
   for (int o = 1; o < 32; o <<= 1) {
@@ -187,7 +204,8 @@ __device__ void FindBin(const uint32_t* hist, int kk, uint32_t* wsum, uint32_t* 
   if (lane == 31) wsum[warp] = inc;
   __syncthreads();
   if (warp == 0) {
-    uint32_t w = wsum[lane], wi = w;
+    const uint32_t w = wsum[lane];
+    uint32_t wi = w;
 #pragma unroll
     for (int o = 1; o < 32; o <<= 1) {
       const uint32_t v = __shfl_up_sync(0xffffffffu, wi, o);
@@ -202,9 +220,129 @@ __device__ void FindBin(const uint32_t* hist, int kk, uint32_t* wsum, uint32_t* 
   __syncthreads();
 }
 
-__global__ void __launch_bounds__(kSelThreads) TopkSelectKernel(const EntmaxTopkPackParams p) {
+__global__ void __cluster_dims__(kSelCluster, 1, 1) __launch_bounds__(kSelThreads)
+    TopkSelectClusterKernel(const EntmaxTopkPackParams p) {
+  namespace cg = cooperative_groups;
+  cg::cluster_group cluster = cg::this_cluster();
+  extern __shared__ uint32_t keys[];  // [W] keys of this CTA's pages
+  __shared__ uint32_t hist[kSelBins];
+  __shared__ uint32_t wsum[kSelWarps];
+  __shared__ uint32_t sel_bin, sel_before;
+  __shared__ int w_lt[kSelWarps], w_eq[kSelWarps];
+  __shared__ int cta_lt, cta_eq;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int rank = static_cast<int>(cluster.block_rank());
+  const int b = blockIdx.y, l = blockIdx.x / kSelCluster, MB = p.max_blocks_per_seq;
+  const int64_t row = static_cast<int64_t>(b) * p.sel.select_heads + l;
+  const EntmaxSeqPages s = EntmaxPagesOf(p.seq_lens[b], p.page_size, MB);
+  const bool dense = s.tokens < p.min_context || p.budget_pages >= s.hist;
+  const int n = dense ? s.hist : p.budget_pages;
+  const int sinks = min(p.sink_pages, n);
+  const float* u = p.u + row * MB;
+  int32_t* out = p.sel.pages + row * MB;
+  // This CTA's pages [lo, hi); W is a multiple of 32 (warp-sized steps).
+  const int W = ((s.hist + kSelCluster - 1) / kSelCluster + 31) / 32 * 32;
+  const int lo = min(rank * W, s.hist), hi = min(lo + W, s.hist), cnt_here = hi - lo;
+  if (dense) {
+    for (int pg = lo + tid; pg < hi; pg += kSelThreads) out[pg] = pg;
+  } else {
+    // Up to eight loads in flight per thread (the row comes from L2: K2 just wrote it).
+    for (int base = 0; base < cnt_here; base += 8 * kSelThreads) {
+      float v[8];
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        const int i = base + k * kSelThreads + tid;
+        v[k] = i < cnt_here ? u[lo + i] : 0.0f;
+      }
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        const int i = base + k * kSelThreads + tid;
+        if (i < cnt_here) keys[i] = lo + i < sinks ? 0u : ~EntmaxOrderedBits(v[k]);
+      }
+    }
+    uint32_t prefix = 0, mask = 0;
+    int kk = n;  // rank (1-based) of the threshold among the keys matching prefix
+#pragma unroll 1
+    for (int pass = 0; pass < 3; ++pass) {
+      const int shift = pass == 0 ? 21 : (pass == 1 ? 10 : 0), bits = pass == 2 ? 10 : 11;
+      const uint32_t dmask = (1u << bits) - 1;
+      hist[2 * tid] = 0, hist[2 * tid + 1] = 0;
+      __syncthreads();  // also: keys loaded
+      for (int base = warp * 32; base < cnt_here; base += kSelThreads) {
+        const int i = base + lane;
+        const uint32_t key = i < cnt_here ? keys[i] : 0u;
+        const uint32_t bin = i < cnt_here && (key & mask) == prefix ? (key >> shift) & dmask : 0xffffffffu;
+        const unsigned peers = __match_any_sync(0xffffffffu, bin);
+        if (bin != 0xffffffffu && lane == __ffs(peers) - 1) atomicAdd(&hist[bin], __popc(peers));
+      }
+      cluster.sync();  // every CTA's histogram complete and visible
+      uint32_t a0 = 0, a1 = 0;
+#pragma unroll
+      for (int r = 0; r < kSelCluster; ++r) {
+        const uint2 h = *reinterpret_cast<const uint2*>(cluster.map_shared_rank(hist, r) + 2 * tid);
+        a0 += h.x, a1 += h.y;
+      }
+      cluster.sync();  // nobody clears its histogram while another CTA reads it
+      FindBin(a0, a1, kk, wsum, &sel_bin, &sel_before);
+      prefix |= sel_bin << shift;
+      mask |= dmask << shift;
+      kk -= static_cast<int>(sel_before);
+    }
+    const uint32_t thr = prefix;  // the n-th smallest key; take the first kk keys equal to it
+    // Counts per warp (warp w: a contiguous slice of this CTA's pages), per CTA.
+    const int Ww = ((cnt_here + kSelWarps - 1) / kSelWarps + 31) / 32 * 32;
+    const int wlo = min(warp * Ww, cnt_here), whi = min(wlo + Ww, cnt_here);
+    int c_lt = 0, c_eq = 0;
+    for (int base = wlo; base < whi; base += 32) {
+      const int i = base + lane;
+      const uint32_t key = i < whi ? keys[i] : 0xffffffffu;
+      c_lt += __popc(__ballot_sync(0xffffffffu, i < whi && key < thr));
+      c_eq += __popc(__ballot_sync(0xffffffffu, i < whi && key == thr));
+    }
+    if (lane == 0) w_lt[warp] = c_lt, w_eq[warp] = c_eq;
+    __syncthreads();
+    if (tid == 0) {
+      int a = 0, e = 0;
+      for (int w = 0; w < kSelWarps; ++w) a += w_lt[w], e += w_eq[w];
+      cta_lt = a, cta_eq = e;
+    }
+    cluster.sync();  // CTA totals visible
+    int lt_before = 0, eq_before = 0;
+    for (int r = 0; r < rank; ++r) {
+      lt_before += *cluster.map_shared_rank(&cta_lt, r);
+      eq_before += *cluster.map_shared_rank(&cta_eq, r);
+    }
+    for (int w = 0; w < warp; ++w) lt_before += w_lt[w], eq_before += w_eq[w];
+    int pos = lt_before + min(eq_before, kk);
+    const unsigned below = (1u << lane) - 1;
+    for (int base = wlo; base < whi; base += 32) {
+      const int i = base + lane;
+      const uint32_t key = i < whi ? keys[i] : 0xffffffffu;
+      const unsigned eq = __ballot_sync(0xffffffffu, i < whi && key == thr);
+      const bool take = i < whi && (key < thr || (key == thr && eq_before + __popc(eq & below) < kk));
+      const unsigned tk = __ballot_sync(0xffffffffu, take);
+      if (take) out[pos + __popc(tk & below)] = lo + i;
+      pos += __popc(tk);
+      eq_before += __popc(eq);
+    }
+    cluster.sync();  // keep this CTA's shared memory alive until the others read it
+  }
+  if (rank == 0 && tid == 0) {  // out[0, n) is written by the cluster; the tail goes after it
+    int cnt = n;
+    if (s.pages > 0) out[cnt++] = s.pages - 1;  // the tail, always attended (§4 step 3a)
+    p.sel.page_count[row] = cnt;
+    p.sel.sel_len[row] = s.pages > 0 ? n * p.page_size + s.tail_len : 0;
+  }
+}
+
+// One CTA per row (no cluster): the same selection with the whole row in one
+// CTA's shared memory. Measured faster than the cluster below wherever rows
+// are short or there are many of them (H100: cluster-wide barriers and
+// one 1024-thread CTA per SM cost ~20 us per wave).
+__global__ void __launch_bounds__(kSelThreads) TopkSelectCtaKernel(const EntmaxTopkPackParams p) {
   extern __shared__ uint32_t keys[];  // [P_hist]
   __shared__ uint32_t hist[kSelBins];
+  // (FindBin reads this thread's two bins before its first barrier.)
   __shared__ uint32_t wsum[kSelWarps];
   __shared__ uint32_t sel_bin, sel_before;
   __shared__ int w_lt[kSelWarps], w_eq[kSelWarps];
@@ -238,7 +376,7 @@ __global__ void __launch_bounds__(kSelThreads) TopkSelectKernel(const EntmaxTopk
         if (bin != 0xffffffffu && lane == __ffs(peers) - 1) atomicAdd(&hist[bin], __popc(peers));
       }
       __syncthreads();
-      FindBin(hist, kk, wsum, &sel_bin, &sel_before);
+      FindBin(hist[2 * tid], hist[2 * tid + 1], kk, wsum, &sel_bin, &sel_before);
       prefix |= sel_bin << shift;
       mask |= dmask << shift;
       kk -= static_cast<int>(sel_before);
@@ -279,8 +417,11 @@ __global__ void __launch_bounds__(kSelThreads) TopkSelectKernel(const EntmaxTopk
   }
 }
 
-// Largest MB whose key row fits the shared memory of TopkSelectKernel.
+// Largest row (bytes) TopkSelectCtaKernel keeps in shared memory.
 constexpr int kSelMaxRowBytes = 200 * 1024;
+
+// Largest key slice (bytes) TopkSelectClusterKernel keeps per CTA in shared memory.
+constexpr int kSelMaxSliceBytes = 200 * 1024;
 
 }  // namespace
 }  // namespace kvstream::entmax_detail
@@ -316,17 +457,32 @@ cudaError_t LaunchEntmaxTopkPack(const EntmaxTopkPackParams& p, cudaStream_t str
   if (EntmaxTopkPackValidate(p) != nullptr) return cudaErrorInvalidValue;
   if (p.batch == 0) return cudaSuccess;
   if (p.batch > 65535) return cudaErrorInvalidValue;
-  const size_t row_bytes = static_cast<size_t>(p.max_blocks_per_seq) * sizeof(uint32_t);
-  if (row_bytes <= entmax_detail::kSelMaxRowBytes) {
-    if (row_bytes > 48 * 1024) {
-      KV_CUDA_CHECK(cudaFuncSetAttribute(entmax_detail::TopkSelectKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(row_bytes)));
+  // Keys per CTA: W = ceil(MB / 8) rounded up to 32 (TopkSelectClusterKernel).
+  const size_t row = static_cast<size_t>(p.max_blocks_per_seq) * sizeof(uint32_t);
+  const size_t slice = static_cast<size_t>(((p.max_blocks_per_seq + entmax_detail::kSelCluster - 1) /
+                                                entmax_detail::kSelCluster + 31) / 32 * 32) * sizeof(uint32_t);
+  // H100 bench (issue 9): the cluster wins only for long rows and few of them
+  // (B = 1, 512K: 28 us vs 60 us); one CTA per row elsewhere (8 x 128K: 22 vs 101 us).
+  const bool cluster = p.max_blocks_per_seq > 16384 && static_cast<int64_t>(p.batch) * p.sel.select_heads <= 16;
+  if (!cluster && row <= entmax_detail::kSelMaxRowBytes) {
+    if (row > 48 * 1024) {
+      KV_CUDA_CHECK(cudaFuncSetAttribute(entmax_detail::TopkSelectCtaKernel,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(row)));
     }
-    entmax_detail::TopkSelectKernel<<<dim3(p.sel.select_heads, p.batch), entmax_detail::kSelThreads, row_bytes,
-                                      stream>>>(p);
+    entmax_detail::TopkSelectCtaKernel<<<dim3(p.sel.select_heads, p.batch), entmax_detail::kSelThreads, row,
+                                         stream>>>(p);
     return cudaGetLastError();
   }
-  // Rows past ~50K pages: the global-memory radix select (64-bit keys).
+  if (slice <= entmax_detail::kSelMaxSliceBytes) {
+    if (slice > 48 * 1024) {
+      KV_CUDA_CHECK(cudaFuncSetAttribute(entmax_detail::TopkSelectClusterKernel,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(slice)));
+    }
+    entmax_detail::TopkSelectClusterKernel<<<dim3(p.sel.select_heads * entmax_detail::kSelCluster, p.batch),
+                                             entmax_detail::kSelThreads, slice, stream>>>(p);
+    return cudaGetLastError();
+  }
+  // Rows past ~400K pages: the global-memory radix select (64-bit keys).
   entmax_detail::TopkPackKernel<<<dim3(p.sel.select_heads, p.batch), entmax_detail::kPackThreads, 0, stream>>>(p);
   return cudaGetLastError();
 }

@@ -121,6 +121,50 @@ TEST(EntmaxCuda, CriticalityAndTopkPackMatchTwin) {
   }
 }
 
+// K3 alone on long rows with many exact ties (U quantised to a few values, so
+// the threshold key is shared by many pages and the lower-page rule decides):
+// rows past 16384 pages take the cluster kernel (few rows), shorter rows or
+// many rows the one-CTA kernel; both must give the twin's lists exactly.
+TEST(EntmaxCuda, TopkPackLongRowsWithTiesMatchTwin) {
+  SKIP_WITHOUT_DEVICE();
+  struct Case {
+    int batch, hs, P;
+    std::vector<int32_t> lens;
+  };
+  const Case cases[] = {{2, 2, 16, {16 * 20000 + 5, 16 * 17000}},   // cluster: MB 20001
+                        {1, 8, 8, {8 * 40000 + 1}},                  // cluster: 8 rows
+                        {3, 8, 16, {16 * 9000 + 3, 16 * 300, 16}}};  // one CTA per row
+  std::mt19937 rng(77);
+  for (const Case& cs : cases) {
+    int mb = 1;
+    for (int32_t t : cs.lens) mb = std::max(mb, (t + cs.P - 1) / cs.P + 1);
+    std::vector<float> u(static_cast<size_t>(cs.batch) * cs.hs * mb, NAN);
+    std::uniform_int_distribution<int> level(0, 40);
+    for (float& x : u) x = 0.25f * level(rng) - 3.0f;  // 41 distinct values: heavy ties
+    for (int budget : {1, 128, 2000}) {
+      SelectionBuffers hsel(cs.batch, cs.hs, mb), gsel(cs.batch, cs.hs, mb);
+      EntmaxTopkPackParams t;
+      t.u = u.data(), t.seq_lens = cs.lens.data(), t.batch = cs.batch, t.page_size = cs.P;
+      t.max_blocks_per_seq = mb, t.sel = hsel.View(), t.budget_pages = budget, t.sink_pages = 3;
+      ASSERT_TRUE(EntmaxTopkPackRef(t));
+      DevArena a;
+      EntmaxTopkPackParams g = t;
+      g.u = a.Up(u), g.seq_lens = a.Up(cs.lens);
+      g.sel.pages = a.Up(gsel.pages), g.sel.page_count = a.Up(gsel.count), g.sel.sel_len = a.Up(gsel.sel_len);
+      ASSERT_CUDA(LaunchEntmaxTopkPack(g, nullptr));
+      ASSERT_CUDA(cudaDeviceSynchronize());
+      gsel.count = Down(g.sel.page_count, gsel.count.size());
+      gsel.sel_len = Down(g.sel.sel_len, gsel.sel_len.size());
+      gsel.pages = Down(g.sel.pages, gsel.pages.size());
+      EXPECT_EQ(gsel.count, hsel.count) << "MB " << mb << " budget " << budget;
+      EXPECT_EQ(gsel.sel_len, hsel.sel_len) << "MB " << mb << " budget " << budget;
+      for (int b = 0; b < cs.batch; ++b)
+        for (int l = 0; l < cs.hs; ++l)
+          EXPECT_EQ(gsel.List(b, l), hsel.List(b, l)) << "MB " << mb << " budget " << budget << " b " << b;
+    }
+  }
+}
+
 double RelErr(const std::vector<float>& want, const std::vector<float>& got) {
   double num = 0, den = 0;
   for (size_t i = 0; i < want.size(); ++i) {
