@@ -1,0 +1,146 @@
+// The SpectralQuant strategy (design/strategies/spectral_quant.md): each K and
+// V vector is rotated into its (layer, KV head) eigenbasis from a per-model
+// calibration profile and stored as a packed record of per-dimension
+// Lloyd-Max codes (K1 sq_quantize_pack); attention reads the records directly
+// (K2 sq_attend) with q' = V_K^T q and O = A_eig V_V^T + A_dense as at::matmul.
+// CPU twins on CPU, launchers on CUDA.
+//
+// Decisions (spec §6 and strategies/README.md, written here as the README asks):
+// - Profiles: every *.sqcal beside KvGeometry.model_path whose model hash
+//   matches is loaded at construction (stem = profile name; "" selects
+//   "default"); files for another model are skipped with a warning, a corrupt
+//   file for this model is an error. Also searched: the user cache
+//   ($XDG_CACHE_HOME or ~/.cache)/kvstream/sqcal/<hash>/. If no "default"
+//   exists, the strategy calibrates at start on the shipped corpus
+//   (data/calibration/corpus.txt, found via $KVSTREAM_CALIBRATION_CORPUS or
+//   beside the executable's ancestors) with a second copy of the model
+//   (NOTE(sq): the registry gives strategies no model; see sq_profiles.cc),
+//   and caches it beside the model, or in the user cache if that is read-only.
+// - Synthetic models (model_path ""): no file can exist, so each sequence
+//   calibrates a "default" profile from its own first prompt chunk per layer
+//   (the model's own K/V), builds that layer's plan, and then proceeds as
+//   usual. Its plan arrays and bases are then the sequence's own and are
+//   counted in its bytes.
+// - Prefill (§6.6): exact attention over the chunk's own K/V (K2's dense
+//   segment) plus the compressed earlier chunks, then the chunk is compressed.
+//   Decode: compress_decode_tokens=true compresses the new token first and
+//   attends over records only (mode a); false appends it to a dense tail
+//   (bf16 on CUDA, fp32 on CPU) that K2 reads as its dense segment (mode b).
+// - Bytes: records u32 [cap, Hkv, W] with W padded to the layer's widest head
+//   (README); with QJL r_norm fp16 [cap, Hkv] and signs u32 [cap, Hkv, SW];
+//   the dense tail. With the request's max_tokens known, records are
+//   allocated once at that capacity and the tail at first decode for the
+//   rest, so kv_bytes_device == PredictBytes; else they grow x1.5 by 16.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "engine/kv/kv_cache.h"
+#include "engine/kv/spectral_quant/sq_config.h"
+#include "engine/kv/spectral_quant/sq_device_plan.h"
+
+namespace kvstream {
+
+class SpectralQuantSequenceCache final : public SequenceCache {
+ public:
+  // `dplan` null = synthetic self-calibration (see the header comment).
+  SpectralQuantSequenceCache(const SpectralQuantConfig& c, const KvGeometry& g,
+                             std::shared_ptr<const SqDevicePlan> dplan, std::shared_ptr<const SqProfile> profile,
+                             bool plan_cache_hit, int64_t max_tokens);
+
+  // ---- SequenceCache ----
+  absl::StatusOr<at::Tensor> Forward(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                     const SeqStep& seq, const StepContext& ctx) override;
+  int64_t BytesHeld() const override;
+  CacheReport Report() const override;
+
+  // ---- tests ----
+  // Reconstructions X^ = Z^ V_t^T of the compressed tokens of `layer` (K3 on
+  // the host): [Hkv, n_compressed, D] fp32 on the CPU.
+  absl::StatusOr<at::Tensor> Reconstruct(int64_t layer, int type) const;
+  int64_t compressed(int64_t layer) const { return layers_[layer].n_comp; }
+  int64_t dense_tail(int64_t layer) const { return layers_[layer].n_dense; }
+
+ private:
+  struct Layer {
+    const SqLayerDevice* dev = nullptr;  // plan of this layer (shared or own_)
+    at::Tensor k_rec, v_rec;             // int32 holding u32 [cap, Hkv, Wk|Wv]
+    at::Tensor r_norm;                   // int16 holding fp16 [cap, Hkv] (QJL)
+    at::Tensor signs;                    // int32 holding u32 [cap, Hkv, SW] (QJL)
+    at::Tensor k_tail, v_tail;           // [cap_t, Hkv, D] dense tail (compress_decode_tokens=false)
+    int64_t n_comp = 0, n_dense = 0;
+  };
+
+  absl::Status EnsureLayerPlan(int64_t layer, const at::Tensor& k, const at::Tensor& v);
+  absl::Status ReserveRecords(int64_t layer, int64_t tokens);
+  absl::Status ReserveTail(int64_t layer, int64_t tokens);
+  // Compresses k/v [Hkv, n, D] into records [n_comp, n_comp + n).
+  absl::Status Compress(int64_t layer, const at::Tensor& k, const at::Tensor& v);
+  // K2 over the records plus an optional dense segment dk/dv [Td, Hkv, D];
+  // q [H, n, D] at positions q_pos0 ..; returns [H, n, D] in q's dtype.
+  absl::StatusOr<at::Tensor> Attend(int64_t layer, const at::Tensor& q, int64_t q_pos0, const at::Tensor& dk,
+                                    const at::Tensor& dv, int64_t d_pos0);
+  int64_t OwnPlanBytes() const;
+
+  SpectralQuantConfig config_;
+  KvGeometry geometry_;
+  std::shared_ptr<const SqDevicePlan> dplan_;
+  std::shared_ptr<const SqProfile> profile_;
+  // Synthetic self-calibration: this sequence's profile and plan.
+  std::unique_ptr<SqProfile> own_profile_;
+  std::unique_ptr<SqPlan> own_plan_;
+  std::vector<std::unique_ptr<SqLayerDevice>> own_layers_;
+  at::Tensor tables_;
+  bool plan_cache_hit_ = false;
+  int64_t max_tokens_ = 0;
+  std::vector<Layer> layers_;
+  int64_t tokens_seen_ = 0;
+  int64_t peak_bytes_ = 0;
+  double compression_ms_ = 0.0;
+};
+
+class SpectralQuantStrategy final : public Strategy {
+ public:
+  // Loads (or calibrates) the profiles for `g` (see the header comment).
+  static absl::StatusOr<std::unique_ptr<SpectralQuantStrategy>> Create(const KvGeometry& g);
+  // With given profiles (tests; empty = synthetic self-calibration).
+  SpectralQuantStrategy(const KvGeometry& g, std::vector<std::shared_ptr<const SqProfile>> profiles);
+
+  // ---- Strategy ----
+  const char* name() const override { return kSqName; }
+  absl::Status Validate(const StrategyConfig& config) const override;
+  absl::StatusOr<std::unique_ptr<SequenceCache>> Open(const StrategyConfig& config) override;
+  int64_t PredictBytes(const StrategyConfig& config, int64_t prompt_tokens, int64_t max_new_tokens) const override;
+
+  std::vector<std::string> ProfileNames() const;
+  const SqProfile* profile(const std::string& name) const;
+
+ private:
+  absl::StatusOr<SpectralQuantConfig> Parse(const StrategyConfig& config) const;
+  // Device plan of `c` from the LRU (§6.4); *hit says whether it was cached.
+  std::shared_ptr<const SqDevicePlan> DevicePlan(const SpectralQuantConfig& c, bool* hit);
+  bool synthetic() const { return profiles_.empty(); }
+
+  KvGeometry geometry_;
+  std::map<std::string, std::shared_ptr<const SqProfile>> profiles_;
+  mutable SqPlanCache plans_;  // mutable: PredictBytes (const) reads plans through the LRU
+  std::mutex mu_;
+  std::list<std::pair<std::shared_ptr<const SqPlan>, std::shared_ptr<const SqDevicePlan>>> device_plans_;
+};
+
+// Bytes of one token's records in one layer for plan layer `lp` (K + V words,
+// + r_norm and signs with QJL), over all KV heads.
+int64_t SqRecordBytesPerToken(const SqLayerPlan& lp, int64_t n_kv_heads, int qjl_words);
+
+// Profiles for a model (see the header comment); `calibrate` false = load only.
+absl::StatusOr<std::vector<std::shared_ptr<const SqProfile>>> SqLoadProfiles(const KvGeometry& g, bool calibrate);
+
+}  // namespace kvstream

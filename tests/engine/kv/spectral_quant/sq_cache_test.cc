@@ -1,0 +1,187 @@
+// SpectralQuantSequenceCache on the CPU twins without a model:
+//  - prefill = exact attention over the chunk + reconstructions of earlier
+//    chunks; decode (mode a) = attention over reconstructions only (K3 + the
+//    engine's un-rotation, then dense softmax), within 1e-4 (fp32 CPU);
+//  - mode b keeps generated tokens dense and exact;
+//  - bytes: kv_bytes_device = allocated = PredictBytes (records padded to
+//    the layer's widest head, r_norm + sign words with QJL);
+//  - synthetic models self-calibrate (bytes within the prediction).
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include "engine/kv/dense/dense_cache.h"
+#include "engine/kv/spectral_quant/sq_calibrate.h"
+#include "engine/kv/spectral_quant/sq_strategy.h"
+
+namespace kvstream {
+namespace {
+
+KvGeometry Geometry(int64_t D, int64_t H, int64_t Hkv) {
+  KvGeometry g;
+  g.n_layers = 2;
+  g.n_heads = H;
+  g.n_kv_heads = Hkv;
+  g.head_dim = D;
+  g.context_length = 4096;
+  return g;
+}
+
+std::shared_ptr<const SqProfile> RandomProfile(int64_t D, int64_t Hkv) {
+  SqCovariance cov(2, Hkv, D);
+  at::Tensor scale = at::pow(2.0, -at::arange(D, at::kFloat) / 6.0);
+  for (int64_t l = 0; l < 2; ++l) cov.Add(l, at::randn({Hkv, 400, D}) * scale, at::randn({Hkv, 400, D}) * scale.sqrt());
+  auto p = cov.Finish("default", 0);
+  EXPECT_TRUE(p.ok());
+  return std::make_shared<const SqProfile>(std::move(*p));
+}
+
+double Rel(const at::Tensor& a, const at::Tensor& b) {
+  return ((a - b).norm() / b.norm().clamp_min(1e-12)).item<double>();
+}
+
+struct Seq {
+  std::vector<at::Tensor> k, v;  // per layer [Hkv, T, D] exact
+};
+
+// check_values false: QJL adds a score correction the plain reference lacks.
+void RunAndCheck(SpectralQuantStrategy& s, const KvGeometry& g, std::map<std::string, KnobValue> knobs,
+                 bool expect_exact_predict, bool check_values = true) {
+  StrategyConfig c;
+  c.strategy = "spectral_quant";
+  c.knobs = knobs;
+  const std::vector<int64_t> steps = {40, 57, 1, 1, 1};
+  c.max_tokens = 100;
+  auto opened = s.Open(c);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  auto* cache = static_cast<SpectralQuantSequenceCache*>(opened->get());
+  const bool dense_tail = knobs.count("compress_decode_tokens") != 0;
+  Seq seq;
+  seq.k.resize(g.n_layers);
+  seq.v.resize(g.n_layers);
+  int64_t pos = 0;
+  const at::Tensor scale = at::pow(2.0, -at::arange(g.head_dim, at::kFloat) / 12.0);
+  for (size_t st = 0; st < steps.size(); ++st) {
+    const int64_t n = steps[st];
+    SeqStep step;
+    step.start_pos = pos;
+    step.n_new = n;
+    step.is_prompt = st < 2;
+    step.last_prompt_chunk = st == 1;
+    for (int64_t l = 0; l < g.n_layers; ++l) {
+      at::Tensor q = at::randn({g.n_heads, n, g.head_dim});
+      at::Tensor k = at::randn({g.n_kv_heads, n, g.head_dim}) * scale, v = at::randn({g.n_kv_heads, n, g.head_dim});
+      // Reconstructions of what the cache held before this step.
+      auto kh = cache->Reconstruct(l, 0), vh = cache->Reconstruct(l, 1);
+      ASSERT_TRUE(kh.ok() && vh.ok());
+      const int64_t held_comp = cache->compressed(l);
+      auto out = cache->Forward(l, q, k, v, step, StepContext());
+      ASSERT_TRUE(out.ok()) << out.status();
+      at::Tensor keys, values;
+      if (step.is_prompt || dense_tail) {
+        // Exact over new/dense tokens, reconstructions of compressed ones.
+        at::Tensor exact_k = seq.k[l].defined() ? at::cat({seq.k[l], k}, 1) : k;
+        at::Tensor exact_v = seq.v[l].defined() ? at::cat({seq.v[l], v}, 1) : v;
+        keys = at::cat({*kh, exact_k.narrow(1, held_comp, exact_k.size(1) - held_comp)}, 1);
+        values = at::cat({*vh, exact_v.narrow(1, held_comp, exact_v.size(1) - held_comp)}, 1);
+      } else {
+        auto k2 = cache->Reconstruct(l, 0), v2 = cache->Reconstruct(l, 1);  // includes the new token
+        keys = *k2;
+        values = *v2;
+      }
+      at::Tensor want = CausalGqaAttention(q, keys, values, pos);
+      if (check_values || (step.is_prompt && held_comp == 0)) {
+        EXPECT_LT(Rel(*out, want), 1e-4) << "step " << st << " layer " << l;
+      } else {
+        EXPECT_LT(Rel(*out, want), 0.5) << "step " << st << " layer " << l;  // QJL: near, not equal
+      }
+      seq.k[l] = seq.k[l].defined() ? at::cat({seq.k[l], k}, 1) : k;
+      seq.v[l] = seq.v[l].defined() ? at::cat({seq.v[l], v}, 1) : v;
+    }
+    pos += n;
+  }
+  for (int64_t l = 0; l < g.n_layers; ++l) {
+    EXPECT_EQ(cache->compressed(l), dense_tail ? 97 : 100);
+    EXPECT_EQ(cache->dense_tail(l), dense_tail ? 3 : 0);
+  }
+  const CacheReport r = cache->Report();
+  EXPECT_EQ(r.kv_bytes_device, cache->BytesHeld());
+  EXPECT_EQ(r.tokens_seen, 100);
+  EXPECT_EQ(r.tokens_held, 100);
+  const int64_t predicted = s.PredictBytes(c, 97, 3);
+  if (expect_exact_predict) {
+    EXPECT_EQ(r.kv_bytes_device, predicted);
+  } else {
+    EXPECT_LE(r.kv_bytes_device, predicted);
+  }
+}
+
+TEST(SqCache, PrefillExactDecodeOverReconstructions) {
+  at::manual_seed(1);
+  const KvGeometry g = Geometry(64, 6, 2);
+  SpectralQuantStrategy s(g, {RandomProfile(64, 2)});
+  RunAndCheck(s, g, {}, true);
+}
+
+TEST(SqCache, DenseTailKeepsDecodeTokensExact) {
+  at::manual_seed(2);
+  const KvGeometry g = Geometry(128, 4, 4);
+  SpectralQuantStrategy s(g, {RandomProfile(128, 4)});
+  RunAndCheck(s, g, {{"compress_decode_tokens", false}}, true);
+}
+
+TEST(SqCache, NoiseModeAndSharedCodebook) {
+  at::manual_seed(3);
+  const KvGeometry g = Geometry(64, 6, 2);
+  SpectralQuantStrategy s(g, {RandomProfile(64, 2)});
+  RunAndCheck(s, g, {{"noise_bits", int64_t{1}}, {"use_water_fill", false}, {"total_bits", int64_t{4}}}, true);
+}
+
+TEST(SqCache, SyntheticModelSelfCalibrates) {
+  at::manual_seed(4);
+  const KvGeometry g = Geometry(64, 6, 2);
+  SpectralQuantStrategy s(g, {});
+  EXPECT_EQ(s.ProfileNames(), std::vector<std::string>{"default"});
+  RunAndCheck(s, g, {}, false);
+}
+
+TEST(SqCache, QjlBytesAreRnormPlusSignWords) {
+  at::manual_seed(5);
+  const KvGeometry g = Geometry(64, 6, 2);
+  auto profile = RandomProfile(64, 2);
+  SpectralQuantStrategy s(g, {profile});
+  StrategyConfig off, on;
+  off.strategy = on.strategy = "spectral_quant";
+  on.knobs = {{"use_qjl", true}};
+  int64_t extra = 0;
+  std::shared_ptr<const SqPlan> plan = SqBuildPlan(SpectralQuantConfig(), *profile);
+  for (const SqLayerPlan& lp : plan->layers) {
+    int max_d = 0;
+    for (const SqTypePlan& t : lp.k) max_d = std::max(max_d, t.d_eff);
+    extra += g.n_kv_heads * (2 + 4 * SqSignWords(max_d));  // §9 test 7: fp16 r_norm + u32 sign words
+  }
+  EXPECT_EQ(s.PredictBytes(on, 10, 0) - s.PredictBytes(off, 10, 0), 10 * extra);
+  // QJL changes the seed formula by d_eff bits per token and head.
+  SqTypePlan kp, vp;
+  SqBits b;
+  SpectralQuantConfig q;
+  q.use_qjl = true;
+  SqBuildHeadPlan(q, profile->at(0, 0, 0), profile->at(0, 0, 1), 64, &kp, &vp, &b);
+  SqTypePlan kp0, vp0;
+  SqBuildHeadPlan(SpectralQuantConfig(), profile->at(0, 0, 0), profile->at(0, 0, 1), 64, &kp0, &vp0, &b);
+  EXPECT_DOUBLE_EQ(kp.seed_bits - kp0.seed_bits, kp.d_eff);
+  RunAndCheck(s, g, {{"use_qjl", true}}, true, /*check_values=*/false);
+}
+
+TEST(SqCache, RefusesHeadDimTheKernelsLack) {
+  const KvGeometry g = Geometry(96, 4, 2);
+  SpectralQuantStrategy s(g, {});
+  StrategyConfig c;
+  c.strategy = "spectral_quant";
+  const absl::Status st = s.Validate(c);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("head dim 96"), std::string::npos) << st;
+}
+
+}  // namespace
+}  // namespace kvstream
