@@ -1,9 +1,11 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
@@ -56,8 +58,15 @@ int64_t SamLayerRingBytes(const SamLayerPlan& p, int64_t head_dim, int64_t n_hea
          SamRingMetaBytes(n, p.Capacity()) + 4 * n_heads;
 }
 
-SamGateSequenceCache::SamGateSequenceCache(const SamGateConfig& c, const KvGeometry& g)
-    : config_(c), geometry_(g), layers_(g.n_layers) {}
+SamGateSequenceCache::SamGateSequenceCache(const SamGateConfig& c, const KvGeometry& g,
+                                           const SamGateProfile* profile)
+    : config_(c), geometry_(g), layers_(g.n_layers) {
+  static std::atomic<uint64_t> next_id{1};
+  id_ = next_id.fetch_add(1);
+  if (profile != nullptr && c.thresholds_from == SamThresholdSource::kProfile) {
+    profile_name_ = std::filesystem::path(profile->path).filename().string();
+  }
+}
 
 int64_t SamGateSequenceCache::StagingBytes() const {
   int64_t b = 0;
@@ -322,6 +331,32 @@ absl::StatusOr<at::Tensor> SamGateSequenceCache::Decode(int64_t layer, const at:
   L.seen = t + 1;
   L.n_valid = std::min<int64_t>(t + 1, L.plan.Capacity());
   return out;
+}
+
+int SamGateSequenceCache::MaxCapacity() const {
+  int c = 1;
+  for (const Layer& l : layers_) c = std::max(c, l.plan.Capacity());
+  return c;
+}
+
+absl::Status SamGateSequenceCache::AdvanceDecode(const SeqStep& seq) {
+  if (seq.n_new != 1 || seq.is_prompt) {
+    return absl::InternalError(absl::StrCat("sam_gate: a prepared decode step appends one token (got ", seq.n_new,
+                                            seq.is_prompt ? " prompt tokens)" : " tokens)"));
+  }
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const Layer& L = layers_[l];
+    if (!L.built || L.seen != seq.start_pos) {
+      return absl::InternalError(absl::StrCat("sam_gate layer ", l, (L.built ? "" : " (ring not built)"),
+                                              " has seen ", L.seen, " tokens but the decode step starts at ",
+                                              seq.start_pos));
+    }
+  }
+  for (Layer& L : layers_) {
+    L.seen = seq.start_pos + 1;
+    L.n_valid = std::min<int64_t>(L.seen, L.plan.Capacity());
+  }
+  return absl::OkStatus();
 }
 
 std::vector<int32_t> SamGateSequenceCache::SlotPositions(int64_t layer) const {

@@ -34,7 +34,8 @@ SamRegimeSettings SamGateConfig::Settings(SamRegime r) const {
   return {obs_bits, 1.0, max_ctx_obs};
 }
 
-absl::StatusOr<SamGateConfig> ParseSamGateConfig(const StrategyConfig& config, int64_t head_dim) {
+absl::StatusOr<SamGateConfig> ParseSamGateConfig(const StrategyConfig& config, int64_t head_dim,
+                                                 const SamThresholdDefaults& thresholds) {
   KnobReader r(config, "sam_gate");
   SamGateConfig c;
   c.tau = static_cast<float>(r.Real("tau", 0.05, 0.0, false, 2.0, false));
@@ -43,8 +44,10 @@ absl::StatusOr<SamGateConfig> ParseSamGateConfig(const StrategyConfig& config, i
   c.obs_bits = static_cast<int>(r.OneOf("obs_bits", 16, {4, 8, 16}));
   c.flat_heads = static_cast<float>(r.Real("flat_heads", 0.5, 0.0, true, 1.0, false));
   c.trans_heads = static_cast<float>(r.Real("trans_heads", 0.75, 0.0, true, 1.0, false));
-  c.f_flat_max = static_cast<float>(r.Real("f_flat_max", 1e-2, 0.0, false, FLT_MAX, false));
-  c.f_obs_min = static_cast<float>(r.Real("f_obs_min", 50.0, 0.0, false, FLT_MAX, false));
+  c.f_flat_max = static_cast<float>(r.Real("f_flat_max", thresholds.f_flat_max, 0.0, false, FLT_MAX, false));
+  c.f_obs_min = static_cast<float>(r.Real("f_obs_min", thresholds.f_obs_min, 0.0, false, FLT_MAX, false));
+  c.thresholds_from = config.Has("f_flat_max") || config.Has("f_obs_min") ? SamThresholdSource::kRequest
+                                                                           : thresholds.source;
   c.max_ctx_flat = static_cast<int>(r.Int("max_ctx_flat", 64, 1, 32768));
   c.max_ctx_trans = static_cast<int>(r.Int("max_ctx_trans", 128, 1, 32768));
   c.max_ctx_obs = static_cast<int>(r.Int("max_ctx_obs", 128, 1, 32768));

@@ -14,6 +14,17 @@ namespace kvstream {
 enum class SamRegime : int32_t { kFlat = 0, kTransition = 1, kObstructed = 2 };
 const char* SamRegimeName(SamRegime r);  // "FLAT", "TRANSITION", "OBSTRUCTED"
 
+// Where a request's f thresholds came from: the seed placeholders (§5), the
+// model's calibrated profile (C14, sam_gate_profile.h), or the request.
+enum class SamThresholdSource : int32_t { kSeed = 0, kProfile = 1, kRequest = 2 };
+
+// The defaults of f_flat_max / f_obs_min for one model.
+struct SamThresholdDefaults {
+  double f_flat_max = 1e-2;  // seed
+  double f_obs_min = 50.0;   // seed
+  SamThresholdSource source = SamThresholdSource::kSeed;
+};
+
 // What a regime applies to one layer (§4 step 3).
 struct SamRegimeSettings {
   int bits = 16;
@@ -41,6 +52,8 @@ struct SamGateConfig {
   bool packed_storage = true;
   SamDroppedHeadMode dropped_head_mode = SamDroppedHeadMode::kSelf;
   bool calibrate = false;
+  // Where f_flat_max / f_obs_min came from (reported, §8 + C14).
+  SamThresholdSource thresholds_from = SamThresholdSource::kSeed;
 
   // C12: FLAT if f < f_flat_max, TRANSITION if f < f_obs_min, else (or NaN)
   // OBSTRUCTED.
@@ -61,7 +74,8 @@ absl::Status SamGateCheckImplemented(const SamGateConfig& c);
 
 // Parses and validates `config` (strategy "sam_gate") for a model with head
 // dim `head_dim`; INVALID_ARGUMENT names kv_compression.sam_gate.<knob> and
-// its range.
-absl::StatusOr<SamGateConfig> ParseSamGateConfig(const StrategyConfig& config, int64_t head_dim);
+// its range. Unset thresholds take `thresholds` (the model's profile).
+absl::StatusOr<SamGateConfig> ParseSamGateConfig(const StrategyConfig& config, int64_t head_dim,
+                                                 const SamThresholdDefaults& thresholds = {});
 
 }  // namespace kvstream

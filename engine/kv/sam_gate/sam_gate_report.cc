@@ -85,7 +85,11 @@ CacheReport SamGateSequenceCache::Report() const {
              {"num_sink_tokens", config_.num_sink_tokens},
              {"f_min", fs.empty() ? nan : fs.front()},
              {"f_median", fs.empty() ? nan : fs[fs.size() / 2]},
-             {"f_max", fs.empty() ? nan : fs.back()}};
+             {"f_max", fs.empty() ? nan : fs.back()},
+             // 0 = seed placeholders, 1 = the model's profile, 2 = the request (C14).
+             {"thresholds_source", static_cast<double>(static_cast<int>(config_.thresholds_from))}};
+  // The profile's file name rides in a key (stats values are numbers).
+  if (!profile_name_.empty()) r.stats["profile:" + profile_name_] = 1.0;
   return r;
 }
 

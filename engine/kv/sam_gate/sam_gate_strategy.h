@@ -13,10 +13,13 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "engine/kv/kv_cache.h"
 #include "engine/kv/sam_gate/sam_gate_config.h"
+#include "engine/kv/sam_gate/sam_gate_profile.h"
 
 namespace kvstream {
 
@@ -47,7 +50,9 @@ int64_t SamLayerRingBytes(const SamLayerPlan& p, int64_t head_dim, int64_t n_hea
 
 class SamGateSequenceCache final : public SequenceCache {
  public:
-  SamGateSequenceCache(const SamGateConfig& c, const KvGeometry& g);
+  // `profile`: the model's calibrated thresholds in force (nullptr: none),
+  // named in the report.
+  SamGateSequenceCache(const SamGateConfig& c, const KvGeometry& g, const SamGateProfile* profile = nullptr);
 
   absl::StatusOr<at::Tensor> Forward(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                      const SeqStep& seq, const StepContext& ctx) override;
@@ -60,6 +65,17 @@ class SamGateSequenceCache final : public SequenceCache {
   int64_t n_valid(int64_t layer) const { return layers_[layer].n_valid; }
   // slot_pos of a layer's ring, copied to the host.
   std::vector<int32_t> SlotPositions(int64_t layer) const;
+
+  // ---- prepared decode (SamGateStrategy::PrepareDecode) ----
+  uint64_t id() const { return id_; }
+  // The ring descriptor of a layer (host copy; its pointers are on the device).
+  const SamRingDesc& desc(int64_t layer) const { return layers_[layer].desc; }
+  // Largest ring capacity over the layers (plans the split count).
+  int MaxCapacity() const;
+  // Host side of one prepared decode step: checks that every layer's ring
+  // is built and has seen start_pos tokens, then advances every layer to
+  // start_pos + 1, so the device work of the step touches no host state.
+  absl::Status AdvanceDecode(const SeqStep& seq);
 
  private:
   struct Layer {
@@ -96,6 +112,8 @@ class SamGateSequenceCache final : public SequenceCache {
 
   SamGateConfig config_;
   KvGeometry geometry_;
+  uint64_t id_ = 0;
+  std::string profile_name_;  // file name of the profile in force ("" = none)
   std::vector<Layer> layers_;
   int64_t peak_bytes_ = 0;
   double compression_ms_ = 0.0;
@@ -103,7 +121,11 @@ class SamGateSequenceCache final : public SequenceCache {
 
 class SamGateStrategy final : public Strategy {
  public:
-  explicit SamGateStrategy(const KvGeometry& g) : geometry_(g) {}
+  // Loads the model's threshold profile (C14) from SamGateProfileDirs, or
+  // from `profile_dirs` when given (tests). A malformed profile does not
+  // throw: every Validate/Open then answers FAILED_PRECONDITION naming the
+  // file and the field, so a bad file is seen, never silently ignored.
+  explicit SamGateStrategy(const KvGeometry& g, std::optional<std::vector<std::string>> profile_dirs = std::nullopt);
 
   const char* name() const override { return "sam_gate"; }
   absl::Status Validate(const StrategyConfig& config) const override;
@@ -112,8 +134,50 @@ class SamGateStrategy final : public Strategy {
   // could give it (rings are allocated before the staging is freed, §3).
   int64_t PredictBytes(const StrategyConfig& config, int64_t prompt_tokens, int64_t max_new_tokens) const override;
 
+  // Decode rows of the group go through one sam_kv_write and one
+  // sam_decode_attn launch per layer for all sequences (C15); prompt rows
+  // one sequence at a time through Forward.
+  absl::Status ForwardGroup(int64_t layer, absl::Span<SequenceCache* const> seqs, absl::Span<const SeqStep> steps,
+                            GroupTensors& t, const StepContext& ctx) override;
+  // CUDA: decode steps are captured in graphs (engine/model/decode_graphs.h).
+  bool SupportsDecodePrepare() const override { return geometry_.device.is_cuda(); }
+  // Host work of a decode step: positions and lengths into a fixed device
+  // buffer, the sequences' ring descriptors into a fixed per-layer table
+  // (rewritten only when the set of sequences changes), padded rows get a
+  // ring whose heads all output 0 and whose writes are skipped (pos -1).
+  // Also runs on CPU (the twins) when called directly (tests). Key: the
+  // split count and the workspace generation.
+  absl::StatusOr<int64_t> PrepareDecode(absl::Span<SequenceCache* const> seqs, absl::Span<const SeqStep> steps,
+                                        int64_t padded_rows, const StepContext& ctx) override;
+
+  static constexpr int64_t kMaxPreparedRows = 256;  // DecodeGraphs::kMaxRows
+
+  // The profile in force (nullopt: seed defaults) and the load status.
+  const std::optional<SamGateProfile>& profile() const { return profile_; }
+  const absl::Status& profile_status() const { return profile_status_; }
+  const SamThresholdDefaults& thresholds() const { return thresholds_; }
+
  private:
+  absl::Status EnsureDecodeBuffers();
+  // One layer of a prepared step over rows [0, prepared_rows_) of q/k/v/out.
+  absl::Status DecodePrepared(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                              at::Tensor& out);
+
   KvGeometry geometry_;
+  // Prepared decode state (fixed buffers: captured graphs read them).
+  at::Tensor meta_;        // int32 [3 * kMaxPreparedRows]: pos | seq_len | row_seq
+  at::Tensor desc_table_;  // uint8 [L * kMaxPreparedRows * sizeof(SamRingDesc)]
+  at::Tensor pad_k_, pad_v_, pad_slot_pos_, pad_kept_, pad_hrg_;  // the padding rows' ring
+  at::Tensor workspace_;   // fp32 split-K partials
+  int64_t workspace_generation_ = 0;
+  std::vector<uint64_t> table_ids_;  // sequences (then padded rows) desc_table_ holds
+  int64_t prepared_step_ = -1;
+  int64_t prepared_rows_ = 0;
+  int prepared_splits_ = 1;
+  int num_sms_ = 0;
+  std::optional<SamGateProfile> profile_;
+  absl::Status profile_status_;
+  SamThresholdDefaults thresholds_;
 };
 
 }  // namespace kvstream
