@@ -102,16 +102,8 @@ __global__ void __launch_bounds__(kSmThreads) SoftmaxKernel(const EntmaxSparseDe
   const int P = kv.page_size, pshift = __ffs(P) - 1, MB = kv.max_blocks_per_seq;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int64_t sel_row = static_cast<int64_t>(b) * Hs + l;
-  int n;
-  {
-    const int64_t cap = min(static_cast<int64_t>(p.max_sel_tokens),
-                            static_cast<int64_t>(max(p.sel.page_count[sel_row], 0)) * P);
-    n = static_cast<int>(min(max(static_cast<int64_t>(p.sel.sel_len[sel_row]), int64_t{0}), cap));
-  }
-  int begin, end;
-  EntmaxSplitRange(n, S, split, &begin, &end);
-
-  // q of the list's heads, lane's dims, pre-scaled into the exp2 domain.
+  // q of the list's heads, lane's dims, pre-scaled into the exp2 domain (q is
+  // older than the previous kernel: read before the PDL wait).
   const int64_t qsb = p.query.stride_b ? p.query.stride_b : static_cast<int64_t>(H) * D;
   const int64_t qsh = p.query.stride_h ? p.query.stride_h : D;
   const T* qb = static_cast<const T*>(p.query.q) + b * qsb;
@@ -125,6 +117,16 @@ __global__ void __launch_bounds__(kSmThreads) SoftmaxKernel(const EntmaxSparseDe
       acc[i][e] = 0.0f;
     }
   }
+  GridDepWait();  // K3's lists
+  int n;
+  {
+    const int64_t cap = min(static_cast<int64_t>(p.max_sel_tokens),
+                            static_cast<int64_t>(max(p.sel.page_count[sel_row], 0)) * P);
+    n = static_cast<int>(min(max(static_cast<int64_t>(p.sel.sel_len[sel_row]), int64_t{0}), cap));
+  }
+  int begin, end;
+  EntmaxSplitRange(n, S, split, &begin, &end);
+
   if (tid < NH) run_m[tid] = -INFINITY, run_l[tid] = 0.0f, run_n[tid] = 0;
 
   const T* kpool = static_cast<const T*>(kv.k_pool);
@@ -272,6 +274,7 @@ template <class T, int D>
 __global__ void __launch_bounds__(D) LseMergeKernel(const EntmaxSparseDecodeParams p) {
   const int b = blockIdx.y, h = blockIdx.x, d = threadIdx.x, S = p.num_splits;
   const int64_t bh = static_cast<int64_t>(b) * p.query.num_heads + h;
+  GridDepWait();  // the softmax kernel's partials
   const float* pl = p.partial_lse + bh * S * 2;
   const float* po = p.partial_out + bh * S * D + d;
   // The split statistics go through shared memory in one parallel load: a
@@ -308,11 +311,10 @@ cudaError_t LaunchSoftmaxTyped(const EntmaxSparseDecodeParams& p, cudaStream_t s
   if (Geo::kSmemBytes > 48 * 1024) {
     KV_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Geo::kSmemBytes));
   }
-  kernel<<<dim3(p.num_splits, p.sel.select_heads, p.kv.batch), kSmThreads, Geo::kSmemBytes, stream>>>(p);
-  KV_CUDA_CHECK(cudaGetLastError());
+  KV_CUDA_CHECK(LaunchPdl(kernel, dim3(p.num_splits, p.sel.select_heads, p.kv.batch), dim3(kSmThreads),
+                          Geo::kSmemBytes, stream, p));
   if (p.num_splits > 1) {
-    LseMergeKernel<T, D><<<dim3(p.query.num_heads, p.kv.batch), D, 0, stream>>>(p);
-    KV_CUDA_CHECK(cudaGetLastError());
+    KV_CUDA_CHECK(LaunchPdl(LseMergeKernel<T, D>, dim3(p.query.num_heads, p.kv.batch), dim3(D), 0, stream, p));
   }
   return cudaSuccess;
 }

@@ -68,8 +68,10 @@ int PlanEntmaxSoftmaxDecodeSplits(int batch, int select_heads, int max_sel_token
   // of loads in flight per SM, past what the copy bandwidth needs (Little's
   // law: ~3 TB/s x ~1 us over 132 SMs ~ 23 KB). Fewer than 64 tokens per
   // split would make the merge's partials a sizeable share of the bytes.
+  // Rounded down: one wave (the H100 bench at B = 8 took 2 waves, 576 CTAs for
+  // 528 slots, with 9 splits instead of 8).
   const long long lists = static_cast<long long>(batch) * select_heads, target = 4LL * num_sms;
-  long long s = (target + lists - 1) / lists;
+  long long s = std::max(1LL, target / lists);
   s = std::min<long long>(s, (max_sel_tokens + 63) / 64);
   return static_cast<int>(std::clamp<long long>(s, 1, kEntmaxMaxSplits));
 }

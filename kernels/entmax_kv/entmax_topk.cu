@@ -346,6 +346,7 @@ __global__ void __launch_bounds__(kSelThreads) TopkSelectCtaKernel(const EntmaxT
   __shared__ uint32_t wsum[kSelWarps];
   __shared__ uint32_t sel_bin, sel_before;
   __shared__ int w_lt[kSelWarps], w_eq[kSelWarps];
+  GridDepWait();  // K2's U (PDL launch)
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int b = blockIdx.y, l = blockIdx.x, MB = p.max_blocks_per_seq;
   const int64_t row = static_cast<int64_t>(b) * p.sel.select_heads + l;
@@ -469,9 +470,8 @@ cudaError_t LaunchEntmaxTopkPack(const EntmaxTopkPackParams& p, cudaStream_t str
       KV_CUDA_CHECK(cudaFuncSetAttribute(entmax_detail::TopkSelectCtaKernel,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(row)));
     }
-    entmax_detail::TopkSelectCtaKernel<<<dim3(p.sel.select_heads, p.batch), entmax_detail::kSelThreads, row,
-                                         stream>>>(p);
-    return cudaGetLastError();
+    return entmax_detail::LaunchPdl(entmax_detail::TopkSelectCtaKernel, dim3(p.sel.select_heads, p.batch),
+                                    dim3(entmax_detail::kSelThreads), row, stream, p);
   }
   if (slice <= entmax_detail::kSelMaxSliceBytes) {
     if (slice > 48 * 1024) {
