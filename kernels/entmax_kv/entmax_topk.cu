@@ -91,10 +91,11 @@ __global__ void __launch_bounds__(kCritThreads) CriticalityVecKernel(const Entma
   const int MB = kv.max_blocks_per_seq;
   const EntmaxSeqPages s = EntmaxPagesOf(kv.seq_lens[b], kv.page_size, MB);
   const int first = blockIdx.x * kVecPagesPerCta, end = min(s.hist, first + kVecPagesPerCta);
-  // The CTA's page ids first (one coalesced load), so the stats loads below
-  // are one round trip, not two.
+  // The CTA's page ids first (one coalesced load, issued beside the seq_lens
+  // load: any entry < MB is readable, and entries past the sequence are never
+  // dereferenced), so the stats loads below are one round trip, not two.
   __shared__ int64_t rows[kVecPagesPerCta];  // uint4 index of (page, g, lane 0)
-  if (tid < kVecPagesPerCta && first + tid < end) {
+  if (tid < kVecPagesPerCta && first + tid < MB) {
     rows[tid] = (static_cast<int64_t>(kv.block_table[static_cast<int64_t>(b) * MB + first + tid]) * kv.num_kv_heads + g) *
                 kLanes;
   }
@@ -480,7 +481,9 @@ cudaError_t LaunchEntmaxTopkPack(const EntmaxTopkPackParams& p, cudaStream_t str
   const size_t slice = static_cast<size_t>(((p.max_blocks_per_seq + entmax_detail::kSelCluster - 1) /
                                                 entmax_detail::kSelCluster + 31) / 32 * 32) * sizeof(uint32_t);
   // H100 bench (issue 9): the cluster wins only for long rows and few of them
-  // (B = 1, 512K: 28 us vs 60 us); one CTA per row elsewhere (8 x 128K: 22 vs 101 us).
+  // (B = 1, 512K: 25 us, vs 60 us for one CTA when it still used __match_any_sync);
+  // one CTA per row elsewhere (1 x 128K: 17 vs 21 us,
+  // 8 x 128K: 19 vs 101 us).
   const bool cluster = p.max_blocks_per_seq > 16384 && static_cast<int64_t>(p.batch) * p.sel.select_heads <= 16;
   if (!cluster && row <= entmax_detail::kSelMaxRowBytes) {
     if (row > 48 * 1024) {
