@@ -85,15 +85,22 @@ absl::StatusOr<at::Tensor> SiluMul(const at::Tensor& gate_up) {
 // Rows up to which our GEMV beats cuBLAS on the H100 (bench/results/gpu/
 // gemv_bench_h100.json, Llama-3-8B projections: 1.05-1.20x at M = 1, 1.02-1.10x
 // at M = 2, 0.8-1.0x from M = 4 on, where cuBLAS's tiles win).
+namespace {
+
 constexpr int64_t kSkinnyMaxRows = 2;
 
-std::optional<at::Tensor> SkinnyLinear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+bool SkinnyEnabled() {
   static const bool enabled = [] {
     const char* env = std::getenv("KVSTREAM_GEMV");
     return env == nullptr || std::string(env) != "0";
   }();
+  return enabled;
+}
+
+// The GemvParams of y = x · wᵀ (+ b), or nullopt where our GEMV does not apply.
+std::optional<GemvParams> SkinnyParams(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
   const auto st = x.scalar_type();
-  if (!enabled || !x.is_cuda() || (st != at::kBFloat16 && st != at::kHalf) || x.dim() != 2 ||
+  if (!SkinnyEnabled() || !x.is_cuda() || (st != at::kBFloat16 && st != at::kHalf) || x.dim() != 2 ||
       w.scalar_type() != st || (b.defined() && (b.scalar_type() != st || !b.is_contiguous()))) {
     return std::nullopt;
   }
@@ -102,26 +109,61 @@ std::optional<at::Tensor> SkinnyLinear(const at::Tensor& x, const at::Tensor& w,
       w.size(1) != K || N > INT32_MAX || K > INT32_MAX) {
     return std::nullopt;
   }
-  at::Tensor y = at::empty({M, N}, x.options());
   GemvParams p;
   p.x = x.const_data_ptr();
   p.w = w.const_data_ptr();
   p.bias = b.defined() ? b.const_data_ptr() : nullptr;
-  p.y = y.mutable_data_ptr();
   p.x_stride = x.stride(0);
   p.rows = static_cast<int>(M);
   p.out_features = static_cast<int>(N);
   p.in_features = static_cast<int>(K);
   p.dtype = st == at::kBFloat16 ? KvDType::kBf16 : KvDType::kFp16;
+  return p;
+}
+
+}  // namespace
+
+std::optional<at::Tensor> SkinnyLinear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  std::optional<GemvParams> p = SkinnyParams(x, w, b);
+  if (!p) return std::nullopt;
+  at::Tensor y = at::empty({x.size(0), w.size(0)}, x.options());
+  p->y = y.mutable_data_ptr();
   // Misaligned storage (a view at an odd offset) is refused by the launcher
   // before anything is enqueued: at::linear takes it.
-  if (LaunchGemv(p, at::cuda::getCurrentCUDAStream()) != cudaSuccess) return std::nullopt;
+  if (LaunchGemv(*p, at::cuda::getCurrentCUDAStream()) != cudaSuccess) return std::nullopt;
   return y;
+}
+
+std::optional<NormLinearOut> SkinnyNormLinear(const at::Tensor& x, const at::Tensor& delta, const at::Tensor& norm_w,
+                                              double eps, const at::Tensor& w, const at::Tensor& b) {
+  std::optional<GemvParams> p = SkinnyParams(x, w, b);
+  if (!p || !x.is_contiguous() || norm_w.scalar_type() != x.scalar_type() || !norm_w.is_contiguous() ||
+      norm_w.numel() != x.size(1) || (delta.defined() && (!delta.is_contiguous() || delta.sizes() != x.sizes() ||
+                                                          delta.scalar_type() != x.scalar_type())) ||
+      static_cast<int64_t>(p->rows) * p->in_features * 4 > kGemvNormMaxSmemBytes) {
+    return std::nullopt;
+  }
+  NormLinearOut out;
+  out.y = at::empty({x.size(0), w.size(0)}, x.options());
+  p->y = out.y.mutable_data_ptr();
+  p->norm_weight = norm_w.const_data_ptr();
+  p->eps = static_cast<float>(eps);
+  if (delta.defined()) {
+    out.residual = at::empty_like(x);
+    p->delta = delta.const_data_ptr();
+    p->residual_out = out.residual.mutable_data_ptr();
+  }
+  if (LaunchGemv(*p, at::cuda::getCurrentCUDAStream()) != cudaSuccess) return std::nullopt;
+  return out;
 }
 
 #else  // no CUDA kernels in this build
 
 std::optional<at::Tensor> SkinnyLinear(const at::Tensor&, const at::Tensor&, const at::Tensor&) { return std::nullopt; }
+std::optional<NormLinearOut> SkinnyNormLinear(const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
+                                              const at::Tensor&, const at::Tensor&) {
+  return std::nullopt;
+}
 
 bool FusedBlockAvailable(const at::Tensor&) { return false; }
 absl::Status AddRmsNorm(at::Tensor&, const at::Tensor&, const at::Tensor&, at::Tensor&, double) {

@@ -32,4 +32,17 @@ absl::StatusOr<at::Tensor> SiluMul(const at::Tensor& gate_up);
 // off for A/B runs.
 std::optional<at::Tensor> SkinnyLinear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b);
 
+// The residual add + RMSNorm folded into the projection after it, one kernel
+// (kernels/model/gemv.h prologue): y = RMSNorm(x (+ delta)) · norm_w · wᵀ (+ b).
+// With delta, `residual` is x + delta as a fresh tensor (x is not written:
+// every CTA of the kernel reads it). nullopt where SkinnyLinear would not
+// apply or x' does not fit the kernel's shared memory; the caller then runs
+// AddRmsNorm + Project.
+struct NormLinearOut {
+  at::Tensor y;
+  at::Tensor residual;  // undefined without delta
+};
+std::optional<NormLinearOut> SkinnyNormLinear(const at::Tensor& x, const at::Tensor& delta, const at::Tensor& norm_w,
+                                              double eps, const at::Tensor& w, const at::Tensor& b);
+
 }  // namespace kvstream

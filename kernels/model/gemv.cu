@@ -31,14 +31,66 @@ __device__ __forceinline__ uint4 LoadStreaming(const uint4* p) {
   return v;
 }
 
-template <class T, int M, int R, int U>
+// Fused prologue (kNorm): x' = dtype(w_norm · dtype(src · rsqrt(mean(src²) + eps)))
+// with src = dtype(x + delta), into shared memory [M][K] fp32; CTA 0 writes
+// src to residual_out. Every thread of the CTA takes part (barriers).
+template <class T, int M>
+__device__ __forceinline__ void NormPrologue(const GemvParams& p, int64_t xs, float* xsm) {
+  using V = Vec16<T>;
+  const int chunks = p.in_features / 8;
+  const bool write_res = blockIdx.x == 0 && p.delta != nullptr;
+  __shared__ float partial[kWarps][M];
+  __shared__ float inv_rms[M];
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+    const uint4* x = reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + m * xs);
+    const uint4* d = p.delta ? reinterpret_cast<const uint4*>(static_cast<const T*>(p.delta) + m * p.in_features) : nullptr;
+    uint4* res = write_res ? reinterpret_cast<uint4*>(static_cast<T*>(p.residual_out) + m * p.in_features) : nullptr;
+    float ss = 0.f;
+    for (int c = threadIdx.x; c < chunks; c += kWarps * 32) {
+      float a[8];
+      V::Load(x[c], a);
+      if (d != nullptr) {
+        float b[8];
+        V::Load(d[c], b);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) a[j] = RoundTo<T>(a[j] + b[j]);
+        if (res != nullptr) res[c] = V::Store(a);
+      }
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        ss += a[j] * a[j];
+        xsm[m * p.in_features + c * 8 + j] = a[j];
+      }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5][m] = ss;
+  }
+  __syncthreads();
+  if (threadIdx.x < M) {
+    float t = 0.f;
+    for (int w = 0; w < kWarps; ++w) t += partial[w][threadIdx.x];
+    inv_rms[threadIdx.x] = rsqrtf(t / static_cast<float>(p.in_features) + p.eps);
+  }
+  __syncthreads();
+  const T* wn = static_cast<const T*>(p.norm_weight);
+  for (int i = threadIdx.x; i < M * p.in_features; i += kWarps * 32) {
+    const int m = i / p.in_features, k = i - m * p.in_features;
+    xsm[i] = RoundTo<T>(ToF<T>(wn[k]) * RoundTo<T>(xsm[i] * inv_rms[m]));
+  }
+  __syncthreads();
+}
+
+template <class T, int M, int R, int U, bool kNorm>
 __global__ void __launch_bounds__(kWarps * 32) GemvKernel(GemvParams p) {
   using V = Vec16<T>;
+  extern __shared__ float xsm[];  // kNorm: x' [M][K] fp32
   PdlLaunchDependents();  // the norm / rope after may be scheduled; they wait for this grid
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kWarps + warp) * R;
-  if (row0 >= p.out_features) return;
+  const bool active = row0 < p.out_features;  // no early return: the prologue has barriers
   const int chunks = p.in_features / 8;  // 16-byte chunks per row
   const int64_t xs = p.x_stride ? p.x_stride : p.in_features;
   const int64_t ys = p.y_stride ? p.y_stride : p.out_features;
@@ -68,11 +120,15 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(GemvParams p) {
     for (int u = 0; u < U; ++u) {
       const int c = base + u * 32;
 #pragma unroll
-      for (int r = 0; r < R; ++r) wv[u][r] = c < chunks ? LoadStreaming(wrow[r] + c) : make_uint4(0, 0, 0, 0);
+      for (int r = 0; r < R; ++r) {
+        wv[u][r] = active && c < chunks ? LoadStreaming(wrow[r] + c) : make_uint4(0, 0, 0, 0);
+      }
     }
   };
   load_batch(lane);
   PdlWaitForPrerequisite();
+  if constexpr (kNorm) NormPrologue<T, M>(p, xs, xsm);
+  if (!active) return;
   for (int base = lane; base < chunks;) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
@@ -81,7 +137,14 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(GemvParams p) {
 #pragma unroll
       for (int m = 0; m < M; ++m) {
         float xf[8];
-        V::Load(__ldg(xrow[m] + c), xf);
+        if constexpr (kNorm) {
+          const float4* s4 = reinterpret_cast<const float4*>(xsm + m * p.in_features + c * 8);
+          const float4 lo = s4[0], hi = s4[1];
+          xf[0] = lo.x; xf[1] = lo.y; xf[2] = lo.z; xf[3] = lo.w;
+          xf[4] = hi.x; xf[5] = hi.y; xf[6] = hi.z; xf[7] = hi.w;
+        } else {
+          V::Load(__ldg(xrow[m] + c), xf);
+        }
 #pragma unroll
         for (int r = 0; r < R; ++r) {
           float wf[8];
@@ -123,7 +186,13 @@ cudaError_t LaunchM(const GemvParams& p, cudaStream_t stream) {
   constexpr int U = M <= 2 ? 4 : 2;
   const int64_t rows_per_block = static_cast<int64_t>(kWarps) * R;
   const int64_t blocks = (p.out_features + rows_per_block - 1) / rows_per_block;
-return LaunchPdl(GemvKernel<T, M, R, U>, dim3(static_cast<unsigned>(blocks)), dim3(kWarps * 32), 0, stream, p);
+  if (p.norm_weight != nullptr) {
+    const size_t smem = static_cast<size_t>(M) * p.in_features * sizeof(float);
+    return LaunchPdl(GemvKernel<T, M, R, U, true>, dim3(static_cast<unsigned>(blocks)), dim3(kWarps * 32), smem,
+                     stream, p);
+  }
+  return LaunchPdl(GemvKernel<T, M, R, U, false>, dim3(static_cast<unsigned>(blocks)), dim3(kWarps * 32), 0, stream,
+                   p);
 }
 
 template <class T>
@@ -144,7 +213,9 @@ cudaError_t LaunchT(const GemvParams& p, cudaStream_t stream) {
 
 cudaError_t LaunchGemv(const GemvParams& p, cudaStream_t stream) {
   if (GemvValidate(p) != nullptr) return cudaErrorInvalidValue;
-  if ((reinterpret_cast<uintptr_t>(p.x) | reinterpret_cast<uintptr_t>(p.w)) % 16 != 0) return cudaErrorMisalignedAddress;
+  const uintptr_t any = reinterpret_cast<uintptr_t>(p.x) | reinterpret_cast<uintptr_t>(p.w) |
+                        reinterpret_cast<uintptr_t>(p.delta) | reinterpret_cast<uintptr_t>(p.residual_out);
+  if (any % 16 != 0) return cudaErrorMisalignedAddress;
   return p.dtype == KvDType::kBf16 ? LaunchT<__nv_bfloat16>(p, stream) : LaunchT<__half>(p, stream);
 }
 

@@ -24,6 +24,8 @@
 namespace kvstream {
 
 inline constexpr int kGemvMaxRows = 8;
+// Shared memory the fused-norm prologue may use for x' (rows · K fp32).
+inline constexpr int64_t kGemvNormMaxSmemBytes = 48 * 1024;
 
 struct GemvParams {
   const void* x = nullptr;     // [M, K] dtype, row stride x_stride, 16-byte aligned rows
@@ -36,13 +38,28 @@ struct GemvParams {
   int out_features = 0;        // N ≥ 1
   int in_features = 0;         // K, a multiple of 8
   KvDType dtype = KvDType::kBf16;  // bf16 or fp16
+
+  // Optional fused residual add + RMSNorm prologue (the decode block's attn /
+  // ffn norm folded into the projection after it, one kernel fewer each):
+  //   src[m]  = delta ? dtype(x[m] + delta[m]) : x[m]
+  //   x'[m]   = dtype(norm_weight · dtype(src[m] · rsqrt(mean(src[m]²) + eps)))
+  //   y       = x' · Wᵀ (+ bias)
+  // with the rounding points of RmsNormRef (kernels/model/fused_ops.h). Every
+  // CTA computes x' for itself (x is a few KB, read from L2); CTA 0 also
+  // writes src to residual_out, so x is never written while others read it.
+  // Needs rows · in_features · 4 ≤ kGemvNormMaxSmemBytes.
+  const void* norm_weight = nullptr;  // [K] dtype; nullptr = no prologue
+  const void* delta = nullptr;        // [M, K] dtype contiguous, or nullptr
+  void* residual_out = nullptr;       // [M, K] dtype contiguous; required with delta; must not alias x
+  float eps = 1e-5f;
 };
 
 // nullptr when valid, else the bad field and its allowed range.
 const char* GemvValidate(const GemvParams& p);
 
-// CPU twin on host pointers: fp32 accumulation in index order, bias added in
-// fp32, one rounding to dtype. false = invalid.
+// CPU twin on host pointers: the prologue as RmsNormRef, then fp32
+// accumulation in index order, bias added in fp32, one rounding to dtype.
+// false = invalid.
 bool GemvRef(const GemvParams& p);
 
 #if defined(KVSTREAM_GEMV_HAS_LAUNCHER)

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/common/half_bits.h"
@@ -87,6 +88,50 @@ TEST(GemvCuda, EveryRowCountMatchesTwinWithTailsStridesAndBias) {
   RunCase({1, 6144, 4096, false, true, 0, 0}, seed++);          // Llama-3-8B qkv
   RunCase({8, 4096, 14336, false, true, 0, 0}, seed++);         // Llama-3-8B down
   RunCase({4, 1000, 264, true, false, 0, 0}, seed++);           // fp16
+}
+
+// Fused add + RMSNorm prologue vs its twin: y within a bf16 ulp in norm
+// (rsqrtf vs 1/sqrt may move x' by an ulp), residual_out bit-exact (one
+// rounded fp32 add on both sides), x never written.
+TEST(GemvCuda, NormPrologueMatchesTwinAndWritesResidualOnce) {
+  SKIP_WITHOUT_DEVICE();
+  uint32_t seed = 900;
+  for (int M : {1, 2}) {
+    for (auto [N, K] : {std::pair{6144, 4096}, std::pair{100, 576}}) {
+      std::mt19937 rng(seed++);
+      auto x = RandomBits(static_cast<size_t>(M) * K, rng, true);
+      auto d = RandomBits(static_cast<size_t>(M) * K, rng, true);
+      auto wn = RandomBits(K, rng, true);
+      auto w = RandomBits(static_cast<size_t>(N) * K, rng, true);
+      const uint16_t nan = 0x7fc0;
+      std::vector<uint16_t> y_twin(static_cast<size_t>(M) * N, nan), r_twin(x.size(), nan);
+      GemvParams p;
+      p.rows = M; p.out_features = N; p.in_features = K; p.eps = 1e-5f;
+      p.x = x.data(); p.w = w.data(); p.y = y_twin.data(); p.norm_weight = wn.data();
+      p.delta = d.data(); p.residual_out = r_twin.data();
+      ASSERT_TRUE(GemvRef(p));
+      uint16_t *dx = Upload(x), *dd = Upload(d), *dwn = Upload(wn), *dw = Upload(w);
+      uint16_t* dy = Upload(std::vector<uint16_t>(y_twin.size(), nan));
+      uint16_t* dr = Upload(std::vector<uint16_t>(r_twin.size(), nan));
+      p.x = dx; p.w = dw; p.y = dy; p.norm_weight = dwn; p.delta = dd; p.residual_out = dr;
+      ASSERT_EQ(LaunchGemv(p, nullptr), cudaSuccess);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      std::vector<uint16_t> y(y_twin.size()), r(r_twin.size()), x_after(x.size());
+      ASSERT_EQ(cudaMemcpy(y.data(), dy, y.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(r.data(), dr, r.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(x_after.data(), dx, x.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+      EXPECT_EQ(r, r_twin) << "residual_out, M " << M << " K " << K;
+      EXPECT_EQ(x_after, x) << "x was written";
+      double err = 0, norm = 0;
+      for (size_t i = 0; i < y.size(); ++i) {
+        ASSERT_TRUE(std::isfinite(Bf16BitsToFloat(y[i]))) << "y[" << i << "] not written";
+        err += std::pow(double(Bf16BitsToFloat(y[i])) - Bf16BitsToFloat(y_twin[i]), 2);
+        norm += std::pow(double(Bf16BitsToFloat(y_twin[i])), 2);
+      }
+      EXPECT_LT(std::sqrt(err / norm), 4e-3) << "M " << M << " N " << N << " K " << K;
+      cudaFree(dx); cudaFree(dd); cudaFree(dwn); cudaFree(dw); cudaFree(dy); cudaFree(dr);
+    }
+  }
 }
 
 TEST(GemvCuda, RejectsMisalignedAndInvalid) {

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kernels/common/half_bits.h"
+#include "kernels/model/fused_ops.h"
 #include "kernels/model/gemv.h"
 
 namespace kvstream {
@@ -46,6 +47,39 @@ TEST(GemvRef, MatchesDoubleProductWithBiasAndStrides) {
   }
 }
 
+// The fused prologue is exactly RmsNormRef (with its residual add) followed
+// by the plain GEMV: same rounding points, same summation order.
+TEST(GemvRef, NormPrologueEqualsRmsNormThenGemvBitwise) {
+  std::mt19937 rng(5);
+  for (bool with_delta : {false, true}) {
+    for (int M : {1, 2}) {
+      const int N = 29, K = 64;
+      auto x = Random(static_cast<size_t>(M) * K, rng, true);
+      auto d = Random(static_cast<size_t>(M) * K, rng, true);
+      auto wn = Random(K, rng, true);
+      auto w = Random(static_cast<size_t>(N) * K, rng, true);
+      // Composition: residual = x (+ d), h = norm, y = h · wᵀ.
+      std::vector<uint16_t> residual = x, h(static_cast<size_t>(M) * K), y_ref(static_cast<size_t>(M) * N);
+      RmsNormParams rn;
+      rn.x = with_delta ? d.data() : x.data();
+      rn.residual = with_delta ? residual.data() : nullptr;
+      rn.weight = wn.data(); rn.out = h.data(); rn.rows = M; rn.hidden = K; rn.eps = 1e-5f;
+      ASSERT_TRUE(RmsNormRef(rn));
+      GemvParams g;
+      g.x = h.data(); g.w = w.data(); g.y = y_ref.data(); g.rows = M; g.out_features = N; g.in_features = K;
+      ASSERT_TRUE(GemvRef(g));
+      // Fused.
+      std::vector<uint16_t> y(y_ref.size()), res_out(residual.size(), 0);
+      GemvParams f = g;
+      f.x = x.data(); f.y = y.data(); f.norm_weight = wn.data(); f.eps = 1e-5f;
+      if (with_delta) { f.delta = d.data(); f.residual_out = res_out.data(); }
+      ASSERT_TRUE(GemvRef(f));
+      EXPECT_EQ(y, y_ref) << "M " << M << " delta " << with_delta;
+      if (with_delta) EXPECT_EQ(res_out, residual);
+    }
+  }
+}
+
 TEST(GemvRef, RejectsBadShapesNamingTheField) {
   uint16_t buf[64] = {};
   GemvParams p;
@@ -56,6 +90,12 @@ TEST(GemvRef, RejectsBadShapesNamingTheField) {
   p.in_features = 8; p.dtype = KvDType::kFp32;
   EXPECT_STREQ(GemvValidate(p), "dtype must be bf16 or fp16");
   EXPECT_FALSE(GemvRef(p));
+  p.dtype = KvDType::kBf16; p.delta = buf;
+  EXPECT_STREQ(GemvValidate(p), "delta and residual_out need norm_weight");
+  p.norm_weight = buf;
+  EXPECT_STREQ(GemvValidate(p), "delta and residual_out go together");
+  p.residual_out = buf + 32; p.rows = 8; p.in_features = 4096;
+  EXPECT_STREQ(GemvValidate(p), "norm prologue needs rows * in_features * 4 <= 48 KiB");
 }
 
 }  // namespace
