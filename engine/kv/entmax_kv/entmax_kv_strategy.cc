@@ -23,6 +23,15 @@ constexpr double kBytes16 = 2.0;  // spec §3: bytes counted as a 16-bit cache (
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Host vector -> device tensor without blocking the host: staged in pinned
+// memory (the caching host allocator keeps the block until the copy is done),
+// copied on the current stream. On CPU an owned copy.
+at::Tensor UploadAsync(const std::vector<int64_t>& v, const c10::Device& device) {
+  at::Tensor host = at::from_blob(const_cast<int64_t*>(v.data()), {static_cast<int64_t>(v.size())}, at::kLong);
+  if (!device.is_cuda()) return host.clone();
+  return host.pin_memory().to(device, at::kLong, /*non_blocking=*/true, /*copy=*/true);
+}
+
 // Twin result (CPU) -> status.
 absl::Status TwinStatus(bool ok, const char* why, const char* kernel, int64_t layer) {
   if (ok) return absl::OkStatus();
@@ -154,10 +163,27 @@ absl::StatusOr<at::Tensor> EntmaxKvSequenceCache::Forward(int64_t layer, const a
   const KvGeometry& g = pool_->geometry();
   if (chunk_index_at_ != past) {
     KV_RETURN_IF_ERROR(Grow(T));
-    chunk_ = MakePagedChunk(pages_, past, n, g);
-    block_table_ = chunk_.pages.to(at::kInt).view({1, -1});
-    std::vector<int64_t> len = {T};
-    seq_lens_ = HostToDevice(len, g.device, at::kInt);
+    if (n == 1 && g.device.is_cuda()) {
+      // Decode: one asynchronous upload of [append slots (Hkv) | page ids (N) |
+      // T] instead of MakePagedChunk's three blocking copies (no host sync per
+      // step; issue 9).
+      const int64_t Hkv = g.n_kv_heads, N = CeilDiv(T, P);
+      std::vector<int64_t> buf(static_cast<size_t>(Hkv + N + 1));
+      for (int64_t h = 0; h < Hkv; ++h) buf[h] = (static_cast<int64_t>(pages_[past / P]) * Hkv + h) * P + past % P;
+      for (int64_t i = 0; i < N; ++i) buf[Hkv + i] = pages_[i];
+      buf[Hkv + N] = T;
+      const at::Tensor dev = UploadAsync(buf, g.device);
+      chunk_.slots = dev.slice(0, 0, Hkv);
+      chunk_.pages = dev.slice(0, Hkv, Hkv + N);
+      const at::Tensor i32 = dev.slice(0, Hkv).to(at::kInt);  // pages | T, one device cast
+      block_table_ = i32.slice(0, 0, N).view({1, -1});
+      seq_lens_ = i32.slice(0, N, N + 1);
+    } else {
+      chunk_ = MakePagedChunk(pages_, past, n, g);
+      block_table_ = chunk_.pages.to(at::kInt).view({1, -1});
+      std::vector<int64_t> len = {T};
+      seq_lens_ = HostToDevice(len, g.device, at::kInt);
+    }
     chunk_index_at_ = past;
   }
   at::Tensor kpool = pool_->keys(layer), vpool = pool_->values(layer);
@@ -182,7 +208,9 @@ absl::StatusOr<at::Tensor> EntmaxKvSequenceCache::Decode(int64_t layer, const at
   at::Tensor q = q_in.select(1, 0).contiguous();  // [H, D]
   auto f32 = at::TensorOptions().dtype(at::kFloat).device(g.device);
   auto i32 = f32.dtype(at::kInt);
-  at::Tensor u = at::zeros({1, Hs, MB}, f32);
+  // Not zero-filled: K2 writes every p < P_hist, the only entries K3 reads
+  // (and K3's fallback reads none).
+  at::Tensor u = at::empty({1, Hs, MB}, f32);
   at::Tensor sel_pages = at::empty({1, Hs, MB}, i32);
   at::Tensor page_count = at::empty({1, Hs}, i32);
   at::Tensor sel_len = at::empty({1, Hs}, i32);
@@ -231,8 +259,13 @@ absl::StatusOr<at::Tensor> EntmaxKvSequenceCache::Decode(int64_t layer, const at
   tp.sink_pages = config_.sink_pages;
   tp.min_context = dense_layer ? INT32_MAX : static_cast<int>(config_.min_context);
 
-  const int64_t MT = MB * P;
-  at::Tensor scores = at::empty({1, H, MT}, f32);
+  // The host knows T_sel (K3's counts follow from T): the score scratch, the
+  // split plan and the decode's MT are sized by it (budget + tail), not MB*P.
+  const int64_t n_hist = fallback ? sp.hist : std::min<int64_t>(config_.budget_pages(), sp.hist);
+  const int64_t t_sel = n_hist * P + sp.tail_len;
+  const int64_t MT = std::max<int64_t>(t_sel, 1);
+  const bool fast = EntmaxSoftmaxFastPath(config_.alpha, static_cast<int>(H), static_cast<int>(Hs));
+  at::Tensor scores = fast ? at::Tensor() : at::empty({1, H, MT}, f32);
   at::Tensor tau = at::empty({1, H}, f32);
   at::Tensor mass = at::empty({1, H}, f32);
   at::Tensor out = at::empty({H, D}, q.options());
@@ -243,7 +276,7 @@ absl::StatusOr<at::Tensor> EntmaxKvSequenceCache::Decode(int64_t layer, const at
   dp.out = out.mutable_data_ptr();
   dp.out_stride_b = H * D;
   dp.out_stride_h = D;
-  dp.scores = scores.mutable_data_ptr<float>();
+  dp.scores = fast ? nullptr : scores.mutable_data_ptr<float>();  // alpha-1 fast path: no scratch
   dp.max_sel_tokens = static_cast<int>(MT);
   dp.tau = tau.mutable_data_ptr<float>();
   dp.mass = mass.mutable_data_ptr<float>();
@@ -260,11 +293,16 @@ absl::StatusOr<at::Tensor> EntmaxKvSequenceCache::Decode(int64_t layer, const at
     if (!fallback) KV_RETURN_IF_ERROR(CudaStatus(LaunchEntmaxCriticality(cp, stream), "K2 page_criticality", layer));
     KV_RETURN_IF_ERROR(CudaStatus(LaunchEntmaxTopkPack(tp, stream), "K3 topk_pack", layer));
     const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-    dp.num_splits = PlanEntmaxSparseDecodeSplits(1, static_cast<int>(H), static_cast<int>(MT), sms);
-    at::Tensor part;
+    dp.num_splits = fast ? PlanEntmaxSoftmaxDecodeSplits(1, static_cast<int>(Hs), static_cast<int>(MT), sms)
+                         : PlanEntmaxSparseDecodeSplits(1, static_cast<int>(H), static_cast<int>(MT), sms);
+    at::Tensor part, part_lse;
     if (dp.num_splits > 1) {
       part = at::empty({H * dp.num_splits * D}, f32);
       dp.partial_out = part.mutable_data_ptr<float>();
+      if (fast) {
+        part_lse = at::empty({H * dp.num_splits * 2}, f32);
+        dp.partial_lse = part_lse.mutable_data_ptr<float>();
+      }
     }
     KV_RETURN_IF_ERROR(CudaStatus(LaunchEntmaxSparseDecode(dp, stream), "K7 sparse_decode", layer));
 #else
@@ -281,9 +319,7 @@ absl::StatusOr<at::Tensor> EntmaxKvSequenceCache::Decode(int64_t layer, const at
 
   // Host accounting (spec §3 / §8): the counts K3 makes, known from T alone.
   LayerCounters& c = counters_[static_cast<size_t>(layer)];
-  const int64_t n_hist = fallback ? sp.hist : std::min<int64_t>(config_.budget_pages(), sp.hist);
   const int64_t pages = n_hist + (sp.pages > 0 ? 1 : 0);
-  const int64_t t_sel = n_hist * P + sp.tail_len;
   const int64_t scored = fallback ? 0 : sp.hist;
   c.decode_steps += 1;
   c.fallback_steps += fallback ? 1 : 0;
