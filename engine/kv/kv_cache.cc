@@ -8,7 +8,7 @@ namespace kvstream {
 
 absl::Status ForwardOneSequence(int64_t layer, SequenceCache* seq, const SeqStep& step, int64_t row,
                                 GroupTensors& t, const StepContext& ctx) {
-  const int64_t n = step.n_new;
+  const int64_t n = step.rows();  // appended tokens + probe suffix (if any)
   // [n, H, D] -> [H, n, D]: the per-sequence contract is head-major.
   at::Tensor q = t.q.narrow(0, row, n).transpose(0, 1);
   at::Tensor k = t.k.narrow(0, row, n).transpose(0, 1);

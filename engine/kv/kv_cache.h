@@ -63,6 +63,24 @@ struct SeqStep {
   int64_t n_new = 0;          // tokens appended this step
   bool is_prompt = false;     // these are prompt tokens (prefill)
   bool last_prompt_chunk = false;  // ... and the prompt ends with them
+  // Ephemeral probe suffix (laser_kv.md §6.2), asked for through
+  // SequenceCache::NextPrefill: n_probe more rows after the n_new appended
+  // ones, at positions probe_start_pos .. probe_start_pos + n_probe - 1 (not
+  // contiguous with the appended tokens). They attend to everything held plus
+  // the appended tokens and causally to each other; their K/V are never kept
+  // and their logits never computed. 0 for every strategy that does not ask.
+  int64_t n_probe = 0;
+  int64_t probe_start_pos = 0;
+
+  // Rows of this sequence in the step's N rows: appended tokens, then probe.
+  int64_t rows() const { return n_new + n_probe; }
+};
+
+// A sequence's next prefill step as its strategy wants it (NextPrefill).
+struct PrefillPlan {
+  int64_t n_tokens = 0;     // prompt tokens [prompt_done, prompt_done + n_tokens), appended
+  int64_t n_probe = 0;      // then prompt tokens [probe_start, probe_start + n_probe) as a probe
+  int64_t probe_start = 0;  // prompt index of the probe's first token = its position
 };
 
 struct StepContext {
@@ -80,7 +98,8 @@ class SequenceCache {
 
   // q [H, n, D], k/v [Hkv, n, D] (post-RoPE keys); returns [H, n, D].
   // Appends k/v (in whatever form the strategy keeps) and attends causally
-  // over everything the strategy holds plus the new tokens.
+  // over everything the strategy holds plus the new tokens. With a probe
+  // suffix, n = seq.rows() and only the first seq.n_new rows are appended.
   virtual absl::StatusOr<at::Tensor> Forward(int64_t layer, const at::Tensor& q,
                                              const at::Tensor& k, const at::Tensor& v,
                                              const SeqStep& seq, const StepContext& ctx) = 0;
@@ -88,6 +107,14 @@ class SequenceCache {
   virtual absl::Status EndStep(const SeqStep& seq, const StepContext& ctx) { return absl::OkStatus(); }
   // Prefill chunk size the strategy wants (LASER-KV compresses between chunks).
   virtual std::optional<int64_t> PrefillChunk() const { return std::nullopt; }
+  // The next prefill step when `prompt_done` of `prompt_len` prompt tokens are
+  // in the cache. nullopt (the default): a chunk of PrefillChunk() (or the
+  // engine's) tokens, no probe. A strategy that returns a plan with a probe
+  // must handle seq.n_probe in Forward; a plan never ends the prompt with a
+  // probe (the runner drops the probe of a last chunk).
+  virtual std::optional<PrefillPlan> NextPrefill(int64_t prompt_done, int64_t prompt_len) const {
+    return std::nullopt;
+  }
   // Bytes held now (device + host), from the buffers really allocated.
   virtual int64_t BytesHeld() const = 0;
   virtual CacheReport Report() const = 0;

@@ -188,16 +188,23 @@ absl::StatusOr<at::Tensor> LlamaModel::Forward(absl::Span<const SeqInput> seqs, 
     if (s.tokens.empty() || s.cache == nullptr || s.strategy == nullptr) {
       return absl::InternalError("Forward: a sequence has no tokens, cache or strategy");
     }
+    // The last n_probe tokens are an ephemeral probe with their own positions
+    // (laser_kv.md §6.2); RoPE takes positions per row, so nothing else changes.
+    const int64_t n_tok = static_cast<int64_t>(s.tokens.size());
+    if (s.n_probe < 0 || s.n_probe >= n_tok) {
+      return absl::InternalError(absl::StrFormat("Forward: probe of %d rows in a step of %d", s.n_probe, n_tok));
+    }
+    const int64_t n_keep = n_tok - s.n_probe;
     row_offset[i] = static_cast<int64_t>(ids.size());
-    steps[i] = SeqStep{s.start_pos, static_cast<int64_t>(s.tokens.size()), s.is_prompt, s.last_prompt_chunk};
-    for (size_t j = 0; j < s.tokens.size(); ++j) {
+    steps[i] = SeqStep{s.start_pos, n_keep, s.is_prompt, s.last_prompt_chunk, s.n_probe, s.probe_start_pos};
+    for (int64_t j = 0; j < n_tok; ++j) {
       if (s.tokens[j] < 0 || s.tokens[j] >= config_.vocab_size) {
         return absl::InvalidArgumentError(absl::StrFormat("token id %d outside the vocabulary [0, %d)",
                                                           s.tokens[j], config_.vocab_size));
       }
       ids.push_back(s.tokens[j]);
-      pos.push_back(s.start_pos + static_cast<int64_t>(j));
-      if (s.all_logits || j + 1 == s.tokens.size()) out_rows.push_back(static_cast<int64_t>(ids.size()) - 1);
+      pos.push_back(j < n_keep ? s.start_pos + j : s.probe_start_pos + (j - n_keep));
+      if (j < n_keep && (s.all_logits || j + 1 == n_keep)) out_rows.push_back(static_cast<int64_t>(ids.size()) - 1);
     }
   }
 

@@ -32,6 +32,10 @@ struct SeqInput {
   bool is_prompt = false;
   bool last_prompt_chunk = false;
   bool all_logits = false;         // return logits for every new token, not only the last
+  // The last n_probe of `tokens` are an ephemeral probe at positions
+  // probe_start_pos.. (SeqStep::n_probe): no logits, nothing kept.
+  int64_t n_probe = 0;
+  int64_t probe_start_pos = 0;
 };
 
 // y = x W^T + b. On CPU with a Q4_1/Q8_0 file, `packed` holds the file's
@@ -76,7 +80,8 @@ class LlamaModel {
                                                                      c10::ScalarType dtype, uint64_t seed);
 
   // Runs one step. Returns fp32 logits: one row per sequence (its last new
-  // token), or n rows for sequences with all_logits, in input order.
+  // token, probe excluded), or n rows for sequences with all_logits, in input
+  // order.
   absl::StatusOr<at::Tensor> Forward(absl::Span<const SeqInput> seqs, const StepContext& ctx);
 
   // The pieces of Forward, top to bottom (DecodeGraphs captures them):

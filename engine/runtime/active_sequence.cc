@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <optional>
 
 namespace kvstream {
 
@@ -13,12 +14,24 @@ SeqInput ActiveSequence::NextInput(int64_t prefill_chunk) const {
   const auto& prompt = gen->spec().prompt_ids;
   const int64_t P = static_cast<int64_t>(prompt.size());
   if (gen->prompt_done < P) {
-    int64_t chunk = cache->PrefillChunk().value_or(prefill_chunk);
-    chunk = std::min<int64_t>(std::max<int64_t>(chunk, 1), P - gen->prompt_done);
-    in.tokens.assign(prompt.begin() + gen->prompt_done, prompt.begin() + gen->prompt_done + chunk);
-    in.start_pos = gen->prompt_done;
+    const int64_t done = gen->prompt_done;
+    const std::optional<PrefillPlan> plan = cache->NextPrefill(done, P);
+    int64_t chunk = plan.has_value() ? plan->n_tokens : cache->PrefillChunk().value_or(prefill_chunk);
+    chunk = std::min<int64_t>(std::max<int64_t>(chunk, 1), P - done);
+    in.tokens.assign(prompt.begin() + done, prompt.begin() + done + chunk);
+    in.start_pos = done;
     in.is_prompt = true;
-    in.last_prompt_chunk = gen->prompt_done + chunk == P;
+    in.last_prompt_chunk = done + chunk == P;
+    // Ephemeral probe suffix (laser_kv.md §6.2): prompt tokens at their own
+    // positions, after the chunk. Never on the prompt's last chunk, whose
+    // logits give the first output token.
+    if (plan.has_value() && plan->n_probe > 0 && !in.last_prompt_chunk && plan->probe_start >= 0 &&
+        plan->probe_start + plan->n_probe <= P) {
+      in.tokens.insert(in.tokens.end(), prompt.begin() + plan->probe_start,
+                       prompt.begin() + plan->probe_start + plan->n_probe);
+      in.n_probe = plan->n_probe;
+      in.probe_start_pos = plan->probe_start;
+    }
   } else {
     in.tokens = {gen->last_token};
     in.start_pos = P + gen->generated() - 1;
@@ -28,7 +41,7 @@ SeqInput ActiveSequence::NextInput(int64_t prefill_chunk) const {
 
 bool ActiveSequence::Consume(const SeqInput& in, const RowLogits& row, double step_ms, StreamDelta* delta) {
   if (in.is_prompt) {
-    gen->prompt_done += static_cast<int64_t>(in.tokens.size());
+    gen->prompt_done += static_cast<int64_t>(in.tokens.size()) - in.n_probe;  // the probe is not kept
     gen->prefill_ms += step_ms;
     if (!in.last_prompt_chunk) return false;
   }
