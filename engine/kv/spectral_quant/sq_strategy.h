@@ -111,7 +111,7 @@ class SpectralQuantStrategy final : public Strategy {
  public:
   // Loads (or calibrates) the profiles for `g` (see the header comment).
   static absl::StatusOr<std::unique_ptr<SpectralQuantStrategy>> Create(const KvGeometry& g);
-  // With given profiles (tests; empty = synthetic self-calibration).
+  // With given profiles (tests; none with model_path "" = synthetic self-calibration).
   SpectralQuantStrategy(const KvGeometry& g, std::vector<std::shared_ptr<const SqProfile>> profiles);
 
   // ---- Strategy ----
@@ -127,7 +127,9 @@ class SpectralQuantStrategy final : public Strategy {
   absl::StatusOr<SpectralQuantConfig> Parse(const StrategyConfig& config) const;
   // Device plan of `c` from the LRU (§6.4); *hit says whether it was cached.
   std::shared_ptr<const SqDevicePlan> DevicePlan(const SpectralQuantConfig& c, bool* hit);
-  bool synthetic() const { return profiles_.empty(); }
+  // Self-calibration only for synthetic weights; a real model without a
+  // profile serves no spectral_quant request (Validate names the profiles).
+  bool synthetic() const { return profiles_.empty() && geometry_.model_path.empty(); }
 
   KvGeometry geometry_;
   std::map<std::string, std::shared_ptr<const SqProfile>> profiles_;
