@@ -1,0 +1,65 @@
+// LASER-KV strategy on CUDA (launchers) against the same run on CPU (twins),
+// both fp32 so the selection sees the same scores up to summation order:
+// the kept sets agree (allowing a few near-tie swaps), every layer's kept
+// rows are the rows fed at those positions, and a bf16 CUDA run keeps the
+// same counts. Skips without a device.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+
+#include <algorithm>
+#include <map>
+#include <string>
+
+#include "tests/engine/kv/laser_kv/laser_kv_driver.h"
+
+namespace kvstream {
+namespace {
+
+LaserKvConfig Config(std::map<std::string, KnobValue> knobs) {
+  StrategyConfig c;
+  c.strategy = "laser_kv";
+  c.knobs = std::move(knobs);
+  auto r = ParseLaserKvConfig(c, 1 << 17);
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r.ok() ? *r : LaserKvConfig{};
+}
+
+TEST(LaserKvCuda, LaunchersKeepTheTwinsSet) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  KvGeometry cpu = testing::LaserGeometry(3, 12, 4, 128);
+  KvGeometry gpu = cpu;
+  gpu.device = c10::Device(c10::kCUDA, 0);
+  for (const char* mode : {"ACCUMULATE", "RECURSIVE"}) {
+    for (const char* lsh : {"MAGICPIG_BASELINE", "FREQUENCY_RANK"}) {
+      const auto cfg = Config({{"budget", int64_t{600}}, {"block_size", int64_t{512}}, {"query_len", int64_t{32}},
+                               {"compression_mode", std::string(mode)}, {"lsh_mode", std::string(lsh)},
+                               {"hybrid_ratio", 0.5}});
+      LaserKvSequenceCache a(cpu, cfg, 2100), b(gpu, cfg, 2100);
+      ASSERT_TRUE(testing::DriveLaser(a, cpu, 2080, 3).ok());
+      ASSERT_TRUE(testing::DriveLaser(b, gpu, 2080, 3).ok());
+      const auto& pa = a.held_positions();
+      const auto& pb = b.held_positions();
+      ASSERT_EQ(pa.size(), pb.size()) << mode << lsh;
+      std::vector<int32_t> common;
+      std::set_intersection(pa.begin(), pa.end(), pb.begin(), pb.end(), std::back_inserter(common));
+      EXPECT_GE(common.size(), pa.size() * 98 / 100) << mode << lsh;
+      std::vector<int64_t> p64(pb.begin(), pb.end());
+      for (int64_t l = 0; l < gpu.n_layers; ++l) {
+        EXPECT_TRUE(at::equal(b.layer_keys(l).cpu(), testing::SynthRows(l, p64, gpu.n_kv_heads, gpu.head_dim, 2.0)));
+      }
+      EXPECT_EQ(a.Report().stats.at("picks_lsh"), b.Report().stats.at("picks_lsh"));
+    }
+  }
+  KvGeometry bf = gpu;
+  bf.dtype = at::kBFloat16;
+  LaserKvSequenceCache c(bf, Config({{"budget", int64_t{600}}, {"block_size", int64_t{512}}, {"query_len", int64_t{32}}}),
+                         2100);
+  ASSERT_TRUE(testing::DriveLaser(c, bf, 2080, 3).ok());
+  // A = W = 150, G = 300: block 0 keeps its 212 middle tokens, blocks 1-3 pick 300 each, + the last tail.
+  EXPECT_EQ(c.kept_after_prefill(), 150 + 212 + 3 * 300 + 150);
+}
+
+}  // namespace
+}  // namespace kvstream
