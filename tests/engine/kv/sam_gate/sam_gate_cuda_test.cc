@@ -172,10 +172,14 @@ TEST(SamGateCuda, RealModelBf16AgreesWithCpuFp32) {
     ASSERT_EQ(rc.layers.size(), rg.layers.size());
     for (size_t l = 0; l < rc.layers.size(); ++l) {
       // (calibrate: the proposed regime of a layer at a threshold may flip)
-      if (!s.kv.knobs.count("calibrate")) EXPECT_EQ(rc.layers[l].detail, rg.layers[l].detail) << label << " layer " << l;
+      if (!s.kv.knobs.count("calibrate")) {
+        EXPECT_EQ(rc.layers[l].detail, rg.layers[l].detail) << label << " layer " << l;
+      }
       EXPECT_EQ(rc.layers[l].bytes, rg.layers[l].bytes) << label << " layer " << l;
       const double fc = rc.layers[l].stats.at("f"), fg = rg.layers[l].stats.at("f");
-      if (!std::isnan(fc)) EXPECT_NEAR(fg, fc, 0.1 * std::abs(fc) + 1e-3) << label << " layer " << l;
+      if (!std::isnan(fc)) {
+        EXPECT_NEAR(fg, fc, 0.1 * std::abs(fc) + 1e-3) << label << " layer " << l;
+      }
     }
   }
 }

@@ -48,6 +48,14 @@ TEST(SamGateModel, WholeContextWindowTracksDense) {
   for (size_t i = 0; i < (*d)[0].logprobs.size(); ++i)
     worst = std::max(worst, static_cast<double>(std::abs((*s)[0].logprobs[i] - (*d)[0].logprobs[i])));
   EXPECT_LT(worst, 5e-2) << "bf16 ring on CPU";
+  // The first token comes from the prefill, exact over fp32 staging (C1):
+  // equal to dense. Every later difference is the ring's bf16 rounding of
+  // K/V (README "SAM-Gate" decision: the CPU 16-bit ring stores bf16), about
+  // 2^-9 relative per element; the §9 6(a) 1e-3 bound holds against a
+  // same-rounding reference (attention level: sam_gate_cache_test) and on
+  // CUDA, where dense K/V are bf16 too (sam_gate_cuda_test).
+  ASSERT_FALSE((*s)[0].logprobs.empty());
+  EXPECT_EQ((*s)[0].logprobs[0], (*d)[0].logprobs[0]);
   RecordProperty("max_logprob_diff_vs_dense", std::to_string(worst));
   const CacheReport& r = (*s)[0].cache;
   EXPECT_EQ(r.strategy, "sam_gate");
