@@ -19,6 +19,7 @@ int RunKnobs(const ParsedArgs& args);     // info_cmds.cc (no server)
 int RunHealth(const ParsedArgs& args);    // health_cmd.cc
 int RunBench(const ParsedArgs& args);     // bench_cmd.cc
 int RunEval(const ParsedArgs& args);      // eval_cmd.cc
+int RunCalibrate(const ParsedArgs& args);  // calibrate_cmd.cc
 int RunRender(const ParsedArgs& args);    // eval_cmd.cc: a saved eval report, no server
 
 // The generate summary line (stderr): tokens, TTFT, tok/s, KV bytes,

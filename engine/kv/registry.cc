@@ -7,7 +7,10 @@
 #include "engine/kv/dense/dense_cache.h"
 #include "engine/kv/dense/paged_dense.h"
 #include "engine/kv/entmax_kv/entmax_kv_strategy.h"
+#include "engine/kv/laser_kv/laser_kv_strategy.h"
 #include "engine/kv/sam_gate/sam_gate_strategy.h"
+#include "engine/kv/spectral_quant/sq_strategy.h"
+#include "engine/status_macros.h"
 
 namespace kvstream {
 
@@ -35,6 +38,9 @@ absl::StatusOr<std::unique_ptr<StrategyRegistry>> StrategyRegistry::Create(
     reg->strategies_["entmax_kv"] = std::make_unique<EntmaxKvStrategy>(geometry, geometry.kv_pool_bytes);
   }
   reg->strategies_["sam_gate"] = std::make_unique<SamGateStrategy>(geometry);
+  reg->strategies_["laser_kv"] = std::make_unique<LaserKvStrategy>(geometry);
+  // SpectralQuant loads the model's calibration profiles (calibrating once if none).
+  KV_ASSIGN_OR_RETURN(reg->strategies_["spectral_quant"], SpectralQuantStrategy::Create(geometry));
   return reg;
 }
 

@@ -175,6 +175,7 @@ at::Tensor LlamaModel::Project(const at::Tensor& x, const Linear& w) const {
     PackedMatmul(*w.packed, xc.const_data_ptr<float>(), x.size(0), y.mutable_data_ptr<float>());
     return w.b.defined() ? y.add_(w.b) : y;
   }
+  if (auto y = SkinnyLinear(x, w.w, w.b)) return *std::move(y);  // CUDA decode: our GEMV
   return w.b.defined() ? at::linear(x, w.w, w.b) : at::linear(x, w.w);
 }
 
@@ -305,8 +306,14 @@ absl::StatusOr<at::Tensor> LlamaModel::FusedLayers(at::Tensor x, const at::Tenso
   for (int64_t l = 0; l < config_.n_layers; ++l) {
     const LayerWeights& L = layers_[l];
     // ---- attention ------------------------------------------------------
-    KV_RETURN_IF_ERROR(AddRmsNorm(x, delta, L.attn_norm, h, config_.rms_eps));
-    at::Tensor qkv = Project(h, L.qkv);
+    at::Tensor qkv;
+    if (auto f = SkinnyNormLinear(x, delta, L.attn_norm, config_.rms_eps, L.qkv.w, L.qkv.b)) {
+      if (f->residual.defined()) x = f->residual;  // 1-2 decode rows: add + norm + qkv in one kernel
+      qkv = f->y;
+    } else {
+      KV_RETURN_IF_ERROR(AddRmsNorm(x, delta, L.attn_norm, h, config_.rms_eps));
+      qkv = Project(h, L.qkv);
+    }
     KV_RETURN_IF_ERROR(RopeQk(qkv, positions, rope_.inv_freq(), H, Hkv, D));
     at::Tensor q = qkv.narrow(1, 0, H * D).view({N, H, D});
     at::Tensor k = qkv.narrow(1, H * D, Hkv * D).view({N, Hkv, D});
@@ -318,8 +325,15 @@ absl::StatusOr<at::Tensor> LlamaModel::FusedLayers(at::Tensor x, const at::Tenso
     }
     delta = Project(gt.out.view({N, H * D}), L.o);
     // ---- SwiGLU MLP -----------------------------------------------------
-    KV_RETURN_IF_ERROR(AddRmsNorm(x, delta, L.ffn_norm, h, config_.rms_eps));
-    KV_ASSIGN_OR_RETURN(at::Tensor act, SiluMul(Project(h, L.gate_up)));
+    at::Tensor gate_up;
+    if (auto f = SkinnyNormLinear(x, delta, L.ffn_norm, config_.rms_eps, L.gate_up.w, L.gate_up.b)) {
+      x = f->residual;
+      gate_up = f->y;
+    } else {
+      KV_RETURN_IF_ERROR(AddRmsNorm(x, delta, L.ffn_norm, h, config_.rms_eps));
+      gate_up = Project(h, L.gate_up);
+    }
+    KV_ASSIGN_OR_RETURN(at::Tensor act, SiluMul(gate_up));
     delta = Project(act, L.down);
   }
   return x.add_(delta);

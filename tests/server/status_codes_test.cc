@@ -61,10 +61,11 @@ TEST_F(StatusCodes, PromptPlusMaxNewOverContextNamesBothNumbers) {
   ExpectStatus(Generate(*server_->Stub(), req).status, grpc::StatusCode::INVALID_ARGUMENT, {"8100", "200", "8192"});
 }
 
-TEST_F(StatusCodes, StrategyNotBuiltIsUnimplementedNamingIt) {
+TEST_F(StatusCodes, LaserKvKnobOutOfRangeNamesFieldAndRange) {
   v1::GenerateRequest req = GreedyRequest("hi", 4);
-  req.mutable_kv_compression()->mutable_spectral_quant();
-  ExpectStatus(Generate(*server_->Stub(), req).status, grpc::StatusCode::UNIMPLEMENTED, {"spectral_quant"});
+  req.mutable_kv_compression()->mutable_laser_kv()->set_num_tables(1);
+  ExpectStatus(Generate(*server_->Stub(), req).status, grpc::StatusCode::INVALID_ARGUMENT,
+               {"kv_compression.laser_kv.num_tables"});
 }
 
 TEST_F(StatusCodes, AkvKnobOutOfRangeNamesFieldAndRange) {

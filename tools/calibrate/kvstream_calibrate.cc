@@ -21,6 +21,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "engine/kv/spectral_quant/sq_calibrate.h"
+#include "engine/kv/spectral_quant/sq_strategy.h"
 #include "engine/model/llama_model.h"
 #include "engine/model/loader/weights.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -29,7 +30,10 @@
 ABSL_FLAG(std::string, model, "", "GGUF file or Hugging Face folder (required)");
 ABSL_FLAG(std::string, corpus, "data/calibration/corpus.txt",
           "texts separated by '---' lines (see data/calibration/README.md)");
-ABSL_FLAG(std::string, out, "", "output .sqcal (default: default.sqcal beside the model)");
+ABSL_FLAG(std::string, out, "",
+          "output .sqcal (default: default.sqcal beside the model; 'user-cache': default.sqcal in the user "
+          "cache the server also searches, ~/.cache/kvstream/sqcal/<model hash>/)");
+ABSL_FLAG(bool, skip_existing, false, "do nothing if --out already holds a valid profile of this model");
 ABSL_FLAG(std::string, device, "auto", "auto | cpu | cuda");
 ABSL_FLAG(int32_t, threads, 0, "CPU threads (0 = all cores)");
 ABSL_FLAG(bool, quiet, false, "no progress bar");
@@ -66,6 +70,22 @@ int main(int argc, char** argv) {
   }
   std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) out = (std::filesystem::absolute(model_path).parent_path() / "default.sqcal").string();
+  if (out == "user-cache") {
+    auto h = kvstream::SqModelHash(model_path);
+    if (!h.ok()) return Fail(h.status());
+    const std::filesystem::path dir = kvstream::SqUserCacheDir(*h);
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    out = (dir / "default.sqcal").string();
+  }
+  if (absl::GetFlag(FLAGS_skip_existing) && std::filesystem::exists(out)) {
+    auto h = kvstream::SqModelHash(model_path);
+    auto have = kvstream::ReadSqcal(out);
+    if (h.ok() && have.ok() && have->model_hash == *h) {
+      std::fprintf(stderr, "%s is up to date\n", out.c_str());
+      return 0;
+    }
+  }
   const std::string dev = absl::GetFlag(FLAGS_device);
   if (dev != "auto" && dev != "cpu" && dev != "cuda") {
     std::fprintf(stderr, "error: --device must be auto, cpu or cuda (got '%s')\n", dev.c_str());

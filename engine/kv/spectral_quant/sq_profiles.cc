@@ -24,7 +24,7 @@ namespace kvstream {
 namespace fs = std::filesystem;
 namespace {
 
-fs::path UserCacheDir(uint64_t hash) {
+fs::path UserCacheDirPath(uint64_t hash) {
   fs::path base;
   if (const char* x = std::getenv("XDG_CACHE_HOME"); x != nullptr && *x != '\0') {
     base = x;
@@ -100,10 +100,12 @@ absl::StatusOr<SqProfile> CalibrateAtStart(const KvGeometry& g, uint64_t hash, c
 
 }  // namespace
 
+std::string SqUserCacheDir(uint64_t model_hash) { return UserCacheDirPath(model_hash).string(); }
+
 absl::StatusOr<std::vector<std::shared_ptr<const SqProfile>>> SqLoadProfiles(const KvGeometry& g, bool calibrate) {
   KV_ASSIGN_OR_RETURN(const uint64_t hash, SqModelHash(g.model_path));
   const fs::path model_dir = fs::absolute(fs::path(g.model_path)).parent_path();
-  const fs::path cache_dir = UserCacheDir(hash);
+  const fs::path cache_dir = UserCacheDirPath(hash);
   std::map<std::string, std::shared_ptr<const SqProfile>> found;
   KV_RETURN_IF_ERROR(LoadDir(model_dir, hash, g, &found));
   KV_RETURN_IF_ERROR(LoadDir(cache_dir, hash, g, &found));

@@ -144,5 +144,8 @@ int64_t SqRecordBytesPerToken(const SqLayerPlan& lp, int64_t n_kv_heads, int qjl
 
 // Profiles for a model (see the header comment); `calibrate` false = load only.
 absl::StatusOr<std::vector<std::shared_ptr<const SqProfile>>> SqLoadProfiles(const KvGeometry& g, bool calibrate);
+// Where profiles of the model with this hash are cached outside the model's
+// folder: $XDG_CACHE_HOME (else ~/.cache)/kvstream/sqcal/<hash as 16 hex>.
+std::string SqUserCacheDir(uint64_t model_hash);
 
 }  // namespace kvstream

@@ -70,8 +70,8 @@ TEST(EngineValidation, RejectsBadRequestsNamingTheField) {
   EXPECT_NE(engine->Validate(s).message().find("sampling.top_p"), std::string::npos);
 
   s = testing::GreedySpec({1, 2}, 4);
-  s.kv.strategy = "spectral_quant";
-  EXPECT_EQ(engine->Validate(s).code(), absl::StatusCode::kUnimplemented);
+  s.kv.strategy = "no_such_strategy";
+  EXPECT_EQ(engine->Validate(s).code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(DenseCacheReport, CountsAllocatedBlocksAndFreesAtFinish) {
