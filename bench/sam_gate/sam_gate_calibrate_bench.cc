@@ -13,11 +13,11 @@
 // instruction. One new token per prompt: the probe runs at the end of the
 // prompt, so decoding further adds nothing.
 //
-//   KVSTREAM_THREADS=2 OMP_WAIT_POLICY=passive build/sam_gate_calibrate_bench \
-//     --model=models/SmolLM2-135M-Instruct.Q4_1.gguf --prompts=56 \
-//     --json=bench/results/sam_gate_calibration_smollm2.json \
-//     --txt=bench/results/sam_gate_calibration_smollm2.txt \
-//     --profile=data/profiles/SmolLM2-135M-Instruct.Q4_1.sam_gate.json
+//   KVSTREAM_THREADS=2 OMP_WAIT_POLICY=passive build/sam_gate_calibrate_bench
+//     --prompts=50 --json=bench/results/sam_gate_calibration_smollm2.json
+//     --txt=bench/results/sam_gate_calibration_smollm2.txt
+//     --profile=data/profiles/SmolLM2-135M-Instruct.Q4_1.gguf.sam_gate.json
+//   (one command line; the model defaults to the bundled SmolLM2 file)
 #include <algorithm>
 #include <chrono>
 #include <cmath>
