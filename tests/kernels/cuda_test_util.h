@@ -1,11 +1,15 @@
 // Shared by the CUDA-vs-twin tests: skip (with the reason) where no CUDA
-// device is present (CI, the development machine), and assert on CUDA calls.
+// device is present (CI, the development machine), assert on CUDA calls, and
+// an arena of device buffers with uploads and downloads.
 #pragma once
 
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstddef>
 #include <string>
+#include <vector>
 
 namespace kvstream::testing {
 
@@ -30,5 +34,36 @@ inline bool HaveDevice(std::string* why) {
     std::string why_;                                                  \
     if (!::kvstream::testing::HaveDevice(&why_)) GTEST_SKIP() << why_; \
   } while (0)
+
+// Owns device allocations (freed on scope exit). Families add their own
+// poisoning and structured uploads on top.
+struct DeviceArena {
+  std::vector<void*> allocs;
+  DeviceArena() = default;
+  DeviceArena(const DeviceArena&) = delete;
+  DeviceArena& operator=(const DeviceArena&) = delete;
+  ~DeviceArena() {
+    for (void* a : allocs) cudaFree(a);
+  }
+  void* Alloc(size_t bytes) {
+    void* d = nullptr;
+    if (cudaMalloc(&d, std::max<size_t>(bytes, 16)) != cudaSuccess) return nullptr;
+    allocs.push_back(d);
+    return d;
+  }
+  template <class T>
+  T* Up(const std::vector<T>& v) {
+    T* d = static_cast<T*>(Alloc(v.size() * sizeof(T)));
+    if (d && !v.empty()) cudaMemcpy(d, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice);
+    return d;
+  }
+};
+
+template <class T>
+std::vector<T> Down(const T* d, size_t n) {
+  std::vector<T> v(n);
+  if (n > 0) cudaMemcpy(v.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost);
+  return v;
+}
 
 }  // namespace kvstream::testing

@@ -16,29 +16,6 @@
 
 namespace kvstream::testing {
 
-// Owns device allocations (freed on scope exit).
-struct DeviceArena {
-  std::vector<void*> allocs;
-  DeviceArena() = default;
-  DeviceArena(const DeviceArena&) = delete;
-  DeviceArena& operator=(const DeviceArena&) = delete;
-  ~DeviceArena() {
-    for (void* a : allocs) cudaFree(a);
-  }
-  void* Alloc(size_t bytes) {
-    void* d = nullptr;
-    if (cudaMalloc(&d, std::max<size_t>(bytes, 16)) != cudaSuccess) return nullptr;
-    allocs.push_back(d);
-    return d;
-  }
-  template <class T>
-  T* Up(const std::vector<T>& v) {
-    T* d = static_cast<T*>(Alloc(v.size() * sizeof(T)));
-    if (d != nullptr && !v.empty()) cudaMemcpy(d, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice);
-    return d;
-  }
-};
-
 template <class T>
 void Down(const T* d, std::vector<T>* v) {
   if (!v->empty()) cudaMemcpy(v->data(), d, v->size() * sizeof(T), cudaMemcpyDeviceToHost);

@@ -12,34 +12,7 @@
 
 namespace kvstream::testing {
 
-struct DevArena {
-  std::vector<void*> allocs;
-  DevArena() = default;
-  DevArena(const DevArena&) = delete;
-  DevArena& operator=(const DevArena&) = delete;
-  ~DevArena() {
-    for (void* a : allocs) cudaFree(a);
-  }
-  void* Alloc(size_t bytes) {
-    void* d = nullptr;
-    if (cudaMalloc(&d, std::max<size_t>(bytes, 16)) != cudaSuccess) return nullptr;
-    allocs.push_back(d);
-    return d;
-  }
-  template <class T>
-  T* Up(const std::vector<T>& v) {
-    T* d = static_cast<T*>(Alloc(v.size() * sizeof(T)));
-    if (d != nullptr && !v.empty()) cudaMemcpy(d, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice);
-    return d;
-  }
-};
-
-template <class T>
-std::vector<T> Down(const T* d, size_t n) {
-  std::vector<T> v(n);
-  if (n > 0) cudaMemcpy(v.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost);
-  return v;
-}
+using DevArena = DeviceArena;  // tests/kernels/cuda_test_util.h
 
 // Device pointers of a problem's pool, tables, q and stats (uploaded as they are).
 struct DevProblem {

@@ -16,27 +16,7 @@
 
 namespace kvstream::testing {
 
-// Owns device allocations (freed on scope exit).
-struct LaserDeviceArena {
-  std::vector<void*> allocs;
-  LaserDeviceArena() = default;
-  LaserDeviceArena(const LaserDeviceArena&) = delete;
-  LaserDeviceArena& operator=(const LaserDeviceArena&) = delete;
-  ~LaserDeviceArena() {
-    for (void* a : allocs) cudaFree(a);
-  }
-  void* Alloc(size_t bytes) {
-    void* d = nullptr;
-    if (cudaMalloc(&d, std::max<size_t>(bytes, 16)) != cudaSuccess) return nullptr;
-    allocs.push_back(d);
-    return d;
-  }
-  template <class T>
-  T* Up(const std::vector<T>& v) {
-    auto* d = static_cast<T*>(Alloc(v.size() * sizeof(T)));
-    if (d && !v.empty()) cudaMemcpy(d, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice);
-    return d;
-  }
+struct LaserDeviceArena : DeviceArena {
   // Device buffer of n T filled with the byte `poison`.
   template <class T>
   T* Poisoned(size_t n, uint8_t poison = 0xFF) {
@@ -53,13 +33,6 @@ struct LaserDeviceArena {
     return d;
   }
 };
-
-template <class T>
-std::vector<T> Down(const T* d, size_t n) {
-  std::vector<T> v(n);
-  if (n > 0) cudaMemcpy(v.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost);
-  return v;
-}
 
 // ||got - want|| / ||want|| (0 when both are 0); NaN anywhere gives +inf.
 inline double LaserRelErr(const std::vector<float>& got, const std::vector<float>& want) {

@@ -16,31 +16,7 @@
 
 namespace kvstream::testing {
 
-// Owns device allocations (freed on scope exit).
-struct SamDeviceArena {
-  std::vector<void*> allocs;
-  SamDeviceArena() = default;
-  SamDeviceArena(const SamDeviceArena&) = delete;
-  SamDeviceArena& operator=(const SamDeviceArena&) = delete;
-  ~SamDeviceArena() {
-    for (void* a : allocs) cudaFree(a);
-  }
-  template <class T>
-  T* Up(const std::vector<T>& v) {
-    void* d = nullptr;
-    if (cudaMalloc(&d, std::max<size_t>(v.size() * sizeof(T), 16)) != cudaSuccess) return nullptr;
-    allocs.push_back(d);
-    if (!v.empty()) cudaMemcpy(d, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice);
-    return static_cast<T*>(d);
-  }
-};
-
-template <class T>
-std::vector<T> Down(const T* d, size_t n) {
-  std::vector<T> v(n);
-  if (n > 0) cudaMemcpy(v.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost);
-  return v;
-}
+using SamDeviceArena = DeviceArena;  // tests/kernels/cuda_test_util.h
 
 // Device copy of a host ring (same bytes); desc points at device memory.
 struct SamDeviceRing {

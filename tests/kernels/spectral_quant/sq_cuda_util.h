@@ -15,26 +15,7 @@
 
 namespace kvstream::testing {
 
-struct SqDeviceArena {
-  std::vector<void*> allocs;
-  SqDeviceArena() = default;
-  SqDeviceArena(const SqDeviceArena&) = delete;
-  SqDeviceArena& operator=(const SqDeviceArena&) = delete;
-  ~SqDeviceArena() {
-    for (void* a : allocs) cudaFree(a);
-  }
-  void* Alloc(size_t bytes) {
-    void* d = nullptr;
-    if (cudaMalloc(&d, std::max<size_t>(bytes, 16)) != cudaSuccess) return nullptr;
-    allocs.push_back(d);
-    return d;
-  }
-  template <class T>
-  T* Up(const std::vector<T>& v) {
-    T* d = static_cast<T*>(Alloc(v.size() * sizeof(T)));
-    if (d && !v.empty()) cudaMemcpy(d, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice);
-    return d;
-  }
+struct SqDeviceArena : DeviceArena {
   // n elements filled with the byte pattern of `poison` (NaN for floats).
   template <class T>
   T* Poisoned(size_t n, T poison) {
@@ -42,13 +23,6 @@ struct SqDeviceArena {
     return Up(v);
   }
 };
-
-template <class T>
-std::vector<T> Down(const T* d, size_t n) {
-  std::vector<T> v(n);
-  if (n > 0) cudaMemcpy(v.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost);
-  return v;
-}
 
 // Device copy of a host plan (the view's pointers are device memory).
 inline SqPlanView UploadPlan(const SqTestPlan& p, SqDeviceArena* a) {
