@@ -1,12 +1,4 @@
-// K2 page_criticality and K3 topk_pack on the GPU (entmax_topk.h).
-//
-// K2: a warp per page; each lane holds D/32 dims of the page's kmin/kmax and
-// of the group's queries (fp32 in shared memory), one warp reduction per
-// query head; the group max is taken in registers.
-// K2 fast (CriticalityVecKernel, H/Hs <= 8): a group of D*sizeof(T)/16 lanes
-// per page row, 16-byte loads of kmin and kmax, 64 pages per CTA all in flight
-// (2-8 per group: bf16 D=128 gives 8 groups of 16 lanes, 8 pages each),
-// the list's queries in registers; one row load serves every head of the list.
+// K3 topk_pack on the GPU (entmax_topk.h; K2 is in entmax_criticality.cu).
 // K3: TopkSelectClusterKernel (a cluster of 8 CTAs per row, keys in shared memory,
 // 32-bit radix; below) for rows up to ~400K pages; else TopkPackKernel, one CTA per (sequence, selection
 // head): instead of sorting up to P_hist pages, the (n - sinks)-th smallest EntmaxPageRankKey is found by radix
@@ -25,117 +17,7 @@
 namespace kvstream::entmax_detail {
 namespace {
 
-constexpr int kCritThreads = 128;
-constexpr int kCritPagesPerCta = 16;
 constexpr int kPackThreads = 256;
-
-template <class T, int D>
-__global__ void __launch_bounds__(kCritThreads) CriticalityKernel(const EntmaxCriticalityParams p) {
-  static_assert(D % 32 == 0, "lanes split D evenly");
-  constexpr int kPerLane = D / 32;
-  extern __shared__ float qs[];  // [H/Hs, D] fp32 queries of this selection head
-  const EntmaxPagedKv& kv = p.kv;
-  const int b = blockIdx.z, l = blockIdx.y, H = p.query.num_heads;
-  const int per_list = H / p.select_heads, group = H / kv.num_kv_heads;
-  const int64_t qsb = p.query.stride_b ? p.query.stride_b : static_cast<int64_t>(H) * D;
-  const int64_t qsh = p.query.stride_h ? p.query.stride_h : D;
-  const T* q = static_cast<const T*>(p.query.q) + b * qsb;
-  for (int i = threadIdx.x; i < per_list * D; i += blockDim.x) {
-    qs[i] = ToF(q[(l * per_list + i / D) * qsh + i % D]);
-  }
-  __syncthreads();
-  const int MB = kv.max_blocks_per_seq;
-  const EntmaxSeqPages s = EntmaxPagesOf(kv.seq_lens[b], kv.page_size, MB);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int end = min(s.hist, static_cast<int>(blockIdx.x + 1) * kCritPagesPerCta);
-  const T* kmin = static_cast<const T*>(p.stats.kmin);
-  const T* kmax = static_cast<const T*>(p.stats.kmax);
-  for (int pg = blockIdx.x * kCritPagesPerCta + warp; pg < end; pg += kCritThreads / 32) {
-    const int64_t phys = kv.block_table[static_cast<int64_t>(b) * MB + pg];
-    float best = 0.0f;
-    for (int i = 0; i < per_list; ++i) {
-      const int64_t st = (phys * kv.num_kv_heads + (l * per_list + i) / group) * D;
-      float u = 0.0f;
-#pragma unroll
-      for (int k = 0; k < kPerLane; ++k) {
-        const int d = lane + 32 * k;
-        const float qd = qs[i * D + d];
-        u = fmaf(qd, ToF(qd >= 0.0f ? kmax[st + d] : kmin[st + d]), u);
-      }
-      u = WarpSum(u);
-      best = i == 0 ? u : fmaxf(best, u);
-    }
-    if (lane == 0) p.u[(static_cast<int64_t>(b) * p.select_heads + l) * MB + pg] = best;
-  }
-}
-
-constexpr int kVecPagesPerCta = 64;
-
-template <class T, int D, int NH>
-__global__ void __launch_bounds__(kCritThreads) CriticalityVecKernel(const EntmaxCriticalityParams p) {
-  constexpr int kVec = 16 / sizeof(T), kLanes = D / kVec, kGroups = kCritThreads / kLanes;
-  static_assert(kLanes <= 32 && 32 % kLanes == 0, "a page row is a power-of-two lane group within a warp");
-  const EntmaxPagedKv& kv = p.kv;
-  const int b = blockIdx.z, l = blockIdx.y, H = p.query.num_heads;
-  const int nh = H / p.select_heads, g = l * nh / (H / kv.num_kv_heads);
-  const int tid = threadIdx.x, sub = tid % kLanes, grp = tid / kLanes;
-  const int64_t qsb = p.query.stride_b ? p.query.stride_b : static_cast<int64_t>(H) * D;
-  const int64_t qsh = p.query.stride_h ? p.query.stride_h : D;
-  const T* q = static_cast<const T*>(p.query.q) + b * qsb + static_cast<int64_t>(l) * nh * qsh + sub * kVec;
-  float qr[NH][kVec];
-#pragma unroll
-  for (int i = 0; i < NH; ++i) {
-#pragma unroll
-    for (int e = 0; e < kVec; ++e) qr[i][e] = i < nh ? ToF(q[i * qsh + e]) : 0.0f;
-  }
-  const int MB = kv.max_blocks_per_seq;
-  const EntmaxSeqPages s = EntmaxPagesOf(kv.seq_lens[b], kv.page_size, MB);
-  const int first = blockIdx.x * kVecPagesPerCta, end = min(s.hist, first + kVecPagesPerCta);
-  // The CTA's page ids first (one coalesced load, issued beside the seq_lens
-  // load: any entry < MB is readable, and entries past the sequence are never
-  // dereferenced), so the stats loads below are one round trip, not two.
-  __shared__ int64_t rows[kVecPagesPerCta];  // uint4 index of (page, g, lane 0)
-  if (tid < kVecPagesPerCta && first + tid < MB) {
-    rows[tid] = (static_cast<int64_t>(kv.block_table[static_cast<int64_t>(b) * MB + first + tid]) * kv.num_kv_heads + g) *
-                kLanes;
-  }
-  __syncthreads();
-  if (first >= end) return;
-  const uint4* kmin = static_cast<const uint4*>(p.stats.kmin);
-  const uint4* kmax = static_cast<const uint4*>(p.stats.kmax);
-  float* urow = p.u + (static_cast<int64_t>(b) * p.select_heads + l) * MB;
-  // Each group owns kPer consecutive pages of the CTA, all loads issued first.
-  constexpr int kPer = kVecPagesPerCta / kGroups;
-  static_assert(kVecPagesPerCta % kGroups == 0, "pages split evenly over the groups");
-  constexpr int kBatch = kPer < 8 ? kPer : 8;  // at most 8 pages (16 uint4) in registers
-#pragma unroll 1
-  for (int k0 = 0; k0 < kPer; k0 += kBatch) {
-    uint4 lo[kBatch], hi[kBatch];
-#pragma unroll
-    for (int k = 0; k < kBatch; ++k) {
-      const int i = min(grp * kPer + k0 + k, end - first - 1);  // past the end: reload the last page, write nothing
-      lo[k] = kmin[rows[i] + sub], hi[k] = kmax[rows[i] + sub];
-    }
-#pragma unroll
-    for (int k = 0; k < kBatch; ++k) {
-      float mn[kVec], mx[kVec];
-      Vec16<T>::Load(lo[k], mn);
-      Vec16<T>::Load(hi[k], mx);
-      float best = 0.0f;
-#pragma unroll
-      for (int i = 0; i < NH; ++i) {
-        float u = 0.0f;
-#pragma unroll
-        for (int e = 0; e < kVec; ++e) u = fmaf(qr[i][e], qr[i][e] >= 0.0f ? mx[e] : mn[e], u);
-#pragma unroll
-        for (int o = kLanes / 2; o > 0; o >>= 1) u += __shfl_xor_sync(0xffffffffu, u, o);
-        if (i < nh) best = i == 0 ? u : fmaxf(best, u);
-      }
-      const int pg = first + grp * kPer + k0 + k;
-      if (sub == 0 && pg < end) urow[pg] = best;
-    }
-  }
-}
 
 __global__ void __launch_bounds__(kPackThreads) TopkPackKernel(const EntmaxTopkPackParams p) {
   __shared__ akv_detail::SelectScratch ss;
@@ -240,6 +122,23 @@ __device__ void FindBin(uint32_t a0, uint32_t a1, int kk, uint32_t* wsum, uint32
   __syncthreads();
 }
 
+// This warp's slice [*lo, *hi) of n keys (slices of whole 32-key rows, warp
+// order = key order) and how many of its keys are < thr and == thr.
+__device__ __forceinline__ void CountWarpSlice(const uint32_t* keys, int n, uint32_t thr, int* lo, int* hi,
+                                               int* c_lt, int* c_eq) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int w = ((n + kSelWarps - 1) / kSelWarps + 31) / 32 * 32;
+  *lo = min(warp * w, n), *hi = min(*lo + w, n);
+  int lt = 0, eq = 0;
+  for (int base = *lo; base < *hi; base += 32) {
+    const int i = base + lane;
+    const uint32_t key = i < *hi ? keys[i] : 0xffffffffu;
+    lt += __popc(__ballot_sync(0xffffffffu, i < *hi && key < thr));
+    eq += __popc(__ballot_sync(0xffffffffu, i < *hi && key == thr));
+  }
+  *c_lt = lt, *c_eq = eq;
+}
+
 __global__ void __cluster_dims__(kSelCluster, 1, 1) __launch_bounds__(kSelThreads)
     TopkSelectClusterKernel(const EntmaxTopkPackParams p) {
   namespace cg = cooperative_groups;
@@ -309,15 +208,8 @@ __global__ void __cluster_dims__(kSelCluster, 1, 1) __launch_bounds__(kSelThread
     }
     const uint32_t thr = prefix;  // the n-th smallest key; take the first kk keys equal to it
     // Counts per warp (warp w: a contiguous slice of this CTA's pages), per CTA.
-    const int Ww = ((cnt_here + kSelWarps - 1) / kSelWarps + 31) / 32 * 32;
-    const int wlo = min(warp * Ww, cnt_here), whi = min(wlo + Ww, cnt_here);
-    int c_lt = 0, c_eq = 0;
-    for (int base = wlo; base < whi; base += 32) {
-      const int i = base + lane;
-      const uint32_t key = i < whi ? keys[i] : 0xffffffffu;
-      c_lt += __popc(__ballot_sync(0xffffffffu, i < whi && key < thr));
-      c_eq += __popc(__ballot_sync(0xffffffffu, i < whi && key == thr));
-    }
+    int wlo, whi, c_lt, c_eq;
+    CountWarpSlice(keys, cnt_here, thr, &wlo, &whi, &c_lt, &c_eq);
     if (lane == 0) w_lt[warp] = c_lt, w_eq[warp] = c_eq;
     __syncthreads();
     if (tid == 0) {
@@ -402,15 +294,8 @@ __global__ void __launch_bounds__(kSelThreads) TopkSelectCtaKernel(const EntmaxT
     }
     const uint32_t thr = prefix;  // the n-th smallest key; take the first kk keys equal to it
     // Ordered emit: warp w owns pages [w*W, (w+1)*W); count, prefix over warps, write.
-    const int W = ((hist_n + kSelWarps - 1) / kSelWarps + 31) / 32 * 32;
-    const int lo = min(warp * W, hist_n), hi = min(lo + W, hist_n);
-    int c_lt = 0, c_eq = 0;
-    for (int base = lo; base < hi; base += 32) {
-      const int pg = base + lane;
-      const uint32_t key = pg < hi ? keys[pg] : 0xffffffffu;
-      c_lt += __popc(__ballot_sync(0xffffffffu, pg < hi && key < thr));
-      c_eq += __popc(__ballot_sync(0xffffffffu, pg < hi && key == thr));
-    }
+    int lo, hi, c_lt, c_eq;
+    CountWarpSlice(keys, hist_n, thr, &lo, &hi, &c_lt, &c_eq);
     if (lane == 0) w_lt[warp] = c_lt, w_eq[warp] = c_eq;
     __syncthreads();
     int lt_before = 0, eq_before = 0;
@@ -446,31 +331,6 @@ constexpr int kSelMaxSliceBytes = 200 * 1024;
 }  // namespace kvstream::entmax_detail
 
 namespace kvstream {
-
-cudaError_t LaunchEntmaxCriticality(const EntmaxCriticalityParams& p, cudaStream_t stream) {
-  if (EntmaxCriticalityValidate(p) != nullptr) return cudaErrorInvalidValue;
-  if (p.kv.batch == 0) return cudaSuccess;
-  if (p.kv.batch > 65535 || p.select_heads > 65535) return cudaErrorInvalidValue;
-  const int per_list = p.query.num_heads / p.select_heads;
-  const size_t smem = static_cast<size_t>(per_list) * p.kv.head_dim * sizeof(float);
-  const dim3 grid((p.kv.max_blocks_per_seq + entmax_detail::kCritPagesPerCta - 1) / entmax_detail::kCritPagesPerCta,
-                  p.select_heads, p.kv.batch);
-  if (per_list <= 8) {
-    const dim3 vgrid((p.kv.max_blocks_per_seq + entmax_detail::kVecPagesPerCta - 1) / entmax_detail::kVecPagesPerCta,
-                     p.select_heads, p.kv.batch);
-    return entmax_detail::DispatchTypeDim(p.kv.dtype, p.kv.head_dim, [&]<class T, int D>() {
-      if (per_list <= 1) entmax_detail::CriticalityVecKernel<T, D, 1><<<vgrid, entmax_detail::kCritThreads, 0, stream>>>(p);
-      else if (per_list <= 2) entmax_detail::CriticalityVecKernel<T, D, 2><<<vgrid, entmax_detail::kCritThreads, 0, stream>>>(p);
-      else if (per_list <= 4) entmax_detail::CriticalityVecKernel<T, D, 4><<<vgrid, entmax_detail::kCritThreads, 0, stream>>>(p);
-      else entmax_detail::CriticalityVecKernel<T, D, 8><<<vgrid, entmax_detail::kCritThreads, 0, stream>>>(p);
-      return cudaGetLastError();
-    });
-  }
-  return entmax_detail::DispatchTypeDim(p.kv.dtype, p.kv.head_dim, [&]<class T, int D>() {
-    entmax_detail::CriticalityKernel<T, D><<<grid, entmax_detail::kCritThreads, smem, stream>>>(p);
-    return cudaGetLastError();
-  });
-}
 
 cudaError_t LaunchEntmaxTopkPack(const EntmaxTopkPackParams& p, cudaStream_t stream) {
   if (EntmaxTopkPackValidate(p) != nullptr) return cudaErrorInvalidValue;
