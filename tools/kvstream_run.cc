@@ -10,6 +10,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_format.h"
+#include "spdlog/sinks/stdout_color_sinks.h"
+#include "spdlog/spdlog.h"
 #include "engine/kv/strategy_config.h"
 #include "engine/runtime/engine.h"
 #include "tools/argv_dashes.h"
@@ -34,6 +36,9 @@ ABSL_FLAG(bool, quiet, false, "print only the figures line");
 int main(int argc, char** argv) {
   kvstream::DashesToUnderscores(argc, argv);
   absl::ParseCommandLine(argc, argv);
+  // stdout carries only the generated text (tests compare it with the
+  // server's stream); the engine's log lines go to stderr.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("kvstream-run"));
   kvstream::EngineOptions opts;
   opts.model_path = absl::GetFlag(FLAGS_model);
   opts.device = absl::GetFlag(FLAGS_device);
