@@ -26,21 +26,17 @@
 #include <string>
 #include <vector>
 
+#include "bench/attention/bench_common.cuh"
 #include "kernels/dense/dense_decode.h"
 
 namespace {
 
+using kvstream::bench::CopyGbps;
+using kvstream::bench::FillRandomBf16;
+using kvstream::bench::Median;
+
 using kvstream::DenseDecodeParams;
 using kvstream::KvDType;
-
-#define BENCH_CHECK(expr)                                                                  \
-  do {                                                                                     \
-    const cudaError_t e_ = (expr);                                                         \
-    if (e_ != cudaSuccess) {                                                               \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                        \
-    }                                                                                      \
-  } while (0)
 
 constexpr int kH = 32, kHkv = 8, kD = 128, kP = 16;
 
@@ -49,47 +45,6 @@ struct Args {
   int iters = 100, warmup = 10;
   bool sweep = true;
 };
-
-// Uniform values in [-1, 1) from a hash of the index (never zeros).
-__global__ void FillRandomBf16(__nv_bfloat16* p, size_t n, uint32_t seed) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    uint32_t x = static_cast<uint32_t>(i) * 0x9e3779b9u ^ seed ^ static_cast<uint32_t>(i >> 32) * 0x85ebca6bu;
-    x ^= x >> 16; x *= 0x7feb352du; x ^= x >> 15; x *= 0x846ca68bu; x ^= x >> 16;
-    p[i] = __float2bfloat16(static_cast<float>(x) * (2.0f / 4294967296.0f) - 1.0f);
-  }
-}
-
-float Median(std::vector<float> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-double CopyGbps(const Args& a) {
-  const size_t bytes = size_t(1) << 30;
-  void *src = nullptr, *dst = nullptr;
-  BENCH_CHECK(cudaMalloc(&src, bytes));
-  BENCH_CHECK(cudaMalloc(&dst, bytes));
-  FillRandomBf16<<<1024, 256>>>(static_cast<__nv_bfloat16*>(src), bytes / 2, 1);
-  BENCH_CHECK(cudaGetLastError());
-  cudaEvent_t e0, e1;
-  BENCH_CHECK(cudaEventCreate(&e0));
-  BENCH_CHECK(cudaEventCreate(&e1));
-  std::vector<float> ms;
-  for (int i = 0; i < 5 + 30; ++i) {
-    BENCH_CHECK(cudaEventRecord(e0));
-    BENCH_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice));
-    BENCH_CHECK(cudaEventRecord(e1));
-    BENCH_CHECK(cudaEventSynchronize(e1));
-    float t = 0;
-    BENCH_CHECK(cudaEventElapsedTime(&t, e0, e1));
-    if (i >= 5) ms.push_back(t);
-  }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  cudaFree(src);
-  cudaFree(dst);
-  return 2.0 * bytes / (Median(ms) * 1e-3) / 1e9;
-}
 
 struct Result {
   int batch, tokens, splits, ctas_per_sm;
@@ -238,7 +193,7 @@ int main(int argc, char** argv) {
   const Args a = Parse(argc, argv);
   cudaDeviceProp prop{};
   BENCH_CHECK(cudaGetDeviceProperties(&prop, 0));
-  const double copy = CopyGbps(a);
+  const double copy = CopyGbps();
   int ctas = 0;
   BENCH_CHECK(kvstream::DenseDecodeOccupancy(kD, KvDType::kBf16, kH / kHkv, &ctas));
   std::printf("device %s, %d SMs, L2 %d MiB; copy %.0f GB/s; %d CTAs/SM (planner assumes %d)\n", prop.name,

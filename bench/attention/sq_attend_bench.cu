@@ -28,21 +28,18 @@
 #include <string>
 #include <vector>
 
+#include "bench/attention/bench_common.cuh"
 #include "kernels/dense/dense_decode.h"
 #include "kernels/spectral_quant/spectral_quant.h"
 
 namespace {
 
-using kvstream::SqAttendParams;
+using kvstream::bench::CopyGbps;
+using kvstream::bench::FillRandomBf16;
+using kvstream::bench::HashIndex;
+using kvstream::bench::Median;
 
-#define BENCH_CHECK(expr)                                                                         \
-  do {                                                                                            \
-    const cudaError_t e_ = (expr);                                                                \
-    if (e_ != cudaSuccess) {                                                                      \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                               \
-    }                                                                                             \
-  } while (0)
+using kvstream::SqAttendParams;
 
 constexpr int kHq = 32, kHkv = 8, kD = 128, kP = 16;
 constexpr int kKDeff = 4, kVDeff = 50;
@@ -57,62 +54,16 @@ struct Args {
 // field is a code < 2^w).
 __global__ void FillRandomU32(uint32_t* p, size_t n, uint32_t seed) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    uint32_t x = static_cast<uint32_t>(i) * 0x9e3779b9u ^ seed ^ static_cast<uint32_t>(i >> 32) * 0x85ebca6bu;
-    x ^= x >> 16; x *= 0x7feb352du; x ^= x >> 15; x *= 0x846ca68bu; x ^= x >> 16;
-    p[i] = x;
+    p[i] = HashIndex(i, seed);
   }
 }
-// Uniform bf16 in [-1, 1) from the same hash.
-__global__ void FillRandomBf16(__nv_bfloat16* p, size_t n, uint32_t seed) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    uint32_t x = static_cast<uint32_t>(i) * 0x9e3779b9u ^ seed;
-    x ^= x >> 16; x *= 0x7feb352du; x ^= x >> 15; x *= 0x846ca68bu; x ^= x >> 16;
-    p[i] = __float2bfloat16(static_cast<float>(x) * (2.0f / 4294967296.0f) - 1.0f);
-  }
-}
-
 // Uniform fp32 in [-1, 1) from the same hash.
 __global__ void FillRandomF32(float* p, size_t n, uint32_t seed) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    uint32_t x = static_cast<uint32_t>(i) * 0x9e3779b9u ^ seed;
-    x ^= x >> 16; x *= 0x7feb352du; x ^= x >> 15; x *= 0x846ca68bu; x ^= x >> 16;
-    p[i] = static_cast<float>(x) * (2.0f / 4294967296.0f) - 1.0f;
+    p[i] = static_cast<float>(HashIndex(i, seed)) * (2.0f / 4294967296.0f) - 1.0f;
   }
 }
 
-float Median(std::vector<float> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-double CopyGbps() {
-  const size_t bytes = size_t(1) << 30;
-  void *src = nullptr, *dst = nullptr;
-  BENCH_CHECK(cudaMalloc(&src, bytes));
-  BENCH_CHECK(cudaMalloc(&dst, bytes));
-  FillRandomU32<<<1024, 256>>>(static_cast<uint32_t*>(src), bytes / 4, 1);
-  BENCH_CHECK(cudaGetLastError());
-  cudaEvent_t e0, e1;
-  BENCH_CHECK(cudaEventCreate(&e0));
-  BENCH_CHECK(cudaEventCreate(&e1));
-  std::vector<float> ms;
-  for (int i = 0; i < 35; ++i) {
-    BENCH_CHECK(cudaEventRecord(e0));
-    BENCH_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice));
-    BENCH_CHECK(cudaEventRecord(e1));
-    BENCH_CHECK(cudaEventSynchronize(e1));
-    float t = 0;
-    BENCH_CHECK(cudaEventElapsedTime(&t, e0, e1));
-    if (i >= 5) ms.push_back(t);
-  }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  cudaFree(src);
-  cudaFree(dst);
-  return 2.0 * bytes / (Median(ms) * 1e-3) / 1e9;
-}
-
-// Median microseconds of `launch(i)` over a.iters launches (events around each).
 template <class F>
 float MedianUs(const Args& a, F launch) {
   for (int i = 0; i < a.warmup; ++i) BENCH_CHECK(launch(i));
