@@ -193,7 +193,12 @@ absl::Status SamGateSequenceCache::InitRing(int64_t layer) {
   d.bits = p.bits;
   d.group_size = config_.quant_group_size;
   d.dropped_mode = config_.dropped_head_mode;
-  if (const char* err = SamRingDescValidate(d, static_cast<int>(H), static_cast<int>(Hk), static_cast<int>(D))) {
+  // Checked on a copy pointing at the host vectors: the validator reads
+  // kept_groups and head_ring_group, which are device pointers on CUDA.
+  SamRingDesc host_view = d;
+  host_view.kept_groups = p.kept.data();
+  host_view.head_ring_group = hrg.data();
+  if (const char* err = SamRingDescValidate(host_view, static_cast<int>(H), static_cast<int>(Hk), static_cast<int>(D))) {
     return absl::InternalError(absl::StrCat("sam_gate layer ", layer, ": ring descriptor: ", err));
   }
   if (geometry_.device.is_cuda()) {
