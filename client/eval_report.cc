@@ -15,16 +15,41 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
+// What the answered requests' cache reports held at their end: KV bytes
+// (device + host) and token slots, beside the tokens they saw. Eviction and
+// windowed strategies hold fewer tokens than they saw; the mean over a
+// context or a passkey cell is what their accuracy was bought with.
+struct Held {
+  int64_t n = 0;
+  double bytes = 0, tokens_held = 0, tokens_seen = 0;
+  void Add(const std::optional<kvstream::v1::CacheReport>& c) {
+    if (!c) return;
+    ++n;
+    bytes += static_cast<double>(c->kv_bytes_device() + c->kv_bytes_host());
+    tokens_held += static_cast<double>(c->tokens_held());
+    tokens_seen += static_cast<double>(c->tokens_seen());
+  }
+  void Fill(Json& j) const {
+    const double d = static_cast<double>(n);
+    j["kv_bytes_held_mean"] = n > 0 ? Json(bytes / d) : Json(nullptr);
+    j["tokens_held_mean"] = n > 0 ? Json(tokens_held / d) : Json(nullptr);
+    j["tokens_seen_mean"] = n > 0 ? Json(tokens_seen / d) : Json(nullptr);
+    j["tokens_held_fraction"] = tokens_seen > 0 ? Json(tokens_held / tokens_seen) : Json(nullptr);
+  }
+};
+
 struct Tally {
   int64_t samples = 0;  // answered (OK)
   int64_t correct = 0;
   std::map<std::string, int64_t> errors;
+  Held held;
   Json ToJson() const {
     Json j;
     j["samples"] = samples;
     j["correct"] = correct;
     j["accuracy"] = samples > 0 ? Json(static_cast<double>(correct) / static_cast<double>(samples)) : Json(nullptr);
     j["errors"] = errors;
+    held.Fill(j);
     return j;
   }
 };
@@ -50,6 +75,7 @@ Json RetrievalJson(const EvalResults& r, size_t run, EvalTask task) {
       }
       ++t->samples;
       if (AnswerMatches(o.text, ec.answer)) ++t->correct;
+      t->held.Add(o.cache);
     }
   }
   Json j = all.ToJson();
@@ -80,6 +106,7 @@ Json PplJson(const EvalResults& r, size_t run) {
     int64_t ref_tokens = 0;
     double ratio_sum = 0;  // KV compression ratio of the documents (their cache reports)
     int64_t ratio_n = 0;
+    Held held;
   };
   std::map<int32_t, Acc> by_context;
   Acc all;
@@ -97,6 +124,7 @@ Json PplJson(const EvalResults& r, size_t run) {
         a->ratio_sum += o.cache->compression_ratio();
         ++a->ratio_n;
       }
+      a->held.Add(o.cache);
       // The ratio compares the same documents: only those dense scored too.
       if (ref.code == 0 && ref.logprobs.size() == o.logprobs.size()) {
         a->ref_nll += NllSum(ref.logprobs) - NllSum(o.logprobs);
@@ -115,6 +143,7 @@ Json PplJson(const EvalResults& r, size_t run) {
     j["ppl_ratio_vs_dense"] =
         a.ref_tokens > 0 ? Json(std::exp(-a.ref_nll / static_cast<double>(a.ref_tokens))) : Json(nullptr);
     j["compression_ratio"] = a.ratio_n > 0 ? Json(a.ratio_sum / static_cast<double>(a.ratio_n)) : Json(nullptr);
+    a.held.Fill(j);
   };
   Json j;
   fill(j, all);
@@ -269,16 +298,23 @@ std::string EvalTable(const Json& strategies) {
     }
     if (rows.size() < 2) continue;
     absl::StrAppend(&out, "\nby context, ", s["label"].get<std::string>(), "\n",
-                    absl::StrFormat("%8s %8s %8s %9s %9s %8s %8s %9s\n", "context", "passkey", "needle", "ppl",
-                                    "ppl/dense", "agree%", "prefix", "kv ratio"));
+                    absl::StrFormat("%8s %8s %8s %9s %9s %8s %8s %9s %10s %7s\n", "context", "passkey", "needle",
+                                    "ppl", "ppl/dense", "agree%", "prefix", "kv ratio", "kv held", "held%"));
     for (auto& [context, row] : rows) {
-      absl::StrAppend(&out, absl::StrFormat("%8d %8s %8s %9s %9s %8s %8s %9s\n", context,
+      // KV held and the share of token slots kept: the ppl documents where
+      // there are any (they fill the context), else the passkey prompts.
+      const bool ppl = row.count("ppl.kv_bytes_held_mean") && !row["ppl.kv_bytes_held_mean"].is_null();
+      const Json& bytes = row[ppl ? "ppl.kv_bytes_held_mean" : "passkey.kv_bytes_held_mean"];
+      const Json& frac = row[ppl ? "ppl.tokens_held_fraction" : "passkey.tokens_held_fraction"];
+      const std::string held = bytes.is_number() ? absl::StrFormat("%.2f MiB", bytes.get<double>() / 1048576.0) : "-";
+      absl::StrAppend(&out, absl::StrFormat("%8d %8s %8s %9s %9s %8s %8s %9s %10s %7s\n", context,
                                             Cell(row["passkey.accuracy"], "%.1f%%", 100),
                                             Cell(row["needle.accuracy"], "%.1f%%", 100), Cell(row["ppl.ppl"], "%.3f"),
                                             Cell(row["ppl.ppl_ratio_vs_dense"], "%.3f"),
                                             Cell(row["agreement.fully_identical_pct"], "%.1f%%"),
                                             Cell(row["agreement.mean_agreeing_prefix"], "%.1f"),
-                                            Cell(row["ppl.compression_ratio"], "%.2fx")));
+                                            Cell(row["ppl.compression_ratio"], "%.2fx"), held,
+                                            Cell(frac, "%.1f%%", 100)));
     }
   }
   // Passkey accuracy grid per strategy: contexts down, depths across.

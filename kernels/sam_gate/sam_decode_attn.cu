@@ -20,6 +20,7 @@
 #include <cstdint>
 
 #include "kernels/common/device_math.cuh"
+#include "kernels/common/pdl.cuh"
 #include "kernels/cuda_check.h"
 #include "kernels/sam_gate/sam_decode_attn.h"
 
@@ -140,6 +141,10 @@ __device__ void AttendSplit(const AttnArgs& a, const SamRingDesc& r, int j, int 
 template <class T, int D>
 __global__ void __launch_bounds__(kThreads) DecodeAttnKernel(AttnArgs a) {
   __shared__ Shared sm;
+  // Programmatic dependent of sam_kv_write (this step's row) and parent of
+  // the merge or the o-projection: launch latency hides under their tails.
+  PdlWaitForPrerequisite();
+  PdlLaunchDependents();
   const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const SamRingDesc r = a.rings[b];
   const int j = r.head_ring_group[h];
@@ -162,6 +167,8 @@ __global__ void __launch_bounds__(kThreads) DecodeAttnKernel(AttnArgs a) {
 // w_s = exp(lse_s - max lse); dropped heads were written by the main kernel.
 template <class T, int D>
 __global__ void __launch_bounds__(D) MergeKernel(AttnArgs a) {
+  PdlWaitForPrerequisite();  // the partials come from DecodeAttnKernel
+  PdlLaunchDependents();
   const int h = blockIdx.x % a.num_heads, b = blockIdx.x / a.num_heads, c = threadIdx.x;
   if (a.rings[b].head_ring_group[h] < 0) return;
   const int64_t bh = static_cast<int64_t>(b) * a.num_heads + h, prow = bh * a.num_splits;
@@ -185,11 +192,9 @@ cudaError_t Run(const SamDecodeAttnParams& p, cudaStream_t stream) {
              p.v_stride_b ? p.v_stride_b : static_cast<int64_t>(p.num_kv_heads) * D,
              p.num_heads, p.num_heads / p.num_kv_heads, p.num_splits, p.scale * kLog2e};
   const dim3 grid(p.num_splits, p.num_heads, p.num_seqs);
-  DecodeAttnKernel<T, D><<<grid, kThreads, 0, stream>>>(a);
-  KV_CUDA_CHECK(cudaGetLastError());
+  KV_CUDA_CHECK(LaunchPdl(DecodeAttnKernel<T, D>, grid, dim3(kThreads), 0, stream, a));
   if (p.num_splits > 1) {
-    MergeKernel<T, D><<<p.num_seqs * p.num_heads, D, 0, stream>>>(a);
-    KV_CUDA_CHECK(cudaGetLastError());
+    KV_CUDA_CHECK(LaunchPdl(MergeKernel<T, D>, dim3(p.num_seqs * p.num_heads), dim3(D), 0, stream, a));
   }
   return cudaSuccess;
 }

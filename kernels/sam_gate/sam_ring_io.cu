@@ -9,6 +9,7 @@
 
 #include "kernels/akv/akv_device.cuh"
 #include "kernels/common/device_math.cuh"
+#include "kernels/common/pdl.cuh"
 #include "kernels/cuda_check.h"
 #include "kernels/sam_gate/sam_ring_io.h"
 
@@ -41,6 +42,10 @@ struct WriteArgs {
 
 template <class T, int D>
 __global__ void __launch_bounds__(kThreads) KvWriteKernel(WriteArgs a) {
+  // Programmatic dependent of the RoPE / QKV kernel that made k and v; the
+  // attention after it waits for this grid before reading the ring.
+  PdlWaitForPrerequisite();
+  PdlLaunchDependents();
   constexpr int kChunks = D / kChunk;
   const int64_t item = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (item >= static_cast<int64_t>(a.num_rows) * a.num_kv_heads * 2 * kChunks) return;
@@ -131,8 +136,7 @@ cudaError_t RunWrite(const SamKvWriteParams& p, cudaStream_t stream) {
               p.stride_n ? p.stride_n : static_cast<int64_t>(p.num_kv_heads) * D,
               p.num_rows, p.num_seqs, p.num_kv_heads, p.fake_quant_bits};
   const int64_t items = static_cast<int64_t>(p.num_rows) * p.num_kv_heads * 2 * (D / kChunk);
-  KvWriteKernel<T, D><<<Blocks(items), kThreads, 0, stream>>>(a);
-  return cudaGetLastError();
+  return LaunchPdl(KvWriteKernel<T, D>, dim3(Blocks(items)), dim3(kThreads), 0, stream, a);
 }
 
 template <class T>
