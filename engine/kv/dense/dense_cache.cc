@@ -84,6 +84,27 @@ at::Tensor CausalGqaAttention(const at::Tensor& q, const at::Tensor& keys, const
   // of one attention problem over that head's keys.
   const int64_t H = q.size(0), n = q.size(1), D = q.size(2), Hkv = keys.size(0), G = H / Hkv;
   const int64_t T = keys.size(1);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  if (q.is_cuda() && n > 1) {
+    // On the GPU SDPA's fused kernels need 4-D inputs with one KV head per
+    // query head (3-D, or a mask with grouped rows, falls back to the math
+    // path, which materializes [G*n, T] fp32 scores per KV head: 17 GB for a
+    // 4K chunk over 32K keys). The K/V copy is H*T*D, small beside that.
+    at::Tensor q4 = q.unsqueeze(0);
+    at::Tensor k4 = (G > 1 ? keys.repeat_interleave(G, 0) : keys).unsqueeze(0);
+    at::Tensor v4 = (G > 1 ? values.repeat_interleave(G, 0) : values).unsqueeze(0);
+    at::Tensor o;
+    if (past == 0 && T == n) {
+      o = at::scaled_dot_product_attention(q4, k4, v4, std::nullopt, 0.0, /*is_causal=*/true, scale);  // flash
+    } else {
+      // Bottom-right aligned causal mask (query i sees keys j <= past + i),
+      // which is_causal (top-left) does not express: memory-efficient kernel.
+      at::Tensor qi = at::arange(n, at::TensorOptions().device(q.device())).add_(past).view({n, 1});
+      at::Tensor kj = at::arange(T, at::TensorOptions().device(q.device())).view({1, T});
+      o = at::scaled_dot_product_attention(q4, k4, v4, kj.le(qi), 0.0, false, scale);
+    }
+    return o.squeeze(0);
+  }
   at::Tensor qg = q.reshape({Hkv, G * n, D});
   std::optional<at::Tensor> mask;
   if (n > 1) {
@@ -92,7 +113,6 @@ at::Tensor CausalGqaAttention(const at::Tensor& q, const at::Tensor& keys, const
     at::Tensor kj = at::arange(T, at::TensorOptions().device(q.device())).view({1, T});
     mask = kj.le(qi).repeat({G, 1});  // [G*n, T]
   }
-  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   at::Tensor o = at::scaled_dot_product_attention(qg, keys, values, mask, 0.0, false, scale);
   return o.view({H, n, D});
 }

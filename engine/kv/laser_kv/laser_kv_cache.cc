@@ -9,10 +9,15 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/kv/dense/dense_cache.h"
+#include "kernels/dense/dense_decode.h"
 #include "engine/kv/laser_kv/laser_kv_ops.h"
 #include "engine/kv/laser_kv/laser_kv_select.h"
 #include "engine/kv/laser_kv/laser_kv_strategy.h"
 #include "engine/status_macros.h"
+
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+#include <ATen/cuda/CUDAContext.h>
+#endif
 
 namespace kvstream {
 namespace {
@@ -106,13 +111,81 @@ absl::StatusOr<at::Tensor> LaserKvSequenceCache::AppendForward(int64_t layer, co
   }
   ck_[layer].narrow(1, c_len_, n).copy_(k);
   cv_[layer].narrow(1, c_len_, n).copy_(v);
-  at::Tensor out = CausalGqaAttention(q, ck_[layer].narrow(1, 0, c_len_ + n), cv_[layer].narrow(1, 0, c_len_ + n),
-                                      c_len_);
+  at::Tensor out;
+  if (n == 1 && geometry_.device.is_cuda()) {
+    KV_ASSIGN_OR_RETURN(out, DecodeOnDevice(layer, q));
+  } else {
+    out = CausalGqaAttention(q, ck_[layer].narrow(1, 0, c_len_ + n), cv_[layer].narrow(1, 0, c_len_ + n), c_len_);
+  }
   if (layer + 1 == geometry_.n_layers) {
     for (int64_t j = 0; j < n; ++j) c_pos_.push_back(static_cast<int32_t>(seq.start_pos + j));
     c_len_ += n;
   }
   return out;
+}
+
+// Decode on the GPU (§4.5): the compacted cache is exact attention state, so
+// the dense decode kernel reads it as one page per layer: layer l's
+// [Hkv, cap, D] slab is page 0 of a pool with page size cap (the kernel's
+// [NB, Hkv, P, D] layout with NB = 1), block table {0}, live length
+// c_len + 1. The length goes up once per step (layer 0), through pinned
+// memory the caching host allocator keeps until the copy has run.
+absl::StatusOr<at::Tensor> LaserKvSequenceCache::DecodeOnDevice(int64_t layer, const at::Tensor& q) {
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+  const int64_t H = geometry_.n_heads, Hkv = geometry_.n_kv_heads, D = geometry_.head_dim, cap = ck_.size(2);
+  const int64_t len = c_len_ + 1;
+  if (layer == 0 || !decode_meta_.defined()) {
+    at::Tensor host = at::empty({2}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
+    host.mutable_data_ptr<int32_t>()[0] = 0;                           // block table {0}
+    host.mutable_data_ptr<int32_t>()[1] = static_cast<int32_t>(len);  // seq_lens {c_len + 1}
+    decode_meta_ = host.to(geometry_.device, /*non_blocking=*/true);
+  }
+  at::Tensor qc = q.contiguous();  // [H, 1, D]
+  at::Tensor out = at::empty({H, 1, D}, q.options());
+  DenseDecodeParams p;
+  p.q = qc.const_data_ptr();
+  p.q_stride_b = H * D;
+  p.q_stride_h = D;
+  p.k_pool = static_cast<const char*>(ck_.const_data_ptr()) + layer * ck_.stride(0) * ck_.element_size();
+  p.v_pool = static_cast<const char*>(cv_.const_data_ptr()) + layer * cv_.stride(0) * cv_.element_size();
+  p.block_table = decode_meta_.const_data_ptr<int32_t>();
+  p.seq_lens = decode_meta_.const_data_ptr<int32_t>() + 1;
+  p.out = out.mutable_data_ptr();
+  p.out_stride_b = H * D;
+  p.out_stride_h = D;
+  p.batch = 1;
+  p.num_heads = static_cast<int>(H);
+  p.num_kv_heads = static_cast<int>(Hkv);
+  p.head_dim = static_cast<int>(D);
+  p.page_size = static_cast<int>(cap);
+  p.num_blocks = 1;
+  p.max_blocks_per_seq = 1;
+  p.max_seq_len = static_cast<int>(len);
+  p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+  p.dtype = KvDTypeOf(geometry_.dtype);
+  if (!DenseDecodeSupports(p.head_dim, p.dtype)) {
+    return CausalGqaAttention(q, ck_[layer].narrow(1, 0, len), cv_[layer].narrow(1, 0, len), c_len_);
+  }
+  if (num_sms_ == 0) num_sms_ = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  p.num_splits = PlanDenseDecodeSplits(1, p.num_heads, p.num_kv_heads, p.max_seq_len, num_sms_);
+  at::Tensor part;
+  if (p.num_splits > 1) {
+    part = at::empty({H * p.num_splits * (D + 1)}, q.options().dtype(at::kFloat));
+    p.partial_out = part.mutable_data_ptr<float>();
+    p.partial_lse = p.partial_out + H * p.num_splits * D;
+  }
+  if (const char* why = DenseDecodeValidate(p)) {
+    return absl::InternalError(absl::StrCat("laser_kv decode (layer ", layer, "): ", why));
+  }
+  if (cudaError_t e = LaunchDenseDecode(p, at::cuda::getCurrentCUDAStream()); e != cudaSuccess) {
+    return absl::InternalError(absl::StrCat("laser_kv decode (layer ", layer, "): ", cudaGetErrorString(e)));
+  }
+  return out;
+#else
+  (void)layer;
+  (void)q;
+  return absl::FailedPreconditionError("laser_kv: CUDA tensors in a build without CUDA");
+#endif
 }
 
 // Block step (§4.3 step 2): stage the block, attend over past + block + probe,

@@ -92,6 +92,7 @@ class LaserKvSequenceCache final : public SequenceCache {
                                           const at::Tensor& v, const SeqStep& seq);
   absl::StatusOr<at::Tensor> AppendForward(int64_t layer, const at::Tensor& q, const at::Tensor& k,
                                            const at::Tensor& v, const SeqStep& seq);
+  absl::StatusOr<at::Tensor> DecodeOnDevice(int64_t layer, const at::Tensor& q);
   absl::Status CompactBlock(const SeqStep& seq);
   // Gathers `rows` (concatenated index over C, T, block) of every layer into a
   // fresh [Ly, Hkv, cap, D] pair (K8, out of place); `pos` gets their positions.
@@ -110,6 +111,8 @@ class LaserKvSequenceCache final : public SequenceCache {
   // C: [Ly, Hkv, cap, D] K and V, first c_len_ rows used; positions on host.
   at::Tensor ck_, cv_;
   int64_t c_len_ = 0;
+  at::Tensor decode_meta_;  // int32 [2] on the device: block table {0}, seq_lens {c_len + 1}
+  int num_sms_ = 0;
   std::vector<int32_t> c_pos_;
   // T (accumulate): the previous block's local window, [Ly, Hkv, |T|, D].
   at::Tensor tk_, tv_;

@@ -12,6 +12,7 @@
 #include <map>
 #include <string>
 
+#include "engine/kv/dense/dense_cache.h"
 #include "tests/engine/kv/laser_kv/laser_kv_driver.h"
 
 namespace kvstream {
@@ -59,6 +60,37 @@ TEST(LaserKvCuda, LaunchersKeepTheTwinsSet) {
   ASSERT_TRUE(testing::DriveLaser(c, bf, 2080, 3).ok());
   // A = W = 150, G = 300: block 0 keeps its 212 middle tokens, blocks 1-3 pick 300 each, + the last tail.
   EXPECT_EQ(c.kept_after_prefill(), 150 + 212 + 3 * 300 + 150);
+}
+
+// Decode on the GPU reads the compacted cache through the dense decode
+// kernel (one page per layer); it must equal exact attention over the held
+// rows plus the new one, in fp32 and in bf16, at every step and layer.
+TEST(LaserKvCuda, DecodeKernelEqualsAttentionOverTheHeldRows) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  for (const auto dtype : {at::kFloat, at::kBFloat16}) {
+    KvGeometry g = testing::LaserGeometry(2, 8, 2, 128);
+    g.device = c10::Device(c10::kCUDA, 0);
+    g.dtype = dtype;
+    const int64_t P = 3000;
+    LaserKvSequenceCache c(g, Config({{"budget", int64_t{700}}, {"block_size", int64_t{1024}}}), P + 8);
+    ASSERT_TRUE(testing::DriveLaser(c, g, P, 0).ok());
+    at::manual_seed(5);
+    const auto to = at::TensorOptions().device(g.device).dtype(dtype);
+    for (int64_t i = 0; i < 6; ++i) {
+      for (int64_t l = 0; l < g.n_layers; ++l) {
+        at::Tensor q = at::randn({g.n_heads, 1, g.head_dim}, to), k = at::randn({g.n_kv_heads, 1, g.head_dim}, to);
+        at::Tensor v = at::randn({g.n_kv_heads, 1, g.head_dim}, to);
+        at::Tensor keys = at::cat({c.layer_keys(l), k}, 1).to(at::kFloat);
+        at::Tensor values = at::cat({c.layer_values(l), v}, 1).to(at::kFloat);
+        auto o = c.Forward(l, q, k, v, SeqStep{P + i, 1, false, false}, StepContext{i});
+        ASSERT_TRUE(o.ok()) << o.status();
+        at::Tensor want = CausalGqaAttention(q.to(at::kFloat), keys, values, keys.size(1) - 1);
+        const double rel = ((o->to(at::kFloat) - want).abs().max() / want.abs().max()).item<double>();
+        EXPECT_LE(rel, dtype == at::kFloat ? 1e-4 : 2e-2) << "step " << i << " layer " << l;
+      }
+      ASSERT_TRUE(c.EndStep(SeqStep{P + i, 1, false, false}, StepContext{i}).ok());
+    }
+  }
 }
 
 }  // namespace
