@@ -93,8 +93,14 @@ __device__ void AttendSplit(const AttnArgs& a, const SamRingDesc& r, int j, int 
   const uint8_t* kring = r.k + SamRowOffset(j, 0, C, rb);
   const uint8_t* vring = r.v + SamRowOffset(j, 0, C, rb);
   for (int s = beg + warp; s < end; s += kWarps) {
-    if (r.slot_pos[s] < 0) continue;  // warp-uniform
+    // The slot's position and both rows are loaded together (rows of an
+    // empty slot are in bounds, just unused): one memory latency per slot
+    // instead of three dependent ones.
+    const int32_t pos = r.slot_pos[s];
+    float xv[kCpl];
     LoadRow<D, B>(kring + static_cast<int64_t>(s) * rb, c0, r.group_size, x);
+    LoadRow<D, B>(vring + static_cast<int64_t>(s) * rb, c0, r.group_size, xv);
+    if (pos < 0) continue;  // warp-uniform
     float dot = 0.0f;
 #pragma unroll
     for (int e = 0; e < kCpl; ++e) dot = fmaf(q[e], x[e], dot);
@@ -103,9 +109,8 @@ __device__ void AttendSplit(const AttnArgs& a, const SamRingDesc& r, int j, int 
     const float m_new = fmaxf(m, dot);
     const float corr = exp2f(m - m_new), p = exp2f(dot - m_new);
     l = l * corr + p;
-    LoadRow<D, B>(vring + static_cast<int64_t>(s) * rb, c0, r.group_size, x);
 #pragma unroll
-    for (int e = 0; e < kCpl; ++e) acc[e] = fmaf(p, x[e], acc[e] * corr);
+    for (int e = 0; e < kCpl; ++e) acc[e] = fmaf(p, xv[e], acc[e] * corr);
     m = m_new;
   }
   if (lane == 0) {

@@ -35,7 +35,10 @@
 namespace kvstream {
 
 inline constexpr int kSamAttnMaxSplits = 64;
-inline constexpr int kSamAttnMinSplitSlots = 64;  // planner: fewest slots per split
+// Planner: fewest slots per split. Small: a ring is short (W + S <= a few
+// hundred slots) and a warp walks its slots one memory latency each, so the
+// step time is slots per warp x latency; more splits shorten that walk.
+inline constexpr int kSamAttnMinSplitSlots = 16;
 
 struct SamDecodeAttnParams {
   const SamRingDesc* rings = nullptr;  // [B]

@@ -171,7 +171,8 @@ TEST(SamDecodeAttn, BatchOfMixedRegimesEqualsEachSequenceAlone) {
 }
 
 TEST(SamDecodeAttn, PlannerAndValidation) {
-  EXPECT_EQ(PlanSamDecodeSplits(1, 32, 64, 132), 1);     // one split's worth of slots
+  EXPECT_EQ(PlanSamDecodeSplits(1, 32, 16, 132), 1);     // one split's worth of slots
+  EXPECT_EQ(PlanSamDecodeSplits(1, 32, 128, 132), 8);    // a 128-slot ring: 16 slots per split
   EXPECT_EQ(PlanSamDecodeSplits(1, 8, 4096, 132), 33);   // fill two waves
   EXPECT_EQ(PlanSamDecodeSplits(64, 32, 4096, 132), 1);  // batch already fills the GPU
   SamDecodeAttnParams p;
