@@ -46,9 +46,10 @@ inline constexpr int kSqAttendMaxSplits = 128;
 inline constexpr int kSqAttendSplitAlign = 32;       // split boundaries: multiples of this (one warp chunk)
 inline constexpr int kSqAttendMinSplitKeys = 256;    // planner: fewest keys per split
 inline constexpr int kSqAttendRowTile = 4;           // query rows (hq, t) per CTA
-// CTAs the planner aims for per SM: the decode kernel (D 128, no dense segment)
-// uses 96 registers x 128 threads, so 5 fit; one wave of 4 leaves no tail.
-inline constexpr int kSqAttendCtasPerSm = 4;
+// CTAs the planner aims for per SM (also the kernel's launch bound): the
+// decode kernel's shared memory (D 128, 12 + 14 record words: ~74 KB of
+// 128-key K/V tiles for 4 warps) lets 3 fit in 227 KB; one wave, no tail.
+inline constexpr int kSqAttendCtasPerSm = 3;
 
 struct SqAttendParams {
   const float* q_rot = nullptr;        // [Hq, Tq, D]

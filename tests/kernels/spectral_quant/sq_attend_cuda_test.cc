@@ -1,7 +1,8 @@
 // K2 sq_attend on the device vs its CPU twin (spectral_quant.md §9 test 6):
 // relative error <= 1e-3 with an fp32 dense segment (or none) and <= 1e-2 with
 // bf16, over head_dim 64/128, GQA groups 1/3/4, Tk 1/54/97/4097, one split and
-// the planned split-K, causal prompt chunks, QJL, a strided dense segment.
+// the planned split-K, causal prompt chunks, QJL, a strided dense segment,
+// many 128-key chunks per warp and chunks mixing compressed and dense keys.
 // Fresh random inputs per case; outputs NaN-poisoned before each launch.
 #include <gtest/gtest.h>
 
@@ -116,6 +117,27 @@ TEST(SqAttendCuda, CausalChunkWithDenseSegmentMatchesTwin) {
         CheckAgainstTwin(s, seed++, 1);
         CheckAgainstTwin(s, seed++, 5);
       }
+}
+
+// The kernel walks each warp's share of a split in 128-key chunks (4 keys per
+// lane) with the next chunk's records prefetched a phase ahead: many chunks per
+// warp, a partial last chunk, and chunks that hold compressed and dense keys
+// side by side (the compressed field loop scores stale tile rows there, which
+// the dense dot must not inherit).
+TEST(SqAttendCuda, ManyChunksAndMixedChunksMatchTwin) {
+  SKIP_WITHOUT_DEVICE();
+  uint32_t seed = 800;
+  for (KvDType dt : {KvDType::kFp32, KvDType::kBf16})
+    for (int D : {64, 128}) {
+      SqAttendShape s;
+      s.head_dim = D, s.group = 4, s.num_kv_heads = 2, s.num_keys = 1000, s.num_dense = 301, s.num_queries = 1;
+      s.dense_dtype = dt;
+      SCOPED_TRACE(Name(s));
+      CheckAgainstTwin(s, seed++, 1);
+      CheckAgainstTwin(s, seed++, 3);
+      s.num_queries = 5, s.causal = true;
+      CheckAgainstTwin(s, seed++, 2);
+    }
 }
 
 TEST(SqAttendCuda, MaskFollowsShuffledPositions) {
