@@ -1,0 +1,137 @@
+// SpectralQuant's perplexity gate on the bundled SmolLM2-135M (spectral_quant.md
+// §9 test 8): the engine teacher-forces the next kForced tokens of a real
+// English document (Northanger Abbey, data/corpus, from its Chapter 7; not the
+// calibration corpus) after a kPrompt-token prompt of the same document, and
+// reports the raw-model logprob of each forced token. Perplexity ratio
+// = exp(mean NLL under spectral_quant - mean NLL under dense):
+//  - defaults: <= 1.10 (the spec's initial gate);
+//  - noise_bits=1 and noise_bits=2 + value_noise_bits=1: reported, not gated.
+// The prompt takes two prefill chunks (512 + the rest), so the second chunk
+// attends over the compressed first one, and every forced token is decoded
+// over compressed records (mode a, compress_decode_tokens=true). The profile
+// is the engine's own (loaded beside the model / from the user cache, or
+// calibrated at start on data/calibration/corpus.txt).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tests/engine/engine_fixture.h"
+
+namespace kvstream {
+namespace {
+
+constexpr size_t kPrompt = 640, kForced = 96;
+
+// The document's paragraphs from its CHAPTER 7 heading on, each paragraph's
+// lines re-joined with spaces, paragraphs separated by blank lines.
+std::string Document() {
+  std::ifstream in(testing::SourceDir() + "/data/corpus/northanger_abbey.txt");
+  std::string line, text, para;
+  bool started = false;
+  while (std::getline(in, line) && text.size() < 12000) {
+    if (!started) {
+      started = line == "CHAPTER 7";
+      continue;
+    }
+    if (line.find_first_not_of(" \t\r") == std::string::npos) {
+      if (!para.empty()) text += (text.empty() ? "" : "\n\n") + para;
+      para.clear();
+      continue;
+    }
+    para += (para.empty() ? "" : " ") + line;
+  }
+  return text;
+}
+
+struct Nll {
+  double mean = 0.0;
+  double ppl() const { return std::exp(mean); }
+  CacheReport cache;
+};
+
+// Mean NLL of the forced tokens under `strategy` with `knobs`.
+Nll TeacherForcedNll(Engine* e, const std::vector<int32_t>& prompt, const std::vector<int32_t>& forced,
+                     const std::string& strategy, std::map<std::string, KnobValue> knobs) {
+  GenerateSpec spec = testing::GreedySpec(prompt, static_cast<int32_t>(forced.size()));
+  spec.teacher_forced = forced;
+  spec.kv.strategy = strategy;
+  spec.kv.knobs = std::move(knobs);
+  Nll r;
+  auto out = e->GenerateBatch({spec});
+  EXPECT_TRUE(out.ok()) << strategy << ": " << out.status();
+  if (!out.ok()) return r;
+  const GenerateOutcome& o = (*out)[0];
+  EXPECT_EQ(o.token_ids, forced) << strategy;
+  EXPECT_EQ(o.logprobs.size(), forced.size()) << strategy;
+  for (float lp : o.logprobs) {
+    EXPECT_TRUE(std::isfinite(lp) && lp <= 0.0f) << strategy << ": logprob " << lp;
+    r.mean -= static_cast<double>(lp) / static_cast<double>(o.logprobs.size());
+  }
+  r.cache = o.cache;
+  return r;
+}
+
+struct Doc {
+  std::vector<int32_t> prompt, forced;
+};
+
+const Doc& SharedDoc(Engine* e) {
+  static const Doc d = [&] {
+    Doc d;
+    const std::vector<int32_t> ids = e->tokenizer().Encode(Document(), true);
+    EXPECT_GE(ids.size(), kPrompt + kForced) << "the Chapter 7 text is shorter than the run";
+    if (ids.size() < kPrompt + kForced) return d;
+    d.prompt.assign(ids.begin(), ids.begin() + kPrompt);
+    d.forced.assign(ids.begin() + kPrompt, ids.begin() + kPrompt + kForced);
+    return d;
+  }();
+  return d;
+}
+
+// Dense's NLL on the shared document (computed once per binary).
+const Nll& DenseNll(Engine* e) {
+  static const Nll n = TeacherForcedNll(e, SharedDoc(e).prompt, SharedDoc(e).forced, "dense", {});
+  return n;
+}
+
+double Report(Engine* e, const std::string& label, std::map<std::string, KnobValue> knobs) {
+  const Doc& d = SharedDoc(e);
+  const Nll& dense = DenseNll(e);
+  const Nll sq = TeacherForcedNll(e, d.prompt, d.forced, "spectral_quant", std::move(knobs));
+  EXPECT_EQ(sq.cache.strategy, "spectral_quant") << label;
+  const double ratio = std::exp(sq.mean - dense.mean);
+  std::printf("[sq-ppl] %s: %zu prompt + %zu forced tokens: NLL dense %.4f (ppl %.3f), spectral_quant %.4f "
+              "(ppl %.3f), ppl ratio %.4f; compression %.2fx (kv_bytes %lld)\n",
+              label.c_str(), d.prompt.size(), d.forced.size(), dense.mean, dense.ppl(), sq.mean, sq.ppl(), ratio,
+              sq.cache.compression_ratio, static_cast<long long>(sq.cache.kv_bytes_device));
+  return ratio;
+}
+
+TEST(SqPerplexity, TeacherForcedRatioVsDenseAtDefaultsIsAtMost1_10) {
+  KV_REQUIRE_MODEL(engine);
+  ASSERT_EQ(SharedDoc(engine).forced.size(), kForced);
+  const double ratio = Report(engine, "defaults", {});
+  RecordProperty("ppl_ratio_defaults", std::to_string(ratio));
+  EXPECT_LE(ratio, 1.10) << "spec §9 test 8 gate";
+  EXPECT_GE(ratio, 0.9) << "compression should not make the text far likelier than dense does";
+}
+
+TEST(SqPerplexity, NoiseModesAreReportedNotGated) {
+  KV_REQUIRE_MODEL(engine);
+  ASSERT_EQ(SharedDoc(engine).forced.size(), kForced);
+  const double r1 = Report(engine, "noise_bits=1", {{"noise_bits", int64_t{1}}});
+  const double r2 = Report(engine, "noise_bits=2,value_noise_bits=1",
+                           {{"noise_bits", int64_t{2}}, {"value_noise_bits", int64_t{1}}});
+  RecordProperty("ppl_ratio_noise1", std::to_string(r1));
+  RecordProperty("ppl_ratio_noise2_value1", std::to_string(r2));
+  EXPECT_TRUE(std::isfinite(r1) && std::isfinite(r2));
+}
+
+}  // namespace
+}  // namespace kvstream
