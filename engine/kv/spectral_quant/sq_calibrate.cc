@@ -126,25 +126,38 @@ absl::StatusOr<SqProfile> SqCalibrateModel(LlamaModel& model, const Tokenizer& t
   RecordingStrategy strategy;
   const int64_t n_texts = std::min<int64_t>(static_cast<int64_t>(texts.size()), kSqCalibMaxTexts);
   StepContext ctx;
+  const int64_t limit = std::min<int64_t>(kSqCalibMaxSequenceTokens, g.context_length);
+  std::vector<int32_t> seq;  // texts packed back to back (see the header)
+  auto run = [&]() -> absl::Status {
+    if (seq.size() >= 2) {
+      RecordingCache cache(g, static_cast<int64_t>(seq.size()), &cov);
+      SeqInput in;
+      in.strategy = &strategy;
+      in.cache = &cache;
+      in.tokens = std::move(seq);
+      in.is_prompt = true;
+      in.last_prompt_chunk = true;
+      ctx.step++;
+      KV_ASSIGN_OR_RETURN(at::Tensor logits, model.Forward({&in, 1}, ctx));
+      (void)logits;
+    }
+    seq.clear();
+    return absl::OkStatus();
+  };
   try {
     for (int64_t i = 0; i < n_texts && !cov.Full(); ++i) {
-      std::vector<int32_t> ids = tokenizer.Encode(texts[i], true);
-      const int64_t limit = std::min<int64_t>(kSqCalibMaxTokensPerText, g.context_length);
+      std::vector<int32_t> ids = tokenizer.Encode(seq.empty() ? texts[i] : "\n\n" + texts[i], seq.empty());
       if (static_cast<int64_t>(ids.size()) > limit) ids.resize(limit);
-      if (ids.size() >= 2) {
-        RecordingCache cache(g, static_cast<int64_t>(ids.size()), &cov);
-        SeqInput in;
-        in.strategy = &strategy;
-        in.cache = &cache;
-        in.tokens = std::move(ids);
-        in.is_prompt = true;
-        in.last_prompt_chunk = true;
-        ctx.step++;
-        KV_ASSIGN_OR_RETURN(at::Tensor logits, model.Forward({&in, 1}, ctx));
-        (void)logits;
+      if (static_cast<int64_t>(seq.size() + ids.size()) > limit) {
+        KV_RETURN_IF_ERROR(run());
+        ids = tokenizer.Encode(texts[i], true);
+        if (static_cast<int64_t>(ids.size()) > limit) ids.resize(limit);
       }
+      seq.insert(seq.end(), ids.begin(), ids.end());
+      if (static_cast<int64_t>(seq.size()) == limit || i + 1 == n_texts) KV_RETURN_IF_ERROR(run());
       if (progress) progress(i + 1, n_texts, cov.tokens(0));
     }
+    KV_RETURN_IF_ERROR(run());
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("spectral_quant calibration forward: ", e.what_without_backtrace()));
   }

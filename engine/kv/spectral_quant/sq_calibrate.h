@@ -7,8 +7,18 @@
 // The model run: SqCalibrateModel drives LlamaModel::Forward with a
 // recording strategy whose SequenceCache wraps the dense cache and adds every
 // layer's K/V (before GQA repetition) to the accumulator, so no engine/model
-// or engine/runtime code changes. Limits are the seed's and (U)'s: each text
-// truncated at 2048 tokens, at most 50,000 tokens per layer, batch 1.
+// or engine/runtime code changes. Limits: at most 50,000 tokens per layer
+// and 512 texts (the seed's and (U)'s), batch 1.
+//
+// [kvstream choice] Texts are packed back to back into sequences of up to
+// the model's context (at most 8192 tokens), where the seed truncates each
+// text at 2048. Post-RoPE keys depend on position: the slow RoPE pairs
+// barely turn within one short text, so a profile measured on 540-token
+// texts has almost no variance in directions those pairs reach at position
+// 4000, and keys there are coded with the wrong sigmas (SmolLM2-135M,
+// teacher-forced ppl ratio at defaults on a 736-token document: 1.99 with
+// 540-token texts, 1.46 packed; tests/engine/kv/spectral_quant/
+// sq_perplexity_test.cc).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -26,7 +36,10 @@ namespace kvstream {
 class LlamaModel;
 class Tokenizer;
 
-inline constexpr int64_t kSqCalibMaxTokensPerText = 2048;
+inline constexpr int64_t kSqCalibMaxSequenceTokens = 8192;
+// Part of the user-cache folder name: profiles made by an older recipe are
+// not reused (the server or `kvstream calibrate --skip-existing` redoes them).
+inline constexpr const char* kSqCalibRecipe = "packed";
 inline constexpr int64_t kSqCalibMaxTokensPerLayer = 50000;
 inline constexpr int64_t kSqCalibMaxTexts = 512;
 

@@ -33,7 +33,7 @@ fs::path UserCacheDirPath(uint64_t hash) {
   } else {
     base = fs::temp_directory_path();
   }
-  return base / "kvstream" / "sqcal" / absl::StrFormat("%016x", hash);
+  return base / "kvstream" / "sqcal" / absl::StrFormat("%016x-%s", hash, kSqCalibRecipe);
 }
 
 // $KVSTREAM_CALIBRATION_CORPUS, else data/calibration/corpus.txt in the

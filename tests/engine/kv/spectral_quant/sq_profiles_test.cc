@@ -95,7 +95,8 @@ TEST_F(SqProfiles, ShapeMismatchIsAnError) {
 TEST_F(SqProfiles, UserCacheIsSearchedToo) {
   char hex[17];
   std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(hash_));
-  const fs::path cache = dir_ / "cache" / "kvstream" / "sqcal" / hex;
+  const fs::path cache = dir_ / "cache" / "kvstream" / "sqcal" / (std::string(hex) + "-" + kSqCalibRecipe);
+  EXPECT_EQ(SqUserCacheDir(hash_), cache.string());
   fs::create_directories(cache);
   ASSERT_TRUE(WriteSqcal(Random(30, 3, 64, hash_, "default"), (cache / "default.sqcal").string()).ok());
   auto p = SqLoadProfiles(Smol(model_), /*calibrate=*/false);
