@@ -44,4 +44,19 @@ if [ -n "$missing" ]; then
   exit 1
 fi
 put "$ROOT/models/$MODEL_FILE" "$prefix/models"
+# SpectralQuant's default profile beside the model, so the server does not
+# calibrate at start (minutes on a CPU): the one scripts/build.sh made in the
+# user cache (made there now if missing).
+profile=""
+if [ -x "$build/kvstream-calibrate" ]; then
+  said=$("$build/kvstream-calibrate" --model "$ROOT/models/$MODEL_FILE" --out user-cache --skip-existing \
+           --device cpu --quiet 2>&1 | tail -1)
+  profile=$(printf '%s\n' "$said" | sed -n -e 's/^wrote \([^:]*\.sqcal\):.*/\1/p' -e 's/^\(.*\.sqcal\) is up to date$/\1/p')
+fi
+if [ -n "$profile" ] && [ -f "$profile" ]; then
+  put "$profile" "$prefix/models"
+  echo "bundle: SpectralQuant profile $profile -> models/default.sqcal"
+else
+  echo "bundle: no SpectralQuant profile (the server will calibrate at start): $said" >&2
+fi
 echo "bundle: 2 programs, $n libraries, models/$MODEL_FILE -> $prefix ($mode)"
