@@ -28,6 +28,15 @@ namespace {
 
 std::shared_ptr<const SqProfile> SharedProfile(Engine* e) {
   static std::shared_ptr<const SqProfile> p = [&]() -> std::shared_ptr<const SqProfile> {
+    // The model's own default profile where scripts/build.sh cached it
+    // (calibrating takes minutes on one thread); else calibrate here.
+    KvGeometry g = e->model().geometry();
+    g.model_path = testing::DefaultModelPath();
+    if (auto loaded = SqLoadProfiles(g, /*calibrate=*/false); loaded.ok()) {
+      for (const auto& prof : *loaded) {
+        if (prof->name == "default") return prof;
+      }
+    }
     auto texts = SqReadCorpus(testing::SourceDir() + "/data/calibration/corpus.txt");
     EXPECT_TRUE(texts.ok()) << texts.status();
     if (!texts.ok()) return nullptr;
