@@ -79,6 +79,17 @@ absl::StatusOr<at::Tensor> DenseSequenceCache::Forward(int64_t layer, const at::
   return CausalGqaAttention(q, keys_[layer].narrow(1, 0, T), values_[layer].narrow(1, 0, T), past);
 }
 
+namespace {
+
+// [n, T] bool: query i (at position past + i) may see key j iff j <= past + i.
+at::Tensor CausalMask(int64_t n, int64_t T, int64_t past, c10::Device device) {
+  at::Tensor qi = at::arange(n, at::TensorOptions().device(device)).add_(past).view({n, 1});
+  at::Tensor kj = at::arange(T, at::TensorOptions().device(device)).view({1, T});
+  return kj.le(qi);
+}
+
+}  // namespace
+
 at::Tensor CausalGqaAttention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values, int64_t past) {
   // GQA without copying K/V: the G query heads of one KV head become G*n rows
   // of one attention problem over that head's keys.
@@ -97,22 +108,15 @@ at::Tensor CausalGqaAttention(const at::Tensor& q, const at::Tensor& keys, const
     if (past == 0 && T == n) {
       o = at::scaled_dot_product_attention(q4, k4, v4, std::nullopt, 0.0, /*is_causal=*/true, scale);  // flash
     } else {
-      // Bottom-right aligned causal mask (query i sees keys j <= past + i),
-      // which is_causal (top-left) does not express: memory-efficient kernel.
-      at::Tensor qi = at::arange(n, at::TensorOptions().device(q.device())).add_(past).view({n, 1});
-      at::Tensor kj = at::arange(T, at::TensorOptions().device(q.device())).view({1, T});
-      o = at::scaled_dot_product_attention(q4, k4, v4, kj.le(qi), 0.0, false, scale);
+      // Bottom-right aligned, which is_causal (top-left) does not express:
+      // the memory-efficient kernel with the mask.
+      o = at::scaled_dot_product_attention(q4, k4, v4, CausalMask(n, T, past, q.device()), 0.0, false, scale);
     }
     return o.squeeze(0);
   }
   at::Tensor qg = q.reshape({Hkv, G * n, D});
   std::optional<at::Tensor> mask;
-  if (n > 1) {
-    // Row (g, i) may see key j iff j <= past + i.
-    at::Tensor qi = at::arange(n, at::TensorOptions().device(q.device())).add_(past).view({n, 1});
-    at::Tensor kj = at::arange(T, at::TensorOptions().device(q.device())).view({1, T});
-    mask = kj.le(qi).repeat({G, 1});  // [G*n, T]
-  }
+  if (n > 1) mask = CausalMask(n, T, past, q.device()).repeat({G, 1});  // row (g, i): [G*n, T]
   at::Tensor o = at::scaled_dot_product_attention(qg, keys, values, mask, 0.0, false, scale);
   return o.view({H, n, D});
 }
