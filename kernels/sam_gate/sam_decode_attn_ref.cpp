@@ -66,6 +66,7 @@ const char* SamDecodeAttnValidate(const SamDecodeAttnParams& p) {
     return "num_heads must be a multiple of num_kv_heads (>= 1) and <= 256";
   if (p.num_splits < 1 || p.num_splits > kSamAttnMaxSplits) return "num_splits must be in [1, 64]";
   if (p.num_seqs > 0 && (!p.rings || !p.q || !p.v_new || !p.out)) return "rings, q, v_new and out must be non-null";
+  if (p.k_new && !p.pos) return "pos must be non-null when k_new is set (fused append)";
   if (p.num_splits > 1 && (!p.partial_out || !p.partial_lse))
     return "partial_out and partial_lse must be non-null when num_splits > 1";
   if (p.q_stride_b != 0 && p.q_stride_b < int64_t(p.num_heads) * p.head_dim) return "q_stride_b must be 0 or >= H * D";
@@ -85,6 +86,27 @@ bool SamDecodeAttnRef(const SamDecodeAttnParams& p) {
   const int D = p.head_dim, H = p.num_heads, G = H / p.num_kv_heads, S = p.num_splits;
   const int64_t qsb = p.q_stride_b ? p.q_stride_b : int64_t(H) * D;
   const int64_t vsb = p.v_stride_b ? p.v_stride_b : int64_t(p.num_kv_heads) * D;
+  if (p.k_new) {  // fused append: sam_kv_write of row b into rings[b], then attend
+    std::vector<int32_t> row_seq(p.num_seqs), seq_len(p.num_seqs);
+    for (int b = 0; b < p.num_seqs; ++b) {
+      row_seq[b] = b;
+      seq_len[b] = p.pos[b] < 0 ? 0 : p.pos[b] + 1;
+    }
+    SamKvWriteParams w;
+    w.k = p.k_new;
+    w.v = p.v_new;
+    w.pos = p.pos;
+    w.row_seq = row_seq.data();
+    w.seq_len = seq_len.data();
+    w.rings = p.rings;
+    w.stride_n = vsb;
+    w.num_rows = p.num_seqs;
+    w.num_seqs = p.num_seqs;
+    w.num_kv_heads = p.num_kv_heads;
+    w.head_dim = D;
+    w.dtype = p.dtype;
+    if (!SamKvWriteRef(w)) return false;
+  }
   std::vector<float> q(D), row(D);
   std::vector<double> part(static_cast<size_t>(S) * D), lse(S), merged(D);
   for (int b = 0; b < p.num_seqs; ++b) {

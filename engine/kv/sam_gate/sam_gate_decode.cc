@@ -1,11 +1,13 @@
 // SAM-Gate decode over the whole strategy group (sam_gate.md §4 decode,
-// C15): one sam_kv_write and one sam_decode_attn launch per layer for every
-// decode sequence of the step, each row reading its own ring descriptor.
+// C15): one sam_decode_attn launch per layer for every decode sequence of
+// the step, each row reading its own ring descriptor and appending its new
+// row (the fused append: sam_kv_write's work for one row per sequence, in
+// the same launch; sam_decode_attn.h).
 // PrepareDecode does the step's host work up front into fixed buffers, so
 // the per-layer work is device-only and a CUDA graph can replay it
 // (engine/model/decode_graphs.h):
-//   meta_       int32 [3 * kMaxPreparedRows]: pos[r] (-1 on padded rows:
-//               kv_write skips them), seq_len[r] = pos + 1, row_seq[r] = r
+//   meta_       int32 [kMaxPreparedRows]: pos[r], the new row's position
+//               (-1 on padded rows: the fused append skips them)
 //   desc_table_ [L][kMaxPreparedRows] SamRingDesc: row r's ring at layer l;
 //               rings are fixed for a request's life, so the table is only
 //               rewritten when the set of sequences changes. Padded rows
@@ -48,7 +50,7 @@ absl::Status SamGateStrategy::EnsureDecodeBuffers() {
   if (meta_.defined()) return absl::OkStatus();
   auto dev = at::TensorOptions().device(geometry_.device);
   const int64_t D = geometry_.head_dim, H = geometry_.n_heads;
-  meta_ = at::zeros({3 * kRows}, dev.dtype(at::kInt));
+  meta_ = at::zeros({kRows}, dev.dtype(at::kInt));
   desc_table_ = at::zeros({geometry_.n_layers * kRows * static_cast<int64_t>(sizeof(SamRingDesc))},
                           dev.dtype(at::kByte));
   pad_k_ = at::zeros({2 * D}, dev.dtype(at::kByte));
@@ -81,13 +83,9 @@ absl::StatusOr<int64_t> SamGateStrategy::PrepareDecode(absl::Span<SequenceCache*
   }
   ids.push_back(static_cast<uint64_t>(padded_rows));
 
-  // Per-step values: positions and lengths.
-  std::vector<int32_t> meta(3 * kRows, 0);
-  for (int64_t r = 0; r < kRows; ++r) {
-    meta[r] = r < B ? static_cast<int32_t>(steps[r].start_pos) : -1;
-    meta[kRows + r] = r < B ? static_cast<int32_t>(steps[r].start_pos + 1) : 0;
-    meta[2 * kRows + r] = static_cast<int32_t>(std::min(r, padded_rows - 1));
-  }
+  // Per-step values: the new rows' positions.
+  std::vector<int32_t> meta(kRows, -1);
+  for (int64_t r = 0; r < B; ++r) meta[r] = static_cast<int32_t>(steps[r].start_pos);
   // Descriptors: only when the set of sequences changed.
   if (ids != table_ids_) {
     const int64_t L = geometry_.n_layers;
@@ -115,7 +113,7 @@ absl::StatusOr<int64_t> SamGateStrategy::PrepareDecode(absl::Span<SequenceCache*
         .copy_(host);
     table_ids_ = ids;
   }
-  meta_.copy_(at::from_blob(meta.data(), {3 * kRows}, at::kInt));
+  meta_.copy_(at::from_blob(meta.data(), {kRows}, at::kInt));
 
   int splits = 1;
   if (geometry_.device.is_cuda()) {
@@ -157,25 +155,12 @@ absl::Status SamGateStrategy::DecodePrepared(int64_t layer, const at::Tensor& q,
   const SamRingDesc* rings = reinterpret_cast<const SamRingDesc*>(desc_table_.const_data_ptr<uint8_t>()) +
                              layer * kRows;
   const int32_t* meta = meta_.const_data_ptr<int32_t>();
-  SamKvWriteParams w;
-  w.k = kc.const_data_ptr();
-  w.v = vc.const_data_ptr();
-  w.pos = meta;
-  w.seq_len = meta + kRows;
-  w.row_seq = meta + 2 * kRows;
-  w.rings = rings;
-  w.stride_n = kc.stride(0);
-  w.num_rows = static_cast<int>(R);
-  w.num_seqs = static_cast<int>(R);
-  w.num_kv_heads = static_cast<int>(Hk);
-  w.head_dim = static_cast<int>(D);
-  w.fake_quant_bits = 0;  // compat mode: decode rows unquantized (§4)
-  w.dtype = KvDTypeOf(geometry_.dtype);
-
   SamDecodeAttnParams a;
   a.rings = rings;
   a.q = qc.const_data_ptr();
   a.v_new = vc.const_data_ptr();
+  a.k_new = kc.const_data_ptr();  // fused append (row r at pos[r]; -1 on padded rows)
+  a.pos = meta;
   a.out = o.mutable_data_ptr();
   a.q_stride_b = qc.stride(0);
   a.v_stride_b = vc.stride(0);
@@ -191,14 +176,10 @@ absl::Status SamGateStrategy::DecodePrepared(int64_t layer, const at::Tensor& q,
     a.partial_out = workspace_.mutable_data_ptr<float>();
     a.partial_lse = a.partial_out + wb.partial_out / 4;
   }
-  if (const char* err = SamKvWriteValidate(w)) return KernelError("kv_write", err);
   if (const char* err = SamDecodeAttnValidate(a)) return KernelError("decode_attn", err);
   if (geometry_.device.is_cuda()) {
 #ifdef KVSTREAM_HAVE_CUDA_TORCH
     cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-    if (cudaError_t e = LaunchSamKvWrite(w, stream); e != cudaSuccess) {
-      return KernelError("LaunchSamKvWrite", cudaGetErrorString(e));
-    }
     if (cudaError_t e = LaunchSamDecodeAttn(a, stream); e != cudaSuccess) {
       return KernelError("LaunchSamDecodeAttn", cudaGetErrorString(e));
     }
@@ -206,7 +187,6 @@ absl::Status SamGateStrategy::DecodePrepared(int64_t layer, const at::Tensor& q,
     return absl::InternalError("sam_gate: CUDA tensors in a build without CUDA");
 #endif
   } else {
-    if (!SamKvWriteRef(w)) return KernelError("SamKvWriteRef", nullptr);
     if (!SamDecodeAttnRef(a)) return KernelError("SamDecodeAttnRef", nullptr);
   }
   if (!out_packed) out.copy_(o);

@@ -165,7 +165,7 @@ class SamGateStrategy final : public Strategy {
 
   KvGeometry geometry_;
   // Prepared decode state (fixed buffers: captured graphs read them).
-  at::Tensor meta_;        // int32 [3 * kMaxPreparedRows]: pos | seq_len | row_seq
+  at::Tensor meta_;        // int32 [kMaxPreparedRows]: pos of each row
   at::Tensor desc_table_;  // uint8 [L * kMaxPreparedRows * sizeof(SamRingDesc)]
   at::Tensor pad_k_, pad_v_, pad_slot_pos_, pad_kept_, pad_hrg_;  // the padding rows' ring
   at::Tensor workspace_;   // fp32 split-K partials

@@ -172,12 +172,68 @@ TEST(SamDecodeAttn, BatchOfMixedRegimesEqualsEachSequenceAlone) {
 
 TEST(SamDecodeAttn, PlannerAndValidation) {
   EXPECT_EQ(PlanSamDecodeSplits(1, 32, 16, 132), 1);     // one split's worth of slots
-  EXPECT_EQ(PlanSamDecodeSplits(1, 32, 128, 132), 8);    // a 128-slot ring: 16 slots per split
-  EXPECT_EQ(PlanSamDecodeSplits(1, 8, 4096, 132), 33);   // fill two waves
+  EXPECT_EQ(PlanSamDecodeSplits(1, 32, 128, 132), 1);    // a 128-slot ring: one round of one CTA
+  EXPECT_EQ(PlanSamDecodeSplits(1, 32, 512, 132), 4);    // 128 slots per split
+  EXPECT_EQ(PlanSamDecodeSplits(1, 8, 8192, 132), 33);   // fill two waves
   EXPECT_EQ(PlanSamDecodeSplits(64, 32, 4096, 132), 1);  // batch already fills the GPU
   SamDecodeAttnParams p;
   p.num_seqs = 1, p.num_heads = 6, p.num_kv_heads = 4, p.head_dim = 64, p.scale = 1.0f;
   EXPECT_STREQ(SamDecodeAttnValidate(p), "num_heads must be a multiple of num_kv_heads (>= 1) and <= 256");
+  p.num_heads = 8;
+  int dummy = 0;
+  p.num_seqs = 0;    // (the null checks of the row pointers need rows)
+  p.k_new = &dummy;  // fused append without positions
+  EXPECT_STREQ(SamDecodeAttnValidate(p), "pos must be non-null when k_new is set (fused append)");
+}
+
+// The fused append (k_new set) is sam_kv_write of each sequence's row at its
+// position and then the attention: rings and outputs equal the two calls
+// made apart; a padded row (pos < 0) writes nothing.
+TEST(SamDecodeAttn, FusedAppendEqualsWriteThenAttend) {
+  std::mt19937 rng(44);
+  SamRingSpec s;
+  s.num_heads = 8, s.num_kv_heads = 4, s.head_dim = 64, s.bits = 4, s.window = 12, s.sinks = 2;
+  const int B = 3, H = s.num_heads, Hk = s.num_kv_heads, D = s.head_dim;
+  SamTestRing fa(s), fb(s), fc(s), sa(s), sb(s);  // f*: fused, s*: apart (same contents)
+  for (SamTestRing* r : {&fa, &sa}) {
+    rng.seed(45);
+    Fill(*r, 30, 0, &rng);  // a full ring: the append evicts a slot
+  }
+  for (SamTestRing* r : {&fb, &sb}) {
+    rng.seed(46);
+    Fill(*r, 1, 0, &rng);
+  }
+  Fill(fc, 5, 0, &rng);
+  const std::vector<uint8_t> c_before = fc.k;
+  const std::vector<float> q = Floats(RandomValues(size_t(B) * H * D, KvDType::kFp32, &rng));
+  const std::vector<float> kn = Floats(RandomValues(size_t(B) * Hk * D, KvDType::kFp32, &rng));
+  const std::vector<float> vn = Floats(RandomValues(size_t(B) * Hk * D, KvDType::kFp32, &rng));
+  const std::vector<int32_t> pos = {30, 1, -1};  // c is a padded row
+
+  // Apart: the write (rows a and b), then the attention.
+  const std::vector<int32_t> row_seq = {0, 1}, seq_len = {31, 2};
+  const std::vector<SamRingDesc> apart = {sa.desc, sb.desc};
+  SamKvWriteParams w;
+  w.k = kn.data(), w.v = vn.data(), w.pos = pos.data(), w.row_seq = row_seq.data(), w.seq_len = seq_len.data();
+  w.rings = apart.data(), w.num_rows = 2, w.num_seqs = 2, w.num_kv_heads = Hk, w.head_dim = D;
+  w.dtype = KvDType::kFp32;
+  ASSERT_TRUE(SamKvWriteRef(w));
+  const AttnRun want = Attend({sa.desc, sb.desc, fc.desc}, q, vn, s, 1, 0.125f);
+
+  const std::vector<SamRingDesc> fused = {fa.desc, fb.desc, fc.desc};
+  std::vector<float> out(size_t(B) * H * D, NAN);
+  SamDecodeAttnParams p;
+  p.rings = fused.data(), p.q = q.data(), p.v_new = vn.data(), p.k_new = kn.data(), p.pos = pos.data();
+  p.out = out.data(), p.num_seqs = B, p.num_heads = H, p.num_kv_heads = Hk, p.head_dim = D;
+  p.num_splits = 1, p.scale = 0.125f, p.dtype = KvDType::kFp32;
+  ASSERT_TRUE(SamDecodeAttnRef(p));
+  EXPECT_EQ(fa.k, sa.k);
+  EXPECT_EQ(fa.v, sa.v);
+  EXPECT_EQ(fa.slot_pos, sa.slot_pos);
+  EXPECT_EQ(fb.k, sb.k);
+  EXPECT_EQ(fb.slot_pos, sb.slot_pos);
+  EXPECT_EQ(fc.k, c_before);
+  for (size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], want.out[i]) << i;
 }
 
 }  // namespace

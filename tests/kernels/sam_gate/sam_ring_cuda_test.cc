@@ -4,7 +4,9 @@
 //
 // Bounds: kv_write rings and slot_pos, and ring_dequant rows, bit-exact.
 // Decode attention ||gpu - twin|| / ||twin||: bf16 2e-3 (§7), fp32 1e-4
-// (fp32 online softmax vs the twin's fp64); dropped heads exact.
+// (fp32 online softmax vs the twin's fp64); dropped heads exact. Fused
+// append (the engine's decode launch): rings and slot_pos after it
+// bit-exact with the twin's write, outputs within the same bounds.
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
@@ -185,6 +187,82 @@ TEST(SamRingCuda, DecodeAttnMatchesTwin) {
                 }
               }
             }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(SamRingCuda, FusedAppendMatchesTwin) {
+  SKIP_WITHOUT_DEVICE();
+  std::mt19937 rng(33);
+  for (KvDType dtype : {KvDType::kBf16, KvDType::kFp32, KvDType::kFp16}) {
+    for (int D : {64, 128}) {
+      for (int bits : {4, 8, 16}) {
+        for (int gs : {16, 32, 64}) {
+          for (int splits : {1, 3}) {
+            if (bits == 16 && gs != 32) continue;  // gs is unused at 16 bits
+            const std::string what = Cat(KvDTypeName(dtype), " D", D, " b", bits, " gs", gs, " S", splits);
+            const int Hk = 4, G = 4, H = Hk * G, B = 4;
+            // A full ring that wraps (the append evicts the oldest slot), a
+            // ring filling a sink slot, a mixed regime with ZERO dropped
+            // heads (C15), and a padded row (pos -1: nothing written).
+            SamRingSpec s0, s1, s2, s3;
+            for (SamRingSpec* s : {&s0, &s1, &s2, &s3}) {
+              s->num_heads = H, s->num_kv_heads = Hk, s->head_dim = D, s->group_size = gs, s->bits = bits;
+            }
+            s0.window = 93, s0.sinks = 4, s0.kept_groups = {0, 2, 3};
+            s1.window = 54, s1.sinks = 4, s1.kept_groups = {1};
+            s2.bits = bits == 16 ? 4 : 16, s2.window = 16, s2.sinks = 1, s2.kept_groups = {2};
+            s2.dropped_mode = SamDroppedHeadMode::kZero;
+            s3.window = 8, s3.kept_groups = {0, 1, 2, 3};
+            SamTestRing r0(s0), r1(s1), r2(s2), r3(s3);
+            FillHost(r0, 4097, 2, &rng);
+            FillHost(r1, 2, 0, &rng);
+            FillHost(r2, 30, 1, &rng);
+            FillHost(r3, 5, 0, &rng);
+            SamDeviceArena arena;
+            const testing::SamDeviceRing d0 = UploadRing(r0, &arena), d1 = UploadRing(r1, &arena),
+                                         d2 = UploadRing(r2, &arena), d3 = UploadRing(r3, &arena);
+            const std::vector<SamRingDesc> hr = {r0.desc, r1.desc, r2.desc, r3.desc};
+            const std::vector<SamRingDesc> dr = {d0.desc, d1.desc, d2.desc, d3.desc};
+            const std::vector<int32_t> pos = {4099, 2, 31, -1};
+            const int stride = Hk * D + 8;  // k_new / v_new rows with a gap
+            const std::vector<uint8_t> q = RandomValues(size_t(B) * H * D, dtype, &rng, 2.0f);
+            const std::vector<uint8_t> kn = AdversarialRows(B, stride, dtype, &rng);
+            const std::vector<uint8_t> vn = AdversarialRows(B, stride, dtype, &rng);
+            const size_t esz = KvDTypeSize(dtype), n_out = size_t(B) * H * D;
+            std::vector<uint8_t> hout(n_out * esz, 0xFF), poison(n_out * esz, 0xFF);  // NaN in every dtype
+            std::vector<float> hpo(n_out * splits, NAN), hpl(size_t(B) * H * splits, NAN);
+            SamDecodeAttnParams p;
+            p.num_seqs = B, p.num_heads = H, p.num_kv_heads = Hk, p.head_dim = D, p.num_splits = splits;
+            p.v_stride_b = stride, p.scale = 1.0f / std::sqrt(float(D)), p.dtype = dtype;
+            SamDecodeAttnParams hp = p, dp = p;
+            hp.rings = hr.data(), hp.q = q.data(), hp.k_new = kn.data(), hp.v_new = vn.data(), hp.pos = pos.data();
+            hp.out = hout.data(), hp.partial_out = hpo.data(), hp.partial_lse = hpl.data();
+            ASSERT_TRUE(SamDecodeAttnRef(hp)) << what;
+            dp.rings = arena.Up(dr), dp.q = arena.Up(q), dp.k_new = arena.Up(kn), dp.v_new = arena.Up(vn);
+            dp.pos = arena.Up(pos);
+            uint8_t* dout = arena.Up(poison);
+            dp.out = dout;
+            dp.partial_out = arena.Up(hpo), dp.partial_lse = arena.Up(hpl);
+            ASSERT_CUDA(LaunchSamDecodeAttn(dp, nullptr));
+            ASSERT_CUDA(cudaDeviceSynchronize());
+            const SamTestRing* host[] = {&r0, &r1, &r2, &r3};
+            const testing::SamDeviceRing* dev[] = {&d0, &d1, &d2, &d3};
+            for (int b = 0; b < B; ++b) {
+              ASSERT_EQ(Down(dev[b]->desc.k, dev[b]->bytes), host[b]->k) << what << " ring " << b;
+              ASSERT_EQ(Down(dev[b]->desc.v, dev[b]->bytes), host[b]->v) << what << " ring " << b;
+              ASSERT_EQ(Down(dev[b]->desc.slot_pos, dev[b]->slots), host[b]->slot_pos) << what << " ring " << b;
+            }
+            const std::vector<uint8_t> gout = Down(dout, hout.size());
+            std::vector<float> g(n_out), h(n_out);
+            for (size_t i = 0; i < n_out; ++i) {
+              g[i] = LoadAsFloat(gout.data(), i, dtype);
+              h[i] = LoadAsFloat(hout.data(), i, dtype);
+            }
+            EXPECT_LE(RelErr(g, h), dtype == KvDType::kFp32 ? 1e-4 : 2e-3) << what;
           }
         }
       }
