@@ -32,8 +32,6 @@ struct EntmaxCriticalityParams {
   EntmaxStatsPools stats;     // kmin, kmax [NB, Hkv, D] dtype
   float* u = nullptr;         // [B, Hs, MB] fp32 out
   int select_heads = 0;       // Hs: Hkv or H
-  int max_ctas_per_seq = 0;   // SHARED_KV per-page kernel only: cap on its persistent CTAs per
-                              // sequence; 0 = one wave (~2 per SM); tests set 1-2 so CTAs walk many chunks
 };
 
 struct EntmaxTopkPackParams {
@@ -58,9 +56,7 @@ bool EntmaxCriticalityRef(const EntmaxCriticalityParams& p);
 bool EntmaxTopkPackRef(const EntmaxTopkPackParams& p);
 
 #if defined(KVSTREAM_ENTMAX_KV_HAS_LAUNCHER)
-// K2: SHARED_KV with H/Hkv <= 8: persistent CTAs (one wave) over chunks of
-// pages, all KV heads of a page per CTA; else grid (ceil(MB/pages per CTA), Hs,
-// B), a lane group per page row.
+// K2: grid (ceil(MB/pages per CTA), Hs, B); a warp per page.
 cudaError_t LaunchEntmaxCriticality(const EntmaxCriticalityParams& p, cudaStream_t stream);
 // K3: one CTA per (b, s): radix selection of the n-th best key, ordered emit.
 // K2 and the one-CTA K3 are PDL launches: K2 waits for the previous kernel
