@@ -11,7 +11,7 @@
 //   step   = the launches of EntmaxKvSequenceCache::Decode (engine/kv/entmax_kv/
 //            entmax_kv_strategy.cc), in order: K2 page_criticality, K3
 //            topk_pack, K7 sparse_decode (alpha 1: the streaming softmax kernel
-//            with the LSE merge fused, merge counters zeroed once), MT = T_sel (the host knows it from T), K7 split count
+//            + LSE merge), MT = T_sel (the host knows it from T), K7 split count
 //            from PlanEntmaxSoftmaxDecodeSplits(B, Hs, MT), no score scratch, U
 //            not zero-filled (K2 writes every entry K3 reads).
 //            Timed as parts (events between launches) and together: eager, and
@@ -153,10 +153,6 @@ class Point {
     const int smax = std::max(splits_, splits_seq_);
     BENCH_CHECK(cudaMalloc(&part_, std::max<size_t>(4, EntmaxSparseDecodeWorkspaceBytes(b_, kH, smax, kD))));
     BENCH_CHECK(cudaMalloc(&part_lse_, std::max<size_t>(4, EntmaxSparseDecodeLseBytes(b_, kH, smax))));
-    // The fused merge's arrival counters: zero once, the kernel leaves them zero
-    // (the engine keeps one such buffer per sequence).
-    BENCH_CHECK(cudaMalloc(&counters_, size_t(batch) * kHs * 4));
-    BENCH_CHECK(cudaMemsetAsync(counters_, 0, size_t(batch) * kHs * 4, s_));
     dense_splits_ = PlanDenseDecodeSplits(b_, kH, kHkv, t_, sms_);
     const DenseDecodeWorkspaceBytes ws = DenseDecodeWorkspace(b_, kH, kDenseDecodeMaxSplits, kD);
     BENCH_CHECK(cudaMalloc(&dense_po_, ws.partial_out));
@@ -171,7 +167,7 @@ class Point {
                     static_cast<void*>(page_count_), static_cast<void*>(sel_len_), static_cast<void*>(part_lse_),
                     static_cast<void*>(tau_), static_cast<void*>(mass_), static_cast<void*>(sparse_out_),
                     static_cast<void*>(dense_out_), static_cast<void*>(part_), static_cast<void*>(dense_po_),
-                    static_cast<void*>(dense_pl_), static_cast<void*>(counters_)}) {
+                    static_cast<void*>(dense_pl_)}) {
       cudaFree(p);
     }
   }
@@ -222,7 +218,6 @@ class Point {
     dp.num_splits = nb == 1 ? splits_seq_ : splits_;
     dp.partial_out = dp.num_splits > 1 ? part_ + bh0 * dp.num_splits * kD : nullptr;
     dp.partial_lse = dp.num_splits > 1 ? part_lse_ + bh0 * dp.num_splits * 2 : nullptr;
-    dp.merge_counters = counters_ + size_t(b0) * kHs;  // fused merge, as the engine launches it
     BENCH_CHECK(LaunchEntmaxSparseDecode(dp, s_));
   }
   void Step(int r, int b0, int nb) const {  // EntmaxKvSequenceCache::Decode
@@ -366,7 +361,6 @@ class Point {
   size_t pool_elems_ = 0, stat_elems_ = 0;
   std::vector<Set> sets_;
   int32_t *seq_lens_ = nullptr, *sel_pages_ = nullptr, *page_count_ = nullptr, *sel_len_ = nullptr;
-  int32_t* counters_ = nullptr;
   float *u_ = nullptr, *tau_ = nullptr, *mass_ = nullptr, *part_ = nullptr, *part_lse_ = nullptr;
   float *dense_po_ = nullptr, *dense_pl_ = nullptr;
   __nv_bfloat16 *sparse_out_ = nullptr, *dense_out_ = nullptr;

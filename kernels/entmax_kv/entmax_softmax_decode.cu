@@ -15,15 +15,13 @@
 //   4. online softmax per head (a warp per head over the stage's 32 scores);
 //   5. values: a warp per token, lanes own D/32 dims of the NH accumulators.
 // Split-K partials are normalised per split with their log2-sum-exp; the
-// merge (entmax_softmax_merge.cuh: fused into the last CTA of each list when
-// merge_counters is given, else a merge kernel) weighs them by 2^(lse_s - lse).
+// merge weighs them by 2^(lse_s - lse).
 #include <cuda_runtime.h>
 
 #include "kernels/common/cp_async.cuh"
 #include "kernels/common/device_math.cuh"
 #include "kernels/cuda_check.h"
 #include "kernels/entmax_kv/entmax_dispatch.cuh"
-#include "kernels/entmax_kv/entmax_softmax_merge.cuh"
 #include "kernels/entmax_kv/entmax_sparse_decode.h"
 
 namespace kvstream::entmax_detail {
@@ -269,47 +267,41 @@ __global__ void __launch_bounds__(kSmThreads) SoftmaxKernel(const EntmaxSparseDe
       }
     }
   }
-  if (S == 1 || p.merge_counters == nullptr) return;
-
-  // Fused merge (issue 9): the last of the list's S CTAs to arrive merges its
-  // heads, so the step has no merge launch and no kernel boundary after the
-  // partials. Threadfence-reduction order: each thread's partial stores are
-  // made device-visible before the arrival is counted; the last CTA resets the
-  // counter (every split has arrived: nobody else touches it in this launch),
-  // so the buffer is zero again for the next layer or graph replay.
-  __shared__ int last;
-  __threadfence();
-  __syncthreads();  // also: red is read by every thread before it is reused below
-  if (tid == 0) {
-    int32_t* ctr = p.merge_counters + sel_row;
-    last = atomicAdd(ctr, 1) == S - 1;
-    if (last) atomicExch(ctr, 0);
-  }
-  __syncthreads();
-  if (!last) return;
-  __threadfence();  // acquire: the other splits' partials
-  float* lse = reinterpret_cast<float*>(smem_raw);  // [nh, S], then cnt [nh, S]
-  static_assert(2 * NH * kEntmaxMaxSplits * 4 <= SmGeo<T, D>::kSmemBytes, "split statistics fit the stages");
-  float* cnt = lse + nh * S;
-  LoadSplitStats(p, b, h0, nh, lse, cnt);
-  __syncthreads();
-  for (int idx = tid; idx < nh * (D / 4); idx += kSmThreads) {
-    const int i = idx / (D / 4);
-    MergeHead4<T, D>(p, b, h0 + i, idx % (D / 4), lse + i * S, cnt + i * S);
-  }
 }
 
-// Separate merge (merge_counters null): (H, B) blocks of D/4 threads, 4 dims each.
+// (H, B) blocks of D threads: out = sum_s 2^(lse_s - lse) * partial_s.
 template <class T, int D>
-__global__ void __launch_bounds__(D / 4) LseMergeKernel(const EntmaxSparseDecodeParams p) {
-  const int b = blockIdx.y, h = blockIdx.x;
+__global__ void __launch_bounds__(D) LseMergeKernel(const EntmaxSparseDecodeParams p) {
+  const int b = blockIdx.y, h = blockIdx.x, d = threadIdx.x, S = p.num_splits;
+  const int64_t bh = static_cast<int64_t>(b) * p.query.num_heads + h;
   GridDepWait();  // the softmax kernel's partials
+  const float* pl = p.partial_lse + bh * S * 2;
+  const float* po = p.partial_out + bh * S * D + d;
   // The split statistics go through shared memory in one parallel load: a
   // per-thread loop over S L2 reads would be S round trips.
   __shared__ float lse[kEntmaxMaxSplits], cnt[kEntmaxMaxSplits];
-  LoadSplitStats(p, b, h, 1, lse, cnt);
+  for (int s = d; s < S; s += D) lse[s] = pl[2 * s], cnt[s] = pl[2 * s + 1];
   __syncthreads();
-  MergeHead4<T, D>(p, b, h, threadIdx.x, lse, cnt);
+  float m = -INFINITY;
+  for (int s = 0; s < S; ++s) m = fmaxf(m, lse[s]);
+  float tot = 0.0f, acc = 0.0f, support = 0.0f;
+  if (m != -INFINITY) {
+#pragma unroll 8
+    for (int s = 0; s < S; ++s) {
+      const float w = exp2f(lse[s] - m);  // 0 for empty splits (-inf)
+      tot += w;
+      acc = fmaf(w, po[static_cast<int64_t>(s) * D], acc);
+      support += cnt[s];
+    }
+  }
+  const int64_t osb = p.out_stride_b ? p.out_stride_b : static_cast<int64_t>(p.query.num_heads) * D;
+  const int64_t osh = p.out_stride_h ? p.out_stride_h : D;
+  static_cast<T*>(p.out)[b * osb + h * osh + d] = FromF<T>(tot > 0.0f ? acc / tot : 0.0f);
+  if (d == 0) {
+    p.tau[bh] = tot > 0.0f ? (m + log2f(tot)) * kLn2 : 0.0f;
+    p.mass[bh] = tot > 0.0f ? 1.0f : 0.0f;
+    if (p.support) p.support[bh] = static_cast<int32_t>(support);
+  }
 }
 
 template <class T, int D, int NH>
@@ -321,8 +313,8 @@ cudaError_t LaunchSoftmaxTyped(const EntmaxSparseDecodeParams& p, cudaStream_t s
   }
   KV_CUDA_CHECK(LaunchPdl(kernel, dim3(p.num_splits, p.sel.select_heads, p.kv.batch), dim3(kSmThreads),
                           Geo::kSmemBytes, stream, p));
-  if (p.num_splits > 1 && p.merge_counters == nullptr) {
-    KV_CUDA_CHECK(LaunchPdl(LseMergeKernel<T, D>, dim3(p.query.num_heads, p.kv.batch), dim3(D / 4), 0, stream, p));
+  if (p.num_splits > 1) {
+    KV_CUDA_CHECK(LaunchPdl(LseMergeKernel<T, D>, dim3(p.query.num_heads, p.kv.batch), dim3(D), 0, stream, p));
   }
   return cudaSuccess;
 }

@@ -37,10 +37,8 @@
 // (split, page list) serving the list's H/Hs query heads from each K/V load
 // (GQA), the split's selected pages streamed into shared memory with 16-byte
 // cp.async, two stages in flight. With S > 1 each split writes its normalised
-// partial and (log2-sum-exp, support) to partial_lse [B, H, S, 2], and they
-// are combined with weights 2^(lse_s - lse): by the last CTA of the list to
-// finish (merge_counters given: one launch, no kernel boundary; issue 9) or by
-// a merge kernel (merge_counters null). No score scratch is written
+// partial and (log2-sum-exp, support) to partial_lse [B, H, S, 2], and a merge
+// kernel combines them (weights 2^(lse_s - lse)). No score scratch is written
 // (`scores` may be null); mass = 1 by construction (0 for an empty list).
 // Same math as the twin up to fp32 rounding; its split count comes from
 // PlanEntmaxSoftmaxDecodeSplits.
@@ -70,14 +68,8 @@ struct EntmaxSparseDecodeParams {
   int32_t* support = nullptr;           // [B, H] int32 out, optional: #{p_j > 0}
   const float* tau_init = nullptr;      // [B, H] fp32 in: K6's tau (kFixed / kCorrected only)
   float* partial_out = nullptr;         // [B, H, S, D] fp32 workspace; required iff num_splits > 1
-                                        // (16-byte aligned on the fast path)
   float* partial_lse = nullptr;         // [B, H, S, 2] fp32 workspace of the alpha-1 fast path; required
-                                        // iff num_splits > 1 and EntmaxSoftmaxFastPath(p) (8-byte aligned)
-  int32_t* merge_counters = nullptr;    // [B, Hs] int32, fast path with S > 1, optional: arrival counters of
-                                        // the fused merge (the last split CTA of a list merges). All zero
-                                        // before the launch (allocate zeroed once); the kernel leaves them
-                                        // zero, so one buffer serves every layer and CUDA-graph replay.
-                                        // null = a separate merge kernel (one launch more).
+                                        // iff num_splits > 1 and EntmaxSoftmaxFastPath(p)
   int num_splits = 1;                   // S in [1, kEntmaxMaxSplits]
   float alpha = 1.0f;                   // 1, 1.5 or 2
   float scale = 0.0f;                   // 1/sqrt(D)
@@ -117,9 +109,7 @@ bool EntmaxSparseDecodeRef(const EntmaxSparseDecodeParams& p);
 
 #if defined(KVSTREAM_ENTMAX_KV_HAS_LAUNCHER)
 // Fast path (EntmaxSoftmaxFastPath): softmax kernel (S, Hs, B) [-> LSE merge
-// (H, B) when S > 1 and merge_counters is null; with merge_counters the merge
-// is fused into the softmax kernel]. The fast path reads q before its PDL wait:
-// q must not be written by the kernel launched just before K7. Otherwise score kernel (S, H, B) -> tau kernel (H, B) ->
+// (H, B) when S > 1]. Otherwise score kernel (S, H, B) -> tau kernel (H, B) ->
 // value kernel (S, H, B) [-> merge kernel (H, B) when S > 1]. Never
 // allocates, syncs or prints.
 cudaError_t LaunchEntmaxSparseDecode(const EntmaxSparseDecodeParams& p, cudaStream_t stream);

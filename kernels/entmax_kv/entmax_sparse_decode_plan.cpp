@@ -1,7 +1,6 @@
 // Host-side pieces of K7 (entmax_sparse_decode.h): validation, workspace size
 // and split planning. Plain C++ (no CUDA).
 #include <algorithm>
-#include <cstdint>
 
 #include "kernels/entmax_kv/entmax_sparse_decode.h"
 
@@ -41,10 +40,6 @@ const char* EntmaxSparseDecodeValidate(const EntmaxSparseDecodeParams& p) {
     if (p.num_splits > 1 && p.partial_out == nullptr) return "partial_out is required when num_splits > 1";
     if (fast && p.num_splits > 1 && p.partial_lse == nullptr)
       return "partial_lse is required when num_splits > 1 (alpha 1)";
-    // The fast path's merge reads partials as float4 / float2 (entmax_softmax_merge.cuh).
-    if (fast && p.num_splits > 1 &&
-        (reinterpret_cast<uintptr_t>(p.partial_out) % 16 != 0 || reinterpret_cast<uintptr_t>(p.partial_lse) % 8 != 0))
-      return "partial_out must be 16-byte and partial_lse 8-byte aligned (alpha 1)";
   }
   return nullptr;
 }

@@ -302,9 +302,6 @@ absl::StatusOr<at::Tensor> EntmaxKvSequenceCache::Decode(int64_t layer, const at
       if (fast) {
         part_lse = at::empty({H * dp.num_splits * 2}, f32);
         dp.partial_lse = part_lse.mutable_data_ptr<float>();
-        // Merge fused into the softmax kernel (one launch less per layer step).
-        if (!merge_counters_.defined() || merge_counters_.numel() < Hs) merge_counters_ = at::zeros({Hs}, i32);
-        dp.merge_counters = merge_counters_.mutable_data_ptr<int32_t>();
       }
     }
     KV_RETURN_IF_ERROR(CudaStatus(LaunchEntmaxSparseDecode(dp, stream), "K7 sparse_decode", layer));

@@ -107,9 +107,6 @@ class EntmaxKvSequenceCache final : public SequenceCache {
   at::Tensor block_table_, seq_lens_;
   std::vector<LayerCounters> counters_;
   at::Tensor mass_error_max_;  // [] fp32 on the device (no host sync per step)
-  // [Hs] int32 arrival counters of K7's fused split merge: zeroed once, left
-  // zero by every launch, so all layers and steps share them (CUDA only).
-  at::Tensor merge_counters_;
 };
 
 }  // namespace kvstream
