@@ -70,9 +70,6 @@ __global__ void __launch_bounds__(kCritThreads) CriticalityVecKernel(const Entma
   const int b = blockIdx.z, l = blockIdx.y, H = p.query.num_heads;
   const int nh = H / p.select_heads, g = l * nh / (H / kv.num_kv_heads);
   const int tid = threadIdx.x, sub = tid % kLanes, grp = tid / kLanes;
-  // PDL launch: the CTAs are placed while the previous kernel drains; nothing
-  // is read before the wait (q, block table or stats may be that kernel's).
-  GridDepWait();
   const int64_t qsb = p.query.stride_b ? p.query.stride_b : static_cast<int64_t>(H) * D;
   const int64_t qsh = p.query.stride_h ? p.query.stride_h : D;
   const T* q = static_cast<const T*>(p.query.q) + b * qsb + static_cast<int64_t>(l) * nh * qsh + sub * kVec;
@@ -148,12 +145,11 @@ cudaError_t LaunchEntmaxCriticality(const EntmaxCriticalityParams& p, cudaStream
     const dim3 vgrid((p.kv.max_blocks_per_seq + entmax_detail::kVecPagesPerCta - 1) / entmax_detail::kVecPagesPerCta,
                      p.select_heads, p.kv.batch);
     return entmax_detail::DispatchTypeDim(p.kv.dtype, p.kv.head_dim, [&]<class T, int D>() {
-      using entmax_detail::CriticalityVecKernel;
-      auto kernel = per_list <= 1   ? CriticalityVecKernel<T, D, 1>
-                    : per_list <= 2 ? CriticalityVecKernel<T, D, 2>
-                    : per_list <= 4 ? CriticalityVecKernel<T, D, 4>
-                                    : CriticalityVecKernel<T, D, 8>;
-      return entmax_detail::LaunchPdl(kernel, vgrid, dim3(entmax_detail::kCritThreads), 0, stream, p);
+      if (per_list <= 1) entmax_detail::CriticalityVecKernel<T, D, 1><<<vgrid, entmax_detail::kCritThreads, 0, stream>>>(p);
+      else if (per_list <= 2) entmax_detail::CriticalityVecKernel<T, D, 2><<<vgrid, entmax_detail::kCritThreads, 0, stream>>>(p);
+      else if (per_list <= 4) entmax_detail::CriticalityVecKernel<T, D, 4><<<vgrid, entmax_detail::kCritThreads, 0, stream>>>(p);
+      else entmax_detail::CriticalityVecKernel<T, D, 8><<<vgrid, entmax_detail::kCritThreads, 0, stream>>>(p);
+      return cudaGetLastError();
     });
   }
   return entmax_detail::DispatchTypeDim(p.kv.dtype, p.kv.head_dim, [&]<class T, int D>() {

@@ -257,14 +257,11 @@ __global__ void __launch_bounds__(kSelThreads) TopkSelectCtaKernel(const EntmaxT
   __shared__ uint32_t wsum[kSelWarps];
   __shared__ uint32_t sel_bin, sel_before;
   __shared__ int w_lt[kSelWarps], w_eq[kSelWarps];
+  GridDepWait();  // K2's U (PDL launch)
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int b = blockIdx.y, l = blockIdx.x, MB = p.max_blocks_per_seq;
   const int64_t row = static_cast<int64_t>(b) * p.sel.select_heads + l;
-  // seq_lens is older than K2 (the kernel before this PDL launch): read it
-  // before the wait, so its round trip overlaps K2's tail.
-  const int32_t seq_len = p.seq_lens[b];
-  GridDepWait();  // K2's U (PDL launch)
-  const EntmaxSeqPages s = EntmaxPagesOf(seq_len, p.page_size, MB);
+  const EntmaxSeqPages s = EntmaxPagesOf(p.seq_lens[b], p.page_size, MB);
   const bool dense = s.tokens < p.min_context || p.budget_pages >= s.hist;
   const int n = dense ? s.hist : p.budget_pages;
   const int sinks = min(p.sink_pages, n);
@@ -274,22 +271,7 @@ __global__ void __launch_bounds__(kSelThreads) TopkSelectCtaKernel(const EntmaxT
     for (int pg = tid; pg < s.hist; pg += kSelThreads) out[pg] = pg;
   } else {
     const int hist_n = s.hist;  // > n >= 1 here
-    // Eight loads in flight per thread before any store (8192 keys per round
-    // trip: one at 128K): a load-store loop paid one L2 round trip per 1024
-    // keys (8 serial trips at 128K).
-    for (int base = 0; base < hist_n; base += 8 * kSelThreads) {
-      float v[8];
-#pragma unroll
-      for (int k = 0; k < 8; ++k) {
-        const int pg = base + k * kSelThreads + tid;
-        v[k] = pg < hist_n ? u[pg] : 0.0f;
-      }
-#pragma unroll
-      for (int k = 0; k < 8; ++k) {
-        const int pg = base + k * kSelThreads + tid;
-        if (pg < hist_n) keys[pg] = pg < sinks ? 0u : ~EntmaxOrderedBits(v[k]);
-      }
-    }
+    for (int pg = tid; pg < hist_n; pg += kSelThreads) keys[pg] = pg < sinks ? 0u : ~EntmaxOrderedBits(u[pg]);
     uint32_t prefix = 0, mask = 0;
     int kk = n;  // rank (1-based) of the threshold among the keys still matching prefix
 #pragma unroll 1

@@ -59,9 +59,6 @@ bool EntmaxTopkPackRef(const EntmaxTopkPackParams& p);
 // K2: grid (ceil(MB/pages per CTA), Hs, B); a warp per page.
 cudaError_t LaunchEntmaxCriticality(const EntmaxCriticalityParams& p, cudaStream_t stream);
 // K3: one CTA per (b, s): radix selection of the n-th best key, ordered emit.
-// K2 and the one-CTA K3 are PDL launches: K2 waits for the previous kernel
-// before any load; K3 reads seq_lens before its wait (it must not be written
-// by K2 or whatever kernel is launched just before K3) and U after it.
 cudaError_t LaunchEntmaxTopkPack(const EntmaxTopkPackParams& p, cudaStream_t stream);
 #endif
 
