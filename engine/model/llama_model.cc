@@ -259,6 +259,17 @@ int64_t LlamaModel::decode_graphs_captured() const { return graphs_ ? graphs_->g
 at::Tensor LlamaModel::Embed(const at::Tensor& tokens) const { return embed_.index_select(0, tokens); }
 
 at::Tensor LlamaModel::Logits(const at::Tensor& hidden) const {
+  if (FusedBlockAvailable(hidden)) {
+    // CUDA: the final norm folded into the lm-head GEMV (decode rows), or one
+    // fused norm kernel; the ATen RMSNorm is ~10 launches per step.
+    const at::Tensor x = hidden.contiguous();
+    if (auto f = SkinnyNormLinear(x, at::Tensor(), norm_, config_.rms_eps, lm_head_.w, lm_head_.b)) {
+      return f->y.to(at::kFloat);
+    }
+    at::Tensor xc = x;  // no delta: AddRmsNorm only reads it
+    at::Tensor h = at::empty_like(xc);
+    if (AddRmsNorm(xc, at::Tensor(), norm_, h, config_.rms_eps).ok()) return Project(h, lm_head_).to(at::kFloat);
+  }
   return Project(RmsNorm(hidden, norm_), lm_head_).to(at::kFloat);
 }
 
