@@ -295,11 +295,15 @@ absl::StatusOr<at::Tensor> LlamaModel::Layers(at::Tensor x, const at::Tensor& po
       gt.row_offset = g.row_offset;
       KV_RETURN_IF_ERROR(g.strategy->ForwardGroup(l, g.caches, g.steps, gt, ctx));
     }
-    x = x + Project(gt.out.view({N, H * D}), L.o);
+    at::Tensor attn = Project(gt.out.view({N, H * D}), L.o);
+    KV_RETURN_IF_ERROR(ReduceRowParallel(attn));
+    x = x + attn;
     // ---- SwiGLU MLP -----------------------------------------------------
     h = RmsNorm(x, L.ffn_norm);
     at::Tensor gu = Project(h, L.gate_up);
-    x = x + Project(at::silu(gu.narrow(1, 0, I)) * gu.narrow(1, I, I), L.down);
+    at::Tensor mlp = Project(at::silu(gu.narrow(1, 0, I)) * gu.narrow(1, I, I), L.down);
+    KV_RETURN_IF_ERROR(ReduceRowParallel(mlp));
+    x = x + mlp;
   }
   return x;
 }
@@ -335,6 +339,7 @@ absl::StatusOr<at::Tensor> LlamaModel::FusedLayers(at::Tensor x, const at::Tenso
       KV_RETURN_IF_ERROR(g.strategy->ForwardGroup(l, g.caches, g.steps, gt, ctx));
     }
     delta = Project(gt.out.view({N, H * D}), L.o);
+    KV_RETURN_IF_ERROR(ReduceRowParallel(delta));  // tensor parallelism: o is row-parallel
     // ---- SwiGLU MLP -----------------------------------------------------
     at::Tensor gate_up;
     if (auto f = SkinnyNormLinear(x, delta, L.ffn_norm, config_.rms_eps, L.gate_up.w, L.gate_up.b)) {
@@ -346,6 +351,7 @@ absl::StatusOr<at::Tensor> LlamaModel::FusedLayers(at::Tensor x, const at::Tenso
     }
     KV_ASSIGN_OR_RETURN(at::Tensor act, SiluMul(gate_up));
     delta = Project(act, L.down);
+    KV_RETURN_IF_ERROR(ReduceRowParallel(delta));  // and so is down
   }
   return x.add_(delta);
 }

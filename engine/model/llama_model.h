@@ -64,6 +64,7 @@ struct AttentionGroup {
 };
 
 class DecodeGraphs;
+class Communicator;
 
 class LlamaModel {
  public:
@@ -92,6 +93,22 @@ class LlamaModel {
                                     absl::Span<const AttentionGroup> groups, const StepContext& ctx);
   at::Tensor Logits(const at::Tensor& hidden) const;
 
+  // Tensor parallelism (issue 14, Megatron-style): shard `rank` of `size`
+  // of this model, on `device`. It holds heads [rank*H/size, ...) of q and
+  // [rank*Hkv/size, ...) of k and v with the matching input columns of o,
+  // and columns [rank*I/size, ...) of gate and up with the matching input
+  // columns of down; norms, embedding and lm-head are replicated. Its config
+  // says H/size, Hkv/size, I/size, so KV strategies built on its geometry
+  // hold its own KV heads only. o and down give partial sums that `comm`
+  // (required when size > 1; rank and size must match) all-reduces, two per
+  // layer. A CPU file's packed blocks are not carried (shards decode from
+  // the compute-dtype weights). INVALID_ARGUMENT names the count size does
+  // not divide.
+  absl::StatusOr<std::unique_ptr<LlamaModel>> Shard(int rank, int size, Communicator* comm,
+                                                    c10::Device device) const;
+  int tp_rank() const { return tp_rank_; }
+  int tp_size() const { return tp_size_; }
+
   const ModelConfig& config() const { return config_; }
   KvGeometry geometry() const;
   c10::Device device() const { return device_; }
@@ -118,6 +135,9 @@ class LlamaModel {
   at::Tensor Project(const at::Tensor& x, const Linear& w) const;
   absl::StatusOr<at::Tensor> FusedLayers(at::Tensor x, const at::Tensor& positions,
                                          absl::Span<const AttentionGroup> groups, const StepContext& ctx);
+  // Sums a row-parallel projection's partial output over the ranks (no-op
+  // without tensor parallelism).
+  absl::Status ReduceRowParallel(at::Tensor& partial) const;
 
   ModelConfig config_;
   c10::Device device_;
@@ -129,6 +149,8 @@ class LlamaModel {
   std::vector<LayerWeights> layers_;
   int64_t weight_bytes_ = 0;
   std::unique_ptr<DecodeGraphs> graphs_;  // CUDA only, made on the first step
+  Communicator* comm_ = nullptr;          // tensor parallelism (not owned); null when tp_size_ == 1
+  int tp_rank_ = 0, tp_size_ = 1;
 };
 
 }  // namespace kvstream

@@ -1,0 +1,85 @@
+// LlamaModel::Shard: the tensor-parallel split of a loaded model (issue 14;
+// Megatron-LM's column/row split: Shoeybi et al. 2019, §3). Column-parallel:
+// q/k/v heads and the gate/up columns, so attention and SwiGLU run on local
+// data; row-parallel: o and down over their input columns, whose partial
+// outputs are summed across ranks (LlamaModel::ReduceRowParallel).
+#include <ATen/ATen.h>
+
+#include "absl/strings/str_format.h"
+#include "engine/model/decode_graphs.h"
+#include "engine/model/llama_model.h"
+#include "engine/parallel/communicator.h"
+
+namespace kvstream {
+
+absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Shard(int rank, int size, Communicator* comm,
+                                                               c10::Device device) const {
+  const ModelConfig& c = config_;
+  if (size < 1 || rank < 0 || rank >= size) {
+    return absl::InvalidArgumentError(absl::StrFormat("tensor-parallel rank %d of %d", rank, size));
+  }
+  if (c.n_kv_heads % size != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "tensor_parallel=%d must divide the model's %d KV heads (allowed: divisors of %d)", size, c.n_kv_heads,
+        c.n_kv_heads));
+  }
+  if (c.intermediate % size != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "tensor_parallel=%d must divide the model's MLP width %d", size, c.intermediate));
+  }
+  if (size > 1 && (comm == nullptr || comm->size() != size || comm->rank() != rank)) {
+    return absl::InvalidArgumentError(absl::StrFormat("tensor-parallel shard %d of %d needs a communicator of "
+                                                      "that rank and size", rank, size));
+  }
+  const int64_t H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, I = c.intermediate;
+  const int64_t q0 = rank * (H / size) * D, qn = (H / size) * D;
+  const int64_t kv0 = rank * (Hkv / size) * D, kvn = (Hkv / size) * D;
+  const int64_t i0 = rank * (I / size), in = I / size;
+
+  ModelConfig sc = c;
+  sc.n_heads = H / size;
+  sc.n_kv_heads = Hkv / size;
+  sc.intermediate = in;
+  std::unique_ptr<LlamaModel> m(new LlamaModel(sc, device, dtype_));
+  auto put = [&](const at::Tensor& t) { return t.to(device, dtype_, false, /*copy=*/true).contiguous(); };
+  // q rows, then k rows, then v rows of this rank's heads (qkv is stacked).
+  auto qkv_rows = [&](const at::Tensor& t) {
+    return at::cat({t.narrow(0, q0, qn), t.narrow(0, H * D + kv0, kvn), t.narrow(0, (H + Hkv) * D + kv0, kvn)}, 0);
+  };
+  auto gate_up_rows = [&](const at::Tensor& t) { return at::cat({t.narrow(0, i0, in), t.narrow(0, I + i0, in)}, 0); };
+
+  m->embed_ = put(embed_);
+  m->norm_ = put(norm_);
+  m->lm_head_.w = c.tie_embeddings ? m->embed_ : put(lm_head_.w);
+  if (lm_head_.b.defined()) m->lm_head_.b = put(lm_head_.b);
+  for (const LayerWeights& L : layers_) {
+    LayerWeights S;
+    S.attn_norm = put(L.attn_norm);
+    S.ffn_norm = put(L.ffn_norm);
+    S.qkv.w = put(qkv_rows(L.qkv.w));
+    if (L.qkv.b.defined()) S.qkv.b = put(qkv_rows(L.qkv.b));
+    S.o.w = put(L.o.w.narrow(1, q0, qn));
+    if (L.o.b.defined() && rank == 0) S.o.b = put(L.o.b);  // added once, before the sum
+    S.gate_up.w = put(gate_up_rows(L.gate_up.w));
+    if (L.gate_up.b.defined()) S.gate_up.b = put(gate_up_rows(L.gate_up.b));
+    S.down.w = put(L.down.w.narrow(1, i0, in));
+    if (L.down.b.defined() && rank == 0) S.down.b = put(L.down.b);
+    for (const at::Tensor* x : {&S.attn_norm, &S.ffn_norm}) m->weight_bytes_ += x->nbytes();
+    for (const Linear* x : {&S.qkv, &S.o, &S.gate_up, &S.down}) {
+      m->weight_bytes_ += x->w.nbytes() + (x->b.defined() ? x->b.nbytes() : 0);
+    }
+    m->layers_.push_back(std::move(S));
+  }
+  m->weight_bytes_ += m->embed_.nbytes() + m->norm_.nbytes() + (c.tie_embeddings ? 0 : m->lm_head_.w.nbytes());
+  m->comm_ = size > 1 ? comm : nullptr;
+  m->tp_rank_ = rank;
+  m->tp_size_ = size;
+  if (device.is_cuda()) m->graphs_ = std::make_unique<DecodeGraphs>(*m);
+  return m;
+}
+
+absl::Status LlamaModel::ReduceRowParallel(at::Tensor& partial) const {
+  return comm_ == nullptr ? absl::OkStatus() : comm_->AllReduceSum(partial);
+}
+
+}  // namespace kvstream

@@ -1,0 +1,26 @@
+// Collective operations between the ranks of one tensor-parallel group
+// (issue 14). A model shard (LlamaModel::Shard) holds 1/N of the attention
+// heads and of the MLP's inner width; its o and down projections are
+// row-parallel (each rank's output is a partial sum of the full product),
+// so every layer needs two all-reduces. The interface keeps the model
+// independent of how ranks talk: NCCL between GPUs of a host, or threads
+// in one process (LocalGroup: CPU tests of the sharded math).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/status.h"
+
+namespace kvstream {
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // In place on every rank: t = sum over the ranks' t (same shape and dtype
+  // everywhere). Every rank must call it, in the same order.
+  virtual absl::Status AllReduceSum(at::Tensor& t) = 0;
+};
+
+}  // namespace kvstream
