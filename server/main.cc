@@ -28,6 +28,8 @@ ABSL_FLAG(int64_t, max_message_bytes, 16 << 20, "largest request message accepte
 ABSL_FLAG(int64_t, max_prompt_tokens, 0, "longest prompt accepted, in tokens (0 = only the model context limits it)");
 ABSL_FLAG(std::string, synthetic, "", "serve seeded random weights of this architecture instead of --model: llama3-8b, llama3-70b, qwen2.5-7b, smollm2-135m");
 ABSL_FLAG(int32_t, threads, 0, "CPU threads for the engine (0 = all cores)");
+ABSL_FLAG(int32_t, tensor_parallel, 1,
+          "shards of the model, one rank each (must divide its KV heads); CPU: threads of this process");
 
 int main(int argc, char** argv) {
   // KV buffers and step temporaries of every size come and go for the life
@@ -64,6 +66,7 @@ int main(int argc, char** argv) {
   o.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
   o.threads = absl::GetFlag(FLAGS_threads);
   o.synthetic = absl::GetFlag(FLAGS_synthetic);
+  o.tensor_parallel = absl::GetFlag(FLAGS_tensor_parallel);
   if (o.max_batch < 1 || o.max_queue < 0 || o.prefill_chunk < 1 || o.kv_budget_bytes < 0) {
     std::fprintf(stderr, "error: --max-batch and --prefill-chunk must be >= 1, --max-queue and --kv-budget-bytes >= 0\n");
     return 2;

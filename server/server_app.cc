@@ -118,6 +118,7 @@ void ServerApp::Load() {
   eo.device = options_.device;
   eo.threads = options_.threads;
   eo.synthetic = options_.synthetic;
+  eo.tensor_parallel = options_.tensor_parallel;
   eo.prefill_chunk = options_.prefill_chunk;
   eo.kv_pool_bytes = options_.kv_budget_bytes;
   spdlog::info("loading model {} (device={})", options_.model, options_.device);

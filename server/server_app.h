@@ -33,6 +33,7 @@ struct ServerOptions {
   int64_t max_prompt_tokens = 0;         // 0 = only the model context limits a prompt
   int threads = 0;
   std::string synthetic;             // architecture name for random weights
+  int tensor_parallel = 1;           // model shards (EngineOptions::tensor_parallel)
 };
 
 class ServerApp {

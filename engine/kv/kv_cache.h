@@ -45,6 +45,9 @@ struct KvGeometry {
   // The model file ("" for synthetic weights). Strategies with per-model
   // profiles (SAM-Gate thresholds, SpectralQuant .sqcal) look beside it.
   std::string model_path;
+  // Tensor parallelism: this geometry is one of tp_size shards, holding KV
+  // heads [tp_rank * n_kv_heads, (tp_rank + 1) * n_kv_heads) of the model.
+  int tp_rank = 0, tp_size = 1;
 
   // Bytes one token's K+V take in a dense 16-bit cache over all layers.
   int64_t DenseBytesPerToken16() const { return 2 * n_layers * n_kv_heads * head_dim * 2; }

@@ -10,6 +10,7 @@
 #include "engine/kv/laser_kv/laser_kv_strategy.h"
 #include "engine/kv/sam_gate/sam_gate_strategy.h"
 #include "engine/kv/spectral_quant/sq_strategy.h"
+#include "engine/parallel/tp_strategy.h"
 #include "engine/status_macros.h"
 
 namespace kvstream {
@@ -40,13 +41,37 @@ absl::StatusOr<std::unique_ptr<StrategyRegistry>> StrategyRegistry::Create(
   reg->strategies_["sam_gate"] = std::make_unique<SamGateStrategy>(geometry);
   reg->strategies_["laser_kv"] = std::make_unique<LaserKvStrategy>(geometry);
   // SpectralQuant loads the model's calibration profiles (calibrating once if none).
-  KV_ASSIGN_OR_RETURN(reg->strategies_["spectral_quant"], SpectralQuantStrategy::Create(geometry));
+  if (geometry.tp_size > 1) {
+    reg->unavailable_["spectral_quant"] =
+        "kv_compression strategy 'spectral_quant' is not available with --tensor-parallel > 1: its calibration "
+        "profile is per model, not per shard of KV heads";
+  } else {
+    KV_ASSIGN_OR_RETURN(reg->strategies_["spectral_quant"], SpectralQuantStrategy::Create(geometry));
+  }
+  return reg;
+}
+
+absl::StatusOr<std::unique_ptr<StrategyRegistry>> StrategyRegistry::CreateTensorParallel(
+    std::vector<std::unique_ptr<StrategyRegistry>> ranks) {
+  if (ranks.empty()) return absl::InternalError("tensor-parallel registry of no ranks");
+  auto reg = std::make_unique<StrategyRegistry>();
+  reg->unavailable_ = ranks[0]->unavailable_;
+  for (const auto& [name, _] : ranks[0]->strategies_) {
+    std::vector<Strategy*> per_rank;
+    for (const auto& r : ranks) {
+      KV_ASSIGN_OR_RETURN(Strategy * s, r->Get(name));
+      per_rank.push_back(s);
+    }
+    reg->strategies_[name] = std::make_unique<TpStrategy>(std::move(per_rank));
+  }
+  reg->tp_ranks_ = std::move(ranks);
   return reg;
 }
 
 absl::StatusOr<Strategy*> StrategyRegistry::Get(const std::string& name) const {
   auto it = strategies_.find(name);
   if (it != strategies_.end()) return it->second.get();
+  if (auto u = unavailable_.find(name); u != unavailable_.end()) return absl::UnimplementedError(u->second);
   const auto& known = KnownStrategyNames();
   if (std::find(known.begin(), known.end(), name) != known.end()) {
     return absl::UnimplementedError(

@@ -17,6 +17,11 @@ class StrategyRegistry {
  public:
   // Builds every strategy compiled into this binary for `geometry`.
   static absl::StatusOr<std::unique_ptr<StrategyRegistry>> Create(const KvGeometry& geometry);
+  // Tensor parallelism: ranks[r] was built for rank r's geometry; the result
+  // serves each strategy as a TpStrategy over the ranks' instances
+  // (engine/parallel/tp_strategy.h) and owns the rank registries.
+  static absl::StatusOr<std::unique_ptr<StrategyRegistry>> CreateTensorParallel(
+      std::vector<std::unique_ptr<StrategyRegistry>> ranks);
 
   // UNIMPLEMENTED naming the strategy if it is known to the API but not built.
   absl::StatusOr<Strategy*> Get(const std::string& name) const;
@@ -24,6 +29,8 @@ class StrategyRegistry {
 
  private:
   std::map<std::string, std::unique_ptr<Strategy>> strategies_;
+  std::map<std::string, std::string> unavailable_;  // name -> why (UNIMPLEMENTED)
+  std::vector<std::unique_ptr<StrategyRegistry>> tp_ranks_;
 };
 
 // Every strategy name the public API knows, built or not.

@@ -180,6 +180,11 @@ at::Tensor LlamaModel::Project(const at::Tensor& x, const Linear& w) const {
 }
 
 absl::StatusOr<at::Tensor> LlamaModel::Forward(absl::Span<const SeqInput> seqs, const StepContext& ctx) {
+  if (!tp_peers_.empty()) return ForwardTensorParallel(seqs, ctx);
+  return ForwardLocal(seqs, ctx);
+}
+
+absl::StatusOr<at::Tensor> LlamaModel::ForwardLocal(absl::Span<const SeqInput> seqs, const StepContext& ctx) {
   // ---- gather the step's rows --------------------------------------------
   std::vector<int64_t> ids, pos, out_rows;
   std::vector<SeqStep> steps(seqs.size());

@@ -65,6 +65,7 @@ struct AttentionGroup {
 
 class DecodeGraphs;
 class Communicator;
+class TpRunner;
 
 class LlamaModel {
  public:
@@ -108,6 +109,12 @@ class LlamaModel {
                                                     c10::Device device) const;
   int tp_rank() const { return tp_rank_; }
   int tp_size() const { return tp_size_; }
+  // Makes this model (rank 0's shard) run every Forward on all ranks:
+  // peers[r - 1] is rank r's shard, runner the group's threads. The inputs'
+  // strategies and caches must then be the group's (TpStrategy,
+  // TpSequenceCache); rank r gets its own. Rank 0's logits are returned
+  // (every rank computes the same ones). Not owned.
+  void SetTensorParallelPeers(std::vector<LlamaModel*> peers, TpRunner* runner);
 
   const ModelConfig& config() const { return config_; }
   KvGeometry geometry() const;
@@ -138,6 +145,10 @@ class LlamaModel {
   // Sums a row-parallel projection's partial output over the ranks (no-op
   // without tensor parallelism).
   absl::Status ReduceRowParallel(at::Tensor& partial) const;
+  // Forward on this model alone (one rank's step).
+  absl::StatusOr<at::Tensor> ForwardLocal(absl::Span<const SeqInput> seqs, const StepContext& ctx);
+  // Forward on every rank of the group (SetTensorParallelPeers).
+  absl::StatusOr<at::Tensor> ForwardTensorParallel(absl::Span<const SeqInput> seqs, const StepContext& ctx);
 
   ModelConfig config_;
   c10::Device device_;
@@ -151,6 +162,8 @@ class LlamaModel {
   std::unique_ptr<DecodeGraphs> graphs_;  // CUDA only, made on the first step
   Communicator* comm_ = nullptr;          // tensor parallelism (not owned); null when tp_size_ == 1
   int tp_rank_ = 0, tp_size_ = 1;
+  std::vector<LlamaModel*> tp_peers_;     // rank 0 only: ranks 1..N-1
+  TpRunner* tp_runner_ = nullptr;
 };
 
 }  // namespace kvstream

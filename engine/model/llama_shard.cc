@@ -4,11 +4,15 @@
 // data; row-parallel: o and down over their input columns, whose partial
 // outputs are summed across ranks (LlamaModel::ReduceRowParallel).
 #include <ATen/ATen.h>
+#include <c10/core/DeviceGuard.h>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/model/decode_graphs.h"
 #include "engine/model/llama_model.h"
 #include "engine/parallel/communicator.h"
+#include "engine/parallel/tp_runner.h"
+#include "engine/parallel/tp_strategy.h"
 
 namespace kvstream {
 
@@ -76,6 +80,44 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Shard(int rank, int size
   m->tp_size_ = size;
   if (device.is_cuda()) m->graphs_ = std::make_unique<DecodeGraphs>(*m);
   return m;
+}
+
+void LlamaModel::SetTensorParallelPeers(std::vector<LlamaModel*> peers, TpRunner* runner) {
+  tp_peers_ = std::move(peers);
+  tp_runner_ = runner;
+}
+
+absl::StatusOr<at::Tensor> LlamaModel::ForwardTensorParallel(absl::Span<const SeqInput> seqs,
+                                                             const StepContext& ctx) {
+  const int size = static_cast<int>(tp_peers_.size()) + 1;
+  // Rank r's inputs: the same tokens with rank r's strategy and cache.
+  std::vector<std::vector<SeqInput>> per_rank(static_cast<size_t>(size),
+                                              std::vector<SeqInput>(seqs.begin(), seqs.end()));
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    auto* s = dynamic_cast<TpStrategy*>(seqs[i].strategy);
+    auto* c = dynamic_cast<TpSequenceCache*>(seqs[i].cache);
+    if (s == nullptr || c == nullptr || c->size() != size) {
+      return absl::InternalError("tensor-parallel step with a sequence that is not the group's");
+    }
+    for (int r = 0; r < size; ++r) {
+      per_rank[r][i].strategy = s->rank(r);
+      per_rank[r][i].cache = c->rank(r);
+    }
+  }
+  std::vector<absl::StatusOr<at::Tensor>> out(static_cast<size_t>(size), absl::UnknownError("rank did not run"));
+  const absl::Status s = tp_runner_->RunAll([&](int r) -> absl::Status {
+    LlamaModel& m = r == 0 ? *this : *tp_peers_[static_cast<size_t>(r - 1)];
+    c10::DeviceGuard device(m.device());
+    at::InferenceMode inference;  // thread-local: the workers need their own
+    try {
+      out[r] = m.ForwardLocal(per_rank[r], ctx);
+    } catch (const c10::Error& e) {
+      out[r] = absl::InternalError(absl::StrCat("tensor-parallel rank ", r, ": ", e.what_without_backtrace()));
+    }
+    return out[r].status();
+  });
+  if (!s.ok()) return s;
+  return std::move(out[0]);
 }
 
 absl::Status LlamaModel::ReduceRowParallel(at::Tensor& partial) const {

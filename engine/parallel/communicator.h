@@ -21,6 +21,10 @@ class Communicator {
   // In place on every rank: t = sum over the ranks' t (same shape and dtype
   // everywhere). Every rank must call it, in the same order.
   virtual absl::Status AllReduceSum(at::Tensor& t) = 0;
+  // A rank failed between collectives: every rank waiting in one (now or
+  // later) returns `why` instead of waiting for it forever. The group is
+  // unusable afterwards.
+  virtual void Abort(const absl::Status& why) = 0;
 };
 
 }  // namespace kvstream

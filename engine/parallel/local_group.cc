@@ -20,7 +20,8 @@ struct Rendezvous {
   int arrived = 0;
   uint64_t generation = 0;
   std::vector<at::Tensor*> slots;
-  absl::Status result;  // of the collective that completed last
+  absl::Status result;   // of the collective that completed last
+  absl::Status aborted;  // set once by Abort
 };
 
 class LocalCommunicator final : public Communicator {
@@ -29,13 +30,20 @@ class LocalCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return r_->size; }
 
+  void Abort(const absl::Status& why) override {
+    std::lock_guard<std::mutex> lock(r_->mu);
+    if (r_->aborted.ok()) r_->aborted = why.ok() ? absl::AbortedError("tensor-parallel group aborted") : why;
+    r_->cv.notify_all();
+  }
+
   absl::Status AllReduceSum(at::Tensor& t) override {
     std::unique_lock<std::mutex> lock(r_->mu);
+    if (!r_->aborted.ok()) return r_->aborted;
     const uint64_t gen = r_->generation;
     r_->slots[rank_] = &t;
     if (++r_->arrived < r_->size) {
-      r_->cv.wait(lock, [&] { return r_->generation != gen; });
-      return r_->result;
+      r_->cv.wait(lock, [&] { return r_->generation != gen || !r_->aborted.ok(); });
+      return r_->generation != gen ? r_->result : r_->aborted;
     }
     r_->result = Sum();
     r_->arrived = 0;

@@ -13,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "engine/model/loader/weights.h"
 #include "engine/model/synthetic.h"
+#include "engine/parallel/local_group.h"
 #include "engine/runtime/active_sequence.h"
 #include "engine/status_macros.h"
 
@@ -55,6 +56,14 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
     return absl::FailedPreconditionError("--device=cuda but this build or machine has no CUDA device");
   }
   const bool use_cuda = options.device == "cuda" || (options.device == "auto" && cuda_available);
+  if (options.tensor_parallel < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--tensor-parallel must be >= 1 (got ", options.tensor_parallel, ")"));
+  }
+  if (options.tensor_parallel > 1 && use_cuda) {
+    return absl::UnimplementedError(
+        "--tensor-parallel > 1 on CUDA needs NCCL ranks (one GPU each), not in this build; use --device=cpu");
+  }
   // threads: the option, else $KVSTREAM_THREADS, else every core. Tests run
   // several engines at once with KVSTREAM_THREADS=1: OpenMP teams that share
   // cores with another busy process stall at every barrier.
@@ -80,24 +89,61 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
   } catch (const c10::Error& err) {
     return absl::InternalError(absl::StrCat("moving weights to ", device.str(), ": ", err.what_without_backtrace()));
   }
+  e->config_ = e->model_->config();
+  const int tp = options.tensor_parallel;
+  if (tp > 1) KV_RETURN_IF_ERROR(e->ShardForTensorParallel(tp));
   KvGeometry geometry = e->model_->geometry();
   geometry.paged_dense = options.paged_dense;  // CUDA pages dense regardless (registry)
   geometry.kv_pool_bytes = options.kv_pool_bytes;
   geometry.model_path = options.synthetic.empty() ? options.model_path : std::string();
+  geometry.tp_size = tp;
   if (use_cuda) {
     if (geometry.kv_pool_bytes <= 0) geometry.kv_pool_bytes = DefaultCudaPoolBytes();
     e->kv_pool_bytes_ = geometry.kv_pool_bytes;
   }
-  KV_ASSIGN_OR_RETURN(e->registry_, StrategyRegistry::Create(geometry));
+  if (tp > 1) {
+    // One registry per rank (its own pools and strategy state on its KV
+    // heads), served through TpStrategy wrappers.
+    std::vector<std::unique_ptr<StrategyRegistry>> ranks;
+    for (int r = 0; r < tp; ++r) {
+      geometry.tp_rank = r;
+      KV_ASSIGN_OR_RETURN(std::unique_ptr<StrategyRegistry> reg, StrategyRegistry::Create(geometry));
+      ranks.push_back(std::move(reg));
+    }
+    KV_ASSIGN_OR_RETURN(e->registry_, StrategyRegistry::CreateTensorParallel(std::move(ranks)));
+  } else {
+    KV_ASSIGN_OR_RETURN(e->registry_, StrategyRegistry::Create(geometry));
+  }
   e->load_ms_ = MsSince(t0);
   return e;
+}
+
+absl::Status Engine::ShardForTensorParallel(int size) {
+  // The whole model is loaded once, then split: rank 0's shard replaces it.
+  tp_comms_ = MakeLocalGroup(size);
+  std::vector<std::unique_ptr<LlamaModel>> shards;
+  for (int r = 0; r < size; ++r) {
+    KV_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> m, model_->Shard(r, size, tp_comms_[r].get(), model_->device()));
+    shards.push_back(std::move(m));
+  }
+  std::vector<Communicator*> comms;
+  for (auto& c : tp_comms_) comms.push_back(c.get());
+  tp_runner_ = std::make_unique<TpRunner>(std::move(comms));
+  model_ = std::move(shards[0]);
+  std::vector<LlamaModel*> peers;
+  for (int r = 1; r < size; ++r) {
+    peers.push_back(shards[r].get());
+    tp_peers_.push_back(std::move(shards[r]));
+  }
+  model_->SetTensorParallelPeers(std::move(peers), tp_runner_.get());
+  return absl::OkStatus();
 }
 
 std::string Engine::device_name() const { return model_->device().str(); }
 std::string Engine::dtype_name() const { return c10::toString(model_->dtype()); }
 
 absl::Status Engine::Validate(const GenerateSpec& spec) const {
-  const ModelConfig& c = model_->config();
+  const ModelConfig& c = config_;
   if (spec.prompt_ids.empty()) return absl::InvalidArgumentError("input is empty: give prompt, prompt_token_ids or chat");
   for (size_t i = 0; i < spec.prompt_ids.size(); ++i) {
     if (spec.prompt_ids[i] < 0 || spec.prompt_ids[i] >= c.vocab_size) {

@@ -12,6 +12,8 @@
 #include "absl/status/statusor.h"
 #include "engine/kv/registry.h"
 #include "engine/model/llama_model.h"
+#include "engine/parallel/communicator.h"
+#include "engine/parallel/tp_runner.h"
 #include "engine/runtime/generation.h"
 #include "engine/tokenizer/tokenizer.h"
 
@@ -29,6 +31,11 @@ struct EngineOptions {
   int64_t kv_pool_bytes = 0;
   // CPU: serve dense through the paged pool + decode-kernel twin (as CUDA does).
   bool paged_dense = false;
+  // Tensor parallelism: shards of the model (LlamaModel::Shard), one rank
+  // each; must divide the model's KV heads. Ranks are threads of this
+  // process exchanging partial sums through memory (CPU); on CUDA they need
+  // NCCL, one GPU each, which this build does not have yet (UNIMPLEMENTED).
+  int tensor_parallel = 1;
 };
 
 class Engine {
@@ -48,7 +55,7 @@ class Engine {
                                                              const DeltaFn& on_delta = nullptr);
 
   const Tokenizer& tokenizer() const { return *tokenizer_; }
-  const ModelConfig& config() const { return model_->config(); }
+  const ModelConfig& config() const { return config_; }  // the whole model's, whatever the sharding
   LlamaModel& model() { return *model_; }
   const StrategyRegistry& strategies() const { return *registry_; }
   StrategyRegistry& strategies() { return *registry_; }
@@ -61,9 +68,17 @@ class Engine {
   int64_t NextStepId() { return step_++; }
 
  private:
+  absl::Status ShardForTensorParallel(int size);
+
   EngineOptions options_;
+  ModelConfig config_;
+  // Tensor parallelism (declared first: destroyed after the models and
+  // strategies that use them).
+  std::vector<std::unique_ptr<Communicator>> tp_comms_;
+  std::unique_ptr<TpRunner> tp_runner_;
   std::unique_ptr<Tokenizer> tokenizer_;
-  std::unique_ptr<LlamaModel> model_;
+  std::unique_ptr<LlamaModel> model_;               // rank 0's shard under tensor parallelism
+  std::vector<std::unique_ptr<LlamaModel>> tp_peers_;  // ranks 1..N-1
   std::unique_ptr<StrategyRegistry> registry_;
   double load_ms_ = 0;
   int64_t kv_pool_bytes_ = 0;
