@@ -28,6 +28,21 @@ if(KVSTREAM_ENABLE_CUDA_TORCH)
   target_link_libraries(kvstream_torch INTERFACE ${_tl}/libtorch_cpu.so ${_tl}/libc10.so ${_tl}/libc10_cuda.so
                         "-Wl,--no-as-needed,${_tl}/libtorch_cuda.so,--as-needed" CUDA::cudart)
   target_compile_definitions(kvstream_torch INTERFACE KVSTREAM_HAVE_CUDA_TORCH=1)
+  # NCCL for tensor parallelism across GPUs (engine/parallel/nccl_group.cc):
+  # the wheel torch itself depends on (nvidia-nccl-cu13, beside torch in
+  # site-packages), else the CUDA toolkit's copy.
+  find_path(KVSTREAM_NCCL_INCLUDE nccl.h
+            PATHS ${KVSTREAM_TORCH_DIR}/../nvidia/nccl/include ${CUDAToolkit_INCLUDE_DIRS} NO_DEFAULT_PATH)
+  find_library(KVSTREAM_NCCL_LIB NAMES nccl libnccl.so.2
+               PATHS ${KVSTREAM_TORCH_DIR}/../nvidia/nccl/lib ${CUDAToolkit_LIBRARY_DIR} NO_DEFAULT_PATH)
+  if(KVSTREAM_NCCL_INCLUDE AND KVSTREAM_NCCL_LIB)
+    message(STATUS "kvstream: NCCL ${KVSTREAM_NCCL_LIB} (tensor parallelism across GPUs)")
+    target_include_directories(kvstream_torch SYSTEM INTERFACE ${KVSTREAM_NCCL_INCLUDE})
+    target_link_libraries(kvstream_torch INTERFACE ${KVSTREAM_NCCL_LIB})
+    target_compile_definitions(kvstream_torch INTERFACE KVSTREAM_HAVE_NCCL=1)
+  else()
+    message(STATUS "kvstream: no NCCL found: --tensor-parallel > 1 on CUDA is UNIMPLEMENTED in this build")
+  endif()
 else()
   target_link_libraries(kvstream_torch INTERFACE ${_tl}/libtorch_cpu.so ${_tl}/libc10.so)
 endif()

@@ -11,6 +11,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -105,8 +106,16 @@ class LlamaModel {
   // layer. A CPU file's packed blocks are not carried (shards decode from
   // the compute-dtype weights). INVALID_ARGUMENT names the count size does
   // not divide.
-  absl::StatusOr<std::unique_ptr<LlamaModel>> Shard(int rank, int size, Communicator* comm,
-                                                    c10::Device device) const;
+  // dtype: the shard's compute dtype (default: this model's), e.g. a CPU
+  // fp32 load split into bf16 shards on GPUs.
+  absl::StatusOr<std::unique_ptr<LlamaModel>> Shard(int rank, int size, Communicator* comm, c10::Device device,
+                                                    std::optional<c10::ScalarType> dtype = std::nullopt) const;
+  // The config of one of `size` shards of `c` (H/size, Hkv/size, I/size),
+  // or INVALID_ARGUMENT naming the count size does not divide.
+  static absl::StatusOr<ModelConfig> ShardConfig(const ModelConfig& c, int size);
+  // Marks a model built from a shard config (e.g. CreateSynthetic of
+  // ShardConfig) as rank `rank` of `size`, summing through comm.
+  void AttachTensorParallel(int rank, int size, Communicator* comm);
   int tp_rank() const { return tp_rank_; }
   int tp_size() const { return tp_size_; }
   // Makes this model (rank 0's shard) run every Forward on all ranks:

@@ -16,12 +16,8 @@
 
 namespace kvstream {
 
-absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Shard(int rank, int size, Communicator* comm,
-                                                               c10::Device device) const {
-  const ModelConfig& c = config_;
-  if (size < 1 || rank < 0 || rank >= size) {
-    return absl::InvalidArgumentError(absl::StrFormat("tensor-parallel rank %d of %d", rank, size));
-  }
+absl::StatusOr<ModelConfig> LlamaModel::ShardConfig(const ModelConfig& c, int size) {
+  if (size < 1) return absl::InvalidArgumentError(absl::StrFormat("tensor_parallel must be >= 1 (got %d)", size));
   if (c.n_kv_heads % size != 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "tensor_parallel=%d must divide the model's %d KV heads (allowed: divisors of %d)", size, c.n_kv_heads,
@@ -31,6 +27,28 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Shard(int rank, int size
     return absl::InvalidArgumentError(absl::StrFormat(
         "tensor_parallel=%d must divide the model's MLP width %d", size, c.intermediate));
   }
+  ModelConfig sc = c;
+  sc.n_heads = c.n_heads / size;
+  sc.n_kv_heads = c.n_kv_heads / size;
+  sc.intermediate = c.intermediate / size;
+  return sc;
+}
+
+void LlamaModel::AttachTensorParallel(int rank, int size, Communicator* comm) {
+  comm_ = size > 1 ? comm : nullptr;
+  tp_rank_ = rank;
+  tp_size_ = size;
+}
+
+absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Shard(int rank, int size, Communicator* comm,
+                                                               c10::Device device,
+                                                               std::optional<c10::ScalarType> dtype) const {
+  const ModelConfig& c = config_;
+  if (size < 1 || rank < 0 || rank >= size) {
+    return absl::InvalidArgumentError(absl::StrFormat("tensor-parallel rank %d of %d", rank, size));
+  }
+  auto shard_config = ShardConfig(c, size);
+  if (!shard_config.ok()) return shard_config.status();
   if (size > 1 && (comm == nullptr || comm->size() != size || comm->rank() != rank)) {
     return absl::InvalidArgumentError(absl::StrFormat("tensor-parallel shard %d of %d needs a communicator of "
                                                       "that rank and size", rank, size));
@@ -40,12 +58,9 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Shard(int rank, int size
   const int64_t kv0 = rank * (Hkv / size) * D, kvn = (Hkv / size) * D;
   const int64_t i0 = rank * (I / size), in = I / size;
 
-  ModelConfig sc = c;
-  sc.n_heads = H / size;
-  sc.n_kv_heads = Hkv / size;
-  sc.intermediate = in;
-  std::unique_ptr<LlamaModel> m(new LlamaModel(sc, device, dtype_));
-  auto put = [&](const at::Tensor& t) { return t.to(device, dtype_, false, /*copy=*/true).contiguous(); };
+  const c10::ScalarType out_dtype = dtype.value_or(dtype_);
+  std::unique_ptr<LlamaModel> m(new LlamaModel(*shard_config, device, out_dtype));
+  auto put = [&](const at::Tensor& t) { return t.to(device, out_dtype, false, /*copy=*/true).contiguous(); };
   // q rows, then k rows, then v rows of this rank's heads (qkv is stacked).
   auto qkv_rows = [&](const at::Tensor& t) {
     return at::cat({t.narrow(0, q0, qn), t.narrow(0, H * D + kv0, kvn), t.narrow(0, (H + Hkv) * D + kv0, kvn)}, 0);
@@ -75,9 +90,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Shard(int rank, int size
     m->layers_.push_back(std::move(S));
   }
   m->weight_bytes_ += m->embed_.nbytes() + m->norm_.nbytes() + (c.tie_embeddings ? 0 : m->lm_head_.w.nbytes());
-  m->comm_ = size > 1 ? comm : nullptr;
-  m->tp_rank_ = rank;
-  m->tp_size_ = size;
+  m->AttachTensorParallel(rank, size, comm);
   if (device.is_cuda()) m->graphs_ = std::make_unique<DecodeGraphs>(*m);
   return m;
 }

@@ -14,11 +14,13 @@
 #include "engine/model/loader/weights.h"
 #include "engine/model/synthetic.h"
 #include "engine/parallel/local_group.h"
+#include "engine/parallel/nccl_group.h"
 #include "engine/runtime/active_sequence.h"
 #include "engine/status_macros.h"
 
 #ifdef KVSTREAM_HAVE_CUDA_TORCH
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <cuda_runtime_api.h>
 #endif
 
@@ -60,9 +62,23 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
     return absl::InvalidArgumentError(
         absl::StrCat("--tensor-parallel must be >= 1 (got ", options.tensor_parallel, ")"));
   }
-  if (options.tensor_parallel > 1 && use_cuda) {
-    return absl::UnimplementedError(
-        "--tensor-parallel > 1 on CUDA needs NCCL ranks (one GPU each), not in this build; use --device=cpu");
+  const int tp = options.tensor_parallel;
+  const bool tp_cuda = tp > 1 && use_cuda;  // one GPU per rank, NCCL between them
+  if (tp_cuda) {
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+    const int gpus = static_cast<int>(c10::cuda::device_count());
+#else
+    const int gpus = 0;
+#endif
+    if (gpus < tp) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("--tensor-parallel=", tp, " needs ", tp, " GPUs (one per rank); this machine has ", gpus));
+    }
+    std::vector<int> devices;
+    for (int r = 0; r < tp; ++r) devices.push_back(r);
+    KV_ASSIGN_OR_RETURN(e->tp_comms_, MakeNcclGroup(devices));
+  } else if (tp > 1) {
+    e->tp_comms_ = MakeLocalGroup(tp);
   }
   // threads: the option, else $KVSTREAM_THREADS, else every core. Tests run
   // several engines at once with KVSTREAM_THREADS=1: OpenMP teams that share
@@ -76,22 +92,45 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
 
   const c10::Device device = use_cuda ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
   const c10::ScalarType dtype = use_cuda ? at::kBFloat16 : at::kFloat;
+  // Tensor parallelism on CUDA: the whole model never sits on one GPU. A
+  // file is loaded on the host in fp32 and each rank's shard goes to its
+  // GPU; synthetic weights are made per shard on each GPU.
+  std::vector<std::unique_ptr<LlamaModel>> shards;
   try {
     if (!options.synthetic.empty()) {
       KV_ASSIGN_OR_RETURN(ModelConfig config, SyntheticConfig(options.synthetic));
       KV_ASSIGN_OR_RETURN(e->tokenizer_, Tokenizer::Create(SyntheticTokenizer(config.vocab_size)));
-      KV_ASSIGN_OR_RETURN(e->model_, LlamaModel::CreateSynthetic(config, device, dtype, options.synthetic_seed));
+      e->config_ = config;
+      if (tp_cuda) {
+        KV_ASSIGN_OR_RETURN(ModelConfig shard_config, LlamaModel::ShardConfig(config, tp));
+        for (int r = 0; r < tp; ++r) {
+          KV_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> m,
+                              LlamaModel::CreateSynthetic(shard_config, c10::Device(c10::kCUDA, r), dtype,
+                                                          options.synthetic_seed + static_cast<uint64_t>(r)));
+          m->AttachTensorParallel(r, tp, e->tp_comms_[r].get());
+          shards.push_back(std::move(m));
+        }
+      } else {
+        KV_ASSIGN_OR_RETURN(e->model_, LlamaModel::CreateSynthetic(config, device, dtype, options.synthetic_seed));
+      }
     } else {
       KV_ASSIGN_OR_RETURN(LoadedWeights w, LoadWeights(options.model_path));
       KV_ASSIGN_OR_RETURN(e->tokenizer_, Tokenizer::Create(std::move(w.tokenizer)));
-      KV_ASSIGN_OR_RETURN(e->model_, LlamaModel::Create(std::move(w), device, dtype));
+      e->config_ = w.config;
+      KV_ASSIGN_OR_RETURN(e->model_, LlamaModel::Create(std::move(w), tp_cuda ? c10::Device(c10::kCPU) : device,
+                                                        tp_cuda ? at::kFloat : dtype));
+    }
+    if (tp > 1 && shards.empty()) {
+      for (int r = 0; r < tp; ++r) {
+        const c10::Device d = tp_cuda ? c10::Device(c10::kCUDA, r) : device;
+        KV_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> m, e->model_->Shard(r, tp, e->tp_comms_[r].get(), d, dtype));
+        shards.push_back(std::move(m));
+      }
     }
   } catch (const c10::Error& err) {
     return absl::InternalError(absl::StrCat("moving weights to ", device.str(), ": ", err.what_without_backtrace()));
   }
-  e->config_ = e->model_->config();
-  const int tp = options.tensor_parallel;
-  if (tp > 1) KV_RETURN_IF_ERROR(e->ShardForTensorParallel(tp));
+  if (tp > 1) e->InstallTensorParallel(std::move(shards));
   KvGeometry geometry = e->model_->geometry();
   geometry.paged_dense = options.paged_dense;  // CUDA pages dense regardless (registry)
   geometry.kv_pool_bytes = options.kv_pool_bytes;
@@ -107,6 +146,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
     std::vector<std::unique_ptr<StrategyRegistry>> ranks;
     for (int r = 0; r < tp; ++r) {
       geometry.tp_rank = r;
+      geometry.device = (r == 0 ? *e->model_ : *e->tp_peers_[static_cast<size_t>(r - 1)]).device();
       KV_ASSIGN_OR_RETURN(std::unique_ptr<StrategyRegistry> reg, StrategyRegistry::Create(geometry));
       ranks.push_back(std::move(reg));
     }
@@ -118,25 +158,18 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
   return e;
 }
 
-absl::Status Engine::ShardForTensorParallel(int size) {
-  // The whole model is loaded once, then split: rank 0's shard replaces it.
-  tp_comms_ = MakeLocalGroup(size);
-  std::vector<std::unique_ptr<LlamaModel>> shards;
-  for (int r = 0; r < size; ++r) {
-    KV_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> m, model_->Shard(r, size, tp_comms_[r].get(), model_->device()));
-    shards.push_back(std::move(m));
-  }
+void Engine::InstallTensorParallel(std::vector<std::unique_ptr<LlamaModel>> shards) {
+  // Rank 0's shard becomes the engine's model; its Forward runs every rank.
   std::vector<Communicator*> comms;
   for (auto& c : tp_comms_) comms.push_back(c.get());
   tp_runner_ = std::make_unique<TpRunner>(std::move(comms));
   model_ = std::move(shards[0]);
   std::vector<LlamaModel*> peers;
-  for (int r = 1; r < size; ++r) {
+  for (size_t r = 1; r < shards.size(); ++r) {
     peers.push_back(shards[r].get());
     tp_peers_.push_back(std::move(shards[r]));
   }
   model_->SetTensorParallelPeers(std::move(peers), tp_runner_.get());
-  return absl::OkStatus();
 }
 
 std::string Engine::device_name() const { return model_->device().str(); }

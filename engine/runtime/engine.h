@@ -32,9 +32,9 @@ struct EngineOptions {
   // CPU: serve dense through the paged pool + decode-kernel twin (as CUDA does).
   bool paged_dense = false;
   // Tensor parallelism: shards of the model (LlamaModel::Shard), one rank
-  // each; must divide the model's KV heads. Ranks are threads of this
-  // process exchanging partial sums through memory (CPU); on CUDA they need
-  // NCCL, one GPU each, which this build does not have yet (UNIMPLEMENTED).
+  // each, threads of this process; must divide the model's KV heads. CUDA:
+  // one GPU per rank (cuda:0..N-1), partial sums through NCCL
+  // (UNIMPLEMENTED in a build without it); CPU: through memory.
   int tensor_parallel = 1;
 };
 
@@ -68,7 +68,7 @@ class Engine {
   int64_t NextStepId() { return step_++; }
 
  private:
-  absl::Status ShardForTensorParallel(int size);
+  void InstallTensorParallel(std::vector<std::unique_ptr<LlamaModel>> shards);
 
   EngineOptions options_;
   ModelConfig config_;
