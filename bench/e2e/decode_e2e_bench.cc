@@ -38,6 +38,7 @@ ABSL_FLAG(int32_t, warmup_tokens, 4, "decode steps before timing (graph capture 
 ABSL_FLAG(int64_t, kv_pool_bytes, 0, "paged KV pool bytes (0 = what fits)");
 ABSL_FLAG(std::string, json, "", "write results here");
 ABSL_FLAG(bool, paged_dense, false, "CPU: dense through the paged pool and the decode kernel's twin");
+ABSL_FLAG(int32_t, tensor_parallel, 1, "model shards, one GPU each (bytes and roofline are per GPU)");
 ABSL_FLAG(std::string, strategies, "dense",
           "KV strategies to run at every point, side by side (e.g. dense,akv); ratios are to dense");
 ABSL_FLAG(std::string, kv, "", "knobs name=value,... for every strategy but dense (e.g. hot_budget=1024)");
@@ -82,7 +83,8 @@ Point RunPoint(Engine& e, const StrategyConfig& kv, int64_t B, int64_t T, int wa
   p.strategy = kv.strategy;
   p.batch = B;
   p.context = T;
-  const ModelConfig& c = e.config();
+  // Per GPU: under tensor parallelism rank 0's shard (its KV heads, its weights).
+  const ModelConfig& c = e.model().config();
   const double kv_token_bytes = 2.0 * c.n_layers * c.n_kv_heads * c.head_dim * 2;  // bf16
   const double need = static_cast<double>(B) * (T + warmup + decode + 16) * kv_token_bytes;
   if (kv.strategy == "dense" && e.kv_pool_bytes() > 0 && need > static_cast<double>(e.kv_pool_bytes())) {
@@ -138,6 +140,7 @@ int main(int argc, char** argv) {
   o.model_path = absl::GetFlag(FLAGS_model);
   o.device = absl::GetFlag(FLAGS_device);
   o.kv_pool_bytes = absl::GetFlag(FLAGS_kv_pool_bytes);
+  o.tensor_parallel = absl::GetFlag(FLAGS_tensor_parallel);
   o.paged_dense = absl::GetFlag(FLAGS_paged_dense);
   std::fprintf(stderr, "[e2e] loading %s ...\n", o.synthetic.empty() ? o.model_path.c_str() : o.synthetic.c_str());
   auto engine = Engine::Load(o);
@@ -205,6 +208,7 @@ int main(int argc, char** argv) {
       << "\", \"device\": \"" << e.device_name() << "\", \"dtype\": \"" << e.dtype_name()
       << "\", \"copy_bandwidth_bytes_s\": " << bw << ", \"weight_bytes_read_per_step\": "
       << e.model().decode_weight_bytes() << ", \"decode_tokens\": " << absl::GetFlag(FLAGS_decode_tokens)
+      << ", \"tensor_parallel\": " << absl::GetFlag(FLAGS_tensor_parallel)
       << ", \"points\": [";
     for (size_t i = 0; i < points.size(); ++i) {
       const Point& p = points[i];

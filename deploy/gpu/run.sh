@@ -15,6 +15,9 @@
 #   kbench:   kernel benches beside dense: gemv_bench, entmax_kv_decode_bench (+ SDPA on its points),
 #             sq_attend_bench (those that were built)
 #   eval:     alias of akveval (any strategies through EVAL_STRATEGIES / EVAL_KV)
+#   tp:       tensor parallelism over the machine's GPUs (issue 14): the CUDA TP test (real model,
+#             TP = its KV heads when that many GPUs), then decode tok/s of the synthetic llama3-8b at
+#             TP=1 and TP=TP_SIZE (default 2) on TP_POINTS, and llama3-70b at TP=TP_SIZE
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 OUT="${OUT:-$ROOT/out}"
@@ -140,5 +143,18 @@ if want akveval || want eval; then
     > "$OUT/$name.txt" 2>&1
   grep -v "^eval \[\|^preparing" "$OUT/$name.txt" | tail -60
   kill $spid; wait $spid 2>/dev/null
+fi
+if want tp; then
+  tps="${TP_SIZE:-2}"
+  pts="${TP_POINTS:-1x1024,32x8192}"
+  export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # device rules: no NVLink multicast
+  log "tensor parallelism: CUDA TP test, then llama3-8b TP=1 vs TP=$tps on $pts, llama3-70b TP=$tps"
+  ctest --test-dir build-gpu -R 'tensor_parallel' --output-on-failure > "$OUT/ctest-tp.log" 2>&1
+  grep -E "mixed-batch|tests passed|Failed|Skipped|\*\*\*" "$OUT/ctest-tp.log" | head -20
+  build-gpu/decode_e2e_bench --synthetic=llama3-8b --points="$pts" --json="$OUT/e2e_tp1.json" 2>&1 | tail -4
+  build-gpu/decode_e2e_bench --synthetic=llama3-8b --points="$pts" --tensor-parallel="$tps" \
+    --json="$OUT/e2e_tp$tps.json" 2>&1 | tail -4
+  build-gpu/decode_e2e_bench --synthetic=llama3-70b --points=1x1024,8x8192 --tensor-parallel="$tps" \
+    --json="$OUT/e2e_70b_tp$tps.json" 2>&1 | tail -4
 fi
 log "done"

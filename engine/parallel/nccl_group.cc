@@ -9,6 +9,7 @@
 #include <nccl.h>
 
 #include <atomic>
+#include <cstdlib>
 #endif
 
 namespace kvstream {
@@ -67,6 +68,11 @@ class NcclCommunicator final : public Communicator {
 bool NcclAvailable() { return true; }
 
 absl::StatusOr<std::vector<std::unique_ptr<Communicator>>> MakeNcclGroup(const std::vector<int>& devices) {
+  // NVLink SHARP (multicast) off unless the operator asks for it: on shared
+  // hosts a failure there can take the GPUs out of service (our GPU
+  // machines' rule), and decode all-reduces are a few KB, where it gains
+  // little.
+  setenv("NCCL_NVLS_ENABLE", "0", /*overwrite=*/0);
   const int n = static_cast<int>(devices.size());
   std::vector<ncclComm_t> comms(static_cast<size_t>(n));
   const ncclResult_t r = ncclCommInitAll(comms.data(), n, devices.data());
