@@ -68,4 +68,4 @@ STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
   CMD kvstream health --target="127.0.0.1:${FLAGS_port}" --timeout=4 ${KVSTREAM_HEALTH_ARGS}
 # Exec form: the server is PID 1 and gets SIGTERM itself.
-ENTRYPOINT ["kvstream-server", "--tryfromenv=model,host,port,device,kv_budget_bytes,host_kv_budget_bytes,max_batch,max_queue,prefill_chunk,metrics_port,allow_entmax_attention,tls_cert,tls_key,auth_token_file,max_message_bytes,max_prompt_tokens,synthetic,threads"]
+ENTRYPOINT ["kvstream-server", "--tryfromenv=model,host,port,device,kv_budget_bytes,host_kv_budget_bytes,max_batch,max_queue,prefill_chunk,metrics_port,allow_entmax_attention,tls_cert,tls_key,auth_token_file,max_message_bytes,max_prompt_tokens,synthetic,threads,tensor_parallel"]
