@@ -30,6 +30,26 @@ __device__ __forceinline__ uint16_t HalfSat(float v, bool* sat) {
   return b;
 }
 
+// The group's fp16 (scale, zero) bits from its min and max (akv_quant.h
+// rule): zero = fp16(lo), scale = fp16((hi - lo) / (2^bits - 1)), -0 read
+// as +0 as on the host; *sat set if either saturated.
+__device__ __forceinline__ void GroupParams(float lo, float hi, int bits, uint16_t* scale, uint16_t* zero,
+                                            bool* sat) {
+  lo = __fadd_rn(lo, 0.0f);  // -0 -> +0, as the host
+  hi = __fadd_rn(hi, 0.0f);
+  const float levels = static_cast<float>((1 << bits) - 1);
+  *zero = HalfSat(lo, sat);
+  *scale = HalfSat(__fdiv_rn(__fsub_rn(hi, lo), levels), sat);
+}
+
+// The code of x in a group of (sc, mn) = the decoded params: nearest level,
+// clamped to [0, 2^bits - 1]; 0 for a constant group (sc == 0).
+__device__ __forceinline__ uint32_t QuantCode(float x, float sc, float mn, int bits) {
+  if (!(sc > 0.0f)) return 0;
+  const float r = rintf(__fdiv_rn(__fsub_rn(x, mn), sc));
+  return static_cast<uint32_t>(fminf(fmaxf(r, 0.0f), static_cast<float>((1 << bits) - 1)));
+}
+
 // Quantizes g consecutive elements x[0..g) (akv_quant.h rule) into g*bits/8
 // bytes at codes (4-byte aligned) and fp16 scale/zero; returns saturation.
 template <class T>
@@ -40,28 +60,14 @@ __device__ bool QuantizeGroup(const T* x, int g, int bits, uint8_t* codes, uint1
     lo = fminf(lo, v);
     hi = fmaxf(hi, v);
   }
-  lo = __fadd_rn(lo, 0.0f);  // -0 -> +0, as the host
-  hi = __fadd_rn(hi, 0.0f);
-  const float levels = static_cast<float>((1 << bits) - 1);
   bool sat = false;
-  const uint16_t zb = HalfSat(lo, &sat);
-  const uint16_t sb = HalfSat(__fdiv_rn(__fsub_rn(hi, lo), levels), &sat);
-  *zero = zb;
-  *scale = sb;
-  const float mn = HalfBitsToF(zb), sc = HalfBitsToF(sb);
+  GroupParams(lo, hi, bits, scale, zero, &sat);
+  const float mn = HalfBitsToF(*zero), sc = HalfBitsToF(*scale);
   const int per = 32 / bits;
   uint32_t* words = reinterpret_cast<uint32_t*>(codes);
   for (int w = 0; w < g / per; ++w) {
     uint32_t word = 0;
-    for (int e = 0; e < per; ++e) {
-      uint32_t code = 0;
-      if (sc > 0.0f) {
-        float r = rintf(__fdiv_rn(__fsub_rn(ToF(x[w * per + e]), mn), sc));
-        r = fminf(fmaxf(r, 0.0f), levels);
-        code = static_cast<uint32_t>(r);
-      }
-      word |= code << (e * bits);
-    }
+    for (int e = 0; e < per; ++e) word |= QuantCode(ToF(x[w * per + e]), sc, mn, bits) << (e * bits);
     words[w] = word;
   }
   return sat;

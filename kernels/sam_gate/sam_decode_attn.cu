@@ -111,17 +111,12 @@ __device__ __forceinline__ void EncodeLane(const T* src, int c0, int gs, float* 
       lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, off));
       hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, off));
     }
-    lo = __fadd_rn(lo, 0.0f);  // -0 -> +0, as QuantizeGroup
-    hi = __fadd_rn(hi, 0.0f);
-    constexpr float kLevels = static_cast<float>((1 << B) - 1);
     bool sat = false;
-    *mn_bits = akv_detail::HalfSat(lo, &sat);
-    *sc_bits = akv_detail::HalfSat(__fdiv_rn(__fsub_rn(hi, lo), kLevels), &sat);
+    akv_detail::GroupParams(lo, hi, B, sc_bits, mn_bits, &sat);  // QuantizeGroup's rule, on the warp's min/max
     const float mn = akv_detail::HalfBitsToF(*mn_bits), sc = akv_detail::HalfBitsToF(*sc_bits);
 #pragma unroll
     for (int e = 0; e < kCpl; ++e) {
-      uint32_t code = 0;
-      if (sc > 0.0f) code = static_cast<uint32_t>(fminf(fmaxf(rintf(__fdiv_rn(__fsub_rn(x[e], mn), sc)), 0.0f), kLevels));
+      const uint32_t code = akv_detail::QuantCode(x[e], sc, mn, B);
       xhat[e] = akv_detail::Dequant(code, sc, mn);
       word |= static_cast<uint64_t>(code) << (B * e);
     }
