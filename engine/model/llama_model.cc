@@ -267,15 +267,21 @@ at::Tensor LlamaModel::Logits(const at::Tensor& hidden) const {
   if (FusedBlockAvailable(hidden)) {
     // CUDA: the final norm folded into the lm-head GEMV (decode rows), or one
     // fused norm kernel; the ATen RMSNorm is ~10 launches per step.
-    const at::Tensor x = hidden.contiguous();
-    if (auto f = SkinnyNormLinear(x, at::Tensor(), norm_, config_.rms_eps, lm_head_.w, lm_head_.b)) {
-      return f->y.to(at::kFloat);
-    }
-    at::Tensor xc = x;  // no delta: AddRmsNorm only reads it
-    at::Tensor h = at::empty_like(xc);
-    if (AddRmsNorm(xc, at::Tensor(), norm_, h, config_.rms_eps).ok()) return Project(h, lm_head_).to(at::kFloat);
+    at::Tensor x = hidden.contiguous();
+    at::Tensor h = at::empty_like(x);
+    if (auto y = NormProject(x, at::Tensor(), norm_, lm_head_, h); y.ok()) return y->to(at::kFloat);
   }
   return Project(RmsNorm(hidden, norm_), lm_head_).to(at::kFloat);
+}
+
+absl::StatusOr<at::Tensor> LlamaModel::NormProject(at::Tensor& x, const at::Tensor& delta, const at::Tensor& norm_w,
+                                                   const Linear& w, at::Tensor& h) const {
+  if (auto f = SkinnyNormLinear(x, delta, norm_w, config_.rms_eps, w.w, w.b)) {
+    if (f->residual.defined()) x = f->residual;  // 1-2 decode rows: add + norm + projection in one kernel
+    return f->y;
+  }
+  KV_RETURN_IF_ERROR(AddRmsNorm(x, delta, norm_w, h, config_.rms_eps));
+  return Project(h, w);
 }
 
 absl::StatusOr<at::Tensor> LlamaModel::Layers(at::Tensor x, const at::Tensor& positions,
@@ -326,14 +332,7 @@ absl::StatusOr<at::Tensor> LlamaModel::FusedLayers(at::Tensor x, const at::Tenso
   for (int64_t l = 0; l < config_.n_layers; ++l) {
     const LayerWeights& L = layers_[l];
     // ---- attention ------------------------------------------------------
-    at::Tensor qkv;
-    if (auto f = SkinnyNormLinear(x, delta, L.attn_norm, config_.rms_eps, L.qkv.w, L.qkv.b)) {
-      if (f->residual.defined()) x = f->residual;  // 1-2 decode rows: add + norm + qkv in one kernel
-      qkv = f->y;
-    } else {
-      KV_RETURN_IF_ERROR(AddRmsNorm(x, delta, L.attn_norm, h, config_.rms_eps));
-      qkv = Project(h, L.qkv);
-    }
+    KV_ASSIGN_OR_RETURN(at::Tensor qkv, NormProject(x, delta, L.attn_norm, L.qkv, h));
     KV_RETURN_IF_ERROR(RopeQk(qkv, positions, rope_.inv_freq(), H, Hkv, D));
     at::Tensor q = qkv.narrow(1, 0, H * D).view({N, H, D});
     at::Tensor k = qkv.narrow(1, H * D, Hkv * D).view({N, Hkv, D});
@@ -346,14 +345,7 @@ absl::StatusOr<at::Tensor> LlamaModel::FusedLayers(at::Tensor x, const at::Tenso
     delta = Project(gt.out.view({N, H * D}), L.o);
     KV_RETURN_IF_ERROR(ReduceRowParallel(delta));  // tensor parallelism: o is row-parallel
     // ---- SwiGLU MLP -----------------------------------------------------
-    at::Tensor gate_up;
-    if (auto f = SkinnyNormLinear(x, delta, L.ffn_norm, config_.rms_eps, L.gate_up.w, L.gate_up.b)) {
-      x = f->residual;
-      gate_up = f->y;
-    } else {
-      KV_RETURN_IF_ERROR(AddRmsNorm(x, delta, L.ffn_norm, h, config_.rms_eps));
-      gate_up = Project(h, L.gate_up);
-    }
+    KV_ASSIGN_OR_RETURN(at::Tensor gate_up, NormProject(x, delta, L.ffn_norm, L.gate_up, h));
     KV_ASSIGN_OR_RETURN(at::Tensor act, SiluMul(gate_up));
     delta = Project(act, L.down);
     KV_RETURN_IF_ERROR(ReduceRowParallel(delta));  // and so is down

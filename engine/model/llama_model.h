@@ -151,6 +151,11 @@ class LlamaModel {
   at::Tensor Project(const at::Tensor& x, const Linear& w) const;
   absl::StatusOr<at::Tensor> FusedLayers(at::Tensor x, const at::Tensor& positions,
                                          absl::Span<const AttentionGroup> groups, const StepContext& ctx);
+  // The fused (CUDA) path's pending residual add, RMSNorm and projection:
+  // one kernel for 1-2 decode rows (SkinnyNormLinear), else AddRmsNorm into
+  // h then Project. x becomes x + delta when delta is defined.
+  absl::StatusOr<at::Tensor> NormProject(at::Tensor& x, const at::Tensor& delta, const at::Tensor& norm_w,
+                                         const Linear& w, at::Tensor& h) const;
   // Sums a row-parallel projection's partial output over the ranks (no-op
   // without tensor parallelism).
   absl::Status ReduceRowParallel(at::Tensor& partial) const;
