@@ -30,6 +30,18 @@ inline Engine* SharedEngine() {
   return engine.get();
 }
 
+// A fresh engine on the bundled model (nullptr, with a test failure, if it
+// does not load), e.g. with tensor parallelism.
+inline std::unique_ptr<Engine> LoadBundledEngine(const std::string& device, int tensor_parallel = 1) {
+  EngineOptions o;
+  o.model_path = DefaultModelPath();
+  o.device = device;
+  o.tensor_parallel = tensor_parallel;
+  auto e = Engine::Load(o);
+  EXPECT_TRUE(e.ok()) << e.status();
+  return e.ok() ? std::move(*e) : nullptr;
+}
+
 #define KV_REQUIRE_MODEL(engine_var)                                                       \
   ::kvstream::Engine* engine_var = ::kvstream::testing::SharedEngine();                   \
   if (engine_var == nullptr) GTEST_SKIP() << "bundled model absent: run scripts/setup.sh"

@@ -34,24 +34,14 @@ int Gpus() {
 #endif
 }
 
-std::unique_ptr<Engine> LoadCuda(int tp) {
-  EngineOptions o;
-  o.model_path = testing::DefaultModelPath();
-  o.device = "cuda";
-  o.tensor_parallel = tp;
-  auto e = Engine::Load(o);
-  EXPECT_TRUE(e.ok()) << e.status();
-  return e.ok() ? std::move(*e) : nullptr;
-}
-
 TEST(TensorParallelCuda, RanksOnGpusFollowOneGpuOrPartAtNearTies) {
   if (!std::filesystem::exists(testing::DefaultModelPath())) GTEST_SKIP() << "bundled model absent";
   if (!NcclAvailable()) GTEST_SKIP() << "this build has no NCCL";
-  std::unique_ptr<Engine> probe = LoadCuda(1);
+  std::unique_ptr<Engine> probe = testing::LoadBundledEngine("cuda");
   ASSERT_NE(probe, nullptr);
   const int tp = static_cast<int>(probe->config().n_kv_heads);
   if (Gpus() < tp) GTEST_SKIP() << "TP=" << tp << " needs " << tp << " GPUs, this machine has " << Gpus();
-  std::unique_ptr<Engine> sharded = LoadCuda(tp);
+  std::unique_ptr<Engine> sharded = testing::LoadBundledEngine("cuda", tp);
   ASSERT_NE(sharded, nullptr);
   struct Case {
     const char* strategy;

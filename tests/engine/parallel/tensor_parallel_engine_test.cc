@@ -23,13 +23,7 @@ std::unique_ptr<Engine> Load(int tp) {
   // Both sides multiply fp32 weights: the CPU's packed Q4_1 decode path is
   // not carried into shards.
   setenv("KVSTREAM_PACKED_WEIGHTS", "0", 1);
-  EngineOptions o;
-  o.model_path = testing::DefaultModelPath();
-  o.device = "cpu";
-  o.tensor_parallel = tp;
-  auto e = Engine::Load(o);
-  EXPECT_TRUE(e.ok()) << e.status();
-  return e.ok() ? std::move(*e) : nullptr;
+  return testing::LoadBundledEngine("cpu", tp);
 }
 
 struct Pair {

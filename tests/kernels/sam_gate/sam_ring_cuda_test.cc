@@ -109,6 +109,13 @@ TEST(SamRingCuda, KvWriteAndDequantMatchTwinBitExact) {
   }
 }
 
+// Attention outputs (elements of `dtype`) as fp32.
+std::vector<float> Floats(const std::vector<uint8_t>& bytes, KvDType dtype) {
+  std::vector<float> out(bytes.size() / KvDTypeSize(dtype));
+  for (size_t i = 0; i < out.size(); ++i) out[i] = LoadAsFloat(bytes.data(), i, dtype);
+  return out;
+}
+
 // Fills a host ring through the twin: prompt of T tokens, then `steps` decodes.
 void FillHost(SamTestRing& r, int T, int steps, std::mt19937* rng) {
   const int Hk = r.spec.num_kv_heads, D = r.spec.head_dim;
@@ -170,12 +177,7 @@ TEST(SamRingCuda, DecodeAttnMatchesTwin) {
             dp.partial_out = arena.Up(hpo), dp.partial_lse = arena.Up(hpl);
             ASSERT_CUDA(LaunchSamDecodeAttn(dp, nullptr));
             ASSERT_CUDA(cudaDeviceSynchronize());
-            const std::vector<uint8_t> gout = Down(dout, hout.size());
-            std::vector<float> g(n_out), h(n_out);
-            for (size_t i = 0; i < n_out; ++i) {
-              g[i] = LoadAsFloat(gout.data(), i, dtype);
-              h[i] = LoadAsFloat(hout.data(), i, dtype);
-            }
+            const std::vector<float> g = Floats(Down(dout, hout.size()), dtype), h = Floats(hout, dtype);
             EXPECT_LE(RelErr(g, h), dtype == KvDType::kFp32 ? 1e-4 : 2e-3) << what;
             for (int b = 0; b < B; ++b) {
               const SamTestRing& r = b == 0 ? r0 : (b == 1 ? r1 : r2);
@@ -256,12 +258,7 @@ TEST(SamRingCuda, FusedAppendMatchesTwin) {
               ASSERT_EQ(Down(dev[b]->desc.v, dev[b]->bytes), host[b]->v) << what << " ring " << b;
               ASSERT_EQ(Down(dev[b]->desc.slot_pos, dev[b]->slots), host[b]->slot_pos) << what << " ring " << b;
             }
-            const std::vector<uint8_t> gout = Down(dout, hout.size());
-            std::vector<float> g(n_out), h(n_out);
-            for (size_t i = 0; i < n_out; ++i) {
-              g[i] = LoadAsFloat(gout.data(), i, dtype);
-              h[i] = LoadAsFloat(hout.data(), i, dtype);
-            }
+            const std::vector<float> g = Floats(Down(dout, hout.size()), dtype), h = Floats(hout, dtype);
             EXPECT_LE(RelErr(g, h), dtype == KvDType::kFp32 ? 1e-4 : 2e-3) << what;
           }
         }
