@@ -38,6 +38,7 @@ ABSL_FLAG(int32_t, warmup_tokens, 4, "decode steps before timing (graph capture 
 ABSL_FLAG(int64_t, kv_pool_bytes, 0, "paged KV pool bytes (0 = what fits)");
 ABSL_FLAG(std::string, json, "", "write results here");
 ABSL_FLAG(bool, paged_dense, false, "CPU: dense through the paged pool and the decode kernel's twin");
+ABSL_FLAG(std::string, commit, "", "commit of the build, recorded in the JSON");
 ABSL_FLAG(int32_t, tensor_parallel, 1, "model shards, one GPU each (bytes and roofline are per GPU)");
 ABSL_FLAG(std::string, strategies, "dense",
           "KV strategies to run at every point, side by side (e.g. dense,akv); ratios are to dense");
@@ -204,7 +205,8 @@ int main(int argc, char** argv) {
   }
   if (const std::string path = absl::GetFlag(FLAGS_json); !path.empty()) {
     std::ofstream f(path);
-    f << "{\"bench\": \"decode_e2e\", \"engine\": \"kvstream\", \"model\": \"" << e.config().name
+    f << "{\"bench\": \"decode_e2e\", \"engine\": \"kvstream\", \"commit\": \"" << absl::GetFlag(FLAGS_commit)
+      << "\", \"model\": \"" << e.config().name
       << "\", \"device\": \"" << e.device_name() << "\", \"dtype\": \"" << e.dtype_name()
       << "\", \"copy_bandwidth_bytes_s\": " << bw << ", \"weight_bytes_read_per_step\": "
       << e.model().decode_weight_bytes() << ", \"decode_tokens\": " << absl::GetFlag(FLAGS_decode_tokens)

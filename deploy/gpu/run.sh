@@ -82,13 +82,13 @@ if want model; then
 fi
 if want e2e; then
   log "end-to-end decode bench (kvstream, synthetic llama3-8b): $E2E_POINTS"
-  build-gpu/decode_e2e_bench --synthetic=llama3-8b --points="$E2E_POINTS" --json="$OUT/e2e_kvstream.json" 2>&1 | tail -14
+  build-gpu/decode_e2e_bench --commit="$(git rev-parse --short HEAD 2>/dev/null)" --synthetic=llama3-8b --points="$E2E_POINTS" --json="$OUT/e2e_kvstream.json" 2>&1 | tail -14
 fi
 if want e2e-strategies; then
   # Compressed strategies beside dense, same run, same points (ratios to dense).
   pts="${STRATEGY_POINTS:-1x8192,1x32768,8x8192}"
   log "end-to-end decode, dense vs ${E2E_STRATEGIES:-dense,akv} (synthetic llama3-8b): $pts"
-  build-gpu/decode_e2e_bench --synthetic=llama3-8b --points="$pts" --strategies="${E2E_STRATEGIES:-dense,akv}" \
+  build-gpu/decode_e2e_bench --commit="$(git rev-parse --short HEAD 2>/dev/null)" --synthetic=llama3-8b --points="$pts" --strategies="${E2E_STRATEGIES:-dense,akv}" \
     --kv="${E2E_KV:-}" --json="$OUT/e2e_strategies.json" 2>&1 | tail -12
 fi
 if want baseline; then
@@ -122,8 +122,8 @@ fi
 if want e2e-gemv; then
   pts="${GEMV_POINTS:-1x1024,1x32768,8x8192}"
   log "end-to-end decode with our GEMV, then with cuBLAS (KVSTREAM_GEMV=0): $pts"
-  build-gpu/decode_e2e_bench --synthetic=llama3-8b --points="$pts" --json="$OUT/e2e_gemv_on.json" 2>&1 | tail -6
-  KVSTREAM_GEMV=0 build-gpu/decode_e2e_bench --synthetic=llama3-8b --points="$pts" --json="$OUT/e2e_gemv_off.json" 2>&1 | tail -6
+  build-gpu/decode_e2e_bench --commit="$(git rev-parse --short HEAD 2>/dev/null)" --synthetic=llama3-8b --points="$pts" --json="$OUT/e2e_gemv_on.json" 2>&1 | tail -6
+  KVSTREAM_GEMV=0 build-gpu/decode_e2e_bench --commit="$(git rev-parse --short HEAD 2>/dev/null)" --synthetic=llama3-8b --points="$pts" --json="$OUT/e2e_gemv_off.json" 2>&1 | tail -6
 fi
 if want akveval || want eval; then
   # Same run, same prompts: dense, AKV defaults (4-bit warm), 2-bit, 8-bit,
@@ -151,10 +151,10 @@ if want tp; then
   log "tensor parallelism: CUDA TP test, then llama3-8b TP=1 vs TP=$tps on $pts, llama3-70b TP=$tps"
   ctest --test-dir build-gpu -R 'tensor_parallel' --output-on-failure > "$OUT/ctest-tp.log" 2>&1
   grep -E "mixed-batch|tests passed|Failed|Skipped|\*\*\*" "$OUT/ctest-tp.log" | head -20
-  build-gpu/decode_e2e_bench --synthetic=llama3-8b --points="$pts" --json="$OUT/e2e_tp1.json" 2>&1 | tail -4
-  build-gpu/decode_e2e_bench --synthetic=llama3-8b --points="$pts" --tensor-parallel="$tps" \
+  build-gpu/decode_e2e_bench --commit="$(git rev-parse --short HEAD 2>/dev/null)" --synthetic=llama3-8b --points="$pts" --json="$OUT/e2e_tp1.json" 2>&1 | tail -4
+  build-gpu/decode_e2e_bench --commit="$(git rev-parse --short HEAD 2>/dev/null)" --synthetic=llama3-8b --points="$pts" --tensor-parallel="$tps" \
     --json="$OUT/e2e_tp$tps.json" 2>&1 | tail -4
-  build-gpu/decode_e2e_bench --synthetic=llama3-70b --points=1x1024,8x8192 --tensor-parallel="$tps" \
+  build-gpu/decode_e2e_bench --commit="$(git rev-parse --short HEAD 2>/dev/null)" --synthetic=llama3-70b --points=1x1024,8x8192 --tensor-parallel="$tps" \
     --json="$OUT/e2e_70b_tp$tps.json" 2>&1 | tail -4
 fi
 log "done"
