@@ -16,6 +16,8 @@
 //            not zero-filled (K2 writes every entry K3 reads).
 //            Timed as parts (events between launches) and together: eager, and
 //            as a replayed CUDA graph (no host launch gaps).
+//   k3_one_cta = K3 forced to one CTA per row (chunk_pages 0): A/B of the
+//            two-stage selection the planner picks from 4096 pages on.
 //   k1     = K1 page_stats of the tail page: the engine runs it in Forward after
 //            the append on every step; reported apart (not in `step`).
 //   per_seq (B > 1) = the engine today: one batch-1 step per sequence.
@@ -184,7 +186,8 @@ class Point {
     cp.select_heads = kHs;
     BENCH_CHECK(LaunchEntmaxCriticality(cp, s_));
   }
-  void RunK3(int b0, int nb) const {
+  // chunk_pages: -1 = the planner (what the engine runs), 0 = one CTA per row (A/B).
+  void RunK3(int b0, int nb, int chunk_pages = -1) const {
     EntmaxTopkPackParams tp;
     tp.u = u_ + size_t(b0) * kHs * mb_;
     tp.seq_lens = seq_lens_ + b0;
@@ -195,6 +198,7 @@ class Point {
     tp.budget_pages = kBudgetPages;
     tp.sink_pages = kSinks;
     tp.min_context = 0;
+    tp.chunk_pages = chunk_pages;
     BENCH_CHECK(LaunchEntmaxTopkPack(tp, s_));
   }
   void RunK7(int r, int b0, int nb) const {
@@ -368,7 +372,7 @@ class Point {
 
 struct Row {
   int b, t, hist, t_sel, splits, splits_seq, dense_splits, rot;
-  float k2_us, k3_us, k7_us, k1_us, step_us, graph_us, per_seq_us, dense_us;
+  float k2_us, k3_us, k3_one_cta_us, k7_us, k1_us, step_us, graph_us, per_seq_us, dense_us;
   double meta, sel_kv, model, aux, dense_bytes;
 };
 
@@ -430,6 +434,7 @@ int main(int argc, char** argv) {
     w.b = batch, w.t = tokens, w.hist = pt.hist(), w.t_sel = pt.TSel(), w.splits = pt.splits();
     w.splits_seq = pt.splits_seq(), w.dense_splits = pt.dense_splits(), w.rot = pt.rotations();
     w.k2_us = parts[0], w.k3_us = parts[1], w.k7_us = parts[2];
+    w.k3_one_cta_us = TimeParts({[&](int) { pt.RunK3(0, B, 0); }}, pt.rotations(), a, s)[0];
     w.k1_us = TimeParts({[&](int r) { pt.RunK1(r, 0, B); }}, pt.rotations(), a, s)[0];
     w.step_us = TimeParts({[&](int r) { pt.Step(r, 0, B); }}, pt.rotations(), a, s)[0];
     w.graph_us = pt.GraphStepUs(a);
@@ -440,8 +445,10 @@ int main(int argc, char** argv) {
     w.meta = pt.MetaBytes(), w.sel_kv = pt.SelKvBytes(), w.model = pt.ModelBytes(), w.aux = pt.AuxBytes();
     w.dense_bytes = pt.DenseBytes();
     rows.push_back(w);
-    std::printf("B=%d T=%d: P_hist %d, T_sel %d, K7 splits %d (per-seq %d), dense splits %d, %d cache sets\n", w.b,
-                w.t, w.hist, w.t_sel, w.splits, w.splits_seq, w.dense_splits, w.rot);
+    std::printf("B=%d T=%d: P_hist %d, T_sel %d, K3 chunk %d (one CTA per row: %.1f us), K7 splits %d (per-seq %d), "
+                "dense splits %d, %d cache sets\n", w.b, w.t, w.hist, w.t_sel,
+                EntmaxTopkChunkPages(w.hist + 1, kBudgetPages), w.k3_one_cta_us, w.splits, w.splits_seq,
+                w.dense_splits, w.rot);
   }
 
   std::printf("\n%2s %7s | %6s %6s %7s %6s | %7s %7s %7s | %8s | %7s %6s %6s %6s | %6s %6s\n", "B", "T",
@@ -484,6 +491,8 @@ int main(int argc, char** argv) {
     std::fprintf(f, ",\n     ");
     part("k3_topk_pack", w.k3_us, double(w.b) * kHs * w.hist * 4.0);
     std::fprintf(f, ",\n     ");
+    part("k3_one_cta_per_row", w.k3_one_cta_us, double(w.b) * kHs * w.hist * 4.0);
+    std::fprintf(f, ", \"k3_chunk_pages\": %d,\n     ", EntmaxTopkChunkPages(w.hist + 1, kBudgetPages));
     part("k7_sparse_decode", w.k7_us, w.sel_kv + 2.0 * w.b * kH * kD * kBkv);
     std::fprintf(f, ",\n     ");
     part("k1_tail_stats", w.k1_us, double(w.b) * kHkv * kD * (kP * kBkv + 2 * kBkv));

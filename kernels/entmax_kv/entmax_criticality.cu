@@ -62,8 +62,12 @@ __global__ void __launch_bounds__(kCritThreads) CriticalityKernel(const EntmaxCr
 
 constexpr int kVecPagesPerCta = 64;
 
+// NH <= 4 with 256-byte rows (bf16 D = 128, the Llama shape): at most 64
+// registers (other shapes spill under the cap), so 8 CTAs fit an SM and a 1024-CTA grid
+// (1 x 128K: 128 page blocks x 8 lists) is one wave (was 80 registers: 6 per SM,
+// 1.3 waves, the last 0.3 wave streaming on ~2 CTAs per SM).
 template <class T, int D, int NH>
-__global__ void __launch_bounds__(kCritThreads) CriticalityVecKernel(const EntmaxCriticalityParams p) {
+__global__ void __launch_bounds__(kCritThreads, NH <= 4 && D * sizeof(T) == 256 ? 8 : 1) CriticalityVecKernel(const EntmaxCriticalityParams p) {
   constexpr int kVec = 16 / sizeof(T), kLanes = D / kVec, kGroups = kCritThreads / kLanes;
   static_assert(kLanes <= 32 && 32 % kLanes == 0, "a page row is a power-of-two lane group within a warp");
   const EntmaxPagedKv& kv = p.kv;
@@ -73,11 +77,16 @@ __global__ void __launch_bounds__(kCritThreads) CriticalityVecKernel(const Entma
   const int64_t qsb = p.query.stride_b ? p.query.stride_b : static_cast<int64_t>(H) * D;
   const int64_t qsh = p.query.stride_h ? p.query.stride_h : D;
   const T* q = static_cast<const T*>(p.query.q) + b * qsb + static_cast<int64_t>(l) * nh * qsh + sub * kVec;
-  float qr[NH][kVec];
+  // The list's queries stay packed in their own dtype (exact: they are dtype
+  // values), unpacked per use: 4 registers per head instead of 8 (bf16), so
+  // NH = 4 fits the 64-register cap without spilling.
+  uint4 qv[NH];
 #pragma unroll
   for (int i = 0; i < NH; ++i) {
+    float qf[kVec];
 #pragma unroll
-    for (int e = 0; e < kVec; ++e) qr[i][e] = i < nh ? ToF(q[i * qsh + e]) : 0.0f;
+    for (int e = 0; e < kVec; ++e) qf[e] = i < nh ? ToF(q[i * qsh + e]) : 0.0f;
+    qv[i] = Vec16<T>::Store(qf);
   }
   const int MB = kv.max_blocks_per_seq;
   const EntmaxSeqPages s = EntmaxPagesOf(kv.seq_lens[b], kv.page_size, MB);
@@ -98,7 +107,10 @@ __global__ void __launch_bounds__(kCritThreads) CriticalityVecKernel(const Entma
   // Each group owns kPer consecutive pages of the CTA, all loads issued first.
   constexpr int kPer = kVecPagesPerCta / kGroups;
   static_assert(kVecPagesPerCta % kGroups == 0, "pages split evenly over the groups");
-  constexpr int kBatch = kPer < 8 ? kPer : 8;  // at most 8 pages (16 uint4) in registers
+  // Pages (2 uint4 each) in registers per batch: 4 under the 64-register cap
+  // (NH <= 4: 8 CTAs x 128 threads x 128 B = 128 KB in flight per SM), else 8.
+  constexpr int kMaxBatch = NH <= 4 ? 4 : 8;
+  constexpr int kBatch = kPer < kMaxBatch ? kPer : kMaxBatch;
 #pragma unroll 1
   for (int k0 = 0; k0 < kPer; k0 += kBatch) {
     uint4 lo[kBatch], hi[kBatch];
@@ -116,8 +128,10 @@ __global__ void __launch_bounds__(kCritThreads) CriticalityVecKernel(const Entma
 #pragma unroll
       for (int i = 0; i < NH; ++i) {
         float u = 0.0f;
+        float qf[kVec];
+        Vec16<T>::Load(qv[i], qf);
 #pragma unroll
-        for (int e = 0; e < kVec; ++e) u = fmaf(qr[i][e], qr[i][e] >= 0.0f ? mx[e] : mn[e], u);
+        for (int e = 0; e < kVec; ++e) u = fmaf(qf[e], qf[e] >= 0.0f ? mx[e] : mn[e], u);
 #pragma unroll
         for (int o = kLanes / 2; o > 0; o >>= 1) u += __shfl_xor_sync(0xffffffffu, u, o);
         if (i < nh) best = i == 0 ? u : fmaxf(best, u);

@@ -1,4 +1,5 @@
-// K3 topk_pack on the GPU (entmax_topk.h; K2 is in entmax_criticality.cu).
+// K3 topk_pack on the GPU (entmax_topk.h; K2 is in entmax_criticality.cu). Rows of
+// >= 4096 pages first try the two-stage selection of entmax_topk_chunked.cu.
 // K3: TopkSelectClusterKernel (a cluster of 8 CTAs per row, keys in shared memory,
 // 32-bit radix; below) for rows up to ~400K pages; else TopkPackKernel, one CTA per (sequence, selection
 // head): instead of sorting up to P_hist pages, the (n - sinks)-th smallest EntmaxPageRankKey is found by radix
@@ -331,11 +332,18 @@ constexpr int kSelMaxSliceBytes = 200 * 1024;
 }  // namespace kvstream::entmax_detail
 
 namespace kvstream {
+namespace entmax_detail {
+bool LaunchEntmaxTopkChunked(const EntmaxTopkPackParams& p, int w, cudaStream_t stream, cudaError_t* err);
+}  // namespace entmax_detail
 
 cudaError_t LaunchEntmaxTopkPack(const EntmaxTopkPackParams& p, cudaStream_t stream) {
   if (EntmaxTopkPackValidate(p) != nullptr) return cudaErrorInvalidValue;
   if (p.batch == 0) return cudaSuccess;
   if (p.batch > 65535) return cudaErrorInvalidValue;
+  // Long rows: two stages over many SMs (entmax_topk_chunked.cu); declined
+  // (nothing launched) when stage 2's candidates would not fit in shared memory.
+  const int w = p.chunk_pages >= 0 ? p.chunk_pages : EntmaxTopkChunkPages(p.max_blocks_per_seq, p.budget_pages);
+  if (cudaError_t err = cudaSuccess; w > 0 && entmax_detail::LaunchEntmaxTopkChunked(p, w, stream, &err)) return err;
   // Keys per CTA: W = ceil(MB / 8) rounded up to 32 (TopkSelectClusterKernel).
   const size_t row = static_cast<size_t>(p.max_blocks_per_seq) * sizeof(uint32_t);
   const size_t slice = static_cast<size_t>(((p.max_blocks_per_seq + entmax_detail::kSelCluster - 1) /

@@ -44,6 +44,10 @@ struct EntmaxTopkPackParams {
   int budget_pages = 0;               // floor(token_budget / P), >= 1
   int sink_pages = 0;                 // §5 sink_pages (0-8)
   int min_context = 0;                // §5 min_context: T below it attends all pages
+  // GPU only (the twin ignores it; results are identical): -1 = planner
+  // (EntmaxTopkChunkPages), 0 = one CTA per row, > 0 = two-stage selection
+  // with chunks of this many pages (tests force small chunks).
+  int chunk_pages = -1;
 };
 
 const char* EntmaxCriticalityValidate(const EntmaxCriticalityParams& p);
@@ -55,10 +59,19 @@ const char* EntmaxTopkPackValidate(const EntmaxTopkPackParams& p);
 bool EntmaxCriticalityRef(const EntmaxCriticalityParams& p);
 bool EntmaxTopkPackRef(const EntmaxTopkPackParams& p);
 
+// K3's chunk width W for rows of MB pages and the given budget: 0 (one CTA
+// per row) below 4096 pages, else the power of two >= sqrt(MB * budget_pages)
+// in [256, 4096] (stage 1 sweeps W keys per CTA, stage 2 (MB/W)*k: balanced).
+// A pure function of shapes, so a captured graph keeps its grid.
+int EntmaxTopkChunkPages(int max_blocks_per_seq, int budget_pages);
+
 #if defined(KVSTREAM_ENTMAX_KV_HAS_LAUNCHER)
 // K2: grid (ceil(MB/pages per CTA), Hs, B); a warp per page.
 cudaError_t LaunchEntmaxCriticality(const EntmaxCriticalityParams& p, cudaStream_t stream);
-// K3: one CTA per (b, s): radix selection of the n-th best key, ordered emit.
+// K3: rows of >= 4096 pages (or p.chunk_pages > 0): two stages over many SMs
+// (entmax_topk_chunked.cu: grid (C, Hs, B) chunk selections written into
+// sel.pages, then (Hs, B) merges; no scratch beyond sel.pages); else one CTA
+// per (b, s): radix selection of the n-th best key, ordered emit.
 cudaError_t LaunchEntmaxTopkPack(const EntmaxTopkPackParams& p, cudaStream_t stream);
 #endif
 

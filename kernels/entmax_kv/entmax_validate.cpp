@@ -76,6 +76,7 @@ const char* EntmaxTopkPackValidate(const EntmaxTopkPackParams& p) {
   if (p.budget_pages < 1) return "budget_pages must be >= 1 (token_budget >= page_size)";
   if (p.sink_pages < 0 || p.sink_pages > 8) return "sink_pages must be in [0, 8]";
   if (p.min_context < 0) return "min_context must be >= 0";
+  if (p.chunk_pages < -1) return "chunk_pages must be -1 (planner), 0 (one CTA per row) or a chunk width";
   if (p.batch > 0 && (p.u == nullptr || p.seq_lens == nullptr || p.sel.pages == nullptr ||
                       p.sel.page_count == nullptr || p.sel.sel_len == nullptr))
     return "u, seq_lens, sel.pages, sel.page_count and sel.sel_len are required";

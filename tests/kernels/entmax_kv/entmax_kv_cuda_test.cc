@@ -97,14 +97,15 @@ TEST(EntmaxCuda, CriticalityAndTopkPackMatchTwin) {
             ASSERT_NEAR(gu[i], u[i], 1e-5 * (1 + std::fabs(u[i]))) << i;
           }
           // K3 on the twin's U on both sides.
-          for (int budget : {1, 8, 64, 200}) {
+          // chunk_pages: planner, one CTA per row, two stages with 32 / 64-page chunks.
+          for (int budget : {1, 8, 64, 200}) for (int chunk : {-1, 0, 32, 64}) {
             SelectionBuffers hsel(sh.batch, hs, pr.max_blocks), gsel(sh.batch, hs, pr.max_blocks);
             EntmaxTopkPackParams t;
             t.u = u.data(), t.seq_lens = pr.seq_lens.data(), t.batch = sh.batch, t.page_size = 16;
             t.max_blocks_per_seq = pr.max_blocks, t.sel = hsel.View(), t.budget_pages = budget, t.sink_pages = 1;
             ASSERT_TRUE(EntmaxTopkPackRef(t));
             EntmaxTopkPackParams g = t;
-            g.u = a.Up(u), g.seq_lens = d.kv.seq_lens;
+            g.u = a.Up(u), g.seq_lens = d.kv.seq_lens, g.chunk_pages = chunk;
             g.sel.pages = a.Up(gsel.pages), g.sel.page_count = a.Up(gsel.count), g.sel.sel_len = a.Up(gsel.sel_len);
             ASSERT_CUDA(LaunchEntmaxTopkPack(g, nullptr));
             gsel.count = Down(g.sel.page_count, gsel.count.size());
@@ -113,7 +114,8 @@ TEST(EntmaxCuda, CriticalityAndTopkPackMatchTwin) {
             EXPECT_EQ(gsel.count, hsel.count);
             EXPECT_EQ(gsel.sel_len, hsel.sel_len);
             for (int b = 0; b < sh.batch; ++b)
-              for (int l = 0; l < hs; ++l) EXPECT_EQ(gsel.List(b, l), hsel.List(b, l)) << "budget " << budget;
+              for (int l = 0; l < hs; ++l)
+                EXPECT_EQ(gsel.List(b, l), hsel.List(b, l)) << "budget " << budget << " chunk " << chunk;
           }
         }
       }
@@ -123,8 +125,10 @@ TEST(EntmaxCuda, CriticalityAndTopkPackMatchTwin) {
 
 // K3 alone on long rows with many exact ties (U quantised to a few values, so
 // the threshold key is shared by many pages and the lower-page rule decides):
-// rows past 16384 pages take the cluster kernel (few rows), shorter rows or
-// many rows the one-CTA kernel; both must give the twin's lists exactly.
+// rows of >= 4096 pages take the two-stage kernels (planner chunk width, and
+// forced widths with many chunks / whole-chunk keeps), chunk_pages 0 the
+// cluster (rows past 16384 pages, few rows) or one-CTA kernel; all must give
+// the twin's lists exactly.
 TEST(EntmaxCuda, TopkPackLongRowsWithTiesMatchTwin) {
   SKIP_WITHOUT_DEVICE();
   struct Case {
@@ -141,7 +145,7 @@ TEST(EntmaxCuda, TopkPackLongRowsWithTiesMatchTwin) {
     std::vector<float> u(static_cast<size_t>(cs.batch) * cs.hs * mb, NAN);
     std::uniform_int_distribution<int> level(0, 40);
     for (float& x : u) x = 0.25f * level(rng) - 3.0f;  // 41 distinct values: heavy ties
-    for (int budget : {1, 128, 2000}) {
+    for (int budget : {1, 128, 2000}) for (int chunk : {-1, 0, 256, 4096}) {
       SelectionBuffers hsel(cs.batch, cs.hs, mb), gsel(cs.batch, cs.hs, mb);
       EntmaxTopkPackParams t;
       t.u = u.data(), t.seq_lens = cs.lens.data(), t.batch = cs.batch, t.page_size = cs.P;
@@ -149,18 +153,18 @@ TEST(EntmaxCuda, TopkPackLongRowsWithTiesMatchTwin) {
       ASSERT_TRUE(EntmaxTopkPackRef(t));
       DevArena a;
       EntmaxTopkPackParams g = t;
-      g.u = a.Up(u), g.seq_lens = a.Up(cs.lens);
+      g.u = a.Up(u), g.seq_lens = a.Up(cs.lens), g.chunk_pages = chunk;
       g.sel.pages = a.Up(gsel.pages), g.sel.page_count = a.Up(gsel.count), g.sel.sel_len = a.Up(gsel.sel_len);
       ASSERT_CUDA(LaunchEntmaxTopkPack(g, nullptr));
       ASSERT_CUDA(cudaDeviceSynchronize());
       gsel.count = Down(g.sel.page_count, gsel.count.size());
       gsel.sel_len = Down(g.sel.sel_len, gsel.sel_len.size());
       gsel.pages = Down(g.sel.pages, gsel.pages.size());
-      EXPECT_EQ(gsel.count, hsel.count) << "MB " << mb << " budget " << budget;
-      EXPECT_EQ(gsel.sel_len, hsel.sel_len) << "MB " << mb << " budget " << budget;
+      EXPECT_EQ(gsel.count, hsel.count) << "MB " << mb << " budget " << budget << " chunk " << chunk;
+      EXPECT_EQ(gsel.sel_len, hsel.sel_len) << "MB " << mb << " budget " << budget << " chunk " << chunk;
       for (int b = 0; b < cs.batch; ++b)
         for (int l = 0; l < cs.hs; ++l)
-          EXPECT_EQ(gsel.List(b, l), hsel.List(b, l)) << "MB " << mb << " budget " << budget << " b " << b;
+          EXPECT_EQ(gsel.List(b, l), hsel.List(b, l)) << "MB " << mb << " budget " << budget << " chunk " << chunk << " b " << b;
     }
   }
 }
