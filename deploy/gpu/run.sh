@@ -11,6 +11,7 @@
 #   akveval:  `kvstream eval` through the server on the GPU, real model: dense and AKV variants
 #             (EVAL_STRATEGIES, EVAL_KV, EVAL_TASKS, EVAL_CONTEXTS, EVAL_SAMPLES, EVAL_NAME override)
 #   e2e-strategies: decode tok/s of E2E_STRATEGIES (default dense,akv) side by side, synthetic llama3-8b
+#   e2e-epilogue: the e2e points with RoPE/SwiGLU folded into the GEMV, unfolded, folded (KVSTREAM_GEMV_EPILOGUE)
 #   e2e-gemv: the e2e points with our skinny GEMV on and off (KVSTREAM_GEMV=0), same run
 #   kbench:   kernel benches beside dense: gemv_bench, entmax_kv_decode_bench (+ SDPA on its points),
 #             sq_attend_bench (those that were built)
@@ -118,6 +119,16 @@ if want kbench; then
     log "SpectralQuant sq_attend vs dense kernel"
     build-gpu/sq_attend_bench --commit "$commit" --out "$OUT/sq_attend_bench.json" 2>&1 | tail -20
   fi
+fi
+if want e2e-epilogue; then
+  pts="${GEMV_POINTS:-1x1024,1x32768,8x8192}"
+  log "end-to-end decode with RoPE / SwiGLU folded into the GEMV, then unfolded (KVSTREAM_GEMV_EPILOGUE=0), then folded again: $pts"
+  for run in on off on2; do
+    if [ "$run" = off ]; then export KVSTREAM_GEMV_EPILOGUE=0; else unset KVSTREAM_GEMV_EPILOGUE; fi
+    build-gpu/decode_e2e_bench --commit="$(git rev-parse --short HEAD 2>/dev/null)" --synthetic=llama3-8b --points="$pts" \
+      --json="$OUT/e2e_epilogue_$run.json" 2>&1 | tail -5
+  done
+  unset KVSTREAM_GEMV_EPILOGUE
 fi
 if want e2e-gemv; then
   pts="${GEMV_POINTS:-1x1024,1x32768,8x8192}"

@@ -123,6 +123,14 @@ std::optional<GemvParams> SkinnyParams(const at::Tensor& x, const at::Tensor& w,
 
 }  // namespace
 
+bool GemvEpiloguesEnabled() {
+  static const bool enabled = [] {
+    const char* env = std::getenv("KVSTREAM_GEMV_EPILOGUE");
+    return env == nullptr || std::string(env) != "0";
+  }();
+  return enabled;
+}
+
 std::optional<at::Tensor> SkinnyLinear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
   std::optional<GemvParams> p = SkinnyParams(x, w, b);
   if (!p) return std::nullopt;
@@ -135,16 +143,34 @@ std::optional<at::Tensor> SkinnyLinear(const at::Tensor& x, const at::Tensor& w,
 }
 
 std::optional<NormLinearOut> SkinnyNormLinear(const at::Tensor& x, const at::Tensor& delta, const at::Tensor& norm_w,
-                                              double eps, const at::Tensor& w, const at::Tensor& b) {
+                                              double eps, const at::Tensor& w, const at::Tensor& b,
+                                              const ProjectEpilogue& epilogue) {
   std::optional<GemvParams> p = SkinnyParams(x, w, b);
   if (!p || !x.is_contiguous() || norm_w.scalar_type() != x.scalar_type() || !norm_w.is_contiguous() ||
       norm_w.numel() != x.size(1) || (delta.defined() && (!delta.is_contiguous() || delta.sizes() != x.sizes() ||
-                                                          delta.scalar_type() != x.scalar_type())) ||
-      static_cast<int64_t>(p->rows) * p->in_features * 4 > kGemvNormMaxSmemBytes) {
+                                                          delta.scalar_type() != x.scalar_type()))) {
     return std::nullopt;
   }
+  switch (epilogue.kind) {
+    case ProjectEpilogue::kNone: break;
+    case ProjectEpilogue::kSiluMul: p->epilogue = GemvEpilogue::kSiluMul; break;
+    case ProjectEpilogue::kRope:
+      if (epilogue.positions.scalar_type() != at::kLong || epilogue.positions.numel() != x.size(0) ||
+          !epilogue.positions.is_contiguous() || epilogue.inv_freq.scalar_type() != at::kFloat ||
+          !epilogue.inv_freq.is_contiguous() ||
+          w.size(0) != (epilogue.n_heads + 2 * epilogue.n_kv_heads) * epilogue.head_dim) {
+        return std::nullopt;
+      }
+      p->epilogue = GemvEpilogue::kRope;
+      p->positions = epilogue.positions.const_data_ptr<int64_t>();
+      p->inv_freq = epilogue.inv_freq.const_data_ptr<float>();
+      p->head_dim = static_cast<int>(epilogue.head_dim);
+      p->rope_heads = static_cast<int>(epilogue.n_heads + epilogue.n_kv_heads);
+      break;
+  }
+  if (p->epilogue != GemvEpilogue::kNone && p->rows > kGemvEpilogueMaxRows) return std::nullopt;
   NormLinearOut out;
-  out.y = at::empty({x.size(0), w.size(0)}, x.options());
+  out.y = at::empty({x.size(0), GemvOutColumns(*p)}, x.options());
   p->y = out.y.mutable_data_ptr();
   p->norm_weight = norm_w.const_data_ptr();
   p->eps = static_cast<float>(eps);
@@ -161,11 +187,12 @@ std::optional<NormLinearOut> SkinnyNormLinear(const at::Tensor& x, const at::Ten
 
 std::optional<at::Tensor> SkinnyLinear(const at::Tensor&, const at::Tensor&, const at::Tensor&) { return std::nullopt; }
 std::optional<NormLinearOut> SkinnyNormLinear(const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
-                                              const at::Tensor&, const at::Tensor&) {
+                                              const at::Tensor&, const at::Tensor&, const ProjectEpilogue&) {
   return std::nullopt;
 }
 
 bool FusedBlockAvailable(const at::Tensor&) { return false; }
+bool GemvEpiloguesEnabled() { return false; }
 absl::Status AddRmsNorm(at::Tensor&, const at::Tensor&, const at::Tensor&, at::Tensor&, double) {
   return absl::FailedPreconditionError("fused ops need the CUDA build");
 }

@@ -42,7 +42,20 @@ struct NormLinearOut {
   at::Tensor y;
   at::Tensor residual;  // undefined without delta
 };
+// The op after a projection that the GEMV can apply to its output in the
+// same kernel (kernels/model/gemv.h epilogues): the block's SwiGLU after
+// gate_up, its RoPE after qkv.
+struct ProjectEpilogue {
+  enum Kind { kNone, kSiluMul, kRope };
+  Kind kind = kNone;
+  at::Tensor positions;  // kRope: [N] int64, on the device
+  at::Tensor inv_freq;   // kRope: [D/2] fp32
+  int64_t n_heads = 0, n_kv_heads = 0, head_dim = 0;  // kRope: qkv layout
+};
+// KVSTREAM_GEMV_EPILOGUE=0 keeps RoPE and SwiGLU in their own kernels (A/B runs).
+bool GemvEpiloguesEnabled();
 std::optional<NormLinearOut> SkinnyNormLinear(const at::Tensor& x, const at::Tensor& delta, const at::Tensor& norm_w,
-                                              double eps, const at::Tensor& w, const at::Tensor& b);
+                                              double eps, const at::Tensor& w, const at::Tensor& b,
+                                              const ProjectEpilogue& epilogue = {});
 
 }  // namespace kvstream

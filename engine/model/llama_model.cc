@@ -275,13 +275,27 @@ at::Tensor LlamaModel::Logits(const at::Tensor& hidden) const {
 }
 
 absl::StatusOr<at::Tensor> LlamaModel::NormProject(at::Tensor& x, const at::Tensor& delta, const at::Tensor& norm_w,
-                                                   const Linear& w, at::Tensor& h) const {
-  if (auto f = SkinnyNormLinear(x, delta, norm_w, config_.rms_eps, w.w, w.b)) {
-    if (f->residual.defined()) x = f->residual;  // 1-2 decode rows: add + norm + projection in one kernel
-    return f->y;
+                                                   const Linear& w, at::Tensor& h,
+                                                   const ProjectEpilogue& epilogue) const {
+  const bool fold = epilogue.kind != ProjectEpilogue::kNone && GemvEpiloguesEnabled();
+  at::Tensor y;
+  if (auto f = SkinnyNormLinear(x, delta, norm_w, config_.rms_eps, w.w, w.b, fold ? epilogue : ProjectEpilogue{})) {
+    if (f->residual.defined()) x = f->residual;  // 1-2 decode rows: add + norm + projection (+ op) in one kernel
+    if (fold) return f->y;
+    y = f->y;
+  } else {
+    KV_RETURN_IF_ERROR(AddRmsNorm(x, delta, norm_w, h, config_.rms_eps));
+    y = Project(h, w);
   }
-  KV_RETURN_IF_ERROR(AddRmsNorm(x, delta, norm_w, h, config_.rms_eps));
-  return Project(h, w);
+  switch (epilogue.kind) {
+    case ProjectEpilogue::kNone: return y;
+    case ProjectEpilogue::kSiluMul: return SiluMul(y);
+    case ProjectEpilogue::kRope:
+      KV_RETURN_IF_ERROR(
+          RopeQk(y, epilogue.positions, epilogue.inv_freq, epilogue.n_heads, epilogue.n_kv_heads, epilogue.head_dim));
+      return y;
+  }
+  return y;
 }
 
 absl::StatusOr<at::Tensor> LlamaModel::Layers(at::Tensor x, const at::Tensor& positions,
@@ -329,11 +343,19 @@ absl::StatusOr<at::Tensor> LlamaModel::FusedLayers(at::Tensor x, const at::Tenso
   x = x.contiguous();
   at::Tensor delta;  // pending residual add
   at::Tensor h = at::empty_like(x);
+  ProjectEpilogue rope;
+  rope.kind = ProjectEpilogue::kRope;
+  rope.positions = positions;
+  rope.inv_freq = rope_.inv_freq();
+  rope.n_heads = H;
+  rope.n_kv_heads = Hkv;
+  rope.head_dim = D;
+  ProjectEpilogue swiglu;
+  swiglu.kind = ProjectEpilogue::kSiluMul;
   for (int64_t l = 0; l < config_.n_layers; ++l) {
     const LayerWeights& L = layers_[l];
     // ---- attention ------------------------------------------------------
-    KV_ASSIGN_OR_RETURN(at::Tensor qkv, NormProject(x, delta, L.attn_norm, L.qkv, h));
-    KV_RETURN_IF_ERROR(RopeQk(qkv, positions, rope_.inv_freq(), H, Hkv, D));
+    KV_ASSIGN_OR_RETURN(at::Tensor qkv, NormProject(x, delta, L.attn_norm, L.qkv, h, rope));
     at::Tensor q = qkv.narrow(1, 0, H * D).view({N, H, D});
     at::Tensor k = qkv.narrow(1, H * D, Hkv * D).view({N, Hkv, D});
     at::Tensor v = qkv.narrow(1, (H + Hkv) * D, Hkv * D).view({N, Hkv, D});
@@ -345,8 +367,7 @@ absl::StatusOr<at::Tensor> LlamaModel::FusedLayers(at::Tensor x, const at::Tenso
     delta = Project(gt.out.view({N, H * D}), L.o);
     KV_RETURN_IF_ERROR(ReduceRowParallel(delta));  // tensor parallelism: o is row-parallel
     // ---- SwiGLU MLP -----------------------------------------------------
-    KV_ASSIGN_OR_RETURN(at::Tensor gate_up, NormProject(x, delta, L.ffn_norm, L.gate_up, h));
-    KV_ASSIGN_OR_RETURN(at::Tensor act, SiluMul(gate_up));
+    KV_ASSIGN_OR_RETURN(at::Tensor act, NormProject(x, delta, L.ffn_norm, L.gate_up, h, swiglu));
     delta = Project(act, L.down);
     KV_RETURN_IF_ERROR(ReduceRowParallel(delta));  // and so is down
   }

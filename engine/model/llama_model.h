@@ -17,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/kv/kv_cache.h"
+#include "engine/model/fused_block.h"
 #include "engine/model/loader/weights.h"
 #include "engine/model/model_config.h"
 #include "engine/model/packed_matrix.h"
@@ -151,11 +152,13 @@ class LlamaModel {
   at::Tensor Project(const at::Tensor& x, const Linear& w) const;
   absl::StatusOr<at::Tensor> FusedLayers(at::Tensor x, const at::Tensor& positions,
                                          absl::Span<const AttentionGroup> groups, const StepContext& ctx);
-  // The fused (CUDA) path's pending residual add, RMSNorm and projection:
-  // one kernel for 1-2 decode rows (SkinnyNormLinear), else AddRmsNorm into
-  // h then Project. x becomes x + delta when delta is defined.
+  // The fused (CUDA) path's pending residual add, RMSNorm, projection and
+  // the op after it (RoPE after qkv, SwiGLU after gate_up): one kernel for
+  // 1-2 decode rows (SkinnyNormLinear), else AddRmsNorm into h, Project and
+  // the op's own kernel. x becomes x + delta when delta is defined.
   absl::StatusOr<at::Tensor> NormProject(at::Tensor& x, const at::Tensor& delta, const at::Tensor& norm_w,
-                                         const Linear& w, at::Tensor& h) const;
+                                         const Linear& w, at::Tensor& h,
+                                         const ProjectEpilogue& epilogue = {}) const;
   // Sums a row-parallel projection's partial output over the ranks (no-op
   // without tensor parallelism).
   absl::Status ReduceRowParallel(at::Tensor& partial) const;

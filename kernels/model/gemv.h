@@ -24,8 +24,18 @@
 namespace kvstream {
 
 inline constexpr int kGemvMaxRows = 8;
-// Shared memory the fused-norm prologue may use for x' (rows · K fp32).
-inline constexpr int64_t kGemvNormMaxSmemBytes = 48 * 1024;
+// Rows of x up to which the paired-row epilogues (below) are available.
+inline constexpr int kGemvEpilogueMaxRows = 2;
+
+// What happens to the projection's output before it is stored. The paired
+// epilogues give one warp the two weight rows whose outputs the op combines,
+// so the decode block's RoPE and SwiGLU kernels disappear into the GEMV:
+//   kSiluMul: rows n and n + N/2 (gate, up): y[m, n] = SiluMul(gate, up) with
+//             SiluMulRef's rounding (kernels/model/fused_ops.h); y is [M, N/2].
+//   kRope:    rows j and j + D/2 of each D-row head: the first rope_heads
+//             heads (q, then k) are rotated as RopeRef does; the others (v)
+//             are stored as they are; y is [M, N].
+enum class GemvEpilogue : int { kNone = 0, kSiluMul = 1, kRope = 2 };
 
 struct GemvParams {
   const void* x = nullptr;     // [M, K] dtype, row stride x_stride, 16-byte aligned rows
@@ -45,20 +55,32 @@ struct GemvParams {
   //   x'[m]   = dtype(norm_weight · dtype(src[m] · rsqrt(mean(src[m]²) + eps)))
   //   y       = x' · Wᵀ (+ bias)
   // with the rounding points of RmsNormRef (kernels/model/fused_ops.h). Every
-  // CTA computes x' for itself (x is a few KB, read from L2); CTA 0 also
-  // writes src to residual_out, so x is never written while others read it.
-  // Needs rows · in_features · 4 ≤ kGemvNormMaxSmemBytes.
+  // warp computes mean(src²) for itself (x is a few KB, read through L1) and
+  // forms x' chunk by chunk as it streams W: no shared memory, no barrier;
+  // warp 0 of CTA 0 also writes src to residual_out, so x is never written
+  // while others read it.
   const void* norm_weight = nullptr;  // [K] dtype; nullptr = no prologue
   const void* delta = nullptr;        // [M, K] dtype contiguous, or nullptr
   void* residual_out = nullptr;       // [M, K] dtype contiguous; required with delta; must not alias x
   float eps = 1e-5f;
+
+  // Optional paired-row epilogue (GemvEpilogue above); rows ≤ kGemvEpilogueMaxRows.
+  GemvEpilogue epilogue = GemvEpilogue::kNone;
+  const int64_t* positions = nullptr;  // kRope: [M] absolute positions
+  const float* inv_freq = nullptr;     // kRope: [D/2] fp32
+  int head_dim = 0;                    // kRope: D, even; out_features a multiple of D
+  int rope_heads = 0;                  // kRope: heads [0, rope_heads) rotated, 0 ≤ rope_heads ≤ N / D
 };
 
 // nullptr when valid, else the bad field and its allowed range.
 const char* GemvValidate(const GemvParams& p);
 
+// Output columns of y: N, or N/2 under kSiluMul.
+int GemvOutColumns(const GemvParams& p);
+
 // CPU twin on host pointers: the prologue as RmsNormRef, then fp32
-// accumulation in index order, bias added in fp32, one rounding to dtype.
+// accumulation in index order, bias added in fp32, one rounding to dtype,
+// then the epilogue as SiluMulRef / RopeRef on those rounded values.
 // false = invalid.
 bool GemvRef(const GemvParams& p);
 

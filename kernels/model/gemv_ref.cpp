@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "kernels/common/half_bits.h"
+#include "kernels/model/fused_ops.h"
 #include "kernels/model/gemv.h"
 
 namespace kvstream {
@@ -14,20 +15,37 @@ const char* GemvValidate(const GemvParams& p) {
   if (p.in_features < 8 || p.in_features % 8 != 0) return "in_features must be a positive multiple of 8";
   if (p.dtype != KvDType::kBf16 && p.dtype != KvDType::kFp16) return "dtype must be bf16 or fp16";
   const int64_t xs = p.x_stride ? p.x_stride : p.in_features;
-  const int64_t ys = p.y_stride ? p.y_stride : p.out_features;
   if (xs < p.in_features || xs % 8 != 0) return "x_stride must be >= in_features and a multiple of 8";
-  if (ys < p.out_features) return "y_stride must be >= out_features";
+  switch (p.epilogue) {
+    case GemvEpilogue::kNone: break;
+    case GemvEpilogue::kSiluMul:
+      if (p.out_features % 16 != 0) return "kSiluMul needs out_features (gate + up rows) a multiple of 16";
+      break;
+    case GemvEpilogue::kRope:
+      if (p.head_dim < 2 || p.head_dim % 2 != 0) return "kRope needs an even head_dim >= 2";
+      if (p.out_features % p.head_dim != 0) return "kRope needs out_features a multiple of head_dim";
+      if (p.rope_heads < 0 || p.rope_heads > p.out_features / p.head_dim) {
+        return "rope_heads must be in [0, out_features / head_dim]";
+      }
+      if (p.positions == nullptr || p.inv_freq == nullptr) return "kRope needs positions and inv_freq";
+      break;
+    default: return "epilogue must be kNone, kSiluMul or kRope";
+  }
+  if (p.epilogue != GemvEpilogue::kNone && p.rows > kGemvEpilogueMaxRows) return "epilogues need rows in [1, 2]";
+  const int64_t ys = p.y_stride ? p.y_stride : GemvOutColumns(p);
+  if (ys < GemvOutColumns(p)) return "y_stride must be >= the output columns (out_features, or half under kSiluMul)";
   if (p.norm_weight == nullptr && (p.delta != nullptr || p.residual_out != nullptr)) {
     return "delta and residual_out need norm_weight";
   }
   if (p.norm_weight != nullptr) {
-    if (static_cast<int64_t>(p.rows) * p.in_features * 4 > kGemvNormMaxSmemBytes) {
-      return "norm prologue needs rows * in_features * 4 <= 48 KiB";
-    }
     if ((p.delta == nullptr) != (p.residual_out == nullptr)) return "delta and residual_out go together";
     if (!(p.eps >= 0.f)) return "eps must be >= 0";
   }
   return nullptr;
+}
+
+int GemvOutColumns(const GemvParams& p) {
+  return p.epilogue == GemvEpilogue::kSiluMul ? p.out_features / 2 : p.out_features;
 }
 
 bool GemvRef(const GemvParams& p) {
@@ -39,7 +57,7 @@ bool GemvRef(const GemvParams& p) {
   };
   const int64_t K = p.in_features, N = p.out_features;
   const int64_t xs = p.x_stride ? p.x_stride : K;
-  const int64_t ys = p.y_stride ? p.y_stride : N;
+  const int64_t ys = p.y_stride ? p.y_stride : GemvOutColumns(p);
   auto round = [bf16](float v) { return bf16 ? Bf16BitsToFloat(FloatToBf16Bits(v)) : HalfBitsToFloat(FloatToHalfBits(v)); };
   std::vector<float> xf(static_cast<size_t>(p.rows * K));
   for (int m = 0; m < p.rows; ++m) {
@@ -60,14 +78,57 @@ bool GemvRef(const GemvParams& p) {
       v = round(load(p.norm_weight, k) * round(v * inv));
     }
   }
+  // The projection, rounded once; with an epilogue into a [M, N] scratch.
+  std::vector<uint16_t> scratch;
   uint16_t* y = static_cast<uint16_t*>(p.y);
+  int64_t y_stride = ys;
+  if (p.epilogue != GemvEpilogue::kNone) {
+    scratch.resize(static_cast<size_t>(p.rows * N));
+    y = scratch.data();
+    y_stride = N;
+  }
   for (int64_t n = 0; n < N; ++n) {
     for (int m = 0; m < p.rows; ++m) {
       float acc = 0.f;
       for (int64_t k = 0; k < K; ++k) acc += load(p.w, n * K + k) * xf[m * K + k];
       if (p.bias != nullptr) acc += load(p.bias, n);
-      y[m * ys + n] = bf16 ? FloatToBf16Bits(acc) : FloatToHalfBits(acc);
+      y[m * y_stride + n] = bf16 ? FloatToBf16Bits(acc) : FloatToHalfBits(acc);
     }
+  }
+  if (p.epilogue == GemvEpilogue::kNone) return true;
+  // The epilogue is, by definition, the op the unfused path runs next.
+  const int64_t cols = GemvOutColumns(p);
+  std::vector<uint16_t> out(static_cast<size_t>(p.rows * N));
+  if (p.epilogue == GemvEpilogue::kSiluMul) {
+    SiluMulParams s;
+    s.gate_up = scratch.data();
+    s.out = out.data();
+    s.rows = p.rows;
+    s.inter = static_cast<int>(cols);
+    s.dtype = p.dtype;
+    if (!SiluMulRef(s)) return false;
+  } else {
+    // RopeRef's formula on the first rope_heads heads (q, then k).
+    out = scratch;
+    auto val = [&](int64_t i) { return load(scratch.data(), i); };
+    auto put = [&](int64_t i, float v) { out[i] = bf16 ? FloatToBf16Bits(v) : FloatToHalfBits(v); };
+    const int64_t D = p.head_dim, half = D / 2;
+    for (int m = 0; m < p.rows; ++m) {
+      const float pos = static_cast<float>(p.positions[m]);
+      for (int64_t i = 0; i < half; ++i) {
+        const float f = pos * p.inv_freq[i];
+        const float c = round(std::cos(f)), s = round(std::sin(f));
+        for (int64_t h = 0; h < p.rope_heads; ++h) {
+          const int64_t o = m * N + h * D;
+          const float x1 = val(o + i), x2 = val(o + half + i);
+          put(o + i, round(x1 * c) - round(x2 * s));
+          put(o + half + i, round(x2 * c) + round(x1 * s));
+        }
+      }
+    }
+  }
+  for (int m = 0; m < p.rows; ++m) {
+    for (int64_t c = 0; c < cols; ++c) static_cast<uint16_t*>(p.y)[m * ys + c] = out[m * cols + c];
   }
   return true;
 }

@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <string>
@@ -130,6 +131,88 @@ TEST(GemvCuda, NormPrologueMatchesTwinAndWritesResidualOnce) {
       }
       EXPECT_LT(std::sqrt(err / norm), 4e-3) << "M " << M << " N " << N << " K " << K;
       cudaFree(dx); cudaFree(dd); cudaFree(dwn); cudaFree(dw); cudaFree(dy); cudaFree(dr);
+    }
+  }
+}
+
+// Paired epilogues (SwiGLU after gate_up, RoPE after qkv), with and without
+// the norm prologue, vs the twin: every output written (NaN-poisoned), none
+// past the output columns, values within a bf16 ulp in norm (the twin's
+// outputs go through the same rounding points; fp32 sums differ in order).
+TEST(GemvCuda, EpiloguesMatchTwinAndWriteEveryOutputOnce) {
+  SKIP_WITHOUT_DEVICE();
+  struct EpiCase {
+    GemvEpilogue epi;
+    int N, K, D, rope_heads;
+    bool norm, bias;
+  };
+  const EpiCase cases[] = {
+      {GemvEpilogue::kSiluMul, 2 * 14336, 4096, 0, 0, true, false},   // Llama-3-8B gate_up
+      {GemvEpilogue::kSiluMul, 2 * 1536, 576, 0, 0, false, false},    // SmolLM2 gate_up
+      {GemvEpilogue::kRope, 6144, 4096, 128, 40, true, false},        // Llama-3-8B qkv: 32 q + 8 k heads
+      {GemvEpilogue::kRope, 960, 576, 64, 12, true, false},           // SmolLM2 qkv: 9 q + 3 k heads
+      {GemvEpilogue::kRope, 4608, 3584, 128, 32, false, true},        // Qwen2.5-7B qkv (bias): 28 q + 4 k heads
+  };
+  uint32_t seed = 1300;
+  for (const EpiCase& c : cases) {
+    for (int M : {1, 2}) {
+      std::mt19937 rng(seed++);
+      const int cols = c.epi == GemvEpilogue::kSiluMul ? c.N / 2 : c.N;
+      auto x = RandomBits(static_cast<size_t>(M) * c.K, rng, true);
+      auto d = RandomBits(static_cast<size_t>(M) * c.K, rng, true);
+      auto wn = RandomBits(c.K, rng, true);
+      auto w = RandomBits(static_cast<size_t>(c.N) * c.K, rng, true);
+      auto b = RandomBits(static_cast<size_t>(c.N), rng, true);
+      std::vector<int64_t> pos = {5, 70000};
+      std::vector<float> inv_freq(static_cast<size_t>(std::max(c.D / 2, 1)));
+      for (size_t i = 0; i < inv_freq.size(); ++i) inv_freq[i] = std::pow(500000.f, -2.f * i / std::max(c.D, 2));
+      const uint16_t nan = 0x7fc0;
+      const int ys = cols + 3;
+      std::vector<uint16_t> y_twin(static_cast<size_t>(M) * ys, nan), r_twin(x.size(), nan);
+      GemvParams p;
+      p.rows = M; p.out_features = c.N; p.in_features = c.K; p.y_stride = ys; p.eps = 1e-5f;
+      p.epilogue = c.epi; p.head_dim = c.D; p.rope_heads = c.rope_heads;
+      p.positions = pos.data(); p.inv_freq = inv_freq.data();
+      p.x = x.data(); p.w = w.data(); p.y = y_twin.data(); p.bias = c.bias ? b.data() : nullptr;
+      if (c.norm) { p.norm_weight = wn.data(); p.delta = d.data(); p.residual_out = r_twin.data(); }
+      ASSERT_TRUE(GemvRef(p));
+      uint16_t *dx = Upload(x), *dd = Upload(d), *dwn = Upload(wn), *dw = Upload(w), *db = Upload(b);
+      uint16_t* dy = Upload(std::vector<uint16_t>(y_twin.size(), nan));
+      uint16_t* dr = Upload(std::vector<uint16_t>(r_twin.size(), nan));
+      int64_t* dpos = nullptr;
+      float* dfreq = nullptr;
+      ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&dpos), pos.size() * 8), cudaSuccess);
+      ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&dfreq), inv_freq.size() * 4), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(dpos, pos.data(), pos.size() * 8, cudaMemcpyHostToDevice), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(dfreq, inv_freq.data(), inv_freq.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+      p.x = dx; p.w = dw; p.y = dy; p.bias = c.bias ? db : nullptr; p.positions = dpos; p.inv_freq = dfreq;
+      if (c.norm) { p.norm_weight = dwn; p.delta = dd; p.residual_out = dr; }
+      ASSERT_EQ(LaunchGemv(p, nullptr), cudaSuccess);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      std::vector<uint16_t> y(y_twin.size()), r(r_twin.size());
+      ASSERT_EQ(cudaMemcpy(y.data(), dy, y.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(r.data(), dr, r.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+      if (c.norm) {
+        EXPECT_EQ(r, r_twin) << "residual_out";
+      }
+      double err = 0, norm = 0;
+      for (int m = 0; m < M; ++m) {
+        for (int n = 0; n < ys; ++n) {
+          const uint16_t v = y[static_cast<size_t>(m) * ys + n];
+          if (n >= cols) {
+            ASSERT_EQ(v, nan) << "wrote past the output columns at m " << m << " n " << n;
+            continue;
+          }
+          ASSERT_TRUE(std::isfinite(Bf16BitsToFloat(v))) << "m " << m << " n " << n << " not written";
+          const float t = Bf16BitsToFloat(y_twin[static_cast<size_t>(m) * ys + n]);
+          err += std::pow(double(Bf16BitsToFloat(v)) - t, 2);
+          norm += std::pow(double(t), 2);
+        }
+      }
+      EXPECT_LT(std::sqrt(err / norm), 4e-3)
+          << (c.epi == GemvEpilogue::kRope ? "rope" : "silu") << " M " << M << " N " << c.N << " K " << c.K;
+      cudaFree(dx); cudaFree(dd); cudaFree(dwn); cudaFree(dw); cudaFree(db); cudaFree(dy); cudaFree(dr);
+      cudaFree(dpos); cudaFree(dfreq);
     }
   }
 }

@@ -94,8 +94,60 @@ TEST(GemvRef, RejectsBadShapesNamingTheField) {
   EXPECT_STREQ(GemvValidate(p), "delta and residual_out need norm_weight");
   p.norm_weight = buf;
   EXPECT_STREQ(GemvValidate(p), "delta and residual_out go together");
-  p.residual_out = buf + 32; p.rows = 8; p.in_features = 4096;
-  EXPECT_STREQ(GemvValidate(p), "norm prologue needs rows * in_features * 4 <= 48 KiB");
+  p.residual_out = buf + 32; p.rows = 3; p.epilogue = GemvEpilogue::kSiluMul; p.out_features = 16;
+  EXPECT_STREQ(GemvValidate(p), "epilogues need rows in [1, 2]");
+  p.rows = 1; p.out_features = 12;
+  EXPECT_STREQ(GemvValidate(p), "kSiluMul needs out_features (gate + up rows) a multiple of 16");
+  p.epilogue = GemvEpilogue::kRope; p.head_dim = 4; p.out_features = 12; p.rope_heads = 4;
+  EXPECT_STREQ(GemvValidate(p), "rope_heads must be in [0, out_features / head_dim]");
+  p.rope_heads = 2;
+  EXPECT_STREQ(GemvValidate(p), "kRope needs positions and inv_freq");
+}
+
+// The epilogues are, bit for bit, the ops the unfused block runs after the
+// projection: GemvRef then SiluMulRef, GemvRef then RopeRef (q and k heads).
+TEST(GemvRef, EpiloguesEqualTheOpAfterTheProjectionBitwise) {
+  std::mt19937 rng(17);
+  for (int M : {1, 2}) {
+    const int K = 64;
+    auto x = Random(static_cast<size_t>(M) * K, rng, true);
+    // SwiGLU: N = 2I rows (gate then up), output [M, I].
+    {
+      const int I = 24, N = 2 * I;
+      auto w = Random(static_cast<size_t>(N) * K, rng, true);
+      std::vector<uint16_t> gu(static_cast<size_t>(M) * N), want(static_cast<size_t>(M) * I), got(want.size(), 0);
+      GemvParams g;
+      g.x = x.data(); g.w = w.data(); g.y = gu.data(); g.rows = M; g.out_features = N; g.in_features = K;
+      ASSERT_TRUE(GemvRef(g));
+      SiluMulParams s;
+      s.gate_up = gu.data(); s.out = want.data(); s.rows = M; s.inter = I;
+      ASSERT_TRUE(SiluMulRef(s));
+      g.y = got.data(); g.epilogue = GemvEpilogue::kSiluMul;
+      ASSERT_TRUE(GemvRef(g));
+      EXPECT_EQ(got, want) << "SwiGLU, M " << M;
+    }
+    // RoPE: 3 q heads, 1 k head, 1 v head of D = 8.
+    {
+      const int H = 3, Hkv = 1, D = 8, N = (H + 2 * Hkv) * D;
+      auto w = Random(static_cast<size_t>(N) * K, rng, true);
+      auto b = Random(N, rng, true);
+      const std::vector<int64_t> pos = {7, 1234};
+      const std::vector<float> inv_freq = {1.f, 0.1f, 0.01f, 0.001f};
+      std::vector<uint16_t> want(static_cast<size_t>(M) * N), got(want.size(), 0);
+      GemvParams g;
+      g.x = x.data(); g.w = w.data(); g.bias = b.data(); g.y = want.data();
+      g.rows = M; g.out_features = N; g.in_features = K;
+      ASSERT_TRUE(GemvRef(g));
+      RopeParams r;
+      r.qkv = want.data(); r.positions = pos.data(); r.inv_freq = inv_freq.data();
+      r.rows = M; r.num_heads = H; r.num_kv_heads = Hkv; r.head_dim = D;
+      ASSERT_TRUE(RopeRef(r));
+      g.y = got.data(); g.epilogue = GemvEpilogue::kRope; g.positions = pos.data(); g.inv_freq = inv_freq.data();
+      g.head_dim = D; g.rope_heads = H + Hkv;
+      ASSERT_TRUE(GemvRef(g));
+      EXPECT_EQ(got, want) << "RoPE, M " << M;
+    }
+  }
 }
 
 }  // namespace
