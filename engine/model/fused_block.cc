@@ -148,7 +148,8 @@ std::optional<NormLinearOut> SkinnyNormLinear(const at::Tensor& x, const at::Ten
   std::optional<GemvParams> p = SkinnyParams(x, w, b);
   if (!p || !x.is_contiguous() || norm_w.scalar_type() != x.scalar_type() || !norm_w.is_contiguous() ||
       norm_w.numel() != x.size(1) || (delta.defined() && (!delta.is_contiguous() || delta.sizes() != x.sizes() ||
-                                                          delta.scalar_type() != x.scalar_type()))) {
+                                                          delta.scalar_type() != x.scalar_type())) ||
+      static_cast<int64_t>(p->rows) * p->in_features * 4 > kGemvNormMaxSmemBytes) {
     return std::nullopt;
   }
   switch (epilogue.kind) {

@@ -46,7 +46,10 @@ bool EntmaxCriticalityRef(const EntmaxCriticalityParams& p) {
 }
 
 int EntmaxTopkChunkPages(int max_blocks_per_seq, int budget_pages) {
-  if (max_blocks_per_seq < 4096) return 0;  // one CTA per row is as fast (H100: 10.6 us at 2K pages)
+  // One CTA per row is as fast or faster below 16K pages (H100, session 7,
+  // bench/results/gpu/entmax_kv_decode_s7_h100.json: 8K pages two-stage 17.4
+  // us vs one CTA 16.4 us; 32K pages 21.0 vs 24.3 us).
+  if (max_blocks_per_seq < 16384) return 0;
   // Stage 1 sweeps W keys per CTA, stage 2 up to C*k = (MB/W)*k: balanced at
   // W ~ sqrt(MB*k) (128K tokens, k = 128: W = 1024, C = 8; 512K: 2048, C = 16).
   const double want = std::sqrt(static_cast<double>(max_blocks_per_seq) *

@@ -12,8 +12,6 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include <algorithm>
-#include <climits>
 #include <cstdint>
 
 #include "kernels/common/device_math.cuh"
@@ -33,73 +31,55 @@ __device__ __forceinline__ uint4 LoadStreaming(const uint4* p) {
   return v;
 }
 
-// Fused prologue (kNorm), per warp: inv_rms[m] = rsqrt(mean(src[m]²) + eps)
-// with src = dtype(x + delta); warp 0 of CTA 0 also writes src to
-// residual_out. The lanes sweep the row as the main loop does, so x stays in
-// L1 for it; no barrier, so one warp's prologue never holds another's loads.
+// Fused prologue (kNorm): x' = dtype(w_norm · dtype(src · rsqrt(mean(src²) + eps)))
+// with src = dtype(x + delta), into shared memory [M][K] fp32; CTA 0 writes
+// src to residual_out. Every thread of the CTA takes part (barriers).
 template <class T, int M>
-__device__ __forceinline__ void NormStats(const GemvParams& p, int64_t xs, int lane, bool write_res,
-                                          float (&inv_rms)[M]) {
+__device__ __forceinline__ void NormPrologue(const GemvParams& p, int64_t xs, float* xsm) {
   using V = Vec16<T>;
   const int chunks = p.in_features / 8;
+  const bool write_res = blockIdx.x == 0 && p.delta != nullptr;
+  __shared__ float partial[kWarps][M];
+  __shared__ float inv_rms[M];
 #pragma unroll
   for (int m = 0; m < M; ++m) {
     const uint4* x = reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + m * xs);
     const uint4* d = p.delta ? reinterpret_cast<const uint4*>(static_cast<const T*>(p.delta) + m * p.in_features) : nullptr;
     uint4* res = write_res ? reinterpret_cast<uint4*>(static_cast<T*>(p.residual_out) + m * p.in_features) : nullptr;
     float ss = 0.f;
-    // kStatsBatch chunks per lane loaded before any math: one L1/L2 round
-    // trip per batch, not per chunk (K = 4096 is 16 chunks a lane: 4 round trips).
-    constexpr int kStatsBatch = 4;
-    for (int c0 = lane; c0 < chunks; c0 += 32 * kStatsBatch) {
-      uint4 xv[kStatsBatch], dv[kStatsBatch];
+    for (int c = threadIdx.x; c < chunks; c += kWarps * 32) {
+      float a[8];
+      V::Load(x[c], a);
+      if (d != nullptr) {
+        float b[8];
+        V::Load(d[c], b);
 #pragma unroll
-      for (int i = 0; i < kStatsBatch; ++i) {
-        const int c = c0 + 32 * i;
-        xv[i] = c < chunks ? __ldg(x + c) : make_uint4(0, 0, 0, 0);
-        dv[i] = d != nullptr && c < chunks ? __ldg(d + c) : make_uint4(0, 0, 0, 0);
+        for (int j = 0; j < 8; ++j) a[j] = RoundTo<T>(a[j] + b[j]);
+        if (res != nullptr) res[c] = V::Store(a);
       }
 #pragma unroll
-      for (int i = 0; i < kStatsBatch; ++i) {
-        const int c = c0 + 32 * i;
-        if (c >= chunks) break;
-        float a[8];
-        V::Load(xv[i], a);
-        if (d != nullptr) {
-          float b[8];
-          V::Load(dv[i], b);
-#pragma unroll
-          for (int j = 0; j < 8; ++j) a[j] = RoundTo<T>(a[j] + b[j]);
-          if (res != nullptr) res[c] = V::Store(a);
-        }
-#pragma unroll
-        for (int j = 0; j < 8; ++j) ss += a[j] * a[j];
+      for (int j = 0; j < 8; ++j) {
+        ss += a[j] * a[j];
+        xsm[m * p.in_features + c * 8 + j] = a[j];
       }
     }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-    inv_rms[m] = rsqrtf(ss / static_cast<float>(p.in_features) + p.eps);
+    if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5][m] = ss;
   }
-}
-
-// x' chunk c of row m: the normalised input (kNorm) or x itself.
-template <class T, bool kNorm, int M>
-__device__ __forceinline__ void InputChunk(const GemvParams& p, int64_t xs, int m, int c, const float (&inv_rms)[M],
-                                           float (&xf)[8]) {
-  using V = Vec16<T>;
-  V::Load(__ldg(reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + m * xs) + c), xf);
-  if constexpr (kNorm) {
-    if (p.delta != nullptr) {
-      float b[8];
-      V::Load(__ldg(reinterpret_cast<const uint4*>(static_cast<const T*>(p.delta) + m * p.in_features) + c), b);
-#pragma unroll
-      for (int j = 0; j < 8; ++j) xf[j] = RoundTo<T>(xf[j] + b[j]);
-    }
-    float g[8];
-    V::Load(__ldg(reinterpret_cast<const uint4*>(static_cast<const T*>(p.norm_weight)) + c), g);
-#pragma unroll
-    for (int j = 0; j < 8; ++j) xf[j] = RoundTo<T>(g[j] * RoundTo<T>(xf[j] * inv_rms[m]));
+  __syncthreads();
+  if (threadIdx.x < M) {
+    float t = 0.f;
+    for (int w = 0; w < kWarps; ++w) t += partial[w][threadIdx.x];
+    inv_rms[threadIdx.x] = rsqrtf(t / static_cast<float>(p.in_features) + p.eps);
   }
+  __syncthreads();
+  const T* wn = static_cast<const T*>(p.norm_weight);
+  for (int i = threadIdx.x; i < M * p.in_features; i += kWarps * 32) {
+    const int m = i / p.in_features, k = i - m * p.in_features;
+    xsm[i] = RoundTo<T>(ToF<T>(wn[k]) * RoundTo<T>(xsm[i] * inv_rms[m]));
+  }
+  __syncthreads();
 }
 
 // Weight row r of the warp with unit index u (a row group, or a pair).
@@ -179,122 +159,100 @@ __device__ __forceinline__ void StoreUnit(const GemvParams& p, int64_t unit, int
   }
 }
 
-// Persistent warps: the grid is at most what fits on the GPU at once and
-// each warp takes units unit0, unit0 + stride, ...; so the prologue (norm
-// statistics) is paid once per warp, not once per unit, and the next unit's
-// first weight loads are issued before this unit's reduction and stores.
 template <class T, int M, int R, int U, bool kNorm, GemvEpilogue kEpi>
-__global__ void __launch_bounds__(kWarps * 32, kNorm ? 3 : 4) GemvKernel(GemvParams p) {
+__global__ void __launch_bounds__(kWarps * 32) GemvKernel(GemvParams p) {
   static_assert(kEpi == GemvEpilogue::kNone || R == 2, "paired epilogues give a warp exactly two rows");
   using V = Vec16<T>;
+  extern __shared__ float xsm[];  // kNorm: x' [M][K] fp32
   PdlLaunchDependents();  // the kernel after may be scheduled; it waits for this grid
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
-  const int64_t units = UnitCount<kEpi, R>(p);
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kWarps;
-  int64_t unit = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
+  const int64_t unit = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
+  const bool active = unit < UnitCount<kEpi, R>(p);  // no early return: the prologue has barriers
   const int chunks = p.in_features / 8;  // 16-byte chunks per row
   const int64_t xs = p.x_stride ? p.x_stride : p.in_features;
   const int64_t ys = p.y_stride ? p.y_stride : (kEpi == GemvEpilogue::kSiluMul ? p.out_features / 2 : p.out_features);
 
   const uint4* wrow[R];
-  auto set_rows = [&](int64_t u) {
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const int64_t row = min(RowOf<kEpi, R>(p, u < units ? u : 0, r), static_cast<int64_t>(p.out_features) - 1);
-      wrow[r] = reinterpret_cast<const uint4*>(static_cast<const T*>(p.w) + row * p.in_features);
-    }
-  };
-  // Weight loads run ahead of the math in batches of U chunks per row.
+  for (int r = 0; r < R; ++r) {
+    const int64_t row = min(RowOf<kEpi, R>(p, active ? unit : 0, r), static_cast<int64_t>(p.out_features) - 1);
+    wrow[r] = reinterpret_cast<const uint4*>(static_cast<const T*>(p.w) + row * p.in_features);
+  }
+  const uint4* xrow[M];
+#pragma unroll
+  for (int m = 0; m < M; ++m) xrow[m] = reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + m * xs);
+
+  float acc[R][M];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int m = 0; m < M; ++m) acc[r][m] = 0.f;
+
+  // The first batch of weight loads goes out before waiting on the kernel
+  // that writes x (programmatic dependent launch, kernels/common/pdl.cuh):
+  // weights are never written, so they may be read while it drains.
   uint4 wv[U][R];
-  auto load_batch = [&](int base, bool live) {
+  auto load_batch = [&](int base) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int c = base + u * 32;
 #pragma unroll
       for (int r = 0; r < R; ++r) {
-        wv[u][r] = live && c < chunks ? LoadStreaming(wrow[r] + c) : make_uint4(0, 0, 0, 0);
+        wv[u][r] = active && c < chunks ? LoadStreaming(wrow[r] + c) : make_uint4(0, 0, 0, 0);
       }
     }
   };
-  // The first batch goes out before waiting on the kernel that writes x
-  // (programmatic dependent launch, kernels/common/pdl.cuh): weights are
-  // never written, so they may be read while it drains.
-  set_rows(unit);
-  load_batch(lane, unit < units);
+  load_batch(lane);
   PdlWaitForPrerequisite();
-  float inv_rms[M];
-  if constexpr (kNorm) {
-    const bool write_res = blockIdx.x == 0 && warp == 0 && p.delta != nullptr;
-    if (unit < units || write_res) NormStats<T, M>(p, xs, lane, write_res, inv_rms);
-  }
-  for (; unit < units; unit += stride) {
-    float acc[R][M];
+  if constexpr (kNorm) NormPrologue<T, M>(p, xs, xsm);
+  if (!active) return;
+  for (int base = lane; base < chunks;) {
 #pragma unroll
-    for (int r = 0; r < R; ++r)
+    for (int u = 0; u < U; ++u) {
+      const int c = base + u * 32;
+      if (c >= chunks) break;
 #pragma unroll
-      for (int m = 0; m < M; ++m) acc[r][m] = 0.f;
-    for (int base = lane; base < chunks;) {
+      for (int m = 0; m < M; ++m) {
+        float xf[8];
+        if constexpr (kNorm) {
+          const float4* s4 = reinterpret_cast<const float4*>(xsm + m * p.in_features + c * 8);
+          const float4 lo = s4[0], hi = s4[1];
+          xf[0] = lo.x; xf[1] = lo.y; xf[2] = lo.z; xf[3] = lo.w;
+          xf[4] = hi.x; xf[5] = hi.y; xf[6] = hi.z; xf[7] = hi.w;
+        } else {
+          V::Load(__ldg(xrow[m] + c), xf);
+        }
 #pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int c = base + u * 32;
-        if (c >= chunks) break;
+        for (int r = 0; r < R; ++r) {
+          float wf[8];
+          V::Load(wv[u][r], wf);
 #pragma unroll
-        for (int m = 0; m < M; ++m) {
-          float xf[8];
-          InputChunk<T, kNorm, M>(p, xs, m, c, inv_rms, xf);
-#pragma unroll
-          for (int r = 0; r < R; ++r) {
-            float wf[8];
-            V::Load(wv[u][r], wf);
-#pragma unroll
-            for (int j = 0; j < 8; ++j) acc[r][m] = fmaf(wf[j], xf[j], acc[r][m]);
-          }
+          for (int j = 0; j < 8; ++j) acc[r][m] = fmaf(wf[j], xf[j], acc[r][m]);
         }
       }
-      base += 32 * U;
-      if (base < chunks) load_batch(base, true);
     }
-    // The next unit's first batch, in flight while this one reduces and stores.
-    set_rows(unit + stride);
-    load_batch(lane, unit + stride < units);
-#pragma unroll
-    for (int r = 0; r < R; ++r)
-#pragma unroll
-      for (int m = 0; m < M; ++m)
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) acc[r][m] += __shfl_xor_sync(0xffffffffu, acc[r][m], o);
-    StoreUnit<T, M, R, kEpi>(p, unit, lane, ys, acc);
+    base += 32 * U;
+    if (base < chunks) load_batch(base);
   }
-}
 
-// CTAs of this kernel that fit on the device at once (queried once per
-// instantiation and device; host-side attribute queries, no sync).
-template <class Kernel>
-int64_t ResidentBlocks(Kernel kernel) {
-  constexpr int kMaxDevices = 16;
-  static int64_t cached[kMaxDevices] = {};
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) return INT64_MAX;
-  if (cached[dev] == 0) {
-    int sms = 0, per_sm = 0;
-    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWarps * 32, 0) != cudaSuccess ||
-        sms <= 0 || per_sm <= 0) {
-      return INT64_MAX;
-    }
-    cached[dev] = static_cast<int64_t>(sms) * per_sm;
-  }
-  return cached[dev];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int m = 0; m < M; ++m)
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) acc[r][m] += __shfl_xor_sync(0xffffffffu, acc[r][m], o);
+  StoreUnit<T, M, R, kEpi>(p, unit, lane, ys, acc);
 }
 
 template <class T, int M, bool kNorm, GemvEpilogue kEpi>
 cudaError_t LaunchShape(const GemvParams& p, cudaStream_t stream) {
   constexpr int R = M <= 2 ? 2 : 4;
   constexpr int U = M <= 2 ? 4 : 2;
-  auto kernel = GemvKernel<T, M, R, U, kNorm, kEpi>;
-  const int64_t blocks = std::min((UnitCount<kEpi, R>(p) + kWarps - 1) / kWarps, ResidentBlocks(kernel));
-  return LaunchPdl(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarps * 32), 0, stream, p);
+  const int64_t blocks = (UnitCount<kEpi, R>(p) + kWarps - 1) / kWarps;
+  const size_t smem = kNorm ? static_cast<size_t>(M) * p.in_features * sizeof(float) : 0;
+  return LaunchPdl(GemvKernel<T, M, R, U, kNorm, kEpi>, dim3(static_cast<unsigned>(blocks)), dim3(kWarps * 32), smem,
+                   stream, p);
 }
 
 template <class T, int M, bool kNorm>

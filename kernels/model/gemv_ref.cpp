@@ -38,6 +38,9 @@ const char* GemvValidate(const GemvParams& p) {
     return "delta and residual_out need norm_weight";
   }
   if (p.norm_weight != nullptr) {
+    if (static_cast<int64_t>(p.rows) * p.in_features * 4 > kGemvNormMaxSmemBytes) {
+      return "norm prologue needs rows * in_features * 4 <= 48 KiB";
+    }
     if ((p.delta == nullptr) != (p.residual_out == nullptr)) return "delta and residual_out go together";
     if (!(p.eps >= 0.f)) return "eps must be >= 0";
   }

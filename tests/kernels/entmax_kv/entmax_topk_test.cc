@@ -187,14 +187,15 @@ TEST(TopkPack, ValidateRejectsZeroBudget) {
 }
 
 // K3's planner (shapes only, so graphs keep their grid): one CTA per row under
-// 4096 pages, else the power of two >= sqrt(MB * budget) in [256, 4096].
+// 16384 pages (measured as fast there), else the power of two >= sqrt(MB *
+// budget) in [256, 4096].
 TEST(TopkPack, ChunkPlannerBalancesTheTwoStages) {
   EXPECT_EQ(EntmaxTopkChunkPages(2048, 128), 0);      // 32K tokens
-  EXPECT_EQ(EntmaxTopkChunkPages(8192, 128), 1024);   // 128K: C = 8
+  EXPECT_EQ(EntmaxTopkChunkPages(8192, 128), 0);      // 128K: one CTA per row
   EXPECT_EQ(EntmaxTopkChunkPages(32768, 128), 2048);  // 512K: C = 16
-  EXPECT_EQ(EntmaxTopkChunkPages(4096, 1), 256);
+  EXPECT_EQ(EntmaxTopkChunkPages(16384, 1), 256);
   EXPECT_EQ(EntmaxTopkChunkPages(1 << 20, 4096), 4096);
-  EXPECT_EQ(EntmaxTopkChunkPages(4096, 4096), 0);     // one chunk: nothing to spread
+  EXPECT_EQ(EntmaxTopkChunkPages(16384, 128), 2048);  // 256K: C = 8
   EntmaxTopkPackParams p;
   p.page_size = 16, p.max_blocks_per_seq = 4, p.sel.select_heads = 1, p.budget_pages = 1, p.chunk_pages = -2;
   EXPECT_NE(EntmaxTopkPackValidate(p), nullptr);

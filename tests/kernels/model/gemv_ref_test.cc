@@ -94,7 +94,9 @@ TEST(GemvRef, RejectsBadShapesNamingTheField) {
   EXPECT_STREQ(GemvValidate(p), "delta and residual_out need norm_weight");
   p.norm_weight = buf;
   EXPECT_STREQ(GemvValidate(p), "delta and residual_out go together");
-  p.residual_out = buf + 32; p.rows = 3; p.epilogue = GemvEpilogue::kSiluMul; p.out_features = 16;
+  p.residual_out = buf + 32; p.rows = 8; p.in_features = 4096;
+  EXPECT_STREQ(GemvValidate(p), "norm prologue needs rows * in_features * 4 <= 48 KiB");
+  p.in_features = 8; p.rows = 3; p.epilogue = GemvEpilogue::kSiluMul; p.out_features = 16;
   EXPECT_STREQ(GemvValidate(p), "epilogues need rows in [1, 2]");
   p.rows = 1; p.out_features = 12;
   EXPECT_STREQ(GemvValidate(p), "kSiluMul needs out_features (gate + up rows) a multiple of 16");
