@@ -57,8 +57,11 @@ SpectralQuantSequenceCache::SpectralQuantSequenceCache(const SpectralQuantConfig
     own_profile_->n_kv_heads = static_cast<int32_t>(g.n_kv_heads);
     own_profile_->head_dim = static_cast<int32_t>(g.head_dim);
     own_profile_->spectra.resize(g.n_layers * g.n_kv_heads * 2);
+    own_profile_->centered.resize(g.n_layers * g.n_kv_heads * 2);
     own_plan_ = std::make_unique<SqPlan>();
     own_plan_->config = c;
+    own_plan_->centred_k = c.center_keys;
+    own_plan_->centred_v = c.center_values;
     own_plan_->head_dim = g.head_dim;
     own_plan_->n_kv_heads = g.n_kv_heads;
     own_plan_->layers.resize(g.n_layers);
@@ -77,7 +80,10 @@ absl::Status SpectralQuantSequenceCache::EnsureLayerPlan(int64_t layer, const at
   }
   KV_ASSIGN_OR_RETURN(SqProfile one, cov.Finish("default", 0));
   for (int64_t h = 0; h < geometry_.n_kv_heads; ++h) {
-    for (int t = 0; t < 2; ++t) own_profile_->at(layer, h, t) = one.at(0, h, t);
+    for (int t = 0; t < 2; ++t) {
+      own_profile_->at(layer, h, t) = one.at(0, h, t);
+      own_profile_->at(layer, h, t, true) = one.at(0, h, t, true);
+    }
   }
   own_profile_->n_tokens = std::max<uint64_t>(own_profile_->n_tokens, one.n_tokens);
   SqLayerPlan& lp = own_plan_->layers[layer];
@@ -85,9 +91,10 @@ absl::Status SpectralQuantSequenceCache::EnsureLayerPlan(int64_t layer, const at
   lp.k.resize(geometry_.n_kv_heads);
   lp.v.resize(geometry_.n_kv_heads);
   lp.bits.resize(geometry_.n_kv_heads);
+  const int rule_d = SqLayerBitsDeff(config_, *own_profile_, layer, own_plan_->centred_k);
   for (int64_t h = 0; h < geometry_.n_kv_heads; ++h) {
-    SqBuildHeadPlan(config_, own_profile_->at(layer, h, 0), own_profile_->at(layer, h, 1), D, &lp.k[h], &lp.v[h],
-                    &lp.bits[h]);
+    SqBuildHeadPlan(config_, own_profile_->at(layer, h, 0, own_plan_->centred_k),
+                    own_profile_->at(layer, h, 1, own_plan_->centred_v), D, &lp.k[h], &lp.v[h], &lp.bits[h], rule_d);
     lp.words_k = std::max(lp.words_k, SqRecordWords(lp.k[h].bits));
     lp.words_v = std::max(lp.words_v, SqRecordWords(lp.v[h].bits));
   }
@@ -101,7 +108,8 @@ absl::Status SpectralQuantSequenceCache::ReserveRecords(int64_t layer, int64_t t
   Layer& L = layers_[layer];
   const int64_t have = L.k_rec.defined() ? L.k_rec.size(0) : 0;
   if (have >= tokens) return absl::OkStatus();
-  const int64_t cap = GrowTo(have, tokens, max_tokens_);
+  // Sinks are never coded: the request's records are max_tokens - S.
+  const int64_t cap = GrowTo(have, tokens, max_tokens_ > 0 ? std::max<int64_t>(max_tokens_ - config_.num_sink_tokens, 0) : 0);
   const int64_t H = geometry_.n_kv_heads;
   auto i32 = at::TensorOptions().dtype(at::kInt).device(geometry_.device);
   L.k_rec = Grow(L.k_rec, L.n_comp, {cap, H, L.dev->words_k}, i32);
@@ -118,7 +126,7 @@ absl::Status SpectralQuantSequenceCache::ReserveTail(int64_t layer, int64_t toke
   Layer& L = layers_[layer];
   const int64_t have = L.k_tail.defined() ? L.k_tail.size(0) : 0;
   if (have >= tokens) return absl::OkStatus();
-  const int64_t cap = GrowTo(have, tokens, max_tokens_ > 0 ? max_tokens_ - L.n_comp : 0);
+  const int64_t cap = GrowTo(have, tokens, max_tokens_ > 0 ? max_tokens_ - L.n_comp - L.n_sink : 0);
   auto opts = at::TensorOptions().dtype(geometry_.dtype).device(geometry_.device);
   L.k_tail = Grow(L.k_tail, L.n_dense, {cap, geometry_.n_kv_heads, geometry_.head_dim}, opts);
   L.v_tail = Grow(L.v_tail, L.n_dense, {cap, geometry_.n_kv_heads, geometry_.head_dim}, opts);
@@ -130,9 +138,13 @@ absl::Status SpectralQuantSequenceCache::Compress(int64_t layer, const at::Tenso
   const double t0 = NowMs();
   Layer& L = layers_[layer];
   const int64_t n = k.size(1);
-  // Z = X V_t per head (§4.3 step 1): [Hkv, n, D] x [Hkv, D, D] -> [n, Hkv, D].
-  at::Tensor zk = at::matmul(k.to(at::kFloat), L.dev->vk).transpose(0, 1).contiguous();
-  at::Tensor zv = at::matmul(v.to(at::kFloat), L.dev->vv).transpose(0, 1).contiguous();
+  // Z = X V_t per head (§4.3 step 1): [Hkv, n, D] x [Hkv, D, D] -> [n, Hkv, D];
+  // centred plans code X - mu (sq_config.h center_keys / center_values).
+  at::Tensor kf = k.to(at::kFloat), vf = v.to(at::kFloat);
+  if (L.dev->mu_k.defined()) kf = kf - L.dev->mu_k.unsqueeze(1);
+  if (L.dev->mu_v.defined()) vf = vf - L.dev->mu_v.unsqueeze(1);
+  at::Tensor zk = at::matmul(kf, L.dev->vk).transpose(0, 1).contiguous();
+  at::Tensor zv = at::matmul(vf, L.dev->vv).transpose(0, 1).contiguous();
   SqCompressArgs a;
   a.zk = &zk;
   a.zv = &zv;
@@ -151,9 +163,54 @@ absl::Status SpectralQuantSequenceCache::Compress(int64_t layer, const at::Tenso
   return absl::OkStatus();
 }
 
+SqDenseSegment SpectralQuantSequenceCache::DenseSegment(int64_t layer, const at::Tensor& k, const at::Tensor& v,
+                                                        int64_t pos0) const {
+  const Layer& L = layers_[layer];
+  const c10::ScalarType dt = SqDenseDtype(geometry_);
+  auto i32 = at::TensorOptions().dtype(at::kInt).device(geometry_.device);
+  std::vector<at::Tensor> ks, vs, pos;
+  if (L.n_sink > 0) {  // held centred, in dt (AppendSinks)
+    ks.push_back(L.k_sink.narrow(0, 0, L.n_sink));
+    vs.push_back(L.v_sink.narrow(0, 0, L.n_sink));
+    pos.push_back(at::arange(0, L.n_sink, i32));
+  }
+  if (k.defined() && k.size(0) > 0) {
+    at::Tensor kc = k, vc = v;  // the same centring as the records (softmax-invariant, sq_config.h)
+    if (L.dev->mu_k.defined()) kc = k.to(at::kFloat) - L.dev->mu_k;
+    if (L.dev->mu_v.defined()) vc = v.to(at::kFloat) - L.dev->mu_v;
+    ks.push_back(kc.to(dt));
+    vs.push_back(vc.to(dt));
+    pos.push_back(at::arange(pos0, pos0 + k.size(0), i32));
+  }
+  SqDenseSegment d;
+  if (ks.empty()) return d;
+  d.k = (ks.size() == 1 ? ks[0] : at::cat(ks, 0)).contiguous();
+  d.v = (vs.size() == 1 ? vs[0] : at::cat(vs, 0)).contiguous();
+  d.pos = pos.size() == 1 ? pos[0] : at::cat(pos, 0);
+  return d;
+}
+
+void SpectralQuantSequenceCache::AppendSinks(int64_t layer, const at::Tensor& k, const at::Tensor& v) {
+  Layer& L = layers_[layer];
+  const int64_t n = k.size(1);
+  if (n == 0) return;
+  if (!L.k_sink.defined()) {
+    auto opts = at::TensorOptions().dtype(SqDenseDtype(geometry_)).device(geometry_.device);
+    const int64_t S = config_.num_sink_tokens;
+    L.k_sink = at::zeros({S, geometry_.n_kv_heads, geometry_.head_dim}, opts);
+    L.v_sink = at::zeros({S, geometry_.n_kv_heads, geometry_.head_dim}, opts);
+  }
+  at::Tensor kc = k.transpose(0, 1), vc = v.transpose(0, 1);  // [n, Hkv, D]
+  if (L.dev->mu_k.defined()) kc = kc.to(at::kFloat) - L.dev->mu_k;
+  if (L.dev->mu_v.defined()) vc = vc.to(at::kFloat) - L.dev->mu_v;
+  L.k_sink.narrow(0, L.n_sink, n).copy_(kc);
+  L.v_sink.narrow(0, L.n_sink, n).copy_(vc);
+  L.n_sink += n;
+  peak_bytes_ = std::max(peak_bytes_, BytesHeld());
+}
+
 absl::StatusOr<at::Tensor> SpectralQuantSequenceCache::Attend(int64_t layer, const at::Tensor& q, int64_t q_pos0,
-                                                              const at::Tensor& dk, const at::Tensor& dv,
-                                                              int64_t d_pos0) {
+                                                              const SqDenseSegment& d) {
   const Layer& L = layers_[layer];
   const int64_t H = geometry_.n_heads, Hk = geometry_.n_kv_heads, D = geometry_.head_dim, G = H / Hk, n = q.size(1);
   at::Tensor qf = q.to(at::kFloat).reshape({Hk, G, n, D});
@@ -166,8 +223,6 @@ absl::StatusOr<at::Tensor> SpectralQuantSequenceCache::Attend(int64_t layer, con
   at::Tensor q_raw = qf.reshape({H, n, D}).contiguous();
   auto i32 = at::TensorOptions().dtype(at::kInt).device(geometry_.device);
   at::Tensor q_pos = at::arange(q_pos0, q_pos0 + n, i32);
-  at::Tensor d_pos;
-  if (dk.defined()) d_pos = at::arange(d_pos0, d_pos0 + dk.size(0), i32);
   SqAttendArgs a;
   a.q_rot = &q_rot;
   a.q_sketch = config_.use_qjl ? &q_sketch : nullptr;
@@ -178,18 +233,23 @@ absl::StatusOr<at::Tensor> SpectralQuantSequenceCache::Attend(int64_t layer, con
   a.v_rec = &L.v_rec;
   a.r_norm = config_.use_qjl ? &L.r_norm : nullptr;
   a.signs = config_.use_qjl ? &L.signs : nullptr;
+  // Record j sits at position n_sink + j; K2 takes it as j (k_pos null),
+  // which masks nothing more: every record precedes every query it meets.
   a.num_keys = L.n_comp;
-  a.dense_k = dk.defined() ? &dk : nullptr;
-  a.dense_v = dv.defined() ? &dv : nullptr;
+  a.dense_k = d.k.defined() ? &d.k : nullptr;
+  a.dense_v = d.k.defined() ? &d.v : nullptr;
   a.q_pos = &q_pos;
-  a.d_pos = dk.defined() ? &d_pos : nullptr;
+  a.d_pos = d.k.defined() ? &d.pos : nullptr;
   a.n_heads = H;
   a.n_kv_heads = Hk;
   a.head_dim = D;
   a.scale = 1.0f / std::sqrt(static_cast<float>(D));
   KV_ASSIGN_OR_RETURN(SqAttendOut o, SqRunAttend(a));
-  // O = A_eig V_V^T + A_dense (§4.4).
-  at::Tensor out = at::matmul(o.a_eig.reshape({Hk, G, n, D}), L.dev->vv.transpose(-1, -2).unsqueeze(1)).reshape({H, n, D});
+  // O = A_eig V_V^T + A_dense (§4.4), + mu_v for centred values (the
+  // weights of the records and the dense segment sum to 1).
+  at::Tensor out = at::matmul(o.a_eig.reshape({Hk, G, n, D}), L.dev->vv.transpose(-1, -2).unsqueeze(1));
+  if (L.dev->mu_v.defined()) out = out + L.dev->mu_v.view({Hk, 1, 1, D});
+  out = out.reshape({H, n, D});
   if (o.a_dense.defined()) out = out + o.a_dense;
   return out.to(q.scalar_type());
 }
@@ -201,41 +261,49 @@ absl::StatusOr<at::Tensor> SpectralQuantSequenceCache::Forward(int64_t layer, co
     return absl::InternalError(absl::StrCat("spectral_quant: layer ", layer, " out of range"));
   }
   Layer& L = layers_[layer];
-  const int64_t n = k.size(1);
-  if (seq.start_pos != L.n_comp + L.n_dense || n != seq.n_new || seq.n_probe != 0) {
-    return absl::InternalError(absl::StrCat("spectral_quant layer ", layer, " holds ", L.n_comp + L.n_dense,
+  const int64_t n = k.size(1), held = L.n_sink + L.n_comp + L.n_dense;
+  if (seq.start_pos != held || n != seq.n_new || seq.n_probe != 0) {
+    return absl::InternalError(absl::StrCat("spectral_quant layer ", layer, " holds ", held,
                                             " tokens but the step starts at ", seq.start_pos, " with ", n, " rows"));
   }
   try {
     KV_RETURN_IF_ERROR(EnsureLayerPlan(layer, k, v));
+    // The first num_sink_tokens positions are kept exact (sq_config.h); the
+    // rest of the step is coded (or, in mode b, goes to the dense tail).
+    const int64_t to_sink = std::min<int64_t>(std::max<int64_t>(config_.num_sink_tokens - L.n_sink, 0), n);
+    const at::Tensor k_rest = k.narrow(1, to_sink, n - to_sink), v_rest = v.narrow(1, to_sink, n - to_sink);
     at::Tensor out;
     if (seq.is_prompt) {
       if (L.n_dense > 0) return absl::InternalError("spectral_quant: prompt tokens after the dense tail started");
-      // §6.6: exact over this chunk (dense segment) + compressed earlier chunks.
-      KV_RETURN_IF_ERROR(ReserveRecords(layer, L.n_comp + n));
-      at::Tensor dk = k.transpose(0, 1).to(SqDenseDtype(geometry_)).contiguous();
-      at::Tensor dv = v.transpose(0, 1).to(SqDenseDtype(geometry_)).contiguous();
-      KV_ASSIGN_OR_RETURN(out, Attend(layer, q, seq.start_pos, dk, dv, seq.start_pos));
-      KV_RETURN_IF_ERROR(Compress(layer, k, v));
+      // §6.6: exact over this chunk (dense segment, after the held sinks) +
+      // compressed earlier chunks, then the chunk is kept or compressed.
+      KV_RETURN_IF_ERROR(ReserveRecords(layer, L.n_comp + n - to_sink));
+      const SqDenseSegment d = DenseSegment(layer, k.transpose(0, 1), v.transpose(0, 1), seq.start_pos);
+      KV_ASSIGN_OR_RETURN(out, Attend(layer, q, seq.start_pos, d));
+      AppendSinks(layer, k.narrow(1, 0, to_sink), v.narrow(1, 0, to_sink));
+      if (n > to_sink) KV_RETURN_IF_ERROR(Compress(layer, k_rest, v_rest));
     } else if (config_.compress_decode_tokens) {
       // Mode (a): the new token is compressed first, then attended (§4.5).
-      KV_RETURN_IF_ERROR(ReserveRecords(layer, L.n_comp + n));
-      KV_RETURN_IF_ERROR(Compress(layer, k, v));
-      KV_ASSIGN_OR_RETURN(out, Attend(layer, q, seq.start_pos, at::Tensor(), at::Tensor(), 0));
+      AppendSinks(layer, k.narrow(1, 0, to_sink), v.narrow(1, 0, to_sink));
+      if (n > to_sink) {
+        KV_RETURN_IF_ERROR(ReserveRecords(layer, L.n_comp + n - to_sink));
+        KV_RETURN_IF_ERROR(Compress(layer, k_rest, v_rest));
+      }
+      KV_ASSIGN_OR_RETURN(out, Attend(layer, q, seq.start_pos, DenseSegment(layer, at::Tensor(), at::Tensor(), 0)));
     } else {
       // Mode (b): generated tokens stay dense.
-      KV_RETURN_IF_ERROR(ReserveTail(layer, L.n_dense + n));
-      L.k_tail.narrow(0, L.n_dense, n).copy_(k.transpose(0, 1));
-      L.v_tail.narrow(0, L.n_dense, n).copy_(v.transpose(0, 1));
-      L.n_dense += n;
-      at::Tensor dk = L.k_tail.narrow(0, 0, L.n_dense), dv = L.v_tail.narrow(0, 0, L.n_dense);
-      if (SqDenseDtype(geometry_) != geometry_.dtype) {
-        dk = dk.to(SqDenseDtype(geometry_));
-        dv = dv.to(SqDenseDtype(geometry_));
+      AppendSinks(layer, k.narrow(1, 0, to_sink), v.narrow(1, 0, to_sink));
+      if (n > to_sink) {
+        KV_RETURN_IF_ERROR(ReserveTail(layer, L.n_dense + n - to_sink));
+        L.k_tail.narrow(0, L.n_dense, n - to_sink).copy_(k_rest.transpose(0, 1));
+        L.v_tail.narrow(0, L.n_dense, n - to_sink).copy_(v_rest.transpose(0, 1));
+        L.n_dense += n - to_sink;
       }
-      KV_ASSIGN_OR_RETURN(out, Attend(layer, q, seq.start_pos, dk, dv, L.n_comp));
+      at::Tensor dk, dv;
+      if (L.n_dense > 0) dk = L.k_tail.narrow(0, 0, L.n_dense), dv = L.v_tail.narrow(0, 0, L.n_dense);
+      KV_ASSIGN_OR_RETURN(out, Attend(layer, q, seq.start_pos, DenseSegment(layer, dk, dv, L.n_sink + L.n_comp)));
     }
-    if (layer == 0) tokens_seen_ = L.n_comp + L.n_dense;
+    if (layer == 0) tokens_seen_ = L.n_sink + L.n_comp + L.n_dense;
     return out;
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("spectral_quant layer ", layer, ": ", e.what_without_backtrace()));
@@ -253,7 +321,7 @@ int64_t SpectralQuantSequenceCache::OwnPlanBytes() const {
 int64_t SpectralQuantSequenceCache::BytesHeld() const {
   int64_t b = OwnPlanBytes();
   for (const Layer& L : layers_) {
-    for (const at::Tensor* t : {&L.k_rec, &L.v_rec, &L.r_norm, &L.signs, &L.k_tail, &L.v_tail}) {
+    for (const at::Tensor* t : {&L.k_rec, &L.v_rec, &L.r_norm, &L.signs, &L.k_tail, &L.v_tail, &L.k_sink, &L.v_sink}) {
       if (t->defined()) b += static_cast<int64_t>(t->nbytes());
     }
   }
@@ -266,8 +334,11 @@ absl::StatusOr<at::Tensor> SpectralQuantSequenceCache::Reconstruct(int64_t layer
   KV_ASSIGN_OR_RETURN(at::Tensor zhat, SqRunDequantHost(*L.dev, type, type == 0 ? L.k_rec : L.v_rec, L.n_comp,
                                                         geometry_.n_kv_heads, geometry_.head_dim));
   at::Tensor basis = (type == 0 ? L.dev->vk : L.dev->vv).cpu();  // [Hkv, D, D]
-  // X^ = Z^ V^T per head: [Hkv, n, D].
-  return at::matmul(zhat.transpose(0, 1), basis.transpose(-1, -2));
+  // X^ = Z^ V^T (+ mu when centred) per head: [Hkv, n, D].
+  at::Tensor x = at::matmul(zhat.transpose(0, 1), basis.transpose(-1, -2));
+  const at::Tensor& mu = type == 0 ? L.dev->mu_k : L.dev->mu_v;
+  if (mu.defined()) x = x + mu.cpu().unsqueeze(1);
+  return x;
 }
 
 }  // namespace kvstream

@@ -17,7 +17,13 @@
 namespace kvstream {
 
 SqCovariance::SqCovariance(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim, int64_t max_tokens_per_layer)
-    : L_(n_layers), H_(n_kv_heads), D_(head_dim), cap_(max_tokens_per_layer), xtx_(n_layers), count_(n_layers, 0) {}
+    : L_(n_layers),
+      H_(n_kv_heads),
+      D_(head_dim),
+      cap_(max_tokens_per_layer),
+      xtx_(n_layers),
+      sum_(n_layers),
+      count_(n_layers, 0) {}
 
 int64_t SqCovariance::Add(int64_t layer, const at::Tensor& k, const at::Tensor& v) {
   const int64_t n = std::min<int64_t>(k.size(1), cap_ - count_[layer]);
@@ -25,10 +31,13 @@ int64_t SqCovariance::Add(int64_t layer, const at::Tensor& k, const at::Tensor& 
   // fp64 on the tensors' device: [2, Hkv, n, D] -> X^T X [2, Hkv, D, D].
   at::Tensor x = at::stack({k.narrow(1, 0, n), v.narrow(1, 0, n)}).to(at::kDouble);
   at::Tensor g = at::matmul(x.transpose(-1, -2), x);
+  at::Tensor s = x.sum(2);  // [2, Hkv, D]
   if (!xtx_[layer].defined()) {
     xtx_[layer] = g;
+    sum_[layer] = s;
   } else {
     xtx_[layer].add_(g);
+    sum_[layer].add_(s);
   }
   count_[layer] += n;
   return n;
@@ -69,15 +78,27 @@ absl::StatusOr<SqProfile> SqCovariance::Finish(const std::string& name, uint64_t
   p.head_dim = static_cast<int32_t>(D_);
   p.n_tokens = static_cast<uint64_t>(count_.empty() ? 0 : *std::min_element(count_.begin(), count_.end()));
   p.spectra.resize(L_ * H_ * 2);
+  p.centered.resize(L_ * H_ * 2);
   try {
     for (int64_t l = 0; l < L_; ++l) {
       if (count_[l] < 2) {
         return absl::FailedPreconditionError(
             absl::StrCat("spectral_quant calibration: layer ", l, " saw ", count_[l], " tokens (needs >= 2)"));
       }
-      at::Tensor c = (xtx_[l] / static_cast<double>(count_[l])).cpu();
+      const double n = static_cast<double>(count_[l]);
+      at::Tensor c = (xtx_[l] / n).cpu();
+      at::Tensor mu = (sum_[l] / n).cpu();  // [2, Hkv, D]
+      // Centred covariance C - mu mu^T (the same tokens, fp64).
+      at::Tensor cc = c - mu.unsqueeze(-1) * mu.unsqueeze(-2);
+      at::Tensor mu32 = mu.to(at::kFloat).contiguous();
       for (int64_t h = 0; h < H_; ++h) {
-        for (int t = 0; t < 2; ++t) p.at(l, h, t) = SqEigen(c[t][h], static_cast<uint64_t>(count_[l]));
+        for (int t = 0; t < 2; ++t) {
+          p.at(l, h, t) = SqEigen(c[t][h], static_cast<uint64_t>(count_[l]));
+          SqSpectrum& ce = p.at(l, h, t, /*centred=*/true);
+          ce = SqEigen(cc[t][h], static_cast<uint64_t>(count_[l]));
+          const float* m = mu32[t][h].const_data_ptr<float>();
+          ce.mean.assign(m, m + D_);
+        }
       }
     }
   } catch (const c10::Error& e) {

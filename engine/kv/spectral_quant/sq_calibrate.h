@@ -2,7 +2,10 @@
 // uncentered second moment C = X^T X / n of raw post-RoPE K and raw V per
 // (layer, KV head), accumulated in fp64 (at::matmul on the model's device),
 // then eigh in fp64 on the CPU, eigenvalues descending and clamped at 0,
-// each eigenvector's largest-|.| entry made positive (§6.3).
+// each eigenvector's largest-|.| entry made positive (§6.3). [kvstream
+// choice, issue 11] The same pass also sums the vectors: the profile holds
+// each (layer, head, type)'s mean mu and the eigh of C - mu mu^T, which the
+// centred plans code (center_keys / center_values, sq_config.h).
 //
 // The model run: SqCalibrateModel drives LlamaModel::Forward with a
 // recording strategy whose SequenceCache wraps the dense cache and adds every
@@ -61,6 +64,7 @@ class SqCovariance {
  private:
   int64_t L_, H_, D_, cap_;
   std::vector<at::Tensor> xtx_;  // per layer: fp64 [2, Hkv, D, D] (K then V)
+  std::vector<at::Tensor> sum_;  // per layer: fp64 [2, Hkv, D] sums (the means, centred spectra)
   std::vector<int64_t> count_;   // per layer tokens added
 };
 

@@ -32,6 +32,9 @@ absl::StatusOr<SpectralQuantConfig> ParseSpectralQuantConfig(const StrategyConfi
     c.value_noise_bits = static_cast<int32_t>(r.Int("value_noise_bits", 1, 1, 8));
   }
   c.compress_decode_tokens = r.Bool("compress_decode_tokens", true);
+  c.center_keys = r.Bool("center_keys", false);
+  c.center_values = r.Bool("center_values", true);
+  c.num_sink_tokens = static_cast<int32_t>(r.Int("num_sink_tokens", 1, 0, kSqMaxSinkTokens));
   if (profile_knob) {
     const auto* s = std::get_if<std::string>(&*profile_knob);
     if (s == nullptr) {

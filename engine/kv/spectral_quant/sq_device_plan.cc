@@ -32,7 +32,7 @@ SqPlanView SqLayerDevice::VView() const {
 int64_t SqLayerDevice::bytes() const {
   int64_t b = 0;
   for (const at::Tensor* t : {&k_width, &v_width, &k_scale, &v_scale, &k_off, &v_off, &k_deff, &v_deff, &vk, &vv,
-                              &s_sem, &s_prime}) {
+                              &s_sem, &s_prime, &mu_k, &mu_v}) {
     if (t->defined()) b += static_cast<int64_t>(t->nbytes());
   }
   return b;
@@ -78,12 +78,22 @@ void TypeArrays(const std::vector<SqTypePlan>& tp, int64_t D, c10::Device device
   *deff = d.to(device);
 }
 
+// [Hkv, D] means of one type (centred spectra).
+at::Tensor Means(const SqProfile& p, int64_t layer, int type) {
+  const int64_t H = p.n_kv_heads, D = p.head_dim;
+  at::Tensor out = at::empty({H, D}, at::kFloat);
+  for (int64_t h = 0; h < H; ++h) {
+    std::memcpy(out.mutable_data_ptr<float>() + h * D, p.at(layer, h, type, true).mean.data(), D * 4);
+  }
+  return out;
+}
+
 // [Hkv, D, D] eigenbases of one type: [h][r][c] from the column-major file.
-at::Tensor Bases(const SqProfile& p, int64_t layer, int type) {
+at::Tensor Bases(const SqProfile& p, int64_t layer, int type, bool centred) {
   const int64_t H = p.n_kv_heads, D = p.head_dim;
   at::Tensor out = at::empty({H, D, D}, at::kFloat);
   for (int64_t h = 0; h < H; ++h) {
-    const SqSpectrum& s = p.at(layer, h, type);
+    const SqSpectrum& s = p.at(layer, h, type, centred);
     at::Tensor cm = at::from_blob(const_cast<float*>(s.vecs.data()), {D, D}, at::kFloat);  // [c][r]
     out[h].copy_(cm.t());
   }
@@ -100,9 +110,11 @@ SqLayerDevice SqBuildLayerDevice(const SqPlan& plan, const SqProfile& p, int64_t
   TypeArrays(lp.v, D, device, &d.v_width, &d.v_scale, &d.v_off, &d.v_deff);
   d.words_k = lp.words_k;
   d.words_v = lp.words_v;
-  at::Tensor vk = Bases(p, layer, 0);
+  at::Tensor vk = Bases(p, layer, 0, plan.centred_k);
   d.vk = vk.to(device);
-  d.vv = Bases(p, layer, 1).to(device);
+  d.vv = Bases(p, layer, 1, plan.centred_v).to(device);
+  if (plan.centred_k) d.mu_k = Means(p, layer, 0).to(device);
+  if (plan.centred_v) d.mu_v = Means(p, layer, 1).to(device);
   if (plan.config.use_qjl) {
     int max_d = 0;
     for (const SqTypePlan& t : lp.k) max_d = std::max(max_d, t.d_eff);

@@ -24,6 +24,7 @@ struct SqLayerDevice {
   at::Tensor vk, vv;            // f32 [Hkv, D, D]: [h][r][c] = row r of eigenvector c
   at::Tensor s_sem;             // f32 [Hkv, D, D] QJL only: rows m < d_eff of S_sem, others 0
   at::Tensor s_prime;           // f32 [Hkv, D, D] QJL only: S_sem V_K (rows >= d_eff 0)
+  at::Tensor mu_k, mu_v;        // f32 [Hkv, D] calibrated means, each only when that type is centred
   int words_k = 0, words_v = 0;
   int sign_words = 0;           // SW: ceil(max_h d_eff / 32) with QJL, else 0
 

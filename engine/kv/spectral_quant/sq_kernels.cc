@@ -92,9 +92,10 @@ absl::StatusOr<SqAttendOut> SqRunAttend(const SqAttendArgs& a) {
   p.q_rot = a.q_rot->const_data_ptr<float>();
   p.q_sketch = a.q_sketch != nullptr ? a.q_sketch->const_data_ptr<float>() : nullptr;
   p.q_raw = a.q_raw->const_data_ptr<float>();
-  p.k_records = U32(a.k_rec);
-  p.v_records = U32(a.v_rec);
-  if (a.q_sketch != nullptr) {
+  // No records yet (every token so far is a sink): K2 takes null at Tk = 0.
+  p.k_records = a.k_rec->defined() ? U32(a.k_rec) : nullptr;
+  p.v_records = a.v_rec->defined() ? U32(a.v_rec) : nullptr;
+  if (a.q_sketch != nullptr && a.r_norm->defined()) {
     p.k_rnorm = reinterpret_cast<const uint16_t*>(a.r_norm->const_data_ptr<int16_t>());
     p.k_signs = U32(a.signs);
     p.sign_words = a.dev->sign_words;

@@ -89,10 +89,10 @@ float SharedSigma(const SqSpectrum& s, int d) {
 }  // namespace
 
 void SqBuildHeadPlan(const SpectralQuantConfig& c, const SqSpectrum& k, const SqSpectrum& v, int D,
-                     SqTypePlan* kp, SqTypePlan* vp, SqBits* bits) {
+                     SqTypePlan* kp, SqTypePlan* vp, SqBits* bits, int bits_d_eff) {
   const int dk = SqDeff(k.lambda.data(), D, c.d_eff_variance);
   const int dv = SqDeff(v.lambda.data(), D, c.d_eff_variance);
-  const SqBits b = SqBitWidths(c, dk, D);
+  const SqBits b = SqBitWidths(c, bits_d_eff >= 0 ? bits_d_eff : dk, D);
   *bits = b;
   std::vector<int> wk, wv;
   std::vector<float> sk(dk), sv(dv);
@@ -119,20 +119,32 @@ void SqBuildHeadPlan(const SpectralQuantConfig& c, const SqSpectrum& k, const Sq
   vp->seed_bits = vp->bits;
 }
 
+int SqLayerBitsDeff(const SpectralQuantConfig& c, const SqProfile& p, int64_t layer, bool centred_k) {
+  int d = p.head_dim;
+  for (int h = 0; h < p.n_kv_heads; ++h) {
+    d = std::min(d, SqDeff(p.at(layer, h, 0, centred_k).lambda.data(), p.head_dim, c.d_eff_variance));
+  }
+  return d;
+}
+
 std::shared_ptr<const SqPlan> SqBuildPlan(const SpectralQuantConfig& c, const SqProfile& p) {
   auto plan = std::make_shared<SqPlan>();
   plan->config = c;
   plan->head_dim = p.head_dim;
   plan->n_kv_heads = p.n_kv_heads;
   plan->layers.resize(p.n_layers);
+  plan->centred_k = SqPlanCentred(c, p, 0);
+  plan->centred_v = SqPlanCentred(c, p, 1);
   int max_dk = 0;
   for (int l = 0; l < p.n_layers; ++l) {
     SqLayerPlan& lp = plan->layers[l];
     lp.k.resize(p.n_kv_heads);
     lp.v.resize(p.n_kv_heads);
     lp.bits.resize(p.n_kv_heads);
+    const int rule_d = SqLayerBitsDeff(c, p, l, plan->centred_k);
     for (int h = 0; h < p.n_kv_heads; ++h) {
-      SqBuildHeadPlan(c, p.at(l, h, 0), p.at(l, h, 1), p.head_dim, &lp.k[h], &lp.v[h], &lp.bits[h]);
+      SqBuildHeadPlan(c, p.at(l, h, 0, plan->centred_k), p.at(l, h, 1, plan->centred_v), p.head_dim, &lp.k[h], &lp.v[h],
+                      &lp.bits[h], rule_d);
       // Records of a layer are padded to its widest head (README decision).
       lp.words_k = std::max(lp.words_k, (lp.k[h].bits + 31) / 32);
       lp.words_v = std::max(lp.words_v, (lp.v[h].bits + 31) / 32);

@@ -62,11 +62,27 @@ struct SqPlan {
   int64_t head_dim = 0, n_kv_heads = 0;
   std::vector<SqLayerPlan> layers;  // [L]
   int qjl_words = 0;                // u32 sign words per K record when use_qjl (ceil(max d_eff / 32))
+  bool centred_k = false, centred_v = false;  // built from the centred spectra (SqPlanCentred)
 };
 
-// §4.2.3-4: one (layer, head) of `p` under `c`.
+// Whether plans of `c` on `p` code centred keys (type 0) / values (type 1):
+// the knob and a profile with centred spectra (SqProfile::has_centered).
+inline bool SqPlanCentred(const SpectralQuantConfig& c, const SqProfile& p, int type) {
+  return (type == 0 ? c.center_keys : c.center_values) && p.has_centered();
+}
+
+// §4.2.3-4: one (layer, head) of `p` under `c`. bits_d_eff >= 0 replaces the
+// head's key d_eff in the legacy b_low rule (SqLayerBitsDeff).
 void SqBuildHeadPlan(const SpectralQuantConfig& c, const SqSpectrum& k, const SqSpectrum& v, int D,
-                     SqTypePlan* kp, SqTypePlan* vp, SqBits* bits);
+                     SqTypePlan* kp, SqTypePlan* vp, SqBits* bits, int bits_d_eff = -1);
+// [kvstream choice, issue 11] The key d_eff that sets legacy b_low for every
+// head of a layer: the smallest of the layer's heads, so every head gets the
+// widest head's b_low. Records are padded to the layer's widest head anyway
+// (README), so this spends padding bytes already held on bits instead of
+// zeros (SmolLM2-135M, d_eff near D/2: some heads got b_low 2, others 3 in
+// the same layer; ppl ratio at defaults 1.59 -> ~1.31 at the same bytes).
+// Noise mode does not use d_eff for widths.
+int SqLayerBitsDeff(const SpectralQuantConfig& c, const SqProfile& p, int64_t layer, bool centred_k);
 std::shared_ptr<const SqPlan> SqBuildPlan(const SpectralQuantConfig& c, const SqProfile& p);
 
 // LRU of plans keyed by SpectralQuantConfig::PlanKey() (thread-safe).

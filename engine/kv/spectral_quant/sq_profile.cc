@@ -67,6 +67,51 @@ absl::Status CheckRange(const char* field, uint64_t v, uint64_t lo, uint64_t hi)
   return absl::OkStatus();
 }
 
+uint64_t SpectrumBytes(uint64_t D) { return D * 4 + D * D * 4 + kDiagBytes; }
+// One (l, h, t) block of version 2: uncentred spectrum, mean, centred spectrum.
+uint64_t BlockBytes(uint64_t D) { return 2 * SpectrumBytes(D) + D * 4; }
+
+void PutSpectrum(std::string& out, const SqSpectrum& s) {
+  out.append(reinterpret_cast<const char*>(s.lambda.data()), s.lambda.size() * sizeof(float));
+  out.append(reinterpret_cast<const char*>(s.vecs.data()), s.vecs.size() * sizeof(float));
+  Put<float>(out, s.participation_ratio);
+  Put<uint32_t>(out, s.var_95);
+  Put<uint32_t>(out, s.var_99);
+  Put<float>(out, s.spectral_gap);
+  Put<uint64_t>(out, s.n_samples);
+}
+
+absl::Status GetSpectrum(Reader& r, SqSpectrum& s, uint32_t D, const std::string& where) {
+  s.lambda.resize(D);
+  s.vecs.resize(uint64_t{D} * D);
+  SQ_TRY(r.GetFloats(s.lambda.data(), D, "lambda"));
+  SQ_TRY(r.GetFloats(s.vecs.data(), uint64_t{D} * D, "eigenvectors"));
+  SQ_TRY(r.Get(&s.participation_ratio, "participation_ratio"));
+  SQ_TRY(r.Get(&s.var_95, "var_95"));
+  SQ_TRY(r.Get(&s.var_99, "var_99"));
+  SQ_TRY(r.Get(&s.spectral_gap, "spectral_gap"));
+  SQ_TRY(r.Get(&s.n_samples, "n_samples"));
+  for (uint32_t i = 0; i < D; ++i) {
+    const float l0 = s.lambda[i];
+    if (!std::isfinite(l0) || l0 < 0.0f || (i > 0 && l0 > s.lambda[i - 1])) {
+      return absl::InvalidArgumentError(absl::StrCat("sqcal: lambda[", i, "] of ", where, " must be finite, >= 0 and <= ",
+                                                     "lambda[i-1] (got ", l0, ")"));
+    }
+  }
+  for (uint64_t i = 0; i < s.vecs.size(); ++i) {
+    if (!std::isfinite(s.vecs[i])) {
+      return absl::InvalidArgumentError(absl::StrCat("sqcal: eigenvector entry ", i, " of ", where, " is not finite"));
+    }
+  }
+  SQ_TRY(CheckRange("var_95", s.var_95, 0, D));
+  SQ_TRY(CheckRange("var_99", s.var_99, 0, D));
+  if (s.n_samples < 2) {
+    return absl::InvalidArgumentError(absl::StrCat("sqcal: n_samples of ", where, " must be >= 2 (got ", s.n_samples,
+                                                   "): a missing table is a load error (§6.10)"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 void SqFillDiagnostics(SqSpectrum& s) {
@@ -94,7 +139,7 @@ void SqFillDiagnostics(SqSpectrum& s) {
 std::string SerializeSqcal(const SqProfile& p) {
   std::string out;
   const uint64_t D = static_cast<uint64_t>(p.head_dim);
-  out.reserve(kSqcalHeaderBytes + p.spectra.size() * (D * 4 + D * D * 4 + kDiagBytes));
+  out.reserve(kSqcalHeaderBytes + p.spectra.size() * BlockBytes(D));
   out.append(kSqcalMagic, sizeof(kSqcalMagic));
   Put<uint32_t>(out, kSqcalVersion);
   Put<uint32_t>(out, kSqcalHeaderBytes);
@@ -104,14 +149,16 @@ std::string SerializeSqcal(const SqProfile& p) {
   Put<uint32_t>(out, static_cast<uint32_t>(p.head_dim));
   Put<uint32_t>(out, 0);
   Put<uint64_t>(out, p.n_tokens);
-  for (const SqSpectrum& s : p.spectra) {
-    out.append(reinterpret_cast<const char*>(s.lambda.data()), s.lambda.size() * sizeof(float));
-    out.append(reinterpret_cast<const char*>(s.vecs.data()), s.vecs.size() * sizeof(float));
-    Put<float>(out, s.participation_ratio);
-    Put<uint32_t>(out, s.var_95);
-    Put<uint32_t>(out, s.var_99);
-    Put<float>(out, s.spectral_gap);
-    Put<uint64_t>(out, s.n_samples);
+  for (size_t i = 0; i < p.spectra.size(); ++i) {
+    PutSpectrum(out, p.spectra[i]);
+    // A profile without centred spectra (built by hand) writes its
+    // uncentred one about a zero mean, which is the same statistics.
+    const bool have = i < p.centered.size() && p.centered[i].mean.size() == D;
+    const SqSpectrum& c = have ? p.centered[i] : p.spectra[i];
+    const std::vector<float> zero(have ? 0 : D, 0.0f);
+    const std::vector<float>& mean = have ? c.mean : zero;
+    out.append(reinterpret_cast<const char*>(mean.data()), mean.size() * sizeof(float));
+    PutSpectrum(out, c);
   }
   return out;
 }
@@ -127,6 +174,13 @@ absl::StatusOr<SqProfile> ParseSqcal(const std::string& bytes, const std::string
   SqProfile p;
   p.name = name;
   SQ_TRY(r.Get(&version, "version"));
+  if (version >= 1 && version < kSqcalVersion) {
+    // FailedPrecondition (not InvalidArgument): the server skips such a file
+    // and recalibrates; `kvstream calibrate --skip-existing` redoes it.
+    return absl::FailedPreconditionError(absl::StrCat(
+        "sqcal: version ", version, " is stale (this build reads version ", kSqcalVersion,
+        ", which adds the key/value means and centred spectra); recalibrate with `kvstream calibrate`"));
+  }
   if (version != kSqcalVersion) {
     return absl::InvalidArgumentError(absl::StrCat("sqcal: version must be ", kSqcalVersion, " (got ", version, ")"));
   }
@@ -142,8 +196,8 @@ absl::StatusOr<SqProfile> ParseSqcal(const std::string& bytes, const std::string
   SQ_TRY(CheckRange("Hkv", H, 1, kSqcalMaxKvHeads));
   SQ_TRY(CheckRange("D", D, 2, kSqcalMaxHeadDim));
   SQ_TRY(CheckRange("reserved", reserved, 0, 0));
-  // The caps keep every product below 2^63: 4096*1024*2*(1024*4 + 1024^2*4 + 24).
-  const uint64_t block = uint64_t{D} * 4 + uint64_t{D} * D * 4 + kDiagBytes;
+  // The caps keep every product below 2^63: 4096*1024*2*(2*(1024*4 + 1024^2*4 + 24) + 1024*4).
+  const uint64_t block = BlockBytes(D);
   const uint64_t n_blocks = uint64_t{L} * H * 2;
   const uint64_t want = kSqcalHeaderBytes + n_blocks * block;
   if (bytes.size() != want) {
@@ -154,37 +208,20 @@ absl::StatusOr<SqProfile> ParseSqcal(const std::string& bytes, const std::string
   p.n_kv_heads = static_cast<int32_t>(H);
   p.head_dim = static_cast<int32_t>(D);
   p.spectra.resize(n_blocks);
+  p.centered.resize(n_blocks);
   for (uint64_t b = 0; b < n_blocks; ++b) {
-    SqSpectrum& s = p.spectra[b];
     const uint64_t l = b / (2 * H), h = (b / 2) % H, t = b % 2;
     const std::string where = absl::StrCat("(layer ", l, ", head ", h, ", ", t == 0 ? "K" : "V", ")");
-    s.lambda.resize(D);
-    s.vecs.resize(uint64_t{D} * D);
-    SQ_TRY(r.GetFloats(s.lambda.data(), D, "lambda"));
-    SQ_TRY(r.GetFloats(s.vecs.data(), uint64_t{D} * D, "eigenvectors"));
-    SQ_TRY(r.Get(&s.participation_ratio, "participation_ratio"));
-    SQ_TRY(r.Get(&s.var_95, "var_95"));
-    SQ_TRY(r.Get(&s.var_99, "var_99"));
-    SQ_TRY(r.Get(&s.spectral_gap, "spectral_gap"));
-    SQ_TRY(r.Get(&s.n_samples, "n_samples"));
+    SQ_TRY(GetSpectrum(r, p.spectra[b], D, where));
+    SqSpectrum& c = p.centered[b];
+    c.mean.resize(D);
+    SQ_TRY(r.GetFloats(c.mean.data(), D, "mean"));
     for (uint32_t i = 0; i < D; ++i) {
-      const float l0 = s.lambda[i];
-      if (!std::isfinite(l0) || l0 < 0.0f || (i > 0 && l0 > s.lambda[i - 1])) {
-        return absl::InvalidArgumentError(absl::StrCat("sqcal: lambda[", i, "] of ", where, " must be finite, >= 0 and <= ",
-                                                       "lambda[i-1] (got ", l0, ")"));
+      if (!std::isfinite(c.mean[i])) {
+        return absl::InvalidArgumentError(absl::StrCat("sqcal: mean[", i, "] of ", where, " is not finite"));
       }
     }
-    for (uint64_t i = 0; i < s.vecs.size(); ++i) {
-      if (!std::isfinite(s.vecs[i])) {
-        return absl::InvalidArgumentError(absl::StrCat("sqcal: eigenvector entry ", i, " of ", where, " is not finite"));
-      }
-    }
-    SQ_TRY(CheckRange("var_95", s.var_95, 0, D));
-    SQ_TRY(CheckRange("var_99", s.var_99, 0, D));
-    if (s.n_samples < 2) {
-      return absl::InvalidArgumentError(absl::StrCat("sqcal: n_samples of ", where, " must be >= 2 (got ", s.n_samples,
-                                                     "): a missing table is a load error (§6.10)"));
-    }
+    SQ_TRY(GetSpectrum(r, c, D, absl::StrCat(where, " centred")));
   }
   return p;
 }
@@ -209,8 +246,7 @@ absl::StatusOr<SqProfile> ReadSqcal(const std::string& path) {
   std::error_code ec;
   const uintmax_t size = std::filesystem::file_size(path, ec);
   if (ec) return absl::NotFoundError(absl::StrCat("sqcal: ", path, ": ", ec.message()));
-  const uint64_t cap = kSqcalHeaderBytes + uint64_t{kSqcalMaxLayers} * kSqcalMaxKvHeads * 2 *
-                                               (uint64_t{kSqcalMaxHeadDim} * 4 + uint64_t{kSqcalMaxHeadDim} * kSqcalMaxHeadDim * 4 + kDiagBytes);
+  const uint64_t cap = kSqcalHeaderBytes + uint64_t{kSqcalMaxLayers} * kSqcalMaxKvHeads * 2 * BlockBytes(kSqcalMaxHeadDim);
   if (size > cap) return absl::InvalidArgumentError(absl::StrCat("sqcal: ", path, " is ", size, " bytes, over the cap"));
   std::ifstream f(path, std::ios::binary);
   if (!f) return absl::NotFoundError(absl::StrCat("sqcal: cannot open ", path));

@@ -69,6 +69,11 @@ absl::Status LoadDir(const fs::path& dir, uint64_t hash, const KvGeometry& g,
     const std::string name = f.stem().string();
     if (out->count(name) != 0) continue;
     absl::StatusOr<SqProfile> p = ReadSqcal(f.string());
+    if (!p.ok() && absl::IsFailedPrecondition(p.status())) {
+      // A stale format version (sq_profile.h): never used, redone below.
+      spdlog::warn("spectral_quant: skipping {}", std::string(p.status().message()));
+      continue;
+    }
     if (!p.ok()) return p.status();
     if (p->model_hash != hash) {
       spdlog::warn("spectral_quant: skipping {}: made for another model (hash {:016x}, this model {:016x})",

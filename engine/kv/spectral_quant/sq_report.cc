@@ -27,8 +27,8 @@ CacheReport SpectralQuantSequenceCache::Report() const {
     const Layer& L = layers_[l];
     LayerCacheReport lr;
     lr.layer = static_cast<int32_t>(l);
-    lr.tokens_held = L.n_comp + L.n_dense;
-    for (const at::Tensor* t : {&L.k_rec, &L.v_rec, &L.r_norm, &L.signs, &L.k_tail, &L.v_tail}) {
+    lr.tokens_held = L.n_sink + L.n_comp + L.n_dense;
+    for (const at::Tensor* t : {&L.k_rec, &L.v_rec, &L.r_norm, &L.signs, &L.k_tail, &L.v_tail, &L.k_sink, &L.v_sink}) {
       if (t->defined()) lr.bytes += static_cast<int64_t>(t->nbytes());
     }
     if (L.dev != nullptr && l < plan->layers.size() && !plan->layers[l].k.empty()) {
@@ -79,6 +79,9 @@ CacheReport SpectralQuantSequenceCache::Report() const {
              {"tq_reference_ratio", SqTqReferenceRatio(static_cast<int>(D))},
              {"tokens_compressed", static_cast<double>(layers_.empty() ? 0 : layers_[0].n_comp)},
              {"tokens_dense", static_cast<double>(layers_.empty() ? 0 : layers_[0].n_dense)},
+             {"tokens_sink", static_cast<double>(layers_.empty() ? 0 : layers_[0].n_sink)},
+             {"center_keys", plan != nullptr && plan->centred_k ? 1.0 : 0.0},
+             {"center_values", plan != nullptr && plan->centred_v ? 1.0 : 0.0},
              {"use_qjl", config_.use_qjl ? 1.0 : 0.0},
              {"calib_tokens", static_cast<double>(prof->n_tokens)},
              {"plan_cache_hit", plan_cache_hit_ ? 1.0 : 0.0}};

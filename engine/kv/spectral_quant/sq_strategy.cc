@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/kv/spectral_quant/sq_kernels.h"
 #include "engine/status_macros.h"
 
 namespace kvstream {
@@ -108,7 +109,13 @@ int64_t SpectralQuantStrategy::PredictBytes(const StrategyConfig& config, int64_
       per_token += SqRecordBytesPerToken(lp, H, c->use_qjl ? SqSignWords(max_d) : 0);
     }
   }
-  int64_t bytes = per_token * total;
+  // Sinks (sq_config.h) are held exact in K2's dense dtype, never coded.
+  const int64_t sinks = std::min<int64_t>(c->num_sink_tokens, total);
+  int64_t bytes = per_token * (total - sinks);
+  if (sinks > 0) {
+    bytes += geometry_.n_layers * 2 * c->num_sink_tokens * H * D *
+             static_cast<int64_t>(c10::elementSize(SqDenseDtype(geometry_)));
+  }
   if (!c->compress_decode_tokens) {
     bytes += geometry_.n_layers * 2 * H * D * max_new_tokens * static_cast<int64_t>(c10::elementSize(geometry_.dtype));
   }

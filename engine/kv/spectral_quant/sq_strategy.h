@@ -26,9 +26,18 @@
 //   Decode: compress_decode_tokens=true compresses the new token first and
 //   attends over records only (mode a); false appends it to a dense tail
 //   (bf16 on CUDA, fp32 on CPU) that K2 reads as its dense segment (mode b).
+// - [kvstream choices, issue 11; sq_config.h] The first num_sink_tokens
+//   (default 1) positions are kept exact in a sink buffer [S, Hkv, D] of K2's
+//   dense dtype and prepended to K2's dense segment (one softmax with the
+//   records); records start at position S. center_values (default on) /
+//   center_keys (off) code x - mu in the centred eigenbasis; the dense
+//   segment (sinks, chunk, tail) is centred the same way, so the logits move
+//   by one constant per query and mu_v is added to the output. No kernel
+//   changes: both are engine-side tensors around K1/K2, identical on CPU and
+//   CUDA. Legacy b_low is set per layer (SqLayerBitsDeff, sq_plan.h).
 // - Bytes: records u32 [cap, Hkv, W] with W padded to the layer's widest head
 //   (README); with QJL r_norm fp16 [cap, Hkv] and signs u32 [cap, Hkv, SW];
-//   the dense tail. With the request's max_tokens known, records are
+//   the dense tail; the sink buffer. With the request's max_tokens known, records are
 //   allocated once at that capacity and the tail at first decode for the
 //   rest, so kv_bytes_device == PredictBytes; else they grow x1.5 by 16.
 #pragma once
@@ -49,6 +58,11 @@
 
 namespace kvstream {
 
+struct SqDenseSegment {
+  at::Tensor k, v;  // [Td, Hkv, D] SqDenseDtype, contiguous (undefined = none)
+  at::Tensor pos;   // int32 [Td] absolute positions
+};
+
 class SpectralQuantSequenceCache final : public SequenceCache {
  public:
   // `dplan` null = synthetic self-calibration (see the header comment).
@@ -63,10 +77,12 @@ class SpectralQuantSequenceCache final : public SequenceCache {
   CacheReport Report() const override;
 
   // ---- tests ----
-  // Reconstructions X^ = Z^ V_t^T of the compressed tokens of `layer` (K3 on
+  // Reconstructions X^ = Z^ V_t^T (+ mu_t when centred) of the compressed
+  // tokens (records; not the sinks) of `layer` (K3 on
   // the host): [Hkv, n_compressed, D] fp32 on the CPU.
   absl::StatusOr<at::Tensor> Reconstruct(int64_t layer, int type) const;
   int64_t compressed(int64_t layer) const { return layers_[layer].n_comp; }
+  int64_t sinks(int64_t layer) const { return layers_[layer].n_sink; }
   int64_t dense_tail(int64_t layer) const { return layers_[layer].n_dense; }
 
  private:
@@ -76,7 +92,8 @@ class SpectralQuantSequenceCache final : public SequenceCache {
     at::Tensor r_norm;                   // int16 holding fp16 [cap, Hkv] (QJL)
     at::Tensor signs;                    // int32 holding u32 [cap, Hkv, SW] (QJL)
     at::Tensor k_tail, v_tail;           // [cap_t, Hkv, D] dense tail (compress_decode_tokens=false)
-    int64_t n_comp = 0, n_dense = 0;
+    at::Tensor k_sink, v_sink;           // [S, Hkv, D] SqDenseDtype, centred like the records: sinks
+    int64_t n_sink = 0, n_comp = 0, n_dense = 0;  // positions: sinks, then records, then the tail
   };
 
   absl::Status EnsureLayerPlan(int64_t layer, const at::Tensor& k, const at::Tensor& v);
@@ -84,10 +101,15 @@ class SpectralQuantSequenceCache final : public SequenceCache {
   absl::Status ReserveTail(int64_t layer, int64_t tokens);
   // Compresses k/v [Hkv, n, D] into records [n_comp, n_comp + n).
   absl::Status Compress(int64_t layer, const at::Tensor& k, const at::Tensor& v);
-  // K2 over the records plus an optional dense segment dk/dv [Td, Hkv, D];
-  // q [H, n, D] at positions q_pos0 ..; returns [H, n, D] in q's dtype.
-  absl::StatusOr<at::Tensor> Attend(int64_t layer, const at::Tensor& q, int64_t q_pos0, const at::Tensor& dk,
-                                    const at::Tensor& dv, int64_t d_pos0);
+  // K2's dense segment: the held sinks, then k/v [Td, Hkv, D] (any float
+  // dtype; may be undefined) at positions pos0 .., centred like the records
+  // and in SqDenseDtype. Undefined tensors if both are empty.
+  SqDenseSegment DenseSegment(int64_t layer, const at::Tensor& k, const at::Tensor& v, int64_t pos0) const;
+  // Keeps k/v [Hkv, n, D] (the next n <= S - n_sink positions) as sinks.
+  void AppendSinks(int64_t layer, const at::Tensor& k, const at::Tensor& v);
+  // K2 over the records plus the dense segment `d`; q [H, n, D] at
+  // positions q_pos0 ..; returns [H, n, D] in q's dtype.
+  absl::StatusOr<at::Tensor> Attend(int64_t layer, const at::Tensor& q, int64_t q_pos0, const SqDenseSegment& d);
   int64_t OwnPlanBytes() const;
 
   SpectralQuantConfig config_;

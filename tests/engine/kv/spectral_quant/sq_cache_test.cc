@@ -3,6 +3,9 @@
 //    chunks; decode (mode a) = attention over reconstructions only (K3 + the
 //    engine's un-rotation, then dense softmax), within 1e-4 (fp32 CPU);
 //  - mode b keeps generated tokens dense and exact;
+//  - the first num_sink_tokens positions stay exact (sq_config.h), and
+//    centred plans (center_keys / center_values) give the same attention
+//    over the reconstructions (Reconstruct adds the means back);
 //  - bytes: kv_bytes_device = allocated = PredictBytes (records padded to
 //    the layer's widest head, r_norm + sign words with QJL);
 //  - synthetic models self-calibrate (bytes within the prediction).
@@ -30,7 +33,10 @@ KvGeometry Geometry(int64_t D, int64_t H, int64_t Hkv) {
 std::shared_ptr<const SqProfile> RandomProfile(int64_t D, int64_t Hkv) {
   SqCovariance cov(2, Hkv, D);
   at::Tensor scale = at::pow(2.0, -at::arange(D, at::kFloat) / 6.0);
-  for (int64_t l = 0; l < 2; ++l) cov.Add(l, at::randn({Hkv, 400, D}) * scale, at::randn({Hkv, 400, D}) * scale.sqrt());
+  // Offsets give the centred spectra a mean to remove.
+  for (int64_t l = 0; l < 2; ++l) {
+    cov.Add(l, at::randn({Hkv, 400, D}) * scale + 0.3, at::randn({Hkv, 400, D}) * scale.sqrt() - 0.2);
+  }
   auto p = cov.Finish("default", 0);
   EXPECT_TRUE(p.ok());
   return std::make_shared<const SqProfile>(std::move(*p));
@@ -74,7 +80,7 @@ void RunAndCheck(SpectralQuantStrategy& s, const KvGeometry& g, std::map<std::st
       // Reconstructions of what the cache held before this step.
       auto kh = cache->Reconstruct(l, 0), vh = cache->Reconstruct(l, 1);
       ASSERT_TRUE(kh.ok() && vh.ok());
-      const int64_t held_comp = cache->compressed(l);
+      const int64_t held_comp = cache->compressed(l), held_sink = cache->sinks(l);
       auto out = cache->Forward(l, q, k, v, step, StepContext());
       ASSERT_TRUE(out.ok()) << out.status();
       at::Tensor keys, values;
@@ -82,12 +88,16 @@ void RunAndCheck(SpectralQuantStrategy& s, const KvGeometry& g, std::map<std::st
         // Exact over new/dense tokens, reconstructions of compressed ones.
         at::Tensor exact_k = seq.k[l].defined() ? at::cat({seq.k[l], k}, 1) : k;
         at::Tensor exact_v = seq.v[l].defined() ? at::cat({seq.v[l], v}, 1) : v;
-        keys = at::cat({*kh, exact_k.narrow(1, held_comp, exact_k.size(1) - held_comp)}, 1);
-        values = at::cat({*vh, exact_v.narrow(1, held_comp, exact_v.size(1) - held_comp)}, 1);
+        // Positions: sinks (exact), records, then the chunk / dense tail.
+        const int64_t rest = held_sink + held_comp;
+        keys = at::cat({exact_k.narrow(1, 0, held_sink), *kh, exact_k.narrow(1, rest, exact_k.size(1) - rest)}, 1);
+        values = at::cat({exact_v.narrow(1, 0, held_sink), *vh, exact_v.narrow(1, rest, exact_v.size(1) - rest)}, 1);
       } else {
         auto k2 = cache->Reconstruct(l, 0), v2 = cache->Reconstruct(l, 1);  // includes the new token
-        keys = *k2;
-        values = *v2;
+        const int64_t s = cache->sinks(l);
+        const at::Tensor all_k = at::cat({seq.k[l], k}, 1), all_v = at::cat({seq.v[l], v}, 1);
+        keys = at::cat({all_k.narrow(1, 0, s), *k2}, 1);
+        values = at::cat({all_v.narrow(1, 0, s), *v2}, 1);
       }
       at::Tensor want = CausalGqaAttention(q, keys, values, pos);
       if (check_values || (step.is_prompt && held_comp == 0)) {
@@ -100,8 +110,10 @@ void RunAndCheck(SpectralQuantStrategy& s, const KvGeometry& g, std::map<std::st
     }
     pos += n;
   }
+  const int64_t sinks = knobs.count("num_sink_tokens") ? std::get<int64_t>(knobs.at("num_sink_tokens")) : 1;
   for (int64_t l = 0; l < g.n_layers; ++l) {
-    EXPECT_EQ(cache->compressed(l), dense_tail ? 97 : 100);
+    EXPECT_EQ(cache->sinks(l), sinks);
+    EXPECT_EQ(cache->compressed(l), (dense_tail ? 97 : 100) - sinks);
     EXPECT_EQ(cache->dense_tail(l), dense_tail ? 3 : 0);
   }
   const CacheReport r = cache->Report();
@@ -137,6 +149,23 @@ TEST(SqCache, NoiseModeAndSharedCodebook) {
   RunAndCheck(s, g, {{"noise_bits", int64_t{1}}, {"use_water_fill", false}, {"total_bits", int64_t{4}}}, true);
 }
 
+// The spec's configuration: uncentred, every token coded.
+TEST(SqCache, SpecConfigurationCodesEveryToken) {
+  at::manual_seed(6);
+  const KvGeometry g = Geometry(64, 6, 2);
+  SpectralQuantStrategy s(g, {RandomProfile(64, 2)});
+  RunAndCheck(s, g, {{"num_sink_tokens", int64_t{0}}, {"center_values", false}}, true);
+}
+
+// Centred keys and values; 64 sinks span both prompt chunks (40 + 24).
+TEST(SqCache, CentredKeysAndSinksAcrossChunks) {
+  at::manual_seed(7);
+  const KvGeometry g = Geometry(64, 6, 2);
+  SpectralQuantStrategy s(g, {RandomProfile(64, 2)});
+  RunAndCheck(s, g, {{"num_sink_tokens", int64_t{64}}, {"center_keys", true}}, true);
+  RunAndCheck(s, g, {{"num_sink_tokens", int64_t{64}}, {"center_keys", true}, {"compress_decode_tokens", false}}, true);
+}
+
 TEST(SqCache, SyntheticModelSelfCalibrates) {
   at::manual_seed(4);
   const KvGeometry g = Geometry(64, 6, 2);
@@ -160,7 +189,8 @@ TEST(SqCache, QjlBytesAreRnormPlusSignWords) {
     for (const SqTypePlan& t : lp.k) max_d = std::max(max_d, t.d_eff);
     extra += g.n_kv_heads * (2 + 4 * SqSignWords(max_d));  // §9 test 7: fp16 r_norm + u32 sign words
   }
-  EXPECT_EQ(s.PredictBytes(on, 10, 0) - s.PredictBytes(off, 10, 0), 10 * extra);
+  // 10 tokens, the first a sink (num_sink_tokens 1): 9 records.
+  EXPECT_EQ(s.PredictBytes(on, 10, 0) - s.PredictBytes(off, 10, 0), 9 * extra);
   // QJL changes the seed formula by d_eff bits per token and head.
   SqTypePlan kp, vp;
   SqBits b;

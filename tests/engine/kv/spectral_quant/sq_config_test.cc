@@ -38,7 +38,31 @@ TEST(SqConfig, UnsetKnobsTakeTheSpecDefaults) {
   EXPECT_FALSE(c->value_noise_bits.has_value());
   EXPECT_EQ(c->ProfileName(), "default");
   EXPECT_TRUE(c->compress_decode_tokens);
+  // kvstream choices (issue 11, sq_config.h): centred values, one exact sink.
+  EXPECT_FALSE(c->center_keys);
+  EXPECT_TRUE(c->center_values);
+  EXPECT_EQ(c->num_sink_tokens, 1);
 }
+
+TEST(SqConfig, CentringAndSinkKnobs) {
+  absl::StatusOr<SpectralQuantConfig> c = ParseSpectralQuantConfig(
+      Sq({{"center_keys", true}, {"center_values", false}, {"num_sink_tokens", int64_t{64}}}), kProfiles);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->center_keys);
+  EXPECT_FALSE(c->center_values);
+  EXPECT_EQ(c->num_sink_tokens, 64);
+  ExpectError({{"num_sink_tokens", int64_t{65}}}, {"kv_compression.spectral_quant.num_sink_tokens", "[0, 64]", "65"});
+  ExpectError({{"num_sink_tokens", int64_t{-1}}}, {"kv_compression.spectral_quant.num_sink_tokens", "[0, 64]"});
+  ExpectError({{"center_keys", int64_t{1}}}, {"kv_compression.spectral_quant.center_keys", "true or false"});
+  ExpectError({{"center_values", 0.5}}, {"kv_compression.spectral_quant.center_values"});
+  // Centring changes the plan; sinks do not.
+  SpectralQuantConfig a, b = a, s = a;
+  b.center_keys = true;
+  s.num_sink_tokens = 8;
+  EXPECT_NE(a.PlanKey(), b.PlanKey());
+  EXPECT_EQ(a.PlanKey(), s.PlanKey());
+}
+
 
 TEST(SqConfig, EverySetKnobIsRead) {
   absl::StatusOr<SpectralQuantConfig> c = ParseSpectralQuantConfig(
@@ -219,6 +243,27 @@ TEST(SqPlan, LruKeysOnProfileAndKnobs) {
   EXPECT_TRUE(hit);
   EXPECT_EQ(pa->layers.size(), 2u);
   EXPECT_EQ(pa->layers[0].words_k, 12);
+}
+
+// [kvstream choice] Legacy b_low is set for every head of a layer by the
+// layer's smallest key d_eff: the records are padded to the widest head.
+TEST(SqPlan, LayerBitsRuleGivesEveryHeadTheWidestHeadsWidths) {
+  SqProfile p;
+  p.n_layers = 1, p.n_kv_heads = 2, p.head_dim = 128;
+  std::vector<float> narrow(128, 1e-4f), wide(128, 1.0f);
+  for (int i = 0; i < 4; ++i) narrow[i] = 100.0f;  // d_eff 4 -> b_low 3
+  SqSpectrum n = Spectrum(narrow), w = Spectrum(wide);  // flat: d_eff 116 -> b_low 2 alone
+  p.spectra = {n, n, w, w};
+  SpectralQuantConfig c;
+  EXPECT_EQ(SqLayerBitsDeff(c, p, 0, false), 4);
+  std::shared_ptr<const SqPlan> plan = SqBuildPlan(c, p);
+  EXPECT_EQ(plan->layers[0].bits[0].b_low, 3);
+  EXPECT_EQ(plan->layers[0].bits[1].b_low, 3);  // alone it would be 2 (§4.2.2)
+  SqTypePlan kp, vp;
+  SqBits b;
+  SqBuildHeadPlan(c, w, w, 128, &kp, &vp, &b);
+  EXPECT_EQ(b.b_low, 2);
+  EXPECT_LE(plan->layers[0].words_k, (3 * 128 + 31) / 32);
 }
 
 }  // namespace

@@ -160,12 +160,13 @@ Cosines Measure(RunResult& r, const std::string& label) {
   const auto& stats = r.tap->stats();
   const int64_t L = static_cast<int64_t>(stats.size());
   for (int64_t l = 0; l < L; ++l) {
-    const int64_t n = r.tap->sq().compressed(l);
+    // Records hold positions sinks .. sinks + n (the sinks are exact).
+    const int64_t n = r.tap->sq().compressed(l), s = r.tap->sq().sinks(l);
     auto kh = r.tap->sq().Reconstruct(l, 0);
     auto vh = r.tap->sq().Reconstruct(l, 1);
     EXPECT_TRUE(kh.ok() && vh.ok());
-    const double kc = MeanCos(*kh, stats[l].k.narrow(1, 0, n));
-    const double vc = MeanCos(*vh, stats[l].v.narrow(1, 0, n));
+    const double kc = MeanCos(*kh, stats[l].k.narrow(1, s, n));
+    const double vc = MeanCos(*vh, stats[l].v.narrow(1, s, n));
     const double oc = stats[l].out_cos_sum / static_cast<double>(stats[l].out_n);
     c.k_mean += kc / L, c.v_mean += vc / L, c.o_mean += oc / L;
     c.k_min = std::min(c.k_min, kc), c.v_min = std::min(c.v_min, vc), c.o_min = std::min(c.o_min, oc);
@@ -205,7 +206,8 @@ TEST(SqModel, DefaultsReconstructAndAttendLikeDense) {
   for (const LayerCacheReport& l : rep.layers) layer_sum += l.bytes;
   EXPECT_EQ(layer_sum, rep.kv_bytes_device);
   EXPECT_EQ(rep.tokens_seen, r.prompt + r.generated);
-  EXPECT_EQ(rep.stats.at("tokens_compressed"), static_cast<double>(r.prompt + r.generated));
+  EXPECT_EQ(rep.stats.at("tokens_sink"), 1.0);  // num_sink_tokens default
+  EXPECT_EQ(rep.stats.at("tokens_compressed"), static_cast<double>(r.prompt + r.generated - 1));
   // Seed formula at defaults when every K d_eff < D/2: K = 3D + 32 bits.
   if (rep.stats.at("k_d_eff_max") < 32) {
     EXPECT_DOUBLE_EQ(rep.stats.at("k_bits_per_token"), 3 * 64 + 32);
@@ -236,7 +238,7 @@ TEST(SqModel, DenseTailKeepsGeneratedTokensDense) {
   RunResult r = RunSq(engine, strategy, {{"compress_decode_tokens", false}}, 6);
   ASSERT_TRUE(r.tap);
   for (int64_t l = 0; l < engine->model().geometry().n_layers; ++l) {
-    EXPECT_EQ(r.tap->sq().compressed(l), r.prompt);
+    EXPECT_EQ(r.tap->sq().compressed(l), r.prompt - 1);  // the first token is a sink
     EXPECT_EQ(r.tap->sq().dense_tail(l), r.generated);
   }
   const CacheReport rep = r.tap->Report();

@@ -4,12 +4,17 @@
 // calibration corpus) after a kPrompt-token prompt of the same document, and
 // reports the raw-model logprob of each forced token. Perplexity ratio
 // = exp(mean NLL under spectral_quant - mean NLL under dense):
-//  - defaults: <= 1.75. The spec's initial gate was 1.10 "to revisit with
+//  - defaults: <= 1.20. The spec's initial gate was 1.10 "to revisit with
 //    data"; the data on this model (head dim 64, 3 KV heads): 1.99 with the
 //    seed's 2048-token calibration texts, 1.46-1.59 with packed calibration
-//    sequences (sq_calibrate.h), 1.14 even at total_bits 5 + noise_bits 8,
-//    the attention-sink token carrying 30-60% key error. The 1.10 target is
-//    open work (issue 11); this gate catches regressions from today's level;
+//    sequences (sq_calibrate.h), the attention-sink token carrying 30-60% key
+//    error. Issue 11's kvstream choices (sq_config.h, sq_plan.h) measured
+//    here, all at 3 bits: 1.593 at 4.58x (spec) -> 1.310 at 4.58x (legacy
+//    b_low per layer, SqLayerBitsDeff) -> 1.171 at 4.53x (+ 1 exact sink)
+//    -> 1.147 at 4.52x (+ centred values; the defaults). Centred keys hurt
+//    (1.18 -> 1.22 with sinks). 1.021 at total_bits 5 + noise_bits 8; 1.054
+//    at noise_bits 8 (tail error matters); 1.107 at total_bits 4 (3.5x).
+//    The 1.05 target of issue 11 is still open;
 //  - noise_bits=1 and noise_bits=2 + value_noise_bits=1: reported, not gated.
 // The prompt takes two prefill chunks (512 + the rest), so the second chunk
 // attends over the compressed first one, and every forced token is decoded
@@ -20,6 +25,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -105,7 +111,8 @@ const Nll& DenseNll(Engine* e) {
   return n;
 }
 
-double Report(Engine* e, const std::string& label, std::map<std::string, KnobValue> knobs) {
+double Report(Engine* e, const std::string& label, std::map<std::string, KnobValue> knobs,
+              double* compression = nullptr) {
   const Doc& d = SharedDoc(e);
   const Nll& dense = DenseNll(e);
   const Nll sq = TeacherForcedNll(e, d.prompt, d.forced, "spectral_quant", std::move(knobs));
@@ -115,15 +122,18 @@ double Report(Engine* e, const std::string& label, std::map<std::string, KnobVal
               "(ppl %.3f), ppl ratio %.4f; compression %.2fx (kv_bytes %lld)\n",
               label.c_str(), d.prompt.size(), d.forced.size(), dense.mean, dense.ppl(), sq.mean, sq.ppl(), ratio,
               sq.cache.compression_ratio, static_cast<long long>(sq.cache.kv_bytes_device));
+  if (compression != nullptr) *compression = sq.cache.compression_ratio;
   return ratio;
 }
 
 TEST(SqPerplexity, TeacherForcedRatioVsDenseAtDefaultsStaysAtTodaysLevel) {
   KV_REQUIRE_MODEL(engine);
   ASSERT_EQ(SharedDoc(engine).forced.size(), kForced);
-  const double ratio = Report(engine, "defaults", {});
+  double compression = 0.0;
+  const double ratio = Report(engine, "defaults", {}, &compression);
   RecordProperty("ppl_ratio_defaults", std::to_string(ratio));
-  EXPECT_LE(ratio, 1.75) << "spec §9 test 8 gate, revisited (see the top of this file)";
+  EXPECT_LE(ratio, 1.20) << "spec §9 test 8 gate, revisited (see the top of this file)";
+  EXPECT_GE(compression, 4.45) << "the defaults' compression at 736 tokens (CPU, fp32 sink)";
   EXPECT_GE(ratio, 0.9) << "compression should not make the text far likelier than dense does";
 }
 
@@ -136,6 +146,30 @@ TEST(SqPerplexity, NoiseModesAreReportedNotGated) {
   RecordProperty("ppl_ratio_noise1", std::to_string(r1));
   RecordProperty("ppl_ratio_noise2_value1", std::to_string(r2));
   EXPECT_TRUE(std::isfinite(r1) && std::isfinite(r2));
+}
+
+// Measuring aid: KVSTREAM_SQ_PPL_KNOBS="name=value,..." (integers, or
+// true/false) reports one more configuration; skipped when unset.
+TEST(SqPerplexity, KnobsFromEnvironment) {
+  const char* env = std::getenv("KVSTREAM_SQ_PPL_KNOBS");
+  if (env == nullptr || *env == '\0') GTEST_SKIP() << "KVSTREAM_SQ_PPL_KNOBS unset";
+  KV_REQUIRE_MODEL(engine);
+  std::map<std::string, KnobValue> knobs;
+  std::stringstream ss(env);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    const size_t eq = item.find('=');
+    ASSERT_NE(eq, std::string::npos) << item;
+    const std::string name = item.substr(0, eq), value = item.substr(eq + 1);
+    if (value == "true" || value == "false") {
+      knobs[name] = value == "true";
+    } else if (value.find('.') != std::string::npos) {
+      knobs[name] = std::stod(value);
+    } else {
+      knobs[name] = static_cast<int64_t>(std::stoll(value));
+    }
+  }
+  Report(engine, env, knobs);
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 // trip, V orthonormal, lambda descending, the eigenvector sign convention
 // (§6.3), and malformed files (every truncated prefix, corrupted counts,
 // bad values) giving an error that names the bad value, never a crash.
+// Version 2 adds per (l, h, t) the mean and the centred spectrum (issue 11);
+// a version 1 file is refused as stale (FailedPrecondition, recalibrate).
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
@@ -21,7 +23,7 @@ SqProfile RandomProfile(int L, int H, int D, uint64_t seed) {
   SqCovariance cov(L, H, D);
   for (int l = 0; l < L; ++l) {
     at::Tensor k = at::randn({H, 64, D}) * at::linspace(3.0, 0.1, D);
-    at::Tensor v = at::randn({H, 64, D});
+    at::Tensor v = at::randn({H, 64, D}) + 0.5;  // a mean for the centred spectra
     cov.Add(l, k, v);
   }
   absl::StatusOr<SqProfile> p = cov.Finish("default", 0x1234abcdULL);
@@ -34,7 +36,7 @@ void Patch32(std::string& b, size_t off, uint32_t v) { std::memcpy(b.data() + of
 TEST(Sqcal, RoundTripIsBitExact) {
   const SqProfile p = RandomProfile(3, 2, 16, 1);
   const std::string bytes = SerializeSqcal(p);
-  EXPECT_EQ(bytes.size(), 48u + 3 * 2 * 2 * (16 * 4 + 16 * 16 * 4 + 24));
+  EXPECT_EQ(bytes.size(), 48u + 3 * 2 * 2 * (2 * (16 * 4 + 16 * 16 * 4 + 24) + 16 * 4));
   absl::StatusOr<SqProfile> q = ParseSqcal(bytes, "default");
   ASSERT_TRUE(q.ok()) << q.status();
   EXPECT_EQ(SerializeSqcal(*q), bytes);
@@ -47,6 +49,9 @@ TEST(Sqcal, RoundTripIsBitExact) {
     EXPECT_EQ(std::memcmp(p.spectra[i].lambda.data(), q->spectra[i].lambda.data(), 16 * 4), 0);
     EXPECT_EQ(std::memcmp(p.spectra[i].vecs.data(), q->spectra[i].vecs.data(), 256 * 4), 0);
     EXPECT_EQ(q->spectra[i].n_samples, 64u);
+    EXPECT_EQ(q->centered[i].mean, p.centered[i].mean);
+    EXPECT_EQ(std::memcmp(p.centered[i].lambda.data(), q->centered[i].lambda.data(), 16 * 4), 0);
+    EXPECT_EQ(std::memcmp(p.centered[i].vecs.data(), q->centered[i].vecs.data(), 256 * 4), 0);
   }
   const std::string path = ::testing::TempDir() + "/rt_profile.sqcal";
   ASSERT_TRUE(WriteSqcal(p, path).ok());
@@ -96,7 +101,16 @@ TEST(Sqcal, RejectsCorruptHeaderNamingTheValue) {
     EXPECT_NE(q.status().message().find(needle), std::string::npos) << q.status();
   };
   expect(0, 0x4b4b4b4b, "magic");
-  expect(8, 2, "version must be 1 (got 2)");
+  expect(8, 3, "version must be 2 (got 3)");
+  expect(8, 0, "version must be 2 (got 0)");
+  {
+    std::string b = good;
+    Patch32(b, 8, 1);
+    absl::StatusOr<SqProfile> q = ParseSqcal(b, "t");
+    ASSERT_FALSE(q.ok());
+    EXPECT_EQ(q.status().code(), absl::StatusCode::kFailedPrecondition) << q.status();
+    EXPECT_NE(q.status().message().find("version 1 is stale"), std::string::npos) << q.status();
+  }
   expect(12, 40, "header_bytes");
   expect(24, 0, "L must be in [1, 4096] (got 0)");
   expect(24, 0xffffffffu, "(got 4294967295)");
@@ -145,7 +159,46 @@ TEST(Sqcal, RejectsBadValues) {
     Patch32(b, lam + 16 + 64 + 20, 0);
     EXPECT_FALSE(ParseSqcal(b, "t").ok());
   }
+  {
+    std::string b = good;
+    const float nan = std::nanf("");
+    std::memcpy(b.data() + lam + 16 + 64 + 24 + 8, &nan, 4);  // mean[2] of block 0
+    absl::StatusOr<SqProfile> q = ParseSqcal(b, "t");
+    ASSERT_FALSE(q.ok());
+    EXPECT_NE(q.status().message().find("mean[2]"), std::string::npos) << q.status();
+  }
   EXPECT_EQ(ReadSqcal("/nonexistent/x.sqcal").status().code(), absl::StatusCode::kNotFound);
+}
+
+// The centred spectra are those of C - mu mu^T with mu the data's mean: the
+// energy drops by |mu|^2, and a profile built by hand (no centred spectra)
+// writes its uncentred one about a zero mean.
+TEST(Sqcal, CentredSpectraAreAboutTheMean) {
+  at::manual_seed(7);
+  const int D = 8;
+  at::Tensor k = at::randn({1, 500, D}) + at::linspace(-2.0, 2.0, D);
+  at::Tensor v = at::randn({1, 500, D});
+  SqCovariance cov(1, 1, D);
+  cov.Add(0, k, v);
+  absl::StatusOr<SqProfile> p = cov.Finish("default", 0);
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_TRUE(p->has_centered());
+  const at::Tensor mu = k[0].to(at::kDouble).mean(0);
+  const SqSpectrum &u = p->at(0, 0, 0), &c = p->at(0, 0, 0, true);
+  double su = 0, sc = 0, m2 = 0;
+  for (int i = 0; i < D; ++i) {
+    EXPECT_NEAR(c.mean[i], mu[i].item<double>(), 1e-5) << i;
+    su += u.lambda[i], sc += c.lambda[i], m2 += mu[i].item<double>() * mu[i].item<double>();
+  }
+  EXPECT_NEAR(sc, su - m2, 1e-3 * su);
+  EXPECT_TRUE(u.mean.empty());
+  SqProfile hand = *p;
+  hand.centered.clear();
+  EXPECT_FALSE(hand.has_centered());
+  absl::StatusOr<SqProfile> q = ParseSqcal(SerializeSqcal(hand), "h");
+  ASSERT_TRUE(q.ok()) << q.status();
+  EXPECT_EQ(q->at(0, 0, 0, true).lambda, u.lambda);
+  EXPECT_EQ(q->at(0, 0, 0, true).mean, std::vector<float>(D, 0.0f));
 }
 
 }  // namespace
