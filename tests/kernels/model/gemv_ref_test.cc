@@ -75,7 +75,9 @@ TEST(GemvRef, NormPrologueEqualsRmsNormThenGemvBitwise) {
       if (with_delta) { f.delta = d.data(); f.residual_out = res_out.data(); }
       ASSERT_TRUE(GemvRef(f));
       EXPECT_EQ(y, y_ref) << "M " << M << " delta " << with_delta;
-      if (with_delta) EXPECT_EQ(res_out, residual);
+      if (with_delta) {
+        EXPECT_EQ(res_out, residual);
+      }
     }
   }
 }
