@@ -319,7 +319,7 @@ TEST(SetKnob, EveryKnobOfEveryStrategyIsSettableByName) {
       ++knobs;
     }
   }
-  EXPECT_EQ(knobs, 19 + 8 + 18 + 23 + 16);
+  EXPECT_EQ(knobs, 19 + 11 + 18 + 23 + 16);
 }
 
 TEST(SetKnob, UnknownKnobErrorNamesEveryValidKnob) {
