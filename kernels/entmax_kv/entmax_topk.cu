@@ -14,6 +14,7 @@
 #include "kernels/cuda_check.h"
 #include "kernels/entmax_kv/entmax_dispatch.cuh"
 #include "kernels/entmax_kv/entmax_topk.h"
+#include "kernels/entmax_kv/entmax_topk_select.cuh"
 
 namespace kvstream::entmax_detail {
 namespace {
@@ -60,7 +61,7 @@ __global__ void __launch_bounds__(kPackThreads) TopkPackKernel(const EntmaxTopkP
 // [r*W, (r+1)*W) in shared memory as 32-bit keys: sinks get key 0 (below every
 // real key, see below), page pg >= sinks gets ~EntmaxOrderedBits(U) (smaller =
 // preferred). The n-th smallest key thr is found in 3 radix passes (11, 11, 10
-// bits): each CTA builds its histogram (HistAdd: aggregated adds for the
+// bits): each CTA builds its histogram (RadixHistAdd: aggregated adds for the
 // crowded bins of equal exponents), every CTA sums the cluster's histograms
 // through distributed shared memory and finds the same bin. Then every page
 // with key < thr is taken, plus the first (lowest page index) `kk` pages with
@@ -72,25 +73,6 @@ constexpr int kSelThreads = 1024;
 constexpr int kSelWarps = kSelThreads / 32;
 constexpr int kSelBins = 2048;  // 2 per thread
 constexpr int kSelCluster = 8;
-
-// hist[bin] += 1 for every lane with bin != ~0u. The first passes see one or
-// two crowded bins (equal sign and exponent): two rounds of "lanes sharing the
-// first pending lane's bin add once" take those, the rest add alone.
-// (__match_any_sync did the same but measured ~20 us at 8K keys per CTA on the
-// H100: it is a low-throughput instruction.)
-__device__ __forceinline__ void HistAdd(uint32_t* hist, uint32_t bin, int lane) {
-  unsigned todo = __ballot_sync(0xffffffffu, bin != 0xffffffffu);
-#pragma unroll
-  for (int round = 0; round < 2; ++round) {
-    if (todo == 0) return;
-    const int src = __ffs(todo) - 1;
-    const uint32_t lead = __shfl_sync(0xffffffffu, bin, src);
-    const unsigned same = __ballot_sync(0xffffffffu, bin == lead) & todo;
-    if (lane == src) atomicAdd(&hist[lead], static_cast<uint32_t>(__popc(same)));
-    todo &= ~same;
-  }
-  if (todo & (1u << lane)) atomicAdd(&hist[bin], 1u);
-}
 
 // Block-wide: the bin holding the kk-th key (1-based) in bin order, from the
 // cluster totals a0, a1 of bins 2t, 2t+1 held by thread t; writes *bin and the
@@ -192,7 +174,7 @@ __global__ void __cluster_dims__(kSelCluster, 1, 1) __launch_bounds__(kSelThread
         const int i = base + lane;
         const uint32_t key = i < cnt_here ? keys[i] : 0u;
         const uint32_t bin = i < cnt_here && (key & mask) == prefix ? (key >> shift) & dmask : 0xffffffffu;
-        HistAdd(hist, bin, lane);
+        RadixHistAdd(hist, bin, lane);
       }
       cluster.sync();  // every CTA's histogram complete and visible
       uint32_t a0 = 0, a1 = 0;
@@ -285,7 +267,7 @@ __global__ void __launch_bounds__(kSelThreads) TopkSelectCtaKernel(const EntmaxT
         const int pg = base + lane;
         const uint32_t key = pg < hist_n ? keys[pg] : 0u;
         const uint32_t bin = pg < hist_n && (key & mask) == prefix ? (key >> shift) & dmask : 0xffffffffu;
-        HistAdd(hist, bin, lane);
+        RadixHistAdd(hist, bin, lane);
       }
       __syncthreads();
       FindBin(hist[2 * tid], hist[2 * tid + 1], kk, wsum, &sel_bin, &sel_before);
