@@ -27,13 +27,16 @@ absl::Status Check(cudaError_t e, const char* op) {
   return absl::InternalError(absl::StrCat(op, ": ", cudaGetErrorString(e)));
 }
 
+// An A/B switch read once: on unless the variable is "0".
+bool EnvSwitchOn(const char* name) {
+  const char* env = std::getenv(name);
+  return env == nullptr || std::string(env) != "0";
+}
+
 }  // namespace
 
 bool FusedBlockAvailable(const at::Tensor& like) {
-  static const bool enabled = [] {
-    const char* env = std::getenv("KVSTREAM_FUSED_OPS");
-    return env == nullptr || std::string(env) != "0";
-  }();
+  static const bool enabled = EnvSwitchOn("KVSTREAM_FUSED_OPS");
   return enabled && like.is_cuda() && (like.scalar_type() == at::kBFloat16 || like.scalar_type() == at::kFloat);
 }
 
@@ -90,10 +93,7 @@ namespace {
 constexpr int64_t kSkinnyMaxRows = 2;
 
 bool SkinnyEnabled() {
-  static const bool enabled = [] {
-    const char* env = std::getenv("KVSTREAM_GEMV");
-    return env == nullptr || std::string(env) != "0";
-  }();
+  static const bool enabled = EnvSwitchOn("KVSTREAM_GEMV");
   return enabled;
 }
 
@@ -124,10 +124,7 @@ std::optional<GemvParams> SkinnyParams(const at::Tensor& x, const at::Tensor& w,
 }  // namespace
 
 bool GemvEpiloguesEnabled() {
-  static const bool enabled = [] {
-    const char* env = std::getenv("KVSTREAM_GEMV_EPILOGUE");
-    return env == nullptr || std::string(env) != "0";
-  }();
+  static const bool enabled = EnvSwitchOn("KVSTREAM_GEMV_EPILOGUE");
   return enabled;
 }
 

@@ -8,6 +8,7 @@
 #include "kernels/common/pdl.cuh"
 #include "kernels/cuda_check.h"
 #include "kernels/model/fused_ops.h"
+#include "kernels/model/fused_ops_math.cuh"
 
 namespace kvstream {
 namespace {
@@ -82,7 +83,7 @@ __global__ void SiluMulKernel(SiluMulParams p) {
   V::Load(row[c], g);
   V::Load(row[per_row + c], u);
 #pragma unroll
-  for (int j = 0; j < kN; ++j) g[j] = RoundTo<T>(g[j] / (1.f + expf(-g[j]))) * u[j];
+  for (int j = 0; j < kN; ++j) g[j] = SiluMulValue<T>(g[j], u[j]);
   reinterpret_cast<uint4*>(static_cast<T*>(p.out) + r * p.inter)[c] = V::Store(g);
 }
 
@@ -98,13 +99,10 @@ __global__ void RopeKernel(RopeParams p) {
   const int64_t r = idx / (static_cast<int64_t>(half) * heads);
   const int64_t stride = p.qkv_stride ? p.qkv_stride : static_cast<int64_t>(p.num_heads + 2 * p.num_kv_heads) * p.head_dim;
   T* x = static_cast<T*>(p.qkv) + r * stride + static_cast<int64_t>(h) * p.head_dim;
-  float s, c;
-  sincosf(static_cast<float>(p.positions[r]) * p.inv_freq[i], &s, &c);
-  c = RoundTo<T>(c);
-  s = RoundTo<T>(s);
-  const float x1 = ToF<T>(x[i]), x2 = ToF<T>(x[half + i]);
-  x[i] = FromF<T>(RoundTo<T>(x1 * c) - RoundTo<T>(x2 * s));
-  x[half + i] = FromF<T>(RoundTo<T>(x2 * c) + RoundTo<T>(x1 * s));
+  float y1, y2;
+  RopePair<T>(ToF<T>(x[i]), ToF<T>(x[half + i]), p.positions[r], p.inv_freq[i], y1, y2);
+  x[i] = FromF<T>(y1);
+  x[half + i] = FromF<T>(y2);
 }
 
 bool Aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; }

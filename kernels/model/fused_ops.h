@@ -73,6 +73,11 @@ const char* RopeValidate(const RopeParams& p);
 bool RmsNormRef(const RmsNormParams& p);
 bool SiluMulRef(const SiluMulParams& p);
 bool RopeRef(const RopeParams& p);
+// RopeRef's rotation on the first `heads` heads (D = head_dim each) of `rows`
+// rows `stride` elements apart, in place, unchecked; also the GEMV twin's
+// kRope epilogue (kernels/model/gemv.h).
+void RopeHeadsRef(void* x, int64_t stride, int rows, int heads, int head_dim, const int64_t* positions,
+                  const float* inv_freq, KvDType dtype);
 
 #if defined(KVSTREAM_FUSED_OPS_HAS_LAUNCHER)
 // Enqueue on `stream`; never allocate or synchronise; capturable in a graph.

@@ -107,23 +107,28 @@ bool SiluMulRef(const SiluMulParams& p) {
   return true;
 }
 
-bool RopeRef(const RopeParams& p) {
-  if (RopeValidate(p) != nullptr) return false;
-  const int64_t D = p.head_dim, half = D / 2, heads = p.num_heads + p.num_kv_heads;
-  const int64_t stride = p.qkv_stride ? p.qkv_stride : (p.num_heads + 2 * p.num_kv_heads) * D;
-  for (int64_t r = 0; r < p.rows; ++r) {
-    const float pos = static_cast<float>(p.positions[r]);
+void RopeHeadsRef(void* x, int64_t stride, int rows, int heads, int head_dim, const int64_t* positions,
+                  const float* inv_freq, KvDType dtype) {
+  const int64_t D = head_dim, half = D / 2;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float pos = static_cast<float>(positions[r]);
     for (int64_t i = 0; i < half; ++i) {
-      const float f = pos * p.inv_freq[i];
-      const float c = Round(std::cos(f), p.dtype), s = Round(std::sin(f), p.dtype);
+      const float f = pos * inv_freq[i];
+      const float c = Round(std::cos(f), dtype), s = Round(std::sin(f), dtype);
       for (int64_t h = 0; h < heads; ++h) {
         const int64_t o = r * stride + h * D;
-        const float x1 = Load(p.qkv, o + i, p.dtype), x2 = Load(p.qkv, o + half + i, p.dtype);
-        Store(p.qkv, o + i, Round(x1 * c, p.dtype) - Round(x2 * s, p.dtype), p.dtype);
-        Store(p.qkv, o + half + i, Round(x2 * c, p.dtype) + Round(x1 * s, p.dtype), p.dtype);
+        const float x1 = Load(x, o + i, dtype), x2 = Load(x, o + half + i, dtype);
+        Store(x, o + i, Round(x1 * c, dtype) - Round(x2 * s, dtype), dtype);
+        Store(x, o + half + i, Round(x2 * c, dtype) + Round(x1 * s, dtype), dtype);
       }
     }
   }
+}
+
+bool RopeRef(const RopeParams& p) {
+  if (RopeValidate(p) != nullptr) return false;
+  const int64_t stride = p.qkv_stride ? p.qkv_stride : static_cast<int64_t>(p.num_heads + 2 * p.num_kv_heads) * p.head_dim;
+  RopeHeadsRef(p.qkv, stride, p.rows, p.num_heads + p.num_kv_heads, p.head_dim, p.positions, p.inv_freq, p.dtype);
   return true;
 }
 

@@ -16,6 +16,7 @@
 
 #include "kernels/common/device_math.cuh"
 #include "kernels/common/pdl.cuh"
+#include "kernels/model/fused_ops_math.cuh"
 #include "kernels/model/gemv.h"
 
 namespace kvstream {
@@ -116,15 +117,15 @@ __device__ __forceinline__ void StoreUnit(const GemvParams& p, int64_t unit, int
   }
   T* y = static_cast<T*>(p.y);
   if constexpr (kEpi == GemvEpilogue::kSiluMul) {
-    // SiluMulKernel's arithmetic (kernels/model/fused_ops.cu) on the rounded gate and up.
+    // SiluMulKernel's arithmetic (SiluMulValue) on the rounded gate and up.
 #pragma unroll
     for (int m = 0; m < M; ++m) {
       if (lane != m) continue;
       const float g = RoundTo<T>(val[0][m]), up = RoundTo<T>(val[1][m]);
-      y[m * ys + unit] = FromF<T>(RoundTo<T>(g / (1.f + expf(-g))) * up);
+      y[m * ys + unit] = FromF<T>(SiluMulValue<T>(g, up));
     }
   } else if constexpr (kEpi == GemvEpilogue::kRope) {
-    // RopeKernel's arithmetic on the rounded pair; heads past rope_heads (v) as they are.
+    // RopeKernel's arithmetic (RopePair) on the rounded pair; heads past rope_heads (v) as they are.
     const int half = p.head_dim / 2;
     const int i = static_cast<int>(unit % half);
     const bool rotate = unit / half < p.rope_heads;
@@ -134,12 +135,10 @@ __device__ __forceinline__ void StoreUnit(const GemvParams& p, int64_t unit, int
       if (lane != m) continue;
       const float x1 = RoundTo<T>(val[0][m]), x2 = RoundTo<T>(val[1][m]);
       if (rotate) {
-        float sn, cs;
-        sincosf(static_cast<float>(p.positions[m]) * p.inv_freq[i], &sn, &cs);
-        cs = RoundTo<T>(cs);
-        sn = RoundTo<T>(sn);
-        y[m * ys + r1] = FromF<T>(RoundTo<T>(x1 * cs) - RoundTo<T>(x2 * sn));
-        y[m * ys + r2] = FromF<T>(RoundTo<T>(x2 * cs) + RoundTo<T>(x1 * sn));
+        float y1, y2;
+        RopePair<T>(x1, x2, p.positions[m], p.inv_freq[i], y1, y2);
+        y[m * ys + r1] = FromF<T>(y1);
+        y[m * ys + r2] = FromF<T>(y2);
       } else {
         y[m * ys + r1] = FromF<T>(x1);
         y[m * ys + r2] = FromF<T>(x2);

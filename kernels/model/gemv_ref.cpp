@@ -101,34 +101,21 @@ bool GemvRef(const GemvParams& p) {
   if (p.epilogue == GemvEpilogue::kNone) return true;
   // The epilogue is, by definition, the op the unfused path runs next.
   const int64_t cols = GemvOutColumns(p);
-  std::vector<uint16_t> out(static_cast<size_t>(p.rows * N));
+  std::vector<uint16_t> act;  // kSiluMul: [M, N/2]
+  const uint16_t* out = scratch.data();
   if (p.epilogue == GemvEpilogue::kSiluMul) {
+    act.resize(static_cast<size_t>(p.rows * cols));
     SiluMulParams s;
     s.gate_up = scratch.data();
-    s.out = out.data();
+    s.out = act.data();
     s.rows = p.rows;
     s.inter = static_cast<int>(cols);
     s.dtype = p.dtype;
     if (!SiluMulRef(s)) return false;
+    out = act.data();
   } else {
-    // RopeRef's formula on the first rope_heads heads (q, then k).
-    out = scratch;
-    auto val = [&](int64_t i) { return load(scratch.data(), i); };
-    auto put = [&](int64_t i, float v) { out[i] = bf16 ? FloatToBf16Bits(v) : FloatToHalfBits(v); };
-    const int64_t D = p.head_dim, half = D / 2;
-    for (int m = 0; m < p.rows; ++m) {
-      const float pos = static_cast<float>(p.positions[m]);
-      for (int64_t i = 0; i < half; ++i) {
-        const float f = pos * p.inv_freq[i];
-        const float c = round(std::cos(f)), s = round(std::sin(f));
-        for (int64_t h = 0; h < p.rope_heads; ++h) {
-          const int64_t o = m * N + h * D;
-          const float x1 = val(o + i), x2 = val(o + half + i);
-          put(o + i, round(x1 * c) - round(x2 * s));
-          put(o + half + i, round(x2 * c) + round(x1 * s));
-        }
-      }
-    }
+    // RopeRef's rotation on the first rope_heads heads (q, then k).
+    RopeHeadsRef(scratch.data(), N, p.rows, p.rope_heads, p.head_dim, p.positions, p.inv_freq, p.dtype);
   }
   for (int m = 0; m < p.rows; ++m) {
     for (int64_t c = 0; c < cols; ++c) static_cast<uint16_t*>(p.y)[m * ys + c] = out[m * cols + c];
