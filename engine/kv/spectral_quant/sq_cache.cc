@@ -86,18 +86,7 @@ absl::Status SpectralQuantSequenceCache::EnsureLayerPlan(int64_t layer, const at
     }
   }
   own_profile_->n_tokens = std::max<uint64_t>(own_profile_->n_tokens, one.n_tokens);
-  SqLayerPlan& lp = own_plan_->layers[layer];
-  const int D = static_cast<int>(geometry_.head_dim);
-  lp.k.resize(geometry_.n_kv_heads);
-  lp.v.resize(geometry_.n_kv_heads);
-  lp.bits.resize(geometry_.n_kv_heads);
-  const int rule_d = SqLayerBitsDeff(config_, *own_profile_, layer, own_plan_->centred_k);
-  for (int64_t h = 0; h < geometry_.n_kv_heads; ++h) {
-    SqBuildHeadPlan(config_, own_profile_->at(layer, h, 0, own_plan_->centred_k),
-                    own_profile_->at(layer, h, 1, own_plan_->centred_v), D, &lp.k[h], &lp.v[h], &lp.bits[h], rule_d);
-    lp.words_k = std::max(lp.words_k, SqRecordWords(lp.k[h].bits));
-    lp.words_v = std::max(lp.words_v, SqRecordWords(lp.v[h].bits));
-  }
+  SqBuildLayerPlan(config_, *own_profile_, layer, own_plan_->centred_k, own_plan_->centred_v, &own_plan_->layers[layer]);
   own_layers_[layer] = std::make_unique<SqLayerDevice>(
       SqBuildLayerDevice(*own_plan_, *own_profile_, layer, geometry_.device));
   layers_[layer].dev = own_layers_[layer].get();

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/spectral_quant/sq_layout.h"
+
 namespace kvstream {
 
 int SqDeff(const float* lambda, int D, double tau) {
@@ -127,6 +129,21 @@ int SqLayerBitsDeff(const SpectralQuantConfig& c, const SqProfile& p, int64_t la
   return d;
 }
 
+void SqBuildLayerPlan(const SpectralQuantConfig& c, const SqProfile& p, int64_t layer, bool centred_k, bool centred_v,
+                      SqLayerPlan* lp) {
+  lp->k.resize(p.n_kv_heads);
+  lp->v.resize(p.n_kv_heads);
+  lp->bits.resize(p.n_kv_heads);
+  const int rule_d = SqLayerBitsDeff(c, p, layer, centred_k);
+  for (int h = 0; h < p.n_kv_heads; ++h) {
+    SqBuildHeadPlan(c, p.at(layer, h, 0, centred_k), p.at(layer, h, 1, centred_v), p.head_dim, &lp->k[h], &lp->v[h],
+                    &lp->bits[h], rule_d);
+    // Records of a layer are padded to its widest head (README decision).
+    lp->words_k = std::max(lp->words_k, SqRecordWords(lp->k[h].bits));
+    lp->words_v = std::max(lp->words_v, SqRecordWords(lp->v[h].bits));
+  }
+}
+
 std::shared_ptr<const SqPlan> SqBuildPlan(const SpectralQuantConfig& c, const SqProfile& p) {
   auto plan = std::make_shared<SqPlan>();
   plan->config = c;
@@ -137,19 +154,8 @@ std::shared_ptr<const SqPlan> SqBuildPlan(const SpectralQuantConfig& c, const Sq
   plan->centred_v = SqPlanCentred(c, p, 1);
   int max_dk = 0;
   for (int l = 0; l < p.n_layers; ++l) {
-    SqLayerPlan& lp = plan->layers[l];
-    lp.k.resize(p.n_kv_heads);
-    lp.v.resize(p.n_kv_heads);
-    lp.bits.resize(p.n_kv_heads);
-    const int rule_d = SqLayerBitsDeff(c, p, l, plan->centred_k);
-    for (int h = 0; h < p.n_kv_heads; ++h) {
-      SqBuildHeadPlan(c, p.at(l, h, 0, plan->centred_k), p.at(l, h, 1, plan->centred_v), p.head_dim, &lp.k[h], &lp.v[h],
-                      &lp.bits[h], rule_d);
-      // Records of a layer are padded to its widest head (README decision).
-      lp.words_k = std::max(lp.words_k, (lp.k[h].bits + 31) / 32);
-      lp.words_v = std::max(lp.words_v, (lp.v[h].bits + 31) / 32);
-      max_dk = std::max(max_dk, lp.k[h].d_eff);
-    }
+    SqBuildLayerPlan(c, p, l, plan->centred_k, plan->centred_v, &plan->layers[l]);
+    for (const SqTypePlan& k : plan->layers[l].k) max_dk = std::max(max_dk, k.d_eff);
   }
   plan->qjl_words = c.use_qjl ? (max_dk + 31) / 32 : 0;
   return plan;

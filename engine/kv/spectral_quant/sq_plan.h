@@ -83,6 +83,11 @@ void SqBuildHeadPlan(const SpectralQuantConfig& c, const SqSpectrum& k, const Sq
 // the same layer; ppl ratio at defaults 1.59 -> ~1.31 at the same bytes).
 // Noise mode does not use d_eff for widths.
 int SqLayerBitsDeff(const SpectralQuantConfig& c, const SqProfile& p, int64_t layer, bool centred_k);
+// One layer of a plan: every head through SqBuildHeadPlan with the layer's
+// b_low rule, records padded to the widest head. Shared by SqBuildPlan and a
+// cache calibrating its own profile layer by layer (sq_cache.cc).
+void SqBuildLayerPlan(const SpectralQuantConfig& c, const SqProfile& p, int64_t layer, bool centred_k, bool centred_v,
+                      SqLayerPlan* lp);
 std::shared_ptr<const SqPlan> SqBuildPlan(const SpectralQuantConfig& c, const SqProfile& p);
 
 // LRU of plans keyed by SpectralQuantConfig::PlanKey() (thread-safe).
