@@ -34,6 +34,13 @@ inline constexpr int kAkvAttnMaxSplits = 128;
 inline constexpr int kAkvAttnSplitAlign = 16;      // split boundaries: multiples of this
 inline constexpr int kAkvAttnMinSplitTokens = 128;  // planner: fewest tokens per split
 
+// Which CUDA kernel serves a launch. kAuto: the tensor-core decode kernel
+// (akv_attention_mma.cuh) where it applies (M = 1, bf16, Hq/Hkv <= 16,
+// 16-byte aligned warm codes), else the CUDA-core kernel. The explicit
+// values exist for tests and benches; kTensorCore where it does not apply is
+// cudaErrorInvalidValue. The CPU twin ignores it.
+enum class AkvAttnPath : uint8_t { kAuto = 0, kCudaCore = 1, kTensorCore = 2 };
+
 struct AkvAttentionParams {
   AkvLayout layout;
   AkvTiers tiers;                  // read only: hot_k/v/pos, warm_k/v/scales/pos, counts
@@ -50,6 +57,7 @@ struct AkvAttentionParams {
   int num_heads = 0;               // Hq (multiple of Hkv)
   int num_splits = 1;              // S
   float scale = 0.0f;              // softmax scale, usually 1/sqrt(D)
+  AkvAttnPath path = AkvAttnPath::kAuto;
 };
 
 // Split s of S over t virtual tokens: chunk = ceil(t/S) rounded up to
