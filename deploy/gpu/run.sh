@@ -14,7 +14,8 @@
 #   e2e-epilogue: the e2e points with RoPE/SwiGLU folded into the GEMV, unfolded, folded (KVSTREAM_GEMV_EPILOGUE)
 #   e2e-gemv: the e2e points with our skinny GEMV on and off (KVSTREAM_GEMV=0), same run
 #   kbench:   kernel benches beside dense: gemv_bench, entmax_kv_decode_bench (+ SDPA on its points),
-#             sq_attend_bench (those that were built)
+#             sq_attend_bench, akv_attention_bench (AKV decode attention, CUDA-core and tensor-core
+#             paths, % of copy bandwidth) (those that were built)
 #   eval:     alias of akveval (any strategies through EVAL_STRATEGIES / EVAL_KV)
 #   tp:       tensor parallelism over the machine's GPUs (issue 14): the CUDA TP test (real model,
 #             TP = its KV heads when that many GPUs), then decode tok/s of the synthetic llama3-8b at
@@ -118,6 +119,10 @@ if want kbench; then
   if [ -x build-gpu/sq_attend_bench ]; then
     log "SpectralQuant sq_attend vs dense kernel"
     build-gpu/sq_attend_bench --commit "$commit" --out "$OUT/sq_attend_bench.json" 2>&1 | tail -20
+  fi
+  if [ -x build-gpu/akv_attention_bench ]; then
+    log "AKV mixed attention (CUDA-core / tensor-core) vs dense kernel"
+    build-gpu/akv_attention_bench --commit "$commit" --out "$OUT/akv_attention_bench.json" 2>&1 | tail -40
   fi
 fi
 if want e2e-epilogue; then

@@ -1,0 +1,467 @@
+// Decode benchmark of LaunchAkvMixedAttention (kernels/akv, akv.md §7
+// akv_mixed_attention) against the device's measured copy bandwidth, with
+// LaunchDenseDecode (kernels/dense) on the same number of tokens for the
+// side-by-side ratio. Llama-3-8B layer: Hq 32, Hkv 8, D 128, bf16 hot tier,
+// warm group size 128, n_hot 1024, one query row (M = 1). Issue acceptance:
+// bytes per step / time >= 70% of the copy bandwidth at n_warm >= 8K.
+//
+//   akv_attention_bench [--out results.json] [--commit SHA] [--iters 100] [--warmup 10]
+//                       [--warm 2048,8192,32768,131072] [--bits 2,4,8]
+//
+// 1. Copy bandwidth: cudaMemcpy device-to-device of 1 GiB, (read + write) / median time.
+// 2. Guard, per bits: n_warm 2048, one layer, planned splits: the tensor-core
+//    path's output against the CUDA-core path's, max |tc - cc| / max |cc|;
+//    above 1e-2 the bench exits 1 (a fast wrong kernel is no result).
+// 3. Per (bits, n_warm), path kCudaCore then kTensorCore: splits from
+//    PlanAkvAttentionSplits, CUDA events around each launch (attention +
+//    merge), median of --iters after --warmup. The tiers are stacked over L
+//    layers and launch i reads layer i % L, with L such that the layers span
+//    >= 4x L2 (and the stack stays under kMemBudget): no launch finds its rows
+//    in L2. A path the launcher refuses (cudaErrorInvalidValue: the
+//    tensor-core kernel is not in this build) is reported "n/a".
+// 4. Dense bf16 paged decode (page 16, shuffled page ids, planned splits) at
+//    T = n_hot + n_warm, pools rotated the same way.
+//
+// Bytes per step (akv.md §7; the acceptance's numerator), e = 2 (bf16), Gn = D / g:
+//     n_hot * 2*Hkv*D*e                 hot K + V
+//   + n_warm * 2*Hkv*(D*b/8 + 4*Gn)     warm K + V codes, fp16 scale + zero per group
+//   + 4*(n_hot + n_warm)                hot and warm positions (int32)
+//   + 2*Hq*D*e                          q + out
+// The split partials (written by the splits, read by the merge) are extra
+// traffic the kernel pays for, not counted (as in the other attention benches).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "bench/attention/bench_common.cuh"
+#include "kernels/akv/akv_attention.h"
+#include "kernels/dense/dense_decode.h"
+
+namespace {
+
+using kvstream::bench::CopyGbps;
+using kvstream::bench::FillRandomBf16;
+using kvstream::bench::HashIndex;
+using kvstream::bench::Median;
+
+using namespace kvstream;  // NOLINT: bench-local
+
+constexpr int kHq = 32, kHkv = 8, kD = 128, kGroup = 128, kNHot = 1024, kP = 16;
+constexpr int kCheckWarm = 2048;     // the guard's small point
+constexpr double kCheckTol = 1e-2;   // guard: max |tc - cc| / max |cc|
+constexpr double kMemBudget = 16e9;  // stacked AKV tiers; dense pools are freed before (total < ~20 GB)
+
+struct Args {
+  std::string out, commit = "unknown";
+  int iters = 100, warmup = 10;
+  std::vector<int> warm = {2048, 8192, 32768, 131072}, bits = {2, 4, 8};
+};
+
+// Random 32-bit words: warm codes over the full byte range (every b-bit field
+// of any byte is a valid code).
+__global__ void FillRandomU32(uint32_t* p, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    p[i] = HashIndex(i, seed);
+  }
+}
+// fp16 bits of values uniform in [lo, hi): warm scales and zeros.
+__global__ void FillFp16Bits(uint16_t* p, size_t n, float lo, float hi, uint32_t seed) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    const float u = static_cast<float>(HashIndex(i, seed)) * (1.0f / 4294967296.0f);
+    p[i] = __half_as_ushort(__float2half_rn(lo + (hi - lo) * u));
+  }
+}
+// Row r of every layer (rows per layer each) holds position base + r.
+__global__ void FillPositions(int32_t* p, size_t n, int rows, int base) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    p[i] = base + static_cast<int>(i % rows);
+  }
+}
+
+template <class T>
+void DevAlloc(T** p, size_t bytes) { BENCH_CHECK(cudaMalloc(p, bytes)); }
+
+// akv.md §7 bytes of one decode step (formula in the header comment).
+double AkvStepBytes(int bits, int n_warm) {
+  const double e = 2.0, gn = double(kD) / kGroup;
+  return double(kNHot) * 2 * kHkv * kD * e + double(n_warm) * 2 * kHkv * (kD * bits / 8.0 + 4 * gn) +
+         4.0 * (kNHot + n_warm) + 2.0 * kHq * kD * e;
+}
+double DenseStepBytes(int tokens) { return 2.0 * tokens * kHkv * kD * 2 + 2.0 * kHq * kD * 2; }
+
+// Tiers of L layers for one (bits, n_warm), capacities = live rows, filled on
+// the device. Hot rows hold positions n_warm.., warm rows 0.. (hot = recent);
+// all distinct and < q_pos = n_hot + n_warm, so every row is attended.
+class AkvSet {
+ public:
+  AkvSet(int bits, int n_warm, int layers) {
+    lay_.num_kv_heads = kHkv, lay_.head_dim = kD, lay_.warm_bits = bits, lay_.group_size = kGroup;
+    lay_.hot_capacity = kNHot, lay_.warm_capacity = n_warm, lay_.dtype = KvDType::kBf16;
+    const size_t L = layers, hot = L * lay_.HotLayerElems(), codes = L * lay_.WarmLayerBytes();
+    const size_t groups = L * lay_.WarmLayerGroups(), hrows = L * kNHot, wrows = L * size_t(n_warm);
+    const uint32_t seed = 977u * bits + 31u * n_warm;
+    __nv_bfloat16 *hk = Alloc<__nv_bfloat16>(hot), *hv = Alloc<__nv_bfloat16>(hot);
+    FillRandomBf16<<<1024, 256>>>(hk, hot, seed + 1);
+    FillRandomBf16<<<1024, 256>>>(hv, hot, seed + 2);
+    t_.hot_k = hk, t_.hot_v = hv;
+    t_.warm_k = Alloc<uint8_t>(codes), t_.warm_v = Alloc<uint8_t>(codes);
+    FillRandomU32<<<1024, 256>>>(reinterpret_cast<uint32_t*>(t_.warm_k), codes / 4, seed + 3);  // Cb % 4 == 0
+    FillRandomU32<<<1024, 256>>>(reinterpret_cast<uint32_t*>(t_.warm_v), codes / 4, seed + 4);
+    uint16_t** sz[4] = {&t_.warm_k_scale, &t_.warm_k_zero, &t_.warm_v_scale, &t_.warm_v_zero};
+    for (int i = 0; i < 4; ++i) {
+      *sz[i] = Alloc<uint16_t>(groups);
+      const bool zero = i % 2 == 1;  // scale in [0.01, 0.1), zero in [-1, 0)
+      FillFp16Bits<<<256, 256>>>(*sz[i], groups, zero ? -1.0f : 0.01f, zero ? 0.0f : 0.1f, seed + 5 + i);
+    }
+    t_.hot_pos = Alloc<int32_t>(hrows), t_.warm_pos = Alloc<int32_t>(wrows);
+    FillPositions<<<256, 256>>>(t_.hot_pos, hrows, kNHot, n_warm);
+    FillPositions<<<256, 256>>>(t_.warm_pos, wrows, n_warm, 0);
+    // Scores are not read by attention but the validator wants them non-null.
+    t_.hot_score = Alloc<float>(hrows), t_.warm_score = Alloc<float>(wrows), t_.warm_a = Alloc<float>(wrows);
+    std::vector<int32_t> counts(L * kAkvCountSlots, 0);
+    for (size_t l = 0; l < L; ++l) {
+      counts[l * kAkvCountSlots + kAkvNHot] = kNHot;
+      counts[l * kAkvCountSlots + kAkvNWarm] = n_warm;
+    }
+    t_.counts = Alloc<int32_t>(counts.size());
+    BENCH_CHECK(cudaMemcpy(t_.counts, counts.data(), counts.size() * 4, cudaMemcpyHostToDevice));
+    BENCH_CHECK(cudaGetLastError());
+    BENCH_CHECK(cudaDeviceSynchronize());
+  }
+  ~AkvSet() {
+    for (void* p : allocs_) cudaFree(p);
+  }
+  AkvSet(const AkvSet&) = delete;
+  AkvSet& operator=(const AkvSet&) = delete;
+  const AkvLayout& layout() const { return lay_; }
+  const AkvTiers& tiers() const { return t_; }
+
+ private:
+  template <class T>
+  T* Alloc(size_t n) {
+    void* p = nullptr;
+    BENCH_CHECK(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(T)));
+    allocs_.push_back(p);
+    return static_cast<T*>(p);
+  }
+  AkvLayout lay_;
+  AkvTiers t_;
+  std::vector<void*> allocs_;
+};
+
+// Query, its position, outputs and the split workspace (sized for the most splits).
+struct Io {
+  __nv_bfloat16 *q = nullptr, *out = nullptr;
+  int32_t* q_pos = nullptr;
+  float *lse = nullptr, *po = nullptr, *pl = nullptr;
+};
+
+AkvAttentionParams Params(const AkvSet& s, const Io& io, int layer, int splits, AkvAttnPath path) {
+  AkvAttentionParams p;
+  p.layout = s.layout(), p.tiers = s.tiers(), p.layer = layer;
+  p.q = io.q, p.q_pos = io.q_pos, p.out = io.out, p.lse = io.lse;  // lse: the engine's score update reads it
+  p.partial_out = splits > 1 ? io.po : nullptr, p.partial_lse = splits > 1 ? io.pl : nullptr;
+  p.num_rows = 1, p.num_heads = kHq, p.num_splits = splits;
+  p.scale = 1.0f / std::sqrt(float(kD)), p.path = path;
+  return p;
+}
+
+template <class F>
+float MedianUs(const Args& a, F launch) {
+  for (int i = 0; i < a.warmup; ++i) BENCH_CHECK(launch(i));
+  BENCH_CHECK(cudaDeviceSynchronize());
+  std::vector<cudaEvent_t> ev(2 * a.iters);
+  for (cudaEvent_t& e : ev) BENCH_CHECK(cudaEventCreate(&e));
+  for (int i = 0; i < a.iters; ++i) {
+    BENCH_CHECK(cudaEventRecord(ev[2 * i]));
+    BENCH_CHECK(launch(a.warmup + i));
+    BENCH_CHECK(cudaEventRecord(ev[2 * i + 1]));
+  }
+  BENCH_CHECK(cudaDeviceSynchronize());
+  std::vector<float> us(a.iters);
+  for (int i = 0; i < a.iters; ++i) {
+    BENCH_CHECK(cudaEventElapsedTime(&us[i], ev[2 * i], ev[2 * i + 1]));
+    us[i] *= 1000.0f;
+  }
+  for (cudaEvent_t& e : ev) cudaEventDestroy(e);
+  return Median(us);
+}
+
+// True when the launcher refused `path` (the tensor-core kernel not built);
+// any other error exits.
+bool Refused(cudaError_t e, AkvAttnPath path) {
+  if (e == cudaErrorInvalidValue && path == AkvAttnPath::kTensorCore) {
+    (void)cudaGetLastError();  // the launcher may have recorded it: clear it
+    return true;
+  }
+  BENCH_CHECK(e);
+  return false;
+}
+
+// Layer 0 through `path` into io.out, poisoned first (0xffff is a bf16 NaN,
+// so an output the kernel skipped shows); false when the path is refused.
+bool RunOnce(const AkvSet& s, const Io& io, int splits, AkvAttnPath path, std::vector<float>* out) {
+  std::vector<__nv_bfloat16> h(kHq * kD);
+  BENCH_CHECK(cudaMemset(io.out, 0xff, h.size() * 2));
+  if (Refused(LaunchAkvMixedAttention(Params(s, io, 0, splits, path), nullptr), path)) return false;
+  BENCH_CHECK(cudaDeviceSynchronize());
+  BENCH_CHECK(cudaMemcpy(h.data(), io.out, h.size() * 2, cudaMemcpyDeviceToHost));
+  out->resize(h.size());
+  for (size_t i = 0; i < h.size(); ++i) (*out)[i] = __bfloat162float(h[i]);
+  return true;
+}
+
+// The guard of step 2: max |tc - cc| / max |cc| (a non-finite output fails),
+// -1 when the tensor-core path is refused.
+double CheckBits(int bits, const Io& io, int num_sms) {
+  const AkvSet s(bits, kCheckWarm, 1);
+  const int splits = PlanAkvAttentionSplits(1, kHq, kHkv, kNHot + kCheckWarm, num_sms);
+  std::vector<float> cc, tc;
+  RunOnce(s, io, splits, AkvAttnPath::kCudaCore, &cc);
+  for (const float x : cc) {
+    if (!std::isfinite(x)) {
+      std::fprintf(stderr, "FAIL: CUDA-core output not finite at b=%d\n", bits);
+      std::exit(1);
+    }
+  }
+  if (!RunOnce(s, io, splits, AkvAttnPath::kTensorCore, &tc)) return -1;
+  double diff = 0, ref = 0;
+  for (size_t i = 0; i < cc.size(); ++i) {
+    if (!std::isfinite(tc[i])) return INFINITY;
+    diff = std::max(diff, double(std::fabs(tc[i] - cc[i])));
+    ref = std::max(ref, double(std::fabs(cc[i])));
+  }
+  return ref > 0 ? diff / ref : (diff > 0 ? INFINITY : 0.0);
+}
+
+// Dense bf16 paged decode at `tokens`: median us, planned splits in *splits.
+float DenseUs(const Args& a, int tokens, const cudaDeviceProp& prop, int* splits) {
+  const int pages = (tokens + kP - 1) / kP;
+  const size_t pool = size_t(pages) * kHkv * kP * kD;
+  const int rot = static_cast<int>(std::max<double>(2, std::ceil(4.0 * prop.l2CacheSize / (4.0 * pool))));
+  std::vector<__nv_bfloat16*> kv(2 * rot);
+  for (int i = 0; i < 2 * rot; ++i) {
+    BENCH_CHECK(cudaMalloc(&kv[i], pool * 2));
+    FillRandomBf16<<<1024, 256>>>(kv[i], pool, 100 + i);
+  }
+  std::vector<int32_t> ids(pages);
+  std::iota(ids.begin(), ids.end(), 0);
+  std::mt19937 rng(tokens);
+  std::shuffle(ids.begin(), ids.end(), rng);  // fragmented pool: pages in random order
+  int32_t *table = nullptr, *lens = nullptr;
+  __nv_bfloat16 *q = nullptr, *out = nullptr;
+  float *po = nullptr, *pl = nullptr;
+  *splits = PlanDenseDecodeSplits(1, kHq, kHkv, tokens, prop.multiProcessorCount);
+  const DenseDecodeWorkspaceBytes ws = DenseDecodeWorkspace(1, kHq, *splits, kD);
+  DevAlloc(&table, pages * 4), DevAlloc(&lens, 4), DevAlloc(&q, kHq * kD * 2), DevAlloc(&out, kHq * kD * 2);
+  DevAlloc(&po, std::max<size_t>(ws.partial_out, 16)), DevAlloc(&pl, std::max<size_t>(ws.partial_lse, 16));
+  BENCH_CHECK(cudaMemcpy(table, ids.data(), pages * 4, cudaMemcpyHostToDevice));
+  BENCH_CHECK(cudaMemcpy(lens, &tokens, 4, cudaMemcpyHostToDevice));
+  FillRandomBf16<<<8, 256>>>(q, kHq * kD, 5);
+  BENCH_CHECK(cudaGetLastError());
+  auto params = [&](int i) {
+    DenseDecodeParams p;
+    p.q = q, p.k_pool = kv[2 * (i % rot)], p.v_pool = kv[2 * (i % rot) + 1], p.block_table = table;
+    p.seq_lens = lens, p.out = out, p.partial_out = *splits > 1 ? po : nullptr;
+    p.partial_lse = *splits > 1 ? pl : nullptr;
+    p.batch = 1, p.num_heads = kHq, p.num_kv_heads = kHkv, p.head_dim = kD, p.page_size = kP;
+    p.num_blocks = pages, p.max_blocks_per_seq = pages, p.max_seq_len = tokens, p.num_splits = *splits;
+    p.scale = 1.0f / std::sqrt(float(kD)), p.dtype = KvDType::kBf16;
+    return p;
+  };
+  const float us = MedianUs(a, [&](int i) { return LaunchDenseDecode(params(i), nullptr); });
+  for (auto* p : kv) cudaFree(p);
+  cudaFree(table), cudaFree(lens), cudaFree(q), cudaFree(out), cudaFree(po), cudaFree(pl);
+  return us;
+}
+
+struct Row {
+  int bits, n_warm, layers, splits, dense_splits;
+  double cc_us, tc_us, bytes, dense_us, dense_bytes;  // tc_us < 0: path refused (n/a)
+};
+
+std::vector<int> ParseList(const std::string& flag, const std::string& v, bool bits) {
+  std::vector<int> r;
+  for (size_t at = 0; at <= v.size();) {
+    const size_t comma = std::min(v.find(',', at), v.size());
+    const int x = std::atoi(v.substr(at, comma - at).c_str());
+    if (bits ? (x != 2 && x != 4 && x != 8) : (x < 1 || x > (1 << 22))) {
+      std::fprintf(stderr, "%s: bad value '%s'\n", flag.c_str(), v.substr(at, comma - at).c_str());
+      std::exit(2);
+    }
+    r.push_back(x);
+    at = comma + 1;
+  }
+  return r;
+}
+
+Args Parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string s = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) { std::fprintf(stderr, "%s needs a value\n", s.c_str()); std::exit(2); }
+      return argv[++i];
+    };
+    if (s == "--out") a.out = next();
+    else if (s == "--commit") a.commit = next();
+    else if (s == "--iters") a.iters = std::max(50, std::atoi(next().c_str()));
+    else if (s == "--warmup") a.warmup = std::max(1, std::atoi(next().c_str()));
+    else if (s == "--warm") a.warm = ParseList(s, next(), false);
+    else if (s == "--bits") a.bits = ParseList(s, next(), true);
+    else { std::fprintf(stderr, "unknown argument %s\n", s.c_str()); std::exit(2); }
+  }
+  return a;
+}
+
+double Gbps(double bytes, double us) { return bytes / (us * 1e-6) / 1e9; }
+
+// A JSON number, or null for "not measured" (negative).
+std::string Num(double v, int prec = 2) {
+  if (!(v >= 0) || !std::isfinite(v)) return "null";
+  char b[64];
+  std::snprintf(b, sizeof b, "%.*f", prec, v);
+  return b;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Args a = Parse(argc, argv);
+  cudaDeviceProp prop{};
+  BENCH_CHECK(cudaGetDeviceProperties(&prop, 0));
+  const int sms = prop.multiProcessorCount;
+  const double copy = CopyGbps();
+  std::printf("device %s, %d SMs, L2 %d MiB; copy %.0f GB/s; AKV Hq %d Hkv %d D %d g %d, n_hot %d, bf16\n",
+              prop.name, sms, prop.l2CacheSize >> 20, copy, kHq, kHkv, kD, kGroup, kNHot);
+
+  Io io;
+  const AkvAttentionWorkspaceBytes ws = AkvAttentionWorkspace(1, kHq, kAkvAttnMaxSplits, kD);
+  DevAlloc(&io.q, kHq * kD * 2), DevAlloc(&io.out, kHq * kD * 2), DevAlloc(&io.q_pos, 4), DevAlloc(&io.lse, kHq * 4);
+  DevAlloc(&io.po, ws.partial_out), DevAlloc(&io.pl, ws.partial_lse);
+  FillRandomBf16<<<8, 256>>>(io.q, kHq * kD, 7);
+  BENCH_CHECK(cudaGetLastError());
+
+  std::vector<std::pair<int, double>> checks;  // (bits, rel err; -1 = n/a)
+  for (const int bits : a.bits) {
+    const int qpos = kNHot + kCheckWarm;
+    BENCH_CHECK(cudaMemcpy(io.q_pos, &qpos, 4, cudaMemcpyHostToDevice));
+    const double err = CheckBits(bits, io, sms);
+    checks.emplace_back(bits, err);
+    if (err < 0) {
+      std::printf("check b=%d n_warm=%d: tensor-core path n/a (launcher refused it)\n", bits, kCheckWarm);
+      continue;
+    }
+    std::printf("check b=%d n_warm=%d: tensor-core vs CUDA-core max rel err %.3e (limit %.0e)\n", bits, kCheckWarm,
+                err, kCheckTol);
+    if (!(err <= kCheckTol)) {
+      std::fprintf(stderr, "FAIL: tensor-core output differs from CUDA-core output at b=%d\n", bits);
+      return 1;
+    }
+  }
+
+  std::vector<Row> rows;
+  for (const int n_warm : a.warm) {
+    const int tokens = kNHot + n_warm;
+    int dense_splits = 1;
+    const double dense_us = DenseUs(a, tokens, prop, &dense_splits);
+    BENCH_CHECK(cudaMemcpy(io.q_pos, &tokens, 4, cudaMemcpyHostToDevice));  // q_pos = n_hot + n_warm
+    for (const int bits : a.bits) {
+      const double read = AkvStepBytes(bits, n_warm), alloc = read + 12.0 * tokens;  // + score arrays
+      const int want = static_cast<int>(std::max(2.0, std::ceil(4.0 * prop.l2CacheSize / read)));
+      const int layers = std::max(1, std::min(want, static_cast<int>(kMemBudget / alloc)));
+      const AkvSet s(bits, n_warm, layers);
+      Row r{};
+      r.bits = bits, r.n_warm = n_warm, r.layers = layers, r.bytes = read;
+      r.dense_splits = dense_splits, r.dense_us = dense_us, r.dense_bytes = DenseStepBytes(tokens);
+      r.splits = PlanAkvAttentionSplits(1, kHq, kHkv, tokens, sms);
+      auto time_path = [&](AkvAttnPath path) -> double {
+        if (Refused(LaunchAkvMixedAttention(Params(s, io, 0, r.splits, path), nullptr), path)) return -1;
+        return MedianUs(a, [&](int i) {
+          return LaunchAkvMixedAttention(Params(s, io, i % layers, r.splits, path), nullptr);
+        });
+      };
+      r.cc_us = time_path(AkvAttnPath::kCudaCore);
+      r.tc_us = time_path(AkvAttnPath::kTensorCore);
+      rows.push_back(r);
+      std::printf("b=%d n_warm=%d: %d layers, S=%d (dense S=%d): cuda-core %.1f us, tensor-core %s us, dense %.1f us\n",
+                  bits, n_warm, layers, r.splits, dense_splits, r.cc_us, r.tc_us < 0 ? "n/a" : Num(r.tc_us, 1).c_str(),
+                  dense_us);
+    }
+  }
+
+  std::printf("\n%4s %7s %-11s %4s %9s %8s %7s %7s | %9s %7s | %6s\n", "bits", "n_warm", "path", "S", "us", "MB/step",
+              "GB/s", "%copy", "dense_us", "xdense", "tc/cc");
+  for (const Row& r : rows) {
+    for (const bool tc : {false, true}) {
+      const double us = tc ? r.tc_us : r.cc_us;
+      const char* name = tc ? "tensor-core" : "cuda-core";
+      if (us < 0) {
+        std::printf("%4d %7d %-11s %4d %9s %8.2f %7s %7s | %9.1f %7s | %6s\n", r.bits, r.n_warm, name, r.splits, "n/a",
+                    r.bytes / 1e6, "-", "-", r.dense_us, "-", "-");
+        continue;
+      }
+      const std::string ratio = tc ? Num(r.cc_us / r.tc_us) + "x" : "-";
+      std::printf("%4d %7d %-11s %4d %9.1f %8.2f %7.0f %6.1f%% | %9.1f %6.2fx | %6s\n", r.bits, r.n_warm, name,
+                  r.splits, us, r.bytes / 1e6, Gbps(r.bytes, us), 100 * Gbps(r.bytes, us) / copy, r.dense_us,
+                  r.dense_us / us, ratio.c_str());
+    }
+  }
+  std::printf("(us: medians of %d launches; MB/step by akv.md §7; %%copy of %.0f GB/s; acceptance: >= 70%% at "
+              "n_warm >= 8192)\n", a.iters, copy);
+  for (const Row& r : rows) {
+    std::printf("bytes read b=%d n_warm=%d: dense %.2f MB (%.1f us, %.1f%% of copy), akv %.2f MB: dense/akv %.2fx\n",
+                r.bits, r.n_warm, r.dense_bytes / 1e6, r.dense_us, 100 * Gbps(r.dense_bytes, r.dense_us) / copy,
+                r.bytes / 1e6, r.dense_bytes / r.bytes);
+  }
+
+  if (!a.out.empty()) {
+    FILE* f = std::fopen(a.out.c_str(), "w");
+    if (f == nullptr) { std::fprintf(stderr, "cannot write %s\n", a.out.c_str()); return 1; }
+    std::fprintf(f, "{\n  \"bench\": \"akv_attention\",\n  \"commit\": \"%s\",\n  \"device\": \"%s\",\n",
+                 a.commit.c_str(), prop.name);
+    std::fprintf(f, "  \"copy_bandwidth_gbps\": %.1f,\n  \"num_sms\": %d,\n  \"l2_bytes\": %d,\n", copy, sms,
+                 prop.l2CacheSize);
+    std::fprintf(f, "  \"iters\": %d,\n  \"warmup\": %d,\n  \"statistic\": \"median\",\n", a.iters, a.warmup);
+    std::fprintf(f, "  \"bytes_model\": \"akv.md 7: n_hot*2*Hkv*D*2 + n_warm*2*Hkv*(D*b/8 + 4*D/g) + "
+                 "4*(n_hot + n_warm) + 2*Hq*D*2; dense: 2*T*Hkv*D*2 + 2*Hq*D*2\",\n");
+    std::fprintf(f, "  \"acceptance\": \"gbps >= 0.7 * copy_bandwidth_gbps at n_warm >= 8192\",\n  \"checks\": [");
+    for (size_t i = 0; i < checks.size(); ++i) {
+      std::fprintf(f, "%s{\"bits\": %d, \"n_warm\": %d, \"tc_vs_cc_max_rel_err\": %s}", i ? ", " : "",
+                   checks[i].first, kCheckWarm, Num(checks[i].second, 8).c_str());
+    }
+    std::fprintf(f, "],\n  \"points\": [\n");
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const Row& r = rows[i];
+      for (const bool tc : {false, true}) {
+        const double us = tc ? r.tc_us : r.cc_us;  // < 0 (n/a): Num writes null
+        std::fprintf(f, "    {\"bits\": %d, \"n_hot\": %d, \"n_warm\": %d, \"tokens\": %d, \"Hq\": %d, \"Hkv\": %d, "
+                     "\"D\": %d, \"group_size\": %d, \"dtype\": \"bf16\", \"path\": \"%s\", \"available\": %s, "
+                     "\"splits\": %d, \"layers\": %d, \"time_us\": %s, \"bytes\": %.0f, \"mb_per_step\": %.3f, "
+                     "\"gbps\": %s, \"pct_of_copy\": %s, \"dense_splits\": %d, \"dense_time_us\": %.2f, "
+                     "\"dense_bytes\": %.0f, \"dense_gbps\": %.1f, \"dense_pct_of_copy\": %.1f, "
+                     "\"speedup_vs_dense\": %s, \"bytes_ratio_dense_over_akv\": %.3f, \"tc_over_cc_speedup\": %s}%s\n",
+                     r.bits, kNHot, r.n_warm, kNHot + r.n_warm, kHq, kHkv, kD, kGroup, tc ? "tensor_core" : "cuda_core",
+                     us >= 0 ? "true" : "false", r.splits, r.layers, Num(us).c_str(), r.bytes, r.bytes / 1e6,
+                     Num(Gbps(r.bytes, us), 1).c_str(), Num(100 * Gbps(r.bytes, us) / copy, 1).c_str(),
+                     r.dense_splits, r.dense_us, r.dense_bytes, Gbps(r.dense_bytes, r.dense_us),
+                     100 * Gbps(r.dense_bytes, r.dense_us) / copy, Num(r.dense_us / us, 3).c_str(),
+                     r.dense_bytes / r.bytes, Num(r.cc_us / r.tc_us, 3).c_str(), i + 1 < rows.size() || !tc ? "," : "");
+      }
+    }
+    std::fprintf(f, "  ]\n}\n");
+    std::fclose(f);
+    std::printf("wrote %s\n", a.out.c_str());
+  }
+  cudaFree(io.q), cudaFree(io.out), cudaFree(io.q_pos), cudaFree(io.lse), cudaFree(io.po), cudaFree(io.pl);
+  return 0;
+}
