@@ -33,6 +33,8 @@ namespace kvstream {
 inline constexpr int kAkvAttnMaxSplits = 128;
 inline constexpr int kAkvAttnSplitAlign = 16;      // split boundaries: multiples of this
 inline constexpr int kAkvAttnMinSplitTokens = 128;  // planner: fewest tokens per split
+inline constexpr int kAkvAttnMmaMaxGroup = 8;       // tensor-core decode: query heads per KV head
+inline constexpr int kAkvAttnMmaCtasPerSm = 2;      // its __launch_bounds__ residency
 
 // Which CUDA kernel serves a launch. kAuto: the tensor-core decode kernel
 // (akv_attention_mma.cuh) where it applies (M = 1, bf16, Hq/Hkv <= 16,
@@ -71,8 +73,9 @@ KV_HD void AkvAttentionSplitRange(int t, int num_splits, int split, int* begin, 
   *end = (t - *begin) < chunk ? t : *begin + chunk;
 }
 
-// S for a decode step (M = 1): one wave of resident CTAs (2-4 per SM by
-// query vectors per CTA) over Hkv * chunks CTAs,
+// S for a decode step (M = 1): one wave of resident CTAs (tensor-core
+// kernel where G <= kAkvAttnMmaMaxGroup: kAkvAttnMmaCtasPerSm per SM over Hkv
+// CTAs; else 2-4 per SM by query vectors per CTA over Hkv * chunks CTAs),
 // at least kAkvAttnMinSplitTokens tokens per split; prefill (M > 1) gets 1.
 // max_tokens = C_hot + C_warm bounds n_hot + n_warm.
 int PlanAkvAttentionSplits(int num_rows, int num_heads, int num_kv_heads, int max_tokens, int num_sms);

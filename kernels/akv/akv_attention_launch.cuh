@@ -6,9 +6,11 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/akv/akv_attention.h"
 #include "kernels/akv/akv_attention_kernel.cuh"
+#include "kernels/akv/akv_attention_mma.cuh"
 #include "kernels/akv/inst/akv_attention_inst.h"
 #include "kernels/cuda_check.h"
 
@@ -92,6 +94,11 @@ cudaError_t LaunchAkvAttentionTyped(const AkvAttentionParams& p, cudaStream_t st
     return cudaErrorInvalidValue;
   if (static_cast<int64_t>(lay.num_kv_heads) * a.chunks > 65535 || (p.num_rows + a.rpc - 1) / a.rpc > 65535)
     return cudaErrorInvalidValue;  // grid y/z limits
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    if (p.path != AkvAttnPath::kCudaCore && akv_mma_detail::MmaApplies(a))
+      return akv_mma_detail::LaunchMma<D>(a, lay.warm_bits, stream);
+  }
+  if (p.path == AkvAttnPath::kTensorCore) return cudaErrorInvalidValue;  // does not apply here
   switch (lay.warm_bits) {
     case 2: return LaunchBits<T, D, 2>(a, qv, stream);
     case 4: return LaunchBits<T, D, 4>(a, qv, stream);

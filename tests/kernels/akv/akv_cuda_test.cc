@@ -135,11 +135,12 @@ AttnRun RunTwin(AkvProblem& pr, int splits) {
 
 // Launches on device copies (outputs poisoned with 0xff = NaN), optionally
 // inside a graph replayed after the counts change to `replay_counts`.
-AttnRun RunGpu(AkvProblem& pr, int splits) {
+AttnRun RunGpu(AkvProblem& pr, int splits, AkvAttnPath path = AkvAttnPath::kAuto) {
   DeviceArena arena;
   const DeviceTiers d = testing::UploadTiers(pr, &arena);
   const size_t out_bytes = pr.OutElems() * KvDTypeSize(pr.s.dtype);
   AkvAttentionParams p = pr.Attention(arena.Alloc(out_bytes), nullptr, 0, splits);
+  p.path = path;
   const AkvAttentionWorkspaceBytes ws = AkvAttentionWorkspace(pr.s.rows, pr.s.num_heads, splits, pr.s.head_dim);
   p.tiers = d.tiers;
   p.q = d.q;
@@ -198,10 +199,17 @@ TEST(AkvCuda, DecodeAttentionMatchesTwin) {
           AkvProblem pr = MakeAkvProblem(s, 1000 + D + G * 7 + n_hot + n_warm);
           const int planned = PlanAkvAttentionSplits(1, s.num_heads, 2, pr.lay.hot_capacity + pr.lay.warm_capacity,
                                                      NumSms());
+          // bf16 with G <= 8 has two kernels: the CUDA-core one and the tensor-core one (kAuto's pick).
+          const bool two = dtype == KvDType::kBf16 && G <= kAkvAttnMmaMaxGroup;
           for (int splits : {1, planned, 7}) {
-            const std::string what = Cat(KvDTypeName(dtype), " D", D, " G", G, " hot ", n_hot, " warm ", n_warm,
-                                         " b", bits, " S", splits);
-            ExpectClose(RunGpu(pr, splits), RunTwin(pr, splits), dtype, what);
+            const AttnRun want = RunTwin(pr, splits);
+            for (AkvAttnPath path : {AkvAttnPath::kCudaCore, AkvAttnPath::kTensorCore}) {
+              if (path == AkvAttnPath::kTensorCore && !two) continue;
+              const std::string what =
+                  Cat(KvDTypeName(dtype), " D", D, " G", G, " hot ", n_hot, " warm ", n_warm, " b", bits, " S", splits,
+                      path == AkvAttnPath::kTensorCore ? " tensor-core" : " cuda-core");
+              ExpectClose(RunGpu(pr, splits, path), want, dtype, what);
+            }
           }
         }
       }
@@ -332,6 +340,12 @@ TEST(AkvCuda, LaunchersRejectUnsupportedOrMisalignedParams) {
   EXPECT_EQ(LaunchAkvMixedAttention(p, nullptr), cudaErrorInvalidValue);
   p = pr.Attention(fake, nullptr);
   p.q_stride_h = 68;  // not a multiple of 8 bf16 elements
+  EXPECT_EQ(LaunchAkvMixedAttention(p, nullptr), cudaErrorInvalidValue);
+  AkvShape s9 = s;
+  s9.num_kv_heads = 1, s9.num_heads = kAkvAttnMmaMaxGroup + 1;
+  AkvProblem pr9 = MakeAkvProblem(s9, 4);
+  p = pr9.Attention(fake, nullptr);
+  p.path = AkvAttnPath::kTensorCore;  // more query heads per KV head than the tensor-core kernel serves
   EXPECT_EQ(LaunchAkvMixedAttention(p, nullptr), cudaErrorInvalidValue);
   AkvQuantizeParams q;
   q.rows = 1, q.num_kv_heads = 1, q.head_dim = 96, q.bits = 4, q.group_size = 32;
