@@ -4,6 +4,7 @@
 # KVSTREAM_CUDA=ON for sm_90a (+PTX), runs the CUDA tests and the benchmarks,
 # and writes logs and JSON under $OUT.
 #   run.sh [stage ...]   stages: build test bench model e2e baseline engine (default: build test bench)
+#   build:    configure + build (BUILD_TARGETS: cmake targets to build, default all)
 #   model:    keeps the carried model parts under /opt/deps and joins them into models/ (see stage.sh)
 #   e2e:      end-to-end decode bench, synthetic Llama-3-8B (bench/e2e/decode_e2e_bench.cc)
 #   baseline: the compiled-PyTorch decoder on the same points (bench/e2e/gpt_fast_baseline.py)
@@ -51,7 +52,7 @@ if want build; then
     -DCMAKE_CUDA_ARCHITECTURES="90a-real;90-virtual" -DKVSTREAM_PTXAS_VERBOSE=ON > "$OUT/configure.log" 2>&1 || { tail -40 "$OUT/configure.log"; exit 1; }
   log "build"
   SECONDS=0
-  cmake --build build-gpu -j"$(nproc)" > "$OUT/build.log" 2>&1 || { grep -E "error|Error" "$OUT/build.log" | head -40; exit 1; }
+  cmake --build build-gpu -j"$(nproc)" --target ${BUILD_TARGETS:-all} > "$OUT/build.log" 2>&1 || { grep -E "error|Error" "$OUT/build.log" | head -40; exit 1; }
   log "built in ${SECONDS}s"
 fi
 if want test; then

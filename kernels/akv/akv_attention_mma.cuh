@@ -29,8 +29,14 @@
 //           2tig+1, 8+2tig, 9+2tig at dims [gid * D/8, (gid + 1) * D/8):
 //           column gid of n-tile j is dim gid * D/8 + j; a pair across two
 //           tokens comes from one PRMT of their code words.
-// Loads are plain 4-32 byte vector loads, the next block's issued before the
-// math of the current one (warm tier; the hot tier is short and unbuffered).
+// Loads (warm tier): each warp streams its blocks through a shared-memory
+// ring with cp.async, kStages - 1 blocks in flight (the first version held
+// one block ahead in registers and was latency bound: ~0.5 of the bytes in
+// flight needed at 16K+ tokens per SM, bench/results/gpu/akv_attention_*).
+// A lane copies and reads back its own code bytes (lane-major slots: no bank
+// conflicts); the block's scale/zero groups and positions are copied by the
+// warp together and read after a __syncwarp. The hot tier (bf16, short) is
+// read with plain vector loads.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -42,6 +48,7 @@
 
 #include "kernels/akv/akv_attention.h"
 #include "kernels/akv/akv_attention_kernel.cuh"
+#include "kernels/common/cp_async.cuh"
 #include "kernels/common/device_math.cuh"
 #include "kernels/cuda_check.h"
 
@@ -54,6 +61,8 @@ constexpr int kThreads = kWarps * 32;
 constexpr float kNegInf = -__builtin_huge_valf();
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr uint32_t kMagic = 0x64006400u;  // fp16x2 (1024, 1024): 0x6400 | c == 1024 + c for c < 1024
+constexpr int kWarpRingBytes = 20 * 1024;  // shared memory per warp for the warm ring (2 CTAs per SM)
+constexpr int kMaxStages = 8;
 
 template <int D, int B>
 struct MGeo {
@@ -66,6 +75,75 @@ struct MGeo {
   static constexpr int kPpw = 16 / B;             // fp16 pairs per 32-bit code word
   static constexpr int kEph = 16 / B;             // codes per 16 bits
 };
+
+// One warp's warm ring: kStages stages of one 16-token block each.
+//   K   [2 tokens][kKChunks][32 lanes][kKChunk]   lane-major, each lane its own run
+//   V   [4 tokens][kVChunks][32 lanes][kVChunk]   (a 2-byte run: its aligned 4 bytes)
+//   S   [4: K scale, K zero, V scale, V zero][16 tokens] 8-byte slots: the token's
+//       Gn fp16 groups (Gn = 1: the aligned 4 bytes holding the one group)
+//   P   [16 tokens] int32 positions
+template <int D, int B>
+struct WarmRing {
+  using G = MGeo<D, B>;
+  static constexpr int kKChunk = G::kKBytes < 16 ? G::kKBytes : 16;
+  static constexpr int kKChunks = G::kKBytes / kKChunk;
+  static constexpr int kVCopy = G::kVBytes < 4 ? 4 : G::kVBytes;
+  static constexpr int kVChunk = kVCopy < 16 ? kVCopy : 16;
+  static constexpr int kVChunks = kVCopy / kVChunk;
+  static constexpr int kKOff = 0;
+  static constexpr int kVOff = kKOff + 2 * G::kKBytes * 32;
+  static constexpr int kSOff = kVOff + 4 * kVCopy * 32;
+  static constexpr int kPOff = kSOff + 4 * 16 * 8;
+  static constexpr int kStageBytes = kPOff + 16 * 4;
+  static constexpr int kStages = kWarpRingBytes / kStageBytes < kMaxStages ? kWarpRingBytes / kStageBytes : kMaxStages;
+  static constexpr int kWarpBytes = kStages * kStageBytes;
+  static constexpr int kMergeFloats = kAkvAttnMmaMaxGroup * D + 2 * kAkvAttnMmaMaxGroup;  // o[8][D], m[8], l[8]
+  static_assert(kStages >= 2, "the ring needs a stage in flight");
+  static_assert(kMergeFloats * 4 <= kWarpBytes, "the warp merge reuses the ring");
+  static_assert(kStageBytes % 16 == 0, "stages keep 16-byte alignment");
+};
+
+// Enqueues the copies of the block at warm row tb into ring stage st.
+template <int D, int B>
+__device__ __forceinline__ void IssueWarm(const AttnArgs& a, int kvh, int tb, int seg_e, int lane, uint8_t* st) {
+  using G = MGeo<D, B>;
+  using R = WarmRing<D, B>;
+  constexpr int kCb = D * B / 8;
+  const int gid = lane / 4, tig = lane % 4;
+#pragma unroll
+  for (int x = 0; x < 2; ++x) {
+    const int t = tb + 8 * x + gid;
+    const bool valid = t < seg_e;
+    const uint8_t* src = a.warm_k + (valid ? static_cast<int64_t>(t) * a.num_kv_heads + kvh : 0) * kCb + tig * G::kKBytes;
+#pragma unroll
+    for (int c = 0; c < R::kKChunks; ++c)
+      CpAsync<R::kKChunk>(st + R::kKOff + ((x * R::kKChunks + c) * 32 + lane) * R::kKChunk, src + c * R::kKChunk, valid);
+  }
+#pragma unroll
+  for (int u = 0; u < 4; ++u) {
+    const int t = tb + 8 * (u >> 1) + 2 * tig + (u & 1);
+    const bool valid = t < seg_e;
+    const int off = G::kVBytes < 4 ? (gid * G::kVBytes) & ~3 : gid * G::kVBytes;
+    const uint8_t* src = a.warm_v + (valid ? static_cast<int64_t>(t) * a.num_kv_heads + kvh : 0) * kCb + off;
+#pragma unroll
+    for (int c = 0; c < R::kVChunks; ++c)
+      CpAsync<R::kVChunk>(st + R::kVOff + ((u * R::kVChunks + c) * 32 + lane) * R::kVChunk, src + c * R::kVChunk, valid);
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int i = lane + 32 * r, arr = i / 16, j = i % 16, t = tb + j;
+    const bool valid = t < seg_e;
+    const uint16_t* base = arr == 0 ? a.wks : (arr == 1 ? a.wkz : (arr == 2 ? a.wvs : a.wvz));
+    const int64_t idx = (valid ? static_cast<int64_t>(t) * a.num_kv_heads + kvh : 0) * a.groups;
+    uint8_t* dst = st + R::kSOff + (arr * 16 + j) * 8;
+    if (a.groups == 4) CpAsync<8>(dst, base + idx, valid);
+    else CpAsync<4>(dst, base + (idx & ~int64_t{1}), valid);  // Gn = 2: aligned already
+  }
+  if (lane < 16) {
+    const int t = tb + lane;
+    CpAsync<4>(st + R::kPOff + lane * 4, a.warm_pos + (t < seg_e ? t : 0), t < seg_e);
+  }
+}
 
 // Dims (offsets in the lane's K run) of warm pair p, in the unpack's order:
 // b=4: word p/4, codes (k, k+4); b=2: word p/8, codes (k, k+8); b=8: word
@@ -144,10 +222,24 @@ __device__ __forceinline__ void LoadWords(const void* p, uint32_t* words) {
   }
 }
 
-// One 16-token block's loads for one lane: K of tokens gid and 8 + gid, V
+// NB bytes of shared memory (NB-aligned) into words.
+template <int NB>
+__device__ __forceinline__ void ChunkToWords(const uint8_t* p, uint32_t* words) {
+  if constexpr (NB == 16) {
+    const uint4 v = *reinterpret_cast<const uint4*>(p);
+    words[0] = v.x, words[1] = v.y, words[2] = v.z, words[3] = v.w;
+  } else if constexpr (NB == 8) {
+    const uint2 v = *reinterpret_cast<const uint2*>(p);
+    words[0] = v.x, words[1] = v.y;
+  } else {
+    words[0] = *reinterpret_cast<const uint32_t*>(p);
+  }
+}
+
+// One 16-token block as one lane holds it: K of tokens gid and 8 + gid, V
 // and positions of tokens 2tig, 2tig+1, 8+2tig, 9+2tig (the tokens of the
 // lane's scores); warm: the groups' scale/zero bits. Rows past the segment
-// load as zeros with position INT_MAX (masked; zero V keeps 0 * v finite).
+// are zeros with position INT_MAX (masked; zero V keeps 0 * v finite).
 template <int D, int B, bool kWarm>
 struct Block {
   using G = MGeo<D, B>;
@@ -159,43 +251,65 @@ struct Block {
   int pos[4];
   uint16_t ks[2], kz[2], vs[4], vz[4];  // warm only (fp16 bits)
 
+  // Hot: this lane's part of the block at hot row tb, plain vector loads.
   __device__ __forceinline__ void Load(const AttnArgs& a, int kvh, int tb, int seg_e, int gid, int tig) {
+    static_assert(!kWarm, "warm blocks come through the ring (FromRing)");
+    const auto* hot_k = static_cast<const __nv_bfloat16*>(a.hot_k);
+    const auto* hot_v = static_cast<const __nv_bfloat16*>(a.hot_v);
 #pragma unroll
     for (int x = 0; x < 2; ++x) {
       const int t = tb + 8 * x + gid;
-      const int64_t slice = static_cast<int64_t>(t) * a.num_kv_heads + kvh;
 #pragma unroll
       for (int w = 0; w < kKW; ++w) k[x][w] = 0;
-      if constexpr (kWarm) ks[x] = kz[x] = 0;
-      if (t < seg_e) {
-        if constexpr (kWarm) {
-          LoadWords<kKB>(a.warm_k + slice * (D * B / 8) + tig * kKB, k[x]);
-          const int64_t gi = slice * a.groups + tig * G::kKd / a.group_size;
-          ks[x] = __ldg(a.wks + gi), kz[x] = __ldg(a.wkz + gi);
-        } else {
-          LoadWords<kKB>(static_cast<const __nv_bfloat16*>(a.hot_k) + slice * D + tig * G::kKd, k[x]);
-        }
-      }
+      if (t < seg_e) LoadWords<kKB>(hot_k + (static_cast<int64_t>(t) * a.num_kv_heads + kvh) * D + tig * G::kKd, k[x]);
     }
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
       const int t = tb + 8 * (u >> 1) + 2 * tig + (u & 1);
-      const int64_t slice = static_cast<int64_t>(t) * a.num_kv_heads + kvh;
 #pragma unroll
       for (int w = 0; w < kVW; ++w) v[u][w] = 0;
       pos[u] = INT_MAX;
-      if constexpr (kWarm) vs[u] = vz[u] = 0;
       if (t < seg_e) {
-        if constexpr (kWarm) {
-          LoadWords<kVB>(a.warm_v + slice * (D * B / 8) + gid * kVB, v[u]);
-          const int64_t gi = slice * a.groups + gid * G::kVd / a.group_size;
-          vs[u] = __ldg(a.wvs + gi), vz[u] = __ldg(a.wvz + gi);
-          pos[u] = __ldg(a.warm_pos + t);
-        } else {
-          LoadWords<kVB>(static_cast<const __nv_bfloat16*>(a.hot_v) + slice * D + gid * G::kVd, v[u]);
-          pos[u] = __ldg(a.hot_pos + t);
-        }
+        LoadWords<kVB>(hot_v + (static_cast<int64_t>(t) * a.num_kv_heads + kvh) * D + gid * G::kVd, v[u]);
+        pos[u] = __ldg(a.hot_pos + t);
       }
+    }
+  }
+
+  // Warm: this lane's part of the block at warm row tb from ring stage st
+  // (its copies have landed and the warp has passed a __syncwarp).
+  __device__ __forceinline__ void FromRing(const AttnArgs& a, int kvh, int tb, int seg_e, int lane, const uint8_t* st) {
+    static_assert(kWarm, "the ring holds warm blocks");
+    using R = WarmRing<D, B>;
+    const int gid = lane / 4, tig = lane % 4;
+#pragma unroll
+    for (int x = 0; x < 2; ++x) {
+#pragma unroll
+      for (int c = 0; c < R::kKChunks; ++c)
+        ChunkToWords<R::kKChunk>(st + R::kKOff + ((x * R::kKChunks + c) * 32 + lane) * R::kKChunk, k[x] + c * R::kKChunk / 4);
+    }
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+#pragma unroll
+      for (int c = 0; c < R::kVChunks; ++c)
+        ChunkToWords<R::kVChunk>(st + R::kVOff + ((u * R::kVChunks + c) * 32 + lane) * R::kVChunk, v[u] + c * R::kVChunk / 4);
+      if constexpr (G::kVBytes < 4) v[u][0] >>= ((gid * G::kVBytes) & 3) * 8;  // the lane's 2 bytes to the bottom
+    }
+    const uint16_t* sc = reinterpret_cast<const uint16_t*>(st + R::kSOff);  // [4][16] slots of 4 uint16
+    const int* ps = reinterpret_cast<const int*>(st + R::kPOff);
+    const int grp_k = tig * G::kKd / a.group_size, grp_v = gid * G::kVd / a.group_size;
+    // Gn = 1 slots hold the aligned pair of fp16 values around the token's one group.
+    const auto slot = [&](int arr, int j, int grp) {
+      const int half = a.groups == 1 ? ((tb + j) * a.num_kv_heads + kvh) & 1 : grp;
+      return sc[(arr * 16 + j) * 4 + half];
+    };
+#pragma unroll
+    for (int x = 0; x < 2; ++x) ks[x] = slot(0, 8 * x + gid, grp_k), kz[x] = slot(1, 8 * x + gid, grp_k);
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const int j = 8 * (u >> 1) + 2 * tig + (u & 1);
+      vs[u] = slot(2, j, grp_v), vz[u] = slot(3, j, grp_v);
+      pos[u] = tb + j < seg_e ? ps[j] : INT_MAX;
     }
   }
 
@@ -237,14 +351,18 @@ template <int D, int B, bool kWarm>
 __device__ __forceinline__ void Attend(const Block<D, B, kWarm>& blk, const uint32_t* qa, float scale_log2, int qpos,
                                        Softmax<D>& st) {
   using G = MGeo<D, B>;
-  float c[2][4];
+  // Two accumulators per tile (even / odd k steps): four independent mma chains, not two.
+  float c[2][2][4];
 #pragma unroll
   for (int x = 0; x < 2; ++x) {
-    c[x][0] = c[x][1] = c[x][2] = c[x][3] = 0.0f;
 #pragma unroll
-    for (int s = 0; s < G::kSteps; ++s) Mma(c[x], qa[2 * s], qa[2 * s + 1], blk.KPair(x, 2 * s), blk.KPair(x, 2 * s + 1));
+    for (int h = 0; h < 2; ++h) c[x][h][0] = c[x][h][1] = c[x][h][2] = c[x][h][3] = 0.0f;
+#pragma unroll
+    for (int s = 0; s < G::kSteps; ++s)
+      Mma(c[x][s & 1], qa[2 * s], qa[2 * s + 1], blk.KPair(x, 2 * s), blk.KPair(x, 2 * s + 1));
   }
-  float p[4] = {c[0][0], c[0][1], c[1][0], c[1][1]};  // tokens 2tig, 2tig+1, 8+2tig, 9+2tig: blk.pos order
+  // tokens 2tig, 2tig+1, 8+2tig, 9+2tig: blk.pos order
+  float p[4] = {c[0][0][0] + c[0][1][0], c[0][0][1] + c[0][1][1], c[1][0][0] + c[1][1][0], c[1][0][1] + c[1][1][1]};
   float mx = st.m;
 #pragma unroll
   for (int u = 0; u < 4; ++u) {
@@ -275,20 +393,34 @@ __device__ __forceinline__ void Attend(const Block<D, B, kWarm>& blk, const uint
 // Tokens [seg_b, seg_e) of one tier, blocks dealt to warps round robin.
 template <int D, int B, bool kWarm>
 __device__ __forceinline__ void Segment(const AttnArgs& a, int kvh, int seg_b, int seg_e, int warp, int gid, int tig,
-                                        const uint32_t* qa, int qpos, Softmax<D>& st) {
+                                        const uint32_t* qa, int qpos, uint8_t* ring, Softmax<D>& st) {
   const int n_blocks = seg_e > seg_b ? (seg_e - seg_b + 15) / 16 : 0;
   int b = warp;
   if (b >= n_blocks) return;
   if constexpr (kWarm) {
-    Block<D, B, true> cur;
-    cur.Load(a, kvh, seg_b + 16 * b, seg_e, gid, tig);
-    for (; b < n_blocks; b += kWarps) {
-      Block<D, B, true> nxt;
-      const bool more = b + kWarps < n_blocks;  // warp-uniform
-      if (more) nxt.Load(a, kvh, seg_b + 16 * (b + kWarps), seg_e, gid, tig);
-      Attend(cur, qa, a.scale_log2, qpos, st);
-      if (more) cur = nxt;
+    using R = WarmRing<D, B>;
+    const int lane = 4 * gid + tig;
+    const int n_mine = (n_blocks - warp + kWarps - 1) / kWarps;  // blocks warp, warp + kWarps, ...
+    const auto row_of = [&](int i) { return seg_b + 16 * (warp + kWarps * i); };
+#pragma unroll
+    for (int s = 0; s < R::kStages - 1; ++s) {
+      if (s < n_mine) IssueWarm<D, B>(a, kvh, row_of(s), seg_e, lane, ring + s * R::kStageBytes);
+      CpAsyncCommit();
     }
+    for (int i = 0; i < n_mine; ++i) {
+      // NOTE(akv): the stage refilled here was read in step i - 1, by every
+      // lane (the shared slots): the warp barrier orders those reads first.
+      __syncwarp();
+      const int ahead = i + R::kStages - 1;
+      if (ahead < n_mine) IssueWarm<D, B>(a, kvh, row_of(ahead), seg_e, lane, ring + (ahead % R::kStages) * R::kStageBytes);
+      CpAsyncCommit();
+      CpAsyncWait<R::kStages - 1>();  // this lane's copies of step i have landed
+      __syncwarp();                   // and every lane's (the shared slots)
+      Block<D, B, true> blk;
+      blk.FromRing(a, kvh, row_of(i), seg_e, lane, ring + (i % R::kStages) * R::kStageBytes);
+      Attend(blk, qa, a.scale_log2, qpos, st);
+    }
+    CpAsyncWait<0>();
   } else {
     for (; b < n_blocks; b += kWarps) {
       Block<D, B, false> cur;
@@ -301,8 +433,10 @@ __device__ __forceinline__ void Segment(const AttnArgs& a, int kvh, int seg_b, i
 template <int D, int B>
 __global__ void __launch_bounds__(kThreads, 2) AkvAttentionMmaKernel(const AttnArgs a) {
   using G = MGeo<D, B>;
-  constexpr int kRowFloats = kAkvAttnMmaMaxGroup * D + 2 * kAkvAttnMmaMaxGroup;  // o[8][D], m[8], l[8]
-  __shared__ __align__(16) float smem[kWarps * kRowFloats];
+  using R = WarmRing<D, B>;
+  constexpr int kRowFloats = R::kWarpBytes / 4;  // per-warp region: the ring, then o[8][D], m[8], l[8]
+  extern __shared__ uint4 akv_mma_smem[];        // kWarps * R::kWarpBytes
+  float* smem = reinterpret_cast<float*>(akv_mma_smem);
 
   const int split = blockIdx.x, kvh = blockIdx.y;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gid = lane / 4, tig = lane % 4;
@@ -332,8 +466,10 @@ __global__ void __launch_bounds__(kThreads, 2) AkvAttentionMmaKernel(const AttnA
   st.m = kNegInf, st.l = 0.0f;
 #pragma unroll
   for (int j = 0; j < G::kVd; ++j) st.acc[j][0] = st.acc[j][1] = st.acc[j][2] = st.acc[j][3] = 0.0f;
-  Segment<D, B, false>(a, kvh, begin, min(end, n_hot), warp, gid, tig, qa, qpos, st);
-  Segment<D, B, true>(a, kvh, max(begin, n_hot) - n_hot, max(end - n_hot, 0), warp, gid, tig, qa, qpos, st);
+  uint8_t* ring = reinterpret_cast<uint8_t*>(akv_mma_smem) + warp * R::kWarpBytes;
+  Segment<D, B, false>(a, kvh, begin, min(end, n_hot), warp, gid, tig, qa, qpos, ring, st);
+  Segment<D, B, true>(a, kvh, max(begin, n_hot) - n_hot, max(end - n_hot, 0), warp, gid, tig, qa, qpos, ring, st);
+  __syncwarp();  // the warp's ring reads are done before its merge rows overwrite them
   st.l += __shfl_xor_sync(0xffffffffu, st.l, 1);
   st.l += __shfl_xor_sync(0xffffffffu, st.l, 2);
 
@@ -386,7 +522,11 @@ __global__ void __launch_bounds__(kThreads, 2) AkvAttentionMmaKernel(const AttnA
 template <int D, int B>
 cudaError_t LaunchMmaBits(const AttnArgs& a, cudaStream_t stream) {
   const dim3 grid(a.num_splits, a.num_kv_heads);
-  AkvAttentionMmaKernel<D, B><<<grid, kThreads, 0, stream>>>(a);
+  constexpr int kSmem = kWarps * WarmRing<D, B>::kWarpBytes;
+  // Above the 48 KB default: an attribute of the function, set (idempotently) per launch, so it
+  // holds on every device and inside graph capture; it neither allocates nor syncs.
+  KV_CUDA_CHECK(cudaFuncSetAttribute(AkvAttentionMmaKernel<D, B>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+  AkvAttentionMmaKernel<D, B><<<grid, kThreads, kSmem, stream>>>(a);
   KV_CUDA_CHECK(cudaGetLastError());
   if (a.num_splits > 1) {
     const unsigned blocks = static_cast<unsigned>((static_cast<int64_t>(a.num_heads) + 3) / 4);

@@ -17,6 +17,21 @@ __device__ __forceinline__ void CpAsync16(void* smem, const void* gmem, bool val
                : "memory");
 }
 
+// N = 4 or 8 bytes (cached at all levels: the .cg form takes 16 only); N =
+// 16 is CpAsync16. gmem and smem N-byte aligned; !valid writes N zero bytes.
+template <int N>
+__device__ __forceinline__ void CpAsync(void* smem, const void* gmem, bool valid) {
+  static_assert(N == 4 || N == 8 || N == 16, "cp.async copies 4, 8 or 16 bytes");
+  if constexpr (N == 16) {
+    CpAsync16(smem, gmem, valid);
+  } else {
+    const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+    const int src_bytes = valid ? N : 0;
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(dst), "l"(gmem), "n"(N), "r"(src_bytes)
+                 : "memory");
+  }
+}
+
 __device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 
 // Waits until at most N of this thread's most recent commit groups are pending.
