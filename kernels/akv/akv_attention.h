@@ -34,7 +34,17 @@ inline constexpr int kAkvAttnMaxSplits = 128;
 inline constexpr int kAkvAttnSplitAlign = 16;      // split boundaries: multiples of this
 inline constexpr int kAkvAttnMinSplitTokens = 128;  // planner: fewest tokens per split
 inline constexpr int kAkvAttnMmaMaxGroup = 8;       // tensor-core decode: query heads per KV head
-inline constexpr int kAkvAttnMmaCtasPerSm = 2;      // its __launch_bounds__ residency
+inline constexpr int kAkvAttnMmaMaxKvPerCta = 8;    // tensor-core decode: KV heads (warps) per CTA
+inline constexpr int kAkvAttnMmaMinSplitTokens = 64;  // tensor-core decode planner: fewest tokens per split
+
+// KV heads per CTA of the tensor-core decode kernel: the largest divisor of
+// Hkv up to kAkvAttnMmaMaxKvPerCta (the CTA shares their scale loads).
+KV_HD int AkvMmaKvHeadsPerCta(int num_kv_heads) {
+  for (int h = num_kv_heads < kAkvAttnMmaMaxKvPerCta ? num_kv_heads : kAkvAttnMmaMaxKvPerCta; h > 1; --h) {
+    if (num_kv_heads % h == 0) return h;
+  }
+  return 1;
+}
 
 // Which CUDA kernel serves a launch. kAuto: the tensor-core decode kernel
 // (akv_attention_mma.cuh) where it applies (M = 1, bf16, Hq/Hkv <= 16,
@@ -74,8 +84,9 @@ KV_HD void AkvAttentionSplitRange(int t, int num_splits, int split, int* begin, 
 }
 
 // S for a decode step (M = 1): one wave of resident CTAs (tensor-core
-// kernel where G <= kAkvAttnMmaMaxGroup: kAkvAttnMmaCtasPerSm per SM over Hkv
-// CTAs; else 2-4 per SM by query vectors per CTA over Hkv * chunks CTAs),
+// kernel where G <= kAkvAttnMmaMaxGroup: 8 warps per SM over Hkv / HC CTAs
+// of HC warps, at least kAkvAttnMmaMinSplitTokens tokens per split; else
+// 2-4 CTAs per SM by query vectors per CTA over Hkv * chunks CTAs),
 // at least kAkvAttnMinSplitTokens tokens per split; prefill (M > 1) gets 1.
 // max_tokens = C_hot + C_warm bounds n_hot + n_warm.
 int PlanAkvAttentionSplits(int num_rows, int num_heads, int num_kv_heads, int max_tokens, int num_sms);

@@ -70,10 +70,17 @@ int PlanAkvAttentionSplits(int num_rows, int num_heads, int num_kv_heads, int ma
   const int group = num_heads / num_kv_heads, chunks = (group + 7) / 8, hc = (group + chunks - 1) / chunks;
   int qv = 1;
   while (qv < hc) qv *= 2;
-  const bool mma = group <= kAkvAttnMmaMaxGroup;
-  const long long base = static_cast<long long>(num_kv_heads) * (mma ? 1 : chunks);
+  if (group <= kAkvAttnMmaMaxGroup) {  // tensor-core kernel: CTAs of hc warps, ~8 warps per SM
+    const int hc = AkvMmaKvHeadsPerCta(num_kv_heads);
+    const long long per_sm = std::max(1, 8 / hc), base = num_kv_heads / hc;
+    const long long splits = std::min({std::max<long long>(1, per_sm * num_sms / base),
+                                       std::max<long long>(1, max_tokens / kAkvAttnMmaMinSplitTokens),
+                                       static_cast<long long>(kAkvAttnMaxSplits)});
+    return static_cast<int>(splits);
+  }
+  const long long base = static_cast<long long>(num_kv_heads) * chunks;
   // Resident CTAs per SM of the attention kernel (its __launch_bounds__).
-  const long long per_sm = mma ? kAkvAttnMmaCtasPerSm : (qv == 1 ? 4 : (qv <= 4 ? 3 : 2));
+  const long long per_sm = qv == 1 ? 4 : (qv <= 4 ? 3 : 2);
   long long splits = std::max<long long>(1, per_sm * num_sms / base);
   splits = std::min({splits, std::max<long long>(1, max_tokens / kAkvAttnMinSplitTokens),
                      static_cast<long long>(kAkvAttnMaxSplits)});

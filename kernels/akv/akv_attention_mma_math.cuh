@@ -1,0 +1,245 @@
+// Per-lane math of the tensor-core AKV decode kernel (akv_attention_mma.cuh):
+// fragment geometry, code unpacking to fp16 pairs, the mma, one 16-token
+// block as a lane holds it, and the online-softmax update over a block.
+// The mapping it implements is described in akv_attention_mma.cuh.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <climits>
+#include <cstdint>
+
+#include "kernels/akv/akv_attention_kernel.cuh"
+#include "kernels/common/device_math.cuh"
+
+namespace kvstream::akv_mma_detail {
+
+using akv_attn_detail::AttnArgs;
+
+constexpr float kNegInf = -__builtin_huge_valf();
+constexpr float kLn2 = 0.6931471805599453f;
+constexpr uint32_t kMagic = 0x64006400u;  // fp16x2 (1024, 1024): 0x6400 | c == 1024 + c for c < 1024
+
+template <int D, int B>
+struct MGeo {
+  static constexpr int kKd = D / 4;               // K dims per lane and token
+  static constexpr int kVd = D / 8;               // V dims per lane and token = PV n-tiles
+  static constexpr int kSteps = D / 16;           // k16 steps of the score mma
+  static constexpr int kPairsK = kKd / 2;         // fp16 pairs of K per lane and token (2 per step)
+  static constexpr int kKBytes = kKd * B / 8;     // warm K code bytes per lane and token (4..32)
+  static constexpr int kVBytes = kVd * B / 8;     // warm V code bytes per lane and token (2..16)
+  static constexpr int kPpw = 16 / B;             // fp16 pairs per 32-bit code word
+  static constexpr int kEph = 16 / B;             // codes per 16 bits
+};
+
+// Dims (offsets in the lane's K run) of warm pair p, in the unpack's order:
+// b=4: word p/4, codes (k, k+4); b=2: word p/8, codes (k, k+8); b=8: word
+// p/2, codes (2k, 2k+1). Hot K pairs follow the same order, so one q
+// fragment serves both tiers.
+template <int B>
+__host__ __device__ constexpr int PairLo(int p) {
+  return B == 4 ? (p / 4) * 8 + p % 4 : (B == 2 ? (p / 8) * 16 + p % 8 : (p / 2) * 4 + (p % 2) * 2);
+}
+template <int B>
+__host__ __device__ constexpr int PairHi(int p) {
+  return PairLo<B>(p) + (B == 4 ? 4 : (B == 2 ? 8 : 1));
+}
+
+__device__ __forceinline__ uint32_t AndOr(uint32_t a, uint32_t b, uint32_t c) {  // (a & b) | c, one LOP3
+  uint32_t d;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+  return d;
+}
+
+// fp16x2 (1024 + code_lo, 1024 + code_hi) of pair k of word w (lo/hi as PairLo/PairHi).
+template <int B>
+__device__ __forceinline__ uint32_t CodePair(uint32_t w, int k) {
+  if constexpr (B == 4) return AndOr(w >> (4 * k), 0x000F000Fu, kMagic);
+  if constexpr (B == 2) return AndOr(w >> (2 * k), 0x00030003u, kMagic);
+  return __byte_perm(w, 0x64646464u, k == 0 ? 0x4140 : 0x4342);
+}
+
+// Same, for a word whose low 16 bits hold token a's codes and high 16 bits
+// token b's (PRMT of two tokens' words): fp16x2 (1024 + a_k, 1024 + b_k).
+template <int B>
+__device__ __forceinline__ uint32_t CodePairAcross(uint32_t y, int k) {
+  if constexpr (B == 4) return AndOr(y >> (4 * k), 0x000F000Fu, kMagic);
+  if constexpr (B == 2) return AndOr(y >> (2 * k), 0x00030003u, kMagic);
+  return __byte_perm(y, 0x64646464u, k == 0 ? 0x4240 : 0x4341);
+}
+
+__device__ __forceinline__ uint32_t H2U(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
+__device__ __forceinline__ __half2 U2H(uint32_t u) { return *reinterpret_cast<__half2*>(&u); }
+
+// value = (code pair - 1024) * scale + zero, fp16x2.
+__device__ __forceinline__ uint32_t Dequant(uint32_t magic_pair, __half2 scale, __half2 zero) {
+  return H2U(__hfma2(__hsub2(U2H(magic_pair), U2H(kMagic)), scale, zero));
+}
+
+// bf16 element e of a run of bf16 pairs, as fp32 (exact).
+__device__ __forceinline__ float Bf16At(const uint32_t* w, int e) {
+  return __uint_as_float((e & 1) ? (w[e >> 1] & 0xffff0000u) : (w[e >> 1] << 16));
+}
+__device__ __forceinline__ uint32_t PackF16(float lo, float hi) { return H2U(__floats2half2_rn(lo, hi)); }
+
+__device__ __forceinline__ void Mma(float (&c)[4], uint32_t a0, uint32_t a2, uint32_t b0, uint32_t b1) {
+  // A rows 8..15 (a1, a3) are zero: the group has at most 8 query heads.
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
+}
+
+// NB bytes at p (NB-aligned) into words (NB < 4: the low bytes of words[0]).
+template <int NB>
+__device__ __forceinline__ void LoadWords(const void* p, uint32_t* words) {
+  if constexpr (NB >= 16) {
+#pragma unroll
+    for (int i = 0; i < NB / 16; ++i) {
+      const uint4 v = __ldg(static_cast<const uint4*>(p) + i);
+      words[4 * i] = v.x, words[4 * i + 1] = v.y, words[4 * i + 2] = v.z, words[4 * i + 3] = v.w;
+    }
+  } else if constexpr (NB == 8) {
+    const uint2 v = __ldg(static_cast<const uint2*>(p));
+    words[0] = v.x, words[1] = v.y;
+  } else if constexpr (NB == 4) {
+    words[0] = __ldg(static_cast<const uint32_t*>(p));
+  } else {
+    words[0] = __ldg(static_cast<const uint16_t*>(p));
+  }
+}
+
+// NB bytes of shared memory (NB-aligned) into words.
+template <int NB>
+__device__ __forceinline__ void ChunkToWords(const uint8_t* p, uint32_t* words) {
+  if constexpr (NB == 16) {
+    const uint4 v = *reinterpret_cast<const uint4*>(p);
+    words[0] = v.x, words[1] = v.y, words[2] = v.z, words[3] = v.w;
+  } else if constexpr (NB == 8) {
+    const uint2 v = *reinterpret_cast<const uint2*>(p);
+    words[0] = v.x, words[1] = v.y;
+  } else {
+    words[0] = *reinterpret_cast<const uint32_t*>(p);
+  }
+}
+
+// One 16-token block as one lane holds it: K of tokens gid and 8 + gid, V
+// and positions of tokens 2tig, 2tig+1, 8+2tig, 9+2tig (the tokens of the
+// lane's scores); warm: the groups' scale/zero bits. Rows past the segment
+// are zeros with position INT_MAX (masked; zero V keeps 0 * v finite).
+template <int D, int B, bool kWarm>
+struct Block {
+  using G = MGeo<D, B>;
+  static constexpr int kKB = kWarm ? G::kKBytes : G::kKd * 2;  // K bytes per lane and token
+  static constexpr int kVB = kWarm ? G::kVBytes : G::kVd * 2;
+  static constexpr int kKW = kKB / 4, kVW = (kVB + 3) / 4;
+  uint32_t k[2][kKW];
+  uint32_t v[4][kVW];
+  int pos[4];
+  uint16_t ks[2], kz[2], vs[4], vz[4];  // warm only (fp16 bits)
+
+  // Hot: this lane's part of the block at hot row tb, plain vector loads.
+  __device__ __forceinline__ void Load(const AttnArgs& a, int kvh, int tb, int seg_e, int gid, int tig) {
+    static_assert(!kWarm, "warm blocks come through the ring (ReadWarm)");
+    const auto* hot_k = static_cast<const __nv_bfloat16*>(a.hot_k);
+    const auto* hot_v = static_cast<const __nv_bfloat16*>(a.hot_v);
+#pragma unroll
+    for (int x = 0; x < 2; ++x) {
+      const int t = tb + 8 * x + gid;
+#pragma unroll
+      for (int w = 0; w < kKW; ++w) k[x][w] = 0;
+      if (t < seg_e) LoadWords<kKB>(hot_k + (static_cast<int64_t>(t) * a.num_kv_heads + kvh) * D + tig * G::kKd, k[x]);
+    }
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const int t = tb + 8 * (u >> 1) + 2 * tig + (u & 1);
+#pragma unroll
+      for (int w = 0; w < kVW; ++w) v[u][w] = 0;
+      pos[u] = INT_MAX;
+      if (t < seg_e) {
+        LoadWords<kVB>(hot_v + (static_cast<int64_t>(t) * a.num_kv_heads + kvh) * D + gid * G::kVd, v[u]);
+        pos[u] = __ldg(a.hot_pos + t);
+      }
+    }
+  }
+
+  // fp16 pair p of the K of tile x (B fragment order, see PairLo).
+  __device__ __forceinline__ uint32_t KPair(int x, int p) const {
+    if constexpr (kWarm) {
+      const __half2 s = __half2half2(__ushort_as_half(ks[x])), z = __half2half2(__ushort_as_half(kz[x]));
+      return Dequant(CodePair<B>(k[x][p / G::kPpw], p % G::kPpw), s, z);
+    } else {
+      return PackF16(Bf16At(k[x], PairLo<B>(p)), Bf16At(k[x], PairHi<B>(p)));
+    }
+  }
+  // fp16 pair (token 2tig + 8y, token 2tig + 8y + 1) of V at the lane's dim j.
+  __device__ __forceinline__ uint32_t VPair(int y, int j) const {
+    const uint32_t* a = v[2 * y];
+    const uint32_t* b = v[2 * y + 1];
+    if constexpr (kWarm) {
+      const int hw = j / G::kEph;  // which 16 bits of the lane's codes hold dim j
+      const uint32_t across = __byte_perm(a[hw / 2], b[hw / 2], (hw & 1) ? 0x7632 : 0x5410);
+      const __half2 s = __halves2half2(__ushort_as_half(vs[2 * y]), __ushort_as_half(vs[2 * y + 1]));
+      const __half2 z = __halves2half2(__ushort_as_half(vz[2 * y]), __ushort_as_half(vz[2 * y + 1]));
+      return Dequant(CodePairAcross<B>(across, j % G::kEph), s, z);
+    } else {
+      return PackF16(Bf16At(a, j), Bf16At(b, j));
+    }
+  }
+};
+
+// Online-softmax state of the lane: row gid's running max m (equal on the
+// row's 4 lanes), the lane's part of the row sum l, and the PV accumulators
+// (acc[j][0..1]: row gid, dims (2tig)*D/8 + j and (2tig+1)*D/8 + j; [2..3]: zero rows).
+template <int D>
+struct Softmax {
+  float m, l;
+  float acc[D / 8][4];
+};
+
+template <int D, int B, bool kWarm>
+__device__ __forceinline__ void Attend(const Block<D, B, kWarm>& blk, const uint32_t* qa, float scale_log2, int qpos,
+                                       Softmax<D>& st) {
+  using G = MGeo<D, B>;
+  // Two accumulators per tile (even / odd k steps): four independent mma chains, not two.
+  float c[2][2][4];
+#pragma unroll
+  for (int x = 0; x < 2; ++x) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) c[x][h][0] = c[x][h][1] = c[x][h][2] = c[x][h][3] = 0.0f;
+#pragma unroll
+    for (int s = 0; s < G::kSteps; ++s)
+      Mma(c[x][s & 1], qa[2 * s], qa[2 * s + 1], blk.KPair(x, 2 * s), blk.KPair(x, 2 * s + 1));
+  }
+  // tokens 2tig, 2tig+1, 8+2tig, 9+2tig: blk.pos order
+  float p[4] = {c[0][0][0] + c[0][1][0], c[0][0][1] + c[0][1][1], c[1][0][0] + c[1][1][0], c[1][0][1] + c[1][1][1]};
+  float mx = st.m;
+#pragma unroll
+  for (int u = 0; u < 4; ++u) {
+    p[u] = blk.pos[u] > qpos ? kNegInf : p[u] * scale_log2;
+    mx = fmaxf(mx, p[u]);
+  }
+  mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+  mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+  const float m_use = mx == kNegInf ? 0.0f : mx;  // nothing visible yet: weights stay 0
+  const float corr = FastExp2(st.m - m_use);
+  st.m = mx;
+  float sum = 0.0f;
+#pragma unroll
+  for (int u = 0; u < 4; ++u) {
+    p[u] = FastExp2(p[u] - m_use);
+    sum += p[u];
+  }
+  st.l = st.l * corr + sum;
+  if (__any_sync(0xffffffffu, corr != 1.0f)) {  // the max moved somewhere in the warp
+#pragma unroll
+    for (int j = 0; j < G::kVd; ++j) st.acc[j][0] *= corr, st.acc[j][1] *= corr;
+  }
+  const uint32_t pa0 = PackF16(p[0], p[1]), pa2 = PackF16(p[2], p[3]);
+#pragma unroll
+  for (int j = 0; j < G::kVd; ++j) Mma(st.acc[j], pa0, pa2, blk.VPair(0, j), blk.VPair(1, j));
+}
+
+}  // namespace kvstream::akv_mma_detail
