@@ -30,7 +30,7 @@
 
 namespace kvstream {
 
-inline constexpr int kAkvAttnMaxSplits = 128;
+inline constexpr int kAkvAttnMaxSplits = 256;
 inline constexpr int kAkvAttnSplitAlign = 16;      // split boundaries: multiples of this
 inline constexpr int kAkvAttnMinSplitTokens = 128;  // planner: fewest tokens per split
 inline constexpr int kAkvAttnMmaMaxGroup = 8;       // tensor-core decode: query heads per KV head
@@ -84,7 +84,7 @@ KV_HD void AkvAttentionSplitRange(int t, int num_splits, int split, int* begin, 
 }
 
 // S for a decode step (M = 1): one wave of resident CTAs (tensor-core
-// kernel where G <= kAkvAttnMmaMaxGroup: 8 warps per SM over Hkv / HC CTAs
+// kernel where G <= kAkvAttnMmaMaxGroup: 16 warps per SM over Hkv / HC CTAs
 // of HC warps, at least kAkvAttnMmaMinSplitTokens tokens per split; else
 // 2-4 CTAs per SM by query vectors per CTA over Hkv * chunks CTAs),
 // at least kAkvAttnMinSplitTokens tokens per split; prefill (M > 1) gets 1.

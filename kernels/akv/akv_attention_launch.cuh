@@ -95,7 +95,7 @@ cudaError_t LaunchAkvAttentionTyped(const AkvAttentionParams& p, cudaStream_t st
   if (static_cast<int64_t>(lay.num_kv_heads) * a.chunks > 65535 || (p.num_rows + a.rpc - 1) / a.rpc > 65535)
     return cudaErrorInvalidValue;  // grid y/z limits
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    if (p.path != AkvAttnPath::kCudaCore && akv_mma_detail::MmaApplies(a))
+    if (p.path != AkvAttnPath::kCudaCore && akv_mma_detail::MmaApplies(a, D))
       return akv_mma_detail::LaunchMma<D>(a, lay.warm_bits, stream);
   }
   if (p.path == AkvAttnPath::kTensorCore) return cudaErrorInvalidValue;  // does not apply here

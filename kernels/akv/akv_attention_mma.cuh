@@ -16,23 +16,28 @@
 //
 // Mapping: grid (S, Hkv / HC), one warp per KV head (HC = AkvMmaKvHeadsPerCta
 // warps per CTA); each warp walks its split's hot rows, then its warm rows,
-// in blocks of 16 tokens (two 8-token score tiles). Lane = 4 * gid + tig.
-//   scores  S[r, n] = q_r . k_n: A = q (row r = query head r of the group,
-//           built once), B = K^T: lane loads token n = gid of each tile, dims
-//           [tig * D/4, (tig + 1) * D/4) in one contiguous run. The order of
-//           the k index inside an mma is free as long as A uses the same one,
-//           so pairs are taken in the order the unpack yields them (PairLo).
-//   P       the score accumulator of lane (gid, tig) holds S[gid, 2tig] and
-//           S[gid, 2tig + 1] of each tile: exactly the A fragment of P for
-//           the PV mma (FlashAttention-2's register reuse), no shuffles.
-//   PV      O[r, d] = sum_n P[r, n] v_n[d]: B = V: lane needs tokens 2tig,
-//           2tig+1, 8+2tig, 9+2tig at dims [gid * D/8, (gid + 1) * D/8):
-//           column gid of n-tile j is dim gid * D/8 + j; a pair across two
-//           tokens comes from one PRMT of their code words.
-//   output  lane (gid, tig) ends with row gid's dims [2tig * D/8, (2tig+2) * D/8):
+// in blocks of 16 tokens. Lane = 4 * gid + tig (mma fragment coordinates).
+//   scores  S^T[n, r] = k_n . q_r: A = K (rows = the 16 tokens; lane loads
+//           tokens gid and 8 + gid, its D/4 dims: KDim), B = q^T (column r =
+//           query head r of the group, zero past G; built once). The order
+//           of the k index inside an mma is free as long as both operands
+//           use it, so pairs are taken as the unpack yields them (PairLo).
+//   softmax lane holds tokens gid, 8 + gid of heads 2tig, 2tig + 1: the max
+//           over tokens is a 3-step shuffle over gid.
+//   PV      O^T[d, r] = sum_n v_n[d] P[r, n]: A = V^T (rows = dims: lane
+//           holds dims gid*D/8 + 2i, + 2i + 1 of m-tile i, as pairs across
+//           tokens 2tig, 2tig+1 (and + 8) from one PRMT of the two tokens'
+//           code words), B = P^T: the score fragment, fp16, transposed by
+//           one movmatrix per 8 tokens. Neither mma wastes a row on the G <= 8
+//           heads (an earlier layout with heads as rows wasted half of both).
+//   output  lane ends with heads 2tig, 2tig + 1 at dims [gid*D/8, (gid+1)*D/8):
 //           written straight from registers, no cross-warp merge.
+// kCode (warm rows with one scale/zero group per row, Gn = 1, the default
+// g = D): codes go into the mma as they are (exact fp16 integers) and the
+// scale/zero are applied once per score and per P value: s = ks (q.c) +
+// kz sum(q), p v^ = (p vs) c + p vz; else each pair is dequantized (HFMA2).
 // Loads (warm tier): the CTA streams blocks through a shared-memory ring with
-// cp.async, kStages - 1 blocks in flight, one barrier per block. A lane
+// cp.async, stages - 1 blocks in flight, one barrier per block. A lane
 // copies and reads back its own code bytes (lane-major slots: no bank
 // conflicts). The HC heads' scale/zero groups of a token are adjacent in
 // memory, so the CTA copies them once, in 16-byte chunks, for all its warps:
@@ -45,6 +50,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 
@@ -56,7 +62,8 @@
 
 namespace kvstream::akv_mma_detail {
 
-constexpr int kStages = 4;          // ring depth (blocks in flight = kStages - 1)
+constexpr int kMaxStages = 4;       // ring depth (blocks in flight = stages - 1)
+constexpr int kRingBudget = 110 * 1024;  // shared memory of a full CTA's ring: two CTAs per SM
 constexpr int kSlotChunks = 5;      // 16-byte chunks per scale slot: <= 64 bytes at any alignment
 constexpr int kSlotBytes = 16 * kSlotChunks;
 
@@ -69,8 +76,8 @@ constexpr int kSlotBytes = 16 * kSlotChunks;
 template <int D, int B>
 struct WarmRing {
   using G = MGeo<D, B>;
-  static constexpr int kKChunk = G::kKBytes < 16 ? G::kKBytes : 16;
-  static constexpr int kKChunks = G::kKBytes / kKChunk;
+  static constexpr int kKChunk = G::kKChunkDims * B / 8;
+  static constexpr int kKChunks = G::kKChunks;
   static constexpr int kVCopy = G::kVBytes < 4 ? 4 : G::kVBytes;
   static constexpr int kVChunk = kVCopy < 16 ? kVCopy : 16;
   static constexpr int kVChunks = kVCopy / kVChunk;
@@ -79,14 +86,19 @@ struct WarmRing {
   static constexpr int kScaleBytes = 4 * 16 * kSlotBytes;
   static_assert(kWarpKV % 16 == 0, "stages keep 16-byte alignment");
   __host__ __device__ static constexpr int StageBytes(int hc) { return hc * kWarpKV + kScaleBytes + 16 * 4; }
+  // As many stages as fit the budget at 8 heads (8-bit codes: 2), at most kMaxStages.
+  static constexpr int kStages = kRingBudget / StageBytes(kAkvAttnMmaMaxKvPerCta) < kMaxStages
+                                     ? kRingBudget / StageBytes(kAkvAttnMmaMaxKvPerCta)
+                                     : kMaxStages;
+  static_assert(kStages >= 2, "the ring needs a stage to compute and one to fill");
   __host__ __device__ static constexpr int SmemBytes(int hc) { return kStages * StageBytes(hc); }
 };
 
 // Byte offset, inside a scale slot, of KV head kvh's group grp at warm row t
-// (slots start at the 16-byte chunk holding the CTA's first head, kvh0).
-__device__ __forceinline__ int SlotOffset(const uint16_t* base, const AttnArgs& a, int t, int kvh0, int kvh, int grp) {
-  const uintptr_t first = reinterpret_cast<uintptr_t>(base + (static_cast<int64_t>(t) * a.num_kv_heads + kvh0) * a.groups);
-  return static_cast<int>(first & 15) + ((kvh - kvh0) * a.groups + grp) * 2;
+// (slots start at the 16-byte chunk holding the CTA's first head kvh0);
+// base_mis = the array's address mod 16.
+__device__ __forceinline__ int SlotOffset(int base_mis, const AttnArgs& a, int t, int kvh0, int kvh, int grp) {
+  return ((base_mis + (t * a.num_kv_heads + kvh0) * a.groups * 2) & 15) + ((kvh - kvh0) * a.groups + grp) * 2;
 }
 
 __device__ __forceinline__ const uint16_t* ScaleArray(const AttnArgs& a, int arr) {
@@ -106,17 +118,17 @@ __device__ __forceinline__ void IssueWarm(const AttnArgs& a, int kvh0, int hc, i
   for (int x = 0; x < 2; ++x) {
     const int t = tb + 8 * x + gid;
     const bool valid = t < seg_e;
-    const uint8_t* src = a.warm_k + (valid ? static_cast<int64_t>(t) * a.num_kv_heads + kvh : 0) * kCb + tig * G::kKBytes;
+    const uint8_t* row = a.warm_k + (valid ? t * a.num_kv_heads + kvh : 0) * kCb;
 #pragma unroll
-    for (int c = 0; c < R::kKChunks; ++c)
-      CpAsync<R::kKChunk>(kv + ((x * R::kKChunks + c) * 32 + lane) * R::kKChunk, src + c * R::kKChunk, valid);
+    for (int c = 0; c < R::kKChunks; ++c)  // chunk slot 4c + tig (KDim)
+      CpAsync<R::kKChunk>(kv + ((x * R::kKChunks + c) * 32 + lane) * R::kKChunk, row + (4 * c + tig) * R::kKChunk, valid);
   }
 #pragma unroll
   for (int u = 0; u < 4; ++u) {
     const int t = tb + 8 * (u >> 1) + 2 * tig + (u & 1);
     const bool valid = t < seg_e;
     const int off = G::kVBytes < 4 ? (gid * G::kVBytes) & ~3 : gid * G::kVBytes;
-    const uint8_t* src = a.warm_v + (valid ? static_cast<int64_t>(t) * a.num_kv_heads + kvh : 0) * kCb + off;
+    const uint8_t* src = a.warm_v + (valid ? t * a.num_kv_heads + kvh : 0) * kCb + off;
 #pragma unroll
     for (int c = 0; c < R::kVChunks; ++c)
       CpAsync<R::kVChunk>(kv + R::kVOff + ((u * R::kVChunks + c) * 32 + lane) * R::kVChunk, src + c * R::kVChunk,
@@ -130,8 +142,7 @@ __device__ __forceinline__ void IssueWarm(const AttnArgs& a, int kvh0, int hc, i
     const int arr = i / (16 * kSlotChunks), j = (i / kSlotChunks) % 16, c = i % kSlotChunks, t = tb + j;
     const bool valid = t < seg_e;
     const uint16_t* base = ScaleArray(a, arr);
-    const uintptr_t first =
-        reinterpret_cast<uintptr_t>(base + (valid ? static_cast<int64_t>(t) * a.num_kv_heads + kvh0 : 0) * a.groups);
+    const uintptr_t first = reinterpret_cast<uintptr_t>(base + (valid ? t * a.num_kv_heads + kvh0 : 0) * a.groups);
     const uintptr_t chunk = (first & ~uintptr_t{15}) + 16 * c;
     if (chunk < first + span) CpAsync16(slots + (arr * 16 + j) * kSlotBytes + 16 * c, reinterpret_cast<const void*>(chunk), valid);
   }
@@ -142,9 +153,9 @@ __device__ __forceinline__ void IssueWarm(const AttnArgs& a, int kvh0, int hc, i
 }
 
 // This lane's part of the warm block at row tb from stage st (landed, after the barrier).
-template <int D, int B>
+template <int D, int B, bool kCode>
 __device__ __forceinline__ void ReadWarm(const AttnArgs& a, int kvh0, int hc, int tb, int seg_e, const uint8_t* st,
-                                         Block<D, B, true>& blk) {
+                                         Block<D, B, true, kCode>& blk) {
   using G = MGeo<D, B>;
   using R = WarmRing<D, B>;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gid = lane / 4, tig = lane % 4;
@@ -166,51 +177,58 @@ __device__ __forceinline__ void ReadWarm(const AttnArgs& a, int kvh0, int hc, in
   }
   const uint8_t* slots = st + hc * R::kWarpKV;
   const int* ps = reinterpret_cast<const int*>(slots + R::kScaleBytes);
-  const int grp_k = tig * G::kKd / a.group_size, grp_v = gid * G::kVd / a.group_size;
+  const int grp_k = kCode ? 0 : tig * G::kKd / a.group_size, grp_v = kCode ? 0 : gid * G::kVd / a.group_size;
   const auto at = [&](int arr, int j, int grp) {  // rows past the segment: IssueWarm zero-filled row 0's chunks
-    const int off = SlotOffset(ScaleArray(a, arr), a, tb + j < seg_e ? tb + j : 0, kvh0, kvh, grp);
+    const int mis = static_cast<int>(reinterpret_cast<uintptr_t>(ScaleArray(a, arr)) & 15);
+    const int off = SlotOffset(mis, a, tb + j < seg_e ? tb + j : 0, kvh0, kvh, grp);
     return *reinterpret_cast<const uint16_t*>(slots + (arr * 16 + j) * kSlotBytes + off);
   };
 #pragma unroll
-  for (int x = 0; x < 2; ++x) blk.ks[x] = at(0, 8 * x + gid, grp_k), blk.kz[x] = at(1, 8 * x + gid, grp_k);
+  for (int x = 0; x < 2; ++x) {
+    const int j = 8 * x + gid;
+    blk.ks[x] = at(0, j, grp_k), blk.kz[x] = at(1, j, grp_k);
+    blk.pos[x] = tb + j < seg_e ? ps[j] : INT_MAX;
+    if constexpr (kCode) blk.vs[x] = at(2, j, 0), blk.vz[x] = at(3, j, 0);
+  }
+  if constexpr (!kCode) {
 #pragma unroll
-  for (int u = 0; u < 4; ++u) {
-    const int j = 8 * (u >> 1) + 2 * tig + (u & 1);
-    blk.vs[u] = at(2, j, grp_v), blk.vz[u] = at(3, j, grp_v);
-    blk.pos[u] = tb + j < seg_e ? ps[j] : INT_MAX;
+    for (int u = 0; u < 4; ++u) {
+      const int j = 8 * (u >> 1) + 2 * tig + (u & 1);
+      blk.vs[u] = at(2, j, grp_v), blk.vz[u] = at(3, j, grp_v);
+    }
   }
 }
 
 // The warm rows [seg_b, seg_e) through the ring; every warp of the CTA runs
 // the same number of steps (the barrier in each).
-template <int D, int B>
+template <int D, int B, bool kCode>
 __device__ __forceinline__ void WarmSegment(const AttnArgs& a, int kvh0, int hc, int seg_b, int seg_e, const uint32_t* qa,
-                                            int qpos, uint8_t* ring, Softmax<D>& st) {
+                                            const float* qsum, int qpos, uint8_t* ring, Softmax<D>& st) {
   using R = WarmRing<D, B>;
   const int n_blocks = seg_e > seg_b ? (seg_e - seg_b + 15) / 16 : 0;
   const int stage_bytes = R::StageBytes(hc);
 #pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
+  for (int s = 0; s < R::kStages - 1; ++s) {
     if (s < n_blocks) IssueWarm<D, B>(a, kvh0, hc, seg_b + 16 * s, seg_e, ring + s * stage_bytes);
     CpAsyncCommit();
   }
   for (int i = 0; i < n_blocks; ++i) {
-    CpAsyncWait<kStages - 2>();  // this thread's copies of block i have landed
+    CpAsyncWait<R::kStages - 2>();  // this thread's copies of block i have landed
     // Every thread's copies of block i are visible, and every thread is done
     // reading block i - 1, whose stage the issue below refills.
     __syncthreads();
-    const int ahead = i + kStages - 1;
-    if (ahead < n_blocks) IssueWarm<D, B>(a, kvh0, hc, seg_b + 16 * ahead, seg_e, ring + (ahead % kStages) * stage_bytes);
+    const int ahead = i + R::kStages - 1;
+    if (ahead < n_blocks) IssueWarm<D, B>(a, kvh0, hc, seg_b + 16 * ahead, seg_e, ring + (ahead % R::kStages) * stage_bytes);
     CpAsyncCommit();
-    Block<D, B, true> blk;
-    ReadWarm<D, B>(a, kvh0, hc, seg_b + 16 * i, seg_e, ring + (i % kStages) * stage_bytes, blk);
-    Attend(blk, qa, a.scale_log2, qpos, st);
+    Block<D, B, true, kCode> blk;
+    ReadWarm<D, B, kCode>(a, kvh0, hc, seg_b + 16 * i, seg_e, ring + (i % R::kStages) * stage_bytes, blk);
+    Attend(blk, qa, qsum, a.scale_log2, qpos, st);
   }
   CpAsyncWait<0>();
 }
 
-template <int D, int B>
-__global__ void __launch_bounds__(kAkvAttnMmaMaxKvPerCta * 32, 1) AkvAttentionMmaKernel(const AttnArgs a) {
+template <int D, int B, bool kCode>
+__global__ void __launch_bounds__(kAkvAttnMmaMaxKvPerCta * 32, 2) AkvAttentionMmaKernel(const AttnArgs a) {
   using G = MGeo<D, B>;
   extern __shared__ uint4 akv_mma_smem[];  // WarmRing<D, B>::SmemBytes(hc)
   const int hc = blockDim.x / 32, split = blockIdx.x, kvh0 = blockIdx.y * hc;
@@ -222,84 +240,100 @@ __global__ void __launch_bounds__(kAkvAttnMmaMaxKvPerCta * 32, 1) AkvAttentionMm
   AkvAttentionSplitRange(n_hot + n_warm, a.num_splits, split, &begin, &end);
   const int qpos = __ldg(a.q_pos);
 
-  // A fragment of q (row gid = query head kvh * G + gid; zero past G), in PairLo order.
+  // B fragment of q^T (column gid = query head kvh * G + gid; zero past G), in
+  // PairLo order over the lane's KDim dims; qsum[e] = sum of head 2tig + e's fp16 q.
   uint32_t qa[G::kPairsK];
+  float qsum[2];
   {
     float qf[G::kKd];
 #pragma unroll
     for (int e = 0; e < G::kKd; ++e) qf[e] = 0.0f;
     if (gid < a.group) {
-      const __nv_bfloat16* qp =
-          static_cast<const __nv_bfloat16*>(a.q) + (kvh * a.group + gid) * a.q_stride_h + tig * G::kKd;
+      const __nv_bfloat16* qp = static_cast<const __nv_bfloat16*>(a.q) + (kvh * a.group + gid) * a.q_stride_h;
 #pragma unroll
-      for (int i = 0; i < G::kKd / 8; ++i)
-        Vec16<__nv_bfloat16>::Load(__ldg(reinterpret_cast<const uint4*>(qp) + i), qf + 8 * i);
+      for (int e = 0; e < G::kKd; e += 8)
+        Vec16<__nv_bfloat16>::Load(__ldg(reinterpret_cast<const uint4*>(qp + KDim<D, B>(tig, e))), qf + e);
     }
+    float part = 0.0f;
 #pragma unroll
-    for (int p = 0; p < G::kPairsK; ++p) qa[p] = PackF16(qf[PairLo<B>(p)], qf[PairHi<B>(p)]);
+    for (int p = 0; p < G::kPairsK; ++p) {
+      qa[p] = PackF16(qf[PairLo<B>(p)], qf[PairHi<B>(p)]);
+      const float2 r = __half22float2(U2H(qa[p]));
+      part += r.x + r.y;
+    }
+    part += __shfl_xor_sync(0xffffffffu, part, 1);
+    part += __shfl_xor_sync(0xffffffffu, part, 2);  // head gid's sum on its 4 lanes
+    qsum[0] = __shfl_sync(0xffffffffu, part, 8 * tig);
+    qsum[1] = __shfl_sync(0xffffffffu, part, 8 * tig + 4);
   }
 
   Softmax<D> st;
-  st.m = kNegInf, st.l = 0.0f;
 #pragma unroll
-  for (int j = 0; j < G::kVd; ++j) st.acc[j][0] = st.acc[j][1] = st.acc[j][2] = st.acc[j][3] = 0.0f;
+  for (int e = 0; e < 2; ++e) st.m[e] = kNegInf, st.l[e] = 0.0f, st.zsum[e] = 0.0f;
+#pragma unroll
+  for (int i = 0; i < D / 16; ++i) st.acc[i][0] = st.acc[i][1] = st.acc[i][2] = st.acc[i][3] = 0.0f;
   // Hot rows: this warp's head only, plain loads.
   const int hot_e = min(end, n_hot);
   for (int tb = begin; tb < hot_e; tb += 16) {
-    Block<D, B, false> blk;
+    Block<D, B, false, false> blk;
     blk.Load(a, kvh, tb, hot_e, gid, tig);
-    Attend(blk, qa, a.scale_log2, qpos, st);
+    Attend(blk, qa, qsum, a.scale_log2, qpos, st);
   }
-  WarmSegment<D, B>(a, kvh0, hc, max(begin, n_hot) - n_hot, max(end - n_hot, 0), qa, qpos,
-                    reinterpret_cast<uint8_t*>(akv_mma_smem), st);
-  st.l += __shfl_xor_sync(0xffffffffu, st.l, 1);
-  st.l += __shfl_xor_sync(0xffffffffu, st.l, 2);
-  if (gid >= a.group) return;
-
-  // Row gid, dims [2tig * D/8, (2tig + 2) * D/8): acc[j][0] is dim 2tig*D/8 + j, acc[j][1] dim (2tig+1)*D/8 + j.
-  const float inv = st.l > 0.0f ? 1.0f / st.l : 0.0f;
-  const float lse = st.l > 0.0f ? (st.m + __log2f(st.l)) * kLn2 : kNegInf;
-  const int h = kvh * a.group + gid;  // M = 1: output row h
+  WarmSegment<D, B, kCode>(a, kvh0, hc, max(begin, n_hot) - n_hot, max(end - n_hot, 0), qa, qsum, qpos,
+                           reinterpret_cast<uint8_t*>(akv_mma_smem), st);
 #pragma unroll
-  for (int c = 0; c < 2; ++c) {
-    const int d0 = (2 * tig + c) * G::kVd;
-    if (a.num_splits == 1) {
-      __nv_bfloat16* op = static_cast<__nv_bfloat16*>(a.out) + static_cast<int64_t>(h) * D + d0;
+  for (int e = 0; e < 2; ++e) {  // sums over the 8 lanes (gid) of a tig
 #pragma unroll
-      for (int j = 0; j < G::kVd; j += 8) {
-        float o[8];
-#pragma unroll
-        for (int e = 0; e < 8; ++e) o[e] = st.acc[j + e][c] * inv;
-        *reinterpret_cast<uint4*>(op + j) = Vec16<__nv_bfloat16>::Store(o);
-      }
-    } else {
-      float* pp = a.partial_out + (static_cast<int64_t>(h) * a.num_splits + split) * D + d0;
-#pragma unroll
-      for (int j = 0; j < G::kVd; j += 4)
-        *reinterpret_cast<float4*>(pp + j) =
-            make_float4(st.acc[j][c] * inv, st.acc[j + 1][c] * inv, st.acc[j + 2][c] * inv, st.acc[j + 3][c] * inv);
+    for (int off = 4; off < 32; off *= 2) {
+      st.l[e] += __shfl_xor_sync(0xffffffffu, st.l[e], off);
+      if constexpr (kCode) st.zsum[e] += __shfl_xor_sync(0xffffffffu, st.zsum[e], off);
     }
   }
-  if (tig == 0) {
+
+  // Heads 2tig + e, dims [gid * D/8, (gid + 1) * D/8): acc[i][e] dim + 2i, acc[i][2 + e] dim + 2i + 1.
+#pragma unroll
+  for (int e = 0; e < 2; ++e) {
+    const int r = 2 * tig + e;
+    if (r >= a.group) continue;
+    const int h = kvh * a.group + r;  // M = 1: output row h
+    const float inv = st.l[e] > 0.0f ? 1.0f / st.l[e] : 0.0f;
+    float o[G::kVd];
+#pragma unroll
+    for (int i = 0; i < D / 16; ++i) o[2 * i] = (st.acc[i][e] + st.zsum[e]) * inv, o[2 * i + 1] = (st.acc[i][2 + e] + st.zsum[e]) * inv;
+    const float lse = st.l[e] > 0.0f ? (st.m[e] + __log2f(st.l[e])) * kLn2 : kNegInf;
     if (a.num_splits == 1) {
-      if (a.lse != nullptr) a.lse[h] = lse;
+      __nv_bfloat16* op = static_cast<__nv_bfloat16*>(a.out) + static_cast<int64_t>(h) * D + gid * G::kVd;
+#pragma unroll
+      for (int j = 0; j < G::kVd; j += 8) *reinterpret_cast<uint4*>(op + j) = Vec16<__nv_bfloat16>::Store(o + j);
+      if (gid == 0 && a.lse != nullptr) a.lse[h] = lse;
     } else {
-      a.partial_lse[static_cast<int64_t>(h) * a.num_splits + split] = lse;
+      const int64_t prow = static_cast<int64_t>(h) * a.num_splits + split;
+      float* pp = a.partial_out + prow * D + gid * G::kVd;
+#pragma unroll
+      for (int j = 0; j < G::kVd; j += 4) *reinterpret_cast<float4*>(pp + j) = make_float4(o[j], o[j + 1], o[j + 2], o[j + 3]);
+      if (gid == 0) a.partial_lse[prow] = lse;
     }
   }
 }
 
-template <int D, int B>
-cudaError_t LaunchMmaBits(const AttnArgs& a, cudaStream_t stream) {
+template <int D, int B, bool kCode>
+cudaError_t LaunchMmaKernel(const AttnArgs& a, cudaStream_t stream) {
   const int hc = AkvMmaKvHeadsPerCta(a.num_kv_heads);
   const dim3 grid(a.num_splits, a.num_kv_heads / hc);
   const int smem = WarmRing<D, B>::SmemBytes(hc);
   // Above the 48 KB default: an attribute of the function, set (idempotently) per launch, so it
   // holds on every device and inside graph capture; it neither allocates nor syncs.
-  KV_CUDA_CHECK(cudaFuncSetAttribute(AkvAttentionMmaKernel<D, B>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  KV_CUDA_CHECK(cudaFuncSetAttribute(AkvAttentionMmaKernel<D, B, kCode>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      WarmRing<D, B>::SmemBytes(kAkvAttnMmaMaxKvPerCta)));
-  AkvAttentionMmaKernel<D, B><<<grid, hc * 32, smem, stream>>>(a);
+  AkvAttentionMmaKernel<D, B, kCode><<<grid, hc * 32, smem, stream>>>(a);
   KV_CUDA_CHECK(cudaGetLastError());
+  return cudaSuccess;
+}
+
+template <int D, int B>
+cudaError_t LaunchMmaBits(const AttnArgs& a, cudaStream_t stream) {
+  const cudaError_t e = a.groups == 1 ? LaunchMmaKernel<D, B, true>(a, stream) : LaunchMmaKernel<D, B, false>(a, stream);
+  if (e != cudaSuccess) return e;
   if (a.num_splits > 1) {
     const unsigned blocks = static_cast<unsigned>((static_cast<int64_t>(a.num_heads) + 3) / 4);
     akv_attn_detail::AkvAttentionMergeKernel<__nv_bfloat16, D><<<blocks, 128, 0, stream>>>(a);
@@ -309,9 +343,12 @@ cudaError_t LaunchMmaBits(const AttnArgs& a, cudaStream_t stream) {
 }
 
 // The tensor-core path serves this launch (see AkvAttnPath).
-inline bool MmaApplies(const AttnArgs& a) {
+// Offsets inside a layer's tiers are 32-bit in the kernel.
+inline bool MmaApplies(const AttnArgs& a, int head_dim) {
   const auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  return a.num_rows == 1 && a.group <= kAkvAttnMmaMaxGroup && aligned16(a.warm_k) && aligned16(a.warm_v);
+  const int64_t rows = std::max(a.hot_cap, a.warm_cap);
+  return a.num_rows == 1 && a.group <= kAkvAttnMmaMaxGroup && aligned16(a.warm_k) && aligned16(a.warm_v) &&
+         rows * a.num_kv_heads * head_dim * 2 < (int64_t{1} << 31);
 }
 
 template <int D>

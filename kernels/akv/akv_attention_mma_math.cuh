@@ -32,7 +32,19 @@ struct MGeo {
   static constexpr int kVBytes = kVd * B / 8;     // warm V code bytes per lane and token (2..16)
   static constexpr int kPpw = 16 / B;             // fp16 pairs per 32-bit code word
   static constexpr int kEph = 16 / B;             // codes per 16 bits
+  // The lane's K dims come in chunks of 16 code bytes (or its whole run if
+  // shorter), chunk c at chunk slot 4c + tig of the row: one copy
+  // instruction of the warp then covers whole 32-byte sectors.
+  static constexpr int kKChunkDims = kKd < 128 / B ? kKd : 128 / B;
+  static constexpr int kKChunks = kKd / kKChunkDims;
 };
+
+// Dim of element e of lane tig's K run (q uses the same map).
+template <int D, int B>
+__host__ __device__ constexpr int KDim(int tig, int e) {
+  using G = MGeo<D, B>;
+  return ((e / G::kKChunkDims) * 4 + tig) * G::kKChunkDims + e % G::kKChunkDims;
+}
 
 // Dims (offsets in the lane's K run) of warm pair p, in the unpack's order:
 // b=4: word p/4, codes (k, k+4); b=2: word p/8, codes (k, k+8); b=8: word
@@ -84,12 +96,13 @@ __device__ __forceinline__ float Bf16At(const uint32_t* w, int e) {
 }
 __device__ __forceinline__ uint32_t PackF16(float lo, float hi) { return H2U(__floats2half2_rn(lo, hi)); }
 
-__device__ __forceinline__ void Mma(float (&c)[4], uint32_t a0, uint32_t a2, uint32_t b0, uint32_t b1) {
-  // A rows 8..15 (a1, a3) are zero: the group has at most 8 query heads.
+// C += A B, m16n8k16, fp16 inputs, fp32 accumulators (fragment layouts of the PTX ISA).
+__device__ __forceinline__ void Mma(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                    uint32_t b1) {
   asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
 // NB bytes at p (NB-aligned) into words (NB < 4: the low bytes of words[0]).
@@ -125,19 +138,24 @@ __device__ __forceinline__ void ChunkToWords(const uint8_t* p, uint32_t* words) 
   }
 }
 
-// One 16-token block as one lane holds it: K of tokens gid and 8 + gid, V
-// and positions of tokens 2tig, 2tig+1, 8+2tig, 9+2tig (the tokens of the
-// lane's scores); warm: the groups' scale/zero bits. Rows past the segment
+// One 16-token block as one lane (gid, tig) holds it: K and positions of
+// tokens gid and 8 + gid (the lane's rows of the score mma), V of tokens
+// 2tig, 2tig+1, 8+2tig, 9+2tig at its dims [gid * D/8, (gid + 1) * D/8)
+// (its columns of V^T); warm: the scale/zero bits it needs. kCode (warm,
+// one group per row: Gn = 1): K and V are used as codes, their scale and
+// zero applied to the scores and to P (vs/vz: tokens gid, 8 + gid); else
+// every pair is dequantized (vs/vz: the V tokens). Rows past the segment
 // are zeros with position INT_MAX (masked; zero V keeps 0 * v finite).
-template <int D, int B, bool kWarm>
+template <int D, int B, bool kWarm, bool kCode>
 struct Block {
   using G = MGeo<D, B>;
+  static_assert(kWarm || !kCode, "the hot tier has no codes");
   static constexpr int kKB = kWarm ? G::kKBytes : G::kKd * 2;  // K bytes per lane and token
   static constexpr int kVB = kWarm ? G::kVBytes : G::kVd * 2;
   static constexpr int kKW = kKB / 4, kVW = (kVB + 3) / 4;
   uint32_t k[2][kKW];
   uint32_t v[4][kVW];
-  int pos[4];
+  int pos[2];
   uint16_t ks[2], kz[2], vs[4], vz[4];  // warm only (fp16 bits)
 
   // Hot: this lane's part of the block at hot row tb, plain vector loads.
@@ -150,26 +168,31 @@ struct Block {
       const int t = tb + 8 * x + gid;
 #pragma unroll
       for (int w = 0; w < kKW; ++w) k[x][w] = 0;
-      if (t < seg_e) LoadWords<kKB>(hot_k + (static_cast<int64_t>(t) * a.num_kv_heads + kvh) * D + tig * G::kKd, k[x]);
+      pos[x] = INT_MAX;
+      if (t < seg_e) {
+        const __nv_bfloat16* row = hot_k + (static_cast<int64_t>(t) * a.num_kv_heads + kvh) * D;
+#pragma unroll
+        for (int c = 0; c < G::kKChunks; ++c)
+          LoadWords<G::kKChunkDims * 2>(row + KDim<D, B>(tig, c * G::kKChunkDims), k[x] + c * G::kKChunkDims / 2);
+        pos[x] = __ldg(a.hot_pos + t);
+      }
     }
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
       const int t = tb + 8 * (u >> 1) + 2 * tig + (u & 1);
 #pragma unroll
       for (int w = 0; w < kVW; ++w) v[u][w] = 0;
-      pos[u] = INT_MAX;
-      if (t < seg_e) {
-        LoadWords<kVB>(hot_v + (static_cast<int64_t>(t) * a.num_kv_heads + kvh) * D + gid * G::kVd, v[u]);
-        pos[u] = __ldg(a.hot_pos + t);
-      }
+      if (t < seg_e) LoadWords<kVB>(hot_v + (static_cast<int64_t>(t) * a.num_kv_heads + kvh) * D + gid * G::kVd, v[u]);
     }
   }
 
-  // fp16 pair p of the K of tile x (B fragment order, see PairLo).
+  // fp16 pair p (PairLo order) of the K of token gid + 8x: codes (kCode) or values.
   __device__ __forceinline__ uint32_t KPair(int x, int p) const {
     if constexpr (kWarm) {
+      const uint32_t magic = CodePair<B>(k[x][p / G::kPpw], p % G::kPpw);
+      if constexpr (kCode) return H2U(__hsub2(U2H(magic), U2H(kMagic)));
       const __half2 s = __half2half2(__ushort_as_half(ks[x])), z = __half2half2(__ushort_as_half(kz[x]));
-      return Dequant(CodePair<B>(k[x][p / G::kPpw], p % G::kPpw), s, z);
+      return Dequant(magic, s, z);
     } else {
       return PackF16(Bf16At(k[x], PairLo<B>(p)), Bf16At(k[x], PairHi<B>(p)));
     }
@@ -181,65 +204,98 @@ struct Block {
     if constexpr (kWarm) {
       const int hw = j / G::kEph;  // which 16 bits of the lane's codes hold dim j
       const uint32_t across = __byte_perm(a[hw / 2], b[hw / 2], (hw & 1) ? 0x7632 : 0x5410);
+      const uint32_t magic = CodePairAcross<B>(across, j % G::kEph);
+      if constexpr (kCode) return H2U(__hsub2(U2H(magic), U2H(kMagic)));
       const __half2 s = __halves2half2(__ushort_as_half(vs[2 * y]), __ushort_as_half(vs[2 * y + 1]));
       const __half2 z = __halves2half2(__ushort_as_half(vz[2 * y]), __ushort_as_half(vz[2 * y + 1]));
-      return Dequant(CodePairAcross<B>(across, j % G::kEph), s, z);
+      return Dequant(magic, s, z);
     } else {
       return PackF16(Bf16At(a, j), Bf16At(b, j));
     }
   }
 };
 
-// Online-softmax state of the lane: row gid's running max m (equal on the
-// row's 4 lanes), the lane's part of the row sum l, and the PV accumulators
-// (acc[j][0..1]: row gid, dims (2tig)*D/8 + j and (2tig+1)*D/8 + j; [2..3]: zero rows).
+// Transposes the 8x8 fp16 matrix whose fragment lane (gid, tig) holds at
+// (row gid, cols 2tig, 2tig + 1) (one instruction, sm_75+).
+__device__ __forceinline__ uint32_t Transpose8x8(uint32_t x) {
+  uint32_t y;
+  asm("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(y) : "r"(x));
+  return y;
+}
+
+// Online-softmax state of lane (gid, tig) for query heads 2tig + e (e = 0, 1):
+// running max m[e] (equal on the 8 lanes of a tig), the lane's part of the
+// row sum l[e] and, with codes, of sum_t p_t * vzero_t (zsum[e]); the PV
+// accumulators of O^T: acc[i] = {O[2tig][gid*D/8 + 2i], O[2tig+1][same],
+// O[2tig][gid*D/8 + 2i + 1], O[2tig+1][same]}.
 template <int D>
 struct Softmax {
-  float m, l;
-  float acc[D / 8][4];
+  float m[2], l[2], zsum[2];
+  float acc[D / 16][4];
 };
 
-template <int D, int B, bool kWarm>
-__device__ __forceinline__ void Attend(const Block<D, B, kWarm>& blk, const uint32_t* qa, float scale_log2, int qpos,
-                                       Softmax<D>& st) {
+// Scores of the 16 tokens x 8 heads (S^T = K q^T: tokens are the mma rows,
+// so no row is wasted), online softmax, then O^T += V^T P^T (dims are the
+// rows; P^T is the score fragment transposed by movmatrix). qsum[e]: sum of
+// head 2tig + e's fp16 q (the zero term of code-domain scores).
+template <int D, int B, bool kWarm, bool kCode>
+__device__ __forceinline__ void Attend(const Block<D, B, kWarm, kCode>& blk, const uint32_t* qa, const float* qsum,
+                                       float scale_log2, int qpos, Softmax<D>& st) {
   using G = MGeo<D, B>;
-  // Two accumulators per tile (even / odd k steps): four independent mma chains, not two.
-  float c[2][2][4];
+  float c[2][4];  // even / odd k steps: two independent mma chains
+#pragma unroll
+  for (int h = 0; h < 2; ++h) c[h][0] = c[h][1] = c[h][2] = c[h][3] = 0.0f;
+#pragma unroll
+  for (int s = 0; s < G::kSteps; ++s)
+    Mma(c[s & 1], blk.KPair(0, 2 * s), blk.KPair(1, 2 * s), blk.KPair(0, 2 * s + 1), blk.KPair(1, 2 * s + 1), qa[2 * s],
+        qa[2 * s + 1]);
+  // p[x][e]: token gid + 8x, head 2tig + e.
+  float p[2][2] = {{c[0][0] + c[1][0], c[0][1] + c[1][1]}, {c[0][2] + c[1][2], c[0][3] + c[1][3]}};
 #pragma unroll
   for (int x = 0; x < 2; ++x) {
 #pragma unroll
-    for (int h = 0; h < 2; ++h) c[x][h][0] = c[x][h][1] = c[x][h][2] = c[x][h][3] = 0.0f;
-#pragma unroll
-    for (int s = 0; s < G::kSteps; ++s)
-      Mma(c[x][s & 1], qa[2 * s], qa[2 * s + 1], blk.KPair(x, 2 * s), blk.KPair(x, 2 * s + 1));
+    for (int e = 0; e < 2; ++e) {
+      float sc = p[x][e];
+      if constexpr (kCode) {
+        sc = fmaf(__half2float(__ushort_as_half(blk.ks[x])), sc, __half2float(__ushort_as_half(blk.kz[x])) * qsum[e]);
+      }
+      p[x][e] = blk.pos[x] > qpos ? kNegInf : sc * scale_log2;
+    }
   }
-  // tokens 2tig, 2tig+1, 8+2tig, 9+2tig: blk.pos order
-  float p[4] = {c[0][0][0] + c[0][1][0], c[0][0][1] + c[0][1][1], c[1][0][0] + c[1][1][0], c[1][0][1] + c[1][1][1]};
-  float mx = st.m;
+  float corr[2];
 #pragma unroll
-  for (int u = 0; u < 4; ++u) {
-    p[u] = blk.pos[u] > qpos ? kNegInf : p[u] * scale_log2;
-    mx = fmaxf(mx, p[u]);
+  for (int e = 0; e < 2; ++e) {
+    float mx = fmaxf(st.m[e], fmaxf(p[0][e], p[1][e]));
+#pragma unroll
+    for (int off = 4; off < 32; off *= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+    const float m_use = mx == kNegInf ? 0.0f : mx;  // nothing visible yet: weights stay 0
+    corr[e] = FastExp2(st.m[e] - m_use);
+    st.m[e] = mx;
+    p[0][e] = FastExp2(p[0][e] - m_use);
+    p[1][e] = FastExp2(p[1][e] - m_use);
+    st.l[e] = fmaf(st.l[e], corr[e], p[0][e] + p[1][e]);
   }
-  mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-  mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-  const float m_use = mx == kNegInf ? 0.0f : mx;  // nothing visible yet: weights stay 0
-  const float corr = FastExp2(st.m - m_use);
-  st.m = mx;
-  float sum = 0.0f;
+  if (__any_sync(0xffffffffu, corr[0] != 1.0f || corr[1] != 1.0f)) {  // a max moved somewhere in the warp
 #pragma unroll
-  for (int u = 0; u < 4; ++u) {
-    p[u] = FastExp2(p[u] - m_use);
-    sum += p[u];
+    for (int i = 0; i < D / 16; ++i) {
+      st.acc[i][0] *= corr[0], st.acc[i][2] *= corr[0];
+      st.acc[i][1] *= corr[1], st.acc[i][3] *= corr[1];
+    }
+    if constexpr (kCode) st.zsum[0] *= corr[0], st.zsum[1] *= corr[1];
   }
-  st.l = st.l * corr + sum;
-  if (__any_sync(0xffffffffu, corr != 1.0f)) {  // the max moved somewhere in the warp
+  if constexpr (kCode) {  // p * (vscale * code + vzero): the scale goes into P, the zero into zsum
 #pragma unroll
-    for (int j = 0; j < G::kVd; ++j) st.acc[j][0] *= corr, st.acc[j][1] *= corr;
+    for (int x = 0; x < 2; ++x) {
+      const float vs = __half2float(__ushort_as_half(blk.vs[x])), vz = __half2float(__ushort_as_half(blk.vz[x]));
+#pragma unroll
+      for (int e = 0; e < 2; ++e) st.zsum[e] = fmaf(p[x][e], vz, st.zsum[e]), p[x][e] *= vs;
+    }
   }
-  const uint32_t pa0 = PackF16(p[0], p[1]), pa2 = PackF16(p[2], p[3]);
+  // P^T fragments: (head gid, tokens 2tig, 2tig + 1) of tokens 0-7 and 8-15.
+  const uint32_t b0 = Transpose8x8(PackF16(p[0][0], p[0][1])), b1 = Transpose8x8(PackF16(p[1][0], p[1][1]));
 #pragma unroll
-  for (int j = 0; j < G::kVd; ++j) Mma(st.acc[j], pa0, pa2, blk.VPair(0, j), blk.VPair(1, j));
+  for (int i = 0; i < D / 16; ++i)
+    Mma(st.acc[i], blk.VPair(0, 2 * i), blk.VPair(0, 2 * i + 1), blk.VPair(1, 2 * i), blk.VPair(1, 2 * i + 1), b0, b1);
 }
 
 }  // namespace kvstream::akv_mma_detail

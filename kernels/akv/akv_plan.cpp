@@ -70,9 +70,9 @@ int PlanAkvAttentionSplits(int num_rows, int num_heads, int num_kv_heads, int ma
   const int group = num_heads / num_kv_heads, chunks = (group + 7) / 8, hc = (group + chunks - 1) / chunks;
   int qv = 1;
   while (qv < hc) qv *= 2;
-  if (group <= kAkvAttnMmaMaxGroup) {  // tensor-core kernel: CTAs of hc warps, ~8 warps per SM
+  if (group <= kAkvAttnMmaMaxGroup) {  // tensor-core kernel: CTAs of hc warps, ~16 warps per SM
     const int hc = AkvMmaKvHeadsPerCta(num_kv_heads);
-    const long long per_sm = std::max(1, 8 / hc), base = num_kv_heads / hc;
+    const long long per_sm = std::max(1, 16 / hc), base = num_kv_heads / hc;
     const long long splits = std::min({std::max<long long>(1, per_sm * num_sms / base),
                                        std::max<long long>(1, max_tokens / kAkvAttnMmaMinSplitTokens),
                                        static_cast<long long>(kAkvAttnMaxSplits)});
