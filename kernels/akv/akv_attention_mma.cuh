@@ -335,8 +335,7 @@ cudaError_t LaunchMmaBits(const AttnArgs& a, cudaStream_t stream) {
   const cudaError_t e = a.groups == 1 ? LaunchMmaKernel<D, B, true>(a, stream) : LaunchMmaKernel<D, B, false>(a, stream);
   if (e != cudaSuccess) return e;
   if (a.num_splits > 1) {
-    const unsigned blocks = static_cast<unsigned>((static_cast<int64_t>(a.num_heads) + 3) / 4);
-    akv_attn_detail::AkvAttentionMergeKernel<__nv_bfloat16, D><<<blocks, 128, 0, stream>>>(a);
+    akv_attn_detail::AkvAttentionMergeKernel<__nv_bfloat16, D><<<a.num_heads, D, 0, stream>>>(a);
     KV_CUDA_CHECK(cudaGetLastError());
   }
   return cudaSuccess;

@@ -22,6 +22,13 @@ constexpr float kNegInf = -__builtin_huge_valf();
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr uint32_t kMagic = 0x64006400u;  // fp16x2 (1024, 1024): 0x6400 | c == 1024 + c for c < 1024
 
+// fp16x2 (1024 + c0, 1024 + c0), c0 = 2^(B-1) the middle code: subtracting it
+// leaves centred codes c - c0 (exact), whose products with P or q have both
+// signs, so fp16 rounding of P does not pile up against the zero term the
+// way non-negative codes do (the twin test's 2e-3 bound failed by that).
+template <int B>
+constexpr uint32_t kMagicMid = 0x64006400u | ((1u << (B - 1)) * 0x00010001u);
+
 template <int D, int B>
 struct MGeo {
   static constexpr int kKd = D / 4;               // K dims per lane and token
@@ -190,7 +197,7 @@ struct Block {
   __device__ __forceinline__ uint32_t KPair(int x, int p) const {
     if constexpr (kWarm) {
       const uint32_t magic = CodePair<B>(k[x][p / G::kPpw], p % G::kPpw);
-      if constexpr (kCode) return H2U(__hsub2(U2H(magic), U2H(kMagic)));
+      if constexpr (kCode) return H2U(__hsub2(U2H(magic), U2H(kMagicMid<B>)));  // c - c0
       const __half2 s = __half2half2(__ushort_as_half(ks[x])), z = __half2half2(__ushort_as_half(kz[x]));
       return Dequant(magic, s, z);
     } else {
@@ -205,7 +212,7 @@ struct Block {
       const int hw = j / G::kEph;  // which 16 bits of the lane's codes hold dim j
       const uint32_t across = __byte_perm(a[hw / 2], b[hw / 2], (hw & 1) ? 0x7632 : 0x5410);
       const uint32_t magic = CodePairAcross<B>(across, j % G::kEph);
-      if constexpr (kCode) return H2U(__hsub2(U2H(magic), U2H(kMagic)));
+      if constexpr (kCode) return H2U(__hsub2(U2H(magic), U2H(kMagicMid<B>)));  // c - c0
       const __half2 s = __halves2half2(__ushort_as_half(vs[2 * y]), __ushort_as_half(vs[2 * y + 1]));
       const __half2 z = __halves2half2(__ushort_as_half(vz[2 * y]), __ushort_as_half(vz[2 * y + 1]));
       return Dequant(magic, s, z);
@@ -242,6 +249,7 @@ template <int D, int B, bool kWarm, bool kCode>
 __device__ __forceinline__ void Attend(const Block<D, B, kWarm, kCode>& blk, const uint32_t* qa, const float* qsum,
                                        float scale_log2, int qpos, Softmax<D>& st) {
   using G = MGeo<D, B>;
+  constexpr float kCodeMid = static_cast<float>(1 << (B - 1));
   float c[2][4];  // even / odd k steps: two independent mma chains
 #pragma unroll
   for (int h = 0; h < 2; ++h) c[h][0] = c[h][1] = c[h][2] = c[h][3] = 0.0f;
@@ -256,8 +264,9 @@ __device__ __forceinline__ void Attend(const Block<D, B, kWarm, kCode>& blk, con
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
       float sc = p[x][e];
-      if constexpr (kCode) {
-        sc = fmaf(__half2float(__ushort_as_half(blk.ks[x])), sc, __half2float(__ushort_as_half(blk.kz[x])) * qsum[e]);
+      if constexpr (kCode) {  // k^ = ks (c - c0) + (kz + ks c0)
+        const float ks = __half2float(__ushort_as_half(blk.ks[x])), kz = __half2float(__ushort_as_half(blk.kz[x]));
+        sc = fmaf(ks, sc, fmaf(ks, kCodeMid, kz) * qsum[e]);
       }
       p[x][e] = blk.pos[x] > qpos ? kNegInf : sc * scale_log2;
     }
@@ -283,10 +292,11 @@ __device__ __forceinline__ void Attend(const Block<D, B, kWarm, kCode>& blk, con
     }
     if constexpr (kCode) st.zsum[0] *= corr[0], st.zsum[1] *= corr[1];
   }
-  if constexpr (kCode) {  // p * (vscale * code + vzero): the scale goes into P, the zero into zsum
+  if constexpr (kCode) {  // p (vs (c - c0) + (vz + vs c0)): the scale goes into P, the rest into zsum
 #pragma unroll
     for (int x = 0; x < 2; ++x) {
-      const float vs = __half2float(__ushort_as_half(blk.vs[x])), vz = __half2float(__ushort_as_half(blk.vz[x]));
+      const float vs = __half2float(__ushort_as_half(blk.vs[x]));
+      const float vz = fmaf(vs, kCodeMid, __half2float(__ushort_as_half(blk.vz[x])));
 #pragma unroll
       for (int e = 0; e < 2; ++e) st.zsum[e] = fmaf(p[x][e], vz, st.zsum[e]), p[x][e] *= vs;
     }
