@@ -138,8 +138,9 @@ __device__ __forceinline__ void IssueWarm(const AttnArgs& a, int kvh0, int hc, i
   // (array, token); a chunk holding a byte of the range is mapped memory.
   uint8_t* slots = st + hc * R::kWarpKV;
   const int span = hc * a.groups * 2;
-  for (int i = threadIdx.x; i < 4 * 16 * kSlotChunks; i += blockDim.x) {
-    const int arr = i / (16 * kSlotChunks), j = (i / kSlotChunks) % 16, c = i % kSlotChunks, t = tb + j;
+  const int chunks = (span + 30) / 16;  // chunks a span can touch at any 2-byte alignment (<= kSlotChunks)
+  for (int i = threadIdx.x; i < 4 * 16 * chunks; i += blockDim.x) {
+    const int c = i % chunks, j = (i / chunks) % 16, arr = i / (16 * chunks), t = tb + j;
     const bool valid = t < seg_e;
     const uint16_t* base = ScaleArray(a, arr);
     const uintptr_t first = reinterpret_cast<uintptr_t>(base + (valid ? t * a.num_kv_heads + kvh0 : 0) * a.groups);
