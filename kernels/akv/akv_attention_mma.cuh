@@ -138,14 +138,14 @@ __device__ __forceinline__ void IssueWarm(const AttnArgs& a, int kvh0, int hc, i
   // (array, token); a chunk holding a byte of the range is mapped memory.
   uint8_t* slots = st + hc * R::kWarpKV;
   const int span = hc * a.groups * 2;
-  const int chunks = (span + 30) / 16;  // chunks a span can touch at any 2-byte alignment (<= kSlotChunks)
-  for (int i = threadIdx.x; i < 4 * 16 * chunks; i += blockDim.x) {
-    const int c = i % chunks, j = (i / chunks) % 16, arr = i / (16 * chunks), t = tb + j;
+  for (int i = threadIdx.x; i < 4 * 16; i += blockDim.x) {  // i = arr * 16 + j (no runtime division)
+    const int arr = i >> 4, j = i & 15, t = tb + j;
     const bool valid = t < seg_e;
-    const uint16_t* base = ScaleArray(a, arr);
-    const uintptr_t first = reinterpret_cast<uintptr_t>(base + (valid ? t * a.num_kv_heads + kvh0 : 0) * a.groups);
-    const uintptr_t chunk = (first & ~uintptr_t{15}) + 16 * c;
-    if (chunk < first + span) CpAsync16(slots + (arr * 16 + j) * kSlotBytes + 16 * c, reinterpret_cast<const void*>(chunk), valid);
+    const uintptr_t first =
+        reinterpret_cast<uintptr_t>(ScaleArray(a, arr) + (valid ? t * a.num_kv_heads + kvh0 : 0) * a.groups);
+    const uintptr_t chunk = first & ~uintptr_t{15};
+    for (int c = 0; c < kSlotChunks && chunk + 16 * c < first + span; ++c)
+      CpAsync16(slots + i * kSlotBytes + 16 * c, reinterpret_cast<const void*>(chunk + 16 * c), valid);
   }
   if (threadIdx.x < 16) {
     const int t = tb + threadIdx.x;
