@@ -51,6 +51,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cstdint>
 
@@ -322,10 +323,17 @@ cudaError_t LaunchMmaKernel(const AttnArgs& a, cudaStream_t stream) {
   const int hc = AkvMmaKvHeadsPerCta(a.num_kv_heads);
   const dim3 grid(a.num_splits, a.num_kv_heads / hc);
   const int smem = WarmRing<D, B>::SmemBytes(hc);
-  // Above the 48 KB default: an attribute of the function, set (idempotently) per launch, so it
-  // holds on every device and inside graph capture; it neither allocates nor syncs.
-  KV_CUDA_CHECK(cudaFuncSetAttribute(AkvAttentionMmaKernel<D, B, kCode>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     WarmRing<D, B>::SmemBytes(kAkvAttnMmaMaxKvPerCta)));
+  // Above the 48 KB default: an attribute of the function on each device, set once per device
+  // (a host call per launch left the GPU idle between short launches); neither allocates nor syncs.
+  static std::atomic<uint64_t> attribute_set{0};
+  int device = 0;
+  KV_CUDA_CHECK(cudaGetDevice(&device));
+  const uint64_t bit = uint64_t{1} << (device & 63);
+  if ((attribute_set.load(std::memory_order_acquire) & bit) == 0) {
+    KV_CUDA_CHECK(cudaFuncSetAttribute(AkvAttentionMmaKernel<D, B, kCode>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       WarmRing<D, B>::SmemBytes(kAkvAttnMmaMaxKvPerCta)));
+    attribute_set.fetch_or(bit, std::memory_order_release);
+  }
   AkvAttentionMmaKernel<D, B, kCode><<<grid, hc * 32, smem, stream>>>(a);
   KV_CUDA_CHECK(cudaGetLastError());
   return cudaSuccess;
