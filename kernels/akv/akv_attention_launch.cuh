@@ -24,9 +24,8 @@ cudaError_t LaunchQv(const AttnArgs& a, cudaStream_t stream) {
   AkvAttentionKernel<T, D, B, QV><<<grid, kThreads, 0, stream>>>(a);
   KV_CUDA_CHECK(cudaGetLastError());
   if (a.num_splits > 1) {
-    const unsigned rows = static_cast<unsigned>(static_cast<int64_t>(a.num_rows) * a.num_heads);
-    AkvAttentionMergeKernel<T, D><<<rows, D, 0, stream>>>(a);
-    KV_CUDA_CHECK(cudaGetLastError());
+    KV_CUDA_CHECK(LaunchAkvMerge<D>(a, static_cast<int64_t>(a.num_rows) * a.num_heads, AkvAttentionMergeKernel<T, D>,
+                                    stream));
   }
   return cudaSuccess;
 }

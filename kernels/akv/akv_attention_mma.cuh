@@ -344,8 +344,8 @@ cudaError_t LaunchMmaBits(const AttnArgs& a, cudaStream_t stream) {
   const cudaError_t e = a.groups == 1 ? LaunchMmaKernel<D, B, true>(a, stream) : LaunchMmaKernel<D, B, false>(a, stream);
   if (e != cudaSuccess) return e;
   if (a.num_splits > 1) {
-    akv_attn_detail::AkvAttentionMergeKernel<__nv_bfloat16, D><<<a.num_heads, D, 0, stream>>>(a);
-    KV_CUDA_CHECK(cudaGetLastError());
+    KV_CUDA_CHECK(akv_attn_detail::LaunchAkvMerge<D>(a, a.num_heads,
+                                                     akv_attn_detail::AkvAttentionMergeKernel<__nv_bfloat16, D>, stream));
   }
   return cudaSuccess;
 }
