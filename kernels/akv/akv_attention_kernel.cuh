@@ -23,11 +23,12 @@
 //   codes become floats by bit operations (2^23 | code) - 2^23, exactly.
 // Loads: plain 16-byte (hot) or 1-8 byte (warm) global loads; the loads of
 //   step it+1 are issued before the math of step it (register prefetch).
-// NOTE(akv): TODO(akv-perf): decode reaches ~15% of HBM bandwidth on the H100
-//   (1024 hot + 32K warm, Llama-3-8B layer: 85 us, 466 GB/s; ncu: SM issue
-//   ~58%, 12 warps/SM, 4.5 cycles per issued instruction). It is bound by
-//   CUDA-core instructions per byte, not memory: next steps are tensor-core
-//   (mma) QK/PV over the G heads of a KV group and a cp.async ring.
+// NOTE(akv): decode (M = 1) on bf16 with G <= kAkvAttnMmaMaxGroup is served by
+//   the tensor-core kernel (akv_attention_mma.cuh), 2-4x faster at 8K-128K
+//   warm rows (bench/attention/akv_attention_bench.cu); this CUDA-core kernel
+//   serves prefill chunks, fp32 tiers and larger groups, and is the A/B
+//   reference (AkvAttnPath::kCudaCore). It is bound by CUDA-core
+//   instructions per byte (~15% of HBM bandwidth at 4-bit codes).
 #pragma once
 
 #include <cuda_runtime.h>
