@@ -47,7 +47,7 @@ KV_HD int AkvMmaKvHeadsPerCta(int num_kv_heads) {
 }
 
 // Which CUDA kernel serves a launch. kAuto: the tensor-core decode kernel
-// (akv_attention_mma.cuh) where it applies (M = 1, bf16, Hq/Hkv <= 16,
+// (akv_attention_mma.cuh) where it applies (M = 1, bf16, Hq/Hkv <= kAkvAttnMmaMaxGroup,
 // 16-byte aligned warm codes), else the CUDA-core kernel. The explicit
 // values exist for tests and benches; kTensorCore where it does not apply is
 // cudaErrorInvalidValue. The CPU twin ignores it.

@@ -12,7 +12,12 @@
 // the exact codes, an HFMA2 applies the group's fp16 scale and zero.
 // Numerics differ from the twin by fp16 rounding of the dequantized K/V
 // (relative 2^-11), of the hot K/V and q (bf16 -> fp16: exact in range),
-// and of P (fp16, in [0, 1]); softmax state and accumulation are fp32.
+// and of P (fp16); softmax state and accumulation are fp32.
+// NOTE(akv): fp16 range: hot K/V or q beyond +-65504, or a dequantized
+// value past it (saturated scale/zero, counted in kAkvTotQuantSaturations),
+// become inf here where the twin stays finite; real activations are far
+// inside it. The scale-slot copies read whole 16-byte chunks around the
+// scale arrays' bytes (mapped: same granule), which memcheck may report.
 //
 // Mapping: grid (S, Hkv / HC), one warp per KV head (HC = AkvMmaKvHeadsPerCta
 // warps per CTA); each warp walks its split's hot rows, then its warm rows,
@@ -143,7 +148,7 @@ __device__ __forceinline__ void IssueWarm(const AttnArgs& a, int kvh0, int hc, i
     const int arr = i >> 4, j = i & 15, t = tb + j;
     const bool valid = t < seg_e;
     const uintptr_t first =
-        reinterpret_cast<uintptr_t>(ScaleArray(a, arr) + (valid ? t * a.num_kv_heads + kvh0 : 0) * a.groups);
+        reinterpret_cast<uintptr_t>(ScaleArray(a, arr) + ((valid ? t : 0) * a.num_kv_heads + kvh0) * a.groups);
     const uintptr_t chunk = first & ~uintptr_t{15};
     for (int c = 0; c < kSlotChunks && chunk + 16 * c < first + span; ++c)
       CpAsync16(slots + i * kSlotBytes + 16 * c, reinterpret_cast<const void*>(chunk + 16 * c), valid);
@@ -179,8 +184,8 @@ __device__ __forceinline__ void ReadWarm(const AttnArgs& a, int kvh0, int hc, in
   }
   const uint8_t* slots = st + hc * R::kWarpKV;
   const int* ps = reinterpret_cast<const int*>(slots + R::kScaleBytes);
-  const int grp_k = kCode ? 0 : tig * G::kKd / a.group_size, grp_v = kCode ? 0 : gid * G::kVd / a.group_size;
-  const auto at = [&](int arr, int j, int grp) {  // rows past the segment: IssueWarm zero-filled row 0's chunks
+  const int grp_v = kCode ? 0 : gid * G::kVd / a.group_size;
+  const auto at = [&](int arr, int j, int grp) {  // rows past the segment: IssueWarm zero-filled row 0's slot
     const int mis = static_cast<int>(reinterpret_cast<uintptr_t>(ScaleArray(a, arr)) & 15);
     const int off = SlotOffset(mis, a, tb + j < seg_e ? tb + j : 0, kvh0, kvh, grp);
     return *reinterpret_cast<const uint16_t*>(slots + (arr * 16 + j) * kSlotBytes + off);
@@ -188,7 +193,11 @@ __device__ __forceinline__ void ReadWarm(const AttnArgs& a, int kvh0, int hc, in
 #pragma unroll
   for (int x = 0; x < 2; ++x) {
     const int j = 8 * x + gid;
-    blk.ks[x] = at(0, j, grp_k), blk.kz[x] = at(1, j, grp_k);
+#pragma unroll
+    for (int c = 0; c < G::kKChunks; ++c) {
+      const int grp = kCode ? 0 : KDim<D, B>(tig, c * G::kKChunkDims) / a.group_size;
+      blk.ks[x][c] = at(0, j, grp), blk.kz[x][c] = at(1, j, grp);
+    }
     blk.pos[x] = tb + j < seg_e ? ps[j] : INT_MAX;
     if constexpr (kCode) blk.vs[x] = at(2, j, 0), blk.vz[x] = at(3, j, 0);
   }
@@ -224,7 +233,7 @@ __device__ __forceinline__ void WarmSegment(const AttnArgs& a, int kvh0, int hc,
     CpAsyncCommit();
     Block<D, B, true, kCode> blk;
     ReadWarm<D, B, kCode>(a, kvh0, hc, seg_b + 16 * i, seg_e, ring + (i % R::kStages) * stage_bytes, blk);
-    Attend(blk, qa, qsum, a.scale_log2, qpos, st);
+    Attend<kCode>(blk, qa, qsum, a.scale_log2, qpos, st);
   }
   CpAsyncWait<0>();
 }
@@ -279,7 +288,7 @@ __global__ void __launch_bounds__(kAkvAttnMmaMaxKvPerCta * 32, 2) AkvAttentionMm
   for (int tb = begin; tb < hot_e; tb += 16) {
     Block<D, B, false, false> blk;
     blk.Load(a, kvh, tb, hot_e, gid, tig);
-    Attend(blk, qa, qsum, a.scale_log2, qpos, st);
+    Attend<kCode>(blk, qa, qsum, a.scale_log2, qpos, st);
   }
   WarmSegment<D, B, kCode>(a, kvh0, hc, max(begin, n_hot) - n_hot, max(end - n_hot, 0), qa, qsum, qpos,
                            reinterpret_cast<uint8_t*>(akv_mma_smem), st);
@@ -299,9 +308,13 @@ __global__ void __launch_bounds__(kAkvAttnMmaMaxKvPerCta * 32, 2) AkvAttentionMm
     if (r >= a.group) continue;
     const int h = kvh * a.group + r;  // M = 1: output row h
     const float inv = st.l[e] > 0.0f ? 1.0f / st.l[e] : 0.0f;
+    constexpr float kUnscale = kCode ? 1.0f / static_cast<float>(1 << (B - 1)) : 1.0f;  // Attend's kScaleP
     float o[G::kVd];
 #pragma unroll
-    for (int i = 0; i < D / 16; ++i) o[2 * i] = (st.acc[i][e] + st.zsum[e]) * inv, o[2 * i + 1] = (st.acc[i][2 + e] + st.zsum[e]) * inv;
+    for (int i = 0; i < D / 16; ++i) {
+      o[2 * i] = fmaf(st.acc[i][e], kUnscale, st.zsum[e]) * inv;
+      o[2 * i + 1] = fmaf(st.acc[i][2 + e], kUnscale, st.zsum[e]) * inv;
+    }
     const float lse = st.l[e] > 0.0f ? (st.m[e] + __log2f(st.l[e])) * kLn2 : kNegInf;
     if (a.num_splits == 1) {
       __nv_bfloat16* op = static_cast<__nv_bfloat16*>(a.out) + static_cast<int64_t>(h) * D + gid * G::kVd;

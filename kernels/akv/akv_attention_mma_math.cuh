@@ -163,7 +163,10 @@ struct Block {
   uint32_t k[2][kKW];
   uint32_t v[4][kVW];
   int pos[2];
-  uint16_t ks[2], kz[2], vs[4], vz[4];  // warm only (fp16 bits)
+  // Warm only (fp16 bits). K: per token and per chunk of the lane's K run (a
+  // chunk lies in one group; with 8-bit codes at D = 128 the two chunks of a
+  // lane can be in different groups). V: see above.
+  uint16_t ks[2][G::kKChunks], kz[2][G::kKChunks], vs[4], vz[4];
 
   // Hot: this lane's part of the block at hot row tb, plain vector loads.
   __device__ __forceinline__ void Load(const AttnArgs& a, int kvh, int tb, int seg_e, int gid, int tig) {
@@ -198,7 +201,8 @@ struct Block {
     if constexpr (kWarm) {
       const uint32_t magic = CodePair<B>(k[x][p / G::kPpw], p % G::kPpw);
       if constexpr (kCode) return H2U(__hsub2(U2H(magic), U2H(kMagicMid<B>)));  // c - c0
-      const __half2 s = __half2half2(__ushort_as_half(ks[x])), z = __half2half2(__ushort_as_half(kz[x]));
+      const int c = p / (G::kKChunkDims / 2);  // the chunk holding pair p
+      const __half2 s = __half2half2(__ushort_as_half(ks[x][c])), z = __half2half2(__ushort_as_half(kz[x][c]));
       return Dequant(magic, s, z);
     } else {
       return PackF16(Bf16At(k[x], PairLo<B>(p)), Bf16At(k[x], PairHi<B>(p)));
@@ -245,7 +249,12 @@ struct Softmax {
 // so no row is wasted), online softmax, then O^T += V^T P^T (dims are the
 // rows; P^T is the score fragment transposed by movmatrix). qsum[e]: sum of
 // head 2tig + e's fp16 q (the zero term of code-domain scores).
-template <int D, int B, bool kWarm, bool kCode>
+// kScaleP (kernels with code-domain warm rows, for hot and warm blocks
+// alike): P enters the PV mma multiplied by c0 = 2^(b-1), exactly, and the
+// output divides by it. With codes, P is p * vscale, which for 8-bit codes of
+// a narrow value range (vscale ~ range / 255) is subnormal in fp16 already at
+// p ~ 0.1; p * vscale * c0 ~ p * range / 2 is not.
+template <bool kScaleP, int D, int B, bool kWarm, bool kCode>
 __device__ __forceinline__ void Attend(const Block<D, B, kWarm, kCode>& blk, const uint32_t* qa, const float* qsum,
                                        float scale_log2, int qpos, Softmax<D>& st) {
   using G = MGeo<D, B>;
@@ -265,7 +274,7 @@ __device__ __forceinline__ void Attend(const Block<D, B, kWarm, kCode>& blk, con
     for (int e = 0; e < 2; ++e) {
       float sc = p[x][e];
       if constexpr (kCode) {  // k^ = ks (c - c0) + (kz + ks c0)
-        const float ks = __half2float(__ushort_as_half(blk.ks[x])), kz = __half2float(__ushort_as_half(blk.kz[x]));
+        const float ks = __half2float(__ushort_as_half(blk.ks[x][0])), kz = __half2float(__ushort_as_half(blk.kz[x][0]));
         sc = fmaf(ks, sc, fmaf(ks, kCodeMid, kz) * qsum[e]);
       }
       p[x][e] = blk.pos[x] > qpos ? kNegInf : sc * scale_log2;
@@ -292,14 +301,18 @@ __device__ __forceinline__ void Attend(const Block<D, B, kWarm, kCode>& blk, con
     }
     if constexpr (kCode) st.zsum[0] *= corr[0], st.zsum[1] *= corr[1];
   }
-  if constexpr (kCode) {  // p (vs (c - c0) + (vz + vs c0)): the scale goes into P, the rest into zsum
+  static_assert(!kCode || kScaleP, "code-domain blocks scale P");
+  if constexpr (kCode) {  // p (vs (c - c0) + (vz + vs c0)): the scale (times c0) goes into P, the rest into zsum
 #pragma unroll
     for (int x = 0; x < 2; ++x) {
       const float vs = __half2float(__ushort_as_half(blk.vs[x]));
       const float vz = fmaf(vs, kCodeMid, __half2float(__ushort_as_half(blk.vz[x])));
 #pragma unroll
-      for (int e = 0; e < 2; ++e) st.zsum[e] = fmaf(p[x][e], vz, st.zsum[e]), p[x][e] *= vs;
+      for (int e = 0; e < 2; ++e) st.zsum[e] = fmaf(p[x][e], vz, st.zsum[e]), p[x][e] *= vs * kCodeMid;
     }
+  } else if constexpr (kScaleP) {
+#pragma unroll
+    for (int x = 0; x < 2; ++x) p[x][0] *= kCodeMid, p[x][1] *= kCodeMid;
   }
   // P^T fragments: (head gid, tokens 2tig, 2tig + 1) of tokens 0-7 and 8-15.
   const uint32_t b0 = Transpose8x8(PackF16(p[0][0], p[0][1])), b1 = Transpose8x8(PackF16(p[1][0], p[1][1]));

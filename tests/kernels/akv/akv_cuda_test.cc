@@ -194,9 +194,10 @@ TEST(AkvCuda, DecodeAttentionMatchesTwin) {
       for (int G : {1, 3, 4, 8, 7, 14}) {
         for (auto [n_hot, n_warm, bits] : {std::tuple{1, 0, 4}, std::tuple{0, 54, 2}, std::tuple{97, 2100, 4},
                                            std::tuple{0, 0, 8}, std::tuple{1030, 4097, 8}}) {
+          for (int g : D == 64 ? std::vector<int>{32} : std::vector<int>{128, 32}) {
           AkvShape s;
           s.dtype = dtype, s.head_dim = D, s.num_kv_heads = 2, s.num_heads = 2 * G, s.bits = bits;
-          s.group_size = D == 64 ? 32 : 128;
+          s.group_size = g;
           s.n_hot = n_hot, s.n_warm = n_warm;
           AkvProblem pr = MakeAkvProblem(s, 1000 + D + G * 7 + n_hot + n_warm);
           const int planned = PlanAkvAttentionSplits(1, s.num_heads, 2, pr.lay.hot_capacity + pr.lay.warm_capacity,
@@ -208,11 +209,35 @@ TEST(AkvCuda, DecodeAttentionMatchesTwin) {
             for (AkvAttnPath path : {AkvAttnPath::kCudaCore, AkvAttnPath::kTensorCore}) {
               if (path == AkvAttnPath::kTensorCore && !two) continue;
               const std::string what =
-                  Cat(KvDTypeName(dtype), " D", D, " G", G, " hot ", n_hot, " warm ", n_warm, " b", bits, " S", splits,
-                      path == AkvAttnPath::kTensorCore ? " tensor-core" : " cuda-core");
+                  Cat(KvDTypeName(dtype), " D", D, " G", G, " g", g, " hot ", n_hot, " warm ", n_warm, " b", bits, " S",
+                      splits, path == AkvAttnPath::kTensorCore ? " tensor-core" : " cuda-core");
               ExpectClose(RunGpu(pr, splits, path), want, dtype, what);
             }
           }
+          }
+        }
+      }
+    }
+  }
+}
+
+// The tensor-core kernel puts up to 8 KV heads in a CTA and copies their
+// scale groups together: KV head counts that split into CTAs of 6 (whose
+// first head's groups start mid-chunk) and a last warm block cut short.
+TEST(AkvCuda, DecodeAttentionWithManyKvHeadsMatchesTwin) {
+  SKIP_WITHOUT_DEVICE();
+  for (int hkv : {12, 5}) {
+    for (int g : {128, 32}) {
+      for (int bits : {4, 8}) {
+        AkvShape s;
+        s.dtype = KvDType::kBf16, s.head_dim = 128, s.num_kv_heads = hkv, s.num_heads = 2 * hkv, s.bits = bits;
+        s.group_size = g, s.n_hot = 40, s.n_warm = 1001;
+        AkvProblem pr = MakeAkvProblem(s, 300 + hkv + g + bits);
+        const int planned =
+            PlanAkvAttentionSplits(1, s.num_heads, hkv, pr.lay.hot_capacity + pr.lay.warm_capacity, NumSms());
+        for (int splits : {1, planned}) {
+          ExpectClose(RunGpu(pr, splits, AkvAttnPath::kTensorCore), RunTwin(pr, splits), s.dtype,
+                      Cat("Hkv ", hkv, " g", g, " b", bits, " S", splits));
         }
       }
     }
