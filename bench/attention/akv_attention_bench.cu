@@ -6,7 +6,7 @@
 // bytes per step / time >= 70% of the copy bandwidth at n_warm >= 8K.
 //
 //   akv_attention_bench [--out results.json] [--commit SHA] [--iters 100] [--warmup 10]
-//                       [--warm 2048,8192,32768,131072] [--bits 2,4,8]
+//                       [--warm 2048,8192,32768,131072] [--bits 2,4,8] [--splits S (0: the planner's)]
 //
 // 1. Copy bandwidth: cudaMemcpy device-to-device of 1 GiB, (read + write) / median time.
 // 2. Guard, per bits: n_warm 2048, one layer, planned splits: the tensor-core
@@ -64,6 +64,7 @@ struct Args {
   std::string out, commit = "unknown";
   int iters = 100, warmup = 10;
   std::vector<int> warm = {2048, 8192, 32768, 131072}, bits = {2, 4, 8};
+  int splits = 0;  // 0: PlanAkvAttentionSplits
 };
 
 // Random 32-bit words: warm codes over the full byte range (every b-bit field
@@ -318,6 +319,7 @@ Args Parse(int argc, char** argv) {
     else if (s == "--warmup") a.warmup = std::max(1, std::atoi(next().c_str()));
     else if (s == "--warm") a.warm = ParseList(s, next(), false);
     else if (s == "--bits") a.bits = ParseList(s, next(), true);
+    else if (s == "--splits") a.splits = std::clamp(std::atoi(next().c_str()), 0, kAkvAttnMaxSplits);
     else { std::fprintf(stderr, "unknown argument %s\n", s.c_str()); std::exit(2); }
   }
   return a;
@@ -383,7 +385,7 @@ int main(int argc, char** argv) {
       Row r{};
       r.bits = bits, r.n_warm = n_warm, r.layers = layers, r.bytes = read;
       r.dense_splits = dense_splits, r.dense_us = dense_us, r.dense_bytes = DenseStepBytes(tokens);
-      r.splits = PlanAkvAttentionSplits(1, kHq, kHkv, tokens, sms);
+      r.splits = a.splits > 0 ? a.splits : PlanAkvAttentionSplits(1, kHq, kHkv, tokens, sms);
       auto time_path = [&](AkvAttnPath path) -> double {
         if (Refused(LaunchAkvMixedAttention(Params(s, io, 0, r.splits, path), nullptr), path)) return -1;
         return MedianUs(a, [&](int i) {
