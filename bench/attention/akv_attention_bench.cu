@@ -52,6 +52,7 @@ using kvstream::bench::CopyGbps;
 using kvstream::bench::FillRandomBf16;
 using kvstream::bench::HashIndex;
 using kvstream::bench::Median;
+using kvstream::bench::MedianUs;
 
 using namespace kvstream;  // NOLINT: bench-local
 
@@ -60,9 +61,7 @@ constexpr int kCheckWarm = 2048;     // the guard's small point
 constexpr double kCheckTol = 1e-2;   // guard: max |tc - cc| / max |cc|
 constexpr double kMemBudget = 16e9;  // stacked AKV tiers; dense pools are freed before (total < ~20 GB)
 
-struct Args {
-  std::string out, commit = "unknown";
-  int iters = 100, warmup = 10;
+struct Args : bench::BenchArgs {
   std::vector<int> warm = {2048, 8192, 32768, 131072}, bits = {2, 4, 8};
   int splits = 0;  // 0: PlanAkvAttentionSplits
 };
@@ -176,27 +175,6 @@ AkvAttentionParams Params(const AkvSet& s, const Io& io, int layer, int splits, 
   return p;
 }
 
-template <class F>
-float MedianUs(const Args& a, F launch) {
-  for (int i = 0; i < a.warmup; ++i) BENCH_CHECK(launch(i));
-  BENCH_CHECK(cudaDeviceSynchronize());
-  std::vector<cudaEvent_t> ev(2 * a.iters);
-  for (cudaEvent_t& e : ev) BENCH_CHECK(cudaEventCreate(&e));
-  for (int i = 0; i < a.iters; ++i) {
-    BENCH_CHECK(cudaEventRecord(ev[2 * i]));
-    BENCH_CHECK(launch(a.warmup + i));
-    BENCH_CHECK(cudaEventRecord(ev[2 * i + 1]));
-  }
-  BENCH_CHECK(cudaDeviceSynchronize());
-  std::vector<float> us(a.iters);
-  for (int i = 0; i < a.iters; ++i) {
-    BENCH_CHECK(cudaEventElapsedTime(&us[i], ev[2 * i], ev[2 * i + 1]));
-    us[i] *= 1000.0f;
-  }
-  for (cudaEvent_t& e : ev) cudaEventDestroy(e);
-  return Median(us);
-}
-
 // True when the launcher refused `path` (the tensor-core kernel not built);
 // any other error exits.
 bool Refused(cudaError_t e, AkvAttnPath path) {
@@ -307,21 +285,13 @@ std::vector<int> ParseList(const std::string& flag, const std::string& v, bool b
 
 Args Parse(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string s = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) { std::fprintf(stderr, "%s needs a value\n", s.c_str()); std::exit(2); }
-      return argv[++i];
-    };
-    if (s == "--out") a.out = next();
-    else if (s == "--commit") a.commit = next();
-    else if (s == "--iters") a.iters = std::max(50, std::atoi(next().c_str()));
-    else if (s == "--warmup") a.warmup = std::max(1, std::atoi(next().c_str()));
-    else if (s == "--warm") a.warm = ParseList(s, next(), false);
+  bench::ParseBenchArgs(argc, argv, &a, [&](const std::string& s, auto next) {
+    if (s == "--warm") a.warm = ParseList(s, next(), false);
     else if (s == "--bits") a.bits = ParseList(s, next(), true);
     else if (s == "--splits") a.splits = std::clamp(std::atoi(next().c_str()), 0, kAkvAttnMaxSplits);
-    else { std::fprintf(stderr, "unknown argument %s\n", s.c_str()); std::exit(2); }
-  }
+    else return false;
+    return true;
+  });
   return a;
 }
 

@@ -1,6 +1,7 @@
 // Shared by the attention-kernel benches (dense_decode_bench, entmax_kv_decode_bench,
-// sq_attend_bench): CUDA error exit, deterministic device fills, the median, and
-// the copy bandwidth every bench reports its % against.
+// sq_attend_bench, akv_attention_bench): CUDA error exit, deterministic device
+// fills, the median, the copy bandwidth every bench reports its % against, the
+// flags they all take and the timed-launch loop.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -10,6 +11,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #define BENCH_CHECK(expr)                                                                         \
@@ -68,6 +70,54 @@ inline double CopyGbps() {
   cudaFree(src);
   cudaFree(dst);
   return 2.0 * bytes / (Median(ms) * 1e-3) / 1e9;
+}
+
+// The flags every bench takes; a bench's Args derives from it.
+struct BenchArgs {
+  std::string out, commit = "unknown";
+  int iters = 100, warmup = 10;
+};
+
+// Walks argv: --out, --commit, --iters (>= 50), --warmup (>= 1) fill *common;
+// any other flag goes to own(flag, next), which returns false for a flag it
+// does not know. A missing value or an unknown flag is a usage error (exit 2).
+template <class Own>
+void ParseBenchArgs(int argc, char** argv, BenchArgs* common, Own own) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string s = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) { std::fprintf(stderr, "%s needs a value\n", s.c_str()); std::exit(2); }
+      return argv[++i];
+    };
+    if (s == "--out") common->out = next();
+    else if (s == "--commit") common->commit = next();
+    else if (s == "--iters") common->iters = std::max(50, std::atoi(next().c_str()));
+    else if (s == "--warmup") common->warmup = std::max(1, std::atoi(next().c_str()));
+    else if (!own(s, next)) { std::fprintf(stderr, "unknown argument %s\n", s.c_str()); std::exit(2); }
+  }
+}
+
+// Median of a.iters timed launches (launch(i) returns cudaError_t), after
+// a.warmup untimed ones, us. Launches go back to back, each between two events.
+template <class F>
+float MedianUs(const BenchArgs& a, F launch) {
+  for (int i = 0; i < a.warmup; ++i) BENCH_CHECK(launch(i));
+  BENCH_CHECK(cudaDeviceSynchronize());
+  std::vector<cudaEvent_t> ev(2 * a.iters);
+  for (cudaEvent_t& e : ev) BENCH_CHECK(cudaEventCreate(&e));
+  for (int i = 0; i < a.iters; ++i) {
+    BENCH_CHECK(cudaEventRecord(ev[2 * i]));
+    BENCH_CHECK(launch(a.warmup + i));
+    BENCH_CHECK(cudaEventRecord(ev[2 * i + 1]));
+  }
+  BENCH_CHECK(cudaDeviceSynchronize());
+  std::vector<float> us(a.iters);
+  for (int i = 0; i < a.iters; ++i) {
+    BENCH_CHECK(cudaEventElapsedTime(&us[i], ev[2 * i], ev[2 * i + 1]));
+    us[i] *= 1000.0f;
+  }
+  for (cudaEvent_t& e : ev) cudaEventDestroy(e);
+  return Median(us);
 }
 
 }  // namespace kvstream::bench

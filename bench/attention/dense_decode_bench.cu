@@ -40,9 +40,7 @@ using kvstream::KvDType;
 
 constexpr int kH = 32, kHkv = 8, kD = 128, kP = 16;
 
-struct Args {
-  std::string out, commit = "unknown";
-  int iters = 100, warmup = 10;
+struct Args : kvstream::bench::BenchArgs {
   bool sweep = true;
 };
 
@@ -120,23 +118,8 @@ class Shape {
   }
 
   float MedianUs(const Args& a, int splits) const {
-    for (int i = 0; i < a.warmup; ++i) BENCH_CHECK(kvstream::LaunchDenseDecode(Params(i % rot_, splits), nullptr));
-    BENCH_CHECK(cudaDeviceSynchronize());
-    std::vector<cudaEvent_t> ev(2 * a.iters);
-    for (cudaEvent_t& e : ev) BENCH_CHECK(cudaEventCreate(&e));
-    for (int i = 0; i < a.iters; ++i) {
-      BENCH_CHECK(cudaEventRecord(ev[2 * i]));
-      BENCH_CHECK(kvstream::LaunchDenseDecode(Params(i % rot_, splits), nullptr));
-      BENCH_CHECK(cudaEventRecord(ev[2 * i + 1]));
-    }
-    BENCH_CHECK(cudaDeviceSynchronize());
-    std::vector<float> us(a.iters);
-    for (int i = 0; i < a.iters; ++i) {
-      BENCH_CHECK(cudaEventElapsedTime(&us[i], ev[2 * i], ev[2 * i + 1]));
-      us[i] *= 1000.0f;
-    }
-    for (cudaEvent_t& e : ev) cudaEventDestroy(e);
-    return Median(us);
+    return kvstream::bench::MedianUs(
+        a, [&](int i) { return kvstream::LaunchDenseDecode(Params(i % rot_, splits), nullptr); });
   }
 
   // Poisons out (0xff = NaN), runs once, and counts outputs that are not finite.
@@ -171,19 +154,12 @@ class Shape {
 
 Args Parse(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string s = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) { std::fprintf(stderr, "%s needs a value\n", s.c_str()); std::exit(2); }
-      return argv[++i];
-    };
-    if (s == "--out") a.out = next();
-    else if (s == "--commit") a.commit = next();
-    else if (s == "--iters") a.iters = std::max(50, std::atoi(next().c_str()));
-    else if (s == "--warmup") a.warmup = std::max(1, std::atoi(next().c_str()));
-    else if (s == "--no-sweep") a.sweep = false;
-    else { std::fprintf(stderr, "unknown argument %s\n", s.c_str()); std::exit(2); }
-  }
+  kvstream::bench::ParseBenchArgs(argc, argv, &a, [&](const std::string& s, auto next) {
+    if (s == "--no-sweep") a.sweep = false;
+    else return false;
+    (void)next;
+    return true;
+  });
   return a;
 }
 

@@ -58,9 +58,7 @@ constexpr int kH = 32, kHkv = 8, kD = 128, kP = 16, kHs = kHkv;  // SHARED_KV: o
 constexpr int kBudgetPages = 2048 / kP, kSinks = 1;              // §5 defaults (alpha 1)
 constexpr double kBkv = 2.0;                                     // bf16 bytes per element (§3 b_kv)
 
-struct Args {
-  std::string out, commit = "unknown";
-  int iters = 100, warmup = 10;
+struct Args : kvstream::bench::BenchArgs {
   std::vector<std::pair<int, int>> points = {{1, 32768}, {1, 131072}, {1, 524288}, {8, 32768}, {8, 131072}};
 };
 
@@ -378,31 +376,22 @@ struct Row {
 
 Args Parse(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string s = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) { std::fprintf(stderr, "%s needs a value\n", s.c_str()); std::exit(2); }
-      return argv[++i];
-    };
-    if (s == "--out") a.out = next();
-    else if (s == "--commit") a.commit = next();
-    else if (s == "--iters") a.iters = std::max(50, std::atoi(next().c_str()));
-    else if (s == "--warmup") a.warmup = std::max(1, std::atoi(next().c_str()));
-    else if (s == "--points") {  // BxT,BxT,...
-      a.points.clear();
-      const std::string v = next();
-      for (size_t at = 0; at < v.size();) {
-        const size_t comma = std::min(v.find(',', at), v.size());
-        int b = 0, t = 0;
-        if (std::sscanf(v.substr(at, comma - at).c_str(), "%dx%d", &b, &t) != 2 || b < 1 || t <= 2048 + kP) {
-          std::fprintf(stderr, "bad point '%s' (BxT, T > budget + one page)\n", v.substr(at, comma - at).c_str());
-          std::exit(2);
-        }
-        a.points.emplace_back(b, t);
-        at = comma + 1;
+  kvstream::bench::ParseBenchArgs(argc, argv, &a, [&](const std::string& s, auto next) {
+    if (s != "--points") return false;  // BxT,BxT,...
+    a.points.clear();
+    const std::string v = next();
+    for (size_t at = 0; at < v.size();) {
+      const size_t comma = std::min(v.find(',', at), v.size());
+      int b = 0, t = 0;
+      if (std::sscanf(v.substr(at, comma - at).c_str(), "%dx%d", &b, &t) != 2 || b < 1 || t <= 2048 + kP) {
+        std::fprintf(stderr, "bad point '%s' (BxT, T > budget + one page)\n", v.substr(at, comma - at).c_str());
+        std::exit(2);
       }
-    } else { std::fprintf(stderr, "unknown argument %s\n", s.c_str()); std::exit(2); }
-  }
+      a.points.emplace_back(b, t);
+      at = comma + 1;
+    }
+    return true;
+  });
   return a;
 }
 

@@ -38,15 +38,14 @@ using kvstream::bench::CopyGbps;
 using kvstream::bench::FillRandomBf16;
 using kvstream::bench::HashIndex;
 using kvstream::bench::Median;
+using kvstream::bench::MedianUs;
 
 using kvstream::SqAttendParams;
 
 constexpr int kHq = 32, kHkv = 8, kD = 128, kP = 16;
 constexpr int kKDeff = 4, kVDeff = 50;
 
-struct Args {
-  std::string out, commit = "unknown";
-  int iters = 100, warmup = 10;
+struct Args : kvstream::bench::BenchArgs {
   bool sweep = true, dense = true;
 };
 
@@ -62,27 +61,6 @@ __global__ void FillRandomF32(float* p, size_t n, uint32_t seed) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
     p[i] = static_cast<float>(HashIndex(i, seed)) * (2.0f / 4294967296.0f) - 1.0f;
   }
-}
-
-template <class F>
-float MedianUs(const Args& a, F launch) {
-  for (int i = 0; i < a.warmup; ++i) BENCH_CHECK(launch(i));
-  BENCH_CHECK(cudaDeviceSynchronize());
-  std::vector<cudaEvent_t> ev(2 * a.iters);
-  for (cudaEvent_t& e : ev) BENCH_CHECK(cudaEventCreate(&e));
-  for (int i = 0; i < a.iters; ++i) {
-    BENCH_CHECK(cudaEventRecord(ev[2 * i]));
-    BENCH_CHECK(launch(a.warmup + i));
-    BENCH_CHECK(cudaEventRecord(ev[2 * i + 1]));
-  }
-  BENCH_CHECK(cudaDeviceSynchronize());
-  std::vector<float> us(a.iters);
-  for (int i = 0; i < a.iters; ++i) {
-    BENCH_CHECK(cudaEventElapsedTime(&us[i], ev[2 * i], ev[2 * i + 1]));
-    us[i] *= 1000.0f;
-  }
-  for (cudaEvent_t& e : ev) cudaEventDestroy(e);
-  return Median(us);
 }
 
 // The default plan of one layer (every head alike), uploaded.
@@ -129,20 +107,13 @@ struct Result {
 
 Args Parse(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string s = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) { std::fprintf(stderr, "%s needs a value\n", s.c_str()); std::exit(2); }
-      return argv[++i];
-    };
-    if (s == "--out") a.out = next();
-    else if (s == "--commit") a.commit = next();
-    else if (s == "--iters") a.iters = std::max(50, std::atoi(next().c_str()));
-    else if (s == "--warmup") a.warmup = std::max(1, std::atoi(next().c_str()));
-    else if (s == "--no-sweep") a.sweep = false;
+  kvstream::bench::ParseBenchArgs(argc, argv, &a, [&](const std::string& s, auto next) {
+    if (s == "--no-sweep") a.sweep = false;
     else if (s == "--no-dense") a.dense = false;
-    else { std::fprintf(stderr, "unknown argument %s\n", s.c_str()); std::exit(2); }
-  }
+    else return false;
+    (void)next;
+    return true;
+  });
   return a;
 }
 
