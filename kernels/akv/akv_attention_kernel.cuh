@@ -401,7 +401,8 @@ __global__ void __launch_bounds__(kThreads, QV == 1 ? 4 : (QV <= 4 ? 3 : 2)) Akv
       const int64_t prow = orow * a.num_splits + split;
       float* pp = a.partial_out + prow * D + c * kVec;
 #pragma unroll
-      for (int e = 0; e < kVec; e += 4) *reinterpret_cast<float4*>(pp + e) = make_float4(o[e], o[e + 1], o[e + 2], o[e + 3]);
+      for (int e = 0; e < kVec; e += 4)
+        *reinterpret_cast<float4*>(pp + e) = make_float4(o[e], o[e + 1], o[e + 2], o[e + 3]);
       if (c == 0) a.partial_lse[prow] = lse;
     }
   }
@@ -462,10 +463,10 @@ __global__ void __launch_bounds__(kMergeWarps * 32) AkvAttentionMergeKernel(cons
   if (col == 0 && a.lse != nullptr) a.lse[rowi] = sum > 0.0f ? mx + logf(sum) : kNegInf;
 }
 
-// Grid and block of the merge for `rows` (row, head) pairs.
-template <int D>
-inline cudaError_t LaunchAkvMerge(const AttnArgs& a, int64_t rows, void (*kernel)(AttnArgs), cudaStream_t stream) {
-  kernel<<<dim3(static_cast<unsigned>(rows), D / 32), kMergeWarps * 32, 0, stream>>>(a);
+// Enqueues the merge of `rows` (row, head) pairs.
+template <class T, int D>
+cudaError_t LaunchAkvMerge(const AttnArgs& a, int64_t rows, cudaStream_t stream) {
+  AkvAttentionMergeKernel<T, D><<<dim3(static_cast<unsigned>(rows), D / 32), kMergeWarps * 32, 0, stream>>>(a);
   return cudaGetLastError();
 }
 

@@ -24,8 +24,7 @@ cudaError_t LaunchQv(const AttnArgs& a, cudaStream_t stream) {
   AkvAttentionKernel<T, D, B, QV><<<grid, kThreads, 0, stream>>>(a);
   KV_CUDA_CHECK(cudaGetLastError());
   if (a.num_splits > 1) {
-    KV_CUDA_CHECK(LaunchAkvMerge<D>(a, static_cast<int64_t>(a.num_rows) * a.num_heads, AkvAttentionMergeKernel<T, D>,
-                                    stream));
+    KV_CUDA_CHECK((LaunchAkvMerge<T, D>(a, static_cast<int64_t>(a.num_rows) * a.num_heads, stream)));
   }
   return cudaSuccess;
 }

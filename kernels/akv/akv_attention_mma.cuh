@@ -127,7 +127,8 @@ __device__ __forceinline__ void IssueWarm(const AttnArgs& a, int kvh0, int hc, i
     const uint8_t* row = a.warm_k + (valid ? t * a.num_kv_heads + kvh : 0) * kCb;
 #pragma unroll
     for (int c = 0; c < R::kKChunks; ++c)  // chunk slot 4c + tig (KDim)
-      CpAsync<R::kKChunk>(kv + ((x * R::kKChunks + c) * 32 + lane) * R::kKChunk, row + (4 * c + tig) * R::kKChunk, valid);
+      CpAsync<R::kKChunk>(kv + ((x * R::kKChunks + c) * 32 + lane) * R::kKChunk, row + (4 * c + tig) * R::kKChunk,
+                          valid);
   }
 #pragma unroll
   for (int u = 0; u < 4; ++u) {
@@ -213,8 +214,9 @@ __device__ __forceinline__ void ReadWarm(const AttnArgs& a, int kvh0, int hc, in
 // The warm rows [seg_b, seg_e) through the ring; every warp of the CTA runs
 // the same number of steps (the barrier in each).
 template <int D, int B, bool kCode>
-__device__ __forceinline__ void WarmSegment(const AttnArgs& a, int kvh0, int hc, int seg_b, int seg_e, const uint32_t* qa,
-                                            const float* qsum, int qpos, uint8_t* ring, Softmax<D>& st) {
+__device__ __forceinline__ void WarmSegment(const AttnArgs& a, int kvh0, int hc, int seg_b, int seg_e,
+                                            const uint32_t* qa, const float* qsum, int qpos, uint8_t* ring,
+                                            Softmax<D>& st) {
   using R = WarmRing<D, B>;
   const int n_blocks = seg_e > seg_b ? (seg_e - seg_b + 15) / 16 : 0;
   const int stage_bytes = R::StageBytes(hc);
@@ -229,7 +231,8 @@ __device__ __forceinline__ void WarmSegment(const AttnArgs& a, int kvh0, int hc,
     // reading block i - 1, whose stage the issue below refills.
     __syncthreads();
     const int ahead = i + R::kStages - 1;
-    if (ahead < n_blocks) IssueWarm<D, B>(a, kvh0, hc, seg_b + 16 * ahead, seg_e, ring + (ahead % R::kStages) * stage_bytes);
+    if (ahead < n_blocks)
+      IssueWarm<D, B>(a, kvh0, hc, seg_b + 16 * ahead, seg_e, ring + (ahead % R::kStages) * stage_bytes);
     CpAsyncCommit();
     Block<D, B, true, kCode> blk;
     ReadWarm<D, B, kCode>(a, kvh0, hc, seg_b + 16 * i, seg_e, ring + (i % R::kStages) * stage_bytes, blk);
@@ -325,7 +328,8 @@ __global__ void __launch_bounds__(kAkvAttnMmaMaxKvPerCta * 32, 2) AkvAttentionMm
       const int64_t prow = static_cast<int64_t>(h) * a.num_splits + split;
       float* pp = a.partial_out + prow * D + gid * G::kVd;
 #pragma unroll
-      for (int j = 0; j < G::kVd; j += 4) *reinterpret_cast<float4*>(pp + j) = make_float4(o[j], o[j + 1], o[j + 2], o[j + 3]);
+      for (int j = 0; j < G::kVd; j += 4)
+        *reinterpret_cast<float4*>(pp + j) = make_float4(o[j], o[j + 1], o[j + 2], o[j + 3]);
       if (gid == 0) a.partial_lse[prow] = lse;
     }
   }
@@ -354,11 +358,11 @@ cudaError_t LaunchMmaKernel(const AttnArgs& a, cudaStream_t stream) {
 
 template <int D, int B>
 cudaError_t LaunchMmaBits(const AttnArgs& a, cudaStream_t stream) {
-  const cudaError_t e = a.groups == 1 ? LaunchMmaKernel<D, B, true>(a, stream) : LaunchMmaKernel<D, B, false>(a, stream);
+  const cudaError_t e =
+      a.groups == 1 ? LaunchMmaKernel<D, B, true>(a, stream) : LaunchMmaKernel<D, B, false>(a, stream);
   if (e != cudaSuccess) return e;
   if (a.num_splits > 1) {
-    KV_CUDA_CHECK(akv_attn_detail::LaunchAkvMerge<D>(a, a.num_heads,
-                                                     akv_attn_detail::AkvAttentionMergeKernel<__nv_bfloat16, D>, stream));
+    KV_CUDA_CHECK((akv_attn_detail::LaunchAkvMerge<__nv_bfloat16, D>(a, a.num_heads, stream)));
   }
   return cudaSuccess;
 }

@@ -274,7 +274,8 @@ __device__ __forceinline__ void Attend(const Block<D, B, kWarm, kCode>& blk, con
     for (int e = 0; e < 2; ++e) {
       float sc = p[x][e];
       if constexpr (kCode) {  // k^ = ks (c - c0) + (kz + ks c0)
-        const float ks = __half2float(__ushort_as_half(blk.ks[x][0])), kz = __half2float(__ushort_as_half(blk.kz[x][0]));
+        const float ks = __half2float(__ushort_as_half(blk.ks[x][0])),
+                    kz = __half2float(__ushort_as_half(blk.kz[x][0]));
         sc = fmaf(ks, sc, fmaf(ks, kCodeMid, kz) * qsum[e]);
       }
       p[x][e] = blk.pos[x] > qpos ? kNegInf : sc * scale_log2;

@@ -195,25 +195,25 @@ TEST(AkvCuda, DecodeAttentionMatchesTwin) {
         for (auto [n_hot, n_warm, bits] : {std::tuple{1, 0, 4}, std::tuple{0, 54, 2}, std::tuple{97, 2100, 4},
                                            std::tuple{0, 0, 8}, std::tuple{1030, 4097, 8}}) {
           for (int g : D == 64 ? std::vector<int>{32} : std::vector<int>{128, 32}) {
-          AkvShape s;
-          s.dtype = dtype, s.head_dim = D, s.num_kv_heads = 2, s.num_heads = 2 * G, s.bits = bits;
-          s.group_size = g;
-          s.n_hot = n_hot, s.n_warm = n_warm;
-          AkvProblem pr = MakeAkvProblem(s, 1000 + D + G * 7 + n_hot + n_warm);
-          const int planned = PlanAkvAttentionSplits(1, s.num_heads, 2, pr.lay.hot_capacity + pr.lay.warm_capacity,
-                                                     NumSms());
-          // bf16 with G <= 8 has two kernels: the CUDA-core one and the tensor-core one (kAuto's pick).
-          const bool two = dtype == KvDType::kBf16 && G <= kAkvAttnMmaMaxGroup;
-          for (int splits : {1, planned, 7}) {
-            const AttnRun want = RunTwin(pr, splits);
-            for (AkvAttnPath path : {AkvAttnPath::kCudaCore, AkvAttnPath::kTensorCore}) {
-              if (path == AkvAttnPath::kTensorCore && !two) continue;
-              const std::string what =
-                  Cat(KvDTypeName(dtype), " D", D, " G", G, " g", g, " hot ", n_hot, " warm ", n_warm, " b", bits, " S",
-                      splits, path == AkvAttnPath::kTensorCore ? " tensor-core" : " cuda-core");
-              ExpectClose(RunGpu(pr, splits, path), want, dtype, what);
+            AkvShape s;
+            s.dtype = dtype, s.head_dim = D, s.num_kv_heads = 2, s.num_heads = 2 * G, s.bits = bits;
+            s.group_size = g;
+            s.n_hot = n_hot, s.n_warm = n_warm;
+            AkvProblem pr = MakeAkvProblem(s, 1000 + D + G * 7 + n_hot + n_warm);
+            const int planned = PlanAkvAttentionSplits(1, s.num_heads, 2, pr.lay.hot_capacity + pr.lay.warm_capacity,
+                                                       NumSms());
+            // bf16 with G <= 8 has two kernels: the CUDA-core one and the tensor-core one (kAuto's pick).
+            const bool two = dtype == KvDType::kBf16 && G <= kAkvAttnMmaMaxGroup;
+            for (int splits : {1, planned, 7}) {
+              const AttnRun want = RunTwin(pr, splits);
+              for (AkvAttnPath path : {AkvAttnPath::kCudaCore, AkvAttnPath::kTensorCore}) {
+                if (path == AkvAttnPath::kTensorCore && !two) continue;
+                const std::string what =
+                    Cat(KvDTypeName(dtype), " D", D, " G", G, " g", g, " hot ", n_hot, " warm ", n_warm, " b", bits,
+                        " S", splits, path == AkvAttnPath::kTensorCore ? " tensor-core" : " cuda-core");
+                ExpectClose(RunGpu(pr, splits, path), want, dtype, what);
+              }
             }
-          }
           }
         }
       }
@@ -287,7 +287,8 @@ TEST(AkvCuda, StackedLayerAndGraphReplayReadLiveCounts) {
   for (auto [n_hot, n_warm] : {std::pair{300, 900}, std::pair{17, 0}, std::pair{0, 433}, std::pair{299, 1}}) {
     pr.counts[kAkvCountSlots + kAkvNHot] = n_hot;
     pr.counts[kAkvCountSlots + kAkvNWarm] = n_warm;
-    ASSERT_CUDA(cudaMemcpyAsync(d.tiers.counts, pr.counts.data(), pr.counts.size() * 4, cudaMemcpyHostToDevice, stream));
+    ASSERT_CUDA(
+        cudaMemcpyAsync(d.tiers.counts, pr.counts.data(), pr.counts.size() * 4, cudaMemcpyHostToDevice, stream));
     ASSERT_CUDA(cudaMemsetAsync(p.out, 0xff, out_bytes, stream));
     ASSERT_CUDA(cudaGraphLaunch(exec, stream));
     ASSERT_CUDA(cudaStreamSynchronize(stream));
