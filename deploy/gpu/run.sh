@@ -12,8 +12,10 @@
 #   akveval:  `kvstream eval` through the server on the GPU, real model: dense and AKV variants
 #             (EVAL_STRATEGIES, EVAL_KV, EVAL_TASKS, EVAL_CONTEXTS, EVAL_SAMPLES, EVAL_NAME override)
 #   e2e-strategies: decode tok/s of E2E_STRATEGIES (default dense,akv) side by side, synthetic llama3-8b
-#   e2e-epilogue: the e2e points with RoPE/SwiGLU folded into the GEMV, unfolded, folded (KVSTREAM_GEMV_EPILOGUE)
-#   e2e-gemv: the e2e points with our skinny GEMV on and off (KVSTREAM_GEMV=0), same run
+#   e2e-ab:   the e2e points (AB_POINTS) with the A/B switch AB_SWITCH on, off (=0), on again, same run;
+#             switches: KVSTREAM_DENSE_FUSED (append + merge inside the dense decode kernel),
+#             KVSTREAM_GEMV_EPILOGUE (RoPE/SwiGLU folded into the GEMV), KVSTREAM_GEMV (our GEMV vs cuBLAS)
+#   e2e-epilogue, e2e-gemv: e2e-ab with AB_SWITCH=KVSTREAM_GEMV_EPILOGUE / KVSTREAM_GEMV
 #   kbench:   kernel benches beside dense: gemv_bench, entmax_kv_decode_bench (+ SDPA on its points),
 #             sq_attend_bench, akv_attention_bench (AKV decode attention, CUDA-core and tensor-core
 #             paths, % of copy bandwidth) (those that were built)
@@ -126,22 +128,20 @@ if want kbench; then
     build-gpu/akv_attention_bench --commit "$commit" --out "$OUT/akv_attention_bench.json" 2>&1 | tail -40
   fi
 fi
-if want e2e-epilogue; then
-  pts="${GEMV_POINTS:-1x1024,1x32768,8x8192}"
-  log "end-to-end decode with RoPE / SwiGLU folded into the GEMV, then unfolded (KVSTREAM_GEMV_EPILOGUE=0), then folded again: $pts"
+# One A/B switch (on unless "0"): on, off, on again, so drift shows; e2e_ab_<switch>_<run>.json.
+e2e_ab() {
+  local switch=$1 pts="${AB_POINTS:-1x1024,1x32768,8x8192}" run
+  log "end-to-end decode with $switch on, off, on again: $pts"
   for run in on off on2; do
-    if [ "$run" = off ]; then export KVSTREAM_GEMV_EPILOGUE=0; else unset KVSTREAM_GEMV_EPILOGUE; fi
+    if [ "$run" = off ]; then export "$switch=0"; else unset "$switch"; fi
     build-gpu/decode_e2e_bench --commit="$(git rev-parse --short HEAD 2>/dev/null)" --synthetic=llama3-8b --points="$pts" \
-      --json="$OUT/e2e_epilogue_$run.json" 2>&1 | tail -5
+      --json="$OUT/e2e_ab_${switch}_$run.json" 2>&1 | tail -5
   done
-  unset KVSTREAM_GEMV_EPILOGUE
-fi
-if want e2e-gemv; then
-  pts="${GEMV_POINTS:-1x1024,1x32768,8x8192}"
-  log "end-to-end decode with our GEMV, then with cuBLAS (KVSTREAM_GEMV=0): $pts"
-  build-gpu/decode_e2e_bench --commit="$(git rev-parse --short HEAD 2>/dev/null)" --synthetic=llama3-8b --points="$pts" --json="$OUT/e2e_gemv_on.json" 2>&1 | tail -6
-  KVSTREAM_GEMV=0 build-gpu/decode_e2e_bench --commit="$(git rev-parse --short HEAD 2>/dev/null)" --synthetic=llama3-8b --points="$pts" --json="$OUT/e2e_gemv_off.json" 2>&1 | tail -6
-fi
+  unset "$switch"
+}
+if want e2e-ab; then e2e_ab "${AB_SWITCH:-KVSTREAM_DENSE_FUSED}"; fi
+if want e2e-epilogue; then e2e_ab KVSTREAM_GEMV_EPILOGUE; fi
+if want e2e-gemv; then e2e_ab KVSTREAM_GEMV; fi
 if want akveval || want eval; then
   # Same run, same prompts: dense, AKV defaults (4-bit warm), 2-bit, 8-bit,
   # FIFO, and a compact configuration (small hot tier, everything else warm).

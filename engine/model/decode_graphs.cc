@@ -2,12 +2,12 @@
 
 #include <ATen/ATen.h>
 
-#include <cstdlib>
 #include <map>
 #include <tuple>
 #include <string>
 #include <utility>
 
+#include "engine/env_switch.h"
 #include "engine/model/llama_model.h"
 #include "engine/status_macros.h"
 #include "spdlog/spdlog.h"
@@ -54,8 +54,7 @@ struct DecodeGraphs::Impl {
 };
 
 DecodeGraphs::DecodeGraphs(LlamaModel& model) : impl_(std::make_unique<Impl>(model)) {
-  const char* env = std::getenv("KVSTREAM_CUDA_GRAPHS");
-  impl_->enabled = env == nullptr || std::string(env) != "0";
+  impl_->enabled = EnvSwitchOn("KVSTREAM_CUDA_GRAPHS");
 }
 
 DecodeGraphs::~DecodeGraphs() = default;

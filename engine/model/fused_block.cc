@@ -2,11 +2,9 @@
 
 #include <ATen/ATen.h>
 
-#include <cstdlib>
-#include <string>
-
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "engine/env_switch.h"
 
 #ifdef KVSTREAM_HAVE_CUDA_TORCH
 #include <ATen/cuda/CUDAContext.h>
@@ -25,12 +23,6 @@ KvDType DtypeOf(const at::Tensor& t) { return t.scalar_type() == at::kBFloat16 ?
 absl::Status Check(cudaError_t e, const char* op) {
   if (e == cudaSuccess) return absl::OkStatus();
   return absl::InternalError(absl::StrCat(op, ": ", cudaGetErrorString(e)));
-}
-
-// An A/B switch read once: on unless the variable is "0".
-bool EnvSwitchOn(const char* name) {
-  const char* env = std::getenv(name);
-  return env == nullptr || std::string(env) != "0";
 }
 
 }  // namespace

@@ -2,13 +2,13 @@
 
 #include <ATen/ATen.h>
 
-#include <cstdlib>
 #include <map>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "engine/env_switch.h"
 #include "engine/model/decode_graphs.h"
 #include "engine/model/fused_block.h"
 #include "engine/status_macros.h"
@@ -42,8 +42,7 @@ constexpr int64_t kPackedMaxRows = 16;
 
 // KVSTREAM_PACKED_WEIGHTS=0 keeps CPU decode on the fp32 copies (A/B runs).
 bool PackedWeightsEnabled() {
-  const char* v = std::getenv("KVSTREAM_PACKED_WEIGHTS");
-  return v == nullptr || std::string(v) != "0";
+  return EnvSwitchOn("KVSTREAM_PACKED_WEIGHTS");
 }
 
 }  // namespace

@@ -24,12 +24,24 @@
 //   partial_out (split-K)       [B, H, S, D] fp32, caller-owned workspace
 //   partial_lse (split-K)       [B, H, S] fp32, natural-log log-sum-exp of the scaled
 //                                scores of each split; -inf for an empty split
+//   k_new, v_new (fused append) [B, Hkv, D] the step's new K/V rows (row stride
+//                                new_stride_b), not yet in the pool
+//   split_counters (split-K)    [B, H] int32, zero between launches
 // Query head h reads KV head h / G (heads grouped as in Llama/HF GQA).
 //
 // Semantics: out[b,h,:] = softmax(scale * q[b,h,:] . K[b,kvh,t,:], t < T) @ V[b,kvh,t,:]
 // with fp32 accumulation; T = min(seq_lens[b], MB*P). T == 0 gives zeros.
 // Split s covers tokens DenseDecodeSplitRange(T, S, s) (boundaries a multiple of
 // kDenseDecodeSplitAlign): the same function in the kernel and the CPU twin.
+//
+// Fused append (k_new set): token T-1 of each sequence (T >= 1) is the step's
+// new one; its K/V rows come from k_new/v_new and are stored into the pool at
+// that position, so one launch does what PagedAppend + attention did. Fused
+// merge (split_counters set, S > 1): the last split CTA of each (sequence,
+// head chunk) to finish merges the partials and resets its counter to zero,
+// so no merge kernel runs. NOTE(kvstream): both remove a launch and a full
+// grid drain per layer, a few us each at B = 1 where the step is ~200 us of
+// kernels per layer (bench/results/gpu/ncu_dense_step_1x1024_s7_h100.json).
 //
 // Header use without CUDA: this file includes no CUDA header unless compiled by
 // nvcc or with KVSTREAM_HAVE_CUDA_RUNTIME defined (kvstream_kernels_cuda exports
@@ -69,14 +81,18 @@ inline constexpr int kDenseDecodeMaxGroupChunk = 8;    // most query heads one C
 // and q/out strides multiples of 16 bytes (the launcher checks).
 struct DenseDecodeParams {
   const void* q = nullptr;              // [B, H, D] dtype, element (b,h,d) at b*q_stride_b + h*q_stride_h + d
-  const void* k_pool = nullptr;         // [NB, Hkv, P, D] dtype
-  const void* v_pool = nullptr;         // [NB, Hkv, P, D] dtype
+  void* k_pool = nullptr;               // [NB, Hkv, P, D] dtype; written only at token T-1 with k_new set
+  void* v_pool = nullptr;               // [NB, Hkv, P, D] dtype; as k_pool
   const int32_t* block_table = nullptr; // [B, MB] page ids in [0, NB)
   const int32_t* seq_lens = nullptr;    // [B] live lengths T (tokens), same memory side as the rest
   void* out = nullptr;                  // [B, H, D] dtype, element (b,h,d) at b*out_stride_b + h*out_stride_h + d
   float* partial_out = nullptr;         // [B, H, S, D] fp32 workspace; required iff num_splits > 1
   float* partial_lse = nullptr;         // [B, H, S] fp32 workspace; required iff num_splits > 1
+  const void* k_new = nullptr;          // [B, Hkv, D] dtype, (b,h,d) at b*new_stride_b + h*D + d; or nullptr
+  const void* v_new = nullptr;          // [B, Hkv, D] dtype, same strides as k_new; set iff k_new is
+  int* split_counters = nullptr;        // [B, H] int32 zeros, or nullptr (separate merge kernel)
 
+  int64_t new_stride_b = 0;  // elements between k_new (and v_new) rows; 0 = Hkv*D
   int64_t q_stride_b = 0;    // elements between q rows of consecutive sequences; 0 = H*D (packed)
   int64_t q_stride_h = 0;    // elements between heads within a q row; 0 = D
   int64_t out_stride_b = 0;  // elements; 0 = H*D
@@ -132,10 +148,11 @@ KV_HD void DenseDecodeSplitRange(int t, int num_splits, int split, int* begin, i
 }
 
 // ---- CPU twin ------------------------------------------------------------------
-// Same Params with host pointers. fp32 math; per split an exact two-pass softmax
-// over that split's tokens, then the same log-sum-exp merge as the GPU (partial
-// results are written to partial_out/partial_lse when num_splits > 1), outputs
-// rounded to dtype. Returns false (writing nothing) if DenseDecodeValidate fails
+// Same Params with host pointers. With k_new set, first stores the new rows
+// into the pools at token T-1. Then fp32 math; per split an exact two-pass
+// softmax over that split's tokens, then the same log-sum-exp merge as the GPU
+// (partial results are written to partial_out/partial_lse when num_splits > 1;
+// split_counters is not used), outputs rounded to dtype. Returns false (writing nothing) if DenseDecodeValidate fails
 // or a page id that would be read is outside [0, num_blocks).
 bool DenseDecodeRef(const DenseDecodeParams& p);
 

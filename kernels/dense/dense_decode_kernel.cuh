@@ -16,6 +16,15 @@
 //   and later reads back exactly those bytes: no barrier in the main loop, and
 //   about 2*kRowsPerLane*512 B * (kStages-1) in flight per warp. Out-of-range
 //   tokens are zero-filled by the copy (never read) and masked to -inf.
+// Fused append (k_new): the CTAs whose split holds token T-1 read that row
+//   from k_new/v_new instead of the pool, and those of the first head chunk
+//   store it into the pool. Launched as a programmatic dependent of the kernel
+//   that writes q/k_new (the qkv projection): the first ring stages of pool
+//   rows go out before griddepcontrol.wait, since no kernel of the step writes
+//   this layer's pool rows below T-1.
+// Fused merge (split_counters): after writing its partials, each CTA bumps its
+//   (sequence, head chunk) counter; the last one merges (MergeColumns, as the
+//   merge kernel does) and resets the counter to zero.
 // Math: q is pre-scaled by scale*log2(e), scores live in the log2 domain, online
 //   softmax per lane row (m, l, acc in fp32), rows merged by shuffles, warps
 //   merged through shared memory (reusing the ring), one 16-byte store per lane.
@@ -28,6 +37,7 @@
 #include "kernels/common/cp_async.cuh"
 #include "kernels/common/device_math.cuh"
 #include "kernels/common/fast_divmod.h"
+#include "kernels/common/pdl.cuh"
 #include "kernels/cuda_check.h"
 #include "kernels/dense/dense_decode.h"
 
@@ -62,13 +72,17 @@ struct Geometry {
 // Everything the kernels read, flattened from DenseDecodeParams by the launcher.
 struct KernelArgs {
   const void* q = nullptr;              // [B, H, D]
-  const void* k_pool = nullptr;         // [NB, Hkv, P, D]
-  const void* v_pool = nullptr;         // [NB, Hkv, P, D]
+  void* k_pool = nullptr;               // [NB, Hkv, P, D]; written at token T-1 with k_new
+  void* v_pool = nullptr;               // [NB, Hkv, P, D]
   const int32_t* block_table = nullptr; // [B, MB]
   const int32_t* seq_lens = nullptr;    // [B]
   void* out = nullptr;                  // [B, H, D]
   float* partial_out = nullptr;         // [B, H, S, D]
   float* partial_lse = nullptr;         // [B, H, S]
+  const void* k_new = nullptr;          // [B, Hkv, D] row stride new_stride_b, or nullptr
+  const void* v_new = nullptr;          // [B, Hkv, D] as k_new
+  int* split_counters = nullptr;        // [B, Hkv * chunks] zeros, or nullptr
+  int64_t new_stride_b = 0;                    // elements
   int64_t q_stride_b = 0, q_stride_h = 0;      // elements
   int64_t out_stride_b = 0, out_stride_h = 0;  // elements
   int64_t page_stride = 0;  // Hkv*P*D elements between pages
@@ -84,6 +98,39 @@ struct KernelArgs {
   FastDivmod page_div;      // divides by P
 };
 
+// Merges the S partials of row (b, h) by log-sum-exp for columns
+// [c0, c0 + kPer) and stores them to out. Partials are read through L2 (ld.cg):
+// in the fused merge they were written by other CTAs of the same grid.
+template <class T, int D, int kPer>
+__device__ __forceinline__ void MergeColumns(const KernelArgs& a, int b, int h, int c0) {
+  static_assert(kPer == 2 || kPer == 4, "2 or 4 columns per thread");
+  const int S = a.num_splits;
+  const int64_t rowi = static_cast<int64_t>(b) * a.num_heads + h;
+  const float* lse = a.partial_lse + rowi * S;
+  const float* part = a.partial_out + rowi * S * D + c0;
+  float mx = kNegInf;
+  for (int s = 0; s < S; ++s) mx = fmaxf(mx, __ldcg(lse + s));
+  float o[kPer] = {}, sum = 0.0f;
+  if (mx != kNegInf) {
+#pragma unroll 4
+    for (int s = 0; s < S; ++s) {
+      const float w = FastExp2((__ldcg(lse + s) - mx) * kLog2e);
+      sum += w;
+      if constexpr (kPer == 4) {
+        const float4 x = __ldcg(reinterpret_cast<const float4*>(part + static_cast<int64_t>(s) * D));
+        o[0] += w * x.x; o[1] += w * x.y; o[2] += w * x.z; o[3] += w * x.w;
+      } else {
+        const float2 x = __ldcg(reinterpret_cast<const float2*>(part + static_cast<int64_t>(s) * D));
+        o[0] += w * x.x; o[1] += w * x.y;
+      }
+    }
+  }
+  const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+  T* op = static_cast<T*>(a.out) + b * a.out_stride_b + h * a.out_stride_h + c0;
+#pragma unroll
+  for (int e = 0; e < kPer; ++e) op[e] = T(o[e] * inv);  // bf16/fp16: round to nearest even
+}
+
 template <class T, int D, int GC>
 __global__ void __launch_bounds__(kThreads, GC <= 4 ? 4 : 2) DenseDecodeKernel(const KernelArgs a) {
   using Geo = Geometry<T, D, GC>;
@@ -91,11 +138,9 @@ __global__ void __launch_bounds__(kThreads, GC <= 4 ? 4 : 2) DenseDecodeKernel(c
   constexpr int kTpi = Geo::kTokensPerIter;
   extern __shared__ __align__(16) uint4 smem[];
 
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  // Let the merge kernel (launched with programmatic stream serialisation) get
-  // scheduled now; it still waits for this whole grid before reading anything.
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-#endif
+  // Let the kernel after (merge or output projection) be scheduled now; it
+  // still waits for this whole grid before reading anything.
+  PdlLaunchDependents();
   const int split = blockIdx.x;
   const int kvh = blockIdx.y / a.chunks;
   const int h0 = kvh * a.group + (blockIdx.y % a.chunks) * GC;  // first query head of this CTA
@@ -107,15 +152,9 @@ __global__ void __launch_bounds__(kThreads, GC <= 4 ? 4 : 2) DenseDecodeKernel(c
   int begin = 0, end = 0;
   DenseDecodeSplitRange(t_len, a.num_splits, split, &begin, &end);
 
-  // q rows of this CTA's heads, this lane's kVec columns, pre-scaled (log2 domain).
-  float q[GC][kVec];
-#pragma unroll
-  for (int g = 0; g < GC; ++g) {
-    const T* qp = static_cast<const T*>(a.q) + b * a.q_stride_b + (h0 + g) * a.q_stride_h + col * kVec;
-    Vec16<T>::Load(__ldg(reinterpret_cast<const uint4*>(qp)), q[g]);
-#pragma unroll
-    for (int e = 0; e < kVec; ++e) q[g][e] *= a.scale_log2;
-  }
+  // Fused append: this split holds the new token T-1 (read from k_new/v_new).
+  const int new_tok = a.k_new != nullptr && t_len > 0 && end == t_len && begin < end ? t_len - 1 : -1;
+  const int64_t new_off = static_cast<int64_t>(b) * a.new_stride_b + kvh * D + col * kVec;
 
   uint4* ring = smem + warp * Geo::kWarpSlots;  // [kStages][2 (K,V)][kRowsPerLane][32 lanes]
   const int32_t* table = a.block_table + static_cast<int64_t>(b) * a.max_blocks_per_seq;
@@ -136,16 +175,48 @@ __global__ void __launch_bounds__(kThreads, GC <= 4 ? 4 : 2) DenseDecodeKernel(c
       a.page_div.DivMod(valid ? static_cast<uint32_t>(t) : 0u, &page_idx, &off);
       const int64_t page = valid ? __ldg(table + page_idx) : 0;
       const int64_t elem = page * a.page_stride + static_cast<int64_t>(off) * D;
+      const bool fresh = t == new_tok;
+      const T* k_src = fresh ? static_cast<const T*>(a.k_new) + new_off : k_base + elem;
+      const T* v_src = fresh ? static_cast<const T*>(a.v_new) + new_off : v_base + elem;
       uint4* slot = ring + (stage * 2 * kRowsPerLane + u) * 32 + lane;
-      CpAsync16(slot, k_base + elem, valid);
-      CpAsync16(slot + kRowsPerLane * 32, v_base + elem, valid);
+      CpAsync16(slot, k_src, valid);
+      CpAsync16(slot + kRowsPerLane * 32, v_src, valid);
+    }
+  };
+  auto issue_prologue = [&]() {
+#pragma unroll
+    for (int s = 0; s < kStages - 1; ++s) {
+      if (s < n_it) issue(s, s);
+      CpAsyncCommit();
     }
   };
 
+  // Pool rows below T-1 are not written by the kernels this one may overlap
+  // (programmatic dependent launch), so their first stages go out before the
+  // wait; q and k_new come from the kernel before.
+  if (new_tok < 0) issue_prologue();
+  PdlWaitForPrerequisite();
+  if (new_tok >= 0) {
+    issue_prologue();
+    if (warp == 0 && row == 0 && blockIdx.y % a.chunks == 0) {  // one CTA per KV head stores the row
+      uint32_t page_idx = 0, off = 0;
+      a.page_div.DivMod(static_cast<uint32_t>(new_tok), &page_idx, &off);
+      const int64_t elem = __ldg(table + page_idx) * a.page_stride + static_cast<int64_t>(off) * D;
+      T* k_dst = static_cast<T*>(a.k_pool) + kvh * a.head_stride + col * kVec + elem;
+      T* v_dst = static_cast<T*>(a.v_pool) + kvh * a.head_stride + col * kVec + elem;
+      *reinterpret_cast<uint4*>(k_dst) = *reinterpret_cast<const uint4*>(static_cast<const T*>(a.k_new) + new_off);
+      *reinterpret_cast<uint4*>(v_dst) = *reinterpret_cast<const uint4*>(static_cast<const T*>(a.v_new) + new_off);
+    }
+  }
+
+  // q rows of this CTA's heads, this lane's kVec columns, pre-scaled (log2 domain).
+  float q[GC][kVec];
 #pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (s < n_it) issue(s, s);
-    CpAsyncCommit();
+  for (int g = 0; g < GC; ++g) {
+    const T* qp = static_cast<const T*>(a.q) + b * a.q_stride_b + (h0 + g) * a.q_stride_h + col * kVec;
+    Vec16<T>::Load(*reinterpret_cast<const uint4*>(qp), q[g]);
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) q[g][e] *= a.scale_log2;
   }
 
   float m[GC], l[GC], acc[GC][kVec];
@@ -310,6 +381,27 @@ __global__ void __launch_bounds__(kThreads, GC <= 4 ? 4 : 2) DenseDecodeKernel(c
       if (c == 0) a.partial_lse[prow] = sum > 0.0f ? (mx + __log2f(sum)) * kLn2 : kNegInf;
     }
   }
+  if (a.num_splits == 1 || a.split_counters == nullptr) return;
+
+  // Fused merge: the last CTA of this (sequence, head chunk) to get here
+  // merges. Each thread fences its own partial writes before the count (the
+  // threadfence-reduction pattern of the CUDA programming guide). The flag
+  // reuses the ring (static shared memory would push the CTA past 48 KB).
+  int* is_last = reinterpret_cast<int*>(smem);
+  __threadfence();
+  __syncthreads();  // also: every thread is done reading the warp states
+  if (threadIdx.x == 0) {
+    int* counter = a.split_counters + static_cast<int64_t>(b) * gridDim.y + blockIdx.y;
+    *is_last = atomicAdd(counter, 1) == a.num_splits - 1;
+    if (*is_last) *counter = 0;  // every other CTA has counted: ready for the next launch
+  }
+  __syncthreads();
+  if (!*is_last) return;
+  __threadfence();
+  constexpr int kPer = D / 32;
+  for (int i = threadIdx.x; i < GC * 32; i += kThreads) {
+    MergeColumns<T, D, kPer>(a, b, h0 + i / 32, (i % 32) * kPer);
+  }
 }
 
 // Merges S partial outputs of each (b, h) by log-sum-exp. One warp per row;
@@ -328,35 +420,7 @@ __global__ void __launch_bounds__(128) DenseDecodeMergeKernel(const KernelArgs a
 #endif
   const int rowi = blockIdx.x * 4 + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (rowi >= a.batch * a.num_heads) return;
-  const int b = rowi / a.num_heads, h = rowi % a.num_heads;
-  const int S = a.num_splits;
-  const float* lse = a.partial_lse + static_cast<int64_t>(rowi) * S;
-  const float* part = a.partial_out + static_cast<int64_t>(rowi) * S * D + lane * kPer;
-
-  float mx = kNegInf;
-  for (int s = lane; s < S; s += 32) mx = fmaxf(mx, lse[s]);
-#pragma unroll
-  for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-
-  float o[kPer] = {}, sum = 0.0f;
-  if (mx != kNegInf) {
-#pragma unroll 4
-    for (int s = 0; s < S; ++s) {
-      const float w = FastExp2((lse[s] - mx) * kLog2e);
-      sum += w;
-      if constexpr (kPer == 4) {
-        const float4 x = *reinterpret_cast<const float4*>(part + static_cast<int64_t>(s) * D);
-        o[0] += w * x.x; o[1] += w * x.y; o[2] += w * x.z; o[3] += w * x.w;
-      } else {
-        const float2 x = *reinterpret_cast<const float2*>(part + static_cast<int64_t>(s) * D);
-        o[0] += w * x.x; o[1] += w * x.y;
-      }
-    }
-  }
-  const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
-  T* op = static_cast<T*>(a.out) + b * a.out_stride_b + h * a.out_stride_h + lane * kPer;
-#pragma unroll
-  for (int e = 0; e < kPer; ++e) op[e] = T(o[e] * inv);  // bf16/fp16: round to nearest even
+  MergeColumns<T, D, kPer>(a, rowi / a.num_heads, rowi % a.num_heads, lane * kPer);
 }
 
 }  // namespace kvstream::dense_decode_detail

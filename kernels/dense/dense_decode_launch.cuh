@@ -27,25 +27,27 @@ cudaError_t LaunchWithChunk(const KernelArgs& a, int num_kv_heads, cudaStream_t 
   if constexpr (Geo::kSmemBytes > 48 * 1024) {
     KV_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Geo::kSmemBytes));
   }
-  const dim3 grid(a.num_splits, num_kv_heads * a.chunks, a.batch);
-  void* args[] = {const_cast<KernelArgs*>(&a)};
-  KV_CUDA_CHECK(cudaLaunchKernel(kernel, grid, dim3(kThreads), args, Geo::kSmemBytes, stream));
-  if (a.num_splits > 1) {
-    // NOTE(dense): programmatic dependent launch (Hopper): the merge grid is
-    // scheduled while the attention grid runs and waits in griddepcontrol.wait,
-    // which hides the second launch's latency (a few us at B=1). Captures into
-    // CUDA graphs as a programmatic edge.
-    // Build with -DKVSTREAM_DENSE_DECODE_PDL=0 to launch it plainly (A/B timing).
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = KVSTREAM_DENSE_DECODE_PDL;
-    cudaLaunchConfig_t cfg = {};
+  // NOTE(dense): both kernels are programmatic dependent launches (Hopper):
+  // each is scheduled while the grid before it runs and waits in
+  // griddepcontrol.wait, which hides the launch latency (a few us at B=1);
+  // the attention kernel also streams its first pool rows before the wait.
+  // Captures into CUDA graphs as programmatic edges. Build with
+  // -DKVSTREAM_DENSE_DECODE_PDL=0 to launch them plainly (A/B timing).
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = KVSTREAM_DENSE_DECODE_PDL;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(a.num_splits, num_kv_heads * a.chunks, a.batch);
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = Geo::kSmemBytes;
+  cfg.stream = stream;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  KV_CUDA_CHECK(cudaLaunchKernelEx(&cfg, DenseDecodeKernel<T, D, GC>, a));
+  if (a.num_splits > 1 && a.split_counters == nullptr) {
     cfg.gridDim = dim3((a.batch * a.num_heads + 3) / 4);
     cfg.blockDim = dim3(128);
     cfg.dynamicSmemBytes = 0;
-    cfg.stream = stream;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
     KV_CUDA_CHECK(cudaLaunchKernelEx(&cfg, DenseDecodeMergeKernel<T, D>, a));
   }
   return cudaSuccess;
@@ -91,6 +93,10 @@ cudaError_t LaunchDenseDecodeTyped(const DenseDecodeParams& p, cudaStream_t stre
   a.out = p.out;
   a.partial_out = p.partial_out;
   a.partial_lse = p.partial_lse;
+  a.k_new = p.k_new;
+  a.v_new = p.v_new;
+  a.split_counters = p.split_counters;
+  a.new_stride_b = p.new_stride_b ? p.new_stride_b : static_cast<int64_t>(p.num_kv_heads) * D;
   a.q_stride_b = p.q_stride_b ? p.q_stride_b : static_cast<int64_t>(p.num_heads) * D;
   a.q_stride_h = p.q_stride_h ? p.q_stride_h : D;
   a.out_stride_b = p.out_stride_b ? p.out_stride_b : static_cast<int64_t>(p.num_heads) * D;
@@ -110,7 +116,8 @@ cudaError_t LaunchDenseDecodeTyped(const DenseDecodeParams& p, cudaStream_t stre
   // NOTE(dense): every 16-byte vector access assumes these; a torch slice of a
   // fused qkv tensor satisfies them when its row offsets are multiples of 16 B.
   if (!Aligned16(p.q) || !Aligned16(p.k_pool) || !Aligned16(p.v_pool) || !Aligned16(p.out) ||
-      !Aligned16(p.partial_out) || a.q_stride_b % kVecElems || a.q_stride_h % kVecElems ||
+      !Aligned16(p.partial_out) || !Aligned16(p.k_new) || !Aligned16(p.v_new) || a.new_stride_b % kVecElems ||
+      a.q_stride_b % kVecElems || a.q_stride_h % kVecElems ||
       a.out_stride_b % kVecElems || a.out_stride_h % kVecElems)
     return cudaErrorInvalidValue;
   if (p.batch > 65535 || static_cast<int64_t>(p.num_kv_heads) * a.chunks > 65535)

@@ -57,8 +57,9 @@ const char* DenseDecodeValidate(const DenseDecodeParams& p) {
   if (p.num_splits > 1 && (p.partial_out == nullptr || p.partial_lse == nullptr))
     return "num_splits > 1 needs partial_out and partial_lse (see DenseDecodeWorkspace)";
   if (!std::isfinite(p.scale)) return "scale must be finite";
-  if (p.q_stride_b < 0 || p.q_stride_h < 0 || p.out_stride_b < 0 || p.out_stride_h < 0)
+  if (p.q_stride_b < 0 || p.q_stride_h < 0 || p.out_stride_b < 0 || p.out_stride_h < 0 || p.new_stride_b < 0)
     return "strides must be >= 0 (0 = packed)";
+  if ((p.k_new == nullptr) != (p.v_new == nullptr)) return "k_new and v_new must be both set or both null";
   if (p.batch == 0) return nullptr;  // nothing is read or written
   if (p.q == nullptr || p.k_pool == nullptr || p.v_pool == nullptr || p.block_table == nullptr ||
       p.seq_lens == nullptr || p.out == nullptr)

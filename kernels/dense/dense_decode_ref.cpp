@@ -75,6 +75,22 @@ bool PageIdsInRange(const DenseDecodeParams& p) {
   return true;
 }
 
+// Fused append: token T-1 of every sequence gets the rows of k_new/v_new.
+void AppendNewRows(const DenseDecodeParams& p) {
+  const int64_t stride = p.new_stride_b ? p.new_stride_b : static_cast<int64_t>(p.num_kv_heads) * p.head_dim;
+  for (int b = 0; b < p.batch; ++b) {
+    const int t = LiveLength(p, b) - 1;
+    if (t < 0) continue;
+    for (int kvh = 0; kvh < p.num_kv_heads; ++kvh) {
+      const int64_t dst = PoolOffset(p, b, kvh, t), src = b * stride + static_cast<int64_t>(kvh) * p.head_dim;
+      for (int d = 0; d < p.head_dim; ++d) {
+        StoreFromFloat(p.k_pool, dst + d, LoadAsFloat(p.k_new, src + d, p.dtype), p.dtype);
+        StoreFromFloat(p.v_pool, dst + d, LoadAsFloat(p.v_new, src + d, p.dtype), p.dtype);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 bool DenseDecodeRef(const DenseDecodeParams& p) {
@@ -89,6 +105,8 @@ bool DenseDecodeRef(const DenseDecodeParams& p) {
   const int64_t qsh = p.q_stride_h ? p.q_stride_h : d_count;
   const int64_t osb = p.out_stride_b ? p.out_stride_b : static_cast<int64_t>(p.num_heads) * d_count;
   const int64_t osh = p.out_stride_h ? p.out_stride_h : d_count;
+
+  if (p.k_new != nullptr) AppendNewRows(p);
 
   std::vector<float> qv(d_count), scores;
   std::vector<float> part(static_cast<size_t>(splits) * d_count), lse(splits), merged(d_count);

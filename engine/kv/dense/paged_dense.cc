@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/env_switch.h"
 #include "engine/kv/dense/dense_cache.h"
 #include "engine/status_macros.h"
 #include "kernels/dense/dense_decode.h"
@@ -22,6 +23,13 @@ namespace {
 constexpr int64_t P = PagedKvPool::kPageTokens;
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The decode kernel's fused append and merge; KVSTREAM_DENSE_FUSED=0 turns them
+// off (separate PagedAppend and merge kernels) for A/B timing.
+bool FusedDecodeEnabled() {
+  static const bool enabled = EnvSwitchOn("KVSTREAM_DENSE_FUSED");
+  return enabled;
+}
 
 // Split planning sees lengths rounded up to a power of two (>= 256), so the
 // split count, part of a captured graph, changes only when a sequence
@@ -70,6 +78,7 @@ absl::Status PagedDenseStrategy::EnsureBuffers() {
   block_table_ = at::zeros({kMaxPreparedRows, max_pages_per_seq_}, i32);
   seq_lens_ = at::zeros({kMaxPreparedRows}, i32);
   slots_ = at::zeros({kMaxPreparedRows * geometry_.n_kv_heads}, i32.dtype(at::kLong));
+  split_counters_ = at::zeros({kMaxPreparedRows * geometry_.n_heads}, i32);
   num_sms_ = 1;
 #ifdef KVSTREAM_HAVE_CUDA_TORCH
   if (geometry_.device.is_cuda()) num_sms_ = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
@@ -133,13 +142,16 @@ absl::StatusOr<int64_t> PagedDenseStrategy::PrepareDecode(absl::Span<SequenceCac
 absl::Status PagedDenseStrategy::DecodeLayer(int64_t layer, const at::Tensor& q, const at::Tensor& k,
                                              const at::Tensor& v, at::Tensor& out) {
   const int64_t R = prepared_rows_, H = geometry_.n_heads, Hkv = geometry_.n_kv_heads, D = geometry_.head_dim;
-  // Append this layer's new K/V: one scatter each into the flat pool view.
+  // Append this layer's new K/V: one scatter each into the flat pool view, or
+  // (CUDA, k and v rows of the qkv projection) inside the attention kernel.
   at::Tensor kpool = pool_->keys(layer), vpool = pool_->values(layer);
   const at::Tensor slots = slots_.narrow(0, 0, R * Hkv);
-  bool appended = false;
+  const bool rows_ok = k.stride(1) == D && k.stride(2) == 1 && v.stride(1) == D && v.stride(2) == 1 &&
+                       v.stride(0) == k.stride(0);
+  const bool fused = geometry_.device.is_cuda() && rows_ok && FusedDecodeEnabled();
+  bool appended = fused;
 #ifdef KVSTREAM_HAVE_CUDA_TORCH
-  if (geometry_.device.is_cuda() && k.stride(1) == D && k.stride(2) == 1 && v.stride(1) == D &&
-      v.stride(2) == 1 && v.stride(0) == k.stride(0)) {
+  if (!appended && geometry_.device.is_cuda() && rows_ok) {
     // k and v straight out of the qkv rows: one kernel, no reshape copies.
     PagedAppendParams ap;
     ap.k = k.const_data_ptr();
@@ -169,8 +181,15 @@ absl::Status PagedDenseStrategy::DecodeLayer(int64_t layer, const at::Tensor& q,
   p.q = q.const_data_ptr();
   p.q_stride_b = q.stride(0);
   p.q_stride_h = q.stride(1);
-  p.k_pool = kpool.const_data_ptr();
-  p.v_pool = vpool.const_data_ptr();
+  p.k_pool = kpool.mutable_data_ptr();
+  p.v_pool = vpool.mutable_data_ptr();
+  if (fused) {
+    // Padded rows have length 0: nothing appended, nothing attended.
+    p.k_new = k.const_data_ptr();
+    p.v_new = v.const_data_ptr();
+    p.new_stride_b = k.stride(0);
+    p.split_counters = split_counters_.mutable_data_ptr<int32_t>();
+  }
   p.block_table = block_table_.const_data_ptr<int32_t>();
   p.seq_lens = seq_lens_.const_data_ptr<int32_t>();
   p.out = out.mutable_data_ptr();

@@ -3,6 +3,9 @@
 // with SDPA over the gathered pages; decode rows of a whole group append with
 // one scatter per layer and attend with one launch of our paged decode kernel
 // (kernels/dense; on CPU its twin), grouped-query, split along the sequence.
+// On CUDA the scatter and the split merge are folded into that launch (the
+// kernel's fused append and merge; KVSTREAM_DENSE_FUSED=0 launches the
+// separate append and merge kernels instead, for A/B timing).
 //
 // Decode steps can be prepared ahead (PrepareDecode): all host work (page
 // allocation, block table, lengths, append slots) goes into device buffers at
@@ -58,6 +61,7 @@ class PagedDenseStrategy final : public Strategy {
   at::Tensor block_table_;    // [kMaxPreparedRows, MB] int32, device
   at::Tensor seq_lens_;       // [kMaxPreparedRows] int32, device
   at::Tensor slots_;          // [kMaxPreparedRows * Hkv] int64 rows of the flat pool view, device
+  at::Tensor split_counters_; // [kMaxPreparedRows * H] int32 zeros, device: the kernel's fused merge
   at::Tensor staging_;        // host (pinned on CUDA): block table, lengths, slots back to back
   int64_t prepared_step_ = -1;
   int64_t prepared_rows_ = 0;  // padded rows

@@ -146,8 +146,8 @@ absl::StatusOr<at::Tensor> LaserKvSequenceCache::DecodeOnDevice(int64_t layer, c
   p.q = qc.const_data_ptr();
   p.q_stride_b = H * D;
   p.q_stride_h = D;
-  p.k_pool = static_cast<const char*>(ck_.const_data_ptr()) + layer * ck_.stride(0) * ck_.element_size();
-  p.v_pool = static_cast<const char*>(cv_.const_data_ptr()) + layer * cv_.stride(0) * cv_.element_size();
+  p.k_pool = static_cast<char*>(ck_.mutable_data_ptr()) + layer * ck_.stride(0) * ck_.element_size();
+  p.v_pool = static_cast<char*>(cv_.mutable_data_ptr()) + layer * cv_.stride(0) * cv_.element_size();
   p.block_table = decode_meta_.const_data_ptr<int32_t>();
   p.seq_lens = decode_meta_.const_data_ptr<int32_t>() + 1;
   p.out = out.mutable_data_ptr();

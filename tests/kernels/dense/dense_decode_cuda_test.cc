@@ -67,6 +67,10 @@ void Upload(const DecodeProblem& pr, int splits, DeviceProblem* dp) {
   dp->p.v_pool = dp->Upload(pr.v_pool);
   dp->p.block_table = dp->Upload(pr.block_table);
   dp->p.seq_lens = dp->Upload(pr.seq_lens);
+  if (!pr.k_new.empty()) {
+    dp->p.k_new = dp->Upload(pr.k_new);
+    dp->p.v_new = dp->Upload(pr.v_new);
+  }
   if (splits == 1) dp->p.partial_out = dp->p.partial_lse = nullptr;
 }
 
@@ -176,6 +180,39 @@ INSTANTIATE_TEST_SUITE_P(HeadDimGroupDtype, DenseDecodeCudaTest,
                            return name;
                          });
 
+// The newest row comes from k_new (its pool slots are NaN) and is stored into
+// the pool; with split counters the last split CTA merges and zeroes them.
+TEST_P(DenseDecodeCudaTest, FusedAppendAndMergeMatchCpuTwinStoreRowsAndResetCounters) {
+  SKIP_WITHOUT_DEVICE();
+  const DecodeProblem pr = MakeDecodeProblem(Shape({1, 54, 97, 4097, 0, 300}), 81);
+  const DecodeProblem fused = testing::TakeNewestRows(pr, /*row_pad=*/16);
+  const int planned = PlanDenseDecodeSplits(pr.batch, pr.shape.num_heads, pr.shape.num_kv_heads, pr.max_seq_len, NumSms());
+  for (int splits : {1, 7, planned, kDenseDecodeMaxSplits}) {
+    for (bool fused_merge : {false, true}) {
+      DeviceProblem dp;
+      Upload(fused, splits, &dp);
+      const size_t n_counters = static_cast<size_t>(pr.batch) * pr.shape.num_heads;
+      int* counters = static_cast<int*>(dp.Alloc(n_counters * sizeof(int)));
+      ASSERT_CUDA(cudaMemset(counters, 0, n_counters * sizeof(int)));
+      if (fused_merge) dp.p.split_counters = counters;
+      const std::vector<double> want = RunTwin(pr, splits);
+      for (int run = 0; run < 2; ++run) {  // the second run finds the rows stored and the counters reset
+        const std::vector<double> got = RunGpu(dp);
+        ASSERT_TRUE(AllFinite(got)) << splits << " splits, run " << run;
+        EXPECT_LT(RelError(got, want), GpuBound(pr.shape.dtype)) << splits << " splits, merge " << fused_merge;
+      }
+      std::vector<uint8_t> k(pr.k_pool.size()), v(pr.v_pool.size());
+      ASSERT_CUDA(cudaMemcpy(k.data(), dp.p.k_pool, k.size(), cudaMemcpyDeviceToHost));
+      ASSERT_CUDA(cudaMemcpy(v.data(), dp.p.v_pool, v.size(), cudaMemcpyDeviceToHost));
+      EXPECT_EQ(k, pr.k_pool) << "k_new stored at token T-1, nothing else touched";
+      EXPECT_EQ(v, pr.v_pool);
+      std::vector<int> after(n_counters, -1);
+      ASSERT_CUDA(cudaMemcpy(after.data(), counters, n_counters * sizeof(int), cudaMemcpyDeviceToHost));
+      EXPECT_EQ(after, std::vector<int>(n_counters, 0)) << splits << " splits";
+    }
+  }
+}
+
 TEST(DenseDecodeCuda, EveryBuiltGroupChunkMatchesCpuTwin) {
   SKIP_WITHOUT_DEVICE();
   for (int g : {2, 5, 6, 7, 8, 12, 16}) {
@@ -261,9 +298,13 @@ TEST(DenseDecodeCuda, GraphReplayReadsLiveDeviceSeqLens) {
   s.lens = {4097, 2000, 97};  // capacity; the graph is captured for max_seq_len 4097
   DecodeProblem pr = MakeDecodeProblem(s, 61);
   const int splits = PlanDenseDecodeSplits(pr.batch, s.num_heads, s.num_kv_heads, pr.max_seq_len, NumSms());
-  ASSERT_GT(splits, 1) << "the captured launch should include the merge kernel";
+  ASSERT_GT(splits, 1) << "the captured launch should merge splits";
   DeviceProblem dp;
   Upload(pr, splits, &dp);
+  // The fused merge's counters must come back to zero for every replay.
+  const size_t n_counters = static_cast<size_t>(pr.batch) * s.num_heads;
+  dp.p.split_counters = static_cast<int*>(dp.Alloc(n_counters * sizeof(int)));
+  ASSERT_CUDA(cudaMemset(dp.p.split_counters, 0, n_counters * sizeof(int)));
   cudaStream_t stream = nullptr;
   ASSERT_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   cudaGraph_t graph = nullptr;

@@ -38,6 +38,8 @@ struct DecodeProblem {
   std::vector<uint8_t> k_pool, v_pool;  // [NB, Hkv, P, D] dtype
   std::vector<int32_t> block_table;   // [B, MB]
   std::vector<int32_t> seq_lens;      // [B]
+  std::vector<uint8_t> k_new, v_new;  // fused append: [B, new_stride_b] dtype, or empty (see TakeNewestRows)
+  int64_t new_stride_b = 0;
 
   size_t OutElems() const { return static_cast<size_t>(batch) * shape.num_heads * shape.head_dim; }
   size_t OutBytes() const { return OutElems() * KvDTypeSize(shape.dtype); }
@@ -47,8 +49,14 @@ struct DecodeProblem {
                            float* partial_lse = nullptr) const {
     DenseDecodeParams p;
     p.q = q.data();
-    p.k_pool = k_pool.data();
-    p.v_pool = v_pool.data();
+    // The twin writes the pools only with k_new set (TakeNewestRows problems).
+    p.k_pool = const_cast<uint8_t*>(k_pool.data());
+    p.v_pool = const_cast<uint8_t*>(v_pool.data());
+    if (!k_new.empty()) {
+      p.k_new = k_new.data();
+      p.v_new = v_new.data();
+      p.new_stride_b = new_stride_b;
+    }
     p.block_table = block_table.data();
     p.seq_lens = seq_lens.data();
     p.out = out;
@@ -131,6 +139,43 @@ inline DecodeProblem MakeDecodeProblem(const DecodeShape& s, uint32_t seed) {
   return pr;
 }
 
+// Fills n elements of a dtype buffer with NaN.
+inline void PoisonNaN(void* buf, size_t n, KvDType t) {
+  for (size_t i = 0; i < n; ++i) StoreFromFloat(buf, i, std::numeric_limits<float>::quiet_NaN(), t);
+}
+
+// Fused-append form of a problem: each sequence's newest token (T-1, T >= 1)
+// moves out of the pools into k_new/v_new ([B, Hkv*D + row_pad] rows, the
+// padding NaN) and its pool slots become NaN, so only an attention that takes
+// that row from k_new (and stores it back) reproduces the original output.
+inline DecodeProblem TakeNewestRows(const DecodeProblem& pr, int row_pad = 0) {
+  DecodeProblem f = pr;
+  const DecodeShape& s = pr.shape;
+  const int D = s.head_dim, P = s.page_size, Hkv = s.num_kv_heads;
+  const size_t elt = KvDTypeSize(s.dtype);
+  f.new_stride_b = static_cast<int64_t>(Hkv) * D + row_pad;
+  f.k_new.assign(static_cast<size_t>(pr.batch) * f.new_stride_b * elt, 0);
+  PoisonNaN(f.k_new.data(), f.k_new.size() / elt, s.dtype);
+  f.v_new = f.k_new;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (int b = 0; b < pr.batch; ++b) {
+    const int t = pr.seq_lens[b] - 1;
+    if (t < 0) continue;
+    const int id = pr.block_table[static_cast<size_t>(b) * pr.max_blocks_per_seq + t / P];
+    for (int h = 0; h < Hkv; ++h) {
+      const size_t src = ((static_cast<size_t>(id) * Hkv + h) * P + t % P) * D;
+      const size_t dst = static_cast<size_t>(b) * f.new_stride_b + static_cast<size_t>(h) * D;
+      for (int d = 0; d < D; ++d) {
+        StoreFromFloat(f.k_new.data(), dst + d, LoadAsFloat(pr.k_pool.data(), src + d, s.dtype), s.dtype);
+        StoreFromFloat(f.v_new.data(), dst + d, LoadAsFloat(pr.v_pool.data(), src + d, s.dtype), s.dtype);
+        StoreFromFloat(f.k_pool.data(), src + d, nan, s.dtype);
+        StoreFromFloat(f.v_pool.data(), src + d, nan, s.dtype);
+      }
+    }
+  }
+  return f;
+}
+
 // Naive fp64 attention over a gathered contiguous copy of each sequence's K/V.
 // Returns [B, H, D]; zeros for a sequence of length 0.
 inline std::vector<double> NaiveAttentionFp64(const DecodeProblem& pr) {
@@ -179,10 +224,6 @@ inline std::vector<double> ToDouble(const void* buf, size_t n, KvDType t) {
   return r;
 }
 
-// Fills n elements of a dtype buffer with NaN.
-inline void PoisonNaN(void* buf, size_t n, KvDType t) {
-  for (size_t i = 0; i < n; ++i) StoreFromFloat(buf, i, std::numeric_limits<float>::quiet_NaN(), t);
-}
 
 inline bool AllFinite(const std::vector<double>& x) {
   return std::all_of(x.begin(), x.end(), [](double v) { return std::isfinite(v); });

@@ -91,6 +91,18 @@ INSTANTIATE_TEST_SUITE_P(HeadDimGroupDtype, DenseDecodeTwinTest,
                            return name;
                          });
 
+TEST_P(DenseDecodeTwinTest, FusedAppendEqualsAppendThenAttendAndStoresTheRows) {
+  DecodeProblem pr = MakeDecodeProblem(Shape({1, 54, 97, 0, 33}), 77);
+  for (int splits : {1, 3}) {
+    DecodeProblem fused = testing::TakeNewestRows(pr, /*row_pad=*/16);
+    const std::vector<double> got = RunTwin(fused, splits);
+    ASSERT_TRUE(AllFinite(got)) << splits << " splits: the newest row was read from the poisoned pool";
+    EXPECT_EQ(got, RunTwin(pr, splits)) << splits << " splits";
+    EXPECT_EQ(fused.k_pool, pr.k_pool) << "the twin stores k_new at token T-1";
+    EXPECT_EQ(fused.v_pool, pr.v_pool);
+  }
+}
+
 TEST(DenseDecodeTwin, AwkwardPageSizesMatchFp64Reference) {
   for (int page : {1, 5, 64}) {
     DecodeShape s;
@@ -192,6 +204,8 @@ TEST(DenseDecodeTwin, RejectsInvalidParamsAndWritesNothing) {
   add("null q", [](DenseDecodeParams& p) { p.q = nullptr; });
   add("NaN scale", [](DenseDecodeParams& p) { p.scale = NAN; });
   add("negative stride", [](DenseDecodeParams& p) { p.q_stride_b = -1; });
+  add("k_new without v_new", [&](DenseDecodeParams& p) { p.k_new = pr.q.data(); });
+  add("negative new-row stride", [](DenseDecodeParams& p) { p.new_stride_b = -1; });
   for (const auto& [what, p] : bad) {
     EXPECT_NE(DenseDecodeValidate(p), nullptr) << what;
     EXPECT_FALSE(DenseDecodeRef(p)) << what;
