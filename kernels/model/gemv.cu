@@ -34,20 +34,23 @@ __device__ __forceinline__ uint4 LoadStreaming(const uint4* p) {
 
 // Fused prologue (kNorm): x' = dtype(w_norm · dtype(src · rsqrt(mean(src²) + eps)))
 // with src = dtype(x + delta), into shared memory [M][K] fp32; CTA 0 writes
-// src to residual_out. Every thread of the CTA takes part (barriers).
+// src to residual_out. Every thread of the CTA takes part (one barrier for the
+// row sums, one before the main loop). Each thread rescales exactly the
+// chunks it wrote in pass 1, so pass 2 needs no barrier of its own and reads
+// the norm weight as 16-byte vectors.
 template <class T, int M>
 __device__ __forceinline__ void NormPrologue(const GemvParams& p, int64_t xs, float* xsm) {
   using V = Vec16<T>;
   const int chunks = p.in_features / 8;
   const bool write_res = blockIdx.x == 0 && p.delta != nullptr;
   __shared__ float partial[kWarps][M];
-  __shared__ float inv_rms[M];
+  float ss[M];
 #pragma unroll
   for (int m = 0; m < M; ++m) {
     const uint4* x = reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + m * xs);
     const uint4* d = p.delta ? reinterpret_cast<const uint4*>(static_cast<const T*>(p.delta) + m * p.in_features) : nullptr;
     uint4* res = write_res ? reinterpret_cast<uint4*>(static_cast<T*>(p.residual_out) + m * p.in_features) : nullptr;
-    float ss = 0.f;
+    ss[m] = 0.f;
     for (int c = threadIdx.x; c < chunks; c += kWarps * 32) {
       float a[8];
       V::Load(x[c], a);
@@ -59,26 +62,35 @@ __device__ __forceinline__ void NormPrologue(const GemvParams& p, int64_t xs, fl
         if (res != nullptr) res[c] = V::Store(a);
       }
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        ss += a[j] * a[j];
-        xsm[m * p.in_features + c * 8 + j] = a[j];
-      }
+      for (int j = 0; j < 8; ++j) ss[m] += a[j] * a[j];
+      float4* dst = reinterpret_cast<float4*>(xsm + m * p.in_features + c * 8);
+      dst[0] = make_float4(a[0], a[1], a[2], a[3]);
+      dst[1] = make_float4(a[4], a[5], a[6], a[7]);
     }
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-    if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5][m] = ss;
+    for (int o = 16; o > 0; o >>= 1) ss[m] += __shfl_xor_sync(0xffffffffu, ss[m], o);
+    if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5][m] = ss[m];
   }
   __syncthreads();
-  if (threadIdx.x < M) {
+  const uint4* wn = static_cast<const uint4*>(p.norm_weight);
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
     float t = 0.f;
-    for (int w = 0; w < kWarps; ++w) t += partial[w][threadIdx.x];
-    inv_rms[threadIdx.x] = rsqrtf(t / static_cast<float>(p.in_features) + p.eps);
-  }
-  __syncthreads();
-  const T* wn = static_cast<const T*>(p.norm_weight);
-  for (int i = threadIdx.x; i < M * p.in_features; i += kWarps * 32) {
-    const int m = i / p.in_features, k = i - m * p.in_features;
-    xsm[i] = RoundTo<T>(ToF<T>(wn[k]) * RoundTo<T>(xsm[i] * inv_rms[m]));
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) t += partial[w][m];
+    const float inv_rms = rsqrtf(t / static_cast<float>(p.in_features) + p.eps);
+    for (int c = threadIdx.x; c < chunks; c += kWarps * 32) {
+      float g[8];
+      V::Load(__ldg(wn + c), g);
+      float4* v = reinterpret_cast<float4*>(xsm + m * p.in_features + c * 8);
+      const float4 lo = v[0], hi = v[1];
+      const float a[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+      float r[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) r[j] = RoundTo<T>(g[j] * RoundTo<T>(a[j] * inv_rms));
+      v[0] = make_float4(r[0], r[1], r[2], r[3]);
+      v[1] = make_float4(r[4], r[5], r[6], r[7]);
+    }
   }
   __syncthreads();
 }
@@ -289,7 +301,8 @@ cudaError_t LaunchT(const GemvParams& p, cudaStream_t stream) {
 cudaError_t LaunchGemv(const GemvParams& p, cudaStream_t stream) {
   if (GemvValidate(p) != nullptr) return cudaErrorInvalidValue;
   const uintptr_t any = reinterpret_cast<uintptr_t>(p.x) | reinterpret_cast<uintptr_t>(p.w) |
-                        reinterpret_cast<uintptr_t>(p.delta) | reinterpret_cast<uintptr_t>(p.residual_out);
+                        reinterpret_cast<uintptr_t>(p.delta) | reinterpret_cast<uintptr_t>(p.residual_out) |
+                        reinterpret_cast<uintptr_t>(p.norm_weight);
   if (any % 16 != 0) return cudaErrorMisalignedAddress;
   return p.dtype == KvDType::kBf16 ? LaunchT<__nv_bfloat16>(p, stream) : LaunchT<__half>(p, stream);
 }

@@ -63,7 +63,7 @@ struct GemvParams {
   // version without shared memory or barriers measured slower end to end on
   // the H100: 145 vs 154-158 tok/s at (1, 1K), bench/results/gpu/e2e_gemv_perwarp_norm_h100.json
   // vs e2e_gemv_epilogue_h100.json.)
-  const void* norm_weight = nullptr;  // [K] dtype; nullptr = no prologue
+  const void* norm_weight = nullptr;  // [K] dtype, 16-byte aligned; nullptr = no prologue
   const void* delta = nullptr;        // [M, K] dtype contiguous, or nullptr
   void* residual_out = nullptr;       // [M, K] dtype contiguous; required with delta; must not alias x
   float eps = 1e-5f;
