@@ -18,10 +18,7 @@
 //   tokens are zero-filled by the copy (never read) and masked to -inf.
 // Fused append (k_new): the CTAs whose split holds token T-1 read that row
 //   from k_new/v_new instead of the pool, and those of the first head chunk
-//   store it into the pool. Launched as a programmatic dependent of the kernel
-//   that writes q/k_new (the qkv projection): the first ring stages of pool
-//   rows go out before griddepcontrol.wait, since no kernel of the step writes
-//   this layer's pool rows below T-1.
+//   store it into the pool.
 // Fused merge (split_counters): after writing its partials, each CTA bumps its
 //   (sequence, head chunk) counter; the last one merges (MergeColumns, as the
 //   merge kernel does) and resets the counter to zero.
@@ -98,35 +95,57 @@ struct KernelArgs {
   FastDivmod page_div;      // divides by P
 };
 
-// Merges the S partials of row (b, h) by log-sum-exp for columns
-// [c0, c0 + kPer) and stores them to out. Partials are read through L2 (ld.cg):
-// in the fused merge they were written by other CTAs of the same grid.
+// Merges the S partials of row (b, h) by log-sum-exp and stores them to out.
+// Called by all 32 lanes of a warp for the same row; lane owns columns
+// [lane * kPer, (lane + 1) * kPer). The split weights are computed once, lane
+// s % 32 holding split s's, and broadcast by shuffles, so no lane waits on S
+// dependent loads (a per-lane loop over the S log-sum-exps cost ~S L2 round
+// trips: 8 us per layer at S = 33 on the H100). Partials are read through L2
+// (ld.cg): in the fused merge other CTAs of this grid wrote them.
 template <class T, int D, int kPer>
-__device__ __forceinline__ void MergeColumns(const KernelArgs& a, int b, int h, int c0) {
-  static_assert(kPer == 2 || kPer == 4, "2 or 4 columns per thread");
+__device__ __forceinline__ void MergeColumns(const KernelArgs& a, int b, int h, int lane) {
+  static_assert(kPer == 2 || kPer == 4, "2 or 4 columns per lane");
+  constexpr int kSlots = kDenseDecodeMaxSplits / 32;
   const int S = a.num_splits;
   const int64_t rowi = static_cast<int64_t>(b) * a.num_heads + h;
   const float* lse = a.partial_lse + rowi * S;
-  const float* part = a.partial_out + rowi * S * D + c0;
-  float mx = kNegInf;
-  for (int s = 0; s < S; ++s) mx = fmaxf(mx, __ldcg(lse + s));
-  float o[kPer] = {}, sum = 0.0f;
-  if (mx != kNegInf) {
-#pragma unroll 4
-    for (int s = 0; s < S; ++s) {
-      const float w = FastExp2((__ldcg(lse + s) - mx) * kLog2e);
-      sum += w;
+  const float* part = a.partial_out + rowi * S * D + lane * kPer;
+  float w[kSlots], mx = kNegInf;
+#pragma unroll
+  for (int j = 0; j < kSlots; ++j) {
+    w[j] = lane + 32 * j < S ? __ldcg(lse + lane + 32 * j) : kNegInf;
+    mx = fmaxf(mx, w[j]);
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+  float sum = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kSlots; ++j) {
+    w[j] = w[j] == kNegInf ? 0.0f : FastExp2((w[j] - mx) * kLog2e);
+    sum += w[j];
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+  float o[kPer] = {};
+#pragma unroll
+  for (int j = 0; j < kSlots; ++j) {
+    if (32 * j >= S) break;
+#pragma unroll 8
+    for (int t = 0; t < 32; ++t) {
+      const int s = 32 * j + t;
+      const float ws = __shfl_sync(0xffffffffu, w[j], t);
+      if (s >= S) break;
       if constexpr (kPer == 4) {
         const float4 x = __ldcg(reinterpret_cast<const float4*>(part + static_cast<int64_t>(s) * D));
-        o[0] += w * x.x; o[1] += w * x.y; o[2] += w * x.z; o[3] += w * x.w;
+        o[0] += ws * x.x; o[1] += ws * x.y; o[2] += ws * x.z; o[3] += ws * x.w;
       } else {
         const float2 x = __ldcg(reinterpret_cast<const float2*>(part + static_cast<int64_t>(s) * D));
-        o[0] += w * x.x; o[1] += w * x.y;
+        o[0] += ws * x.x; o[1] += ws * x.y;
       }
     }
   }
   const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
-  T* op = static_cast<T*>(a.out) + b * a.out_stride_b + h * a.out_stride_h + c0;
+  T* op = static_cast<T*>(a.out) + b * a.out_stride_b + h * a.out_stride_h + lane * kPer;
 #pragma unroll
   for (int e = 0; e < kPer; ++e) op[e] = T(o[e] * inv);  // bf16/fp16: round to nearest even
 }
@@ -138,9 +157,6 @@ __global__ void __launch_bounds__(kThreads, GC <= 4 ? 4 : 2) DenseDecodeKernel(c
   constexpr int kTpi = Geo::kTokensPerIter;
   extern __shared__ __align__(16) uint4 smem[];
 
-  // Let the kernel after (merge or output projection) be scheduled now; it
-  // still waits for this whole grid before reading anything.
-  PdlLaunchDependents();
   const int split = blockIdx.x;
   const int kvh = blockIdx.y / a.chunks;
   const int h0 = kvh * a.group + (blockIdx.y % a.chunks) * GC;  // first query head of this CTA
@@ -183,30 +199,19 @@ __global__ void __launch_bounds__(kThreads, GC <= 4 ? 4 : 2) DenseDecodeKernel(c
       CpAsync16(slot + kRowsPerLane * 32, v_src, valid);
     }
   };
-  auto issue_prologue = [&]() {
 #pragma unroll
-    for (int s = 0; s < kStages - 1; ++s) {
-      if (s < n_it) issue(s, s);
-      CpAsyncCommit();
-    }
-  };
-
-  // Pool rows below T-1 are not written by the kernels this one may overlap
-  // (programmatic dependent launch), so their first stages go out before the
-  // wait; q and k_new come from the kernel before.
-  if (new_tok < 0) issue_prologue();
-  PdlWaitForPrerequisite();
-  if (new_tok >= 0) {
-    issue_prologue();
-    if (warp == 0 && row == 0 && blockIdx.y % a.chunks == 0) {  // one CTA per KV head stores the row
-      uint32_t page_idx = 0, off = 0;
-      a.page_div.DivMod(static_cast<uint32_t>(new_tok), &page_idx, &off);
-      const int64_t elem = __ldg(table + page_idx) * a.page_stride + static_cast<int64_t>(off) * D;
-      T* k_dst = static_cast<T*>(a.k_pool) + kvh * a.head_stride + col * kVec + elem;
-      T* v_dst = static_cast<T*>(a.v_pool) + kvh * a.head_stride + col * kVec + elem;
-      *reinterpret_cast<uint4*>(k_dst) = *reinterpret_cast<const uint4*>(static_cast<const T*>(a.k_new) + new_off);
-      *reinterpret_cast<uint4*>(v_dst) = *reinterpret_cast<const uint4*>(static_cast<const T*>(a.v_new) + new_off);
-    }
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < n_it) issue(s, s);
+    CpAsyncCommit();
+  }
+  if (new_tok >= 0 && warp == 0 && row == 0 && blockIdx.y % a.chunks == 0) {  // one CTA per KV head stores it
+    uint32_t page_idx = 0, off = 0;
+    a.page_div.DivMod(static_cast<uint32_t>(new_tok), &page_idx, &off);
+    const int64_t elem = __ldg(table + page_idx) * a.page_stride + static_cast<int64_t>(off) * D;
+    T* k_dst = static_cast<T*>(a.k_pool) + kvh * a.head_stride + col * kVec + elem;
+    T* v_dst = static_cast<T*>(a.v_pool) + kvh * a.head_stride + col * kVec + elem;
+    *reinterpret_cast<uint4*>(k_dst) = *reinterpret_cast<const uint4*>(static_cast<const T*>(a.k_new) + new_off);
+    *reinterpret_cast<uint4*>(v_dst) = *reinterpret_cast<const uint4*>(static_cast<const T*>(a.v_new) + new_off);
   }
 
   // q rows of this CTA's heads, this lane's kVec columns, pre-scaled (log2 domain).
@@ -214,7 +219,7 @@ __global__ void __launch_bounds__(kThreads, GC <= 4 ? 4 : 2) DenseDecodeKernel(c
 #pragma unroll
   for (int g = 0; g < GC; ++g) {
     const T* qp = static_cast<const T*>(a.q) + b * a.q_stride_b + (h0 + g) * a.q_stride_h + col * kVec;
-    Vec16<T>::Load(*reinterpret_cast<const uint4*>(qp), q[g]);
+    Vec16<T>::Load(__ldg(reinterpret_cast<const uint4*>(qp)), q[g]);
 #pragma unroll
     for (int e = 0; e < kVec; ++e) q[g][e] *= a.scale_log2;
   }
@@ -301,6 +306,11 @@ __global__ void __launch_bounds__(kThreads, GC <= 4 ? 4 : 2) DenseDecodeKernel(c
     }
   }
   CpAsyncWait<0>();
+  // Let the kernel after (merge or output projection) be scheduled now, as
+  // this grid drains; it still waits for the whole grid before reading
+  // anything. (At the start its CTAs, and through theirs the next GEMV's,
+  // would hold SM slots through the whole KV stream.)
+  PdlLaunchDependents();
 
   // Merge the kRowsPerWarp row states of the warp (lanes kLpr, 2*kLpr, ... apart).
 #pragma unroll
@@ -400,7 +410,7 @@ __global__ void __launch_bounds__(kThreads, GC <= 4 ? 4 : 2) DenseDecodeKernel(c
   __threadfence();
   constexpr int kPer = D / 32;
   for (int i = threadIdx.x; i < GC * 32; i += kThreads) {
-    MergeColumns<T, D, kPer>(a, b, h0 + i / 32, (i % 32) * kPer);
+    MergeColumns<T, D, kPer>(a, b, h0 + i / 32, i % 32);  // a warp per head: uniform trip count
   }
 }
 
@@ -420,7 +430,7 @@ __global__ void __launch_bounds__(128) DenseDecodeMergeKernel(const KernelArgs a
 #endif
   const int rowi = blockIdx.x * 4 + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (rowi >= a.batch * a.num_heads) return;
-  MergeColumns<T, D, kPer>(a, rowi / a.num_heads, rowi % a.num_heads, lane * kPer);
+  MergeColumns<T, D, kPer>(a, rowi / a.num_heads, rowi % a.num_heads, lane);
 }
 
 }  // namespace kvstream::dense_decode_detail

@@ -27,27 +27,28 @@ cudaError_t LaunchWithChunk(const KernelArgs& a, int num_kv_heads, cudaStream_t 
   if constexpr (Geo::kSmemBytes > 48 * 1024) {
     KV_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Geo::kSmemBytes));
   }
-  // NOTE(dense): both kernels are programmatic dependent launches (Hopper):
-  // each is scheduled while the grid before it runs and waits in
-  // griddepcontrol.wait, which hides the launch latency (a few us at B=1);
-  // the attention kernel also streams its first pool rows before the wait.
-  // Captures into CUDA graphs as programmatic edges. Build with
-  // -DKVSTREAM_DENSE_DECODE_PDL=0 to launch them plainly (A/B timing).
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = KVSTREAM_DENSE_DECODE_PDL;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(a.num_splits, num_kv_heads * a.chunks, a.batch);
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = Geo::kSmemBytes;
-  cfg.stream = stream;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  KV_CUDA_CHECK(cudaLaunchKernelEx(&cfg, DenseDecodeKernel<T, D, GC>, a));
+  // NOTE(dense): the attention grid is launched plainly, after the kernel
+  // before it has drained: launched as a programmatic dependent it was placed
+  // on the SMs that grid freed first, several CTAs on some SMs and none on
+  // others, and at (B=1, 32K) its one wave ran ~25% longer end to end (H100:
+  // 119.5 vs 131.0 tok/s). The separate merge (no split_counters) is a
+  // programmatic dependent: scheduled while the attention grid runs, it waits
+  // in griddepcontrol.wait, hiding its launch latency. Captures into CUDA
+  // graphs as a programmatic edge. Build with -DKVSTREAM_DENSE_DECODE_PDL=0 to
+  // launch it plainly (A/B timing).
+  const dim3 grid(a.num_splits, num_kv_heads * a.chunks, a.batch);
+  void* args[] = {const_cast<KernelArgs*>(&a)};
+  KV_CUDA_CHECK(cudaLaunchKernel(kernel, grid, dim3(kThreads), args, Geo::kSmemBytes, stream));
   if (a.num_splits > 1 && a.split_counters == nullptr) {
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = KVSTREAM_DENSE_DECODE_PDL;
+    cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3((a.batch * a.num_heads + 3) / 4);
     cfg.blockDim = dim3(128);
-    cfg.dynamicSmemBytes = 0;
+    cfg.stream = stream;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
     KV_CUDA_CHECK(cudaLaunchKernelEx(&cfg, DenseDecodeMergeKernel<T, D>, a));
   }
   return cudaSuccess;
