@@ -1,4 +1,4 @@
-// K1 laser_window_scores and K2 laser_head_mean on the GPU (formulas and
+// K1 laser_window_scores, K1b laser_pool_scores and K2 laser_head_mean on the GPU (formulas and
 // shapes: laser_score.h; laser_kv.md §4.3 steps 4-5, §7). K1 runs once per
 // layer and block on q query rows against the score window, in two passes
 // so that no (h, t, j) logit is ever stored: pass 1 keeps an online max and
@@ -245,6 +245,12 @@ __global__ void __launch_bounds__(kThreads) HeadMeanKernel(LaserHeadMeanParams p
   p.out[x] = sum / static_cast<float>(p.num_kv_heads);
 }
 
+// ---- K1b laser_pool_scores: one thread per window entry ------------------------------
+__global__ void __launch_bounds__(kThreads) PoolScoresKernel(LaserPoolScoresParams p) {
+  const int j = static_cast<int>(blockIdx.x) * kThreads + static_cast<int>(threadIdx.x);
+  if (j < p.num) p.out[j] = LaserPooledScore(p.scores, p.pos, p.num, p.radius, j);
+}
+
 }  // namespace
 }  // namespace laser_score_detail
 
@@ -288,6 +294,14 @@ cudaError_t LaunchLaserHeadMean(const LaserHeadMeanParams& p, cudaStream_t strea
     case KvDType::kFp32: HeadMeanKernel<float><<<blocks, kThreads, 0, stream>>>(p, s); break;
     default: return cudaErrorInvalidValue;
   }
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchLaserPoolScores(const LaserPoolScoresParams& p, cudaStream_t stream) {
+  using namespace laser_score_detail;
+  if (LaserPoolScoresValidate(p) != nullptr) return cudaErrorInvalidValue;
+  if (p.num == 0) return cudaSuccess;
+  PoolScoresKernel<<<static_cast<unsigned>((p.num + kThreads - 1) / kThreads), kThreads, 0, stream>>>(p);
   return cudaGetLastError();
 }
 

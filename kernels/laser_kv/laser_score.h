@@ -1,4 +1,4 @@
-// K1 laser_window_scores and K2 laser_head_mean (laser_kv.md §4.3 steps 4-5, §7).
+// K1 laser_window_scores, K1b laser_pool_scores and K2 laser_head_mean (laser_kv.md §4.3 steps 4-5, §7).
 // Legend and LaserSegment: laser_common.h.
 //
 // K1 (per layer, added over layers):
@@ -8,6 +8,14 @@
 //   The window is seg[0] ++ seg[1] (T or C, then the block; §4.3 step 4),
 //   numbered as in laser_common.h; one layer's slice of each segment (l = 0).
 //   Invariant after Ly layers starting from 0: sum_j scores[j] = Ly*H*q.
+// K1b (kvstream choice, laser_kv_strategy.h "Score pooling"): the exact
+//   selector ranks a window entry by the mean of the K1 scores of the entries
+//   at most r positions away from it (itself included):
+//   out[j] = (sum_{i in N(j)} scores[i]) / |N(j)|,
+//   N(j) = { i : |i - j| <= r, 0 <= i < Wn, |pos[i] - pos[j]| <= r }
+//   (pos ascending, so every such entry lies within r window slots). The sum
+//   runs over i ascending in fp32, then one fp32 division: kernel and twin
+//   are bit-equal. r = 0 copies the scores.
 // K2:
 //   out[i, c] = (1/Hkv) * sum_{g ascending} K[g, rows[i], c]   (fp32; §4.3 step 5:
 //   the last layer's keys of candidates, or of the query tokens for u_t)
@@ -45,7 +53,32 @@ struct LaserHeadMeanParams {
   KvDType dtype = KvDType::kBf16;   // of the keys
 };
 
+struct LaserPoolScoresParams {
+  const float* scores = nullptr;    // [Wn] fp32 K1 sums
+  const int32_t* pos = nullptr;     // [Wn] original positions of the window entries, strictly ascending
+  float* out = nullptr;             // [Wn] fp32 (must not alias scores)
+  int num = 0;                      // Wn (0 = nothing to do)
+  int radius = 0;                   // r, 0..kLaserMaxPoolRadius
+};
+
 inline constexpr int kLaserScoreMaxSplits = 16;  // pass-1 window splits (CUDA)
+inline constexpr int kLaserMaxPoolRadius = 64;   // K1b r range
+
+// K1b for entry j: the one formula of kernel and twin.
+KV_HD float LaserPooledScore(const float* scores, const int32_t* pos, int num, int radius, int j) {
+  const int lo = j - radius < 0 ? 0 : j - radius;
+  const int hi = j + radius >= num ? num - 1 : j + radius;
+  float sum = 0.0f;
+  int count = 0;
+  for (int i = lo; i <= hi; ++i) {
+    const int64_t d = static_cast<int64_t>(pos[i]) - pos[j];
+    if (d <= radius && d >= -radius) {
+      sum += scores[i];
+      ++count;
+    }
+  }
+  return sum / static_cast<float>(count);
+}
 
 // Bytes of row_stats: (2 + 2*16)*H*q fp32 (the twin writes the first 2*H*q).
 size_t LaserWindowScoresWorkspaceBytes(int num_heads, int num_query);
@@ -53,6 +86,7 @@ size_t LaserWindowScoresWorkspaceBytes(int num_heads, int num_query);
 // nullptr if valid, else a static message naming the bad field.
 const char* LaserWindowScoresValidate(const LaserWindowScoresParams& p);
 const char* LaserHeadMeanValidate(const LaserHeadMeanParams& p);
+const char* LaserPoolScoresValidate(const LaserPoolScoresParams& p);
 
 // ---- CPU twins (host pointers; false and nothing written if invalid) ------------
 // Dot products in fp32 (8 partial sums, vectorised); logits, max, sums and
@@ -62,6 +96,8 @@ const char* LaserHeadMeanValidate(const LaserHeadMeanParams& p);
 bool LaserWindowScoresRef(const LaserWindowScoresParams& p);
 // fp32 sum over g ascending, then divided by Hkv (the kernel's order: bit-equal).
 bool LaserHeadMeanRef(const LaserHeadMeanParams& p);
+// The K1b formula, in the kernel's order (bit-equal).
+bool LaserPoolScoresRef(const LaserPoolScoresParams& p);
 
 #if defined(KVSTREAM_LASER_HAS_LAUNCHER)
 // Pass 1: one CTA per (32 query rows, h, window split), key tiles in shared
@@ -70,6 +106,8 @@ bool LaserHeadMeanRef(const LaserHeadMeanParams& p);
 cudaError_t LaunchLaserWindowScores(const LaserWindowScoresParams& p, cudaStream_t stream);
 // One thread per (i, c).
 cudaError_t LaunchLaserHeadMean(const LaserHeadMeanParams& p, cudaStream_t stream);
+// One thread per window entry.
+cudaError_t LaunchLaserPoolScores(const LaserPoolScoresParams& p, cudaStream_t stream);
 #endif
 
 }  // namespace kvstream

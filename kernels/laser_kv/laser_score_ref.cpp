@@ -1,4 +1,4 @@
-// CPU twins of K1 laser_window_scores and K2 laser_head_mean (formulas in
+// CPU twins of K1 laser_window_scores, K1b laser_pool_scores and K2 laser_head_mean (formulas in
 // laser_score.h; laser_kv.md §4.3 steps 4-5) and their validators. The CPU
 // engine runs these on fp32 KV; the CUDA tests compare the kernels with them.
 #include <algorithm>
@@ -39,6 +39,14 @@ const char* LaserHeadMeanValidate(const LaserHeadMeanParams& p) {
   if (!LaserSegmentsOk(p.seg, kLaserMaxSegments, false, &total))
     return "seg: len >= 0 and k non-null for every used segment";
   if (!p.rows && p.num_rows > total) return "rows == nullptr needs num_rows <= total segment rows";
+  return nullptr;
+}
+
+const char* LaserPoolScoresValidate(const LaserPoolScoresParams& p) {
+  if (p.num < 0) return "num must be >= 0";
+  if (p.radius < 0 || p.radius > kLaserMaxPoolRadius) return "radius must be in [0, 64]";
+  if (p.num > 0 && (!p.scores || !p.pos || !p.out)) return "scores, pos and out must be non-null";
+  if (p.num > 0 && p.out == p.scores) return "out must not alias scores";
   return nullptr;
 }
 
@@ -108,6 +116,15 @@ bool LaserWindowScoresRef(const LaserWindowScoresParams& p) {
     }
   }
   for (int j = 0; j < wn; ++j) p.scores[j] += static_cast<float>(acc[j]);
+  return true;
+}
+
+bool LaserPoolScoresRef(const LaserPoolScoresParams& p) {
+  if (LaserPoolScoresValidate(p) != nullptr) return false;
+  for (int j = 1; j < p.num; ++j) {
+    if (p.pos[j] <= p.pos[j - 1]) return false;  // NOTE(laser): the kernel trusts the order; the twin checks it
+  }
+  for (int j = 0; j < p.num; ++j) p.out[j] = LaserPooledScore(p.scores, p.pos, p.num, p.radius, j);
   return true;
 }
 

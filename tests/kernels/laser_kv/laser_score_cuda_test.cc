@@ -1,8 +1,10 @@
-// K1 laser_window_scores and K2 laser_head_mean on the GPU vs their CPU twins
-// (laser_kv.md §7, §9 test 6), fresh random inputs, poisoned outputs. Skips
-// with a reason where no CUDA device is present.
+// K1 laser_window_scores, K1b laser_pool_scores and K2 laser_head_mean on
+// the GPU vs their CPU twins (laser_kv.md §7, §9 test 6), fresh random
+// inputs, poisoned outputs. Skips with a reason where no CUDA device is
+// present.
 // Bounds (§7): scores (accumulated over 3 layers onto random start values)
-// and head means rel. err <= 1e-3; row statistics m and Zs rel. err <= 1e-3.
+// and head means rel. err <= 1e-3; row statistics m and Zs rel. err <= 1e-3;
+// pooled scores bit-equal (one formula, same fp32 order).
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
@@ -101,6 +103,30 @@ TEST(LaserWindowScoresCuda, MassInvariantOnDevice) {
   double sum = 0.0;
   for (float s : Down(scores, n0 + n1)) sum += s;
   EXPECT_NEAR(sum / (Ly * H * Q), 1.0, 1e-4);
+}
+
+TEST(LaserPoolScoresCuda, BitEqualToTwin) {
+  SKIP_WITHOUT_DEVICE();
+  std::mt19937 rng(211);
+  for (int n : {1, 7, 300, 5000})
+    for (int r : {0, 1, 3, 64}) {
+      // Ascending positions with gaps now and then (a T or C history before the block).
+      std::vector<int32_t> pos(n);
+      int32_t at = 0;
+      for (int j = 0; j < n; ++j) pos[j] = at += (rng() % 11 == 0 ? 1 + int32_t(rng() % 9) : 1);
+      const std::vector<float> s = LaserRandomFloats(n, &rng, 3.0f);
+      std::vector<float> want(n, NAN);
+      LaserPoolScoresParams hp;
+      hp.scores = s.data(), hp.pos = pos.data(), hp.out = want.data(), hp.num = n, hp.radius = r;
+      ASSERT_TRUE(LaserPoolScoresRef(hp));
+      LaserDeviceArena arena;
+      LaserPoolScoresParams dp = hp;
+      dp.scores = arena.Up(s), dp.pos = arena.Up(pos), dp.out = arena.Poisoned<float>(n);
+      ASSERT_CUDA(LaunchLaserPoolScores(dp, nullptr));
+      ASSERT_CUDA(cudaDeviceSynchronize());
+      const std::vector<float> got = Down(dp.out, n);
+      for (int j = 0; j < n; ++j) ASSERT_EQ(got[j], want[j]) << "n " << n << " r " << r << " j " << j;
+    }
 }
 
 TEST(LaserHeadMeanCuda, MatchesTwin) {

@@ -1,7 +1,8 @@
-// CPU twins of K1 laser_window_scores and K2 laser_head_mean (laser_kv.md
-// §4.3 steps 4-5, §9 test 6): the mass invariant sum_j score_j = Ly*H*q, a
-// planted key ranking first, the GQA map g(h) = floor(h*Hkv/H) for H/Hkv = 3
-// and 4, and head means over strided segments.
+// CPU twins of K1 laser_window_scores, K1b laser_pool_scores and K2
+// laser_head_mean (laser_kv.md §4.3 steps 4-5, §9 test 6): the mass
+// invariant sum_j score_j = Ly*H*q, a planted key ranking first, the GQA map
+// g(h) = floor(h*Hkv/H) for H/Hkv = 3 and 4, the pooled means (neighbours by
+// position, not across gaps), and head means over strided segments.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -107,6 +108,56 @@ void CheckPlantedKey(int H, int Hkv) {
 TEST(LaserWindowScoresRef, PlantedKeyRanksFirstGqa3) { CheckPlantedKey(6, 2); }
 TEST(LaserWindowScoresRef, PlantedKeyRanksFirstGqa4) { CheckPlantedKey(8, 2); }
 TEST(LaserWindowScoresRef, PlantedKeyRanksFirstGqa3Smol) { CheckPlantedKey(9, 3); }
+
+TEST(LaserPoolScoresRef, MeanOverNeighboursByPosition) {
+  // Positions 10..14, then a gap (T or C history), then 40..42.
+  const std::vector<int32_t> pos = {10, 11, 12, 13, 14, 40, 41, 42};
+  const std::vector<float> s = {1, 2, 4, 8, 16, 32, 64, 128};
+  std::vector<float> out(s.size(), NAN);
+  LaserPoolScoresParams p;
+  p.scores = s.data(), p.pos = pos.data(), p.out = out.data(), p.num = int(s.size()), p.radius = 1;
+  ASSERT_TRUE(LaserPoolScoresRef(p));
+  const std::vector<float> want1 = {1.5f, 7.0f / 3, 14.0f / 3, 28.0f / 3, 12.0f, 48.0f, 224.0f / 3, 96.0f};
+  for (size_t j = 0; j < s.size(); ++j) EXPECT_EQ(out[j], want1[j]) << "r 1, j " << j;
+  p.radius = 2;
+  ASSERT_TRUE(LaserPoolScoresRef(p));
+  EXPECT_EQ(out[0], 7.0f / 3);             // 10, 11, 12
+  EXPECT_EQ(out[2], 31.0f / 5);            // 10..14
+  EXPECT_EQ(out[4], 28.0f / 3);            // 12, 13, 14: 40 is 26 away
+  EXPECT_EQ(out[5], 224.0f / 3);           // 40, 41, 42
+  p.radius = 0;
+  ASSERT_TRUE(LaserPoolScoresRef(p));
+  EXPECT_EQ(out, s) << "radius 0 copies";
+  // A lone high score lifts its neighbours: a span around one attended token
+  // outranks isolated tokens of middling score.
+  std::vector<int32_t> pos2(32);
+  std::iota(pos2.begin(), pos2.end(), 100);
+  std::vector<float> s2(32, 1.0f);
+  s2[5] = 30.0f, s2[20] = 4.0f, s2[25] = 4.0f;
+  std::vector<float> out2(32, NAN);
+  LaserPoolScoresParams p2;
+  p2.scores = s2.data(), p2.pos = pos2.data(), p2.out = out2.data(), p2.num = 32, p2.radius = 3;
+  ASSERT_TRUE(LaserPoolScoresRef(p2));
+  for (int j = 2; j <= 8; ++j) EXPECT_GT(out2[j], out2[20]) << "j " << j;
+}
+
+TEST(LaserPoolScoresRef, RejectsBadParams) {
+  const std::vector<int32_t> pos = {3, 2};
+  const std::vector<float> s = {1, 2};
+  std::vector<float> out(2);
+  LaserPoolScoresParams p;
+  p.scores = s.data(), p.pos = pos.data(), p.out = out.data(), p.num = 2, p.radius = 1;
+  EXPECT_FALSE(LaserPoolScoresRef(p)) << "positions must ascend";
+  const std::vector<int32_t> ok = {2, 3};
+  p.pos = ok.data();
+  EXPECT_TRUE(LaserPoolScoresRef(p));
+  p.radius = kLaserMaxPoolRadius + 1;
+  EXPECT_NE(LaserPoolScoresValidate(p), nullptr);
+  p.radius = 1, p.out = const_cast<float*>(s.data());
+  EXPECT_NE(LaserPoolScoresValidate(p), nullptr) << "aliasing";
+  p.num = 0, p.scores = nullptr, p.pos = nullptr, p.out = nullptr;
+  EXPECT_EQ(LaserPoolScoresValidate(p), nullptr) << "empty window";
+}
 
 TEST(LaserHeadMeanRef, MeanOverKvHeadsThroughRowList) {
   std::mt19937 rng(3);
