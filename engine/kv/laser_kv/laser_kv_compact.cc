@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "engine/kv/laser_kv/laser_kv_ops.h"
 #include "engine/kv/laser_kv/laser_kv_select.h"
 #include "engine/kv/laser_kv/laser_kv_strategy.h"
 #include "engine/status_macros.h"
@@ -58,6 +59,32 @@ absl::Status LaserKvSequenceCache::CompactBlock(const SeqStep& seq) {
   // ---- selection (steps 4-5) -------------------------------------------------
   LaserPicks picks;
   if (!in.rows.empty()) {
+    // Score pooling (header): the exact selector ranks by K1b over the window.
+    const bool exact_ranks = (b.first == LaserSelector::kExact && b.first_count > 0) ||
+                             (b.second == LaserSelector::kExact && b.second_count > 0);
+    at::Tensor ranked = scores_;
+    if (exact_ranks && kLaserScorePoolRadius > 0) {
+      const auto t_pool = Clock::now();
+      std::vector<int32_t> wpos = accumulate ? t_pos_ : c_pos_;  // the K1 window: T (or C), then the block
+      for (int64_t j = 0; j < b_len_; ++j) wpos.push_back(static_cast<int32_t>(b_start_ + j));
+      if (static_cast<int64_t>(wpos.size()) != scores_.numel()) {
+        return absl::InternalError(absl::StrCat("laser_kv: window of ", wpos.size(), " positions for ",
+                                                scores_.numel(), " scores"));
+      }
+      at::Tensor wpos_h = at::empty({static_cast<int64_t>(wpos.size())}, at::kInt);
+      std::copy(wpos.begin(), wpos.end(), wpos_h.mutable_data_ptr<int32_t>());
+      const at::Tensor wpos_d = wpos_h.to(scores_.device());
+      ranked = at::empty_like(scores_);
+      NotePeak(Bytes(ranked) + Bytes(wpos_d));
+      LaserPoolScoresParams pp;
+      pp.scores = scores_.const_data_ptr<float>();
+      pp.pos = wpos_d.const_data_ptr<int32_t>();
+      pp.out = ranked.mutable_data_ptr<float>();
+      pp.num = static_cast<int>(scores_.numel());
+      pp.radius = kLaserScorePoolRadius;
+      KV_RETURN_IF_ERROR(LaserPoolScores(pp, geometry_.device));
+      scoring_ms_ += MsSince(t_pool);
+    }
     const int64_t last_layer = geometry_.n_layers - 1;
     if ((b.first == LaserSelector::kLsh && b.first_count > 0) || (b.second == LaserSelector::kLsh && b.second_count > 0)) {
       if (!projection_.defined()) {  // §6.7: made on the host once, uploaded
@@ -70,7 +97,7 @@ absl::Status LaserKvSequenceCache::CompactBlock(const SeqStep& seq) {
         projection_ = r.to(geometry_.device);
       }
     }
-    in.scores = scores_;
+    in.scores = ranked;
     in.probe_keys = probe_keys_;
     in.projection = projection_.defined() ? projection_ : scores_;
     const at::Tensor* ks[3] = {&ck_, &tk_, &bk_};

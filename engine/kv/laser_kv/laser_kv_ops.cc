@@ -44,6 +44,10 @@ absl::Status LaserWindowScores(const LaserWindowScoresParams& p, c10::Device d) 
   return Run("LaserWindowScores", p, d, LaserWindowScoresValidate, LaserWindowScoresRef,
              KV_LASER_LAUNCH(LaunchLaserWindowScores));
 }
+absl::Status LaserPoolScores(const LaserPoolScoresParams& p, c10::Device d) {
+  return Run("LaserPoolScores", p, d, LaserPoolScoresValidate, LaserPoolScoresRef,
+             KV_LASER_LAUNCH(LaunchLaserPoolScores));
+}
 absl::Status LaserHeadMean(const LaserHeadMeanParams& p, c10::Device d) {
   return Run("LaserHeadMean", p, d, LaserHeadMeanValidate, LaserHeadMeanRef, KV_LASER_LAUNCH(LaunchLaserHeadMean));
 }

@@ -12,6 +12,7 @@
 namespace kvstream {
 
 absl::Status LaserWindowScores(const LaserWindowScoresParams& p, c10::Device device);   // K1
+absl::Status LaserPoolScores(const LaserPoolScoresParams& p, c10::Device device);       // K1b
 absl::Status LaserHeadMean(const LaserHeadMeanParams& p, c10::Device device);           // K2
 absl::Status LaserColumnMean(const LaserColumnMeanParams& p, c10::Device device);       // K3a
 absl::Status LaserLshHash(const LaserLshHashParams& p, c10::Device device);             // K3

@@ -23,7 +23,7 @@ struct LaserSelectInput {
   std::vector<int32_t> rows;  // [Nc] concatenated index into `last_layer` (C ++ T ++ block)
   std::vector<int32_t> win;   // [Nc] index into `scores` (the K1 window)
   std::vector<int32_t> pos;   // [Nc] original positions
-  at::Tensor scores;          // [Wn] fp32, K1 summed over layers (device)
+  at::Tensor scores;          // [Wn] fp32 exact ranking scores: K1 sums, pooled by K1b (device)
   LaserSegment last_layer[kLaserMaxSegments];  // k of the last layer's C, T, block slices (device)
   at::Tensor probe_keys;      // [Hkv, q, D] the query tokens' last-layer keys (device, compute dtype)
   at::Tensor projection;      // [D, L*K] fp32 R (device)

@@ -23,6 +23,16 @@
 //     the transient block + probe K/V of one step (§3, README).
 //   * R (§6.7) comes from the kernels' LaserMakeProjection(lsh_seed): splitmix64
 //     stream -> Box-Muller, made on the host and uploaded once per cache.
+//   * Score pooling [kvstream choice, not upstream]: the exact selector ranks
+//     each candidate by the mean K1 score of the window entries at most
+//     kLaserScorePoolRadius positions from it (K1b, laser_score.h), not by
+//     its own score alone. The query attends to where an answer starts (the
+//     first digit of a pass key, the words the question repeats) but not to
+//     the tokens that continue it, so per-token ranking kept "The pass key
+//     is 4" and dropped "0548" (SmolLM2-135M, 2K passkey: the later digits
+//     ranked 130th-900th of ~1000 candidates). Pooling keeps such spans
+//     whole; the raw K1 sums (mass invariant, §9.6) are unchanged. The LSH
+//     selector is not affected.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -36,6 +46,10 @@
 #include "engine/kv/laser_kv/laser_kv_config.h"
 
 namespace kvstream {
+
+// K1b radius of the score pooling (header): 3 = a 7-token mean, as wide as
+// the answers of the eval's passkey and needle tasks need.
+inline constexpr int kLaserScorePoolRadius = 3;
 
 class LaserKvStrategy final : public Strategy {
  public:

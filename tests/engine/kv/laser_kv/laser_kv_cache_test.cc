@@ -166,6 +166,52 @@ TEST(LaserKvCache, DeterministicAndDecodeNeverRecompresses) {
   EXPECT_EQ(run({{"method", std::string("EXACT")}}, 2), run({{"method", std::string("EXACT")}, {"lsh_seed", int64_t{7}}}, 2));
 }
 
+// Issue #12 acceptance, at the eval's contexts (2K, 4K, 8K; r 0.25, b 1024,
+// an 18-token question): recursive holds <= B after every block, so after
+// prefill too; accumulate grows by G a block to exactly
+// min(A, S) + N*G + W (every block has >= G candidates here), and the report
+// says so (kept_after_prefill, kept_fraction, tokens_held = kept + q + new).
+TEST(LaserKvCache, EvalContextsRecursiveWithinBudgetAccumulateGrowthReported) {
+  const KvGeometry g = LaserGeometry(2, 3, 1);
+  const int64_t q = 18, gen = 3;
+  for (int64_t P : {2048, 4096, 8000}) {
+    for (const char* mode : {"RECURSIVE", "ACCUMULATE"}) {
+      LaserKvSequenceCache cache(g, Config({{"compression_ratio", 0.25}, {"block_size", int64_t{1024}},
+                                            {"query_len", q}, {"compression_mode", std::string(mode)}}),
+                                 P + gen);
+      std::vector<int64_t> held;
+      ASSERT_TRUE(DriveLaser(cache, g, P, gen, [&](const SeqStep& s) {
+        if (s.n_probe > 0) held.push_back(static_cast<int64_t>(cache.held_positions().size() +
+                                                               cache.tail_positions().size()));
+      }).ok()) << P << mode;
+      const LaserBudget& b = *cache.budget();
+      const int64_t S = P - q;
+      ASSERT_EQ(b.S, S);
+      ASSERT_EQ(static_cast<int64_t>(held.size()), b.blocks);
+      const CacheReport r = cache.Report();
+      const int64_t kept = cache.kept_after_prefill();
+      if (std::string(mode) == "RECURSIVE") {
+        EXPECT_EQ(b.B, static_cast<int64_t>(0.25 * static_cast<double>(S))) << P;
+        for (size_t i = 0; i < held.size(); ++i) EXPECT_LE(held[i], b.B) << P << " block " << i;
+        EXPECT_LE(kept, b.B) << P;
+        EXPECT_EQ(kept, b.B) << P << ": every block has enough candidates to fill the budget";
+      } else {
+        for (size_t i = 0; i + 1 < held.size(); ++i) {
+          EXPECT_EQ(held[i], std::min(b.A, S) + static_cast<int64_t>(i + 1) * b.G + b.W) << P << " block " << i;
+        }
+        EXPECT_EQ(kept, std::min(b.A, S) + b.blocks * b.G + b.W) << P;
+        EXPECT_GT(kept, b.B) << P << ": accumulate grows past B";
+        EXPECT_LE(static_cast<double>(kept) / static_cast<double>(S), 0.30) << P;
+      }
+      EXPECT_EQ(r.stats.at("kept_after_prefill"), kept) << P << mode;
+      EXPECT_DOUBLE_EQ(r.stats.at("kept_fraction"), static_cast<double>(kept) / static_cast<double>(S));
+      EXPECT_EQ(r.tokens_held, kept + q + gen) << P << mode;
+      EXPECT_EQ(r.tokens_seen, P + gen) << P << mode;
+      ExpectStrictlyIncreasing(cache.held_positions());
+    }
+  }
+}
+
 TEST(LaserKvCache, RatioBudgetWithNoGlobalTokensRunsDense) {
   const KvGeometry g = LaserGeometry();
   LaserKvSequenceCache cache(g, Config({{"compression_ratio", 0.01}, {"block_size", int64_t{16}}}), 40);
