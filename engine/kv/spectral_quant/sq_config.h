@@ -18,6 +18,7 @@ namespace kvstream {
 
 inline constexpr char kSqName[] = "spectral_quant";
 inline constexpr int32_t kSqMaxSinkTokens = 64;
+inline constexpr int32_t kSqMaxRecentTokens = 1024;
 
 struct SpectralQuantConfig {
   int32_t total_bits = 3;                  // 1..5 (keeps every width <= 8)
@@ -49,16 +50,52 @@ struct SpectralQuantConfig {
   // widths): S=0 1.31, S=1 1.15-1.17, S=4 1.18; one sink (the first token
   // carries the sink's 30-60% key error) is enough and costs least.
   int32_t num_sink_tokens = 1;             // 0..64; 0 = the spec (every token coded)
+  // rd_allocation (legacy mode with water-fill, i.e. noise_bits unset): the
+  // widths of all D eigen-dimensions come from one greedy rate-distortion
+  // fill with the unit Lloyd-Max MSE table M_w (sq_tables.h): start every
+  // w_i at 1 and give the next bit to argmax lambda_i (M_{w_i} - M_{w_i+1})
+  // (w_i < 8, ties to the lowest i) until the type's budget is spent: K
+  // total_bits * D bits, V total_bits * D + D/2 bits (3 and 3.5 bits per dim
+  // at the defaults: 6 + 7 words at D = 64, 12 + 14 at D = 128). Every dim's
+  // scale is sqrt(max(lambda_i, 1e-8)). The spec's split (d_eff semantic
+  // dims water-filled with 4^-w, the rest at b_low with a 1/sqrt(D) sigma
+  // floor) spends the same bits on the tail whatever its energy and pads V to
+  // the widest head. SmolLM2-135M, a Python mirror of this code, 1024 tokens
+  // of Northanger Abbey all coded, 1 sink, teacher-forced ppl ratio: spec
+  // widths (K 6 + V 8 words) 1.224, rd (K 7 + V 7) 1.097; every dim at 8 bits
+  // 0.998 (the codes have no numerics bug; the spec's "noise_bits 8" still
+  // codes the semantic dims, most of the energy, at 5-6 bits).
+  // d_eff (and b_low/b_high) are still computed and reported; QJL still
+  // sketches the first d_eff dims. false = the spec's widths.
+  bool rd_allocation = true;
+  // num_recent_tokens (compress_decode_tokens=true only): the last R
+  // positions are held exact (bf16, K2's dense segment after the records) and
+  // coded only when they leave the window, oldest first, so records keep
+  // position order (sinks, records, window). The spec's mode (a) codes each
+  // new token before attending; a small model puts much of its attention on
+  // the last few tokens (KIVI keeps such a residual window for the same
+  // reason). SmolLM2-135M mirror, rd widths K 6 + V 7 words, 2048 tokens:
+  // R 32 1.041, R 64 1.030 (at 1024 tokens, K 7 + V 7: R 0 1.075, R 16
+  // 1.032, R 64 1.019). Engine, sq_perplexity_test (640 + 96 tokens): 1.147
+  // before both choices, 1.031 with them. 32 keeps the defaults >= 4.5x from
+  // 2K tokens on (4.62x; 4.84x at 8K). 0 = the spec. In mode (b) generated
+  // tokens are dense anyway and R is not used.
+  int32_t num_recent_tokens = 32;          // 0..1024
 
   // The profile this config selects ("" -> "default").
   std::string ProfileName() const { return calibration_profile.empty() ? "default" : calibration_profile; }
   // The knobs a plan depends on (§6.4 LRU key; compress_decode_tokens and
-  // num_sink_tokens do not change the plan). value_noise_bits is dropped in
+  // num_sink_tokens / num_recent_tokens do not change the plan). value_noise_bits is dropped in
   // legacy mode, where it is ignored (§4.2.2), so equal plans share one key.
-  std::tuple<std::string, int32_t, bool, bool, double, int32_t, int32_t, bool, bool> PlanKey() const {
+  std::tuple<std::string, int32_t, bool, bool, double, int32_t, int32_t, bool, bool, bool> PlanKey() const {
     return {ProfileName(),          total_bits, use_water_fill, use_qjl, d_eff_variance,
-            noise_bits.value_or(0), noise_bits ? value_noise_bits.value_or(0) : 0, center_keys, center_values};
+            noise_bits.value_or(0), noise_bits ? value_noise_bits.value_or(0) : 0, center_keys, center_values,
+            RdAllocation()};
   }
+  // Whether plans use rd_allocation (legacy mode with water-fill only).
+  bool RdAllocation() const { return rd_allocation && use_water_fill && !noise_bits; }
+  // The recent window that applies (mode a only).
+  int32_t RecentTokens() const { return compress_decode_tokens ? num_recent_tokens : 0; }
 };
 
 // Parses `config` (strategy "spectral_quant"). `profiles` lists the loaded

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "kernels/spectral_quant/sq_layout.h"
+#include "kernels/spectral_quant/sq_tables.h"
 
 namespace kvstream {
 
@@ -56,7 +57,56 @@ std::vector<int> SqWaterFill(const float* lambda, int n, int budget, int min_w, 
   return w;
 }
 
+double SqUnitMse(int w) {
+  static const std::vector<double> mse = [] {
+    std::vector<double> m(kSqMaxWidth + 1, 1.0);  // width 0 = the dim dropped: its variance
+    double c[1 << kSqMaxWidth];
+    for (int b = kSqMinWidth; b <= kSqMaxWidth; ++b) {
+      SqLloydMaxUnit(b, c);
+      m[b] = SqUnitCodebookMse(c, b);
+    }
+    return m;
+  }();
+  return mse[std::clamp(w, 0, kSqMaxWidth)];
+}
+
+std::vector<int> SqRdWidths(const float* lambda, int n, int budget) {
+  std::vector<int> w(n, kSqMinWidth);
+  for (int step = budget - n * kSqMinWidth; step > 0; --step) {
+    int best = -1;
+    double best_gain = 0.0;
+    for (int i = 0; i < n; ++i) {
+      if (w[i] >= kSqMaxWidth) continue;
+      const double gain = std::max(static_cast<double>(lambda[i]), 1e-12) * (SqUnitMse(w[i]) - SqUnitMse(w[i] + 1));
+      if (best < 0 || gain > best_gain) {  // strict: ties keep the lowest index
+        best = i;
+        best_gain = gain;
+      }
+    }
+    if (best < 0) break;
+    ++w[best];
+  }
+  return w;
+}
+
 namespace {
+
+// rd_allocation (sq_config.h): every dim from one greedy fill, own sigma.
+void FillRd(const SqSpectrum& s, int D, int d_eff, int budget, SqTypePlan* p) {
+  const std::vector<int> w = SqRdWidths(s.lambda.data(), D, budget);
+  p->d_eff = d_eff;
+  p->width.assign(D, 0);
+  p->scale.assign(D, 0.0f);
+  p->offset.assign(D, 0);
+  int off = 0;
+  for (int i = 0; i < D; ++i) {
+    p->width[i] = static_cast<uint8_t>(w[i]);
+    p->scale[i] = static_cast<float>(std::sqrt(std::max(static_cast<double>(s.lambda[i]), 1e-8)));
+    p->offset[i] = static_cast<uint16_t>(off);
+    off += w[i];
+  }
+  p->bits = off;
+}
 
 // Widths/scales of one type: semantic dims [0, d) from `sem` widths and
 // `sem_scale`, tail dims [d, D) at `tail_w` with sigma floored at 1/sqrt(D).
@@ -96,6 +146,14 @@ void SqBuildHeadPlan(const SpectralQuantConfig& c, const SqSpectrum& k, const Sq
   const int dv = SqDeff(v.lambda.data(), D, c.d_eff_variance);
   const SqBits b = SqBitWidths(c, bits_d_eff >= 0 ? bits_d_eff : dk, D);
   *bits = b;
+  if (c.RdAllocation()) {
+    FillRd(k, D, dk, SqRdBudget(c, 0, D), kp);
+    FillRd(v, D, dv, SqRdBudget(c, 1, D), vp);
+    // Seed formula (§3): the stored bits + the 32 reserved K bits (+ d_eff signs with QJL).
+    kp->seed_bits = kp->bits + 32 + (c.use_qjl ? dk : 0);
+    vp->seed_bits = vp->bits;
+    return;
+  }
   std::vector<int> wk, wv;
   std::vector<float> sk(dk), sv(dv);
   if (c.use_water_fill) {

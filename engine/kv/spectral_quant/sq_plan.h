@@ -36,6 +36,16 @@ SqBits SqBitWidths(const SpectralQuantConfig& c, int d_eff, int D);
 // (ties -> lowest i). lambda [n]. Stops early only if every w_i == max_w.
 std::vector<int> SqWaterFill(const float* lambda, int n, int budget, int min_w, int max_w);
 
+// [kvstream choice, issue 11] rd_allocation (sq_config.h): the unit
+// Lloyd-Max MSE of width w (sq_tables.h; 1.0 at w = 0), the greedy
+// rate-distortion widths of n dims (each in [1, 8], summing to `budget`
+// unless every dim reached 8) and the budget of a type (0 = K, 1 = V).
+double SqUnitMse(int w);
+std::vector<int> SqRdWidths(const float* lambda, int n, int budget);
+inline int SqRdBudget(const SpectralQuantConfig& c, int type, int D) {
+  return c.total_bits * D + (type == 1 ? D / 2 : 0);
+}
+
 // Seed ratio (§3): 2D fp16 bytes over the mean of the K and V record bytes
 // of the seed formula; TurboQuant's reference record is 2D/8 + D/8 + 4 bytes.
 inline double SqSeedRatio(int D, double k_bits, double v_bits) { return 2.0 * D / ((k_bits / 8 + v_bits / 8) / 2); }

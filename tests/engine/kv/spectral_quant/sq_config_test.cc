@@ -42,6 +42,35 @@ TEST(SqConfig, UnsetKnobsTakeTheSpecDefaults) {
   EXPECT_FALSE(c->center_keys);
   EXPECT_TRUE(c->center_values);
   EXPECT_EQ(c->num_sink_tokens, 1);
+  EXPECT_TRUE(c->rd_allocation);
+  EXPECT_EQ(c->num_recent_tokens, 32);
+}
+
+TEST(SqConfig, RdAllocationAndRecentWindowKnobs) {
+  absl::StatusOr<SpectralQuantConfig> c =
+      ParseSpectralQuantConfig(Sq({{"rd_allocation", false}, {"num_recent_tokens", int64_t{0}}}), kProfiles);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FALSE(c->rd_allocation);
+  EXPECT_EQ(c->num_recent_tokens, 0);
+  ExpectError({{"num_recent_tokens", int64_t{1025}}},
+              {"kv_compression.spectral_quant.num_recent_tokens", "[0, 1024]", "1025"});
+  ExpectError({{"rd_allocation", int64_t{1}}}, {"kv_compression.spectral_quant.rd_allocation", "true or false"});
+  // rd_allocation changes the plan (legacy mode with water-fill only); the window does not.
+  SpectralQuantConfig a, b = a, w = a, n = a, nb = a;
+  b.rd_allocation = false;
+  w.num_recent_tokens = 8;
+  EXPECT_NE(a.PlanKey(), b.PlanKey());
+  EXPECT_EQ(a.PlanKey(), w.PlanKey());
+  n.noise_bits = 2;
+  nb = n;
+  nb.rd_allocation = false;
+  EXPECT_EQ(n.PlanKey(), nb.PlanKey());
+  EXPECT_FALSE(n.RdAllocation());
+  // The window applies in mode a only.
+  SpectralQuantConfig mb = a;
+  mb.compress_decode_tokens = false;
+  EXPECT_EQ(a.RecentTokens(), 32);
+  EXPECT_EQ(mb.RecentTokens(), 0);
 }
 
 TEST(SqConfig, CentringAndSinkKnobs) {
@@ -153,6 +182,7 @@ SqSpectrum Leading(int n, float tail) {
 // §9 test 4.
 TEST(SqPlan, BitWidthsAndSeedBytesAtDefaults) {
   SpectralQuantConfig c;
+  c.rd_allocation = false;  // the spec's widths (rd_allocation: RdWidthsSpendEachTypesBudget)
   SqBits b = SqBitWidths(c, 4, 128);
   EXPECT_EQ(b.b_low, 3);
   EXPECT_EQ(b.b_high, 4);
@@ -243,6 +273,47 @@ TEST(SqPlan, LruKeysOnProfileAndKnobs) {
   EXPECT_TRUE(hit);
   EXPECT_EQ(pa->layers.size(), 2u);
   EXPECT_EQ(pa->layers[0].words_k, 12);
+}
+
+// [kvstream choice, issue 11] rd_allocation: greedy rate-distortion widths
+// over the unit Lloyd-Max MSE table, each in [1, 8].
+TEST(SqPlan, RdWidthsSpendEachTypesBudget) {
+  EXPECT_NEAR(SqUnitMse(1), 0.3634, 1e-4);
+  EXPECT_NEAR(SqUnitMse(3), 0.03455, 1e-5);
+  EXPECT_NEAR(SqUnitMse(8), 6.374e-5, 1e-7);
+  EXPECT_EQ(SqUnitMse(0), 1.0);
+  const std::vector<float> a = {10, 3, 1, 0.5}, eq = {1, 1, 1, 1}, b = {100, 1, 0.01f, 1e-4f};
+  EXPECT_EQ(SqRdWidths(a.data(), 4, 12), (std::vector<int>{4, 3, 3, 2}));
+  EXPECT_EQ(SqRdWidths(a.data(), 4, 16), (std::vector<int>{5, 4, 4, 3}));
+  EXPECT_EQ(SqRdWidths(eq.data(), 4, 12), (std::vector<int>{3, 3, 3, 3}));
+  EXPECT_EQ(SqRdWidths(b.data(), 4, 12), (std::vector<int>{7, 3, 1, 1}));
+  EXPECT_EQ(SqRdWidths(b.data(), 4, 40), (std::vector<int>{8, 8, 8, 8}));  // capped at 8
+  // Defaults at D = 128: K 3 * 128 bits, V 3.5 * 128, every dim its own sigma.
+  SpectralQuantConfig c;
+  SqTypePlan kp, vp;
+  SqBits bits;
+  SqBuildHeadPlan(c, Leading(4, 0.01f), Leading(50, 6.0f), 128, &kp, &vp, &bits);
+  EXPECT_EQ(kp.d_eff, 4);
+  EXPECT_EQ(vp.d_eff, 50);
+  EXPECT_EQ(bits.b_low, 3);  // still computed for the report
+  EXPECT_EQ(kp.bits, 384);
+  EXPECT_EQ(vp.bits, 448);
+  EXPECT_EQ(kp.offset[127] + kp.width[127], 384);
+  EXPECT_DOUBLE_EQ(kp.seed_bits, 384 + 32);
+  EXPECT_DOUBLE_EQ(vp.seed_bits, 448);
+  for (int i = 0; i < 128; ++i) {
+    EXPECT_GE(kp.width[i], 1);
+    EXPECT_LE(kp.width[i], 8);
+    if (i > 0) {
+      EXPECT_LE(kp.width[i], kp.width[i - 1]);  // descending lambda
+    }
+  }
+  EXPECT_GT(kp.width[0], kp.width[127]);
+  SpectralQuantConfig off = c;
+  off.rd_allocation = false;
+  SqTypePlan ks, vs;
+  SqBuildHeadPlan(off, Leading(4, 0.01f), Leading(50, 6.0f), 128, &ks, &vs, &bits);
+  EXPECT_EQ(vs.bits, 434);  // the spec's widths
 }
 
 // [kvstream choice] Legacy b_low is set for every head of a layer by the
