@@ -98,7 +98,11 @@ absl::Status SpectralQuantSequenceCache::ReserveRecords(int64_t layer, int64_t t
   const int64_t have = L.k_rec.defined() ? L.k_rec.size(0) : 0;
   if (have >= tokens) return absl::OkStatus();
   // Sinks are never coded: the request's records are max_tokens - S.
-  const int64_t cap = GrowTo(have, tokens, max_tokens_ > 0 ? std::max<int64_t>(max_tokens_ - config_.num_sink_tokens, 0) : 0);
+  // Sinks and the last num_recent_tokens are never coded (mode a): the
+  // request's records are max_tokens - S - R.
+  const int64_t cap = GrowTo(
+      have, tokens,
+      max_tokens_ > 0 ? std::max<int64_t>(max_tokens_ - config_.num_sink_tokens - config_.RecentTokens(), 0) : 0);
   const int64_t H = geometry_.n_kv_heads;
   auto i32 = at::TensorOptions().dtype(at::kInt).device(geometry_.device);
   L.k_rec = Grow(L.k_rec, L.n_comp, {cap, H, L.dev->words_k}, i32);
@@ -115,8 +119,14 @@ absl::Status SpectralQuantSequenceCache::ReserveTail(int64_t layer, int64_t toke
   Layer& L = layers_[layer];
   const int64_t have = L.k_tail.defined() ? L.k_tail.size(0) : 0;
   if (have >= tokens) return absl::OkStatus();
-  const int64_t cap = GrowTo(have, tokens, max_tokens_ > 0 ? max_tokens_ - L.n_comp - L.n_sink : 0);
-  auto opts = at::TensorOptions().dtype(geometry_.dtype).device(geometry_.device);
+  const int64_t R = config_.RecentTokens();
+  // Mode a: the recent window, R slots (fewer if the request is shorter),
+  // bf16 on every device (the dense-equivalent dtype). Mode b: the tail of
+  // generated tokens in the model's dtype.
+  int64_t hint = max_tokens_ > 0 ? max_tokens_ - L.n_comp - L.n_sink : 0;
+  if (R > 0) hint = max_tokens_ > 0 ? std::min<int64_t>(R, std::max<int64_t>(max_tokens_ - config_.num_sink_tokens, 1)) : R;
+  const int64_t cap = GrowTo(have, tokens, hint);
+  auto opts = at::TensorOptions().dtype(R > 0 ? at::kBFloat16 : geometry_.dtype).device(geometry_.device);
   L.k_tail = Grow(L.k_tail, L.n_dense, {cap, geometry_.n_kv_heads, geometry_.head_dim}, opts);
   L.v_tail = Grow(L.v_tail, L.n_dense, {cap, geometry_.n_kv_heads, geometry_.head_dim}, opts);
   peak_bytes_ = std::max(peak_bytes_, BytesHeld());
@@ -198,6 +208,38 @@ void SpectralQuantSequenceCache::AppendSinks(int64_t layer, const at::Tensor& k,
   peak_bytes_ = std::max(peak_bytes_, BytesHeld());
 }
 
+absl::Status SpectralQuantSequenceCache::PushRecent(int64_t layer, const at::Tensor& k, const at::Tensor& v) {
+  Layer& L = layers_[layer];
+  const int64_t m = k.size(1), R = config_.RecentTokens();
+  if (m == 0) return absl::OkStatus();
+  // Positions leave the window oldest first: the held window's head, then
+  // the new rows' head, so records stay in position order.
+  const int64_t out_old = std::min<int64_t>(L.n_dense, std::max<int64_t>(L.n_dense + m - R, 0));
+  const int64_t out_new = std::max<int64_t>(m - R, 0);
+  if (out_old + out_new > 0) KV_RETURN_IF_ERROR(ReserveRecords(layer, L.n_comp + out_old + out_new));
+  if (out_old > 0) {
+    KV_RETURN_IF_ERROR(Compress(layer, L.k_tail.narrow(0, 0, out_old).transpose(0, 1),
+                                L.v_tail.narrow(0, 0, out_old).transpose(0, 1)));
+  }
+  if (out_new > 0) KV_RETURN_IF_ERROR(Compress(layer, k.narrow(1, 0, out_new), v.narrow(1, 0, out_new)));
+  const int64_t keep = L.n_dense - out_old, in = m - out_new;
+  if (in == 0 && keep == 0) {
+    L.n_dense = 0;
+    return absl::OkStatus();
+  }
+  KV_RETURN_IF_ERROR(ReserveTail(layer, keep + in));
+  if (out_old > 0 && keep > 0) {
+    L.k_tail.narrow(0, 0, keep).copy_(L.k_tail.narrow(0, out_old, keep).clone());
+    L.v_tail.narrow(0, 0, keep).copy_(L.v_tail.narrow(0, out_old, keep).clone());
+  }
+  if (in > 0) {
+    L.k_tail.narrow(0, keep, in).copy_(k.narrow(1, out_new, in).transpose(0, 1));
+    L.v_tail.narrow(0, keep, in).copy_(v.narrow(1, out_new, in).transpose(0, 1));
+  }
+  L.n_dense = keep + in;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<at::Tensor> SpectralQuantSequenceCache::Attend(int64_t layer, const at::Tensor& q, int64_t q_pos0,
                                                               const SqDenseSegment& d) {
   const Layer& L = layers_[layer];
@@ -263,22 +305,31 @@ absl::StatusOr<at::Tensor> SpectralQuantSequenceCache::Forward(int64_t layer, co
     const at::Tensor k_rest = k.narrow(1, to_sink, n - to_sink), v_rest = v.narrow(1, to_sink, n - to_sink);
     at::Tensor out;
     if (seq.is_prompt) {
-      if (L.n_dense > 0) return absl::InternalError("spectral_quant: prompt tokens after the dense tail started");
-      // §6.6: exact over this chunk (dense segment, after the held sinks) +
-      // compressed earlier chunks, then the chunk is kept or compressed.
-      KV_RETURN_IF_ERROR(ReserveRecords(layer, L.n_comp + n - to_sink));
-      const SqDenseSegment d = DenseSegment(layer, k.transpose(0, 1), v.transpose(0, 1), seq.start_pos);
+      if (L.n_dense > 0 && config_.RecentTokens() == 0) {
+        return absl::InternalError("spectral_quant: prompt tokens after the dense tail started");
+      }
+      // §6.6: exact over this chunk (dense segment, after the held sinks and
+      // the recent window) + compressed earlier chunks, then the chunk is
+      // kept (sinks, window) or compressed.
+      SqDenseSegment d;
+      if (L.n_dense > 0) {
+        const at::Tensor dk = at::cat({L.k_tail.narrow(0, 0, L.n_dense).to(at::kFloat), k.transpose(0, 1).to(at::kFloat)});
+        const at::Tensor dv = at::cat({L.v_tail.narrow(0, 0, L.n_dense).to(at::kFloat), v.transpose(0, 1).to(at::kFloat)});
+        d = DenseSegment(layer, dk, dv, L.n_sink + L.n_comp);
+      } else {
+        d = DenseSegment(layer, k.transpose(0, 1), v.transpose(0, 1), seq.start_pos);
+      }
       KV_ASSIGN_OR_RETURN(out, Attend(layer, q, seq.start_pos, d));
       AppendSinks(layer, k.narrow(1, 0, to_sink), v.narrow(1, 0, to_sink));
-      if (n > to_sink) KV_RETURN_IF_ERROR(Compress(layer, k_rest, v_rest));
+      KV_RETURN_IF_ERROR(PushRecent(layer, k_rest, v_rest));
     } else if (config_.compress_decode_tokens) {
-      // Mode (a): the new token is compressed first, then attended (§4.5).
+      // Mode (a): the new token is compressed first (§4.5), or with a recent
+      // window (sq_config.h) held exact while older ones leave it, then attended.
       AppendSinks(layer, k.narrow(1, 0, to_sink), v.narrow(1, 0, to_sink));
-      if (n > to_sink) {
-        KV_RETURN_IF_ERROR(ReserveRecords(layer, L.n_comp + n - to_sink));
-        KV_RETURN_IF_ERROR(Compress(layer, k_rest, v_rest));
-      }
-      KV_ASSIGN_OR_RETURN(out, Attend(layer, q, seq.start_pos, DenseSegment(layer, at::Tensor(), at::Tensor(), 0)));
+      KV_RETURN_IF_ERROR(PushRecent(layer, k_rest, v_rest));
+      at::Tensor dk, dv;
+      if (L.n_dense > 0) dk = L.k_tail.narrow(0, 0, L.n_dense), dv = L.v_tail.narrow(0, 0, L.n_dense);
+      KV_ASSIGN_OR_RETURN(out, Attend(layer, q, seq.start_pos, DenseSegment(layer, dk, dv, L.n_sink + L.n_comp)));
     } else {
       // Mode (b): generated tokens stay dense.
       AppendSinks(layer, k.narrow(1, 0, to_sink), v.narrow(1, 0, to_sink));

@@ -109,9 +109,12 @@ int64_t SpectralQuantStrategy::PredictBytes(const StrategyConfig& config, int64_
       per_token += SqRecordBytesPerToken(lp, H, c->use_qjl ? SqSignWords(max_d) : 0);
     }
   }
-  // Sinks (sq_config.h) are held exact in K2's dense dtype, never coded.
+  // Sinks (sq_config.h) are held exact in K2's dense dtype, never coded; so
+  // is the recent window (mode a, bf16, min(R, the rest) slots).
   const int64_t sinks = std::min<int64_t>(c->num_sink_tokens, total);
-  int64_t bytes = per_token * (total - sinks);
+  const int64_t recent = std::min<int64_t>(c->RecentTokens(), total - sinks);
+  int64_t bytes = per_token * (total - sinks - recent);
+  if (recent > 0) bytes += geometry_.n_layers * 2 * recent * H * D * static_cast<int64_t>(c10::elementSize(at::kBFloat16));
   if (sinks > 0) {
     bytes += geometry_.n_layers * 2 * c->num_sink_tokens * H * D *
              static_cast<int64_t>(c10::elementSize(SqDenseDtype(geometry_)));

@@ -35,6 +35,12 @@
 //   by one constant per query and mu_v is added to the output. No kernel
 //   changes: both are engine-side tensors around K1/K2, identical on CPU and
 //   CUDA. Legacy b_low is set per layer (SqLayerBitsDeff, sq_plan.h).
+// - [kvstream choices, issue 11; sq_config.h] rd_allocation (default on):
+//   legacy-mode widths from one rate-distortion fill over all D dims (K
+//   total_bits * D bits, V + D/2). num_recent_tokens R (default 32, mode a):
+//   the last R positions stay exact in a bf16 window (the k_tail/v_tail
+//   buffers, K2's dense segment after the records) and are coded as they
+//   leave it, oldest first; positions are sinks, records, window.
 // - Bytes: records u32 [cap, Hkv, W] with W padded to the layer's widest head
 //   (README); with QJL r_norm fp16 [cap, Hkv] and signs u32 [cap, Hkv, SW];
 //   the dense tail; the sink buffer. With the request's max_tokens known, records are
@@ -91,7 +97,7 @@ class SpectralQuantSequenceCache final : public SequenceCache {
     at::Tensor k_rec, v_rec;             // int32 holding u32 [cap, Hkv, Wk|Wv]
     at::Tensor r_norm;                   // int16 holding fp16 [cap, Hkv] (QJL)
     at::Tensor signs;                    // int32 holding u32 [cap, Hkv, SW] (QJL)
-    at::Tensor k_tail, v_tail;           // [cap_t, Hkv, D] dense tail (compress_decode_tokens=false)
+    at::Tensor k_tail, v_tail;           // [cap_t, Hkv, D] mode b: dense tail (model dtype); mode a: recent window (bf16)
     at::Tensor k_sink, v_sink;           // [S, Hkv, D] SqDenseDtype, centred like the records: sinks
     int64_t n_sink = 0, n_comp = 0, n_dense = 0;  // positions: sinks, then records, then the tail
   };
@@ -105,6 +111,10 @@ class SpectralQuantSequenceCache final : public SequenceCache {
   // dtype; may be undefined) at positions pos0 .., centred like the records
   // and in SqDenseDtype. Undefined tensors if both are empty.
   SqDenseSegment DenseSegment(int64_t layer, const at::Tensor& k, const at::Tensor& v, int64_t pos0) const;
+  // k/v [Hkv, m, D], the next m positions after the held ones: they join the
+  // recent window (mode a, sq_config.h num_recent_tokens) and whatever leaves
+  // it, oldest first, is compressed; with no window all m are compressed.
+  absl::Status PushRecent(int64_t layer, const at::Tensor& k, const at::Tensor& v);
   // Keeps k/v [Hkv, n, D] (the next n <= S - n_sink positions) as sinks.
   void AppendSinks(int64_t layer, const at::Tensor& k, const at::Tensor& v);
   // K2 over the records plus the dense segment `d`; q [H, n, D] at

@@ -3,6 +3,8 @@
 //    chunks; decode (mode a) = attention over reconstructions only (K3 + the
 //    engine's un-rotation, then dense softmax), within 1e-4 (fp32 CPU);
 //  - mode b keeps generated tokens dense and exact;
+//  - the recent window (num_recent_tokens, mode a) holds the last R
+//    positions exact in bf16 and codes what leaves it, oldest first;
 //  - the first num_sink_tokens positions stay exact (sq_config.h), and
 //    centred plans (center_keys / center_values) give the same attention
 //    over the reconstructions (Reconstruct adds the means back);
@@ -62,6 +64,9 @@ void RunAndCheck(SpectralQuantStrategy& s, const KvGeometry& g, std::map<std::st
   ASSERT_TRUE(opened.ok()) << opened.status();
   auto* cache = static_cast<SpectralQuantSequenceCache*>(opened->get());
   const bool dense_tail = knobs.count("compress_decode_tokens") != 0;
+  // The recent window (mode a only; sq_config.h default 32).
+  const int64_t recent =
+      dense_tail ? 0 : (knobs.count("num_recent_tokens") ? std::get<int64_t>(knobs.at("num_recent_tokens")) : 32);
   Seq seq;
   seq.k.resize(g.n_layers);
   seq.v.resize(g.n_layers);
@@ -83,22 +88,32 @@ void RunAndCheck(SpectralQuantStrategy& s, const KvGeometry& g, std::map<std::st
       const int64_t held_comp = cache->compressed(l), held_sink = cache->sinks(l);
       auto out = cache->Forward(l, q, k, v, step, StepContext());
       ASSERT_TRUE(out.ok()) << out.status();
-      at::Tensor keys, values;
-      if (step.is_prompt || dense_tail) {
-        // Exact over new/dense tokens, reconstructions of compressed ones.
-        at::Tensor exact_k = seq.k[l].defined() ? at::cat({seq.k[l], k}, 1) : k;
-        at::Tensor exact_v = seq.v[l].defined() ? at::cat({seq.v[l], v}, 1) : v;
-        // Positions: sinks (exact), records, then the chunk / dense tail.
-        const int64_t rest = held_sink + held_comp;
-        keys = at::cat({exact_k.narrow(1, 0, held_sink), *kh, exact_k.narrow(1, rest, exact_k.size(1) - rest)}, 1);
-        values = at::cat({exact_v.narrow(1, 0, held_sink), *vh, exact_v.narrow(1, rest, exact_v.size(1) - rest)}, 1);
-      } else {
-        auto k2 = cache->Reconstruct(l, 0), v2 = cache->Reconstruct(l, 1);  // includes the new token
-        const int64_t s = cache->sinks(l);
-        const at::Tensor all_k = at::cat({seq.k[l], k}, 1), all_v = at::cat({seq.v[l], v}, 1);
-        keys = at::cat({all_k.narrow(1, 0, s), *k2}, 1);
-        values = at::cat({all_v.narrow(1, 0, s), *v2}, 1);
+      // Positions: sinks (exact), records (the ones held before a prompt
+      // step; after a decode step, which may code the token leaving the
+      // recent window, or in mode a without a window the new token itself),
+      // then the exact rest: the recent window (bf16) / dense tail and the chunk.
+      const at::Tensor all_k = seq.k[l].defined() ? at::cat({seq.k[l], k}, 1) : k;
+      const at::Tensor all_v = seq.v[l].defined() ? at::cat({seq.v[l], v}, 1) : v;
+      at::Tensor kr = *kh, vr = *vh;
+      int64_t rest = held_sink + held_comp;
+      if (!step.is_prompt) {
+        auto k2 = cache->Reconstruct(l, 0), v2 = cache->Reconstruct(l, 1);
+        ASSERT_TRUE(k2.ok() && v2.ok());
+        kr = *k2;
+        vr = *v2;
+        rest = cache->sinks(l) + cache->compressed(l);
       }
+      const int64_t s_used = step.is_prompt ? held_sink : cache->sinks(l);
+      at::Tensor tail_k = all_k.narrow(1, rest, all_k.size(1) - rest).clone();
+      at::Tensor tail_v = all_v.narrow(1, rest, all_v.size(1) - rest).clone();
+      if (recent > 0) {
+        // The window is held in bf16; a prompt chunk itself is exact.
+        const int64_t w = step.is_prompt ? pos - rest : tail_k.size(1);
+        tail_k.narrow(1, 0, w).copy_(tail_k.narrow(1, 0, w).to(at::kBFloat16).to(at::kFloat));
+        tail_v.narrow(1, 0, w).copy_(tail_v.narrow(1, 0, w).to(at::kBFloat16).to(at::kFloat));
+      }
+      const at::Tensor keys = at::cat({all_k.narrow(1, 0, s_used), kr, tail_k}, 1);
+      const at::Tensor values = at::cat({all_v.narrow(1, 0, s_used), vr, tail_v}, 1);
       at::Tensor want = CausalGqaAttention(q, keys, values, pos);
       if (check_values || (step.is_prompt && held_comp == 0)) {
         EXPECT_LT(Rel(*out, want), 1e-4) << "step " << st << " layer " << l;
@@ -113,8 +128,9 @@ void RunAndCheck(SpectralQuantStrategy& s, const KvGeometry& g, std::map<std::st
   const int64_t sinks = knobs.count("num_sink_tokens") ? std::get<int64_t>(knobs.at("num_sink_tokens")) : 1;
   for (int64_t l = 0; l < g.n_layers; ++l) {
     EXPECT_EQ(cache->sinks(l), sinks);
-    EXPECT_EQ(cache->compressed(l), (dense_tail ? 97 : 100) - sinks);
-    EXPECT_EQ(cache->dense_tail(l), dense_tail ? 3 : 0);
+    const int64_t window = std::min<int64_t>(recent, 100 - sinks);
+    EXPECT_EQ(cache->compressed(l), (dense_tail ? 97 : 100) - sinks - window);
+    EXPECT_EQ(cache->dense_tail(l), dense_tail ? 3 : window);
   }
   const CacheReport r = cache->Report();
   EXPECT_EQ(r.kv_bytes_device, cache->BytesHeld());
@@ -166,6 +182,19 @@ TEST(SqCache, CentredKeysAndSinksAcrossChunks) {
   RunAndCheck(s, g, {{"num_sink_tokens", int64_t{64}}, {"center_keys", true}, {"compress_decode_tokens", false}}, true);
 }
 
+// Without the recent window (the spec's mode a: each token coded before it
+// is attended) and with a window the prompt chunks overflow (40 + 57 > 48).
+TEST(SqCache, RecentWindowSizes) {
+  at::manual_seed(8);
+  const KvGeometry g = Geometry(64, 6, 2);
+  SpectralQuantStrategy s(g, {RandomProfile(64, 2)});
+  RunAndCheck(s, g, {{"num_recent_tokens", int64_t{0}}}, true);
+  RunAndCheck(s, g, {{"num_recent_tokens", int64_t{48}}}, true);
+  RunAndCheck(s, g, {{"num_recent_tokens", int64_t{1}}, {"num_sink_tokens", int64_t{0}}}, true);
+  RunAndCheck(s, g, {{"num_recent_tokens", int64_t{200}}}, true);
+  RunAndCheck(s, g, {{"num_recent_tokens", int64_t{8}}, {"rd_allocation", false}}, true);
+}
+
 TEST(SqCache, SyntheticModelSelfCalibrates) {
   at::manual_seed(4);
   const KvGeometry g = Geometry(64, 6, 2);
@@ -181,7 +210,8 @@ TEST(SqCache, QjlBytesAreRnormPlusSignWords) {
   SpectralQuantStrategy s(g, {profile});
   StrategyConfig off, on;
   off.strategy = on.strategy = "spectral_quant";
-  on.knobs = {{"use_qjl", true}};
+  on.knobs = {{"use_qjl", true}, {"num_recent_tokens", int64_t{0}}};
+  off.knobs = {{"num_recent_tokens", int64_t{0}}};
   int64_t extra = 0;
   std::shared_ptr<const SqPlan> plan = SqBuildPlan(SpectralQuantConfig(), *profile);
   for (const SqLayerPlan& lp : plan->layers) {

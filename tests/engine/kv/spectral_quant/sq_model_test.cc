@@ -207,7 +207,9 @@ TEST(SqModel, DefaultsReconstructAndAttendLikeDense) {
   EXPECT_EQ(layer_sum, rep.kv_bytes_device);
   EXPECT_EQ(rep.tokens_seen, r.prompt + r.generated);
   EXPECT_EQ(rep.stats.at("tokens_sink"), 1.0);  // num_sink_tokens default
-  EXPECT_EQ(rep.stats.at("tokens_compressed"), static_cast<double>(r.prompt + r.generated - 1));
+  // The last num_recent_tokens (default 32) are held exact in the window.
+  EXPECT_EQ(rep.stats.at("tokens_compressed"), static_cast<double>(r.prompt + r.generated - 1 - 32));
+  EXPECT_EQ(rep.stats.at("tokens_dense"), 32.0);
   // Seed formula at defaults when every K d_eff < D/2: K = 3D + 32 bits.
   if (rep.stats.at("k_d_eff_max") < 32) {
     EXPECT_DOUBLE_EQ(rep.stats.at("k_bits_per_token"), 3 * 64 + 32);

@@ -4,7 +4,7 @@
 // calibration corpus) after a kPrompt-token prompt of the same document, and
 // reports the raw-model logprob of each forced token. Perplexity ratio
 // = exp(mean NLL under spectral_quant - mean NLL under dense):
-//  - defaults: <= 1.20. The spec's initial gate was 1.10 "to revisit with
+//  - defaults: <= 1.05. The spec's initial gate was 1.10 "to revisit with
 //    data"; the data on this model (head dim 64, 3 KV heads): 1.99 with the
 //    seed's 2048-token calibration texts, 1.46-1.59 with packed calibration
 //    sequences (sq_calibrate.h), the attention-sink token carrying 30-60% key
@@ -14,7 +14,14 @@
 //    -> 1.147 at 4.52x (+ centred values; the defaults). Centred keys hurt
 //    (1.18 -> 1.22 with sinks). 1.021 at total_bits 5 + noise_bits 8; 1.054
 //    at noise_bits 8 (tail error matters); 1.107 at total_bits 4 (3.5x).
-//    The 1.05 target of issue 11 is still open;
+//    Then (issue 11, sq_config.h): rd_allocation (one rate-distortion fill
+//    of all D dims, K 6 + V 7 words at D = 64, was K 6 + V 8) and a recent
+//    window of 32 exact bf16 tokens: 1.031 at 4.16x here (the window and
+//    the fp32 sink weigh on 736 tokens: 4.62x at 2048, 4.84x at 8000). Gate:
+//    issue 11's 1.05. A Python mirror on 2048 tokens of the same chapter
+//    (all tokens coded, 1 sink): spec 1.22 (1024 tokens), rd 1.10, rd +
+//    window 1.041; "8-bit" noise mode is ~5-6 bits on the semantic dims;
+//    all 64 dims at 8 bits give 0.998, so no numerics bug is left;
 //  - noise_bits=1 and noise_bits=2 + value_noise_bits=1: reported, not gated.
 // The prompt takes two prefill chunks (512 + the rest), so the second chunk
 // attends over the compressed first one, and every forced token is decoded
@@ -132,8 +139,8 @@ TEST(SqPerplexity, TeacherForcedRatioVsDenseAtDefaultsStaysAtTodaysLevel) {
   double compression = 0.0;
   const double ratio = Report(engine, "defaults", {}, &compression);
   RecordProperty("ppl_ratio_defaults", std::to_string(ratio));
-  EXPECT_LE(ratio, 1.20) << "spec §9 test 8 gate, revisited (see the top of this file)";
-  EXPECT_GE(compression, 4.45) << "the defaults' compression at 736 tokens (CPU, fp32 sink)";
+  EXPECT_LE(ratio, 1.05) << "issue 11's goal (see the top of this file)";
+  EXPECT_GE(compression, 4.1) << "the defaults' compression at 736 tokens (CPU, fp32 sink, 32-token bf16 window)";
   EXPECT_GE(ratio, 0.9) << "compression should not make the text far likelier than dense does";
 }
 
