@@ -131,7 +131,7 @@ int RunEval(const ParsedArgs& args) {
       const size_t run = static_cast<size_t>(i) / cases.size();
       const size_t c = static_cast<size_t>(i) % cases.size();
       kvstream::v1::GenerateRequest request = cases[c].request;
-      *request.mutable_kv_compression() = (*runs)[run].kv;
+      *request.mutable_kv_compression() = EvalKvFor((*runs)[run].kv, cases[c]);
       request.set_request_id(absl::StrCat(request.request_id(), "-", (*runs)[run].label));
       CallOutcome call = CallGenerate(*conn, *stub, request, start);
       EvalOutcome& o = results.outcomes[run][c];

@@ -39,6 +39,7 @@ absl::StatusOr<EvalCase> BuildOne(const EvalSettings& s, EvalTask task, int32_t 
       auto built = BuildPasskey(tokenizer, format, *window, context, depth, RandomKey(rng));
       if (!built.ok()) return built.status();
       c.answer = built->answer;
+      c.question_tokens = built->question_tokens;
       prompt = std::move(built->prompt);
       SetGreedy(c.request, kAnswerTokens, false);
       break;
@@ -47,6 +48,7 @@ absl::StatusOr<EvalCase> BuildOne(const EvalSettings& s, EvalTask task, int32_t 
       auto built = BuildNeedle(tokenizer, format, *window, context, rng);
       if (!built.ok()) return built.status();
       c.answer = built->answer;
+      c.question_tokens = built->question_tokens;
       prompt = std::move(built->prompt);
       SetGreedy(c.request, kAnswerTokens, false);
       break;
@@ -70,6 +72,14 @@ absl::StatusOr<EvalCase> BuildOne(const EvalSettings& s, EvalTask task, int32_t 
 }
 
 }  // namespace
+
+kvstream::v1::KvCompression EvalKvFor(const kvstream::v1::KvCompression& kv, const EvalCase& c) {
+  kvstream::v1::KvCompression out = kv;
+  if (out.has_laser_kv() && !out.laser_kv().has_query_len() && c.question_tokens > 0) {
+    out.mutable_laser_kv()->set_query_len(c.question_tokens);
+  }
+  return out;
+}
 
 absl::string_view TaskName(EvalTask task) {
   switch (task) {

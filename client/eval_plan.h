@@ -45,7 +45,15 @@ struct EvalCase {
   int32_t sample = 0;
   std::string answer;                   // passkey, needle: the expected digits
   kvstream::v1::GenerateRequest request;  // kv_compression unset: the run fills it per strategy
+  int32_t question_tokens = 0;          // passkey, needle: the trailing question's tokens; 0 otherwise
 };
+
+// The request's KvCompression for one run: `kv` itself, except that a
+// laser_kv run without an explicit query_len gets the case's question length
+// as its query (laser_kv.md §6.1: LASER-KV scores the context with the
+// question, which the eval's prompts put at the end; the default 64 would
+// probe with filler tokens too).
+kvstream::v1::KvCompression EvalKvFor(const kvstream::v1::KvCompression& kv, const EvalCase& c);
 
 // Greedy answer tokens for passkey and needle.
 inline constexpr int32_t kAnswerTokens = 10;

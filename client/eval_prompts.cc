@@ -128,6 +128,7 @@ absl::StatusOr<RetrievalCase> BuildPasskey(TextTokenizer& tokenizer, const Promp
   }
   RetrievalCase out;
   out.answer = key;
+  out.question_tokens = static_cast<int32_t>(suffix->size());
   auto prompt = Assemble(*prefix, filler, {{depth_pct, *needle}}, *suffix, context, out.depths);
   if (!prompt.ok()) return prompt.status();
   out.prompt = std::move(*prompt);
@@ -158,6 +159,7 @@ absl::StatusOr<RetrievalCase> BuildNeedle(TextTokenizer& tokenizer, const Prompt
   if (!suffix.ok()) return suffix.status();
   RetrievalCase out;
   out.answer = values[static_cast<size_t>(asked)];
+  out.question_tokens = static_cast<int32_t>(suffix->size());
   auto prompt = Assemble(*prefix, filler, std::move(sentences), *suffix, context, out.depths);
   if (!prompt.ok()) return prompt.status();
   out.prompt = std::move(*prompt);

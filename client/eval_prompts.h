@@ -39,6 +39,7 @@ struct RetrievalCase {
   std::vector<int32_t> prompt;  // exactly `context` tokens
   std::string answer;           // the 5 digits expected
   std::vector<int> depths;      // where the sentences went, % of the filler (passkey: one)
+  int32_t question_tokens = 0;  // the prompt's last tokens that are the question (the suffix above)
 };
 
 // The index at or before `index` just after a sentence end (a piece ending
