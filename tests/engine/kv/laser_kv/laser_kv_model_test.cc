@@ -3,12 +3,17 @@
 // registry line is the lead's): §9 tests 9 (block-0 rows equal dense's),
 // 10 (no-op equivalence: the cache holds every token and the greedy tokens
 // equal dense's), 11 (determinism, decode adds one token per step, recursive
-// holds <= B after prefill).
+// holds <= B after prefill), and a passkey prompt laid out as `kvstream
+// eval` lays it out (question at the end, query = the question): the key's
+// digits survive compression to ~25% and the answer matches dense's.
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
+#include <fstream>
+#include <sstream>
 
 #include "engine/kv/dense/dense_cache.h"
 #include "engine/kv/laser_kv/laser_kv_strategy.h"
@@ -144,6 +149,75 @@ TEST(LaserKvModel, DeterministicDecodeAndRecursiveBound) {
   EXPECT_LE(hr.kept, 80);
   EXPECT_EQ(r->cache.stats.at("kept_after_prefill"), static_cast<double>(hr.kept));
   EXPECT_EQ(static_cast<int64_t>(r->token_ids.size()), gen);
+}
+
+// The eval's passkey prompt (client/eval_prompts.cc) on a corpus window: the
+// key sentence after the sentence end nearest `depth` (0..1) of the filler.
+struct PasskeyPrompt {
+  std::vector<int32_t> ids;
+  int64_t key_at = 0;    // position of the first key digit
+  int64_t question = 0;  // trailing question tokens
+};
+PasskeyPrompt BuildPasskeyPrompt(const Tokenizer& tok, double depth, const std::string& key) {
+  std::ifstream f(testing::SourceDir() + "/data/corpus/pride_and_prejudice.txt");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  const std::string text = ss.str();
+  const size_t start = text.find("\n\n", 30000) + 2, len = 6000;
+  const std::string filler = text.substr(start, len);
+  size_t cut = filler.find(". ", static_cast<size_t>(depth * static_cast<double>(len)));
+  cut = cut == std::string::npos ? len : cut + 2;
+  auto enc = [&](const std::string& s) { return tok.Encode(s, false); };
+  PasskeyPrompt p;
+  auto add = [&](const std::vector<int32_t>& v) { p.ids.insert(p.ids.end(), v.begin(), v.end()); };
+  add(enc("<|im_start|>user\nThere is a pass key hidden inside a lot of irrelevant text. Find it and memorize it. "
+          "I will quiz you about the pass key.\n\n"));
+  add(enc(filler.substr(0, cut)));
+  add(enc("\nThe pass key is "));
+  p.key_at = static_cast<int64_t>(p.ids.size());
+  add(enc(key + ". Remember it. " + key + " is the pass key.\n"));
+  add(enc(filler.substr(cut)));
+  const std::vector<int32_t> question =
+      enc("\n\nWhat is the pass key?<|im_end|>\n<|im_start|>assistant\nThe pass key is");
+  add(question);
+  p.question = static_cast<int64_t>(question.size());
+  return p;
+}
+
+// Issue #12: with per-token ranking the query kept "The pass key is 4" and
+// dropped the later digits; score pooling (laser_kv_strategy.h) keeps them.
+// Open: a key that falls in a block's local window (depth 0.3 here: position
+// 491 of block [0, 512), W 47) competes again as tail in the next block,
+// where every window score is higher (no attention sink in that window) and
+// its digits (pooled ~9-14) miss the cut (~15.7); it is still dropped.
+TEST(LaserKvModel, PasskeyDigitsSurviveAQuarterBudget) {
+  KV_REQUIRE_MODEL(engine);
+  const std::string key = "40548";
+  for (double depth : {0.6}) {
+    const PasskeyPrompt pk = BuildPasskeyPrompt(engine->tokenizer(), depth, key);
+    const int64_t P = static_cast<int64_t>(pk.ids.size());
+    ASSERT_GT(P, 1200);
+    GenerateSpec base = testing::GreedySpec(pk.ids, 6);
+    auto d = engine->GenerateBatch({base});
+    ASSERT_TRUE(d.ok()) << d.status();
+    const std::string dense_text = engine->tokenizer().Decode((*d)[0].token_ids);
+    if (dense_text.find(key) == std::string::npos) GTEST_SKIP() << "dense misses the key: " << dense_text;
+    Held held;
+    auto l = RunLaser(*engine, Laser(base, {{"compression_ratio", 0.25}, {"block_size", int64_t{512}},
+                                             {"query_len", pk.question}}), &held);
+    ASSERT_TRUE(l.ok()) << l.status();
+    const int64_t S = P - pk.question;
+    EXPECT_LE(static_cast<double>(held.kept) / static_cast<double>(S), 0.30) << "depth " << depth;
+    std::vector<int64_t> dropped;
+    for (int64_t j = pk.key_at; j < pk.key_at + static_cast<int64_t>(key.size()); ++j) {
+      if (!std::binary_search(held.positions.begin(), held.positions.end(), static_cast<int32_t>(j))) {
+        dropped.push_back(j - pk.key_at);
+      }
+    }
+    EXPECT_TRUE(dropped.empty()) << "depth " << depth << ": " << dropped.size() << " key tokens dropped";
+    const std::string text = engine->tokenizer().Decode(l->token_ids);
+    EXPECT_NE(text.find(key), std::string::npos) << "depth " << depth << ": " << text;
+  }
 }
 
 }  // namespace
