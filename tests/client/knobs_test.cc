@@ -69,7 +69,9 @@ const std::map<std::string, std::vector<std::pair<std::string, std::string>>>& S
         {"compress_decode_tokens", "bool"},
         {"center_keys", "bool"},
         {"center_values", "bool"},
-        {"num_sink_tokens", "int32"}}},
+        {"num_sink_tokens", "int32"},
+        {"rd_allocation", "bool"},
+        {"num_recent_tokens", "int32"}}},
       {"entmax_kv",
        {{"selector", "enum"},
         {"alpha", "float"},
@@ -319,7 +321,7 @@ TEST(SetKnob, EveryKnobOfEveryStrategyIsSettableByName) {
       ++knobs;
     }
   }
-  EXPECT_EQ(knobs, 19 + 11 + 18 + 23 + 16);
+  EXPECT_EQ(knobs, 19 + 13 + 18 + 23 + 16);
 }
 
 TEST(SetKnob, UnknownKnobErrorNamesEveryValidKnob) {
