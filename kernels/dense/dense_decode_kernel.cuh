@@ -157,6 +157,11 @@ __global__ void __launch_bounds__(kThreads, GC <= 4 ? 4 : 2) DenseDecodeKernel(c
   constexpr int kTpi = Geo::kTokensPerIter;
   extern __shared__ __align__(16) uint4 smem[];
 
+  // Let the kernel after (merge or output projection, programmatic dependents)
+  // be scheduled now; it still waits for this whole grid before reading
+  // anything. NOTE(dense): here, not after the KV loop: there the separate
+  // merge's launch latency showed again (H100 bench, (1, 4K): 34.5 vs 18.4 us).
+  PdlLaunchDependents();
   const int split = blockIdx.x;
   const int kvh = blockIdx.y / a.chunks;
   const int h0 = kvh * a.group + (blockIdx.y % a.chunks) * GC;  // first query head of this CTA
@@ -306,11 +311,6 @@ __global__ void __launch_bounds__(kThreads, GC <= 4 ? 4 : 2) DenseDecodeKernel(c
     }
   }
   CpAsyncWait<0>();
-  // Let the kernel after (merge or output projection) be scheduled now, as
-  // this grid drains; it still waits for the whole grid before reading
-  // anything. (At the start its CTAs, and through theirs the next GEMV's,
-  // would hold SM slots through the whole KV stream.)
-  PdlLaunchDependents();
 
   // Merge the kRowsPerWarp row states of the warp (lanes kLpr, 2*kLpr, ... apart).
 #pragma unroll
