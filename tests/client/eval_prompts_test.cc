@@ -16,14 +16,7 @@ namespace kvstream::client {
 namespace {
 
 using testing::FakeTokenizer;
-
-// Sentences "Word one two three four five six." repeated: a sentence end
-// every 8 tokens.
-Tokens Filler(FakeTokenizer& tok, int sentences) {
-  std::string text;
-  for (int i = 0; i < sentences; ++i) absl::StrAppend(&text, " Word one two three four five six.");
-  return *tok.Tokenize(text);
-}
+using testing::Filler;
 
 std::string Decode(FakeTokenizer& tok, const std::vector<int32_t>& ids) {
   std::string out;

@@ -8,6 +8,7 @@
 #include <map>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "client/server_calls.h"
 
 namespace kvstream::client::testing {
@@ -64,5 +65,13 @@ class FakeTokenizer final : public TextTokenizer {
   std::map<std::string, int32_t> vocab_;
   std::map<int32_t, std::string> pieces_;
 };
+
+// Sentences "Word one two three four five six." repeated: a sentence end
+// every 8 tokens.
+inline Tokens Filler(FakeTokenizer& tok, int sentences) {
+  std::string text;
+  for (int i = 0; i < sentences; ++i) absl::StrAppend(&text, " Word one two three four five six.");
+  return *tok.Tokenize(text);
+}
 
 }  // namespace kvstream::client::testing

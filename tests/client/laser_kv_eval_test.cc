@@ -17,12 +17,7 @@ namespace kvstream::client {
 namespace {
 
 using testing::FakeTokenizer;
-
-Tokens Filler(FakeTokenizer& tok, int sentences) {
-  std::string text;
-  for (int i = 0; i < sentences; ++i) absl::StrAppend(&text, " Word one two three four five six.");
-  return *tok.Tokenize(text);
-}
+using testing::Filler;
 
 std::string Tail(FakeTokenizer& tok, const std::vector<int32_t>& ids, int32_t n) {
   std::string out;

@@ -38,23 +38,37 @@ SqBits SqBitWidths(const SpectralQuantConfig& c, int d_eff, int D) {
   return b;
 }
 
-std::vector<int> SqWaterFill(const float* lambda, int n, int budget, int min_w, int max_w) {
+namespace {
+
+// One greedy bit fill: widths start at min_w and each of the budget's
+// remaining bits goes to the dim below max_w with the largest gain(i, w[i]);
+// strict comparison, so ties keep the lowest index.
+template <class Gain>
+std::vector<int> GreedyFill(int n, int budget, int min_w, int max_w, Gain gain) {
   std::vector<int> w(n, min_w);
   for (int step = budget - n * min_w; step > 0; --step) {
     int best = -1;
     double best_gain = 0.0;
     for (int i = 0; i < n; ++i) {
       if (w[i] >= max_w) continue;
-      const double gain = std::max(static_cast<double>(lambda[i]), 1e-12) / std::pow(4.0, w[i]);
-      if (best < 0 || gain > best_gain) {  // strict: ties keep the lowest index
+      const double g = gain(i, w[i]);
+      if (best < 0 || g > best_gain) {
         best = i;
-        best_gain = gain;
+        best_gain = g;
       }
     }
     if (best < 0) break;
     ++w[best];
   }
   return w;
+}
+
+}  // namespace
+
+std::vector<int> SqWaterFill(const float* lambda, int n, int budget, int min_w, int max_w) {
+  return GreedyFill(n, budget, min_w, max_w, [&](int i, int w) {
+    return std::max(static_cast<double>(lambda[i]), 1e-12) / std::pow(4.0, w);
+  });
 }
 
 double SqUnitMse(int w) {
@@ -71,22 +85,9 @@ double SqUnitMse(int w) {
 }
 
 std::vector<int> SqRdWidths(const float* lambda, int n, int budget) {
-  std::vector<int> w(n, kSqMinWidth);
-  for (int step = budget - n * kSqMinWidth; step > 0; --step) {
-    int best = -1;
-    double best_gain = 0.0;
-    for (int i = 0; i < n; ++i) {
-      if (w[i] >= kSqMaxWidth) continue;
-      const double gain = std::max(static_cast<double>(lambda[i]), 1e-12) * (SqUnitMse(w[i]) - SqUnitMse(w[i] + 1));
-      if (best < 0 || gain > best_gain) {  // strict: ties keep the lowest index
-        best = i;
-        best_gain = gain;
-      }
-    }
-    if (best < 0) break;
-    ++w[best];
-  }
-  return w;
+  return GreedyFill(n, budget, kSqMinWidth, kSqMaxWidth, [&](int i, int w) {
+    return std::max(static_cast<double>(lambda[i]), 1e-12) * (SqUnitMse(w) - SqUnitMse(w + 1));
+  });
 }
 
 namespace {
