@@ -19,6 +19,7 @@
 #   kbench:   kernel benches beside dense: gemv_bench, entmax_kv_decode_bench (+ SDPA on its points),
 #             sq_attend_bench, akv_attention_bench (AKV decode attention, CUDA-core and tensor-core
 #             paths, % of copy bandwidth) (those that were built)
+#   kvariants: dense decode kernel geometry A/B (bench/attention/dense_decode_variants.sh; DD_VARIANTS)
 #   eval:     alias of akveval (any strategies through EVAL_STRATEGIES / EVAL_KV)
 #   tp:       tensor parallelism over the machine's GPUs (issue 14): the CUDA TP test (real model,
 #             TP = its KV heads when that many GPUs), then decode tok/s of the synthetic llama3-8b at
@@ -106,6 +107,11 @@ if want engine; then
   ctest --test-dir build-gpu -R 'engine_cuda_test|engine_kv_.*_cuda_test|^server_' --output-on-failure \
     > "$OUT/ctest-engine.log" 2>&1
   grep -E "cuda-parity|akv-cuda|tests passed|Failed|\*\*\*" "$OUT/ctest-engine.log" | head -40
+fi
+if want kvariants; then
+  log "dense decode kernel geometry variants (DD_VARIANTS or the script's defaults)"
+  # shellcheck disable=SC2086  # DD_VARIANTS is a space-separated list of name=FLAGS
+  bash bench/attention/dense_decode_variants.sh "$OUT" ${DD_VARIANTS:-} 2>&1 | grep -E "^==|^ +[0-9]|split sweep" | tee -a "$OUT/run.log"
 fi
 if want kbench; then
   commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)

@@ -16,9 +16,13 @@
 //   and later reads back exactly those bytes: no barrier in the main loop, and
 //   about 2*kRowsPerLane*512 B * (kStages-1) in flight per warp. Out-of-range
 //   tokens are zero-filled by the copy (never read) and masked to -inf.
-// Fused append (k_new): the CTAs whose split holds token T-1 read that row
-//   from k_new/v_new instead of the pool, and those of the first head chunk
-//   store it into the pool.
+// Fused append (k_new): the CTAs whose split holds token T-1 first store that
+//   row from k_new/v_new into the pool (every head chunk stores the same
+//   bytes), then read it back like any other row: a barrier orders the stores
+//   before their own copies, and the main loop stays free of per-token selects.
+// Pages: when P is a multiple of kTokensPerIter, a warp step's tokens lie in
+//   one page (steps start at multiples of it), so a step costs one block-table
+//   load instead of one per row slot.
 // Fused merge (split_counters): after writing its partials, each CTA bumps its
 //   (sequence, head chunk) counter; the last one merges (MergeColumns, as the
 //   merge kernel does) and resets the counter to zero.
@@ -40,10 +44,21 @@
 
 namespace kvstream::dense_decode_detail {
 
-constexpr int kWarps = 4;        // warps per CTA
+// KVSTREAM_DENSE_DECODE_WARPS / _STAGES: compile-time overrides for A/B timing
+// in the bench only (the planner and tests assume the defaults).
+#ifndef KVSTREAM_DENSE_DECODE_WARPS
+#define KVSTREAM_DENSE_DECODE_WARPS 4
+#endif
+#ifndef KVSTREAM_DENSE_DECODE_STAGES
+#define KVSTREAM_DENSE_DECODE_STAGES 3
+#endif
+constexpr int kWarps = KVSTREAM_DENSE_DECODE_WARPS;  // warps per CTA
 constexpr int kThreads = kWarps * 32;
 constexpr int kRowsPerLane = 4;  // 16-byte K slots (and as many V slots) per lane per step
-constexpr int kStages = 3;       // ring depth per warp (steps in flight = kStages - 1)
+constexpr int kStages = KVSTREAM_DENSE_DECODE_STAGES;  // ring depth per warp (steps in flight = kStages - 1)
+// Resident warps per SM the register budget is sized for: 16 (4 CTAs of 4
+// warps, <= 128 registers) for GC <= 4, 8 for the larger chunks.
+constexpr int MinCtasPerSm(int gc) { return ((gc <= 4 ? 16 : 8) + kWarps - 1) / kWarps; }
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr float kNegInf = -__builtin_huge_valf();
@@ -92,6 +107,7 @@ struct KernelArgs {
   int num_splits = 1;       // S
   int batch = 0;            // B
   float scale_log2 = 0.0f;  // scale * log2(e)
+  bool step_in_page = false;  // P % kTokensPerIter == 0: one page lookup per warp step
   FastDivmod page_div;      // divides by P
 };
 
@@ -151,7 +167,7 @@ __device__ __forceinline__ void MergeColumns(const KernelArgs& a, int b, int h, 
 }
 
 template <class T, int D, int GC>
-__global__ void __launch_bounds__(kThreads, GC <= 4 ? 4 : 2) DenseDecodeKernel(const KernelArgs a) {
+__global__ void __launch_bounds__(kThreads, MinCtasPerSm(GC)) DenseDecodeKernel(const KernelArgs a) {
   using Geo = Geometry<T, D, GC>;
   constexpr int kVec = Geo::kVec, kLpr = Geo::kLanesPerRow, kRpw = Geo::kRowsPerWarp;
   constexpr int kTpi = Geo::kTokensPerIter;
@@ -173,50 +189,60 @@ __global__ void __launch_bounds__(kThreads, GC <= 4 ? 4 : 2) DenseDecodeKernel(c
   int begin = 0, end = 0;
   DenseDecodeSplitRange(t_len, a.num_splits, split, &begin, &end);
 
-  // Fused append: this split holds the new token T-1 (read from k_new/v_new).
-  const int new_tok = a.k_new != nullptr && t_len > 0 && end == t_len && begin < end ? t_len - 1 : -1;
-  const int64_t new_off = static_cast<int64_t>(b) * a.new_stride_b + kvh * D + col * kVec;
-
   uint4* ring = smem + warp * Geo::kWarpSlots;  // [kStages][2 (K,V)][kRowsPerLane][32 lanes]
   const int32_t* table = a.block_table + static_cast<int64_t>(b) * a.max_blocks_per_seq;
-  const T* k_base = static_cast<const T*>(a.k_pool) + kvh * a.head_stride + col * kVec;
-  const T* v_base = static_cast<const T*>(a.v_pool) + kvh * a.head_stride + col * kVec;
+  T* const k_base = static_cast<T*>(a.k_pool) + kvh * a.head_stride + col * kVec;
+  T* const v_base = static_cast<T*>(a.v_pool) + kvh * a.head_stride + col * kVec;
+
+  // Fused append: this split holds the new token T-1. Lanes [0, kLpr) of warp 0
+  // store its K row, lanes [kLpr, 2 kLpr) its V row; the barrier makes the
+  // stores visible to the copies below (CTA scope, both through L2).
+  if (a.k_new != nullptr && t_len > 0 && end == t_len && begin < end) {
+    if (threadIdx.x < 2 * kLpr) {  // column slot `col` (kLpr divides 32)
+      const bool is_v = threadIdx.x >= kLpr;
+      uint32_t page_idx = 0, off = 0;
+      a.page_div.DivMod(static_cast<uint32_t>(t_len - 1), &page_idx, &off);
+      const int64_t elem = __ldg(table + page_idx) * a.page_stride + static_cast<int64_t>(off) * D;
+      const int64_t src = static_cast<int64_t>(b) * a.new_stride_b + kvh * D + col * kVec;
+      const T* from = static_cast<const T*>(is_v ? a.v_new : a.k_new) + src;
+      *reinterpret_cast<uint4*>((is_v ? v_base : k_base) + elem) = __ldg(reinterpret_cast<const uint4*>(from));
+    }
+    __syncthreads();
+  }
 
   const int span = end - begin;
   const int n_it = span > warp * kTpi ? (span - warp * kTpi + kWarps * kTpi - 1) / (kWarps * kTpi) : 0;
 
-  // Enqueue step `it` into ring stage `stage`: this lane's K and V slots.
+  // Enqueue step `it` into ring stage `stage`: this lane's K and V slots. The
+  // step's first token is a multiple of kTpi and below `end` (it < n_it).
   auto issue = [&](int it, int stage) {
-    const int tok0 = begin + (it * kWarps + warp) * kTpi + row;
+    const int step0 = begin + (it * kWarps + warp) * kTpi;
+    int64_t step_elem = 0;  // pool offset of row (step0 + row) when the step is in one page
+    if (a.step_in_page) {
+      uint32_t page_idx = 0, off = 0;
+      a.page_div.DivMod(static_cast<uint32_t>(step0), &page_idx, &off);
+      step_elem = __ldg(table + page_idx) * a.page_stride + static_cast<int64_t>(off + row) * D;
+    }
 #pragma unroll
     for (int u = 0; u < kRowsPerLane; ++u) {
-      const int t = tok0 + u * kRpw;
+      const int t = step0 + row + u * kRpw;
       const bool valid = t < end;
-      uint32_t page_idx = 0, off = 0;
-      a.page_div.DivMod(valid ? static_cast<uint32_t>(t) : 0u, &page_idx, &off);
-      const int64_t page = valid ? __ldg(table + page_idx) : 0;
-      const int64_t elem = page * a.page_stride + static_cast<int64_t>(off) * D;
-      const bool fresh = t == new_tok;
-      const T* k_src = fresh ? static_cast<const T*>(a.k_new) + new_off : k_base + elem;
-      const T* v_src = fresh ? static_cast<const T*>(a.v_new) + new_off : v_base + elem;
+      int64_t elem = step_elem + u * kRpw * D;
+      if (!a.step_in_page) {
+        uint32_t page_idx = 0, off = 0;
+        a.page_div.DivMod(valid ? static_cast<uint32_t>(t) : 0u, &page_idx, &off);
+        const int64_t page = valid ? __ldg(table + page_idx) : 0;
+        elem = page * a.page_stride + static_cast<int64_t>(off) * D;
+      }
       uint4* slot = ring + (stage * 2 * kRowsPerLane + u) * 32 + lane;
-      CpAsync16(slot, k_src, valid);
-      CpAsync16(slot + kRowsPerLane * 32, v_src, valid);
+      CpAsync16(slot, k_base + elem, valid);
+      CpAsync16(slot + kRowsPerLane * 32, v_base + elem, valid);
     }
   };
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
     if (s < n_it) issue(s, s);
     CpAsyncCommit();
-  }
-  if (new_tok >= 0 && warp == 0 && row == 0 && blockIdx.y % a.chunks == 0) {  // one CTA per KV head stores it
-    uint32_t page_idx = 0, off = 0;
-    a.page_div.DivMod(static_cast<uint32_t>(new_tok), &page_idx, &off);
-    const int64_t elem = __ldg(table + page_idx) * a.page_stride + static_cast<int64_t>(off) * D;
-    T* k_dst = static_cast<T*>(a.k_pool) + kvh * a.head_stride + col * kVec + elem;
-    T* v_dst = static_cast<T*>(a.v_pool) + kvh * a.head_stride + col * kVec + elem;
-    *reinterpret_cast<uint4*>(k_dst) = *reinterpret_cast<const uint4*>(static_cast<const T*>(a.k_new) + new_off);
-    *reinterpret_cast<uint4*>(v_dst) = *reinterpret_cast<const uint4*>(static_cast<const T*>(a.v_new) + new_off);
   }
 
   // q rows of this CTA's heads, this lane's kVec columns, pre-scaled (log2 domain).

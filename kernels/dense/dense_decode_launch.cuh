@@ -113,6 +113,7 @@ cudaError_t LaunchDenseDecodeTyped(const DenseDecodeParams& p, cudaStream_t stre
   a.batch = p.batch;
   a.scale_log2 = p.scale * kLog2e;
   a.page_div = FastDivmod(p.page_size);
+  a.step_in_page = p.page_size % Geometry<T, D, 1>::kTokensPerIter == 0;  // kTokensPerIter does not depend on GC
 
   // NOTE(dense): every 16-byte vector access assumes these; a torch slice of a
   // fused qkv tensor satisfies them when its row offsets are multiples of 16 B.
