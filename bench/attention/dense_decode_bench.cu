@@ -6,13 +6,15 @@
 // 1. Copy bandwidth: cudaMemcpy device-to-device of a 1 GiB buffer, (read +
 //    write bytes) / median time.
 // 2. For each (B, T): the planned split count; CUDA events around each launch
-//    (attention + merge) after warm-up, median of --iters runs. Consecutive
+//    (attention + merge) after warm-up, median of --iters runs. Twice: with the
+//    separate merge kernel (time_us), and as the engine launches it (fused_us:
+//    the step's K/V row appended and the splits merged inside the kernel). Consecutive
 //    launches use different KV pools (at least 2, and enough that all of them
 //    span >= 4x the L2 size), so no launch finds its KV in L2.
 //    Bytes = K + V of the live tokens + q + out (the split workspace, counted
 //    apart, is extra traffic the kernel pays for).
-// 3. Unless --no-sweep: the same for every split count 1, 2, 4, ... 128, to
-//    check the planner's choice.
+// 3. Unless --no-sweep: the fused launch for every split count 1, 2, 4, ... 128,
+//    to check the planner's choice.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -47,6 +49,7 @@ struct Args : kvstream::bench::BenchArgs {
 struct Result {
   int batch, tokens, splits, ctas_per_sm;
   double time_us, bytes, gbps, pct, workspace_bytes;
+  double fused_us, fused_pct;
 };
 
 // One (B, T) shape: R rotating sets of pools/tables/q/out; returns the median
@@ -84,16 +87,21 @@ class Shape {
         kvstream::DenseDecodeWorkspace(batch, kH, kvstream::kDenseDecodeMaxSplits, kD);
     BENCH_CHECK(cudaMalloc(&partial_out_, ws.partial_out));
     BENCH_CHECK(cudaMalloc(&partial_lse_, ws.partial_lse));
+    BENCH_CHECK(cudaMalloc(&kv_new_, size_t(2) * batch * kHkv * kD * 2));  // k_new then v_new
+    FillRandomBf16<<<64, 256>>>(kv_new_, size_t(2) * batch * kHkv * kD, 7);
+    BENCH_CHECK(cudaMalloc(&counters_, size_t(batch) * kH * 4));
+    BENCH_CHECK(cudaMemset(counters_, 0, size_t(batch) * kH * 4));  // the kernel leaves them zero
     BENCH_CHECK(cudaDeviceSynchronize());
   }
   ~Shape() {
     for (Set& s : sets_) {
       cudaFree(s.k); cudaFree(s.v); cudaFree(s.q); cudaFree(s.out); cudaFree(s.table);
     }
-    cudaFree(seq_lens_); cudaFree(partial_out_); cudaFree(partial_lse_);
+    cudaFree(seq_lens_); cudaFree(partial_out_); cudaFree(partial_lse_); cudaFree(kv_new_); cudaFree(counters_);
   }
 
-  DenseDecodeParams Params(int r, int splits) const {
+  // fused: as PagedDenseStrategy launches it (k_new/v_new appended, split_counters).
+  DenseDecodeParams Params(int r, int splits, bool fused = false) const {
     DenseDecodeParams p;
     p.q = sets_[r].q;
     p.k_pool = sets_[r].k;
@@ -114,19 +122,24 @@ class Shape {
     p.num_splits = splits;
     p.scale = 1.0f / std::sqrt(float(kD));
     p.dtype = KvDType::kBf16;
+    if (fused) {
+      p.k_new = kv_new_;
+      p.v_new = kv_new_ + size_t(b_) * kHkv * kD;
+      p.split_counters = splits > 1 ? counters_ : nullptr;
+    }
     return p;
   }
 
-  float MedianUs(const Args& a, int splits) const {
+  float MedianUs(const Args& a, int splits, bool fused = false) const {
     return kvstream::bench::MedianUs(
-        a, [&](int i) { return kvstream::LaunchDenseDecode(Params(i % rot_, splits), nullptr); });
+        a, [&](int i) { return kvstream::LaunchDenseDecode(Params(i % rot_, splits, fused), nullptr); });
   }
 
   // Poisons out (0xff = NaN), runs once, and counts outputs that are not finite.
-  int NonFiniteOutputs(int splits) const {
+  int NonFiniteOutputs(int splits, bool fused) const {
     const size_t n = size_t(b_) * kH * kD;
     BENCH_CHECK(cudaMemset(sets_[0].out, 0xff, n * 2));
-    BENCH_CHECK(kvstream::LaunchDenseDecode(Params(0, splits), nullptr));
+    BENCH_CHECK(kvstream::LaunchDenseDecode(Params(0, splits, fused), nullptr));
     BENCH_CHECK(cudaDeviceSynchronize());
     std::vector<__nv_bfloat16> host(n);
     BENCH_CHECK(cudaMemcpy(host.data(), sets_[0].out, n * 2, cudaMemcpyDeviceToHost));
@@ -150,6 +163,8 @@ class Shape {
   std::vector<Set> sets_;
   int32_t* seq_lens_ = nullptr;
   float *partial_out_ = nullptr, *partial_lse_ = nullptr;
+  __nv_bfloat16* kv_new_ = nullptr;
+  int* counters_ = nullptr;
 };
 
 Args Parse(int argc, char** argv) {
@@ -181,15 +196,20 @@ int main(int argc, char** argv) {
   for (const auto& bt : shapes) {
     const Shape sh(bt[0], bt[1], prop.l2CacheSize);
     const int splits = kvstream::PlanDenseDecodeSplits(bt[0], kH, kHkv, bt[1], prop.multiProcessorCount);
-    if (const int bad = sh.NonFiniteOutputs(splits); bad != 0) {
-      std::fprintf(stderr, "B=%d T=%d: %d outputs not finite (unwritten or wrong)\n", bt[0], bt[1], bad);
-      return 1;
+    for (const bool fused : {false, true}) {
+      if (const int bad = sh.NonFiniteOutputs(splits, fused); bad != 0) {
+        std::fprintf(stderr, "B=%d T=%d fused=%d: %d outputs not finite (unwritten or wrong)\n", bt[0], bt[1],
+                     fused, bad);
+        return 1;
+      }
     }
     const float us = sh.MedianUs(a, splits);
+    const float fused_us = sh.MedianUs(a, splits, true);
     const kvstream::DenseDecodeWorkspaceBytes ws = kvstream::DenseDecodeWorkspace(bt[0], kH, splits, kD);
-    Result r{bt[0], bt[1], splits, ctas, us, sh.Bytes(), 0, 0, 2.0 * (ws.partial_out + ws.partial_lse)};
+    Result r{bt[0], bt[1], splits, ctas, us, sh.Bytes(), 0, 0, 2.0 * (ws.partial_out + ws.partial_lse), fused_us, 0};
     r.gbps = r.bytes / (us * 1e-6) / 1e9;
     r.pct = 100.0 * r.gbps / copy;
+    r.fused_pct = 100.0 * r.bytes / (fused_us * 1e-6) / 1e9 / copy;
     results.push_back(r);
     if (a.sweep) {
       std::printf("split sweep B=%d T=%d (planned %d, %d pool sets):", bt[0], bt[1], splits, sh.rotations());
@@ -198,7 +218,7 @@ int main(int argc, char** argv) {
       bool first = true;
       for (int s = 1; s <= kvstream::kDenseDecodeMaxSplits; s *= 2) {
         if (bt[1] / s < kvstream::kDenseDecodeSplitAlign) break;
-        const float t = sh.MedianUs(a, s);
+        const float t = sh.MedianUs(a, s, /*fused=*/true);
         std::printf(" S=%d %.1fus", s, t);
         char buf[64];
         std::snprintf(buf, sizeof buf, "%s\"%d\": %.2f", first ? "" : ", ", s, t);
@@ -210,10 +230,11 @@ int main(int argc, char** argv) {
     }
   }
 
-  std::printf("\n%5s %7s %6s %10s %10s %9s %7s\n", "B", "T", "S", "time_us", "MB", "GB/s", "%copy");
+  std::printf("\n%5s %7s %6s %10s %10s %9s %7s %9s %7s\n", "B", "T", "S", "time_us", "MB", "GB/s", "%copy",
+              "fused_us", "%copy");
   for (const Result& r : results) {
-    std::printf("%5d %7d %6d %10.1f %10.1f %9.0f %6.1f%%\n", r.batch, r.tokens, r.splits, r.time_us,
-                r.bytes / 1e6, r.gbps, r.pct);
+    std::printf("%5d %7d %6d %10.1f %10.1f %9.0f %6.1f%% %9.1f %6.1f%%\n", r.batch, r.tokens, r.splits, r.time_us,
+                r.bytes / 1e6, r.gbps, r.pct, r.fused_us, r.fused_pct);
   }
   if (!a.out.empty()) {
     FILE* f = std::fopen(a.out.c_str(), "w");
@@ -228,9 +249,10 @@ int main(int argc, char** argv) {
       const Result& r = results[i];
       std::fprintf(f, "    {\"B\": %d, \"T\": %d, \"H\": %d, \"Hkv\": %d, \"D\": %d, \"P\": %d, \"dtype\": \"bf16\", "
                    "\"splits\": %d, \"ctas_per_sm\": %d, \"time_us\": %.2f, \"bytes\": %.0f, "
-                   "\"workspace_bytes\": %.0f, \"gbps\": %.1f, \"pct_of_copy\": %.1f, \"copy_gbps\": %.1f}%s\n",
+                   "\"workspace_bytes\": %.0f, \"gbps\": %.1f, \"pct_of_copy\": %.1f, \"copy_gbps\": %.1f, "
+                   "\"fused_us\": %.2f, \"fused_pct_of_copy\": %.1f}%s\n",
                    r.batch, r.tokens, kH, kHkv, kD, kP, r.splits, r.ctas_per_sm, r.time_us, r.bytes,
-                   r.workspace_bytes, r.gbps, r.pct, copy, i + 1 < results.size() ? "," : "");
+                   r.workspace_bytes, r.gbps, r.pct, copy, r.fused_us, r.fused_pct, i + 1 < results.size() ? "," : "");
     }
     std::fprintf(f, "  ],\n  \"split_sweep\": [\n%s\n  ]\n}\n", sweep_json.c_str());
     std::fclose(f);

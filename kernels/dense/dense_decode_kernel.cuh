@@ -142,21 +142,35 @@ __device__ __forceinline__ void MergeColumns(const KernelArgs& a, int b, int h, 
   }
 #pragma unroll
   for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+  // Partials in batches of kBatch splits: all loads of a batch are issued (predicated
+  // past S) before any is used, so a batch costs one L2 round trip, not kBatch.
+  // NOTE(dense): a load after an early `break` cannot be hoisted, and the S loads
+  // went one round trip each (~5 us at S = 33 on the H100).
+  constexpr int kBatch = 8;
   float o[kPer] = {};
 #pragma unroll
   for (int j = 0; j < kSlots; ++j) {
     if (32 * j >= S) break;
-#pragma unroll 8
-    for (int t = 0; t < 32; ++t) {
-      const int s = 32 * j + t;
-      const float ws = __shfl_sync(0xffffffffu, w[j], t);
-      if (s >= S) break;
-      if constexpr (kPer == 4) {
-        const float4 x = __ldcg(reinterpret_cast<const float4*>(part + static_cast<int64_t>(s) * D));
-        o[0] += ws * x.x; o[1] += ws * x.y; o[2] += ws * x.z; o[3] += ws * x.w;
-      } else {
-        const float2 x = __ldcg(reinterpret_cast<const float2*>(part + static_cast<int64_t>(s) * D));
-        o[0] += ws * x.x; o[1] += ws * x.y;
+#pragma unroll 1
+    for (int t0 = 0; t0 < 32 && 32 * j + t0 < S; t0 += kBatch) {
+      float x[kBatch][kPer];
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const int s = 32 * j + t0 + u;
+        const float* src = part + static_cast<int64_t>(s) * D;
+        if constexpr (kPer == 4) {
+          const float4 v = s < S ? __ldcg(reinterpret_cast<const float4*>(src)) : make_float4(0.f, 0.f, 0.f, 0.f);
+          x[u][0] = v.x; x[u][1] = v.y; x[u][2] = v.z; x[u][3] = v.w;
+        } else {
+          const float2 v = s < S ? __ldcg(reinterpret_cast<const float2*>(src)) : make_float2(0.f, 0.f);
+          x[u][0] = v.x; x[u][1] = v.y;
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const float ws = __shfl_sync(0xffffffffu, w[j], t0 + u);  // 0 past S (w = 0 there)
+#pragma unroll
+        for (int e = 0; e < kPer; ++e) o[e] += ws * x[u][e];
       }
     }
   }
@@ -444,7 +458,7 @@ __global__ void __launch_bounds__(kThreads, MinCtasPerSm(GC)) DenseDecodeKernel(
 // lane i owns columns [i*D/32, (i+1)*D/32). Launched as a programmatic
 // dependent of the attention kernel, so its launch latency overlaps that grid.
 template <class T, int D>
-__global__ void __launch_bounds__(128) DenseDecodeMergeKernel(const KernelArgs a) {
+__global__ void __launch_bounds__(128, 1) DenseDecodeMergeKernel(const KernelArgs a) {
   constexpr int kPer = D / 32;
   static_assert(D % 32 == 0 && (kPer == 2 || kPer == 4), "merge handles D = 64 or 128");
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
