@@ -2,6 +2,7 @@
 // planner, workspace size and parameter validation. Plain C++ (no CUDA), shared
 // by the launcher (kvstream_kernels_cuda links kvstream_kernels) and the twin.
 #include <algorithm>
+#include <bit>
 #include <cmath>
 
 #include "kernels/dense/dense_decode.h"
@@ -34,7 +35,10 @@ int PlanDenseDecodeSplits(int batch, int num_heads, int num_kv_heads, int max_se
   // Each split must carry enough tokens to amortise its partial write and the merge.
   const long long by_len = std::max(1, max_seq_len / kDenseDecodeMinSplitTokens);
   splits = std::min({splits, by_len, static_cast<long long>(kDenseDecodeMaxSplits)});
-  return static_cast<int>(splits);
+  // NOTE(kvstream): rounded down to a power of two. H100 fused sweep
+  // (bench/results/gpu/dense_decode_s10_h100.json): (1,32K) S=32 53.9 us vs the
+  // full wave's S=33 55.3 us; (1,8K) 21.0 vs 21.5; (1,128K) equal.
+  return static_cast<int>(std::bit_floor(static_cast<unsigned long long>(splits)));
 }
 
 const char* DenseDecodeValidate(const DenseDecodeParams& p) {

@@ -50,6 +50,7 @@ TEST(DenseDecodePlan, SplitsNeverExceedOneWaveOrShortenChunksBelowTheMinimum) {
       const long long ctas = static_cast<long long>(b) * hkv * (g / DenseDecodeGroupChunk(g)) * s;
       ASSERT_LE(ctas, static_cast<long long>(sms) * kDenseDecodeCtasPerSm);
       ASSERT_GE(t / s, kDenseDecodeMinSplitTokens) << "T " << t << " S " << s;
+      ASSERT_EQ(s & (s - 1), 0) << "S " << s << " is not a power of two";
     }
   }
 }
