@@ -14,6 +14,7 @@
 #include <fstream>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -26,6 +27,8 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAFunctions.h>
 
+#include <cublasLt.h>
+
 #include "kernels/model/gemv.h"
 #endif
 
@@ -34,6 +37,8 @@ ABSL_FLAG(std::string, rows, "1,2,4,8", "comma-separated M values (1..8)");
 ABSL_FLAG(int32_t, iters, 200, "timed calls per (matrix, M, path)");
 ABSL_FLAG(std::string, json, "", "write results here");
 ABSL_FLAG(std::string, commit, "unknown", "commit recorded in the JSON");
+ABSL_FLAG(bool, lt_search, false,
+          "also time every cublasLt heuristic algorithm (up to 16) per (matrix, M) and report the best");
 
 namespace {
 
@@ -76,6 +81,64 @@ std::optional<at::Tensor> OurGemv(const at::Tensor& x, const at::Tensor& w) {
 }
 #endif
 
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+// The cublasLt algorithms its heuristic offers for y[M, N] = x[M, K] · W[N, K]ᵀ
+// (column-major: yᵀ[N, M] = op_T(W as K×N) · xᵀ as K×M), each timed like the
+// other paths; returns the best time (us) and its rank in the heuristic list.
+// Exploration only: does any algorithm beat at::linear's choice at small M?
+std::pair<double, int> BestLtUs(const at::Tensor& x, const std::vector<at::Tensor>& w, int iters) {
+  static cublasLtHandle_t lt = [] {
+    cublasLtHandle_t h = nullptr;
+    cublasLtCreate(&h);
+    return h;
+  }();
+  const int64_t M = x.size(0), K = x.size(1), N = w[0].size(0);
+  const size_t ws_bytes = 64ull << 20;
+  at::Tensor ws = at::empty({static_cast<int64_t>(ws_bytes)}, x.options().dtype(at::kByte));
+  at::Tensor y = at::empty({M, N}, x.options());
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+  const cublasOperation_t tA = CUBLAS_OP_T, tB = CUBLAS_OP_N;
+  cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &tA, sizeof tA);
+  cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tB, sizeof tB);
+  cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
+  cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, K, N, K);
+  cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, K, M, K);
+  cublasLtMatrixLayoutCreate(&lc, CUDA_R_16BF, N, M, N);
+  cublasLtMatmulPreference_t pref = nullptr;
+  cublasLtMatmulPreferenceCreate(&pref);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes, sizeof ws_bytes);
+  cublasLtMatmulHeuristicResult_t res[16];
+  int found = 0;
+  cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, 16, res, &found);
+  const float one = 1.f, zero = 0.f;
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  double best = 1e30;
+  int best_i = -1;
+  for (int a = 0; a < found; ++a) {
+    auto run = [&](int i) {
+      return cublasLtMatmul(lt, op, &one, w[i % w.size()].const_data_ptr(), la, x.const_data_ptr(), lb, &zero,
+                            y.mutable_data_ptr(), lc, y.mutable_data_ptr(), lc, &res[a].algo, ws.mutable_data_ptr(),
+                            ws_bytes, stream);
+    };
+    if (run(0) != CUBLAS_STATUS_SUCCESS) continue;
+    for (int i = 0; i < 10; ++i) run(i);
+    Sync();
+    const auto t0 = Clock::now();
+    for (int i = 0; i < iters; ++i) run(i);
+    Sync();
+    const double us = std::chrono::duration<double>(Clock::now() - t0).count() / iters * 1e6;
+    if (us < best) best = us, best_i = a;
+  }
+  cublasLtMatmulPreferenceDestroy(pref);
+  cublasLtMatrixLayoutDestroy(la);
+  cublasLtMatrixLayoutDestroy(lb);
+  cublasLtMatrixLayoutDestroy(lc);
+  cublasLtMatmulDescDestroy(op);
+  return {best_i >= 0 ? best : 0.0, best_i};
+}
+#endif
+
 double CopyBandwidth(const at::TensorOptions& opts) {
   const int64_t n = (1ll << 30) / 2;
   at::Tensor a = at::ones({n}, opts), b = at::empty({n}, opts);
@@ -95,6 +158,8 @@ struct Row {
   std::string matrix;
   int64_t m = 0, n = 0, k = 0;
   double ours_us = 0, cublas_us = 0, weight_bytes = 0, max_rel_diff = 0;
+  double lt_best_us = 0;  // --lt_search: best cublasLt heuristic algorithm
+  int lt_best_rank = -1;
 };
 
 }  // namespace
@@ -149,6 +214,7 @@ int main(int argc, char** argv) {
       };
       r.cublas_us = time_path(false);
       r.ours_us = time_path(true);
+      if (absl::GetFlag(FLAGS_lt_search)) std::tie(r.lt_best_us, r.lt_best_rank) = BestLtUs(x, w, iters);
       rows.push_back(r);
     }
   }
@@ -160,6 +226,10 @@ int main(int argc, char** argv) {
                 static_cast<long long>(r.m), static_cast<long long>(r.n), static_cast<long long>(r.k), r.ours_us,
                 100 * ideal_us / r.ours_us, r.cublas_us, 100 * ideal_us / r.cublas_us, r.cublas_us / r.ours_us,
                 r.max_rel_diff);
+    if (r.lt_best_rank >= 0) {
+      std::printf("%-8s %2lld   cublasLt best of heuristics: %.1f us %.1f%% (rank %d)\n", r.matrix.c_str(),
+                  static_cast<long long>(r.m), r.lt_best_us, 100 * ideal_us / r.lt_best_us, r.lt_best_rank);
+    }
   }
   if (const std::string path = absl::GetFlag(FLAGS_json); !path.empty()) {
     std::ofstream f(path);
@@ -171,7 +241,8 @@ int main(int argc, char** argv) {
         << ", \"k\": " << r.k << ", \"weight_bytes\": " << r.weight_bytes << ", \"ours_us\": " << r.ours_us
         << ", \"cublas_us\": " << r.cublas_us << ", \"ours_copy_fraction\": " << r.weight_bytes / bw * 1e6 / r.ours_us
         << ", \"cublas_copy_fraction\": " << r.weight_bytes / bw * 1e6 / r.cublas_us
-        << ", \"max_rel_diff\": " << r.max_rel_diff << "}";
+        << ", \"max_rel_diff\": " << r.max_rel_diff << ", \"lt_best_us\": " << r.lt_best_us
+        << ", \"lt_best_rank\": " << r.lt_best_rank << "}";
     }
     f << "]}\n";
   }
