@@ -440,18 +440,23 @@ __global__ void __launch_bounds__(D) MergeKernel(SqAttendParams p) {
   const int64_t rows = static_cast<int64_t>(p.num_q_heads) * p.num_queries;
   const float* ws = static_cast<const float*>(p.workspace);
   float M = kNegInf;
+#pragma unroll 8
   for (int s = 0; s < S; ++s) M = fmaxf(M, ws[(s * rows + row) * (2 * D + 2) + 2 * D]);
   float L = 0.0f, Ae = 0.0f, Ad = 0.0f;
   const bool dense = p.num_dense > 0;
   if (M != kNegInf) {
+    // Every load is unconditional (an empty split weighs 0) so an unrolled
+    // batch of splits is one L2 round trip. NOTE(kvstream): a `continue` on
+    // the split's max put each split's loads behind its own branch, one round
+    // trip per split (the dense merge measured ~5 us of this at S = 33).
+#pragma unroll 8
     for (int s = 0; s < S; ++s) {
       const float* w = ws + (s * rows + row) * (2 * D + 2);
-      const float ms = w[2 * D];
-      if (ms == kNegInf) continue;
-      const float f = FastExp2(ms - M);
-      L = fmaf(w[2 * D + 1], f, L);
-      Ae = fmaf(w[i], f, Ae);
-      if (dense) Ad = fmaf(w[D + i], f, Ad);
+      const float ms = w[2 * D], ls = w[2 * D + 1], e = w[i], d = dense ? w[D + i] : 0.0f;
+      const float f = ms == kNegInf ? 0.0f : FastExp2(ms - M);
+      L = fmaf(ls, f, L);
+      Ae = fmaf(e, f, Ae);
+      Ad = fmaf(d, f, Ad);
     }
   }
   const float inv = L > 0.0f ? 1.0f / L : 0.0f;
