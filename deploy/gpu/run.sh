@@ -14,8 +14,7 @@
 #   e2e-strategies: decode tok/s of E2E_STRATEGIES (default dense,akv) side by side, synthetic llama3-8b
 #   e2e-ab:   the e2e points (AB_POINTS) with the A/B switch AB_SWITCH on, off (=0), on again, same run;
 #             switches: KVSTREAM_DENSE_FUSED (append + merge inside the dense decode kernel),
-#             KVSTREAM_GEMV_EPILOGUE (RoPE/SwiGLU folded into the GEMV), KVSTREAM_GEMV (our GEMV vs cuBLAS),
-#             KVSTREAM_GEMV_MMA (tensor-core GEMV at M = 3..8 vs cuBLAS)
+#             KVSTREAM_GEMV_EPILOGUE (RoPE/SwiGLU folded into the GEMV), KVSTREAM_GEMV (our GEMV vs cuBLAS)
 #   e2e-epilogue, e2e-gemv: e2e-ab with AB_SWITCH=KVSTREAM_GEMV_EPILOGUE / KVSTREAM_GEMV
 #   kbench:   kernel benches beside dense: gemv_bench, entmax_kv_decode_bench (+ SDPA on its points),
 #             sq_attend_bench, akv_attention_bench (AKV decode attention, CUDA-core and tensor-core

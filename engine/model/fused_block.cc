@@ -77,22 +77,15 @@ absl::StatusOr<at::Tensor> SiluMul(const at::Tensor& gate_up) {
   return out;
 }
 
-// Where our GEMV beats cuBLAS on the H100 (bench/results/gpu/
-// gemv_bench_h100.json, Llama-3-8B projections): the CUDA-core kernel at
-// M = 1, 2 (1.05-1.20x, 1.02-1.10x; 0.8-1.0x from M = 4 on, where cuBLAS's
-// tiles win), the tensor-core one (GemvUsesTensorCores) at M = 3..8.
+// Rows up to which our GEMV beats cuBLAS on the H100 (bench/results/gpu/
+// gemv_bench_h100.json, Llama-3-8B projections: 1.05-1.20x at M = 1, 1.02-1.10x
+// at M = 2, 0.8-1.0x from M = 4 on, where cuBLAS's tiles win).
 namespace {
 
 constexpr int64_t kSkinnyMaxRows = 2;
 
 bool SkinnyEnabled() {
   static const bool enabled = EnvSwitchOn("KVSTREAM_GEMV");
-  return enabled;
-}
-
-// KVSTREAM_GEMV_MMA=0: M = 3..8 back on cuBLAS (A/B of the tensor-core path).
-bool GemvMmaEnabled() {
-  static const bool enabled = EnvSwitchOn("KVSTREAM_GEMV_MMA");
   return enabled;
 }
 
@@ -104,7 +97,7 @@ std::optional<GemvParams> SkinnyParams(const at::Tensor& x, const at::Tensor& w,
     return std::nullopt;
   }
   const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
-  if (M < 1 || M > kGemvMaxRows || K % 8 != 0 || x.stride(1) != 1 || x.stride(0) % 8 != 0 || !w.is_contiguous() ||
+  if (M < 1 || M > kSkinnyMaxRows || K % 8 != 0 || x.stride(1) != 1 || x.stride(0) % 8 != 0 || !w.is_contiguous() ||
       w.size(1) != K || N > INT32_MAX || K > INT32_MAX) {
     return std::nullopt;
   }
@@ -117,7 +110,6 @@ std::optional<GemvParams> SkinnyParams(const at::Tensor& x, const at::Tensor& w,
   p.out_features = static_cast<int>(N);
   p.in_features = static_cast<int>(K);
   p.dtype = st == at::kBFloat16 ? KvDType::kBf16 : KvDType::kFp16;
-  if (M > kSkinnyMaxRows && (!GemvMmaEnabled() || !GemvUsesTensorCores(p))) return std::nullopt;
   return p;
 }
 
@@ -143,7 +135,7 @@ std::optional<NormLinearOut> SkinnyNormLinear(const at::Tensor& x, const at::Ten
                                               double eps, const at::Tensor& w, const at::Tensor& b,
                                               const ProjectEpilogue& epilogue) {
   std::optional<GemvParams> p = SkinnyParams(x, w, b);
-  if (!p || p->rows > kSkinnyMaxRows || !x.is_contiguous() || norm_w.scalar_type() != x.scalar_type() || !norm_w.is_contiguous() ||
+  if (!p || !x.is_contiguous() || norm_w.scalar_type() != x.scalar_type() || !norm_w.is_contiguous() ||
       norm_w.numel() != x.size(1) || (delta.defined() && (!delta.is_contiguous() || delta.sizes() != x.sizes() ||
                                                           delta.scalar_type() != x.scalar_type())) ||
       static_cast<int64_t>(p->rows) * p->in_features * 4 > kGemvNormMaxSmemBytes) {

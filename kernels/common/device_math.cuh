@@ -106,14 +106,4 @@ struct Vec16<__half> {
   }
 };
 
-// A 16-byte load of data read once (weights): through the non-coherent path,
-// not allocated in L1, so x and other reused data keep the L1.
-__device__ __forceinline__ uint4 LoadStreaming(const uint4* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-
 }  // namespace kvstream

@@ -18,12 +18,19 @@
 #include "kernels/common/pdl.cuh"
 #include "kernels/model/fused_ops_math.cuh"
 #include "kernels/model/gemv.h"
-#include "kernels/model/gemv_mma.cuh"
 
 namespace kvstream {
 namespace {
 
 constexpr int kWarps = 8;
+
+__device__ __forceinline__ uint4 LoadStreaming(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
 
 // Fused prologue (kNorm): x' = dtype(w_norm · dtype(src · rsqrt(mean(src²) + eps)))
 // with src = dtype(x + delta), into shared memory [M][K] fp32; CTA 0 writes
@@ -277,7 +284,6 @@ cudaError_t LaunchM(const GemvParams& p, cudaStream_t stream) {
 
 template <class T>
 cudaError_t LaunchT(const GemvParams& p, cudaStream_t stream) {
-  if (GemvUsesTensorCores(p)) return gemv_mma::Launch<T>(p, stream);
   switch (p.rows) {
     case 1: return LaunchM<T, 1>(p, stream);
     case 2: return LaunchM<T, 2>(p, stream);

@@ -28,11 +28,6 @@ inline constexpr int kGemvMaxRows = 8;
 inline constexpr int64_t kGemvNormMaxSmemBytes = 48 * 1024;
 // Rows of x up to which the paired-row epilogues (below) are available.
 inline constexpr int kGemvEpilogueMaxRows = 2;
-// Tensor-core path (kernels/model/gemv_mma.cuh): rows from kGemvMmaMinRows,
-// no prologue or epilogue, in_features a multiple of kGemvMmaStepK. Below
-// that row count the CUDA-core kernel streams weights at least as fast.
-inline constexpr int kGemvMmaMinRows = 3;
-inline constexpr int kGemvMmaStepK = 32;
 
 // What happens to the projection's output before it is stored. The paired
 // epilogues give one warp the two weight rows whose outputs the op combines,
@@ -86,9 +81,6 @@ const char* GemvValidate(const GemvParams& p);
 
 // Output columns of y: N, or N/2 under kSiluMul.
 int GemvOutColumns(const GemvParams& p);
-
-// True when LaunchGemv runs p on tensor cores (see kGemvMmaMinRows).
-bool GemvUsesTensorCores(const GemvParams& p);
 
 // CPU twin on host pointers: the prologue as RmsNormRef, then fp32
 // accumulation in index order, bias added in fp32, one rounding to dtype,

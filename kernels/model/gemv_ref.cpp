@@ -51,11 +51,6 @@ int GemvOutColumns(const GemvParams& p) {
   return p.epilogue == GemvEpilogue::kSiluMul ? p.out_features / 2 : p.out_features;
 }
 
-bool GemvUsesTensorCores(const GemvParams& p) {
-  return p.rows >= kGemvMmaMinRows && p.rows <= kGemvMaxRows && p.norm_weight == nullptr &&
-         p.epilogue == GemvEpilogue::kNone && p.in_features % kGemvMmaStepK == 0;
-}
-
 bool GemvRef(const GemvParams& p) {
   if (GemvValidate(p) != nullptr) return false;
   const bool bf16 = p.dtype == KvDType::kBf16;

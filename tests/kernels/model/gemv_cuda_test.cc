@@ -91,20 +91,6 @@ TEST(GemvCuda, EveryRowCountMatchesTwinWithTailsStridesAndBias) {
   RunCase({4, 1000, 264, true, false, 0, 0}, seed++);           // fp16
 }
 
-// Rows 3..8 with in_features a multiple of 32 run on tensor cores
-// (gemv_mma.cuh): tail rows of the 16-row tiles, x rows past M, strides, bias.
-TEST(GemvCuda, TensorCorePathMatchesTwin) {
-  SKIP_WITHOUT_DEVICE();
-  uint32_t seed = 500;
-  for (int M = kGemvMmaMinRows; M <= kGemvMaxRows; ++M) {
-    RunCase({M, 67, 1024, M % 2 == 1, true, 0, 0}, seed++);      // 67 = 4 tiles + 3 rows
-    RunCase({M, 576, 576, true, true, 8, 3}, seed++);           // SmolLM2 shapes, strided (18 steps of 32)
-    RunCase({M, 1000, 96, true, false, 0, 5}, seed++);          // fp16, fewer steps than warps
-  }
-  RunCase({8, 6144, 4096, false, true, 0, 0}, seed++);          // Llama-3-8B qkv
-  RunCase({3, 4096, 14336, true, true, 0, 0}, seed++);          // Llama-3-8B down
-}
-
 // Fused add + RMSNorm prologue vs its twin: y within a bf16 ulp in norm
 // (rsqrtf vs 1/sqrt may move x' by an ulp), residual_out bit-exact (one
 // rounded fp32 add on both sides), x never written.

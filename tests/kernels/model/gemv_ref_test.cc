@@ -154,24 +154,5 @@ TEST(GemvRef, EpiloguesEqualTheOpAfterTheProjectionBitwise) {
   }
 }
 
-TEST(GemvRef, TensorCorePathTakesRowsThreeToEightWithoutPrologueOrEpilogue) {
-  GemvParams p;
-  p.in_features = 4096;
-  for (int m = 1; m <= kGemvMaxRows; ++m) {
-    p.rows = m;
-    EXPECT_EQ(GemvUsesTensorCores(p), m >= kGemvMmaMinRows) << "rows " << m;
-  }
-  p.rows = 8;
-  p.in_features = 1032;  // not a multiple of kGemvMmaStepK
-  EXPECT_FALSE(GemvUsesTensorCores(p));
-  p.in_features = 4096;
-  uint16_t gamma = 0;
-  p.norm_weight = &gamma;
-  EXPECT_FALSE(GemvUsesTensorCores(p)) << "the norm prologue stays on CUDA cores";
-  p.norm_weight = nullptr;
-  p.epilogue = GemvEpilogue::kSiluMul;
-  EXPECT_FALSE(GemvUsesTensorCores(p));
-}
-
 }  // namespace
 }  // namespace kvstream
