@@ -15,6 +15,7 @@
 #ifdef KVSTREAM_HAVE_CUDA_TORCH
 #include <ATen/cuda/CUDAGraph.h>
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #endif
@@ -51,6 +52,14 @@ struct DecodeGraphs::Impl {
   std::map<std::tuple<const Strategy*, int64_t, int64_t>, std::unique_ptr<at::cuda::CUDAGraph>> graphs;
   int64_t replays = 0;
   bool enabled = true;
+  // GPU time of the replays (events around each), so benches can split a
+  // step into GPU time and the host's gap between steps.
+  cudaEvent_t replay_begin = nullptr, replay_end = nullptr;
+  double replay_gpu_ms = 0;
+  ~Impl() {
+    if (replay_begin != nullptr) cudaEventDestroy(replay_begin);
+    if (replay_end != nullptr) cudaEventDestroy(replay_end);
+  }
 };
 
 DecodeGraphs::DecodeGraphs(LlamaModel& model) : impl_(std::make_unique<Impl>(model)) {
@@ -121,10 +130,19 @@ std::optional<absl::StatusOr<at::Tensor>> DecodeGraphs::TryRun(absl::Span<const 
       m.stream.synchronize();
       return out;
     }
+    if (m.replay_begin == nullptr) {
+      C10_CUDA_CHECK(cudaEventCreate(&m.replay_begin));
+      C10_CUDA_CHECK(cudaEventCreate(&m.replay_end));
+    }
+    C10_CUDA_CHECK(cudaEventRecord(m.replay_begin, m.stream));
     it->second->replay();
+    C10_CUDA_CHECK(cudaEventRecord(m.replay_end, m.stream));
     ++m.replays;
     at::Tensor out = m.logits.narrow(0, 0, B).clone();
     m.stream.synchronize();  // callers read the logits from other streams
+    float ms = 0;
+    C10_CUDA_CHECK(cudaEventElapsedTime(&ms, m.replay_begin, m.replay_end));
+    m.replay_gpu_ms += ms;
     return out;
   };
   try {
@@ -137,6 +155,7 @@ std::optional<absl::StatusOr<at::Tensor>> DecodeGraphs::TryRun(absl::Span<const 
 
 int64_t DecodeGraphs::graphs_captured() const { return static_cast<int64_t>(impl_->graphs.size()); }
 int64_t DecodeGraphs::replays() const { return impl_->replays; }
+double DecodeGraphs::replay_gpu_ms() const { return impl_->replay_gpu_ms; }
 
 #else  // no CUDA torch: every step runs eagerly
 
@@ -150,6 +169,7 @@ std::optional<absl::StatusOr<at::Tensor>> DecodeGraphs::TryRun(absl::Span<const 
 }
 int64_t DecodeGraphs::graphs_captured() const { return 0; }
 int64_t DecodeGraphs::replays() const { return 0; }
+double DecodeGraphs::replay_gpu_ms() const { return 0; }
 
 #endif
 

@@ -42,6 +42,8 @@ class DecodeGraphs {
                                                     const StepContext& ctx);
   int64_t graphs_captured() const;
   int64_t replays() const;
+  // Summed GPU time of the replays (ms), timed by events around each.
+  double replay_gpu_ms() const;
 
   static constexpr int64_t kMaxRows = 256;
   // Graphs kept at once (all are dropped when a new one would pass it).

@@ -259,6 +259,7 @@ int64_t LlamaModel::decode_weight_bytes() const {
 
 int64_t LlamaModel::decode_graph_replays() const { return graphs_ ? graphs_->replays() : 0; }
 int64_t LlamaModel::decode_graphs_captured() const { return graphs_ ? graphs_->graphs_captured() : 0; }
+double LlamaModel::decode_graph_gpu_ms() const { return graphs_ ? graphs_->replay_gpu_ms() : 0.0; }
 
 at::Tensor LlamaModel::Embed(const at::Tensor& tokens) const { return embed_.index_select(0, tokens); }
 

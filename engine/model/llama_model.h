@@ -138,6 +138,8 @@ class LlamaModel {
   // Decode steps served by replaying a captured CUDA graph, and graphs held.
   int64_t decode_graph_replays() const;
   int64_t decode_graphs_captured() const;
+  // Summed GPU time of those replays, ms (0 without CUDA graphs).
+  double decode_graph_gpu_ms() const;
 
  private:
   LlamaModel(ModelConfig config, c10::Device device, c10::ScalarType dtype);
