@@ -216,7 +216,13 @@ absl::StatusOr<at::Tensor> LaserKvSequenceCache::BlockForward(int64_t layer, con
     b_len_ = nb;
     b_start_ = seq.start_pos;
     probe_keys_ = at::empty({Hkv, nq, D}, opts);
-    const int64_t wn = (accumulate ? static_cast<int64_t>(t_pos_.size()) : c_len_) + nb;
+    // Sink rows (header "Anchors in the score window"): C's entries at
+    // positions < A, the first rows of C (C is in position order).
+    sink_len_ = 0;
+    if (accumulate) {
+      while (sink_len_ < c_len_ && c_pos_[static_cast<size_t>(sink_len_)] < b.A) ++sink_len_;
+    }
+    const int64_t wn = (accumulate ? sink_len_ + static_cast<int64_t>(t_pos_.size()) : c_len_) + nb;
     scores_ = at::zeros({wn}, opts.dtype(at::kFloat));
     // Transient K/V of one layer's probe rows live in the step's tensors.
     NotePeak(nq * 2 * Hkv * D * static_cast<int64_t>(c10::elementSize(geometry_.dtype)));
@@ -235,7 +241,8 @@ absl::StatusOr<at::Tensor> LaserKvSequenceCache::BlockForward(int64_t layer, con
   }
   keys.push_back(k);
   values.push_back(v);
-  at::Tensor out = CausalGqaAttention(q, at::cat(keys, 1), at::cat(values, 1), c_len_ + t_len);
+  const at::Tensor all_keys = at::cat(keys, 1);  // [Hkv, |C| + |T| + b_i + q, D]
+  at::Tensor out = CausalGqaAttention(q, all_keys, at::cat(values, 1), c_len_ + t_len);
 
   // K1: the probe's post-RoPE Q against the window (T or C, then the block).
   const auto t0 = Clock::now();
@@ -245,8 +252,18 @@ absl::StatusOr<at::Tensor> LaserKvSequenceCache::BlockForward(int64_t layer, con
   p.q = qq.const_data_ptr();
   p.q_stride_t = qq.stride(1);
   p.q_stride_h = qq.stride(0);
-  p.seg[0] = accumulate ? LayerSegment(tk_, layer, t_len) : LayerSegment(ck_, layer, c_len_);
-  p.seg[1] = LayerSegment(bk_, layer, nb);
+  if (accumulate && sink_len_ > 0) {
+    // The anchors (C's first sink_len_ rows), then T ++ block: contiguous rows
+    // of the attention's key list from |C| on.
+    p.seg[0] = LayerSegment(ck_, layer, sink_len_);
+    p.seg[1].k = static_cast<const char*>(all_keys.const_data_ptr()) + c_len_ * all_keys.stride(1) * all_keys.element_size();
+    p.seg[1].len = static_cast<int>(t_len + nb);
+    p.seg[1].stride_h = all_keys.stride(0);
+    p.seg[1].stride_j = all_keys.stride(1);
+  } else {
+    p.seg[0] = accumulate ? LayerSegment(tk_, layer, t_len) : LayerSegment(ck_, layer, c_len_);
+    p.seg[1] = LayerSegment(bk_, layer, nb);
+  }
   p.scores = scores_.mutable_data_ptr<float>();
   at::Tensor stats;
   if (geometry_.device.is_cuda()) {

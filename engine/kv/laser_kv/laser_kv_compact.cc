@@ -22,12 +22,15 @@ double MsSince(Clock::time_point t) { return std::chrono::duration<double, std::
 }  // namespace
 
 absl::Status LaserKvSequenceCache::CompactBlock(const SeqStep& seq) {
-  const LaserBudget& b = *budget_;
+  // Counts for this block (a short last block picks fewer: laser_kv_config.h).
+  const LaserBudget b = LaserBlockBudget(config_, *budget_, b_len_);
   const bool accumulate = config_.mode == LaserMode::kAccumulate;
   const LaserBlockSlots slots = LaserSlots(b_start_, b_len_, b.A, b.W);
   const int32_t c_len = static_cast<int32_t>(c_len_), t_len = static_cast<int32_t>(t_pos_.size());
   const int32_t blk = c_len + t_len;  // concatenated index of block row 0 (C ++ T ++ block)
   const bool last = b_start_ + b_len_ >= b.S;
+  // accumulate: the K1 window is C's first `sink` rows (anchors), T, block (header).
+  const int32_t sink = accumulate ? static_cast<int32_t>(sink_len_) : 0;
 
   // ---- candidates, list order (§4.3 step 3) ---------------------------------
   LaserSelectInput in;
@@ -35,7 +38,7 @@ absl::Status LaserKvSequenceCache::CompactBlock(const SeqStep& seq) {
   if (accumulate) {
     for (int32_t j = 0; j < t_len; ++j) {  // the previous tail competes again
       in.rows.push_back(c_len + j);
-      in.win.push_back(j);
+      in.win.push_back(sink + j);
       in.pos.push_back(t_pos_[j]);
     }
     tail_candidates_ += t_len;
@@ -48,7 +51,7 @@ absl::Status LaserKvSequenceCache::CompactBlock(const SeqStep& seq) {
     }
     history_candidates_ += static_cast<int64_t>(in.rows.size());
   }
-  const int32_t win_blk = accumulate ? t_len : c_len;  // window index of block row 0
+  const int32_t win_blk = accumulate ? sink + t_len : c_len;  // window index of block row 0
   for (int64_t j = slots.anchors_end; j < slots.local_begin; ++j) {
     in.rows.push_back(blk + static_cast<int32_t>(j));
     in.win.push_back(win_blk + static_cast<int32_t>(j));
@@ -65,7 +68,10 @@ absl::Status LaserKvSequenceCache::CompactBlock(const SeqStep& seq) {
     at::Tensor ranked = scores_;
     if (exact_ranks && kLaserScorePoolRadius > 0) {
       const auto t_pool = Clock::now();
-      std::vector<int32_t> wpos = accumulate ? t_pos_ : c_pos_;  // the K1 window: T (or C), then the block
+      // The K1 window: anchors ++ T (or C), then the block.
+      std::vector<int32_t> wpos(c_pos_.begin(), c_pos_.begin() + sink);
+      const std::vector<int32_t>& mid = accumulate ? t_pos_ : c_pos_;
+      wpos.insert(wpos.end(), mid.begin(), mid.end());
       for (int64_t j = 0; j < b_len_; ++j) wpos.push_back(static_cast<int32_t>(b_start_ + j));
       if (static_cast<int64_t>(wpos.size()) != scores_.numel()) {
         return absl::InternalError(absl::StrCat("laser_kv: window of ", wpos.size(), " positions for ",

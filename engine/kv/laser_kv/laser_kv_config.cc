@@ -18,6 +18,32 @@ LaserSelector SelectorOf(const std::string& s) {
 // G of a budget B split with divisor n (§4.1).
 int64_t GlobalOf(int64_t B, int64_t n) { return B - 2 * (B / n); }
 
+// Routes g global tokens to the selectors (§4.1 hybrid split, §5 method).
+void SplitGlobal(const LaserKvConfig& c, int64_t g, LaserBudget* b) {
+  b->G_s = 0;
+  b->second_count = 0;
+  switch (c.method) {
+    case LaserMethod::kExact:
+      b->first = LaserSelector::kExact;
+      b->first_count = g;
+      b->G_p = g;
+      break;
+    case LaserMethod::kLsh:
+      b->first = LaserSelector::kLsh;
+      b->first_count = g;
+      b->G_p = g;
+      break;
+    case LaserMethod::kHybrid:
+      b->G_p = static_cast<int64_t>(std::floor(static_cast<double>(g) * c.hybrid_ratio));
+      b->G_s = g - b->G_p;
+      b->first = c.hybrid_primary;
+      b->second = c.hybrid_secondary;
+      b->first_count = b->G_p;
+      b->second_count = b->G_s;
+      break;
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<LaserKvConfig> ParseLaserKvConfig(const StrategyConfig& config, int64_t context_length) {
@@ -98,27 +124,15 @@ LaserBudget ComputeLaserBudget(const LaserKvConfig& c, int64_t prompt_tokens) {
     b.dense = true;
     return b;
   }
-  switch (c.method) {
-    case LaserMethod::kExact:
-      b.first = LaserSelector::kExact;
-      b.first_count = b.G;
-      b.G_p = b.G;
-      break;
-    case LaserMethod::kLsh:
-      b.first = LaserSelector::kLsh;
-      b.first_count = b.G;
-      b.G_p = b.G;
-      break;
-    case LaserMethod::kHybrid:
-      b.G_p = static_cast<int64_t>(std::floor(static_cast<double>(b.G) * c.hybrid_ratio));
-      b.G_s = b.G - b.G_p;
-      b.first = c.hybrid_primary;
-      b.second = c.hybrid_secondary;
-      b.first_count = b.G_p;
-      b.second_count = b.G_s;
-      break;
-  }
+  SplitGlobal(c, b.G, &b);
   return b;
+}
+
+LaserBudget LaserBlockBudget(const LaserKvConfig& c, const LaserBudget& b, int64_t block_len) {
+  if (b.dense || c.budget > 0 || c.mode != LaserMode::kAccumulate || block_len >= c.block_size) return b;
+  LaserBudget out = b;
+  SplitGlobal(c, b.G * std::max<int64_t>(block_len, 0) / c.block_size, &out);
+  return out;
 }
 
 LaserBlockSlots LaserSlots(int64_t block_start, int64_t block_len, int64_t A, int64_t W) {

@@ -23,6 +23,21 @@
 //     the transient block + probe K/V of one step (§3, README).
 //   * R (§6.7) comes from the kernels' LaserMakeProjection(lsh_seed): splitmix64
 //     stream -> Box-Muller, made on the host and uploaded once per cache.
+//   * NOTE(kvstream): Anchors in the score window [kvstream choice, not
+//     upstream]. In accumulate mode the K1 window of a block is
+//     anchors ++ T ++ block, the anchors being C's entries at positions < A
+//     (§4.3 step 4 has T ++ block). They are held already and never
+//     candidates; they are there for the softmax. Block 0's window holds
+//     the sequence's first tokens, where the probe puts most of the mass of
+//     its "resting" heads (the attention sink); without them, every later
+//     window spreads that mass over its own tokens, and the heads that
+//     resolve the question are drowned out. A key in block 0's local
+//     window, re-scored as T in block 1, then scored ~9-14 against a cut of
+//     ~15.7 and was dropped (SmolLM2-135M, 2K passkey, b 512). With the
+//     anchors, every block ranks under the same normalization as block 0,
+//     and recursive mode (window C ++ block, anchors included) already does.
+//     Σ scores = Ly*H*q still holds over the window; the anchors' own
+//     scores are not used.
 //   * Score pooling [kvstream choice, not upstream]: the exact selector ranks
 //     each candidate by the mean K1 score of the window entries at most
 //     kLaserScorePoolRadius positions from it (K1b, laser_score.h), not by
@@ -136,6 +151,7 @@ class LaserKvSequenceCache final : public SequenceCache {
   int64_t b_len_ = 0, b_start_ = 0;
   at::Tensor probe_keys_;  // [Hkv, q, D] the probe's last-layer keys
   at::Tensor scores_;      // [Wn] fp32 K1 sums of the current block
+  int64_t sink_len_ = 0;   // accumulate: anchors heading the score window (header)
   at::Tensor projection_;  // [D, L*K] fp32 R (§6.7), made on first use
 
   // Report.

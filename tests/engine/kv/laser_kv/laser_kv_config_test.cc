@@ -144,6 +144,38 @@ TEST(LaserKvBudget, DerivesTheBudgetFromTheRatio) {
                                      {"block_size", int64_t{1024}}}), 4096), 630);
 }
 
+// LaserBlockBudget: a ratio-derived accumulate budget gives a short block
+// G_i = floor(G * b_i / b), split like G; full blocks, explicit budgets and
+// recursive mode keep the whole G.
+TEST(LaserKvBudget, ShortLastBlockPicksItsShareOfG) {
+  const LaserKvConfig c = Parse({{"compression_ratio", 0.25}, {"block_size", int64_t{1024}}});
+  const LaserBudget b = ComputeLaserBudget(c, 1856 + 64);  // the eval's 2K ppl prompt: S 1856, N 2
+  ASSERT_EQ(b.B, 329);
+  ASSERT_EQ(b.G, 165);
+  const LaserBudget full = LaserBlockBudget(c, b, 1024);
+  EXPECT_EQ(full.first_count, b.first_count);
+  EXPECT_EQ(full.second_count, b.second_count);
+  const LaserBudget last = LaserBlockBudget(c, b, 832);
+  EXPECT_EQ(last.first_count + last.second_count, 165 * 832 / 1024);  // 134
+  EXPECT_EQ(last.first_count, 100);                                   // floor(134 * 0.75)
+  EXPECT_EQ(last.second_count, 34);
+  EXPECT_EQ(last.G, b.G);  // the split itself (and the report) is unchanged
+  // A + W + (S/b)*G up to floors: 82 + 82 + 165 + 134 = 463 <= 0.25 * 1856 = 464.
+  EXPECT_LE(b.A + b.W + b.G + last.first_count + last.second_count, 464);
+  const LaserKvConfig explicit_b = Parse({{"budget", int64_t{400}}, {"block_size", int64_t{1024}}});
+  EXPECT_EQ(LaserBlockBudget(explicit_b, ComputeLaserBudget(explicit_b, 1920), 832).first_count,
+            ComputeLaserBudget(explicit_b, 1920).first_count);
+  const LaserKvConfig rec = Parse({{"compression_ratio", 0.25}, {"block_size", int64_t{1024}},
+                                   {"compression_mode", std::string("RECURSIVE")}});
+  const LaserBudget rb = ComputeLaserBudget(rec, 1920);
+  EXPECT_EQ(LaserBlockBudget(rec, rb, 832).first_count, rb.first_count);
+  const LaserKvConfig exact = Parse({{"compression_ratio", 0.25}, {"block_size", int64_t{1024}},
+                                     {"method", std::string("EXACT")}});
+  const LaserBudget eb = LaserBlockBudget(exact, ComputeLaserBudget(exact, 1920), 832);
+  EXPECT_EQ(eb.first_count, 134);
+  EXPECT_EQ(eb.second_count, 0);
+}
+
 TEST(LaserKvBudget, ShortPromptsRunDense) {
   const LaserKvConfig c = Parse({});
   EXPECT_TRUE(ComputeLaserBudget(c, 1).dense);  // P < 2
