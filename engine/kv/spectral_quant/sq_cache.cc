@@ -45,6 +45,7 @@ SpectralQuantSequenceCache::SpectralQuantSequenceCache(const SpectralQuantConfig
       profile_(std::move(profile)),
       plan_cache_hit_(plan_cache_hit),
       max_tokens_(max_tokens),
+      recent_(c.RecentTokens(max_tokens)),
       layers_(g.n_layers) {
   if (dplan_) {
     tables_ = dplan_->tables;
@@ -102,7 +103,7 @@ absl::Status SpectralQuantSequenceCache::ReserveRecords(int64_t layer, int64_t t
   // request's records are max_tokens - S - R.
   const int64_t cap = GrowTo(
       have, tokens,
-      max_tokens_ > 0 ? std::max<int64_t>(max_tokens_ - config_.num_sink_tokens - config_.RecentTokens(), 0) : 0);
+      max_tokens_ > 0 ? std::max<int64_t>(max_tokens_ - config_.num_sink_tokens - recent_, 0) : 0);
   const int64_t H = geometry_.n_kv_heads;
   auto i32 = at::TensorOptions().dtype(at::kInt).device(geometry_.device);
   L.k_rec = Grow(L.k_rec, L.n_comp, {cap, H, L.dev->words_k}, i32);
@@ -119,7 +120,7 @@ absl::Status SpectralQuantSequenceCache::ReserveTail(int64_t layer, int64_t toke
   Layer& L = layers_[layer];
   const int64_t have = L.k_tail.defined() ? L.k_tail.size(0) : 0;
   if (have >= tokens) return absl::OkStatus();
-  const int64_t R = config_.RecentTokens();
+  const int64_t R = recent_;
   // Mode a: the recent window, R slots (fewer if the request is shorter),
   // bf16 on every device (the dense-equivalent dtype). Mode b: the tail of
   // generated tokens in the model's dtype.
@@ -210,7 +211,7 @@ void SpectralQuantSequenceCache::AppendSinks(int64_t layer, const at::Tensor& k,
 
 absl::Status SpectralQuantSequenceCache::PushRecent(int64_t layer, const at::Tensor& k, const at::Tensor& v) {
   Layer& L = layers_[layer];
-  const int64_t m = k.size(1), R = config_.RecentTokens();
+  const int64_t m = k.size(1), R = recent_;
   if (m == 0) return absl::OkStatus();
   // Positions leave the window oldest first: the held window's head, then
   // the new rows' head, so records stay in position order.
@@ -305,7 +306,7 @@ absl::StatusOr<at::Tensor> SpectralQuantSequenceCache::Forward(int64_t layer, co
     const at::Tensor k_rest = k.narrow(1, to_sink, n - to_sink), v_rest = v.narrow(1, to_sink, n - to_sink);
     at::Tensor out;
     if (seq.is_prompt) {
-      if (L.n_dense > 0 && config_.RecentTokens() == 0) {
+      if (L.n_dense > 0 && recent_ == 0) {
         return absl::InternalError("spectral_quant: prompt tokens after the dense tail started");
       }
       // §6.6: exact over this chunk (dense segment, after the held sinks and

@@ -36,7 +36,9 @@ absl::StatusOr<SpectralQuantConfig> ParseSpectralQuantConfig(const StrategyConfi
   c.center_values = r.Bool("center_values", true);
   c.num_sink_tokens = static_cast<int32_t>(r.Int("num_sink_tokens", 1, 0, kSqMaxSinkTokens));
   c.rd_allocation = r.Bool("rd_allocation", true);
-  c.num_recent_tokens = static_cast<int32_t>(r.Int("num_recent_tokens", 32, 0, kSqMaxRecentTokens));
+  if (numeric.Has("num_recent_tokens")) {
+    c.num_recent_tokens = static_cast<int32_t>(r.Int("num_recent_tokens", kSqRecentMin, 0, kSqMaxRecentTokens));
+  }
   if (profile_knob) {
     const auto* s = std::get_if<std::string>(&*profile_knob);
     if (s == nullptr) {

@@ -80,6 +80,7 @@ CacheReport SpectralQuantSequenceCache::Report() const {
              {"tokens_compressed", static_cast<double>(layers_.empty() ? 0 : layers_[0].n_comp)},
              {"tokens_dense", static_cast<double>(layers_.empty() ? 0 : layers_[0].n_dense)},
              {"tokens_sink", static_cast<double>(layers_.empty() ? 0 : layers_[0].n_sink)},
+             {"recent_window", static_cast<double>(recent_)},
              {"center_keys", plan != nullptr && plan->centred_k ? 1.0 : 0.0},
              {"center_values", plan != nullptr && plan->centred_v ? 1.0 : 0.0},
              {"use_qjl", config_.use_qjl ? 1.0 : 0.0},

@@ -112,7 +112,7 @@ int64_t SpectralQuantStrategy::PredictBytes(const StrategyConfig& config, int64_
   // Sinks (sq_config.h) are held exact in K2's dense dtype, never coded; so
   // is the recent window (mode a, bf16, min(R, the rest) slots).
   const int64_t sinks = std::min<int64_t>(c->num_sink_tokens, total);
-  const int64_t recent = std::min<int64_t>(c->RecentTokens(), total - sinks);
+  const int64_t recent = std::min<int64_t>(c->RecentTokens(total), total - sinks);
   int64_t bytes = per_token * (total - sinks - recent);
   if (recent > 0) bytes += geometry_.n_layers * 2 * recent * H * D * static_cast<int64_t>(c10::elementSize(at::kBFloat16));
   if (sinks > 0) {

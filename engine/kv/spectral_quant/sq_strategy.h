@@ -37,7 +37,8 @@
 //   CUDA. Legacy b_low is set per layer (SqLayerBitsDeff, sq_plan.h).
 // - [kvstream choices, issue 11; sq_config.h] rd_allocation (default on):
 //   legacy-mode widths from one rate-distortion fill over all D dims (K
-//   total_bits * D bits, V + D/2). num_recent_tokens R (default 32, mode a):
+//   total_bits * D bits, V + D/2). num_recent_tokens R (default
+//   max(32, max_tokens / 48), mode a):
 //   the last R positions stay exact in a bf16 window (the k_tail/v_tail
 //   buffers, K2's dense segment after the records) and are coded as they
 //   leave it, oldest first; positions are sinks, records, window.
@@ -133,6 +134,7 @@ class SpectralQuantSequenceCache final : public SequenceCache {
   at::Tensor tables_;
   bool plan_cache_hit_ = false;
   int64_t max_tokens_ = 0;
+  int64_t recent_ = 0;  // the recent window R of this request (SpectralQuantConfig::RecentTokens)
   std::vector<Layer> layers_;
   int64_t tokens_seen_ = 0;
   int64_t peak_bytes_ = 0;

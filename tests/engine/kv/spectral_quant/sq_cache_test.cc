@@ -195,6 +195,27 @@ TEST(SqCache, RecentWindowSizes) {
   RunAndCheck(s, g, {{"num_recent_tokens", int64_t{8}}, {"rd_allocation", false}}, true);
 }
 
+// Unset num_recent_tokens: the window is max(32, T / 48) of the request's
+// T = prompt + max_new tokens (sq_config.h), in the cache and in PredictBytes.
+TEST(SqCache, DefaultWindowFollowsRequestLength) {
+  at::manual_seed(9);
+  const KvGeometry g = Geometry(64, 6, 2);
+  SpectralQuantStrategy s(g, {RandomProfile(64, 2)});
+  StrategyConfig c, fixed100, fixed32;
+  c.strategy = fixed100.strategy = fixed32.strategy = "spectral_quant";
+  fixed100.knobs = {{"num_recent_tokens", int64_t{100}}};
+  fixed32.knobs = {{"num_recent_tokens", int64_t{32}}};
+  EXPECT_EQ(s.PredictBytes(c, 4700, 100), s.PredictBytes(fixed100, 4700, 100));
+  EXPECT_GT(s.PredictBytes(c, 4700, 100), s.PredictBytes(fixed32, 4700, 100));
+  EXPECT_EQ(s.PredictBytes(c, 97, 3), s.PredictBytes(fixed32, 97, 3));
+  for (const auto& [tokens, window] : std::vector<std::pair<int64_t, double>>{{4800, 100.0}, {100, 32.0}}) {
+    c.max_tokens = tokens;
+    auto opened = s.Open(c);
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    EXPECT_EQ((*opened)->Report().stats.at("recent_window"), window);
+  }
+}
+
 TEST(SqCache, SyntheticModelSelfCalibrates) {
   at::manual_seed(4);
   const KvGeometry g = Geometry(64, 6, 2);

@@ -43,7 +43,7 @@ TEST(SqConfig, UnsetKnobsTakeTheSpecDefaults) {
   EXPECT_TRUE(c->center_values);
   EXPECT_EQ(c->num_sink_tokens, 1);
   EXPECT_TRUE(c->rd_allocation);
-  EXPECT_EQ(c->num_recent_tokens, 32);
+  EXPECT_FALSE(c->num_recent_tokens.has_value());  // unset: the window follows the request's length
 }
 
 TEST(SqConfig, RdAllocationAndRecentWindowKnobs) {
@@ -51,7 +51,7 @@ TEST(SqConfig, RdAllocationAndRecentWindowKnobs) {
       ParseSpectralQuantConfig(Sq({{"rd_allocation", false}, {"num_recent_tokens", int64_t{0}}}), kProfiles);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_FALSE(c->rd_allocation);
-  EXPECT_EQ(c->num_recent_tokens, 0);
+  EXPECT_EQ(c->num_recent_tokens.value_or(-1), 0);
   ExpectError({{"num_recent_tokens", int64_t{1025}}},
               {"kv_compression.spectral_quant.num_recent_tokens", "[0, 1024]", "1025"});
   ExpectError({{"rd_allocation", int64_t{1}}}, {"kv_compression.spectral_quant.rd_allocation", "true or false"});
@@ -69,8 +69,15 @@ TEST(SqConfig, RdAllocationAndRecentWindowKnobs) {
   // The window applies in mode a only.
   SpectralQuantConfig mb = a;
   mb.compress_decode_tokens = false;
-  EXPECT_EQ(a.RecentTokens(), 32);
-  EXPECT_EQ(mb.RecentTokens(), 0);
+  // Unset: max(32, T / 48) for a request of T tokens (32 when T is unknown).
+  EXPECT_EQ(a.RecentTokens(0), 32);
+  EXPECT_EQ(a.RecentTokens(736), 32);
+  EXPECT_EQ(a.RecentTokens(2048), 42);
+  EXPECT_EQ(a.RecentTokens(4096), 85);
+  EXPECT_EQ(a.RecentTokens(8000), 166);
+  EXPECT_EQ(w.RecentTokens(8000), 8);  // set: fixed
+  EXPECT_EQ(c->RecentTokens(8000), 0);
+  EXPECT_EQ(mb.RecentTokens(8000), 0);
 }
 
 TEST(SqConfig, CentringAndSinkKnobs) {
