@@ -93,6 +93,9 @@ struct SpectralQuantConfig {
   // while its ratio rose (4.63 / 4.77 / 4.84x). A Python mirror of this code
   // (teacher-forced, last 512 tokens of two 4096-token Austen windows, the
   // prompt held exact; issue 11): R 32 1.071 at 4.77x, R 96 1.046 at 4.51x.
+  // Engine, CPU server, `kvstream eval --tasks=ppl --contexts=4096
+  // --samples=2 --seed=7` (2 x 128 forced tokens): this default (R 85) 1.035
+  // at 4.54x (fp32 sink on CPU), R 32 1.047 at 4.77x, in one run.
   // Tried at R 32 and lost or tied: K widths weighted by the queries (the RD
   // gain times E[(q.v_i)^2] in the K eigenbasis, calibration queries) 1.080,
   // the same with the square root of that weight 1.080, 4 sinks 1.072,
