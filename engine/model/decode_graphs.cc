@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <map>
 #include <tuple>
 #include <string>
@@ -56,9 +57,12 @@ struct DecodeGraphs::Impl {
   // step into GPU time and the host's gap between steps.
   cudaEvent_t replay_begin = nullptr, replay_end = nullptr;
   double replay_gpu_ms = 0;
+  at::Tensor tok_host, pos_host;  // [kMaxRows] pinned images of tok, pos
+  cudaEvent_t staged = nullptr;   // their last upload
   ~Impl() {
     if (replay_begin != nullptr) cudaEventDestroy(replay_begin);
     if (replay_end != nullptr) cudaEventDestroy(replay_end);
+    if (staged != nullptr) cudaEventDestroy(staged);
   }
 };
 
@@ -90,11 +94,24 @@ std::optional<absl::StatusOr<at::Tensor>> DecodeGraphs::TryRun(absl::Span<const 
       m.pos = at::zeros({kMaxRows}, opts.dtype(at::kLong));
       m.logits = at::zeros({kMaxRows, m.model.config().vocab_size}, opts.dtype(at::kFloat));
     }
-    std::vector<int64_t> ids_p(static_cast<size_t>(padded), 0), pos_p(static_cast<size_t>(padded), 0);
-    std::copy(ids.begin(), ids.end(), ids_p.begin());
-    std::copy(pos.begin(), pos.end(), pos_p.begin());
-    m.tok.narrow(0, 0, padded).copy_(at::from_blob(ids_p.data(), {padded}, at::kLong));
-    m.pos.narrow(0, 0, padded).copy_(at::from_blob(pos_p.data(), {padded}, at::kLong));
+    if (!m.tok_host.defined()) {
+      auto pinned = at::TensorOptions().dtype(at::kLong).pinned_memory(true);
+      m.tok_host = at::empty({kMaxRows}, pinned);
+      m.pos_host = at::empty({kMaxRows}, pinned);
+      C10_CUDA_CHECK(cudaEventCreateWithFlags(&m.staged, cudaEventDisableTiming));
+    }
+    // Pinned images, uploaded asynchronously (a pageable copy blocks the
+    // host); the last upload must have read them before they are rewritten.
+    C10_CUDA_CHECK(cudaEventSynchronize(m.staged));
+    int64_t* tok_h = m.tok_host.data_ptr<int64_t>();
+    int64_t* pos_h = m.pos_host.data_ptr<int64_t>();
+    std::fill(tok_h, tok_h + padded, 0);
+    std::fill(pos_h, pos_h + padded, 0);
+    std::copy(ids.begin(), ids.end(), tok_h);
+    std::copy(pos.begin(), pos.end(), pos_h);
+    m.tok.narrow(0, 0, padded).copy_(m.tok_host.narrow(0, 0, padded), /*non_blocking=*/true);
+    m.pos.narrow(0, 0, padded).copy_(m.pos_host.narrow(0, 0, padded), /*non_blocking=*/true);
+    C10_CUDA_CHECK(cudaEventRecord(m.staged, m.stream));
     KV_ASSIGN_OR_RETURN(int64_t key, g.strategy->PrepareDecode(g.caches, g.steps, padded, ctx));
     StepContext prepared = ctx;
     prepared.decode_prepared = true;

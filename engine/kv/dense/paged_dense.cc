@@ -79,11 +79,29 @@ absl::Status PagedDenseStrategy::EnsureBuffers() {
   seq_lens_ = at::zeros({kMaxPreparedRows}, i32);
   slots_ = at::zeros({kMaxPreparedRows * geometry_.n_kv_heads}, i32.dtype(at::kLong));
   split_counters_ = at::zeros({kMaxPreparedRows * geometry_.n_heads}, i32);
+  const bool cuda = geometry_.device.is_cuda();
+  auto host = at::TensorOptions().dtype(at::kInt).pinned_memory(cuda);
+  table_host_ = at::empty({kMaxPreparedRows * max_pages_per_seq_}, host);
+  lens_host_ = at::empty({kMaxPreparedRows}, host);
+  slots_host_ = at::empty({kMaxPreparedRows * geometry_.n_kv_heads}, host.dtype(at::kLong));
   num_sms_ = 1;
 #ifdef KVSTREAM_HAVE_CUDA_TORCH
-  if (geometry_.device.is_cuda()) num_sms_ = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  if (cuda) {
+    num_sms_ = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+    cudaEvent_t e = nullptr;
+    if (cudaEventCreateWithFlags(&e, cudaEventDisableTiming) != cudaSuccess) {
+      return absl::InternalError("paged dense: cudaEventCreate failed");
+    }
+    staged_ = e;
+  }
 #endif
   return absl::OkStatus();
+}
+
+PagedDenseStrategy::~PagedDenseStrategy() {
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+  if (staged_ != nullptr) cudaEventDestroy(static_cast<cudaEvent_t>(staged_));
+#endif
 }
 
 absl::StatusOr<int64_t> PagedDenseStrategy::PrepareDecode(absl::Span<SequenceCache* const> seqs,
@@ -113,23 +131,36 @@ absl::StatusOr<int64_t> PagedDenseStrategy::PrepareDecode(absl::Span<SequenceCac
                                                max_pages_per_seq_));
   }
   // Host images; padded rows: length 0 (attend to nothing), append to the
-  // scratch page.
-  std::vector<int32_t> table(static_cast<size_t>(padded_rows * max_pages), PagedKvPool::kScratchPage);
-  std::vector<int32_t> lens(static_cast<size_t>(padded_rows), 0);
-  std::vector<int64_t> slots(static_cast<size_t>(padded_rows * Hkv));
+  // scratch page. The previous step's uploads must have read them first.
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+  if (staged_ != nullptr && cudaEventSynchronize(static_cast<cudaEvent_t>(staged_)) != cudaSuccess) {
+    return absl::InternalError("PrepareDecode: waiting for the last upload failed");
+  }
+#endif
+  int32_t* table = table_host_.data_ptr<int32_t>();
+  int32_t* lens = lens_host_.data_ptr<int32_t>();
+  int64_t* slots = slots_host_.data_ptr<int64_t>();
+  std::fill(table, table + padded_rows * max_pages, PagedKvPool::kScratchPage);
+  std::fill(lens, lens + padded_rows, 0);
   for (int64_t b = 0; b < padded_rows; ++b) {
     for (int64_t h = 0; h < Hkv; ++h) slots[b * Hkv + h] = SlotRow(PagedKvPool::kScratchPage, h, 0, Hkv);
     if (b >= B) continue;
     const auto& pages = caches[b]->pages();
-    std::copy(pages.begin(), pages.end(), table.begin() + b * max_pages);
+    std::copy(pages.begin(), pages.end(), table + b * max_pages);
     const int64_t t = caches[b]->length();  // position of the new token
     lens[b] = static_cast<int32_t>(t + 1);
     for (int64_t h = 0; h < Hkv; ++h) slots[b * Hkv + h] = SlotRow(pages[t / P], h, t % P, Hkv);
   }
   block_table_.narrow(0, 0, padded_rows).narrow(1, 0, max_pages)
-      .copy_(at::from_blob(table.data(), {padded_rows, max_pages}, at::kInt));
-  seq_lens_.narrow(0, 0, padded_rows).copy_(at::from_blob(lens.data(), {padded_rows}, at::kInt));
-  slots_.narrow(0, 0, padded_rows * Hkv).copy_(at::from_blob(slots.data(), {padded_rows * Hkv}, at::kLong));
+      .copy_(table_host_.narrow(0, 0, padded_rows * max_pages).view({padded_rows, max_pages}), /*non_blocking=*/true);
+  seq_lens_.narrow(0, 0, padded_rows).copy_(lens_host_.narrow(0, 0, padded_rows), /*non_blocking=*/true);
+  slots_.narrow(0, 0, padded_rows * Hkv).copy_(slots_host_.narrow(0, 0, padded_rows * Hkv), /*non_blocking=*/true);
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+  if (staged_ != nullptr &&
+      cudaEventRecord(static_cast<cudaEvent_t>(staged_), at::cuda::getCurrentCUDAStream()) != cudaSuccess) {
+    return absl::InternalError("PrepareDecode: recording the upload failed");
+  }
+#endif
 
   prepared_step_ = ctx.step;
   prepared_rows_ = padded_rows;

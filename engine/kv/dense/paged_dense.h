@@ -29,6 +29,7 @@ class PagedDenseStrategy final : public Strategy {
   static constexpr int64_t kMaxPreparedRows = 256;
 
   PagedDenseStrategy(const KvGeometry& g, int64_t pool_bytes);
+  ~PagedDenseStrategy() override;
 
   // ---- Strategy ----
   const char* name() const override { return "dense"; }
@@ -62,7 +63,13 @@ class PagedDenseStrategy final : public Strategy {
   at::Tensor seq_lens_;       // [kMaxPreparedRows] int32, device
   at::Tensor slots_;          // [kMaxPreparedRows * Hkv] int64 rows of the flat pool view, device
   at::Tensor split_counters_; // [kMaxPreparedRows * H] int32 zeros, device: the kernel's fused merge
-  at::Tensor staging_;        // host (pinned on CUDA): block table, lengths, slots back to back
+  // Host images of the three (pinned on CUDA), uploaded with asynchronous
+  // copies: pageable copies blocked the host for each, a large part of its
+  // gap between two graph replays (0.10-0.19 ms a step on the H100,
+  // bench/results/gpu/e2e_decode_graph_gap_s10_h100.json). staged_ marks
+  // their last upload: the host waits on it before writing them again.
+  at::Tensor table_host_, lens_host_, slots_host_;
+  void* staged_ = nullptr;  // cudaEvent_t (CUDA builds), else unused
   int64_t prepared_step_ = -1;
   int64_t prepared_rows_ = 0;  // padded rows
   int64_t prepared_max_len_ = 0;
