@@ -125,7 +125,8 @@ Point RunPoint(Engine& e, const StrategyConfig& kv, int64_t B, int64_t T, int wa
   p.prefill_s = std::chrono::duration<double>(stamps[0] - t0).count();
   const double dt = std::chrono::duration<double>(stamps[warmup + decode] - stamps[warmup]).count();
   p.step_ms = dt * 1e3 / decode;
-  // step_ms - graph_gpu_ms = the host's time between two steps' GPU work.
+  // Mean over every replay of the point (warm-up steps included). step_ms -
+  // graph_gpu_ms ~ the host's time between two replays plus the step's uploads.
   if (const int64_t n = e.model().decode_graph_replays() - replays0; n > 0) {
     p.graph_gpu_ms = (e.model().decode_graph_gpu_ms() - gpu_ms0) / static_cast<double>(n);
   }

@@ -102,6 +102,8 @@ std::optional<absl::StatusOr<at::Tensor>> DecodeGraphs::TryRun(absl::Span<const 
     }
     // Pinned images, uploaded asynchronously (a pageable copy blocks the
     // host); the last upload must have read them before they are rewritten.
+    // Defensive: a successful step ends in m.stream.synchronize(), a failed
+    // one may not.
     C10_CUDA_CHECK(cudaEventSynchronize(m.staged));
     int64_t* tok_h = m.tok_host.data_ptr<int64_t>();
     int64_t* pos_h = m.pos_host.data_ptr<int64_t>();

@@ -26,7 +26,7 @@
 //                                scores of each split; -inf for an empty split
 //   k_new, v_new (fused append) [B, Hkv, D] the step's new K/V rows (row stride
 //                                new_stride_b), not yet in the pool
-//   split_counters (split-K)    [B, H] int32, zero between launches
+//   split_counters (split-K)    [B, Hkv * G/chunk] int32 (one per CTA column), zero between launches
 // Query head h reads KV head h / G (heads grouped as in Llama/HF GQA).
 //
 // Semantics: out[b,h,:] = softmax(scale * q[b,h,:] . K[b,kvh,t,:], t < T) @ V[b,kvh,t,:]
@@ -92,7 +92,7 @@ struct DenseDecodeParams {
   float* partial_lse = nullptr;         // [B, H, S] fp32 workspace; required iff num_splits > 1
   const void* k_new = nullptr;          // [B, Hkv, D] dtype, (b,h,d) at b*new_stride_b + h*D + d; or nullptr
   const void* v_new = nullptr;          // [B, Hkv, D] dtype, same strides as k_new; set iff k_new is
-  int* split_counters = nullptr;        // [B, H] int32 zeros, or nullptr (separate merge kernel)
+  int* split_counters = nullptr;        // [B, Hkv * G/chunk] int32 zeros (>= B*H is enough), or nullptr (separate merge kernel)
 
   int64_t new_stride_b = 0;  // elements between k_new (and v_new) rows; 0 = Hkv*D
   int64_t q_stride_b = 0;    // elements between q rows of consecutive sequences; 0 = H*D (packed)
@@ -122,10 +122,10 @@ bool DenseDecodeSupports(int head_dim, KvDType dtype);
 // byte is read once per step for G <= 8 (G/chunk times otherwise).
 int DenseDecodeGroupChunk(int group);
 
-// Split count S for a step: fills about one wave of kDenseDecodeCtasPerSm CTAs
-// per SM (B * Hkv * G/chunk * S <= that, when B*Hkv*G/chunk is below it), keeps
-// at least kDenseDecodeMinSplitTokens tokens per split, is in
-// [1, kDenseDecodeMaxSplits], and is a power of two. Returns 1 for
+// Split count S for a step: fills about one wave of kDenseDecodeSplitCtasPerSm
+// CTAs per SM (B * Hkv * G/chunk * S <= that, when B*Hkv*G/chunk is below it),
+// keeps at least kDenseDecodeMinSplitTokens tokens per split, is in
+// [1, kDenseDecodeMaxSplits], and from 8 up a multiple of 8. Returns 1 for
 // non-positive arguments.
 int PlanDenseDecodeSplits(int batch, int num_heads, int num_kv_heads, int max_seq_len, int num_sms);
 

@@ -79,6 +79,7 @@ struct Geometry {
                 "split boundaries must fall on step boundaries");
   static_assert(kStateFloats * 4 <= kWarpSlots * 16, "a warp's softmax state must fit in its ring");
   static_assert(GC >= 1 && GC <= kDenseDecodeMaxGroupChunk, "group chunk out of range");
+  static_assert(kThreads >= 2 * kLanesPerRow, "the fused append stores a K and a V row with one thread per slot");
 };
 
 // Everything the kernels read, flattened from DenseDecodeParams by the launcher.
@@ -208,9 +209,12 @@ __global__ void __launch_bounds__(kThreads, MinCtasPerSm(GC)) DenseDecodeKernel(
   T* const k_base = static_cast<T*>(a.k_pool) + kvh * a.head_stride + col * kVec;
   T* const v_base = static_cast<T*>(a.v_pool) + kvh * a.head_stride + col * kVec;
 
-  // Fused append: this split holds the new token T-1. Lanes [0, kLpr) of warp 0
-  // store its K row, lanes [kLpr, 2 kLpr) its V row; the barrier makes the
-  // stores visible to the copies below (CTA scope, both through L2).
+  // Fused append: this split holds the new token T-1. Threads [0, kLpr) store
+  // its K row, threads [kLpr, 2 kLpr) its V row; the barrier makes the stores
+  // visible to the copies below (CTA scope, both through L2). NOTE(dense): with
+  // more than one head chunk (G > 8) every chunk's CTA stores the same bytes,
+  // which may overlap another chunk's copies of them: a race in the memory
+  // model's terms, harmless in effect (identical values).
   if (a.k_new != nullptr && t_len > 0 && end == t_len && begin < end) {
     if (threadIdx.x < 2 * kLpr) {  // column slot `col` (kLpr divides 32)
       const bool is_v = threadIdx.x >= kLpr;
@@ -458,6 +462,9 @@ __global__ void __launch_bounds__(kThreads, MinCtasPerSm(GC)) DenseDecodeKernel(
 // lane i owns columns [i*D/32, (i+1)*D/32). Launched as a programmatic
 // dependent of the attention kernel, so its launch latency overlaps that grid.
 template <class T, int D>
+// NOTE(dense): (128, 1), not (128): with the bare bound ptxas (nvcc 13.0,
+// sm_90a) kept this kernel at 32 registers and spilled 8-16 bytes; with the
+// minimum-blocks hint it takes 71 and spills none.
 __global__ void __launch_bounds__(128, 1) DenseDecodeMergeKernel(const KernelArgs a) {
   constexpr int kPer = D / 32;
   static_assert(D % 32 == 0 && (kPer == 2 || kPer == 4), "merge handles D = 64 or 128");

@@ -2,7 +2,6 @@
 // planner, workspace size and parameter validation. Plain C++ (no CUDA), shared
 // by the launcher (kvstream_kernels_cuda links kvstream_kernels) and the twin.
 #include <algorithm>
-#include <bit>
 #include <cmath>
 
 #include "kernels/dense/dense_decode.h"
@@ -35,10 +34,12 @@ int PlanDenseDecodeSplits(int batch, int num_heads, int num_kv_heads, int max_se
   // Each split must carry enough tokens to amortise its partial write and the merge.
   const long long by_len = std::max(1, max_seq_len / kDenseDecodeMinSplitTokens);
   splits = std::min({splits, by_len, static_cast<long long>(kDenseDecodeMaxSplits)});
-  // NOTE(kvstream): rounded down to a power of two. H100 fused sweep
-  // (bench/results/gpu/dense_decode_s10_h100.json): (1,32K) S=32 53.9 us vs the
-  // full wave's S=33 55.3 us; (1,8K) 21.0 vs 21.5; (1,128K) equal.
-  return static_cast<int>(std::bit_floor(static_cast<unsigned long long>(splits)));
+  // NOTE(kvstream): from 8 up, rounded down to a multiple of 8 (the merge loads
+  // partials 8 splits at a time). H100 fused sweep (bench/results/gpu/
+  // dense_decode_s10_h100.json): (1,32K) S=32 53.9 us vs the half-occupancy
+  // wave's S=33 55.3 us; (1,8K) 21.0 vs 21.5; (1,128K) equal. A power of two
+  // would also fit 132 SMs but drop 108 / 114 SMs' 27 / 28 splits to 16.
+  return static_cast<int>(splits >= 8 ? splits / 8 * 8 : splits);
 }
 
 const char* DenseDecodeValidate(const DenseDecodeParams& p) {

@@ -74,26 +74,29 @@ int64_t PagedDenseStrategy::PredictBytes(const StrategyConfig&, int64_t prompt_t
 
 absl::Status PagedDenseStrategy::EnsureBuffers() {
   if (block_table_.defined()) return absl::OkStatus();
+  const bool cuda = geometry_.device.is_cuda();
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+  // First, so that a failure leaves nothing half built (no buffers without it).
+  if (cuda && staged_ == nullptr) {
+    cudaEvent_t e = nullptr;
+    if (const cudaError_t err = cudaEventCreateWithFlags(&e, cudaEventDisableTiming); err != cudaSuccess) {
+      return absl::InternalError(absl::StrCat("paged dense: cudaEventCreate: ", cudaGetErrorString(err)));
+    }
+    staged_ = e;
+  }
+#endif
   auto i32 = at::TensorOptions().dtype(at::kInt).device(geometry_.device);
   block_table_ = at::zeros({kMaxPreparedRows, max_pages_per_seq_}, i32);
   seq_lens_ = at::zeros({kMaxPreparedRows}, i32);
   slots_ = at::zeros({kMaxPreparedRows * geometry_.n_kv_heads}, i32.dtype(at::kLong));
   split_counters_ = at::zeros({kMaxPreparedRows * geometry_.n_heads}, i32);
-  const bool cuda = geometry_.device.is_cuda();
   auto host = at::TensorOptions().dtype(at::kInt).pinned_memory(cuda);
   table_host_ = at::empty({kMaxPreparedRows * max_pages_per_seq_}, host);
   lens_host_ = at::empty({kMaxPreparedRows}, host);
   slots_host_ = at::empty({kMaxPreparedRows * geometry_.n_kv_heads}, host.dtype(at::kLong));
   num_sms_ = 1;
 #ifdef KVSTREAM_HAVE_CUDA_TORCH
-  if (cuda) {
-    num_sms_ = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-    cudaEvent_t e = nullptr;
-    if (cudaEventCreateWithFlags(&e, cudaEventDisableTiming) != cudaSuccess) {
-      return absl::InternalError("paged dense: cudaEventCreate failed");
-    }
-    staged_ = e;
-  }
+  if (cuda) num_sms_ = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
 #endif
   return absl::OkStatus();
 }
@@ -133,8 +136,10 @@ absl::StatusOr<int64_t> PagedDenseStrategy::PrepareDecode(absl::Span<SequenceCac
   // Host images; padded rows: length 0 (attend to nothing), append to the
   // scratch page. The previous step's uploads must have read them first.
 #ifdef KVSTREAM_HAVE_CUDA_TORCH
-  if (staged_ != nullptr && cudaEventSynchronize(static_cast<cudaEvent_t>(staged_)) != cudaSuccess) {
-    return absl::InternalError("PrepareDecode: waiting for the last upload failed");
+  if (staged_ != nullptr) {
+    if (const cudaError_t err = cudaEventSynchronize(static_cast<cudaEvent_t>(staged_)); err != cudaSuccess) {
+      return absl::InternalError(absl::StrCat("PrepareDecode: waiting for the last upload: ", cudaGetErrorString(err)));
+    }
   }
 #endif
   int32_t* table = table_host_.data_ptr<int32_t>();
@@ -156,9 +161,11 @@ absl::StatusOr<int64_t> PagedDenseStrategy::PrepareDecode(absl::Span<SequenceCac
   seq_lens_.narrow(0, 0, padded_rows).copy_(lens_host_.narrow(0, 0, padded_rows), /*non_blocking=*/true);
   slots_.narrow(0, 0, padded_rows * Hkv).copy_(slots_host_.narrow(0, 0, padded_rows * Hkv), /*non_blocking=*/true);
 #ifdef KVSTREAM_HAVE_CUDA_TORCH
-  if (staged_ != nullptr &&
-      cudaEventRecord(static_cast<cudaEvent_t>(staged_), at::cuda::getCurrentCUDAStream()) != cudaSuccess) {
-    return absl::InternalError("PrepareDecode: recording the upload failed");
+  if (staged_ != nullptr) {
+    const cudaError_t err = cudaEventRecord(static_cast<cudaEvent_t>(staged_), at::cuda::getCurrentCUDAStream());
+    if (err != cudaSuccess) {
+      return absl::InternalError(absl::StrCat("PrepareDecode: recording the upload: ", cudaGetErrorString(err)));
+    }
   }
 #endif
 

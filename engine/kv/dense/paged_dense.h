@@ -30,6 +30,8 @@ class PagedDenseStrategy final : public Strategy {
 
   PagedDenseStrategy(const KvGeometry& g, int64_t pool_bytes);
   ~PagedDenseStrategy() override;
+  PagedDenseStrategy(const PagedDenseStrategy&) = delete;  // owns a CUDA event
+  PagedDenseStrategy& operator=(const PagedDenseStrategy&) = delete;
 
   // ---- Strategy ----
   const char* name() const override { return "dense"; }
@@ -64,10 +66,12 @@ class PagedDenseStrategy final : public Strategy {
   at::Tensor slots_;          // [kMaxPreparedRows * Hkv] int64 rows of the flat pool view, device
   at::Tensor split_counters_; // [kMaxPreparedRows * H] int32 zeros, device: the kernel's fused merge
   // Host images of the three (pinned on CUDA), uploaded with asynchronous
-  // copies: pageable copies blocked the host for each, a large part of its
-  // gap between two graph replays (0.10-0.19 ms a step on the H100,
-  // bench/results/gpu/e2e_decode_graph_gap_s10_h100.json). staged_ marks
-  // their last upload: the host waits on it before writing them again.
+  // copies instead of pageable ones, which block the host for each. On the
+  // H100 this did not shrink the host's gap between graph replays beyond
+  // machine noise (0.10-0.19 ms before, 0.19-0.41 ms after on another machine:
+  // bench/results/gpu/e2e_decode_pinned_uploads_s10_h100.json): the gap is
+  // elsewhere. staged_ marks their last upload: the host waits on it before
+  // writing them again.
   at::Tensor table_host_, lens_host_, slots_host_;
   void* staged_ = nullptr;  // cudaEvent_t (CUDA builds), else unused
   int64_t prepared_step_ = -1;

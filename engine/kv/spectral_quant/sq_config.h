@@ -119,7 +119,8 @@ struct SpectralQuantConfig {
   int64_t RecentTokens(int64_t max_tokens) const {
     if (!compress_decode_tokens) return 0;
     if (num_recent_tokens) return *num_recent_tokens;
-    return std::max<int64_t>(kSqRecentMin, max_tokens / kSqRecentDivisor);
+    // At most the knob's own range (from T ~ 49K tokens on).
+    return std::min<int64_t>(kSqMaxRecentTokens, std::max<int64_t>(kSqRecentMin, max_tokens / kSqRecentDivisor));
   }
 };
 

@@ -213,6 +213,44 @@ TEST_P(DenseDecodeCudaTest, FusedAppendAndMergeMatchCpuTwinStoreRowsAndResetCoun
   }
 }
 
+// Pages that a warp step does not fit in (P = 1, or P = 24 with D = 64's
+// 16-token steps: the per-slot page lookup) and two head chunks (G = 16) whose
+// CTAs both store the fused-append row: output and pools as the twin's.
+TEST(DenseDecodeCuda, UnalignedPagesAndTwoHeadChunksWithFusedAppendMatchCpuTwin) {
+  SKIP_WITHOUT_DEVICE();
+  uint32_t seed = 700;
+  for (int d : {64, 128}) {
+    for (int page : {1, 24}) {
+      for (int g : {4, 16}) {
+        DecodeShape s;
+        s.head_dim = d;
+        s.page_size = page;
+        s.num_kv_heads = 2;
+        s.num_heads = 2 * g;
+        s.dtype = KvDType::kBf16;
+        s.lens = {1, 97, 1000};
+        const DecodeProblem pr = MakeDecodeProblem(s, seed++);
+        const DecodeProblem fused = testing::TakeNewestRows(pr, /*row_pad=*/16);
+        const int splits = 5;
+        DeviceProblem dp;
+        Upload(fused, splits, &dp);
+        const size_t n_counters = static_cast<size_t>(pr.batch) * pr.shape.num_heads;
+        dp.p.split_counters = static_cast<int*>(dp.Alloc(n_counters * sizeof(int)));
+        ASSERT_CUDA(cudaMemset(dp.p.split_counters, 0, n_counters * sizeof(int)));
+        const std::vector<double> got = RunGpu(dp);
+        const std::string at = "D " + std::to_string(d) + " P " + std::to_string(page) + " G " + std::to_string(g);
+        ASSERT_TRUE(AllFinite(got)) << at;
+        EXPECT_LT(RelError(got, RunTwin(pr, splits)), GpuBound(s.dtype)) << at;
+        std::vector<uint8_t> k(pr.k_pool.size()), v(pr.v_pool.size());
+        ASSERT_CUDA(cudaMemcpy(k.data(), dp.p.k_pool, k.size(), cudaMemcpyDeviceToHost));
+        ASSERT_CUDA(cudaMemcpy(v.data(), dp.p.v_pool, v.size(), cudaMemcpyDeviceToHost));
+        EXPECT_EQ(k, pr.k_pool) << at;
+        EXPECT_EQ(v, pr.v_pool) << at;
+      }
+    }
+  }
+}
+
 TEST(DenseDecodeCuda, EveryBuiltGroupChunkMatchesCpuTwin) {
   SKIP_WITHOUT_DEVICE();
   for (int g : {2, 5, 6, 7, 8, 12, 16}) {

@@ -75,6 +75,7 @@ TEST(SqConfig, RdAllocationAndRecentWindowKnobs) {
   EXPECT_EQ(a.RecentTokens(2048), 42);
   EXPECT_EQ(a.RecentTokens(4096), 85);
   EXPECT_EQ(a.RecentTokens(8000), 166);
+  EXPECT_EQ(a.RecentTokens(131072), kSqMaxRecentTokens);  // capped at the knob's range
   EXPECT_EQ(w.RecentTokens(8000), 8);  // set: fixed
   EXPECT_EQ(c->RecentTokens(8000), 0);
   EXPECT_EQ(mb.RecentTokens(8000), 0);
