@@ -18,19 +18,22 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 srcs=(kernels/dense/dense_decode.cu kernels/dense/inst/*.cu bench/attention/dense_decode_bench.cu)
+pids=()
+g++ -std=c++20 -O2 -I. -c kernels/dense/dense_decode_plan.cpp -o "$work/plan.o" & pids+=($!)
 for v in "${variants[@]}"; do
   name=${v%%=*}; flags=${v#*=}
   mkdir -p "$work/$name"
   for s in "${srcs[@]}"; do
     # shellcheck disable=SC2086  # flags is a list of -D options
-    nvcc -std=c++20 -O3 -arch="$arch" -I. $flags -c "$s" -o "$work/$name/$(basename "$s").o" &
+    nvcc -std=c++20 -O3 -arch="$arch" -I. $flags -c "$s" -o "$work/$name/$(basename "$s").o" & pids+=($!)
   done
-  g++ -std=c++20 -O2 -I. -c kernels/dense/dense_decode_plan.cpp -o "$work/$name/plan.o" &
 done
-wait
+for pid in "${pids[@]}"; do  # a failed compile stops here, not at link time
+  wait "$pid" || { echo "dense_decode_variants: a compile failed" >&2; exit 1; }
+done
 for v in "${variants[@]}"; do
   name=${v%%=*}
-  nvcc -arch="$arch" "$work/$name"/*.o -o "$work/$name/bench"
+  nvcc -arch="$arch" "$work/$name"/*.o "$work/plan.o" -o "$work/$name/bench"
   echo "== variant $name: ${v#*=}"
   "$work/$name/bench" --commit "$commit" --out "$out/dense_decode_$name.json"
 done

@@ -89,9 +89,12 @@ std::optional<at::Tensor> OurGemv(const at::Tensor& x, const at::Tensor& w) {
 std::pair<double, int> BestLtUs(const at::Tensor& x, const std::vector<at::Tensor>& w, int iters) {
   static cublasLtHandle_t lt = [] {
     cublasLtHandle_t h = nullptr;
-    cublasLtCreate(&h);
-    return h;
+    return cublasLtCreate(&h) == CUBLAS_STATUS_SUCCESS ? h : nullptr;
   }();
+  if (lt == nullptr) {
+    std::fprintf(stderr, "--lt_search: cublasLtCreate failed\n");
+    return {0.0, -1};
+  }
   const int64_t M = x.size(0), K = x.size(1), N = w[0].size(0);
   const size_t ws_bytes = 64ull << 20;
   at::Tensor ws = at::empty({static_cast<int64_t>(ws_bytes)}, x.options().dtype(at::kByte));
@@ -110,7 +113,12 @@ std::pair<double, int> BestLtUs(const at::Tensor& x, const std::vector<at::Tenso
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes, sizeof ws_bytes);
   cublasLtMatmulHeuristicResult_t res[16];
   int found = 0;
-  cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, 16, res, &found);
+  if (const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, 16, res, &found);
+      st != CUBLAS_STATUS_SUCCESS) {
+    std::fprintf(stderr, "--lt_search: no heuristic for M=%lld N=%lld K=%lld (cuBLAS status %d)\n",
+                 static_cast<long long>(M), static_cast<long long>(N), static_cast<long long>(K), static_cast<int>(st));
+    found = 0;
+  }
   const float one = 1.f, zero = 0.f;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   double best = 1e30;
