@@ -92,44 +92,50 @@ std::vector<int> SqRdWidths(const float* lambda, int n, int budget) {
 
 namespace {
 
-// rd_allocation (sq_config.h): every dim from one greedy fill, own sigma.
-void FillRd(const SqSpectrum& s, int D, int d_eff, int budget, SqTypePlan* p) {
-  const std::vector<int> w = SqRdWidths(s.lambda.data(), D, budget);
+// sqrt(max(lambda_i, floor)): a dim's sigma, floored.
+float Sigma(const SqSpectrum& s, int i, double floor) {
+  return static_cast<float>(std::sqrt(std::max(static_cast<double>(s.lambda[i]), floor)));
+}
+
+// Stores per-dim widths and scales into p, d_eff, the bit offsets and the
+// record's total bits (what every allocation mode ends with).
+void Layout(const std::vector<int>& width, const std::vector<float>& scale, int d_eff, SqTypePlan* p) {
+  const int D = static_cast<int>(width.size());
   p->d_eff = d_eff;
   p->width.assign(D, 0);
-  p->scale.assign(D, 0.0f);
+  p->scale.assign(scale.begin(), scale.end());
   p->offset.assign(D, 0);
   int off = 0;
   for (int i = 0; i < D; ++i) {
-    p->width[i] = static_cast<uint8_t>(w[i]);
-    p->scale[i] = static_cast<float>(std::sqrt(std::max(static_cast<double>(s.lambda[i]), 1e-8)));
+    p->width[i] = static_cast<uint8_t>(width[i]);
     p->offset[i] = static_cast<uint16_t>(off);
-    off += w[i];
+    off += width[i];
   }
   p->bits = off;
+}
+
+// rd_allocation (sq_config.h): every dim from one greedy fill, own sigma.
+void FillRd(const SqSpectrum& s, int D, int d_eff, int budget, SqTypePlan* p) {
+  std::vector<float> scale(D);
+  for (int i = 0; i < D; ++i) scale[i] = Sigma(s, i, 1e-8);
+  Layout(SqRdWidths(s.lambda.data(), D, budget), scale, d_eff, p);
 }
 
 // Widths/scales of one type: semantic dims [0, d) from `sem` widths and
 // `sem_scale`, tail dims [d, D) at `tail_w` with sigma floored at 1/sqrt(D).
 void FillType(const SqSpectrum& s, int D, int d, const std::vector<int>& sem_w, const std::vector<float>& sem_scale,
               int tail_w, SqTypePlan* p) {
-  p->d_eff = d;
-  p->width.assign(D, 0);
-  p->scale.assign(D, 0.0f);
-  p->offset.assign(D, 0);
-  int off = 0;
+  std::vector<int> width(D, tail_w);
+  std::vector<float> scale(D);
   for (int i = 0; i < D; ++i) {
     if (i < d) {
-      p->width[i] = static_cast<uint8_t>(sem_w[i]);
-      p->scale[i] = sem_scale[i];
+      width[i] = sem_w[i];
+      scale[i] = sem_scale[i];
     } else {
-      p->width[i] = static_cast<uint8_t>(tail_w);
-      p->scale[i] = static_cast<float>(std::sqrt(std::max(static_cast<double>(s.lambda[i]), 1.0 / D)));
+      scale[i] = Sigma(s, i, 1.0 / D);
     }
-    p->offset[i] = static_cast<uint16_t>(off);
-    off += p->width[i];
   }
-  p->bits = off;
+  Layout(width, scale, d, p);
 }
 
 // §4.2.3 shared semantic sigma: sqrt(max(mean(lambda_<d), 1e-8)).
@@ -160,8 +166,8 @@ void SqBuildHeadPlan(const SpectralQuantConfig& c, const SqSpectrum& k, const Sq
   if (c.use_water_fill) {
     wk = SqWaterFill(k.lambda.data(), dk, dk * b.mse_bits_high, 1, b.mse_bits_high + 2);
     wv = SqWaterFill(v.lambda.data(), dv, dv * b.b_high, 1, b.b_high + 2);
-    for (int i = 0; i < dk; ++i) sk[i] = static_cast<float>(std::sqrt(std::max(static_cast<double>(k.lambda[i]), 1e-8)));
-    for (int i = 0; i < dv; ++i) sv[i] = static_cast<float>(std::sqrt(std::max(static_cast<double>(v.lambda[i]), 1e-8)));
+    for (int i = 0; i < dk; ++i) sk[i] = Sigma(k, i, 1e-8);
+    for (int i = 0; i < dv; ++i) sv[i] = Sigma(v, i, 1e-8);
   } else {
     wk.assign(dk, b.mse_bits_high);
     wv.assign(dv, b.b_high);
