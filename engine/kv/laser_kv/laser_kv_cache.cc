@@ -43,6 +43,17 @@ LaserSegment LayerSegment(const at::Tensor& t, int64_t l, int64_t len) {
   return s;
 }
 
+// Rows [begin, begin + len) of one layer's [Hkv, N, D] keys (e.g. the
+// attention's concatenated key list) as a K1 segment.
+LaserSegment RowsSegment(const at::Tensor& t, int64_t begin, int64_t len) {
+  LaserSegment s;
+  s.k = static_cast<const char*>(t.const_data_ptr()) + begin * t.stride(1) * t.element_size();
+  s.len = static_cast<int>(len);
+  s.stride_h = t.stride(0);
+  s.stride_j = t.stride(1);
+  return s;
+}
+
 }  // namespace
 
 LaserKvSequenceCache::LaserKvSequenceCache(const KvGeometry& g, const LaserKvConfig& c, int64_t max_tokens)
@@ -256,10 +267,7 @@ absl::StatusOr<at::Tensor> LaserKvSequenceCache::BlockForward(int64_t layer, con
     // The anchors (C's first sink_len_ rows), then T ++ block: contiguous rows
     // of the attention's key list from |C| on.
     p.seg[0] = LayerSegment(ck_, layer, sink_len_);
-    p.seg[1].k = static_cast<const char*>(all_keys.const_data_ptr()) + c_len_ * all_keys.stride(1) * all_keys.element_size();
-    p.seg[1].len = static_cast<int>(t_len + nb);
-    p.seg[1].stride_h = all_keys.stride(0);
-    p.seg[1].stride_j = all_keys.stride(1);
+    p.seg[1] = RowsSegment(all_keys, c_len_, t_len + nb);
   } else {
     p.seg[0] = accumulate ? LayerSegment(tk_, layer, t_len) : LayerSegment(ck_, layer, c_len_);
     p.seg[1] = LayerSegment(bk_, layer, nb);
