@@ -29,7 +29,7 @@ ABSL_FLAG(int64_t, max_prompt_tokens, 0, "longest prompt accepted, in tokens (0 
 ABSL_FLAG(std::string, synthetic, "", "serve seeded random weights of this architecture instead of --model: llama3-8b, llama3-70b, qwen2.5-7b, smollm2-135m");
 ABSL_FLAG(int32_t, threads, 0, "CPU threads for the engine (0 = all cores)");
 ABSL_FLAG(int32_t, tensor_parallel, 1,
-          "shards of the model, one rank each (must divide its KV heads); CPU: threads of this process");
+          "shards of the model, one rank each: 1 to its KV-head count (ranks 0.. take one more head where it does not divide); CUDA: one GPU per rank, NCCL; CPU: threads of this process");
 
 int main(int argc, char** argv) {
   // KV buffers and step temporaries of every size come and go for the life

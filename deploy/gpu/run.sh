@@ -21,8 +21,9 @@
 #             paths, % of copy bandwidth) (those that were built)
 #   kvariants: dense decode kernel geometry A/B (bench/attention/dense_decode_variants.sh; DD_VARIANTS)
 #   eval:     alias of akveval (any strategies through EVAL_STRATEGIES / EVAL_KV)
-#   tp:       tensor parallelism over the machine's GPUs (issue 14): the CUDA TP test (real model,
-#             TP = its KV heads when that many GPUs), then decode tok/s of the synthetic llama3-8b at
+#   tp:       tensor parallelism over the machine's GPUs (issue 14): the TP tests (real model on the
+#             GPUs at TP = min(GPUs, KV heads), the CPU ones too), NCCL all-reduce time eager and in a
+#             CUDA graph (allreduce_bench), then decode tok/s of the synthetic llama3-8b at
 #             TP=1 and TP=TP_SIZE (default 2) on TP_POINTS, and llama3-70b at TP=TP_SIZE
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -172,8 +173,10 @@ if want tp; then
   pts="${TP_POINTS:-1x1024,32x8192}"
   export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # device rules: no NVLink multicast
   log "tensor parallelism: CUDA TP test, then llama3-8b TP=1 vs TP=$tps on $pts, llama3-70b TP=$tps"
-  ctest --test-dir build-gpu -R 'tensor_parallel' --output-on-failure > "$OUT/ctest-tp.log" 2>&1
-  grep -E "mixed-batch|tests passed|Failed|Skipped|\*\*\*" "$OUT/ctest-tp.log" | head -20
+  ctest --test-dir build-gpu -R 'tensor_parallel|tp_runner' -V > "$OUT/ctest-tp.log" 2>&1
+  grep -E "\[tp-cuda\].*:|\[tp\]|\[tp-engine\]|tests passed|Failed|Skipped|\*\*\*" "$OUT/ctest-tp.log" | head -40
+  [ -x build-gpu/allreduce_bench ] && build-gpu/allreduce_bench --gpus="$tps" --commit="$(git rev-parse --short HEAD 2>/dev/null)" \
+    --json="$OUT/allreduce_tp$tps.json" 2>&1 | tail -8
   build-gpu/decode_e2e_bench --commit="$(git rev-parse --short HEAD 2>/dev/null)" --synthetic=llama3-8b --points="$pts" --json="$OUT/e2e_tp1.json" 2>&1 | tail -4
   build-gpu/decode_e2e_bench --commit="$(git rev-parse --short HEAD 2>/dev/null)" --synthetic=llama3-8b --points="$pts" --tensor-parallel="$tps" \
     --json="$OUT/e2e_tp$tps.json" 2>&1 | tail -4

@@ -45,8 +45,9 @@ struct KvGeometry {
   // The model file ("" for synthetic weights). Strategies with per-model
   // profiles (SAM-Gate thresholds, SpectralQuant .sqcal) look beside it.
   std::string model_path;
-  // Tensor parallelism: this geometry is one of tp_size shards, holding KV
-  // heads [tp_rank * n_kv_heads, (tp_rank + 1) * n_kv_heads) of the model.
+  // Tensor parallelism: this geometry is rank tp_rank of tp_size shards;
+  // n_heads and n_kv_heads count that rank's heads (LlamaModel::ShardOf: the
+  // split may be uneven, rank 0 holding the most).
   int tp_rank = 0, tp_size = 1;
 
   // Bytes one token's K+V take in a dense 16-bit cache over all layers.

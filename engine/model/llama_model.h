@@ -97,23 +97,30 @@ class LlamaModel {
   at::Tensor Logits(const at::Tensor& hidden) const;
 
   // Tensor parallelism (issue 14, Megatron-style): shard `rank` of `size`
-  // of this model, on `device`. It holds heads [rank*H/size, ...) of q and
-  // [rank*Hkv/size, ...) of k and v with the matching input columns of o,
-  // and columns [rank*I/size, ...) of gate and up with the matching input
-  // columns of down; norms, embedding and lm-head are replicated. Its config
-  // says H/size, Hkv/size, I/size, so KV strategies built on its geometry
-  // hold its own KV heads only. o and down give partial sums that `comm`
+  // of this model, on `device`. It holds its share (ShardOf) of the KV
+  // heads in k and v, the query heads of their groups in q with the matching
+  // input columns of o, and its share of the MLP columns in gate and up with
+  // the matching input columns of down; norms, embedding and lm-head are
+  // replicated. Its config counts only its heads and columns, so KV
+  // strategies built on its geometry hold its own KV heads only. o and down give partial sums that `comm`
   // (required when size > 1; rank and size must match) all-reduces, two per
   // layer. A CPU file's packed blocks are not carried (shards decode from
-  // the compute-dtype weights). INVALID_ARGUMENT names the count size does
-  // not divide.
+  // the compute-dtype weights). Shares are ShardConfig's.
   // dtype: the shard's compute dtype (default: this model's), e.g. a CPU
   // fp32 load split into bf16 shards on GPUs.
   absl::StatusOr<std::unique_ptr<LlamaModel>> Shard(int rank, int size, Communicator* comm, c10::Device device,
                                                     std::optional<c10::ScalarType> dtype = std::nullopt) const;
-  // The config of one of `size` shards of `c` (H/size, Hkv/size, I/size),
-  // or INVALID_ARGUMENT naming the count size does not divide.
-  static absl::StatusOr<ModelConfig> ShardConfig(const ModelConfig& c, int size);
+  // Rank `rank`'s share of `count` items split over `size` ranks: contiguous,
+  // the first count % size ranks one more (so rank 0 holds the most).
+  struct ShardSpan {
+    int64_t begin = 0, count = 0;
+  };
+  static ShardSpan ShardOf(int64_t count, int rank, int size);
+  // The config of rank `rank` of `size` shards of `c`: its KV heads (and the
+  // query heads of their groups) and MLP columns, by ShardOf. The split may
+  // be uneven (SmolLM2-135M's 3 KV heads over 2 GPUs: 2 + 1); a size over
+  // the KV-head count is INVALID_ARGUMENT naming the allowed range.
+  static absl::StatusOr<ModelConfig> ShardConfig(const ModelConfig& c, int rank, int size);
   // Marks a model built from a shard config (e.g. CreateSynthetic of
   // ShardConfig) as rank `rank` of `size`, summing through comm.
   void AttachTensorParallel(int rank, int size, Communicator* comm);

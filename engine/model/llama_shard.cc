@@ -6,6 +6,8 @@
 #include <ATen/ATen.h>
 #include <c10/core/DeviceGuard.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/model/decode_graphs.h"
@@ -16,21 +18,25 @@
 
 namespace kvstream {
 
-absl::StatusOr<ModelConfig> LlamaModel::ShardConfig(const ModelConfig& c, int size) {
-  if (size < 1) return absl::InvalidArgumentError(absl::StrFormat("tensor_parallel must be >= 1 (got %d)", size));
-  if (c.n_kv_heads % size != 0) {
+LlamaModel::ShardSpan LlamaModel::ShardOf(int64_t count, int rank, int size) {
+  const int64_t base = count / size, extra = count % size;
+  return {rank * base + std::min<int64_t>(rank, extra), base + (rank < extra ? 1 : 0)};
+}
+
+absl::StatusOr<ModelConfig> LlamaModel::ShardConfig(const ModelConfig& c, int rank, int size) {
+  if (size < 1 || size > c.n_kv_heads) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "tensor_parallel=%d must divide the model's %d KV heads (allowed: divisors of %d)", size, c.n_kv_heads,
-        c.n_kv_heads));
+        "tensor_parallel=%d is out of range [1, %d]: each rank needs at least one of the model's %d KV heads", size,
+        c.n_kv_heads, c.n_kv_heads));
   }
-  if (c.intermediate % size != 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "tensor_parallel=%d must divide the model's MLP width %d", size, c.intermediate));
+  if (rank < 0 || rank >= size) {
+    return absl::InvalidArgumentError(absl::StrFormat("tensor-parallel rank %d of %d", rank, size));
   }
+  const int64_t group = c.n_heads / c.n_kv_heads;  // query heads per KV head (checked by the loader)
   ModelConfig sc = c;
-  sc.n_heads = c.n_heads / size;
-  sc.n_kv_heads = c.n_kv_heads / size;
-  sc.intermediate = c.intermediate / size;
+  sc.n_kv_heads = ShardOf(c.n_kv_heads, rank, size).count;
+  sc.n_heads = sc.n_kv_heads * group;
+  sc.intermediate = ShardOf(c.intermediate, rank, size).count;
   return sc;
 }
 
@@ -44,19 +50,18 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Shard(int rank, int size
                                                                c10::Device device,
                                                                std::optional<c10::ScalarType> dtype) const {
   const ModelConfig& c = config_;
-  if (size < 1 || rank < 0 || rank >= size) {
-    return absl::InvalidArgumentError(absl::StrFormat("tensor-parallel rank %d of %d", rank, size));
-  }
-  auto shard_config = ShardConfig(c, size);
+  auto shard_config = ShardConfig(c, rank, size);
   if (!shard_config.ok()) return shard_config.status();
   if (size > 1 && (comm == nullptr || comm->size() != size || comm->rank() != rank)) {
     return absl::InvalidArgumentError(absl::StrFormat("tensor-parallel shard %d of %d needs a communicator of "
                                                       "that rank and size", rank, size));
   }
   const int64_t H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, I = c.intermediate;
-  const int64_t q0 = rank * (H / size) * D, qn = (H / size) * D;
-  const int64_t kv0 = rank * (Hkv / size) * D, kvn = (Hkv / size) * D;
-  const int64_t i0 = rank * (I / size), in = I / size;
+  const int64_t group = H / Hkv;
+  const ShardSpan kv = ShardOf(Hkv, rank, size), mlp = ShardOf(I, rank, size);
+  const int64_t q0 = kv.begin * group * D, qn = kv.count * group * D;
+  const int64_t kv0 = kv.begin * D, kvn = kv.count * D;
+  const int64_t i0 = mlp.begin, in = mlp.count;
 
   const c10::ScalarType out_dtype = dtype.value_or(dtype_);
   std::unique_ptr<LlamaModel> m(new LlamaModel(*shard_config, device, out_dtype));

@@ -43,8 +43,8 @@ class TpStrategy final : public Strategy {
   const char* name() const override { return ranks_[0]->name(); }
   absl::Status Validate(const StrategyConfig& config) const override { return ranks_[0]->Validate(config); }
   absl::StatusOr<std::unique_ptr<SequenceCache>> Open(const StrategyConfig& config) override;
-  // Per device (every rank holds the same share): what admission checks
-  // against one device's KV budget.
+  // Per device: rank 0 holds the largest share of the KV heads (ShardOf),
+  // so its bytes are what admission checks against one device's KV budget.
   int64_t PredictBytes(const StrategyConfig& config, int64_t prompt_tokens, int64_t max_new_tokens) const override {
     return ranks_[0]->PredictBytes(config, prompt_tokens, max_new_tokens);
   }

@@ -102,8 +102,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
       KV_ASSIGN_OR_RETURN(e->tokenizer_, Tokenizer::Create(SyntheticTokenizer(config.vocab_size)));
       e->config_ = config;
       if (tp_cuda) {
-        KV_ASSIGN_OR_RETURN(ModelConfig shard_config, LlamaModel::ShardConfig(config, tp));
         for (int r = 0; r < tp; ++r) {
+          KV_ASSIGN_OR_RETURN(ModelConfig shard_config, LlamaModel::ShardConfig(config, r, tp));
           KV_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> m,
                               LlamaModel::CreateSynthetic(shard_config, c10::Device(c10::kCUDA, r), dtype,
                                                           options.synthetic_seed + static_cast<uint64_t>(r)));
@@ -146,7 +146,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
     std::vector<std::unique_ptr<StrategyRegistry>> ranks;
     for (int r = 0; r < tp; ++r) {
       geometry.tp_rank = r;
-      geometry.device = (r == 0 ? *e->model_ : *e->tp_peers_[static_cast<size_t>(r - 1)]).device();
+      const LlamaModel& shard = r == 0 ? *e->model_ : *e->tp_peers_[static_cast<size_t>(r - 1)];
+      geometry.n_heads = shard.config().n_heads;  // an uneven split gives ranks different head counts
+      geometry.n_kv_heads = shard.config().n_kv_heads;
+      geometry.device = shard.device();
       KV_ASSIGN_OR_RETURN(std::unique_ptr<StrategyRegistry> reg, StrategyRegistry::Create(geometry));
       ranks.push_back(std::move(reg));
     }

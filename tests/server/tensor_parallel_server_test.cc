@@ -1,8 +1,8 @@
 // The server with --tensor-parallel=3 (the bundled model's 3 KV heads, one
 // rank thread each, --device=cpu) over loopback gRPC: greedy text equal to
 // a TP=1 server's (both on fp32 weights: KVSTREAM_PACKED_WEIGHTS=0), for
-// dense and EntmaxKV. (Sizes that do not divide the KV heads: the engine
-// test tensor_parallel_engine_test.)
+// dense and EntmaxKV. (TP=2, an uneven split, and sizes over the KV heads:
+// the engine test tensor_parallel_engine_test.)
 #include <gtest/gtest.h>
 
 #include <cstdlib>

@@ -1,6 +1,6 @@
 // The engine with --tensor-parallel (EngineOptions::tensor_parallel) on the
-// bundled real model: TP=3 (SmolLM2-135M has 3 KV heads; ranks are threads)
-// generates the same greedy tokens as TP=1 on the parity prompts, 24 tokens,
+// bundled real model: TP=3 and TP=2 (SmolLM2-135M has 3 KV heads, split
+// 2 + 1 at TP=2; ranks are threads) generate the same greedy tokens as TP=1 on the parity prompts, 24 tokens,
 // batched, for dense and two compressed strategies whose state is per KV
 // head (EntmaxKV page lists, AKV tiers); the cache report sums the ranks
 // (dense: the same bytes as TP=1); SpectralQuant is refused as
@@ -27,7 +27,7 @@ std::unique_ptr<Engine> Load(int tp) {
 }
 
 struct Pair {
-  std::unique_ptr<Engine> one, tp;
+  std::unique_ptr<Engine> one, tp, tp2;
 };
 Pair& Engines() {
   static Pair p = [] {
@@ -35,6 +35,7 @@ Pair& Engines() {
     if (std::filesystem::exists(testing::DefaultModelPath())) {
       q.one = Load(1);
       q.tp = Load(3);
+      q.tp2 = Load(2);
     }
     return q;
   }();
@@ -54,7 +55,7 @@ std::vector<GenerateSpec> Specs(Engine& e, const StrategyConfig& kv) {
 
 void ExpectSameTokens(const std::string& strategy, const std::string& knobs) {
   Pair& p = Engines();
-  if (!p.one || !p.tp) GTEST_SKIP() << "bundled model absent: run scripts/setup.sh";
+  if (!p.one || !p.tp || !p.tp2) GTEST_SKIP() << "bundled model absent: run scripts/setup.sh";
   StrategyConfig kv;
   kv.strategy = strategy;
   if (!knobs.empty()) {
@@ -63,18 +64,21 @@ void ExpectSameTokens(const std::string& strategy, const std::string& knobs) {
     kv.knobs = *k;
   }
   auto a = p.one->GenerateBatch(Specs(*p.one, kv));
-  auto b = p.tp->GenerateBatch(Specs(*p.tp, kv));
   ASSERT_TRUE(a.ok()) << a.status();
-  ASSERT_TRUE(b.ok()) << b.status();
-  for (size_t i = 0; i < a->size(); ++i) {
-    EXPECT_EQ((*a)[i].token_ids, (*b)[i].token_ids) << strategy << " prompt " << i;
-    EXPECT_EQ((*b)[i].cache.stats.at("tensor_parallel_ranks"), 3.0);
-    if (strategy == "dense") {
-      EXPECT_EQ((*a)[i].cache.kv_bytes_device, (*b)[i].cache.kv_bytes_device) << "prompt " << i;
+  for (int size : {3, 2}) {
+    Engine& tp = size == 3 ? *p.tp : *p.tp2;
+    auto b = tp.GenerateBatch(Specs(tp, kv));
+    ASSERT_TRUE(b.ok()) << b.status();
+    for (size_t i = 0; i < a->size(); ++i) {
+      EXPECT_EQ((*a)[i].token_ids, (*b)[i].token_ids) << strategy << " TP=" << size << " prompt " << i;
+      EXPECT_EQ((*b)[i].cache.stats.at("tensor_parallel_ranks"), size);
+      if (strategy == "dense") {
+        EXPECT_EQ((*a)[i].cache.kv_bytes_device, (*b)[i].cache.kv_bytes_device) << "prompt " << i;
+      }
     }
+    std::printf("[tp-engine] %s: TP=%d greedy tokens equal TP=1 on %zu prompts x 24 tokens\n", strategy.c_str(),
+                size, a->size());
   }
-  std::printf("[tp-engine] %s: TP=3 greedy tokens equal TP=1 on %zu prompts x 24 tokens\n", strategy.c_str(),
-              a->size());
 }
 
 TEST(TensorParallelEngine, DenseFollowsTp1) { ExpectSameTokens("dense", ""); }
@@ -89,7 +93,7 @@ TEST(TensorParallelEngine, SpectralQuantIsUnimplementedAndBadSizesAreRefused) {
   const absl::Status v = p.tp->Validate(s);
   EXPECT_EQ(v.code(), absl::StatusCode::kUnimplemented) << v;
   EXPECT_NE(v.message().find("tensor-parallel"), std::string::npos) << v;
-  for (int bad : {0, 2}) {
+  for (int bad : {0, 4}) {
     EngineOptions o;
     o.model_path = testing::DefaultModelPath();
     o.device = "cpu";

@@ -4,7 +4,8 @@
 // logits equal up to fp32 summation order and the same greedy tokens for 24
 // steps, for dense and for EntmaxKV (page lists per KV head, so each shard
 // picks, for its own heads, the pages the whole model picks). SmolLM2-135M
-// has 3 KV heads: TP=3 here; TP=2 is refused naming the KV-head count.
+// has 3 KV heads: TP=3 (one each) and TP=2 (uneven: 2 + 1 KV heads, 6 + 3
+// query heads); TP=4 is refused naming the allowed range.
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
@@ -104,9 +105,8 @@ Run Greedy(std::vector<Rank>& ranks, const std::vector<int32_t>& prompt, int n) 
   return run;
 }
 
-void ExpectTpFollowsTp1(Engine& engine, const StrategyConfig& kv, const std::vector<int32_t>& prompt) {
+void ExpectTpFollowsTp1(Engine& engine, const StrategyConfig& kv, const std::vector<int32_t>& prompt, int size) {
   const LlamaModel& full = engine.model();
-  const int size = static_cast<int>(full.config().n_kv_heads);
   std::vector<std::unique_ptr<Communicator>> comms = MakeLocalGroup(size);
   std::vector<Rank> one = MakeRanks(full, 1, {}, kv), tp = MakeRanks(full, size, comms, kv);
   ASSERT_FALSE(one.empty());
@@ -124,6 +124,10 @@ void ExpectTpFollowsTp1(Engine& engine, const StrategyConfig& kv, const std::vec
   EXPECT_LT(worst, 2e-3) << kv.strategy;
   std::printf("[tp] %s TP=%d: 24/24 greedy tokens as TP=1: %s; max |logit diff| %.2e\n", kv.strategy.c_str(), size,
               a.tokens == b.tokens ? "yes" : "no", worst);
+}
+
+void ExpectTpFollowsTp1(Engine& engine, const StrategyConfig& kv, const std::vector<int32_t>& prompt) {
+  for (int size : {2, 3}) ExpectTpFollowsTp1(engine, kv, prompt, size);
 }
 
 std::vector<int32_t> Prompt(Engine& engine, int repeat) {
@@ -157,14 +161,41 @@ TEST(TensorParallel, EntmaxKvShardsFollowTheWholeModel) {
   ExpectTpFollowsTp1(*engine, kv, prompt);
 }
 
-TEST(TensorParallel, SizesThatDoNotDivideTheKvHeadsAreRefused) {
+TEST(TensorParallel, UnevenSplitGivesTheFirstRanksOneMoreHead) {
+  KV_REQUIRE_MODEL(engine);
+  const ModelConfig& c = engine->model().config();  // 9 query, 3 KV heads, MLP 1536
+  auto r0 = LlamaModel::ShardConfig(c, 0, 2), r1 = LlamaModel::ShardConfig(c, 1, 2);
+  ASSERT_TRUE(r0.ok()) << r0.status();
+  ASSERT_TRUE(r1.ok()) << r1.status();
+  EXPECT_EQ(r0->n_kv_heads, 2);
+  EXPECT_EQ(r1->n_kv_heads, 1);
+  EXPECT_EQ(r0->n_heads, 6);
+  EXPECT_EQ(r1->n_heads, 3);
+  EXPECT_EQ(r0->intermediate + r1->intermediate, c.intermediate);
+  // Spans tile [0, count) in rank order for every size and count.
+  for (int64_t count : {1, 3, 8, 1536, 1537}) {
+    for (int size = 1; size <= std::min<int64_t>(count, 5); ++size) {
+      int64_t next = 0;
+      for (int r = 0; r < size; ++r) {
+        const LlamaModel::ShardSpan s = LlamaModel::ShardOf(count, r, size);
+        EXPECT_EQ(s.begin, next) << count << "/" << size << " rank " << r;
+        EXPECT_GE(s.count, count / size);
+        EXPECT_LE(s.count, count / size + 1);
+        next += s.count;
+      }
+      EXPECT_EQ(next, count) << count << "/" << size;
+    }
+  }
+}
+
+TEST(TensorParallel, SizesOverTheKvHeadsAreRefused) {
   KV_REQUIRE_MODEL(engine);
   const LlamaModel& full = engine->model();
-  std::vector<std::unique_ptr<Communicator>> comms = MakeLocalGroup(2);
-  auto m = full.Shard(0, 2, comms[0].get(), full.device());
+  std::vector<std::unique_ptr<Communicator>> comms = MakeLocalGroup(4);
+  auto m = full.Shard(0, 4, comms[0].get(), full.device());
   ASSERT_FALSE(m.ok());
   EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(m.status().message().find("3 KV heads"), std::string::npos) << m.status();
+  EXPECT_NE(m.status().message().find("[1, 3]"), std::string::npos) << m.status();
   auto no_comm = full.Shard(0, 3, nullptr, full.device());
   EXPECT_EQ(no_comm.status().code(), absl::StatusCode::kInvalidArgument);
 }
