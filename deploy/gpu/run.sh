@@ -177,10 +177,12 @@ if want tp; then
   grep -E "\[tp-cuda\].*:|\[tp\]|\[tp-engine\]|tests passed|Failed|Skipped|\*\*\*" "$OUT/ctest-tp.log" | head -40
   [ -x build-gpu/allreduce_bench ] && build-gpu/allreduce_bench --gpus="$tps" --commit="$(git rev-parse --short HEAD 2>/dev/null)" \
     --json="$OUT/allreduce_tp$tps.json" 2>&1 | tail -8
-  build-gpu/decode_e2e_bench --commit="$(git rev-parse --short HEAD 2>/dev/null)" --synthetic=llama3-8b --points="$pts" --json="$OUT/e2e_tp1.json" 2>&1 | tail -4
-  build-gpu/decode_e2e_bench --commit="$(git rev-parse --short HEAD 2>/dev/null)" --synthetic=llama3-8b --points="$pts" --tensor-parallel="$tps" \
-    --json="$OUT/e2e_tp$tps.json" 2>&1 | tail -4
-  build-gpu/decode_e2e_bench --commit="$(git rev-parse --short HEAD 2>/dev/null)" --synthetic=llama3-70b --points=1x1024,8x8192 --tensor-parallel="$tps" \
-    --json="$OUT/e2e_70b_tp$tps.json" 2>&1 | tail -4
+  # Each bounded (a rank stuck in a collective would hold the call), its log kept whole.
+  tpbench() { local name=$1; shift; timeout "${TP_TIMEOUT:-300}" build-gpu/decode_e2e_bench \
+    --commit="$(git rev-parse --short HEAD 2>/dev/null)" --json="$OUT/$name.json" "$@" > "$OUT/$name.log" 2>&1
+    echo "rc=$?" >> "$OUT/$name.log"; tail -5 "$OUT/$name.log"; }
+  tpbench e2e_tp1 --synthetic=llama3-8b --points="$pts"
+  tpbench "e2e_tp$tps" --synthetic=llama3-8b --points="$pts" --tensor-parallel="$tps"
+  tpbench "e2e_70b_tp$tps" --synthetic=llama3-70b --points=1x1024,8x8192 --tensor-parallel="$tps"
 fi
 log "done"

@@ -52,8 +52,10 @@ absl::StatusOr<std::unique_ptr<StrategyRegistry>> StrategyRegistry::Create(
 }
 
 absl::StatusOr<std::unique_ptr<StrategyRegistry>> StrategyRegistry::CreateTensorParallel(
-    std::vector<std::unique_ptr<StrategyRegistry>> ranks) {
-  if (ranks.empty()) return absl::InternalError("tensor-parallel registry of no ranks");
+    std::vector<std::unique_ptr<StrategyRegistry>> ranks, std::vector<c10::Device> devices) {
+  if (ranks.empty() || ranks.size() != devices.size()) {
+    return absl::InternalError("tensor-parallel registry needs one device per rank, and a rank");
+  }
   auto reg = std::make_unique<StrategyRegistry>();
   reg->unavailable_ = ranks[0]->unavailable_;
   for (const auto& [name, _] : ranks[0]->strategies_) {
@@ -62,7 +64,7 @@ absl::StatusOr<std::unique_ptr<StrategyRegistry>> StrategyRegistry::CreateTensor
       KV_ASSIGN_OR_RETURN(Strategy * s, r->Get(name));
       per_rank.push_back(s);
     }
-    reg->strategies_[name] = std::make_unique<TpStrategy>(std::move(per_rank));
+    reg->strategies_[name] = std::make_unique<TpStrategy>(std::move(per_rank), devices);
   }
   reg->tp_ranks_ = std::move(ranks);
   return reg;

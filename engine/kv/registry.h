@@ -17,11 +17,12 @@ class StrategyRegistry {
  public:
   // Builds every strategy compiled into this binary for `geometry`.
   static absl::StatusOr<std::unique_ptr<StrategyRegistry>> Create(const KvGeometry& geometry);
-  // Tensor parallelism: ranks[r] was built for rank r's geometry; the result
-  // serves each strategy as a TpStrategy over the ranks' instances
-  // (engine/parallel/tp_strategy.h) and owns the rank registries.
+  // Tensor parallelism: ranks[r] was built for rank r's geometry, on
+  // devices[r]; the result serves each strategy as a TpStrategy over the
+  // ranks' instances (engine/parallel/tp_strategy.h) and owns the rank
+  // registries.
   static absl::StatusOr<std::unique_ptr<StrategyRegistry>> CreateTensorParallel(
-      std::vector<std::unique_ptr<StrategyRegistry>> ranks);
+      std::vector<std::unique_ptr<StrategyRegistry>> ranks, std::vector<c10::Device> devices);
 
   // UNIMPLEMENTED naming the strategy if it is known to the API but not built.
   absl::StatusOr<Strategy*> Get(const std::string& name) const;

@@ -34,8 +34,11 @@ int64_t DecodeGraphs::Bucket(int64_t rows) {
 #ifdef KVSTREAM_HAVE_CUDA_TORCH
 
 struct DecodeGraphs::Impl {
+  // The stream is on the model's GPU, not the constructing thread's current
+  // one: a tensor-parallel rank's shard is built on rank 0's thread, and a
+  // stream of the wrong device would capture none of the rank's kernels.
   explicit Impl(LlamaModel& m)
-      : model(m), stream(c10::cuda::getStreamFromPool()), pool(at::cuda::graph_pool_handle()) {}
+      : model(m), stream(c10::cuda::getStreamFromPool(false, m.device().index())), pool(at::cuda::graph_pool_handle()) {}
 
   // All layers and the head over the fixed buffers, rows [0, padded).
   absl::Status Device(int64_t padded, const AttentionGroup& group, const StepContext& ctx) {

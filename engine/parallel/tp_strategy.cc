@@ -1,9 +1,18 @@
 #include "engine/parallel/tp_strategy.h"
 
+#include <c10/core/DeviceGuard.h>
+
 #include "absl/strings/str_cat.h"
 #include "engine/status_macros.h"
 
 namespace kvstream {
+
+TpSequenceCache::~TpSequenceCache() {
+  for (size_t r = 0; r < ranks_.size(); ++r) {
+    c10::DeviceGuard device(devices_[r]);  // its streams and events are destroyed on their device
+    ranks_[r].reset();
+  }
+}
 
 absl::StatusOr<at::Tensor> TpSequenceCache::Forward(int64_t, const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                                     const SeqStep&, const StepContext&) {
@@ -11,7 +20,10 @@ absl::StatusOr<at::Tensor> TpSequenceCache::Forward(int64_t, const at::Tensor&, 
 }
 
 absl::Status TpSequenceCache::EndStep(const SeqStep& seq, const StepContext& ctx) {
-  for (auto& c : ranks_) KV_RETURN_IF_ERROR(c->EndStep(seq, ctx));
+  for (size_t r = 0; r < ranks_.size(); ++r) {
+    c10::DeviceGuard device(devices_[r]);
+    KV_RETURN_IF_ERROR(ranks_[r]->EndStep(seq, ctx));
+  }
   return absl::OkStatus();
 }
 
@@ -42,11 +54,12 @@ CacheReport TpSequenceCache::Report() const {
 
 absl::StatusOr<std::unique_ptr<SequenceCache>> TpStrategy::Open(const StrategyConfig& config) {
   std::vector<std::unique_ptr<SequenceCache>> caches;
-  for (Strategy* s : ranks_) {
-    KV_ASSIGN_OR_RETURN(std::unique_ptr<SequenceCache> c, s->Open(config));
+  for (size_t r = 0; r < ranks_.size(); ++r) {
+    c10::DeviceGuard device(devices_[r]);
+    KV_ASSIGN_OR_RETURN(std::unique_ptr<SequenceCache> c, ranks_[r]->Open(config));
     caches.push_back(std::move(c));
   }
-  return std::make_unique<TpSequenceCache>(std::move(caches));
+  return std::make_unique<TpSequenceCache>(std::move(caches), devices_);
 }
 
 absl::Status TpStrategy::ForwardGroup(int64_t, absl::Span<SequenceCache* const>, absl::Span<const SeqStep>,

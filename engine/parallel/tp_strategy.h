@@ -15,7 +15,9 @@ namespace kvstream {
 
 class TpSequenceCache final : public SequenceCache {
  public:
-  explicit TpSequenceCache(std::vector<std::unique_ptr<SequenceCache>> ranks) : ranks_(std::move(ranks)) {}
+  TpSequenceCache(std::vector<std::unique_ptr<SequenceCache>> ranks, std::vector<c10::Device> devices)
+      : ranks_(std::move(ranks)), devices_(std::move(devices)) {}
+  ~TpSequenceCache() override;
   SequenceCache* rank(int r) const { return ranks_[static_cast<size_t>(r)].get(); }
   int size() const { return static_cast<int>(ranks_.size()); }
 
@@ -32,12 +34,17 @@ class TpSequenceCache final : public SequenceCache {
 
  private:
   std::vector<std::unique_ptr<SequenceCache>> ranks_;
+  std::vector<c10::Device> devices_;  // rank r's device: current while rank r's cache works
 };
 
 class TpStrategy final : public Strategy {
  public:
-  // ranks[r]: rank r's instance of one strategy (owned by its registry).
-  explicit TpStrategy(std::vector<Strategy*> ranks) : ranks_(std::move(ranks)) {}
+  // ranks[r]: rank r's instance of one strategy (owned by its registry),
+  // built for devices[r]. Calls made here on a rank's behalf (Open, EndStep)
+  // run with that device current: its streams, events and kernels belong
+  // there, whichever thread (rank 0's, the scheduler's) makes the call.
+  TpStrategy(std::vector<Strategy*> ranks, std::vector<c10::Device> devices)
+      : ranks_(std::move(ranks)), devices_(std::move(devices)) {}
   Strategy* rank(int r) const { return ranks_[static_cast<size_t>(r)]; }
 
   const char* name() const override { return ranks_[0]->name(); }
@@ -53,6 +60,7 @@ class TpStrategy final : public Strategy {
 
  private:
   std::vector<Strategy*> ranks_;
+  std::vector<c10::Device> devices_;
 };
 
 }  // namespace kvstream

@@ -144,16 +144,18 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
     // One registry per rank (its own pools and strategy state on its KV
     // heads), served through TpStrategy wrappers.
     std::vector<std::unique_ptr<StrategyRegistry>> ranks;
+    std::vector<c10::Device> devices;
     for (int r = 0; r < tp; ++r) {
       geometry.tp_rank = r;
       const LlamaModel& shard = r == 0 ? *e->model_ : *e->tp_peers_[static_cast<size_t>(r - 1)];
       geometry.n_heads = shard.config().n_heads;  // an uneven split gives ranks different head counts
       geometry.n_kv_heads = shard.config().n_kv_heads;
       geometry.device = shard.device();
+      devices.push_back(shard.device());
       KV_ASSIGN_OR_RETURN(std::unique_ptr<StrategyRegistry> reg, StrategyRegistry::Create(geometry));
       ranks.push_back(std::move(reg));
     }
-    KV_ASSIGN_OR_RETURN(e->registry_, StrategyRegistry::CreateTensorParallel(std::move(ranks)));
+    KV_ASSIGN_OR_RETURN(e->registry_, StrategyRegistry::CreateTensorParallel(std::move(ranks), std::move(devices)));
   } else {
     KV_ASSIGN_OR_RETURN(e->registry_, StrategyRegistry::Create(geometry));
   }

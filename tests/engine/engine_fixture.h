@@ -32,11 +32,15 @@ inline Engine* SharedEngine() {
 
 // A fresh engine on the bundled model (nullptr, with a test failure, if it
 // does not load), e.g. with tensor parallelism.
-inline std::unique_ptr<Engine> LoadBundledEngine(const std::string& device, int tensor_parallel = 1) {
+// kv_pool_bytes: 0 = the engine's default (on a GPU most of the free memory,
+// so a second engine on the same GPU needs a bound).
+inline std::unique_ptr<Engine> LoadBundledEngine(const std::string& device, int tensor_parallel = 1,
+                                                 int64_t kv_pool_bytes = 0) {
   EngineOptions o;
   o.model_path = DefaultModelPath();
   o.device = device;
   o.tensor_parallel = tensor_parallel;
+  o.kv_pool_bytes = kv_pool_bytes;
   auto e = Engine::Load(o);
   EXPECT_TRUE(e.ok()) << e.status();
   return e.ok() ? std::move(*e) : nullptr;

@@ -56,10 +56,11 @@ TEST(TensorParallelCuda, RanksOnGpusFollowOneGpuOrPartAtNearTies) {
   if (!std::filesystem::exists(testing::DefaultModelPath())) GTEST_SKIP() << "bundled model absent";
   if (!NcclAvailable()) GTEST_SKIP() << "this build has no NCCL";
   if (Gpus() < 2) GTEST_SKIP() << "TP needs 2 GPUs, this machine has " << Gpus();
-  std::unique_ptr<Engine> one = testing::LoadBundledEngine("cuda");
+  // Both engines use cuda:0 (rank 0 of the TP one too): 1 GiB KV pools each.
+  std::unique_ptr<Engine> one = testing::LoadBundledEngine("cuda", 1, 1ll << 30);
   ASSERT_NE(one, nullptr);
   const int tp = std::min(Gpus(), static_cast<int>(one->config().n_kv_heads));
-  std::unique_ptr<Engine> sharded = testing::LoadBundledEngine("cuda", tp);
+  std::unique_ptr<Engine> sharded = testing::LoadBundledEngine("cuda", tp, 1ll << 30);
   ASSERT_NE(sharded, nullptr);
   std::ifstream f(testing::FixtureDir() + "/parity/smollm2_greedy.json");
   const nlohmann::json oracle = nlohmann::json::parse(f);
