@@ -173,7 +173,7 @@ if want tp; then
   pts="${TP_POINTS:-1x1024,32x8192}"
   export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # device rules: no NVLink multicast
   log "tensor parallelism: CUDA TP test, then llama3-8b TP=1 vs TP=$tps on $pts, llama3-70b TP=$tps"
-  ctest --test-dir build-gpu -R 'tensor_parallel|tp_runner' -V > "$OUT/ctest-tp.log" 2>&1
+  ctest --test-dir build-gpu -R 'tensor_parallel|tp_runner' -V --timeout 240 > "$OUT/ctest-tp.log" 2>&1
   grep -E "\[tp-cuda\].*:|\[tp\]|\[tp-engine\]|tests passed|Failed|Skipped|\*\*\*" "$OUT/ctest-tp.log" | head -40
   [ -x build-gpu/allreduce_bench ] && build-gpu/allreduce_bench --gpus="$tps" --commit="$(git rev-parse --short HEAD 2>/dev/null)" \
     --json="$OUT/allreduce_tp$tps.json" 2>&1 | tail -8
