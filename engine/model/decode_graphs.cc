@@ -44,7 +44,8 @@ struct DecodeGraphs::Impl {
   absl::Status Device(int64_t padded, const AttentionGroup& group, const StepContext& ctx) {
     at::Tensor x = model.Embed(tok.narrow(0, 0, padded));
     KV_ASSIGN_OR_RETURN(at::Tensor h, model.Layers(x, pos.narrow(0, 0, padded), {&group, 1}, ctx));
-    logits.narrow(0, 0, padded).copy_(model.Logits(h));
+    KV_ASSIGN_OR_RETURN(at::Tensor l, model.Logits(h));
+    logits.narrow(0, 0, padded).copy_(l);
     return absl::OkStatus();
   }
 

@@ -239,7 +239,7 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardLocal(absl::Span<const SeqInput> s
           .to(device_);
     };
     KV_ASSIGN_OR_RETURN(at::Tensor x, Layers(Embed(on_dev(ids)), on_dev(pos), groups, ctx));
-    logits = Logits(x.index_select(0, on_dev(out_rows)));
+    KV_ASSIGN_OR_RETURN(logits, Logits(x.index_select(0, on_dev(out_rows))));
   }
   for (size_t i = 0; i < seqs.size(); ++i) KV_RETURN_IF_ERROR(seqs[i].cache->EndStep(steps[i], ctx));
   return logits;
@@ -263,15 +263,18 @@ double LlamaModel::decode_graph_gpu_ms() const { return graphs_ ? graphs_->repla
 
 at::Tensor LlamaModel::Embed(const at::Tensor& tokens) const { return embed_.index_select(0, tokens); }
 
-at::Tensor LlamaModel::Logits(const at::Tensor& hidden) const {
+absl::StatusOr<at::Tensor> LlamaModel::Logits(const at::Tensor& hidden) const {
+  at::Tensor local;
   if (FusedBlockAvailable(hidden)) {
     // CUDA: the final norm folded into the lm-head GEMV (decode rows), or one
     // fused norm kernel; the ATen RMSNorm is ~10 launches per step.
     at::Tensor x = hidden.contiguous();
     at::Tensor h = at::empty_like(x);
-    if (auto y = NormProject(x, at::Tensor(), norm_, lm_head_, h); y.ok()) return y->to(at::kFloat);
+    if (auto y = NormProject(x, at::Tensor(), norm_, lm_head_, h); y.ok()) local = y->to(at::kFloat);
   }
-  return Project(RmsNorm(hidden, norm_), lm_head_).to(at::kFloat);
+  if (!local.defined()) local = Project(RmsNorm(hidden, norm_), lm_head_).to(at::kFloat);
+  if (comm_ == nullptr) return local;
+  return GatherVocab(local);
 }
 
 absl::StatusOr<at::Tensor> LlamaModel::NormProject(at::Tensor& x, const at::Tensor& delta, const at::Tensor& norm_w,

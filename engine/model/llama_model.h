@@ -90,11 +90,12 @@ class LlamaModel {
 
   // The pieces of Forward, top to bottom (DecodeGraphs captures them):
   // token ids [N] -> hidden [N, E]; all layers over N rows at `positions`
-  // [N] with attention by group; hidden rows -> fp32 logits [rows, V].
+  // [N] with attention by group; hidden rows -> fp32 logits [rows, V]
+  // (a tensor-parallel shard projects its vocab share and gathers the rest).
   at::Tensor Embed(const at::Tensor& tokens) const;
   absl::StatusOr<at::Tensor> Layers(at::Tensor x, const at::Tensor& positions,
                                     absl::Span<const AttentionGroup> groups, const StepContext& ctx);
-  at::Tensor Logits(const at::Tensor& hidden) const;
+  absl::StatusOr<at::Tensor> Logits(const at::Tensor& hidden) const;
 
   // Tensor parallelism (issue 14, Megatron-style): shard `rank` of `size`
   // of this model, on `device`. It holds its share (ShardOf) of the KV
@@ -122,7 +123,10 @@ class LlamaModel {
   // the KV-head count is INVALID_ARGUMENT naming the allowed range.
   static absl::StatusOr<ModelConfig> ShardConfig(const ModelConfig& c, int rank, int size);
   // Marks a model built from a shard config (e.g. CreateSynthetic of
-  // ShardConfig) as rank `rank` of `size`, summing through comm.
+  // ShardConfig) as rank `rank` of `size`, summing through comm. With
+  // size > 1 it keeps only its share (ShardOf) of the lm-head's vocab rows
+  // (vocab-parallel, as Megatron: each rank reads 1/size of the largest
+  // matrix of a decode step) and Logits all-gathers the shares.
   void AttachTensorParallel(int rank, int size, Communicator* comm);
   int tp_rank() const { return tp_rank_; }
   int tp_size() const { return tp_size_; }
@@ -132,6 +136,8 @@ class LlamaModel {
   // TpSequenceCache); rank r gets its own. Rank 0's logits are returned
   // (every rank computes the same ones). Not owned.
   void SetTensorParallelPeers(std::vector<LlamaModel*> peers, TpRunner* runner);
+  // [rows, V] fp32 from every rank's [rows, its vocab share] (all-gather).
+  absl::StatusOr<at::Tensor> GatherVocab(const at::Tensor& local) const;
 
   const ModelConfig& config() const { return config_; }
   KvGeometry geometry() const;

@@ -15,6 +15,7 @@
 #include "engine/parallel/communicator.h"
 #include "engine/parallel/tp_runner.h"
 #include "engine/parallel/tp_strategy.h"
+#include "engine/status_macros.h"
 
 namespace kvstream {
 
@@ -44,6 +45,29 @@ void LlamaModel::AttachTensorParallel(int rank, int size, Communicator* comm) {
   comm_ = size > 1 ? comm : nullptr;
   tp_rank_ = rank;
   tp_size_ = size;
+  if (comm_ == nullptr) return;
+  // Vocab-parallel lm-head: this rank's rows only (a copy, so the full
+  // matrix is freed, or with tied embeddings left to the embedding alone).
+  const ShardSpan v = ShardOf(config_.vocab_size, rank, size);
+  const bool tied = lm_head_.w.is_same(embed_);
+  const int64_t full_bytes = tied ? 0 : lm_head_.w.nbytes();
+  lm_head_.w = lm_head_.w.narrow(0, v.begin, v.count).clone();
+  if (lm_head_.b.defined()) lm_head_.b = lm_head_.b.narrow(0, v.begin, v.count).clone();
+  lm_head_.packed = nullptr;
+  weight_bytes_ += lm_head_.w.nbytes() - full_bytes;
+}
+
+absl::StatusOr<at::Tensor> LlamaModel::GatherVocab(const at::Tensor& local) const {
+  // NCCL gathers equal counts: every share is padded to rank 0's (the widest)
+  // and the padding dropped after.
+  const int64_t V = config_.vocab_size, width = ShardOf(V, 0, tp_size_).count, rows = local.size(0);
+  at::Tensor send = local.size(1) == width ? local.contiguous()
+                                           : at::constant_pad_nd(local, {0, width - local.size(1)}).contiguous();
+  at::Tensor all = at::empty({tp_size_, rows, width}, send.options());
+  KV_RETURN_IF_ERROR(comm_->AllGather(send, all));
+  std::vector<at::Tensor> parts;
+  for (int r = 0; r < tp_size_; ++r) parts.push_back(all[r].narrow(1, 0, ShardOf(V, r, tp_size_).count));
+  return at::cat(parts, 1);
 }
 
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Shard(int rank, int size, Communicator* comm,

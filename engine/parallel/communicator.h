@@ -21,6 +21,11 @@ class Communicator {
   // In place on every rank: t = sum over the ranks' t (same shape and dtype
   // everywhere). Every rank must call it, in the same order.
   virtual absl::Status AllReduceSum(at::Tensor& t) = 0;
+  // out[r] = rank r's `in` on every rank: `in` contiguous, the same shape
+  // and dtype everywhere; `out` contiguous with size() * in.numel()
+  // elements of that dtype (e.g. [size, *in.shape]). The vocab-parallel
+  // lm-head gathers its logits with it.
+  virtual absl::Status AllGather(const at::Tensor& in, at::Tensor& out) = 0;
   // A rank failed between collectives: every rank waiting in one (now or
   // later) returns `why` instead of waiting for it forever. The group is
   // unusable afterwards.

@@ -53,6 +53,29 @@ class NcclCommunicator final : public Communicator {
     return absl::OkStatus();
   }
 
+  absl::Status AllGather(const at::Tensor& in, at::Tensor& out) override {
+    if (aborted_.load()) return absl::AbortedError("tensor-parallel group aborted");
+    for (const at::Tensor* t : {&in, static_cast<const at::Tensor*>(&out)}) {
+      if (!t->is_cuda() || t->get_device() != device_ || !t->is_contiguous()) {
+        return absl::InternalError(absl::StrCat("all-gather on rank ", rank_, " needs contiguous tensors on cuda:",
+                                                device_));
+      }
+    }
+    if (out.scalar_type() != in.scalar_type() || out.numel() != in.numel() * size_) {
+      return absl::InternalError(absl::StrCat("all-gather on rank ", rank_, ": output of ", out.numel(),
+                                              " elements for ", size_, " x ", in.numel()));
+    }
+    auto type = NcclType(in.scalar_type());
+    if (!type.ok()) return type.status();
+    c10::cuda::CUDAGuard guard(device_);
+    const ncclResult_t r = ncclAllGather(in.data_ptr(), out.data_ptr(), static_cast<size_t>(in.numel()), *type, comm_,
+                                         at::cuda::getCurrentCUDAStream(device_));
+    if (r != ncclSuccess) {
+      return absl::InternalError(absl::StrCat("ncclAllGather on rank ", rank_, ": ", ncclGetErrorString(r)));
+    }
+    return absl::OkStatus();
+  }
+
   void Abort(const absl::Status&) override {
     if (!aborted_.exchange(true)) ncclCommAbort(comm_);  // wakes ranks blocked in a collective
   }

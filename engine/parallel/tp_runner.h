@@ -2,9 +2,14 @@
 // caller's thread (the engine step, the scheduler), ranks 1..N-1 are
 // workers that each keep their device and InferenceMode for the life of the
 // group. RunAll runs one function on every rank at once and waits for all:
-// the ranks meet inside it at each all-reduce.
+// the ranks meet inside it at each all-reduce. With `spin`, each side spins briefly on
+// the hand-off before sleeping on the condition variable: decode steps come
+// every few ms with ~0.1 ms of host work between them, and a sleeping
+// thread's wake-up (tens of µs, twice per step) is a visible share of a
+// TP=2 step (docs/scaling.md §5).
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
@@ -20,7 +25,9 @@ class Communicator;
 class TpRunner {
  public:
   // comms[r] is rank r's (aborted if a rank fails, so no rank waits on it).
-  explicit TpRunner(std::vector<Communicator*> comms);
+  // spin: hand-offs spin up to 1 ms before sleeping (GPU ranks, whose
+  // threads mostly wait on their streams; CPU ranks need the cores).
+  explicit TpRunner(std::vector<Communicator*> comms, bool spin = false);
   ~TpRunner();
   TpRunner(const TpRunner&) = delete;
   TpRunner& operator=(const TpRunner&) = delete;
@@ -33,11 +40,12 @@ class TpRunner {
   void Worker(int rank);
 
   std::vector<Communicator*> comms_;
+  const bool spin_;
   std::mutex mu_;
   std::condition_variable cv_;
   const std::function<absl::Status(int)>* job_ = nullptr;
-  uint64_t job_id_ = 0;
-  int pending_ = 0;
+  std::atomic<uint64_t> job_id_{0};  // written under mu_ (after job_), read spinning without it
+  std::atomic<int> pending_{0};      // workers still running the job
   bool stop_ = false;
   std::vector<absl::Status> results_;
   std::vector<std::thread> workers_;

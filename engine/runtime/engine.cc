@@ -167,7 +167,7 @@ void Engine::InstallTensorParallel(std::vector<std::unique_ptr<LlamaModel>> shar
   // Rank 0's shard becomes the engine's model; its Forward runs every rank.
   std::vector<Communicator*> comms;
   for (auto& c : tp_comms_) comms.push_back(c.get());
-  tp_runner_ = std::make_unique<TpRunner>(std::move(comms));
+  tp_runner_ = std::make_unique<TpRunner>(std::move(comms), /*spin=*/shards[0]->device().is_cuda());
   model_ = std::move(shards[0]);
   std::vector<LlamaModel*> peers;
   for (size_t r = 1; r < shards.size(); ++r) {

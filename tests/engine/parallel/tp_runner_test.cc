@@ -1,7 +1,9 @@
 // TpRunner and LocalGroup (engine/parallel/): every rank runs each job,
-// all-reduces sum every rank's tensor in rank order, and a rank that fails
-// between collectives aborts the group, so the others return its error
-// instead of waiting forever (a hang would be a server that never answers).
+// all-reduces sum every rank's tensor in rank order, all-gathers stack
+// every rank's tensor in rank order (with and without spinning hand-offs),
+// and a rank that fails between collectives aborts the group, so the others
+// return its error instead of waiting forever (a hang would be a server
+// that never answers).
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
@@ -32,6 +34,28 @@ TEST(TpRunner, EveryRankSumsEveryRanksTensor) {
     });
     ASSERT_TRUE(s.ok()) << s;
     for (int r = 0; r < 3; ++r) EXPECT_TRUE(at::allclose(t[r], at::full({4, 5}, 6.0f + 3 * job))) << r;
+  }
+}
+
+TEST(TpRunner, EveryRankGathersEveryRanksTensorInRankOrderAlsoWhenSpinning) {
+  for (bool spin : {false, true}) {
+    auto comms = MakeLocalGroup(3);
+    TpRunner runner(Raw(comms), spin);
+    for (int job = 0; job < 20; ++job) {
+      std::vector<at::Tensor> out(3);
+      const absl::Status s = runner.RunAll([&](int r) {
+        const at::Tensor in = at::arange(6, at::kFloat).view({2, 3}) + 100 * r + job;
+        out[r] = at::full({3, 2, 3}, -1.0f);  // poisoned
+        return comms[r]->AllGather(in, out[r]);
+      });
+      ASSERT_TRUE(s.ok()) << s;
+      for (int r = 0; r < 3; ++r) {
+        for (int j = 0; j < 3; ++j) {
+          EXPECT_TRUE(at::equal(out[r][j], at::arange(6, at::kFloat).view({2, 3}) + 100 * j + job))
+              << "rank " << r << " slot " << j << " spin " << spin;
+        }
+      }
+    }
   }
 }
 
