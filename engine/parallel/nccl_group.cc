@@ -96,6 +96,13 @@ absl::StatusOr<std::vector<std::unique_ptr<Communicator>>> MakeNcclGroup(const s
   // machines' rule), and decode all-reduces are a few KB, where it gains
   // little.
   setenv("NCCL_NVLS_ENABLE", "0", /*overwrite=*/0);
+  // No captured collective is ever outstanding beside an uncaptured one on
+  // the same communicator: every step (eager prefill or decode-graph
+  // replay) ends in a host sync before the next is enqueued. So NCCL's
+  // support for mixing them is dropped: 5.4 vs 6.4 us per 8 KB all-reduce in
+  // a graph, TP=2 decode +3-4% (bench/parallel/nccl_sweep.sh on H200x2,
+  // bench/results/gpu/nccl_sweep_s11_h200x2.json).
+  setenv("NCCL_GRAPH_MIXING_SUPPORT", "0", /*overwrite=*/0);
   const int n = static_cast<int>(devices.size());
   std::vector<ncclComm_t> comms(static_cast<size_t>(n));
   const ncclResult_t r = ncclCommInitAll(comms.data(), n, devices.data());
