@@ -45,9 +45,10 @@ void LlamaModel::AttachTensorParallel(int rank, int size, Communicator* comm) {
   comm_ = size > 1 ? comm : nullptr;
   tp_rank_ = rank;
   tp_size_ = size;
-  if (comm_ == nullptr) return;
   // Vocab-parallel lm-head: this rank's rows only (a copy, so the full
   // matrix is freed, or with tied embeddings left to the embedding alone).
+  // Once: a second attach keeps the share it has.
+  if (comm_ == nullptr || lm_head_.w.size(0) != config_.vocab_size) return;
   const ShardSpan v = ShardOf(config_.vocab_size, rank, size);
   const bool tied = lm_head_.w.is_same(embed_);
   const int64_t full_bytes = tied ? 0 : lm_head_.w.nbytes();
