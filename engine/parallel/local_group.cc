@@ -11,17 +11,17 @@ namespace kvstream {
 namespace {
 
 // One rendezvous per collective: the last rank to arrive does the whole
-// collective over every rank's slots (sum into all of them, or copy each
-// input into every output), then releases the others.
+// collective over every rank's inputs and outputs (the sum into every
+// output, or each input into every output), then releases the others.
 struct Rendezvous {
-  explicit Rendezvous(int n) : size(n), slots(static_cast<size_t>(n)), outs(static_cast<size_t>(n)) {}
+  explicit Rendezvous(int n) : size(n), ins(static_cast<size_t>(n)), outs(static_cast<size_t>(n)) {}
   const int size;
   std::mutex mu;
   std::condition_variable cv;
   int arrived = 0;
   uint64_t generation = 0;
-  std::vector<at::Tensor*> slots;      // each rank's tensor (all-reduce) or input (all-gather)
-  std::vector<at::Tensor*> outs;       // each rank's output (all-gather)
+  std::vector<const at::Tensor*> ins;  // each rank's input
+  std::vector<at::Tensor*> outs;       // each rank's output (the input itself for the in-place all-reduce)
   absl::Status result;   // of the collective that completed last
   absl::Status aborted;  // set once by Abort
 };
@@ -39,21 +39,20 @@ class LocalCommunicator final : public Communicator {
   }
 
   absl::Status AllReduceSum(at::Tensor& t) override {
-    return Meet(&t, nullptr, [this] { return Sum(); });
+    return Meet(&t, &t, [this] { return Sum(); });
   }
 
   absl::Status AllGather(const at::Tensor& in, at::Tensor& out) override {
-    // The slot is only read (Gather copies from it).
-    return Meet(const_cast<at::Tensor*>(&in), &out, [this] { return Gather(); });
+    return Meet(&in, &out, [this] { return Gather(); });
   }
 
  private:
   template <typename Collective>
-  absl::Status Meet(at::Tensor* slot, at::Tensor* out, const Collective& collective) {
+  absl::Status Meet(const at::Tensor* in, at::Tensor* out, const Collective& collective) {
     std::unique_lock<std::mutex> lock(r_->mu);
     if (!r_->aborted.ok()) return r_->aborted;
     const uint64_t gen = r_->generation;
-    r_->slots[rank_] = slot;
+    r_->ins[rank_] = in;
     r_->outs[rank_] = out;
     if (++r_->arrived < r_->size) {
       r_->cv.wait(lock, [&] { return r_->generation != gen || !r_->aborted.ok(); });
@@ -67,11 +66,11 @@ class LocalCommunicator final : public Communicator {
   }
 
   absl::Status Gather() {
-    const at::Tensor& first = *r_->slots[0];
+    const at::Tensor& first = *r_->ins[0];
     for (int i = 0; i < r_->size; ++i) {
-      const at::Tensor& in = *r_->slots[i];
+      const at::Tensor& in = *r_->ins[i];
       const at::Tensor* out = r_->outs[i];
-      if (out == nullptr || in.sizes() != first.sizes() || in.scalar_type() != first.scalar_type() ||
+      if (in.sizes() != first.sizes() || in.scalar_type() != first.scalar_type() ||
           out->scalar_type() != first.scalar_type() || out->numel() != first.numel() * r_->size ||
           !out->is_contiguous()) {
         return absl::InternalError(absl::StrCat("all-gather: rank ", i, "'s input or output does not match rank 0's"));
@@ -79,22 +78,22 @@ class LocalCommunicator final : public Communicator {
     }
     for (int i = 0; i < r_->size; ++i) {
       at::Tensor rows = r_->outs[i]->view({r_->size, first.numel()});
-      for (int j = 0; j < r_->size; ++j) rows[j].copy_(r_->slots[j]->reshape({-1}));
+      for (int j = 0; j < r_->size; ++j) rows[j].copy_(r_->ins[j]->reshape({-1}));
     }
     return absl::OkStatus();
   }
 
   absl::Status Sum() {
-    const at::Tensor& first = *r_->slots[0];
+    const at::Tensor& first = *r_->ins[0];
     for (int i = 1; i < r_->size; ++i) {
-      const at::Tensor& t = *r_->slots[i];
+      const at::Tensor& t = *r_->ins[i];
       if (t.sizes() != first.sizes() || t.scalar_type() != first.scalar_type()) {
         return absl::InternalError(absl::StrCat("all-reduce: rank ", i, "'s tensor differs from rank 0's in shape or dtype"));
       }
     }
     at::Tensor sum = first.to(first.device(), at::kFloat, false, true);
-    for (int i = 1; i < r_->size; ++i) sum.add_(r_->slots[i]->to(first.device(), at::kFloat));
-    for (int i = 0; i < r_->size; ++i) r_->slots[i]->copy_(sum);
+    for (int i = 1; i < r_->size; ++i) sum.add_(r_->ins[i]->to(first.device(), at::kFloat));
+    for (int i = 0; i < r_->size; ++i) r_->outs[i]->copy_(sum);
     return absl::OkStatus();
   }
 
