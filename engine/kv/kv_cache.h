@@ -49,6 +49,12 @@ struct KvGeometry {
   // n_heads and n_kv_heads count that rank's heads (LlamaModel::ShardOf: the
   // split may be uneven, rank 0 holding the most).
   int tp_rank = 0, tp_size = 1;
+  // ... heads [tp_kv_head_begin, + n_kv_heads) of the model's
+  // model_n_kv_heads (strategies with per-model, per-head profiles slice
+  // them: SpectralQuant). model_n_kv_heads 0 = n_kv_heads (not sharded).
+  int64_t tp_kv_head_begin = 0, model_n_kv_heads = 0;
+  int64_t ModelKvHeads() const { return model_n_kv_heads > 0 ? model_n_kv_heads : n_kv_heads; }
+  bool ShardsKvHeads() const { return ModelKvHeads() != n_kv_heads; }
 
   // Bytes one token's K+V take in a dense 16-bit cache over all layers.
   int64_t DenseBytesPerToken16() const { return 2 * n_layers * n_kv_heads * head_dim * 2; }

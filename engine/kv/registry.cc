@@ -40,14 +40,9 @@ absl::StatusOr<std::unique_ptr<StrategyRegistry>> StrategyRegistry::Create(
   }
   reg->strategies_["sam_gate"] = std::make_unique<SamGateStrategy>(geometry);
   reg->strategies_["laser_kv"] = std::make_unique<LaserKvStrategy>(geometry);
-  // SpectralQuant loads the model's calibration profiles (calibrating once if none).
-  if (geometry.tp_size > 1) {
-    reg->unavailable_["spectral_quant"] =
-        "kv_compression strategy 'spectral_quant' is not available with --tensor-parallel > 1: its calibration "
-        "profile is per model, not per shard of KV heads";
-  } else {
-    KV_ASSIGN_OR_RETURN(reg->strategies_["spectral_quant"], SpectralQuantStrategy::Create(geometry));
-  }
+  // SpectralQuant loads the model's calibration profiles (calibrating once if
+  // none); a tensor-parallel rank slices them to its KV heads.
+  KV_ASSIGN_OR_RETURN(reg->strategies_["spectral_quant"], SpectralQuantStrategy::Create(geometry));
   return reg;
 }
 

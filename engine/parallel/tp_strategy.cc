@@ -27,6 +27,11 @@ absl::Status TpSequenceCache::EndStep(const SeqStep& seq, const StepContext& ctx
   return absl::OkStatus();
 }
 
+std::optional<PrefillPlan> TpSequenceCache::NextPrefill(int64_t prompt_done, int64_t prompt_len) const {
+  for (size_t r = 1; r < ranks_.size(); ++r) ranks_[r]->NextPrefill(prompt_done, prompt_len);
+  return ranks_[0]->NextPrefill(prompt_done, prompt_len);
+}
+
 int64_t TpSequenceCache::BytesHeld() const {
   int64_t b = 0;
   for (const auto& c : ranks_) b += c->BytesHeld();

@@ -26,9 +26,10 @@ class TpSequenceCache final : public SequenceCache {
                                      const SeqStep& seq, const StepContext& ctx) override;
   absl::Status EndStep(const SeqStep& seq, const StepContext& ctx) override;
   std::optional<int64_t> PrefillChunk() const override { return ranks_[0]->PrefillChunk(); }
-  std::optional<PrefillPlan> NextPrefill(int64_t prompt_done, int64_t prompt_len) const override {
-    return ranks_[0]->NextPrefill(prompt_done, prompt_len);
-  }
+  // Every rank is asked (a strategy may fix state when it plans, e.g.
+  // LASER-KV's budget); the plans depend on token counts only, so rank 0's
+  // is every rank's.
+  std::optional<PrefillPlan> NextPrefill(int64_t prompt_done, int64_t prompt_len) const override;
   int64_t BytesHeld() const override;
   CacheReport Report() const override;
 

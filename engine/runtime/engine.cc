@@ -150,6 +150,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
       const LlamaModel& shard = r == 0 ? *e->model_ : *e->tp_peers_[static_cast<size_t>(r - 1)];
       geometry.n_heads = shard.config().n_heads;  // an uneven split gives ranks different head counts
       geometry.n_kv_heads = shard.config().n_kv_heads;
+      geometry.tp_kv_head_begin = LlamaModel::ShardOf(e->config_.n_kv_heads, r, tp).begin;
+      geometry.model_n_kv_heads = e->config_.n_kv_heads;
       geometry.device = shard.device();
       devices.push_back(shard.device());
       KV_ASSIGN_OR_RETURN(std::unique_ptr<StrategyRegistry> reg, StrategyRegistry::Create(geometry));

@@ -116,13 +116,11 @@ SqLayerDevice SqBuildLayerDevice(const SqPlan& plan, const SqProfile& p, int64_t
   if (plan.centred_k) d.mu_k = Means(p, layer, 0).to(device);
   if (plan.centred_v) d.mu_v = Means(p, layer, 1).to(device);
   if (plan.config.use_qjl) {
-    int max_d = 0;
-    for (const SqTypePlan& t : lp.k) max_d = std::max(max_d, t.d_eff);
-    d.sign_words = SqSignWords(max_d);
+    d.sign_words = SqSignWords(lp.k_max_d_eff);  // the whole layer's, also on a tensor-parallel slice
     at::Tensor s = at::zeros({H, D, D}, at::kFloat);
     for (int64_t h = 0; h < H; ++h) {
       const int64_t de = lp.k[h].d_eff;
-      s[h].narrow(0, 0, de).copy_(SqQjlMatrix(layer, h, D).narrow(0, 0, de));
+      s[h].narrow(0, 0, de).copy_(SqQjlMatrix(layer, plan.head_offset + h, D).narrow(0, 0, de));  // model head
     }
     d.s_sem = s.to(device);
     d.s_prime = at::matmul(s, vk).to(device);  // (S_sem V_K)_m: rows >= d_eff stay 0

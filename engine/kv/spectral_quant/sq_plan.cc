@@ -206,7 +206,39 @@ void SqBuildLayerPlan(const SpectralQuantConfig& c, const SqProfile& p, int64_t 
     // Records of a layer are padded to its widest head (README decision).
     lp->words_k = std::max(lp->words_k, SqRecordWords(lp->k[h].bits));
     lp->words_v = std::max(lp->words_v, SqRecordWords(lp->v[h].bits));
+    lp->k_max_d_eff = std::max(lp->k_max_d_eff, lp->k[h].d_eff);
   }
+}
+
+std::shared_ptr<const SqPlan> SqSlicePlan(const SqPlan& plan, int64_t begin, int64_t count) {
+  auto out = std::make_shared<SqPlan>(plan);
+  out->n_kv_heads = count;
+  out->head_offset = plan.head_offset + begin;
+  for (SqLayerPlan& lp : out->layers) {
+    lp.k = std::vector<SqTypePlan>(lp.k.begin() + begin, lp.k.begin() + begin + count);
+    lp.v = std::vector<SqTypePlan>(lp.v.begin() + begin, lp.v.begin() + begin + count);
+    lp.bits = std::vector<SqBits>(lp.bits.begin() + begin, lp.bits.begin() + begin + count);
+  }
+  return out;
+}
+
+SqProfile SqSliceProfile(const SqProfile& p, int64_t begin, int64_t count) {
+  SqProfile out;
+  out.name = p.name;
+  out.model_hash = p.model_hash;
+  out.n_layers = p.n_layers;
+  out.n_kv_heads = static_cast<int32_t>(count);
+  out.head_dim = p.head_dim;
+  out.n_tokens = p.n_tokens;
+  for (int64_t l = 0; l < p.n_layers; ++l) {
+    for (int64_t h = begin; h < begin + count; ++h) {
+      for (int t = 0; t < 2; ++t) {
+        out.spectra.push_back(p.at(l, h, t));
+        if (p.has_centered()) out.centered.push_back(p.at(l, h, t, true));
+      }
+    }
+  }
+  return out;
 }
 
 std::shared_ptr<const SqPlan> SqBuildPlan(const SpectralQuantConfig& c, const SqProfile& p) {

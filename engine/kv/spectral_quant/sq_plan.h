@@ -65,6 +65,7 @@ struct SqLayerPlan {
   std::vector<SqTypePlan> k, v;  // [Hkv]
   std::vector<SqBits> bits;      // [Hkv]
   int words_k = 0, words_v = 0;  // u32 words per record, padded to the widest head (README)
+  int k_max_d_eff = 0;           // widest key d_eff of the layer's heads (QJL sign words)
 };
 
 struct SqPlan {
@@ -73,7 +74,16 @@ struct SqPlan {
   std::vector<SqLayerPlan> layers;  // [L]
   int qjl_words = 0;                // u32 sign words per K record when use_qjl (ceil(max d_eff / 32))
   bool centred_k = false, centred_v = false;  // built from the centred spectra (SqPlanCentred)
+  int64_t head_offset = 0;  // model KV head of this plan's head 0 (a tensor-parallel rank's slice)
 };
+
+// Tensor parallelism (issue 14): heads [begin, begin + count) of a plan built
+// on the whole model's profile, and of that profile. The layer-wide choices
+// (legacy b_low from the layer's smallest d_eff, records padded to its
+// widest head, QJL sign words) stay the whole model's, so every rank codes
+// its heads exactly as one GPU would.
+std::shared_ptr<const SqPlan> SqSlicePlan(const SqPlan& plan, int64_t begin, int64_t count);
+SqProfile SqSliceProfile(const SqProfile& p, int64_t begin, int64_t count);
 
 // Whether plans of `c` on `p` code centred keys (type 0) / values (type 1):
 // the knob and a profile with centred spectra (SqProfile::has_centered).

@@ -19,13 +19,21 @@ int64_t SqRecordBytesPerToken(const SqLayerPlan& lp, int64_t n_kv_heads, int qjl
 
 SpectralQuantStrategy::SpectralQuantStrategy(const KvGeometry& g, std::vector<std::shared_ptr<const SqProfile>> profiles)
     : geometry_(g) {
-  for (auto& p : profiles) profiles_[p->name] = std::move(p);
+  for (auto& p : profiles) {
+    if (g.ShardsKvHeads()) {
+      rank_profiles_[p->name] =
+          std::make_shared<const SqProfile>(SqSliceProfile(*p, g.tp_kv_head_begin, g.n_kv_heads));
+    }
+    profiles_[p->name] = std::move(p);
+  }
 }
 
 absl::StatusOr<std::unique_ptr<SpectralQuantStrategy>> SpectralQuantStrategy::Create(const KvGeometry& g) {
   std::vector<std::shared_ptr<const SqProfile>> profiles;
   if (!g.model_path.empty() && SqSupportsHeadDim(static_cast<int>(g.head_dim))) {
-    KV_ASSIGN_OR_RETURN(profiles, SqLoadProfiles(g, /*calibrate=*/true));
+    KvGeometry whole = g;  // profiles are the model's: every KV head
+    whole.n_kv_heads = g.ModelKvHeads();
+    KV_ASSIGN_OR_RETURN(profiles, SqLoadProfiles(whole, /*calibrate=*/true));
   }
   return std::make_unique<SpectralQuantStrategy>(g, std::move(profiles));
 }
@@ -67,7 +75,11 @@ std::shared_ptr<const SqDevicePlan> SpectralQuantStrategy::DevicePlan(const Spec
     }
   }
   // Device copies follow the host LRU: one per live host plan at most.
-  std::shared_ptr<const SqDevicePlan> d = SqBuildDevicePlan(plan, p, geometry_.device);
+  std::shared_ptr<const SqDevicePlan> d =
+      geometry_.ShardsKvHeads()
+          ? SqBuildDevicePlan(SqSlicePlan(*plan, geometry_.tp_kv_head_begin, geometry_.n_kv_heads),
+                              *rank_profiles_.at(c.ProfileName()), geometry_.device)
+          : SqBuildDevicePlan(plan, p, geometry_.device);
   device_plans_.emplace_front(plan, d);
   while (device_plans_.size() > 16) device_plans_.pop_back();
   return d;
@@ -81,7 +93,8 @@ absl::StatusOr<std::unique_ptr<SequenceCache>> SpectralQuantStrategy::Open(const
   try {
     bool hit = false;
     std::shared_ptr<const SqDevicePlan> d = DevicePlan(c, &hit);
-    return std::make_unique<SpectralQuantSequenceCache>(c, geometry_, d, profiles_.at(c.ProfileName()), hit,
+    const auto& profiles = geometry_.ShardsKvHeads() ? rank_profiles_ : profiles_;
+    return std::make_unique<SpectralQuantSequenceCache>(c, geometry_, d, profiles.at(c.ProfileName()), hit,
                                                         config.max_tokens);
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("spectral_quant plan upload: ", e.what_without_backtrace()));
@@ -104,9 +117,7 @@ int64_t SpectralQuantStrategy::PredictBytes(const StrategyConfig& config, int64_
     const SqProfile& p = *profiles_.at(c->ProfileName());
     std::shared_ptr<const SqPlan> plan = plans_.Get(*c, p);
     for (const SqLayerPlan& lp : plan->layers) {
-      int max_d = 0;
-      for (const SqTypePlan& t : lp.k) max_d = std::max(max_d, t.d_eff);
-      per_token += SqRecordBytesPerToken(lp, H, c->use_qjl ? SqSignWords(max_d) : 0);
+      per_token += SqRecordBytesPerToken(lp, H, c->use_qjl ? SqSignWords(lp.k_max_d_eff) : 0);
     }
   }
   // Sinks (sq_config.h) are held exact in K2's dense dtype, never coded; so

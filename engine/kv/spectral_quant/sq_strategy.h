@@ -166,7 +166,11 @@ class SpectralQuantStrategy final : public Strategy {
   bool synthetic() const { return profiles_.empty() && geometry_.model_path.empty(); }
 
   KvGeometry geometry_;
-  std::map<std::string, std::shared_ptr<const SqProfile>> profiles_;
+  // The whole model's profiles (plans are built on every head, so a
+  // tensor-parallel rank keeps one GPU's layer-wide choices), and where the
+  // geometry holds a slice of the KV heads, each profile's slice (what the
+  // rank's caches and device plans use).
+  std::map<std::string, std::shared_ptr<const SqProfile>> profiles_, rank_profiles_;
   mutable SqPlanCache plans_;  // mutable: PredictBytes (const) reads plans through the LRU
   std::mutex mu_;
   std::list<std::pair<std::shared_ptr<const SqPlan>, std::shared_ptr<const SqDevicePlan>>> device_plans_;
