@@ -101,11 +101,12 @@ class LlamaModel {
   // of this model, on `device`. It holds its share (ShardOf) of the KV
   // heads in k and v, the query heads of their groups in q with the matching
   // input columns of o, and its share of the MLP columns in gate and up with
-  // the matching input columns of down; norms, embedding and lm-head are
-  // replicated. Its config counts only its heads and columns, so KV
-  // strategies built on its geometry hold its own KV heads only. o and down give partial sums that `comm`
-  // (required when size > 1; rank and size must match) all-reduces, two per
-  // layer. A CPU file's packed blocks are not carried (shards decode from
+  // the matching input columns of down; norms and the embedding are
+  // replicated, the lm-head's vocab rows split (AttachTensorParallel). Its
+  // config counts only its heads and columns, so KV strategies built on its
+  // geometry hold its own KV heads only. o and down give partial sums that
+  // `comm` (required when size > 1; rank and size must match) all-reduces,
+  // two per layer. A CPU file's packed blocks are not carried (shards decode from
   // the compute-dtype weights). Shares are ShardConfig's.
   // dtype: the shard's compute dtype (default: this model's), e.g. a CPU
   // fp32 load split into bf16 shards on GPUs.
@@ -117,8 +118,10 @@ class LlamaModel {
     int64_t begin = 0, count = 0;
   };
   static ShardSpan ShardOf(int64_t count, int rank, int size);
+  // The same for MLP columns, in whole units of 128 (llama_shard.cc says why).
+  static ShardSpan MlpShardOf(int64_t columns, int rank, int size);
   // The config of rank `rank` of `size` shards of `c`: its KV heads (and the
-  // query heads of their groups) and MLP columns, by ShardOf. The split may
+  // query heads of their groups) by ShardOf, its MLP columns by MlpShardOf. The split may
   // be uneven (SmolLM2-135M's 3 KV heads over 2 GPUs: 2 + 1); a size over
   // the KV-head count is INVALID_ARGUMENT naming the allowed range.
   static absl::StatusOr<ModelConfig> ShardConfig(const ModelConfig& c, int rank, int size);

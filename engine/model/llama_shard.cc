@@ -17,11 +17,42 @@
 #include "engine/parallel/tp_strategy.h"
 #include "engine/status_macros.h"
 
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+#include <c10/cuda/CUDAStream.h>
+#endif
+
 namespace kvstream {
+namespace {
+
+void SyncCurrentStream(c10::Device device) {
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+  c10::cuda::getCurrentCUDAStream(device.index()).synchronize();
+#else
+  (void)device;
+#endif
+}
+
+}  // namespace
 
 LlamaModel::ShardSpan LlamaModel::ShardOf(int64_t count, int rank, int size) {
   const int64_t base = count / size, extra = count % size;
   return {rank * base + std::min<int64_t>(rank, extra), base + (rank < extra ? 1 : 0)};
+}
+
+LlamaModel::ShardSpan LlamaModel::MlpShardOf(int64_t columns, int rank, int size) {
+  // Whole units of 128 columns: a share's width stays a multiple of 8 (the
+  // fused decode GEMV needs K % 8 == 0 for down, else a step falls back to
+  // at::linear: Llama-3's 14336 at TP=3 would give 4779) and tensor-core
+  // tiles stay whole. The remainder of a width that is no multiple of 128
+  // goes to the last rank.
+  constexpr int64_t kUnit = 128;
+  const int64_t units = columns / kUnit;
+  if (units < size) return ShardOf(columns, rank, size);
+  ShardSpan s = ShardOf(units, rank, size);
+  s.begin *= kUnit;
+  s.count *= kUnit;
+  if (rank == size - 1) s.count += columns - units * kUnit;
+  return s;
 }
 
 absl::StatusOr<ModelConfig> LlamaModel::ShardConfig(const ModelConfig& c, int rank, int size) {
@@ -37,7 +68,7 @@ absl::StatusOr<ModelConfig> LlamaModel::ShardConfig(const ModelConfig& c, int ra
   ModelConfig sc = c;
   sc.n_kv_heads = ShardOf(c.n_kv_heads, rank, size).count;
   sc.n_heads = sc.n_kv_heads * group;
-  sc.intermediate = ShardOf(c.intermediate, rank, size).count;
+  sc.intermediate = MlpShardOf(c.intermediate, rank, size).count;
   return sc;
 }
 
@@ -83,7 +114,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Shard(int rank, int size
   }
   const int64_t H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, I = c.intermediate;
   const int64_t group = H / Hkv;
-  const ShardSpan kv = ShardOf(Hkv, rank, size), mlp = ShardOf(I, rank, size);
+  const ShardSpan kv = ShardOf(Hkv, rank, size), mlp = MlpShardOf(I, rank, size);
   const int64_t q0 = kv.begin * group * D, qn = kv.count * group * D;
   const int64_t kv0 = kv.begin * D, kvn = kv.count * D;
   const int64_t i0 = mlp.begin, in = mlp.count;
@@ -154,6 +185,13 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardTensorParallel(absl::Span<const Se
     at::InferenceMode inference;  // thread-local: the workers need their own
     try {
       out[r] = m.ForwardLocal(per_rank[r], ctx);
+      // The step ends in a host sync on every rank, not only rank 0 (whose
+      // logits go to the host): work left on a rank's current stream (the
+      // eager all-gather, AKV's tier moves in EndStep) would otherwise race
+      // the next step's uploads and graph replay on the rank's graph stream,
+      // and NCCL_GRAPH_MIXING_SUPPORT=0 (nccl_group.cc) relies on no
+      // uncaptured collective being in flight when a graph is launched.
+      if (out[r].ok() && m.device().is_cuda()) SyncCurrentStream(m.device());
     } catch (const c10::Error& e) {
       out[r] = absl::InternalError(absl::StrCat("tensor-parallel rank ", r, ": ", e.what_without_backtrace()));
     }

@@ -12,9 +12,10 @@
 namespace kvstream {
 
 // size communicators sharing one rendezvous; rank r's is element r. Each
-// rank calls AllReduceSum from its own thread; the call returns once all
-// size ranks have arrived and the sum (accumulated in fp32, ranks in order
-// 0..size-1, so every run sums the same way) is in every rank's tensor.
+// rank calls a collective from its own thread; it returns once all size
+// ranks have arrived and the result is in every rank's output: AllReduceSum
+// accumulates in fp32, ranks in order 0..size-1 (every run sums the same
+// way); AllGather copies each rank's input to its slot of every output.
 std::vector<std::unique_ptr<Communicator>> MakeLocalGroup(int size);
 
 }  // namespace kvstream

@@ -32,7 +32,8 @@ struct EngineOptions {
   // CPU: serve dense through the paged pool + decode-kernel twin (as CUDA does).
   bool paged_dense = false;
   // Tensor parallelism: shards of the model (LlamaModel::Shard), one rank
-  // each, threads of this process; must divide the model's KV heads. CUDA:
+  // each, threads of this process; 1 to the model's KV-head count (shares
+  // may be uneven: LlamaModel::ShardOf). CUDA:
   // one GPU per rank (cuda:0..N-1), partial sums through NCCL
   // (UNIMPLEMENTED in a build without it); CPU: through memory.
   int tensor_parallel = 1;

@@ -170,7 +170,7 @@ absl::Status AkvSequenceCache::AttendCuda(AkvTierSet& set, int idx, const AkvApp
 absl::Status AkvSequenceCache::EndStepCuda() {
   AkvCudaState& c = *cuda_;
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  if (c.timing_pending) {  // the previous step's kernels are done by now (the engine synced on its logits)
+  if (c.timing_pending) {  // the previous step's kernels are done by now (every rank's step ends in a host sync)
     float ms = 0.0f;
     if (cudaEventSynchronize(c.t1) == cudaSuccess && cudaEventElapsedTime(&ms, c.t0, c.t1) == cudaSuccess) {
       compression_ms_ += ms;

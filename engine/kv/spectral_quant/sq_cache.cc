@@ -65,6 +65,7 @@ SpectralQuantSequenceCache::SpectralQuantSequenceCache(const SpectralQuantConfig
     own_plan_->centred_v = c.center_values;
     own_plan_->head_dim = g.head_dim;
     own_plan_->n_kv_heads = g.n_kv_heads;
+    own_plan_->head_offset = g.tp_kv_head_begin;  // QJL matrices are seeded by the model's head
     own_plan_->layers.resize(g.n_layers);
     own_layers_.resize(g.n_layers);
   }

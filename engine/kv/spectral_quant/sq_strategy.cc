@@ -1,6 +1,7 @@
 #include "engine/kv/spectral_quant/sq_strategy.h"
 
 #include <c10/util/Exception.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 
@@ -33,7 +34,16 @@ absl::StatusOr<std::unique_ptr<SpectralQuantStrategy>> SpectralQuantStrategy::Cr
   if (!g.model_path.empty() && SqSupportsHeadDim(static_cast<int>(g.head_dim))) {
     KvGeometry whole = g;  // profiles are the model's: every KV head
     whole.n_kv_heads = g.ModelKvHeads();
-    KV_ASSIGN_OR_RETURN(profiles, SqLoadProfiles(whole, /*calibrate=*/true));
+    // A tensor-parallel rank only loads: calibrating would put the whole
+    // model on the rank's GPU beside its shard and KV pool (and once per
+    // rank). Without a profile, spectral_quant requests are refused naming
+    // the fix (a TP=1 start or `kvstream calibrate` writes one).
+    KV_ASSIGN_OR_RETURN(profiles, SqLoadProfiles(whole, /*calibrate=*/g.tp_size == 1));
+    if (profiles.empty() && g.tp_size > 1) {
+      spdlog::warn("spectral_quant: no calibration profile for {} (tensor-parallel ranks do not calibrate: start "
+                   "once at --tensor-parallel=1 or run `kvstream calibrate`); spectral_quant requests are refused",
+                   g.model_path);
+    }
   }
   return std::make_unique<SpectralQuantStrategy>(g, std::move(profiles));
 }

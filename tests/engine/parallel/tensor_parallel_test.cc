@@ -18,6 +18,7 @@
 #include "engine/kv/registry.h"
 #include "engine/kv/strategy_config.h"
 #include "engine/model/llama_model.h"
+#include "engine/model/synthetic.h"
 #include "engine/parallel/local_group.h"
 #include "tests/engine/engine_fixture.h"
 
@@ -105,8 +106,8 @@ Run Greedy(std::vector<Rank>& ranks, const std::vector<int32_t>& prompt, int n) 
   return run;
 }
 
-void ExpectTpFollowsTp1(Engine& engine, const StrategyConfig& kv, const std::vector<int32_t>& prompt, int size) {
-  const LlamaModel& full = engine.model();
+void ExpectTpFollowsTp1(const LlamaModel& full, const StrategyConfig& kv, const std::vector<int32_t>& prompt,
+                        int size) {
   std::vector<std::unique_ptr<Communicator>> comms = MakeLocalGroup(size);
   std::vector<Rank> one = MakeRanks(full, 1, {}, kv), tp = MakeRanks(full, size, comms, kv);
   ASSERT_FALSE(one.empty());
@@ -126,8 +127,8 @@ void ExpectTpFollowsTp1(Engine& engine, const StrategyConfig& kv, const std::vec
               a.tokens == b.tokens ? "yes" : "no", worst);
 }
 
-void ExpectTpFollowsTp1(Engine& engine, const StrategyConfig& kv, const std::vector<int32_t>& prompt) {
-  for (int size : {2, 3}) ExpectTpFollowsTp1(engine, kv, prompt, size);
+void ExpectTpFollowsTp1(const LlamaModel& full, const StrategyConfig& kv, const std::vector<int32_t>& prompt) {
+  for (int size : {2, 3}) ExpectTpFollowsTp1(full, kv, prompt, size);
 }
 
 std::vector<int32_t> Prompt(Engine& engine, int repeat) {
@@ -145,7 +146,7 @@ TEST(TensorParallel, DenseShardsFollowTheWholeModel) {
   StrategyConfig kv;
   kv.strategy = "dense";
   kv.max_tokens = 4096;
-  ExpectTpFollowsTp1(*engine, kv, Prompt(*engine, 3));
+  ExpectTpFollowsTp1(engine->model(), kv, Prompt(*engine, 3));
 }
 
 TEST(TensorParallel, EntmaxKvShardsFollowTheWholeModel) {
@@ -158,7 +159,24 @@ TEST(TensorParallel, EntmaxKvShardsFollowTheWholeModel) {
   kv.max_tokens = 4096;
   const std::vector<int32_t> prompt = Prompt(*engine, 16);  // ~400 tokens: pages are really selected
   ASSERT_GT(prompt.size(), 300u);
-  ExpectTpFollowsTp1(*engine, kv, prompt);
+  ExpectTpFollowsTp1(engine->model(), kv, prompt);
+}
+
+// A vocabulary no size divides (1001 rows: 501 + 500 at TP=2, 334 + 2 x 333
+// at TP=3): the vocab-parallel lm-head pads the narrower shares to rank 0's
+// width for the all-gather and drops the padding (seeded random weights of
+// SmolLM2-135M's shape, fp32 on the CPU).
+TEST(TensorParallel, OddVocabularyGathersEveryRanksLogitsInOrder) {
+  auto config = SyntheticConfig("smollm2-135m");
+  ASSERT_TRUE(config.ok()) << config.status();
+  config->vocab_size = 1001;
+  config->n_layers = 4;
+  auto full = LlamaModel::CreateSynthetic(*config, c10::Device(c10::kCPU), at::kFloat, /*seed=*/5);
+  ASSERT_TRUE(full.ok()) << full.status();
+  StrategyConfig kv;
+  kv.strategy = "dense";
+  kv.max_tokens = 256;
+  ExpectTpFollowsTp1(**full, kv, {1, 5, 17, 300, 999, 42, 1000, 7, 64, 500});
 }
 
 TEST(TensorParallel, UnevenSplitGivesTheFirstRanksOneMoreHead) {
@@ -172,6 +190,19 @@ TEST(TensorParallel, UnevenSplitGivesTheFirstRanksOneMoreHead) {
   EXPECT_EQ(r0->n_heads, 6);
   EXPECT_EQ(r1->n_heads, 3);
   EXPECT_EQ(r0->intermediate + r1->intermediate, c.intermediate);
+  // MLP shares are whole 128-column units (fused GEMV needs K % 8 == 0): Llama-3's 14336 at TP=3.
+  for (int64_t width : {14336, 1536, 1000}) {
+    for (int size : {2, 3, 5}) {
+      int64_t next = 0;
+      for (int r = 0; r < size; ++r) {
+        const LlamaModel::ShardSpan s = LlamaModel::MlpShardOf(width, r, size);
+        EXPECT_EQ(s.begin, next) << width << "/" << size;
+        if (r + 1 < size) EXPECT_EQ(s.count % 128, 0) << width << "/" << size << " rank " << r;
+        next += s.count;
+      }
+      EXPECT_EQ(next, width) << width << "/" << size;
+    }
+  }
   // Spans tile [0, count) in rank order for every size and count.
   for (int64_t count : {1, 3, 8, 1536, 1537}) {
     for (int size = 1; size <= std::min<int64_t>(count, 5); ++size) {
