@@ -179,6 +179,11 @@ std::optional<absl::StatusOr<at::Tensor>> DecodeGraphs::TryRun(absl::Span<const 
 int64_t DecodeGraphs::graphs_captured() const { return static_cast<int64_t>(impl_->graphs.size()); }
 int64_t DecodeGraphs::replays() const { return impl_->replays; }
 double DecodeGraphs::replay_gpu_ms() const { return impl_->replay_gpu_ms; }
+bool DecodeGraphs::enabled() const { return impl_->enabled; }
+void DecodeGraphs::Disable() {
+  impl_->enabled = false;
+  impl_->graphs.clear();
+}
 
 #else  // no CUDA torch: every step runs eagerly
 
@@ -193,6 +198,8 @@ std::optional<absl::StatusOr<at::Tensor>> DecodeGraphs::TryRun(absl::Span<const 
 int64_t DecodeGraphs::graphs_captured() const { return 0; }
 int64_t DecodeGraphs::replays() const { return 0; }
 double DecodeGraphs::replay_gpu_ms() const { return 0; }
+bool DecodeGraphs::enabled() const { return false; }
+void DecodeGraphs::Disable() {}
 
 #endif
 

@@ -42,6 +42,12 @@ class DecodeGraphs {
                                                     const StepContext& ctx);
   int64_t graphs_captured() const;
   int64_t replays() const;
+  // Whether steps still go through graphs (false with KVSTREAM_CUDA_GRAPHS=0
+  // or after a capture failed). Disable drops every graph and runs later
+  // steps eagerly: tensor-parallel ranks must agree on it, since a step's
+  // collectives are either captured on every rank or on none.
+  bool enabled() const;
+  void Disable();
   // Summed GPU time of the replays (ms), timed by events around each.
   double replay_gpu_ms() const;
 

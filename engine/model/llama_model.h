@@ -194,7 +194,7 @@ class LlamaModel {
   at::Tensor norm_;     // [hidden]
   std::vector<LayerWeights> layers_;
   int64_t weight_bytes_ = 0;
-  std::unique_ptr<DecodeGraphs> graphs_;  // CUDA only, made on the first step
+  std::unique_ptr<DecodeGraphs> graphs_;  // CUDA only, made with the model
   Communicator* comm_ = nullptr;          // tensor parallelism (not owned); null when tp_size_ == 1
   int tp_rank_ = 0, tp_size_ = 1;
   std::vector<LlamaModel*> tp_peers_;     // rank 0 only: ranks 1..N-1

@@ -198,6 +198,22 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardTensorParallel(absl::Span<const Se
     return out[r].status();
   });
   if (!s.ok()) return s;
+  // A capture that failed on some rank turned that rank's graphs off: turn
+  // them off on every rank, or the next step would replay captured
+  // collectives on some ranks against uncaptured ones on the others.
+  bool any_on = false, all_on = true;
+  for (int r = 0; r < size; ++r) {
+    const LlamaModel& m = r == 0 ? *this : *tp_peers_[static_cast<size_t>(r - 1)];
+    const bool on = m.graphs_ != nullptr && m.graphs_->enabled();
+    any_on |= on;
+    all_on &= on;
+  }
+  if (any_on && !all_on) {
+    for (int r = 0; r < size; ++r) {
+      LlamaModel& m = r == 0 ? *this : *tp_peers_[static_cast<size_t>(r - 1)];
+      if (m.graphs_ != nullptr) m.graphs_->Disable();
+    }
+  }
   return std::move(out[0]);
 }
 
