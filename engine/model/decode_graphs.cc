@@ -10,6 +10,7 @@
 
 #include "engine/env_switch.h"
 #include "engine/model/llama_model.h"
+#include "engine/runtime/upload_fence.h"
 #include "engine/status_macros.h"
 #include "spdlog/spdlog.h"
 
@@ -62,11 +63,10 @@ struct DecodeGraphs::Impl {
   cudaEvent_t replay_begin = nullptr, replay_end = nullptr;
   double replay_gpu_ms = 0;
   at::Tensor tok_host, pos_host;  // [kMaxRows] pinned images of tok, pos
-  cudaEvent_t staged = nullptr;   // their last upload
+  UploadFence staged{"decode graphs"};  // their last upload
   ~Impl() {
     if (replay_begin != nullptr) cudaEventDestroy(replay_begin);
     if (replay_end != nullptr) cudaEventDestroy(replay_end);
-    if (staged != nullptr) cudaEventDestroy(staged);
   }
 };
 
@@ -102,13 +102,13 @@ std::optional<absl::StatusOr<at::Tensor>> DecodeGraphs::TryRun(absl::Span<const 
       auto pinned = at::TensorOptions().dtype(at::kLong).pinned_memory(true);
       m.tok_host = at::empty({kMaxRows}, pinned);
       m.pos_host = at::empty({kMaxRows}, pinned);
-      C10_CUDA_CHECK(cudaEventCreateWithFlags(&m.staged, cudaEventDisableTiming));
+      KV_RETURN_IF_ERROR(m.staged.Init());
     }
     // Pinned images, uploaded asynchronously (a pageable copy blocks the
     // host); the last upload must have read them before they are rewritten.
     // Defensive: a successful step ends in m.stream.synchronize(), a failed
     // one may not.
-    C10_CUDA_CHECK(cudaEventSynchronize(m.staged));
+    KV_RETURN_IF_ERROR(m.staged.WaitLast());
     int64_t* tok_h = m.tok_host.data_ptr<int64_t>();
     int64_t* pos_h = m.pos_host.data_ptr<int64_t>();
     std::fill(tok_h, tok_h + padded, 0);
@@ -117,7 +117,7 @@ std::optional<absl::StatusOr<at::Tensor>> DecodeGraphs::TryRun(absl::Span<const 
     std::copy(pos.begin(), pos.end(), pos_h);
     m.tok.narrow(0, 0, padded).copy_(m.tok_host.narrow(0, 0, padded), /*non_blocking=*/true);
     m.pos.narrow(0, 0, padded).copy_(m.pos_host.narrow(0, 0, padded), /*non_blocking=*/true);
-    C10_CUDA_CHECK(cudaEventRecord(m.staged, m.stream));
+    KV_RETURN_IF_ERROR(m.staged.Record());  // on m.stream: the guard above made it current
     KV_ASSIGN_OR_RETURN(int64_t key, g.strategy->PrepareDecode(g.caches, g.steps, padded, ctx));
     StepContext prepared = ctx;
     prepared.decode_prepared = true;

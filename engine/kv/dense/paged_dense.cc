@@ -75,16 +75,8 @@ int64_t PagedDenseStrategy::PredictBytes(const StrategyConfig&, int64_t prompt_t
 absl::Status PagedDenseStrategy::EnsureBuffers() {
   if (block_table_.defined()) return absl::OkStatus();
   const bool cuda = geometry_.device.is_cuda();
-#ifdef KVSTREAM_HAVE_CUDA_TORCH
   // First, so that a failure leaves nothing half built (no buffers without it).
-  if (cuda && staged_ == nullptr) {
-    cudaEvent_t e = nullptr;
-    if (const cudaError_t err = cudaEventCreateWithFlags(&e, cudaEventDisableTiming); err != cudaSuccess) {
-      return absl::InternalError(absl::StrCat("paged dense: cudaEventCreate: ", cudaGetErrorString(err)));
-    }
-    staged_ = e;
-  }
-#endif
+  if (cuda) KV_RETURN_IF_ERROR(staged_.Init());
   auto i32 = at::TensorOptions().dtype(at::kInt).device(geometry_.device);
   block_table_ = at::zeros({kMaxPreparedRows, max_pages_per_seq_}, i32);
   seq_lens_ = at::zeros({kMaxPreparedRows}, i32);
@@ -99,12 +91,6 @@ absl::Status PagedDenseStrategy::EnsureBuffers() {
   if (cuda) num_sms_ = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
 #endif
   return absl::OkStatus();
-}
-
-PagedDenseStrategy::~PagedDenseStrategy() {
-#ifdef KVSTREAM_HAVE_CUDA_TORCH
-  if (staged_ != nullptr) cudaEventDestroy(static_cast<cudaEvent_t>(staged_));
-#endif
 }
 
 absl::StatusOr<int64_t> PagedDenseStrategy::PrepareDecode(absl::Span<SequenceCache* const> seqs,
@@ -135,13 +121,7 @@ absl::StatusOr<int64_t> PagedDenseStrategy::PrepareDecode(absl::Span<SequenceCac
   }
   // Host images; padded rows: length 0 (attend to nothing), append to the
   // scratch page. The previous step's uploads must have read them first.
-#ifdef KVSTREAM_HAVE_CUDA_TORCH
-  if (staged_ != nullptr) {
-    if (const cudaError_t err = cudaEventSynchronize(static_cast<cudaEvent_t>(staged_)); err != cudaSuccess) {
-      return absl::InternalError(absl::StrCat("PrepareDecode: waiting for the last upload: ", cudaGetErrorString(err)));
-    }
-  }
-#endif
+  KV_RETURN_IF_ERROR(staged_.WaitLast());
   int32_t* table = table_host_.data_ptr<int32_t>();
   int32_t* lens = lens_host_.data_ptr<int32_t>();
   int64_t* slots = slots_host_.data_ptr<int64_t>();
@@ -160,14 +140,7 @@ absl::StatusOr<int64_t> PagedDenseStrategy::PrepareDecode(absl::Span<SequenceCac
       .copy_(table_host_.narrow(0, 0, padded_rows * max_pages).view({padded_rows, max_pages}), /*non_blocking=*/true);
   seq_lens_.narrow(0, 0, padded_rows).copy_(lens_host_.narrow(0, 0, padded_rows), /*non_blocking=*/true);
   slots_.narrow(0, 0, padded_rows * Hkv).copy_(slots_host_.narrow(0, 0, padded_rows * Hkv), /*non_blocking=*/true);
-#ifdef KVSTREAM_HAVE_CUDA_TORCH
-  if (staged_ != nullptr) {
-    const cudaError_t err = cudaEventRecord(static_cast<cudaEvent_t>(staged_), at::cuda::getCurrentCUDAStream());
-    if (err != cudaSuccess) {
-      return absl::InternalError(absl::StrCat("PrepareDecode: recording the upload: ", cudaGetErrorString(err)));
-    }
-  }
-#endif
+  KV_RETURN_IF_ERROR(staged_.Record());
 
   prepared_step_ = ctx.step;
   prepared_rows_ = padded_rows;

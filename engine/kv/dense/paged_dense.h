@@ -20,6 +20,7 @@
 
 #include "engine/kv/dense/paged_pool.h"
 #include "engine/kv/kv_cache.h"
+#include "engine/runtime/upload_fence.h"
 
 namespace kvstream {
 
@@ -29,9 +30,6 @@ class PagedDenseStrategy final : public Strategy {
   static constexpr int64_t kMaxPreparedRows = 256;
 
   PagedDenseStrategy(const KvGeometry& g, int64_t pool_bytes);
-  ~PagedDenseStrategy() override;
-  PagedDenseStrategy(const PagedDenseStrategy&) = delete;  // owns a CUDA event
-  PagedDenseStrategy& operator=(const PagedDenseStrategy&) = delete;
 
   // ---- Strategy ----
   const char* name() const override { return "dense"; }
@@ -73,7 +71,7 @@ class PagedDenseStrategy final : public Strategy {
   // elsewhere. staged_ marks their last upload: the host waits on it before
   // writing them again.
   at::Tensor table_host_, lens_host_, slots_host_;
-  void* staged_ = nullptr;  // cudaEvent_t (CUDA builds), else unused
+  UploadFence staged_{"paged dense"};
   int64_t prepared_step_ = -1;
   int64_t prepared_rows_ = 0;  // padded rows
   int64_t prepared_max_len_ = 0;
