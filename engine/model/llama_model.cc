@@ -179,7 +179,7 @@ at::Tensor LlamaModel::Project(const at::Tensor& x, const Linear& w) const {
 }
 
 absl::StatusOr<at::Tensor> LlamaModel::Forward(absl::Span<const SeqInput> seqs, const StepContext& ctx) {
-  if (!tp_peers_.empty()) return ForwardTensorParallel(seqs, ctx);
+  if (!tp_group_.empty()) return ForwardTensorParallel(seqs, ctx);
   return ForwardLocal(seqs, ctx);
 }
 

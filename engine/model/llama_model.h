@@ -197,7 +197,7 @@ class LlamaModel {
   std::unique_ptr<DecodeGraphs> graphs_;  // CUDA only, made with the model
   Communicator* comm_ = nullptr;          // tensor parallelism (not owned); null when tp_size_ == 1
   int tp_rank_ = 0, tp_size_ = 1;
-  std::vector<LlamaModel*> tp_peers_;     // rank 0 only: ranks 1..N-1
+  std::vector<LlamaModel*> tp_group_;     // rank 0 only: every rank's shard, [0] = this (empty: no TP)
   TpRunner* tp_runner_ = nullptr;
 };
 

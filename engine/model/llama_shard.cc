@@ -157,13 +157,14 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Shard(int rank, int size
 }
 
 void LlamaModel::SetTensorParallelPeers(std::vector<LlamaModel*> peers, TpRunner* runner) {
-  tp_peers_ = std::move(peers);
+  tp_group_ = {this};
+  tp_group_.insert(tp_group_.end(), peers.begin(), peers.end());
   tp_runner_ = runner;
 }
 
 absl::StatusOr<at::Tensor> LlamaModel::ForwardTensorParallel(absl::Span<const SeqInput> seqs,
                                                              const StepContext& ctx) {
-  const int size = static_cast<int>(tp_peers_.size()) + 1;
+  const int size = static_cast<int>(tp_group_.size());
   // Rank r's inputs: the same tokens with rank r's strategy and cache.
   std::vector<std::vector<SeqInput>> per_rank(static_cast<size_t>(size),
                                               std::vector<SeqInput>(seqs.begin(), seqs.end()));
@@ -180,7 +181,7 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardTensorParallel(absl::Span<const Se
   }
   std::vector<absl::StatusOr<at::Tensor>> out(static_cast<size_t>(size), absl::UnknownError("rank did not run"));
   const absl::Status s = tp_runner_->RunAll([&](int r) -> absl::Status {
-    LlamaModel& m = r == 0 ? *this : *tp_peers_[static_cast<size_t>(r - 1)];
+    LlamaModel& m = *tp_group_[static_cast<size_t>(r)];
     c10::DeviceGuard device(m.device());
     at::InferenceMode inference;  // thread-local: the workers need their own
     try {
@@ -201,17 +202,11 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardTensorParallel(absl::Span<const Se
   // A capture that failed on some rank turned that rank's graphs off: turn
   // them off on every rank, or the next step would replay captured
   // collectives on some ranks against uncaptured ones on the others.
-  bool any_on = false, all_on = true;
-  for (int r = 0; r < size; ++r) {
-    const LlamaModel& m = r == 0 ? *this : *tp_peers_[static_cast<size_t>(r - 1)];
-    const bool on = m.graphs_ != nullptr && m.graphs_->enabled();
-    any_on |= on;
-    all_on &= on;
-  }
-  if (any_on && !all_on) {
-    for (int r = 0; r < size; ++r) {
-      LlamaModel& m = r == 0 ? *this : *tp_peers_[static_cast<size_t>(r - 1)];
-      if (m.graphs_ != nullptr) m.graphs_->Disable();
+  const auto graphs_on = [](const LlamaModel* m) { return m->graphs_ != nullptr && m->graphs_->enabled(); };
+  if (std::any_of(tp_group_.begin(), tp_group_.end(), graphs_on) &&
+      !std::all_of(tp_group_.begin(), tp_group_.end(), graphs_on)) {
+    for (LlamaModel* m : tp_group_) {
+      if (m->graphs_ != nullptr) m->graphs_->Disable();
     }
   }
   return std::move(out[0]);
