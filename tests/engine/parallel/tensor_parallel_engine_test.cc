@@ -33,6 +33,8 @@ std::unique_ptr<Engine> Load(int tp) {
 
 struct Pair {
   std::unique_ptr<Engine> one, tp, tp2;
+  bool loaded() const { return one && tp && tp2; }
+  Engine& at_size(int size) { return size == 3 ? *tp : *tp2; }  // the TP=3 or TP=2 engine
 };
 Pair& Engines() {
   static Pair p = [] {
@@ -66,20 +68,26 @@ std::vector<GenerateSpec> Specs(Engine& e, const StrategyConfig& kv, bool with_l
   return specs;
 }
 
-void ExpectSameTokens(const std::string& strategy, const std::string& knobs, bool with_long = true) {
-  Pair& p = Engines();
-  if (!p.one || !p.tp || !p.tp2) GTEST_SKIP() << "bundled model absent: run scripts/setup.sh";
+// `strategy` with the knob list `knobs` ("name=value,...").
+StrategyConfig Kv(const std::string& strategy, const std::string& knobs) {
   StrategyConfig kv;
   kv.strategy = strategy;
   if (!knobs.empty()) {
     auto k = ParseKnobList(knobs);
-    ASSERT_TRUE(k.ok()) << k.status();
-    kv.knobs = *k;
+    EXPECT_TRUE(k.ok()) << k.status();
+    if (k.ok()) kv.knobs = *k;
   }
+  return kv;
+}
+
+void ExpectSameTokens(const std::string& strategy, const std::string& knobs, bool with_long = true) {
+  Pair& p = Engines();
+  if (!p.loaded()) GTEST_SKIP() << "bundled model absent: run scripts/setup.sh";
+  const StrategyConfig kv = Kv(strategy, knobs);
   auto a = p.one->GenerateBatch(Specs(*p.one, kv, with_long));
   ASSERT_TRUE(a.ok()) << a.status();
   for (int size : {3, 2}) {
-    Engine& tp = size == 3 ? *p.tp : *p.tp2;
+    Engine& tp = p.at_size(size);
     auto b = tp.GenerateBatch(Specs(tp, kv, with_long));
     ASSERT_TRUE(b.ok()) << b.status();
     for (size_t i = 0; i < a->size(); ++i) {
@@ -103,14 +111,10 @@ TEST(TensorParallelEngine, EntmaxKvFollowsTp1) { ExpectSameTokens("entmax_kv", "
 // near ties only).
 TEST(TensorParallelEngine, SpectralQuantFollowsTp1OrPartsAtNearTies) {
   Pair& p = Engines();
-  if (!p.one || !p.tp || !p.tp2) GTEST_SKIP() << "bundled model absent: run scripts/setup.sh";
-  StrategyConfig kv;
-  kv.strategy = "spectral_quant";
-  auto k = ParseKnobList("num_recent_tokens=8");
-  ASSERT_TRUE(k.ok()) << k.status();
-  kv.knobs = *k;
+  if (!p.loaded()) GTEST_SKIP() << "bundled model absent: run scripts/setup.sh";
+  const StrategyConfig kv = Kv("spectral_quant", "num_recent_tokens=8");
   for (int size : {3, 2}) {
-    Engine& tp = size == 3 ? *p.tp : *p.tp2;
+    Engine& tp = p.at_size(size);
     const std::vector<GenerateSpec> specs = Specs(tp, kv);
     auto b = tp.GenerateBatch(specs);
     ASSERT_TRUE(b.ok()) << b.status();
@@ -129,16 +133,10 @@ TEST(TensorParallelEngine, SpectralQuantFollowsTp1OrPartsAtNearTies) {
 // failing rank would abort the group).
 void ExpectServesPerShard(const std::string& strategy, const std::string& knobs = "") {
   Pair& p = Engines();
-  if (!p.one || !p.tp || !p.tp2) GTEST_SKIP() << "bundled model absent: run scripts/setup.sh";
-  StrategyConfig kv;
-  kv.strategy = strategy;
-  if (!knobs.empty()) {
-    auto k = ParseKnobList(knobs);
-    ASSERT_TRUE(k.ok()) << k.status();
-    kv.knobs = *k;
-  }
+  if (!p.loaded()) GTEST_SKIP() << "bundled model absent: run scripts/setup.sh";
+  const StrategyConfig kv = Kv(strategy, knobs);
   for (int size : {3, 2}) {
-    Engine& tp = size == 3 ? *p.tp : *p.tp2;
+    Engine& tp = p.at_size(size);
     for (int round = 0; round < 2; ++round) {
       auto b = tp.GenerateBatch(Specs(tp, kv));
       ASSERT_TRUE(b.ok()) << strategy << " TP=" << size << ": " << b.status();
