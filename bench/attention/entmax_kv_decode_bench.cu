@@ -5,7 +5,7 @@
 // SHARED_KV selection (the EntmaxKvConfig defaults).
 //
 //   entmax_kv_decode_bench [--out results.json] [--commit SHA] [--iters 100] [--warmup 10]
-//                          [--points 1x32768,8x131072,...]
+//                          [--points 1x32768,8x131072,...] [--k7-splits 8,16,33,66]
 //
 // Per (B, T) point, one layer, T = tokens cached after the append:
 //   step   = the launches of EntmaxKvSequenceCache::Decode (engine/kv/entmax_kv/
@@ -22,6 +22,8 @@
 //            the append on every step; reported apart (not in `step`).
 //   per_seq (B > 1) = the engine today: one batch-1 step per sequence.
 //   dense  = LaunchDenseDecode with the planned splits.
+//   k7_split_sweep (--k7-splits) = K7 alone at each listed split count, beside
+//            the planner's, to check PlanEntmaxSoftmaxDecodeSplits.
 // Bytes by the §3 model (unique bytes): selected K/V 2*b_kv*Hkv*D*T_sel plus
 // page metadata (kmin + kmax) 2*b_kv*Hkv*D*P_hist, per sequence, plus q and out.
 // Copy bandwidth and L2 defeat as in dense_decode_bench.cu: consecutive steps
@@ -60,6 +62,7 @@ constexpr double kBkv = 2.0;                                     // bf16 bytes p
 
 struct Args : kvstream::bench::BenchArgs {
   std::vector<std::pair<int, int>> points = {{1, 32768}, {1, 131072}, {1, 524288}, {8, 32768}, {8, 131072}};
+  std::vector<int> k7_splits;  // K7 split counts to time beside the planner's (none: no sweep)
 };
 
 using Launch = std::function<void(int r)>;  // enqueue one piece of work on cache set r
@@ -150,7 +153,7 @@ class Point {
     BENCH_CHECK(cudaMalloc(&dense_out_, bh * kD * 2));
     splits_ = PlanEntmaxSoftmaxDecodeSplits(b_, kHs, mt_, sms_);
     splits_seq_ = PlanEntmaxSoftmaxDecodeSplits(1, kHs, mt_, sms_);
-    const int smax = std::max(splits_, splits_seq_);
+    const int smax = kEntmaxMaxSplits;  // the planner's, or any count a --k7-splits sweep asks for
     BENCH_CHECK(cudaMalloc(&part_, std::max<size_t>(4, EntmaxSparseDecodeWorkspaceBytes(b_, kH, smax, kD))));
     BENCH_CHECK(cudaMalloc(&part_lse_, std::max<size_t>(4, EntmaxSparseDecodeLseBytes(b_, kH, smax))));
     dense_splits_ = PlanDenseDecodeSplits(b_, kH, kHkv, t_, sms_);
@@ -199,7 +202,8 @@ class Point {
     tp.chunk_pages = chunk_pages;
     BENCH_CHECK(LaunchEntmaxTopkPack(tp, s_));
   }
-  void RunK7(int r, int b0, int nb) const {
+  // splits: 0 = the planner's (what the engine runs), else forced (sweep).
+  void RunK7(int r, int b0, int nb, int splits = 0) const {
     EntmaxSparseDecodeParams dp;
     dp.kv = Kv(r, b0, nb);
     dp.query = Query(r, b0);
@@ -217,7 +221,7 @@ class Point {
     dp.niter = 3;
     dp.correction_iters = 3;
     dp.normalize_output = true;
-    dp.num_splits = nb == 1 ? splits_seq_ : splits_;
+    dp.num_splits = splits > 0 ? splits : nb == 1 ? splits_seq_ : splits_;
     dp.partial_out = dp.num_splits > 1 ? part_ + bh0 * dp.num_splits * kD : nullptr;
     dp.partial_lse = dp.num_splits > 1 ? part_lse_ + bh0 * dp.num_splits * 2 : nullptr;
     BENCH_CHECK(LaunchEntmaxSparseDecode(dp, s_));
@@ -371,12 +375,28 @@ class Point {
 struct Row {
   int b, t, hist, t_sel, splits, splits_seq, dense_splits, rot;
   float k2_us, k3_us, k3_one_cta_us, k7_us, k1_us, step_us, graph_us, per_seq_us, dense_us;
+  std::vector<std::pair<int, float>> k7_sweep;  // (splits, K7 us)
   double meta, sel_kv, model, aux, dense_bytes;
 };
 
 Args Parse(int argc, char** argv) {
   Args a;
   kvstream::bench::ParseBenchArgs(argc, argv, &a, [&](const std::string& s, auto next) {
+    if (s == "--k7-splits") {  // S,S,... in [1, kEntmaxMaxSplits]
+      const std::string v = next();
+      for (size_t at = 0; at < v.size();) {
+        const size_t comma = std::min(v.find(',', at), v.size());
+        const int n = std::atoi(v.substr(at, comma - at).c_str());
+        if (n < 1 || n > kEntmaxMaxSplits) {
+          std::fprintf(stderr, "bad --k7-splits entry '%s' (1..%d)\n", v.substr(at, comma - at).c_str(),
+                       kEntmaxMaxSplits);
+          std::exit(2);
+        }
+        a.k7_splits.push_back(n);
+        at = comma + 1;
+      }
+      return true;
+    }
     if (s != "--points") return false;  // BxT,BxT,...
     a.points.clear();
     const std::string v = next();
@@ -431,6 +451,11 @@ int main(int argc, char** argv) {
                           : TimeParts({[&](int r) { for (int b = 0; b < B; ++b) pt.Step(r, b, 1); }},
                                       pt.rotations(), a, s)[0];
     w.dense_us = TimeParts({[&](int r) { pt.Dense(r); }}, pt.rotations(), a, s)[0];
+    for (int S : a.k7_splits) {
+      w.k7_sweep.emplace_back(S, TimeParts({[&](int r) { pt.RunK7(r, 0, B, S); }}, pt.rotations(), a, s)[0]);
+      std::printf("B=%d T=%d: K7 at %d splits %.1f us (planner %d: %.1f us)\n", w.b, w.t, S, w.k7_sweep.back().second,
+                  w.splits, w.k7_us);
+    }
     w.meta = pt.MetaBytes(), w.sel_kv = pt.SelKvBytes(), w.model = pt.ModelBytes(), w.aux = pt.AuxBytes();
     w.dense_bytes = pt.DenseBytes();
     rows.push_back(w);
@@ -495,10 +520,15 @@ int main(int argc, char** argv) {
     part("dense", w.dense_us, w.dense_bytes);
     std::fprintf(f, ",\n     \"sum_of_parts_us\": %.2f, \"step_minus_scoring_us\": %.2f, \"meta_bytes\": %.0f, "
                  "\"sel_kv_bytes\": %.0f, \"model_bytes\": %.0f, \"aux_bytes\": %.0f, \"read_fraction\": %.4f, "
-                 "\"speedup_vs_dense\": %.2f, \"speedup_vs_dense_graph\": %.2f, \"copy_gbps\": %.1f}%s\n",
+                 "\"speedup_vs_dense\": %.2f, \"speedup_vs_dense_graph\": %.2f, \"copy_gbps\": %.1f,\n     "
+                 "\"k7_split_sweep\": [",
                  w.k2_us + w.k3_us + w.k7_us, w.step_us - w.k2_us - w.k3_us, w.meta, w.sel_kv, w.model,
-                 w.aux, w.model / w.dense_bytes, w.dense_us / w.step_us, w.dense_us / w.graph_us, copy,
-                 i + 1 < rows.size() ? "," : "");
+                 w.aux, w.model / w.dense_bytes, w.dense_us / w.step_us, w.dense_us / w.graph_us, copy);
+    for (size_t j = 0; j < w.k7_sweep.size(); ++j) {
+      std::fprintf(f, "%s{\"splits\": %d, \"time_us\": %.2f}", j ? ", " : "", w.k7_sweep[j].first,
+                   w.k7_sweep[j].second);
+    }
+    std::fprintf(f, "]}%s\n", i + 1 < rows.size() ? "," : "");
   }
   std::fprintf(f, "  ]\n}\n");
   std::fclose(f);

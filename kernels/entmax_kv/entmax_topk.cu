@@ -229,19 +229,17 @@ __global__ void __cluster_dims__(kSelCluster, 1, 1) __launch_bounds__(kSelThread
   }
 }
 
-// One CTA per row (no cluster): the same selection with the whole row in one
-// CTA's shared memory. Measured faster than the cluster below wherever rows
-// are short or there are many of them (H100: cluster-wide barriers and
-// one 1024-thread CTA per SM cost ~20 us per wave).
+// One CTA per row (no cluster): the row's keys in shared memory, RangedSelect
+// (one linear-bin pass over the row's key range, then the threshold bin's few
+// keys ranked; the 3-pass radix only for heavy ties) and the ordered emit of
+// entmax_topk_select.cuh. Measured faster than the cluster wherever rows are
+// short or there are many of them (H100: cluster-wide barriers and one
+// 1024-thread CTA per SM cost ~20 us per wave).
 __global__ void __launch_bounds__(kSelThreads) TopkSelectCtaKernel(const EntmaxTopkPackParams p) {
   extern __shared__ uint32_t keys[];  // [P_hist]
-  __shared__ uint32_t hist[kSelBins];
-  // (FindBin reads this thread's two bins before its first barrier.)
-  __shared__ uint32_t wsum[kSelWarps];
-  __shared__ uint32_t sel_bin, sel_before;
-  __shared__ int w_lt[kSelWarps], w_eq[kSelWarps];
+  __shared__ RangedSelectSmem<kSelThreads> sm;
   GridDepWait();  // K2's U (PDL launch)
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int tid = threadIdx.x;
   const int b = blockIdx.y, l = blockIdx.x, MB = p.max_blocks_per_seq;
   const int64_t row = static_cast<int64_t>(b) * p.sel.select_heads + l;
   const EntmaxSeqPages s = EntmaxPagesOf(p.seq_lens[b], p.page_size, MB);
@@ -254,47 +252,23 @@ __global__ void __launch_bounds__(kSelThreads) TopkSelectCtaKernel(const EntmaxT
     for (int pg = tid; pg < s.hist; pg += kSelThreads) out[pg] = pg;
   } else {
     const int hist_n = s.hist;  // > n >= 1 here
-    for (int pg = tid; pg < hist_n; pg += kSelThreads) keys[pg] = pg < sinks ? 0u : ~EntmaxOrderedBits(u[pg]);
-    uint32_t prefix = 0, mask = 0;
-    int kk = n;  // rank (1-based) of the threshold among the keys still matching prefix
-#pragma unroll 1
-    for (int pass = 0; pass < 3; ++pass) {
-      const int shift = pass == 0 ? 21 : (pass == 1 ? 10 : 0), bits = pass == 2 ? 10 : 11;
-      const uint32_t dmask = (1u << bits) - 1;
-      hist[2 * tid] = 0, hist[2 * tid + 1] = 0;
-      __syncthreads();  // also: keys loaded, previous pass's FindBin outputs read
-      for (int base = warp * 32; base < hist_n; base += kSelThreads) {
-        const int pg = base + lane;
-        const uint32_t key = pg < hist_n ? keys[pg] : 0u;
-        const uint32_t bin = pg < hist_n && (key & mask) == prefix ? (key >> shift) & dmask : 0xffffffffu;
-        RadixHistAdd(hist, bin, lane);
+    // Eight loads in flight per thread before any store (the row is in L2: K2 just wrote it).
+    for (int base = 0; base < hist_n; base += 8 * kSelThreads) {
+      float v[8];
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        const int pg = base + k * kSelThreads + tid;
+        v[k] = pg < hist_n ? u[pg] : 0.0f;
       }
-      __syncthreads();
-      FindBin(hist[2 * tid], hist[2 * tid + 1], kk, wsum, &sel_bin, &sel_before);
-      prefix |= sel_bin << shift;
-      mask |= dmask << shift;
-      kk -= static_cast<int>(sel_before);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        const int pg = base + k * kSelThreads + tid;
+        if (pg < hist_n) keys[pg] = pg < sinks ? 0u : ~EntmaxOrderedBits(v[k]);
+      }
     }
-    const uint32_t thr = prefix;  // the n-th smallest key; take the first kk keys equal to it
-    // Ordered emit: warp w owns pages [w*W, (w+1)*W); count, prefix over warps, write.
-    int lo, hi, c_lt, c_eq;
-    CountWarpSlice(keys, hist_n, thr, &lo, &hi, &c_lt, &c_eq);
-    if (lane == 0) w_lt[warp] = c_lt, w_eq[warp] = c_eq;
-    __syncthreads();
-    int lt_before = 0, eq_before = 0;
-    for (int w = 0; w < warp; ++w) lt_before += w_lt[w], eq_before += w_eq[w];
-    int pos = lt_before + min(eq_before, kk);
-    const unsigned below = (1u << lane) - 1;
-    for (int base = lo; base < hi; base += 32) {
-      const int pg = base + lane;
-      const uint32_t key = pg < hi ? keys[pg] : 0xffffffffu;
-      const unsigned eq = __ballot_sync(0xffffffffu, pg < hi && key == thr);
-      const bool take = pg < hi && (key < thr || (key == thr && eq_before + __popc(eq & below) < kk));
-      const unsigned tk = __ballot_sync(0xffffffffu, take);
-      if (take) out[pos + __popc(tk & below)] = pg;
-      pos += __popc(tk);
-      eq_before += __popc(eq);
-    }
+    int take_eq = 0;
+    const uint32_t thr = RangedSelect<kSelThreads>(keys, hist_n, sinks, n, sm, &take_eq);
+    RadixEmit<kSelThreads>(keys, hist_n, thr, take_eq, sm.radix, out, [](int pg) { return static_cast<int32_t>(pg); });
   }
   if (tid == 0) {  // out[0, n) is written by other threads; the tail goes after it
     int cnt = n;

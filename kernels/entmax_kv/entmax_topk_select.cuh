@@ -121,6 +121,112 @@ __device__ __forceinline__ uint32_t RadixSelect(const uint32_t* keys, int n, int
   return prefix;
 }
 
+// ---- Ranged selection (one pass instead of three on smooth scores) ----------
+// The three radix passes above spend their first pass on sign and exponent
+// (real U rows share both, so one or two bins take every key) and each pass
+// is a chain of barriers. RangedSelect bins the candidates linearly over the
+// row's own score range instead: the bin is monotone in the key, so the
+// kk-th smallest key lies in the bin holding the kk-th count, and with 2048
+// bins over [min, max] that bin holds a handful of keys. They are ranked
+// exactly on (key, index) (the twin's stable order); a bin of more than
+// kRangedMaxMembers keys (heavy ties) falls back to RadixSelect.
+constexpr int kRangedMaxMembers = 256;
+
+template <int kThreads>
+struct RangedSelectSmem {
+  RadixSelectSmem<kThreads> radix;
+  uint32_t wmin[kThreads / 32], wmax[kThreads / 32];
+  unsigned long long members[kRangedMaxMembers];  // (key << 32) | index, the threshold bin's keys
+  uint32_t n_members, thr;
+  int take_eq;
+};
+
+// The score a key was made from (inverse of ~EntmaxOrderedBits; NaN came in as -inf).
+__device__ __forceinline__ float RankKeyScore(uint32_t key) {
+  const uint32_t o = ~key;
+  return __uint_as_float((o & 0x80000000u) ? (o & 0x7fffffffu) : ~o);
+}
+
+// Bin of a candidate key, monotone non-decreasing in the key (smaller key =
+// higher score: bin 0 holds the best). Linear in the score between the row's
+// best and worst (umax - u is >= 0 and every step rounds monotonically); in
+// key space when the scores are not finite (then bins are coarse but still
+// ordered).
+struct RangedBinner {
+  uint32_t lo;       // smallest candidate key
+  float umax, scale;
+  bool by_score;
+  __device__ __forceinline__ RangedBinner(uint32_t lo_key, uint32_t hi_key) : lo(lo_key) {
+    umax = RankKeyScore(lo_key);
+    const float span = umax - RankKeyScore(hi_key);
+    by_score = span > 0.0f && span <= 3.0e38f;  // false for inf / NaN spans
+    scale = by_score ? static_cast<float>(kRadixBins) / span
+                     : static_cast<float>(kRadixBins) / (static_cast<float>(hi_key - lo_key) + 1.0f);
+  }
+  __device__ __forceinline__ uint32_t operator()(uint32_t key) const {
+    const float x = by_score ? (umax - RankKeyScore(key)) * scale : static_cast<float>(key - lo) * scale;
+    return min(static_cast<uint32_t>(x), static_cast<uint32_t>(kRadixBins - 1));
+  }
+};
+
+// The same contract as RadixSelect for keys[0, n) where keys[0, first) are 0,
+// below every candidate key (EntmaxKV's sinks), and are always taken:
+// returns thr and *take_eq so that RadixEmit takes exactly the kk_total
+// smallest keys under (key, index), first <= kk_total. Keys must be written
+// before the call.
+template <int kThreads>
+__device__ __forceinline__ uint32_t RangedSelect(const uint32_t* keys, int n, int first, int kk_total,
+                                                 RangedSelectSmem<kThreads>& sm, int* take_eq) {
+  constexpr int kWarps = kThreads / 32;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int kk = kk_total - first;  // candidates to take
+  __syncthreads();  // keys written
+  uint32_t lo = 0xffffffffu, hi = 0u;
+  for (int i = first + tid; i < n; i += kThreads) lo = min(lo, keys[i]), hi = max(hi, keys[i]);
+  lo = __reduce_min_sync(0xffffffffu, lo), hi = __reduce_max_sync(0xffffffffu, hi);
+  if (lane == 0) sm.wmin[warp] = lo, sm.wmax[warp] = hi;
+  for (int i = tid; i < kRadixBins; i += kThreads) sm.radix.hist[i] = 0;
+  if (tid == 0) sm.n_members = 0;
+  __syncthreads();
+  lo = __reduce_min_sync(0xffffffffu, lane < kWarps ? sm.wmin[lane] : 0xffffffffu);
+  hi = __reduce_max_sync(0xffffffffu, lane < kWarps ? sm.wmax[lane] : 0u);
+  // (Uniform branches: every thread holds the same lo, hi, kk.)
+  if (kk <= 0) { *take_eq = 0; return first > 0 ? 1u : 0u; }            // the leading zeros only
+  if (kk >= n - first) { *take_eq = INT_MAX; return hi; }             // every key
+  if (lo == hi) { *take_eq = kk; return lo; }                          // all candidates tie: the first kk
+  const RangedBinner bin_of(lo, hi);
+  for (int base = first + warp * 32; base < n; base += kThreads) {
+    const int i = base + lane;
+    RadixHistAdd(sm.radix.hist, i < n ? bin_of(keys[i]) : kNoKey, lane);
+  }
+  __syncthreads();
+  RadixFindBin<kThreads>(sm.radix, kk);  // ends with a barrier
+  const uint32_t bin = sm.radix.sel_bin, cnt = sm.radix.sel_count;
+  const int r = kk - static_cast<int>(sm.radix.sel_before);  // 1-based rank inside the bin
+  if (cnt > kRangedMaxMembers) return RadixSelect<kThreads>(keys, n, kk_total, sm.radix, take_eq);
+  for (int i = first + tid; i < n; i += kThreads) {
+    const uint32_t k = keys[i];
+    if (bin_of(k) == bin) {
+      sm.members[atomicAdd(&sm.n_members, 1u)] = (static_cast<unsigned long long>(k) << 32) | static_cast<uint32_t>(i);
+    }
+  }
+  __syncthreads();
+  if (tid < static_cast<int>(cnt)) {  // members are distinct (unique indices): exactly one has rank r - 1
+    const unsigned long long m = sm.members[tid];
+    int below = 0, eq_below = 0;
+    for (int j = 0; j < static_cast<int>(cnt); ++j) {
+      const unsigned long long o = sm.members[j];
+      below += o < m;
+      eq_below += o < m && (o >> 32) == (m >> 32);
+    }
+    // Keys equal to thr all share its bin, so eq_below counts every such key before it.
+    if (below == r - 1) sm.thr = static_cast<uint32_t>(m >> 32), sm.take_eq = eq_below + 1;
+  }
+  __syncthreads();
+  *take_eq = sm.take_eq;
+  return sm.thr;
+}
+
 // Writes out[pos] = page_of(i) for every taken i (key < thr, or == thr among
 // the first take_eq such keys), pos ascending with i: warp w owns a
 // contiguous slice of whole 32-key rows. Ends with a barrier.

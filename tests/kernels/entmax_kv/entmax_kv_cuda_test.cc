@@ -142,10 +142,15 @@ TEST(EntmaxCuda, TopkPackLongRowsWithTiesMatchTwin) {
   for (const Case& cs : cases) {
     int mb = 1;
     for (int32_t t : cs.lens) mb = std::max(mb, (t + cs.P - 1) / cs.P + 1);
-    std::vector<float> u(static_cast<size_t>(cs.batch) * cs.hs * mb, NAN);
-    std::uniform_int_distribution<int> level(0, 40);
-    for (float& x : u) x = 0.25f * level(rng) - 3.0f;  // 41 distinct values: heavy ties
+    // 41 distinct values: heavy ties (the one-CTA kernel's threshold bin
+    // overflows its member list: radix fallback); 401: a few ties per bin
+    // (ranked members); 0: continuous scores (the usual case).
+    for (int levels : {40, 400, 0})
     for (int budget : {1, 128, 2000}) for (int chunk : {-1, 0, 256, 4096}) {
+      std::vector<float> u(static_cast<size_t>(cs.batch) * cs.hs * mb, NAN);
+      std::uniform_int_distribution<int> level(0, std::max(levels, 1));
+      std::normal_distribution<float> smooth(0.0f, 4.0f);
+      for (float& x : u) x = levels > 0 ? 0.25f * level(rng) - 3.0f * levels / 40 : smooth(rng);
       SelectionBuffers hsel(cs.batch, cs.hs, mb), gsel(cs.batch, cs.hs, mb);
       EntmaxTopkPackParams t;
       t.u = u.data(), t.seq_lens = cs.lens.data(), t.batch = cs.batch, t.page_size = cs.P;
@@ -160,11 +165,12 @@ TEST(EntmaxCuda, TopkPackLongRowsWithTiesMatchTwin) {
       gsel.count = Down(g.sel.page_count, gsel.count.size());
       gsel.sel_len = Down(g.sel.sel_len, gsel.sel_len.size());
       gsel.pages = Down(g.sel.pages, gsel.pages.size());
-      EXPECT_EQ(gsel.count, hsel.count) << "MB " << mb << " budget " << budget << " chunk " << chunk;
-      EXPECT_EQ(gsel.sel_len, hsel.sel_len) << "MB " << mb << " budget " << budget << " chunk " << chunk;
+      EXPECT_EQ(gsel.count, hsel.count) << "MB " << mb << " levels " << levels << " budget " << budget << " chunk " << chunk;
+      EXPECT_EQ(gsel.sel_len, hsel.sel_len) << "MB " << mb << " levels " << levels << " budget " << budget;
       for (int b = 0; b < cs.batch; ++b)
         for (int l = 0; l < cs.hs; ++l)
-          EXPECT_EQ(gsel.List(b, l), hsel.List(b, l)) << "MB " << mb << " budget " << budget << " chunk " << chunk << " b " << b;
+          EXPECT_EQ(gsel.List(b, l), hsel.List(b, l))
+              << "MB " << mb << " levels " << levels << " budget " << budget << " chunk " << chunk << " b " << b;
     }
   }
 }
