@@ -286,22 +286,12 @@ __global__ void __launch_bounds__(D) LseMergeKernel(const EntmaxSparseDecodePara
   for (int s = 0; s < S; ++s) m = fmaxf(m, lse[s]);
   float tot = 0.0f, acc = 0.0f, support = 0.0f;
   if (m != -INFINITY) {
-    // kBatch partial loads issued before any is used: one L2 round trip per
-    // kBatch splits (the planner's 33 at B = 1 are one), not one per 8.
-    constexpr int kBatch = 64;
-    for (int s0 = 0; s0 < S; s0 += kBatch) {
-      float v[kBatch];
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j) v[j] = s0 + j < S ? po[static_cast<int64_t>(s0 + j) * D] : 0.0f;
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j) {
-        if (s0 + j < S) {
-          const float w = exp2f(lse[s0 + j] - m);  // 0 for empty splits (-inf)
-          tot += w;
-          acc = fmaf(w, v[j], acc);
-          support += cnt[s0 + j];
-        }
-      }
+#pragma unroll 8
+    for (int s = 0; s < S; ++s) {
+      const float w = exp2f(lse[s] - m);  // 0 for empty splits (-inf)
+      tot += w;
+      acc = fmaf(w, po[static_cast<int64_t>(s) * D], acc);
+      support += cnt[s];
     }
   }
   const int64_t osb = p.out_stride_b ? p.out_stride_b : static_cast<int64_t>(p.query.num_heads) * D;
