@@ -18,6 +18,10 @@
 //            as a replayed CUDA graph (no host launch gaps).
 //   k3_one_cta = K3 forced to one CTA per row (chunk_pages 0): A/B of the
 //            two-stage selection the planner picks from 4096 pages on.
+//   layer_in_graph / dense_layer_in_graph = per layer, L layer steps (or L
+//            dense launches) captured in one graph on rotating cache sets: the
+//            cost inside the engine's decode graph (no graph launch per layer;
+//            PDL between one layer's last kernel and the next layer's first).
 //   k1     = K1 page_stats of the tail page: the engine runs it in Forward after
 //            the append on every step; reported apart (not in `step`).
 //   per_seq (B > 1) = the engine today: one batch-1 step per sequence.
@@ -271,6 +275,25 @@ class Point {
     return us;
   }
 
+  // Median us per layer of L consecutive layer steps captured as one CUDA
+  // graph, layer l on cache set l % rot (L a multiple of rot, >= 8): what a
+  // layer costs inside the engine's decode graph, where no graph launch is
+  // paid per layer and one layer's first kernel follows the previous layer's
+  // last (PDL edges included). The same for EntmaxKV and dense.
+  int Layers() const { return rot_ * ((8 + rot_ - 1) / rot_); }
+  float LayeredGraphUs(const Args& a, const std::function<void(int r)>& layer) const {
+    cudaGraph_t g;
+    cudaGraphExec_t exec;
+    BENCH_CHECK(cudaStreamBeginCapture(s_, cudaStreamCaptureModeThreadLocal));
+    for (int l = 0; l < Layers(); ++l) layer(l % rot_);
+    BENCH_CHECK(cudaStreamEndCapture(s_, &g));
+    BENCH_CHECK(cudaGraphInstantiate(&exec, g, 0));
+    BENCH_CHECK(cudaGraphDestroy(g));
+    const float us = TimeParts({[&](int) { BENCH_CHECK(cudaGraphLaunch(exec, s_)); }}, 1, a, s_)[0];
+    cudaGraphExecDestroy(exec);
+    return us / Layers();
+  }
+
   // Poisons both outputs, runs a step and the dense kernel; "" or what is wrong.
   std::string Check() const {
     const size_t n = size_t(b_) * kH * kD;
@@ -375,6 +398,8 @@ class Point {
 struct Row {
   int b, t, hist, t_sel, splits, splits_seq, dense_splits, rot;
   float k2_us, k3_us, k3_one_cta_us, k7_us, k1_us, step_us, graph_us, per_seq_us, dense_us;
+  int layers;
+  float layer_us, dense_layer_us;  // per layer inside an L-layer graph (LayeredGraphUs)
   std::vector<std::pair<int, float>> k7_sweep;  // (splits, K7 us)
   double meta, sel_kv, model, aux, dense_bytes;
 };
@@ -451,6 +476,11 @@ int main(int argc, char** argv) {
                           : TimeParts({[&](int r) { for (int b = 0; b < B; ++b) pt.Step(r, b, 1); }},
                                       pt.rotations(), a, s)[0];
     w.dense_us = TimeParts({[&](int r) { pt.Dense(r); }}, pt.rotations(), a, s)[0];
+    w.layers = pt.Layers();
+    w.layer_us = pt.LayeredGraphUs(a, [&](int r) { pt.Step(r, 0, B); });
+    w.dense_layer_us = pt.LayeredGraphUs(a, [&](int r) { pt.Dense(r); });
+    std::printf("B=%d T=%d: per layer in a %d-layer graph: EntmaxKV %.1f us, dense %.1f us = %.2fx\n", w.b, w.t,
+                w.layers, w.layer_us, w.dense_layer_us, w.dense_layer_us / w.layer_us);
     for (int S : a.k7_splits) {
       w.k7_sweep.emplace_back(S, TimeParts({[&](int r) { pt.RunK7(r, 0, B, S); }}, pt.rotations(), a, s)[0]);
       std::printf("B=%d T=%d: K7 at %d splits %.1f us (planner %d: %.1f us)\n", w.b, w.t, S, w.k7_sweep.back().second,
@@ -518,6 +548,12 @@ int main(int argc, char** argv) {
     part("step_per_seq", w.per_seq_us, w.model);
     std::fprintf(f, ",\n     ");
     part("dense", w.dense_us, w.dense_bytes);
+    std::fprintf(f, ",\n     ");
+    part("layer_in_graph", w.layer_us, w.model);
+    std::fprintf(f, ",\n     ");
+    part("dense_layer_in_graph", w.dense_layer_us, w.dense_bytes);
+    std::fprintf(f, ", \"graph_layers\": %d, \"speedup_vs_dense_layer_in_graph\": %.2f", w.layers,
+                 w.dense_layer_us / w.layer_us);
     std::fprintf(f, ",\n     \"sum_of_parts_us\": %.2f, \"step_minus_scoring_us\": %.2f, \"meta_bytes\": %.0f, "
                  "\"sel_kv_bytes\": %.0f, \"model_bytes\": %.0f, \"aux_bytes\": %.0f, \"read_fraction\": %.4f, "
                  "\"speedup_vs_dense\": %.2f, \"speedup_vs_dense_graph\": %.2f, \"copy_gbps\": %.1f,\n     "

@@ -74,6 +74,42 @@ __global__ void __launch_bounds__(kCritThreads, NH <= 4 && D * sizeof(T) == 256 
   const int b = blockIdx.z, l = blockIdx.y, H = p.query.num_heads;
   const int nh = H / p.select_heads, g = l * nh / (H / kv.num_kv_heads);
   const int tid = threadIdx.x, sub = tid % kLanes, grp = tid / kLanes;
+  const int MB = kv.max_blocks_per_seq;
+  const EntmaxSeqPages s = EntmaxPagesOf(kv.seq_lens[b], kv.page_size, MB);
+  const int first = blockIdx.x * kVecPagesPerCta, end = min(s.hist, first + kVecPagesPerCta);
+  // The CTA's page ids first (one coalesced load, issued beside the seq_lens
+  // load: any entry < MB is readable, and entries past the sequence are never
+  // dereferenced), so the stats loads below are one round trip, not two.
+  __shared__ int64_t rows[kVecPagesPerCta];  // uint4 index of (page, g, lane 0)
+  if (tid < kVecPagesPerCta && first + tid < MB) {
+    rows[tid] = (static_cast<int64_t>(kv.block_table[static_cast<int64_t>(b) * MB + first + tid]) * kv.num_kv_heads + g) *
+                kLanes;
+  }
+  __syncthreads();
+  if (first >= end) return;  // (reads nothing the kernel before writes, writes nothing)
+  const uint4* kmin = static_cast<const uint4*>(p.stats.kmin);
+  const uint4* kmax = static_cast<const uint4*>(p.stats.kmax);
+  float* urow = p.u + (static_cast<int64_t>(b) * p.select_heads + l) * MB;
+  // Each group owns kPer consecutive pages of the CTA, all loads issued first.
+  constexpr int kPer = kVecPagesPerCta / kGroups;
+  static_assert(kVecPagesPerCta % kGroups == 0, "pages split evenly over the groups");
+  // Pages (2 uint4 each) in registers per batch: 4 under the 64-register cap
+  // (NH <= 4: 8 CTAs x 128 threads x 128 B = 128 KB in flight per SM), else 8.
+  constexpr int kMaxBatch = NH <= 4 ? 4 : 8;
+  constexpr int kBatch = kPer < kMaxBatch ? kPer : kMaxBatch;
+  // PDL: the page ids (host uploads) are read and every stats row of the CTA
+  // is prefetched into L2 before the wait: nothing launched in this step
+  // writes them (K1 updates only the tail page, which K2 does not score), so
+  // K2's bytes start streaming while the kernel before drains. Prefetches
+  // hold no registers (loading into registers here spilled under the cap).
+  // q comes from the kernel before: after the wait.
+#pragma unroll
+  for (int k = 0; k < kPer; ++k) {
+    const int i = min(grp * kPer + k, end - first - 1);
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(kmin + rows[i] + sub));
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(kmax + rows[i] + sub));
+  }
+  GridDepWait();
   const int64_t qsb = p.query.stride_b ? p.query.stride_b : static_cast<int64_t>(H) * D;
   const int64_t qsh = p.query.stride_h ? p.query.stride_h : D;
   const T* q = static_cast<const T*>(p.query.q) + b * qsb + static_cast<int64_t>(l) * nh * qsh + sub * kVec;
@@ -88,29 +124,6 @@ __global__ void __launch_bounds__(kCritThreads, NH <= 4 && D * sizeof(T) == 256 
     for (int e = 0; e < kVec; ++e) qf[e] = i < nh ? ToF(q[i * qsh + e]) : 0.0f;
     qv[i] = Vec16<T>::Store(qf);
   }
-  const int MB = kv.max_blocks_per_seq;
-  const EntmaxSeqPages s = EntmaxPagesOf(kv.seq_lens[b], kv.page_size, MB);
-  const int first = blockIdx.x * kVecPagesPerCta, end = min(s.hist, first + kVecPagesPerCta);
-  // The CTA's page ids first (one coalesced load, issued beside the seq_lens
-  // load: any entry < MB is readable, and entries past the sequence are never
-  // dereferenced), so the stats loads below are one round trip, not two.
-  __shared__ int64_t rows[kVecPagesPerCta];  // uint4 index of (page, g, lane 0)
-  if (tid < kVecPagesPerCta && first + tid < MB) {
-    rows[tid] = (static_cast<int64_t>(kv.block_table[static_cast<int64_t>(b) * MB + first + tid]) * kv.num_kv_heads + g) *
-                kLanes;
-  }
-  __syncthreads();
-  if (first >= end) return;
-  const uint4* kmin = static_cast<const uint4*>(p.stats.kmin);
-  const uint4* kmax = static_cast<const uint4*>(p.stats.kmax);
-  float* urow = p.u + (static_cast<int64_t>(b) * p.select_heads + l) * MB;
-  // Each group owns kPer consecutive pages of the CTA, all loads issued first.
-  constexpr int kPer = kVecPagesPerCta / kGroups;
-  static_assert(kVecPagesPerCta % kGroups == 0, "pages split evenly over the groups");
-  // Pages (2 uint4 each) in registers per batch: 4 under the 64-register cap
-  // (NH <= 4: 8 CTAs x 128 threads x 128 B = 128 KB in flight per SM), else 8.
-  constexpr int kMaxBatch = NH <= 4 ? 4 : 8;
-  constexpr int kBatch = kPer < kMaxBatch ? kPer : kMaxBatch;
 #pragma unroll 1
   for (int k0 = 0; k0 < kPer; k0 += kBatch) {
     uint4 lo[kBatch], hi[kBatch];
@@ -158,12 +171,13 @@ cudaError_t LaunchEntmaxCriticality(const EntmaxCriticalityParams& p, cudaStream
   if (per_list <= 8) {
     const dim3 vgrid((p.kv.max_blocks_per_seq + entmax_detail::kVecPagesPerCta - 1) / entmax_detail::kVecPagesPerCta,
                      p.select_heads, p.kv.batch);
+    // A programmatic dependent of the kernel before (see the kernel's wait).
     return entmax_detail::DispatchTypeDim(p.kv.dtype, p.kv.head_dim, [&]<class T, int D>() {
-      if (per_list <= 1) entmax_detail::CriticalityVecKernel<T, D, 1><<<vgrid, entmax_detail::kCritThreads, 0, stream>>>(p);
-      else if (per_list <= 2) entmax_detail::CriticalityVecKernel<T, D, 2><<<vgrid, entmax_detail::kCritThreads, 0, stream>>>(p);
-      else if (per_list <= 4) entmax_detail::CriticalityVecKernel<T, D, 4><<<vgrid, entmax_detail::kCritThreads, 0, stream>>>(p);
-      else entmax_detail::CriticalityVecKernel<T, D, 8><<<vgrid, entmax_detail::kCritThreads, 0, stream>>>(p);
-      return cudaGetLastError();
+      using entmax_detail::CriticalityVecKernel, entmax_detail::LaunchPdl, entmax_detail::kCritThreads;
+      if (per_list <= 1) return LaunchPdl(CriticalityVecKernel<T, D, 1>, vgrid, dim3(kCritThreads), 0, stream, p);
+      if (per_list <= 2) return LaunchPdl(CriticalityVecKernel<T, D, 2>, vgrid, dim3(kCritThreads), 0, stream, p);
+      if (per_list <= 4) return LaunchPdl(CriticalityVecKernel<T, D, 4>, vgrid, dim3(kCritThreads), 0, stream, p);
+      return LaunchPdl(CriticalityVecKernel<T, D, 8>, vgrid, dim3(kCritThreads), 0, stream, p);
     });
   }
   return entmax_detail::DispatchTypeDim(p.kv.dtype, p.kv.head_dim, [&]<class T, int D>() {

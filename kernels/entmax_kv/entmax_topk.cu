@@ -238,11 +238,11 @@ __global__ void __cluster_dims__(kSelCluster, 1, 1) __launch_bounds__(kSelThread
 __global__ void __launch_bounds__(kSelThreads) TopkSelectCtaKernel(const EntmaxTopkPackParams p) {
   extern __shared__ uint32_t keys[];  // [P_hist]
   __shared__ RangedSelectSmem<kSelThreads> sm;
-  GridDepWait();  // K2's U (PDL launch)
   const int tid = threadIdx.x;
   const int b = blockIdx.y, l = blockIdx.x, MB = p.max_blocks_per_seq;
   const int64_t row = static_cast<int64_t>(b) * p.sel.select_heads + l;
-  const EntmaxSeqPages s = EntmaxPagesOf(p.seq_lens[b], p.page_size, MB);
+  const EntmaxSeqPages s = EntmaxPagesOf(p.seq_lens[b], p.page_size, MB);  // host-written: before the wait
+  GridDepWait();  // K2's U (PDL launch)
   const bool dense = s.tokens < p.min_context || p.budget_pages >= s.hist;
   const int n = dense ? s.hist : p.budget_pages;
   const int sinks = min(p.sink_pages, n);
@@ -252,7 +252,9 @@ __global__ void __launch_bounds__(kSelThreads) TopkSelectCtaKernel(const EntmaxT
     for (int pg = tid; pg < s.hist; pg += kSelThreads) out[pg] = pg;
   } else {
     const int hist_n = s.hist;  // > n >= 1 here
-    // Eight loads in flight per thread before any store (the row is in L2: K2 just wrote it).
+    // Eight loads in flight per thread before any store (the row is in L2: K2
+    // just wrote it); the candidates' key range on the way (RangedSelect).
+    uint32_t lo = 0xffffffffu, hi = 0u;
     for (int base = 0; base < hist_n; base += 8 * kSelThreads) {
       float v[8];
 #pragma unroll
@@ -263,11 +265,15 @@ __global__ void __launch_bounds__(kSelThreads) TopkSelectCtaKernel(const EntmaxT
 #pragma unroll
       for (int k = 0; k < 8; ++k) {
         const int pg = base + k * kSelThreads + tid;
-        if (pg < hist_n) keys[pg] = pg < sinks ? 0u : ~EntmaxOrderedBits(v[k]);
+        if (pg < hist_n) {
+          const uint32_t key = pg < sinks ? 0u : ~EntmaxOrderedBits(v[k]);
+          keys[pg] = key;
+          if (pg >= sinks) lo = min(lo, key), hi = max(hi, key);
+        }
       }
     }
     int take_eq = 0;
-    const uint32_t thr = RangedSelect<kSelThreads>(keys, hist_n, sinks, n, sm, &take_eq);
+    const uint32_t thr = RangedSelect<kSelThreads>(keys, hist_n, sinks, n, sm, lo, hi, &take_eq);
     RadixEmit<kSelThreads>(keys, hist_n, thr, take_eq, sm.radix, out, [](int pg) { return static_cast<int32_t>(pg); });
   }
   if (tid == 0) {  // out[0, n) is written by other threads; the tail goes after it

@@ -173,32 +173,30 @@ struct RangedBinner {
 // below every candidate key (EntmaxKV's sinks), and are always taken:
 // returns thr and *take_eq so that RadixEmit takes exactly the kk_total
 // smallest keys under (key, index), first <= kk_total. Keys must be written
-// before the call.
+// before the call; lo / hi are this thread's min / max over the candidate
+// keys it wrote (~0u / 0 if none), taken while loading them.
 template <int kThreads>
 __device__ __forceinline__ uint32_t RangedSelect(const uint32_t* keys, int n, int first, int kk_total,
-                                                 RangedSelectSmem<kThreads>& sm, int* take_eq) {
+                                                 RangedSelectSmem<kThreads>& sm, uint32_t lo, uint32_t hi,
+                                                 int* take_eq) {
   constexpr int kWarps = kThreads / 32;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int kk = kk_total - first;  // candidates to take
-  __syncthreads();  // keys written
-  uint32_t lo = 0xffffffffu, hi = 0u;
-  for (int i = first + tid; i < n; i += kThreads) lo = min(lo, keys[i]), hi = max(hi, keys[i]);
   lo = __reduce_min_sync(0xffffffffu, lo), hi = __reduce_max_sync(0xffffffffu, hi);
   if (lane == 0) sm.wmin[warp] = lo, sm.wmax[warp] = hi;
   for (int i = tid; i < kRadixBins; i += kThreads) sm.radix.hist[i] = 0;
   if (tid == 0) sm.n_members = 0;
-  __syncthreads();
+  __syncthreads();  // also: keys written
   lo = __reduce_min_sync(0xffffffffu, lane < kWarps ? sm.wmin[lane] : 0xffffffffu);
   hi = __reduce_max_sync(0xffffffffu, lane < kWarps ? sm.wmax[lane] : 0u);
   // (Uniform branches: every thread holds the same lo, hi, kk.)
   if (kk <= 0) { *take_eq = 0; return first > 0 ? 1u : 0u; }            // the leading zeros only
   if (kk >= n - first) { *take_eq = INT_MAX; return hi; }             // every key
   if (lo == hi) { *take_eq = kk; return lo; }                          // all candidates tie: the first kk
+  // Plain shared atomics: ranged bins rarely collide within a warp (the
+  // aggregation of RadixHistAdd is for the crowded exponent bins of pass 1).
   const RangedBinner bin_of(lo, hi);
-  for (int base = first + warp * 32; base < n; base += kThreads) {
-    const int i = base + lane;
-    RadixHistAdd(sm.radix.hist, i < n ? bin_of(keys[i]) : kNoKey, lane);
-  }
+  for (int i = first + tid; i < n; i += kThreads) atomicAdd(&sm.radix.hist[bin_of(keys[i])], 1u);
   __syncthreads();
   RadixFindBin<kThreads>(sm.radix, kk);  // ends with a barrier
   const uint32_t bin = sm.radix.sel_bin, cnt = sm.radix.sel_count;
