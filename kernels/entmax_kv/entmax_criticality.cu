@@ -97,18 +97,11 @@ __global__ void __launch_bounds__(kCritThreads, NH <= 4 && D * sizeof(T) == 256 
   // (NH <= 4: 8 CTAs x 128 threads x 128 B = 128 KB in flight per SM), else 8.
   constexpr int kMaxBatch = NH <= 4 ? 4 : 8;
   constexpr int kBatch = kPer < kMaxBatch ? kPer : kMaxBatch;
-  // PDL: the page ids (host uploads) are read and every stats row of the CTA
-  // is prefetched into L2 before the wait: nothing launched in this step
-  // writes them (K1 updates only the tail page, which K2 does not score), so
-  // K2's bytes start streaming while the kernel before drains. Prefetches
-  // hold no registers (loading into registers here spilled under the cap).
-  // q comes from the kernel before: after the wait.
-#pragma unroll
-  for (int k = 0; k < kPer; ++k) {
-    const int i = min(grp * kPer + k, end - first - 1);
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(kmin + rows[i] + sub));
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(kmax + rows[i] + sub));
-  }
+  // PDL: seq_lens and the page ids (host uploads) are read before the wait,
+  // so the launch and that round trip overlap the kernel before; everything
+  // else after it. (Prefetching the CTA's stats rows into L2 here as well
+  // measured slower on the H100: K2 +1.7 us at (1, 128K), +6 us at (1, 512K),
+  // bench/results/gpu/entmax_kv_decode_ab_s12_h100.json.)
   GridDepWait();
   const int64_t qsb = p.query.stride_b ? p.query.stride_b : static_cast<int64_t>(H) * D;
   const int64_t qsh = p.query.stride_h ? p.query.stride_h : D;

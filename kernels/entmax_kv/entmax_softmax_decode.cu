@@ -117,7 +117,18 @@ __global__ void __launch_bounds__(kSmThreads) SoftmaxKernel(const EntmaxSparseDe
       acc[i][e] = 0.0f;
     }
   }
+  const int32_t* list = p.sel.pages + sel_row * MB;
   GridDepWait();  // K3's lists
+  // The host sizes max_sel_tokens by the step's T_sel, which is every list's
+  // length at B = 1 past min_context: the list entries of that split range
+  // are loaded beside sel_len (one round trip less before the K/V copies)
+  // and used when the list is that long (else reloaded below).
+  int spec_begin, spec_end, spec_page = -1;
+  EntmaxSplitRange(p.max_sel_tokens, S, split, &spec_begin, &spec_end);
+  const int spec_e0 = spec_begin >> pshift;
+  if (spec_begin < spec_end && tid < kTabPages && spec_e0 + tid <= ((spec_end - 1) >> pshift) && spec_e0 + tid < MB) {
+    spec_page = list[spec_e0 + tid];
+  }
   int n;
   {
     const int64_t cap = min(static_cast<int64_t>(p.max_sel_tokens),
@@ -126,12 +137,12 @@ __global__ void __launch_bounds__(kSmThreads) SoftmaxKernel(const EntmaxSparseDe
   }
   int begin, end;
   EntmaxSplitRange(n, S, split, &begin, &end);
+  const bool spec_ok = n == p.max_sel_tokens;  // then begin, end == spec_begin, spec_end
 
   if (tid < NH) run_m[tid] = -INFINITY, run_l[tid] = 0.0f, run_n[tid] = 0;
 
   const T* kpool = static_cast<const T*>(kv.k_pool);
   const T* vpool = static_cast<const T*>(kv.v_pool);
-  const int32_t* list = p.sel.pages + sel_row * MB;
   const int32_t* table = kv.block_table + static_cast<int64_t>(b) * MB;
 
   for (int seg = begin; seg < end;) {
@@ -140,7 +151,7 @@ __global__ void __launch_bounds__(kSmThreads) SoftmaxKernel(const EntmaxSparseDe
     const int seg_end = min(end, e1 << pshift);
     __syncthreads();  // the previous segment is done with tab
     for (int i = tid; i < e1 - e0; i += kSmThreads) {
-      const int64_t phys = table[list[e0 + i]];
+      const int64_t phys = table[spec_ok && seg == begin && i == tid ? spec_page : list[e0 + i]];
       tab[i] = (phys * kv.num_kv_heads + g) * P * D;
     }
     __syncthreads();

@@ -11,6 +11,7 @@
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -305,7 +306,13 @@ TEST(EntmaxCuda, SoftmaxFastPathMatchesTwin) {
         g.kv = d.kv, g.query = d.query;
         g.sel.pages = a.Up(sel.pages), g.sel.page_count = a.Up(sel.count), g.sel.sel_len = a.Up(sel.sel_len);
         const int planned = PlanEntmaxSoftmaxDecodeSplits(B, hs, MT, 132);
+        // max_sel_tokens: a loose bound, and the longest list exactly (what the
+        // engine passes; the kernel then loads that length's list entries
+        // beside sel_len, and reloads them for the shorter lists).
+        const int exact = std::max(1, *std::max_element(sel.sel_len.begin(), sel.sel_len.end()));
+        for (int mt : {MT, exact})
         for (int splits : {1, 2, 7, planned, 128}) {
+          g.max_sel_tokens = mt;
           std::vector<uint8_t> gout(out.size(), kPoison);
           std::vector<float> nanv(B * H, NAN);
           g.out = a.Up(gout);
@@ -325,7 +332,8 @@ TEST(EntmaxCuda, SoftmaxFastPathMatchesTwin) {
           }
           const std::string what = std::string(KvDTypeName(dtype)) + " D" + std::to_string(D) + " H" +
                                    std::to_string(H) + " Hkv" + std::to_string(cs.kv_heads) + " Hs" +
-                                   std::to_string(hs) + " P" + std::to_string(cs.P) + " S" + std::to_string(splits);
+                                   std::to_string(hs) + " P" + std::to_string(cs.P) + " S" + std::to_string(splits) +
+                                   " MT" + std::to_string(mt);
           EXPECT_LT(RelErr(want, got), dtype == KvDType::kFp32 ? 1e-4 : 2e-3) << what;
           for (int i = 0; i < B * H; ++i) {
             EXPECT_NEAR(gtau[i], tau[i], 1e-3 * std::max(1.0f, std::fabs(tau[i]))) << what << " " << i;
