@@ -8,12 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "engine/kv/dense/dense_cache.h"
 #include "engine/status_macros.h"
+#include "engine/kv/entmax_kv/entmax_kv_decode.h"
 #include "kernels/entmax_kv/entmax_kv.h"
-
-#ifdef KVSTREAM_HAVE_CUDA_TORCH
-#include <ATen/cuda/CUDAContext.h>
-#include <cuda_runtime_api.h>
-#endif
 
 namespace kvstream {
 namespace {
@@ -22,29 +18,6 @@ constexpr int64_t P = PagedKvPool::kPageTokens;
 constexpr double kBytes16 = 2.0;  // spec §3: bytes counted as a 16-bit cache (b_kv = 2)
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// Host vector -> device tensor without blocking the host: staged in pinned
-// memory (the caching host allocator keeps the block until the copy is done),
-// copied on the current stream. On CPU an owned copy.
-at::Tensor UploadAsync(const std::vector<int64_t>& v, const c10::Device& device) {
-  at::Tensor host = at::from_blob(const_cast<int64_t*>(v.data()), {static_cast<int64_t>(v.size())}, at::kLong);
-  if (!device.is_cuda()) return host.clone();
-  return host.pin_memory().to(device, at::kLong, /*non_blocking=*/true, /*copy=*/true);
-}
-
-// Twin result (CPU) -> status.
-absl::Status TwinStatus(bool ok, const char* why, const char* kernel, int64_t layer) {
-  if (ok) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat("entmax_kv ", kernel, " twin (layer ", layer, "): ",
-                                          why ? why : "page id out of range"));
-}
-
-#ifdef KVSTREAM_HAVE_CUDA_TORCH
-absl::Status CudaStatus(cudaError_t e, const char* kernel, int64_t layer) {
-  if (e == cudaSuccess) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat("entmax_kv ", kernel, " (layer ", layer, "): ", cudaGetErrorString(e)));
-}
-#endif
 
 }  // namespace
 
@@ -124,31 +97,17 @@ absl::Status EntmaxKvSequenceCache::Grow(int64_t tokens) {
   return absl::OkStatus();
 }
 
+EntmaxDecodeRows EntmaxKvSequenceCache::Rows() const {
+  EntmaxDecodeRows rows;
+  rows.block_table = block_table_.const_data_ptr<int32_t>();
+  rows.seq_lens = seq_lens_.const_data_ptr<int32_t>();
+  rows.batch = 1;
+  rows.max_blocks = static_cast<int>(block_table_.size(1));
+  return rows;  // lengths: set by the caller that needs them (RunEntmaxDecode)
+}
+
 absl::Status EntmaxKvSequenceCache::UpdateStats(int64_t layer, int recent_pages) {
-  const KvGeometry& g = pool_->geometry();
-  EntmaxPageStatsParams p;
-  p.kv.k_pool = pool_->keys(layer).const_data_ptr();
-  p.kv.block_table = block_table_.const_data_ptr<int32_t>();
-  p.kv.seq_lens = seq_lens_.const_data_ptr<int32_t>();
-  p.kv.batch = 1;
-  p.kv.num_kv_heads = static_cast<int>(g.n_kv_heads);
-  p.kv.head_dim = static_cast<int>(g.head_dim);
-  p.kv.page_size = static_cast<int>(P);
-  p.kv.num_blocks = static_cast<int>(pool_->num_pages());
-  p.kv.max_blocks_per_seq = static_cast<int>(block_table_.size(1));
-  p.kv.dtype = KvDTypeOf(g.dtype);
-  p.stats.kmin = stats_->kmin(layer).mutable_data_ptr();
-  p.stats.kmax = stats_->kmax(layer).mutable_data_ptr();
-  p.kind = EntmaxStatKind::kMinMax;
-  p.recent_pages = recent_pages;
-  if (g.device.is_cuda()) {
-#ifdef KVSTREAM_HAVE_CUDA_TORCH
-    return CudaStatus(LaunchEntmaxPageStats(p, at::cuda::getCurrentCUDAStream()), "K1 page_stats", layer);
-#else
-    return absl::FailedPreconditionError("this build has no CUDA kernels");
-#endif
-  }
-  return TwinStatus(EntmaxPageStatsRef(p), EntmaxPageStatsValidate(p), "K1 page_stats", layer);
+  return RunEntmaxPageStats(*pool_, *stats_, layer, Rows(), recent_pages);
 }
 
 absl::StatusOr<at::Tensor> EntmaxKvSequenceCache::Forward(int64_t layer, const at::Tensor& q, const at::Tensor& k,
@@ -172,7 +131,7 @@ absl::StatusOr<at::Tensor> EntmaxKvSequenceCache::Forward(int64_t layer, const a
       for (int64_t h = 0; h < Hkv; ++h) buf[h] = (static_cast<int64_t>(pages_[past / P]) * Hkv + h) * P + past % P;
       for (int64_t i = 0; i < N; ++i) buf[Hkv + i] = pages_[i];
       buf[Hkv + N] = T;
-      const at::Tensor dev = UploadAsync(buf, g.device);
+      const at::Tensor dev = EntmaxUploadAsync(buf, g.device);
       chunk_.slots = dev.slice(0, 0, Hkv);
       chunk_.pages = dev.slice(0, Hkv, Hkv + N);
       const at::Tensor i32 = dev.slice(0, Hkv).to(at::kInt);  // pages | T, one device cast
@@ -197,125 +156,25 @@ absl::StatusOr<at::Tensor> EntmaxKvSequenceCache::Forward(int64_t layer, const a
 }
 
 absl::StatusOr<at::Tensor> EntmaxKvSequenceCache::Decode(int64_t layer, const at::Tensor& q_in) {
-  const KvGeometry& g = pool_->geometry();
-  const int64_t H = g.n_heads, Hkv = g.n_kv_heads, D = g.head_dim;
   const int64_t T = length_ + 1;
-  const int64_t MB = block_table_.size(1);
-  const int64_t Hs = config_.gqa_selection == EntmaxKvConfig::GqaSelection::kPerQueryHead ? H : Hkv;
-  const bool dense_layer = layer < config_.dense_layers;
-  const bool cuda = g.device.is_cuda();
-
-  at::Tensor q = q_in.select(1, 0).contiguous();  // [H, D]
-  auto f32 = at::TensorOptions().dtype(at::kFloat).device(g.device);
-  auto i32 = f32.dtype(at::kInt);
-  // Not zero-filled: K2 writes every p < P_hist, the only entries K3 reads
-  // (and K3's fallback reads none).
-  at::Tensor u = at::empty({1, Hs, MB}, f32);
-  at::Tensor sel_pages = at::empty({1, Hs, MB}, i32);
-  at::Tensor page_count = at::empty({1, Hs}, i32);
-  at::Tensor sel_len = at::empty({1, Hs}, i32);
-
-  EntmaxPagedKv kv;
-  kv.k_pool = pool_->keys(layer).const_data_ptr();
-  kv.v_pool = pool_->values(layer).const_data_ptr();
-  kv.block_table = block_table_.const_data_ptr<int32_t>();
-  kv.seq_lens = seq_lens_.const_data_ptr<int32_t>();
-  kv.batch = 1;
-  kv.num_kv_heads = static_cast<int>(Hkv);
-  kv.head_dim = static_cast<int>(D);
-  kv.page_size = static_cast<int>(P);
-  kv.num_blocks = static_cast<int>(pool_->num_pages());
-  kv.max_blocks_per_seq = static_cast<int>(MB);
-  kv.dtype = KvDTypeOf(g.dtype);
-  EntmaxQuery query;
-  query.q = q.const_data_ptr();
-  query.stride_b = H * D;
-  query.stride_h = D;
-  query.num_heads = static_cast<int>(H);
-  EntmaxSelection sel;
-  sel.pages = sel_pages.mutable_data_ptr<int32_t>();
-  sel.page_count = page_count.mutable_data_ptr<int32_t>();
-  sel.sel_len = sel_len.mutable_data_ptr<int32_t>();
-  sel.select_heads = static_cast<int>(Hs);
-
-  // K2: page criticality (skipped where K3 falls back to every page anyway).
-  const EntmaxSeqPages sp = EntmaxPagesOf(static_cast<int32_t>(T), static_cast<int>(P), static_cast<int>(MB));
-  const bool fallback = dense_layer || T < config_.min_context || config_.budget_pages() >= sp.hist;
-  EntmaxCriticalityParams cp;
-  cp.kv = kv;
-  cp.query = query;
-  cp.stats.kmin = stats_->kmin(layer).mutable_data_ptr();
-  cp.stats.kmax = stats_->kmax(layer).mutable_data_ptr();
-  cp.u = u.mutable_data_ptr<float>();
-  cp.select_heads = static_cast<int>(Hs);
-  EntmaxTopkPackParams tp;
-  tp.u = u.const_data_ptr<float>();
-  tp.seq_lens = kv.seq_lens;
-  tp.batch = 1;
-  tp.page_size = static_cast<int>(P);
-  tp.max_blocks_per_seq = static_cast<int>(MB);
-  tp.sel = sel;
-  tp.budget_pages = config_.budget_pages();
-  tp.sink_pages = config_.sink_pages;
-  tp.min_context = dense_layer ? INT32_MAX : static_cast<int>(config_.min_context);
-
-  // The host knows T_sel (K3's counts follow from T): the score scratch, the
-  // split plan and the decode's MT are sized by it (budget + tail), not MB*P.
-  const int64_t n_hist = fallback ? sp.hist : std::min<int64_t>(config_.budget_pages(), sp.hist);
-  const int64_t t_sel = n_hist * P + sp.tail_len;
-  const int64_t MT = std::max<int64_t>(t_sel, 1);
-  const bool fast = EntmaxSoftmaxFastPath(config_.alpha, static_cast<int>(H), static_cast<int>(Hs));
-  at::Tensor scores = fast ? at::Tensor() : at::empty({1, H, MT}, f32);
-  at::Tensor tau = at::empty({1, H}, f32);
-  at::Tensor mass = at::empty({1, H}, f32);
-  at::Tensor out = at::empty({H, D}, q.options());
-  EntmaxSparseDecodeParams dp;
-  dp.kv = kv;
-  dp.query = query;
-  dp.sel = sel;
-  dp.out = out.mutable_data_ptr();
-  dp.out_stride_b = H * D;
-  dp.out_stride_h = D;
-  dp.scores = fast ? nullptr : scores.mutable_data_ptr<float>();  // alpha-1 fast path: no scratch
-  dp.max_sel_tokens = static_cast<int>(MT);
-  dp.tau = tau.mutable_data_ptr<float>();
-  dp.mass = mass.mutable_data_ptr<float>();
-  dp.alpha = config_.alpha;
-  dp.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
-  dp.niter = config_.niter;
-  dp.correction_iters = config_.tau_correction_iters;
-  dp.normalize_output = config_.normalize_output;
-  dp.num_splits = 1;
-
-  if (cuda) {
-#ifdef KVSTREAM_HAVE_CUDA_TORCH
-    cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-    if (!fallback) KV_RETURN_IF_ERROR(CudaStatus(LaunchEntmaxCriticality(cp, stream), "K2 page_criticality", layer));
-    KV_RETURN_IF_ERROR(CudaStatus(LaunchEntmaxTopkPack(tp, stream), "K3 topk_pack", layer));
-    const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-    dp.num_splits = fast ? PlanEntmaxSoftmaxDecodeSplits(1, static_cast<int>(Hs), static_cast<int>(MT), sms)
-                         : PlanEntmaxSparseDecodeSplits(1, static_cast<int>(H), static_cast<int>(MT), sms);
-    at::Tensor part, part_lse;
-    if (dp.num_splits > 1) {
-      part = at::empty({H * dp.num_splits * D}, f32);
-      dp.partial_out = part.mutable_data_ptr<float>();
-      if (fast) {
-        part_lse = at::empty({H * dp.num_splits * 2}, f32);
-        dp.partial_lse = part_lse.mutable_data_ptr<float>();
-      }
-    }
-    KV_RETURN_IF_ERROR(CudaStatus(LaunchEntmaxSparseDecode(dp, stream), "K7 sparse_decode", layer));
-#else
-    return absl::FailedPreconditionError("this build has no CUDA kernels");
-#endif
-  } else {
-    if (!fallback) {
-      KV_RETURN_IF_ERROR(TwinStatus(EntmaxCriticalityRef(cp), EntmaxCriticalityValidate(cp), "K2", layer));
-    }
-    KV_RETURN_IF_ERROR(TwinStatus(EntmaxTopkPackRef(tp), EntmaxTopkPackValidate(tp), "K3", layer));
-    KV_RETURN_IF_ERROR(TwinStatus(EntmaxSparseDecodeRef(dp), EntmaxSparseDecodeValidate(dp), "K7", layer));
-  }
+  at::Tensor q = q_in.select(1, 0).contiguous().unsqueeze(0);  // [1, H, D]
+  at::Tensor out = at::empty_like(q);
+  at::Tensor mass;
+  EntmaxDecodeRows rows = Rows();
+  rows.lengths = {T};
+  KV_RETURN_IF_ERROR(RunEntmaxDecode(*pool_, *stats_, config_, layer, rows, q, out, mass));
   mass_error_max_ = at::maximum(mass_error_max_, (mass - 1.0f).abs().max());
+  CountDecode(layer, T);
+  return out.squeeze(0).unsqueeze(1);  // [H, 1, D]
+}
+
+void EntmaxKvSequenceCache::CountDecode(int64_t layer, int64_t T) {
+  const KvGeometry& g = pool_->geometry();
+  const int64_t Hkv = g.n_kv_heads, D = g.head_dim;
+  const EntmaxDecodeCounts k = EntmaxCountsFor(config_, layer, T, static_cast<int64_t>(pages_.size()));
+  const EntmaxSeqPages& sp = k.pages;
+  const bool fallback = k.fallback;
+  const int64_t n_hist = k.n_hist, t_sel = k.t_sel;
 
   // Host accounting (spec §3 / §8): the counts K3 makes, known from T alone.
   LayerCounters& c = counters_[static_cast<size_t>(layer)];
@@ -331,7 +190,6 @@ absl::StatusOr<at::Tensor> EntmaxKvSequenceCache::Decode(int64_t layer, const at
   c.metadata_read += static_cast<double>(scored) * static_cast<double>(Hkv * D) * 2 * kBytes16;
   c.bytes_read += static_cast<double>(t_sel) * per_tok;
   c.dense_read += static_cast<double>(T) * per_tok;
-  return out.unsqueeze(1);  // [H, 1, D]
 }
 
 absl::Status EntmaxKvSequenceCache::EndStep(const SeqStep& seq, const StepContext&) {

@@ -10,7 +10,8 @@
 // tail page's stats (K1), scores historical pages (K2), packs sinks + top-n +
 // tail (K3; its dense fallback when the budget covers everything, T <
 // min_context, or a layer < dense_layers) and attends with K7. CPU runs the
-// kernels' twins, CUDA the launchers; one sequence per launch in this version.
+// kernels' twins, CUDA the launchers; the decode rows of a step that share a
+// config are one launch per kernel (ForwardGroup).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -20,6 +21,7 @@
 
 #include "engine/kv/dense/paged_pool.h"
 #include "engine/kv/entmax_kv/entmax_kv_config.h"
+#include "engine/kv/entmax_kv/entmax_kv_decode.h"
 #include "engine/kv/kv_cache.h"
 
 namespace kvstream {
@@ -40,6 +42,8 @@ class EntmaxStatsStore {
   at::Tensor storage_;
 };
 
+class EntmaxKvSequenceCache;
+
 class EntmaxKvStrategy final : public Strategy {
  public:
   // Its own pool: `pool_bytes` (0 on CPU: from free RAM) holds the K/V pages
@@ -57,12 +61,28 @@ class EntmaxKvStrategy final : public Strategy {
   // ceil(tokens / 16) pages of K/V plus their min/max stats.
   int64_t PredictBytes(const StrategyConfig& config, int64_t prompt_tokens, int64_t max_new_tokens) const override;
 
+  // Decode rows sharing one config: one launch per kernel for all of them
+  // (entmax_kv_group.cc); everything else one sequence at a time.
+  absl::Status ForwardGroup(int64_t layer, absl::Span<SequenceCache* const> seqs, absl::Span<const SeqStep> steps,
+                            GroupTensors& t, const StepContext& ctx) override;
+
   PagedKvPool& pool() { return *pool_; }
 
  private:
+  // Grows every sequence by its decode token and uploads the step's batched
+  // view (made at layer 0, used by every layer).
+  absl::Status PrepareBatch(absl::Span<EntmaxKvSequenceCache* const> caches, int64_t step);
+
   KvGeometry geometry_;
   std::shared_ptr<PagedKvPool> pool_;
   std::shared_ptr<EntmaxStatsStore> stats_;
+  struct Batch {
+    int64_t step = -1;
+    at::Tensor slots;        // [B * Hkv] int64 rows of the flat layer pools (the new tokens)
+    at::Tensor block_table;  // [B, MB] int32
+    at::Tensor seq_lens;     // [B] int32, after the append
+    std::vector<int64_t> lengths;  // the same on the host
+  } batch_;
 };
 
 class EntmaxKvSequenceCache final : public SequenceCache {
@@ -78,9 +98,19 @@ class EntmaxKvSequenceCache final : public SequenceCache {
   CacheReport Report() const override;
 
   int64_t length() const { return length_; }
+  const EntmaxKvConfig& config() const { return config_; }
+
+  // ---- the strategy's batched decode (EntmaxKvStrategy::ForwardGroup) ----
+  // Pages to hold `tokens` (taken from the pool as needed).
+  absl::Status Grow(int64_t tokens);
+  const std::vector<int32_t>& pages() const { return pages_; }
+  // Counts a decode step at `layer` with T tokens after the append for the
+  // report (the host's copy of K3's counts).
+  void CountDecode(int64_t layer, int64_t T);
 
  private:
-  absl::Status Grow(int64_t tokens);
+  // This step's device view (block table, lengths made at layer 0), batch 1.
+  EntmaxDecodeRows Rows() const;
   absl::Status UpdateStats(int64_t layer, int recent_pages);
   absl::StatusOr<at::Tensor> Decode(int64_t layer, const at::Tensor& q);
 

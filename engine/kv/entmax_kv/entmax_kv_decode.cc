@@ -1,0 +1,199 @@
+#include "engine/kv/entmax_kv/entmax_kv_decode.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "engine/kv/entmax_kv/entmax_kv_strategy.h"
+#include "engine/status_macros.h"
+#include "kernels/entmax_kv/entmax_kv.h"
+
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+#include <ATen/cuda/CUDAContext.h>
+#include <cuda_runtime_api.h>
+#endif
+
+namespace kvstream {
+namespace {
+
+constexpr int64_t P = PagedKvPool::kPageTokens;
+
+// Twin result (CPU) -> status.
+absl::Status TwinStatus(bool ok, const char* why, const char* kernel, int64_t layer) {
+  if (ok) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat("entmax_kv ", kernel, " twin (layer ", layer, "): ",
+                                          why ? why : "page id out of range"));
+}
+
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+absl::Status CudaStatus(cudaError_t e, const char* kernel, int64_t layer) {
+  if (e == cudaSuccess) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat("entmax_kv ", kernel, " (layer ", layer, "): ", cudaGetErrorString(e)));
+}
+#endif
+
+EntmaxPagedKv PagedView(const PagedKvPool& pool, int64_t layer, const EntmaxDecodeRows& rows) {
+  const KvGeometry& g = pool.geometry();
+  EntmaxPagedKv kv;
+  kv.k_pool = pool.keys(layer).const_data_ptr();
+  kv.v_pool = pool.values(layer).const_data_ptr();
+  kv.block_table = rows.block_table;
+  kv.seq_lens = rows.seq_lens;
+  kv.batch = rows.batch;
+  kv.num_kv_heads = static_cast<int>(g.n_kv_heads);
+  kv.head_dim = static_cast<int>(g.head_dim);
+  kv.page_size = static_cast<int>(P);
+  kv.num_blocks = static_cast<int>(pool.num_pages());
+  kv.max_blocks_per_seq = rows.max_blocks;
+  kv.dtype = KvDTypeOf(g.dtype);
+  return kv;
+}
+
+}  // namespace
+
+at::Tensor EntmaxUploadAsync(const std::vector<int64_t>& v, const c10::Device& device) {
+  at::Tensor host = at::from_blob(const_cast<int64_t*>(v.data()), {static_cast<int64_t>(v.size())}, at::kLong);
+  if (!device.is_cuda()) return host.clone();
+  return host.pin_memory().to(device, at::kLong, /*non_blocking=*/true, /*copy=*/true);
+}
+
+EntmaxDecodeCounts EntmaxCountsFor(const EntmaxKvConfig& config, int64_t layer, int64_t T, int64_t max_blocks) {
+  EntmaxDecodeCounts c;
+  c.pages = EntmaxPagesOf(static_cast<int32_t>(T), static_cast<int>(P), static_cast<int>(max_blocks));
+  c.fallback = layer < config.dense_layers || T < config.min_context || config.budget_pages() >= c.pages.hist;
+  c.n_hist = c.fallback ? c.pages.hist : std::min<int64_t>(config.budget_pages(), c.pages.hist);
+  c.t_sel = c.n_hist * P + c.pages.tail_len;
+  return c;
+}
+
+absl::Status RunEntmaxPageStats(const PagedKvPool& pool, EntmaxStatsStore& stats, int64_t layer,
+                                const EntmaxDecodeRows& rows, int recent_pages) {
+  EntmaxPageStatsParams p;
+  p.kv = PagedView(pool, layer, rows);
+  p.stats.kmin = stats.kmin(layer).mutable_data_ptr();
+  p.stats.kmax = stats.kmax(layer).mutable_data_ptr();
+  p.kind = EntmaxStatKind::kMinMax;
+  p.recent_pages = recent_pages;
+  if (pool.geometry().device.is_cuda()) {
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+    return CudaStatus(LaunchEntmaxPageStats(p, at::cuda::getCurrentCUDAStream()), "K1 page_stats", layer);
+#else
+    return absl::FailedPreconditionError("this build has no CUDA kernels");
+#endif
+  }
+  return TwinStatus(EntmaxPageStatsRef(p), EntmaxPageStatsValidate(p), "K1 page_stats", layer);
+}
+
+absl::Status RunEntmaxDecode(const PagedKvPool& pool, EntmaxStatsStore& stats, const EntmaxKvConfig& config,
+                             int64_t layer, const EntmaxDecodeRows& rows, const at::Tensor& q, at::Tensor& out,
+                             at::Tensor& mass) {
+  const KvGeometry& g = pool.geometry();
+  const int64_t B = rows.batch, H = g.n_heads, D = g.head_dim, MB = rows.max_blocks;
+  const int64_t Hs = config.gqa_selection == EntmaxKvConfig::GqaSelection::kPerQueryHead ? H : g.n_kv_heads;
+  const bool cuda = g.device.is_cuda();
+  auto f32 = at::TensorOptions().dtype(at::kFloat).device(g.device);
+  auto i32 = f32.dtype(at::kInt);
+  // Not zero-filled: K2 writes every p < P_hist, the only entries K3 reads
+  // (and K3's fallback rows read none).
+  at::Tensor u = at::empty({B, Hs, MB}, f32);
+  at::Tensor sel_pages = at::empty({B, Hs, MB}, i32);
+  at::Tensor page_count = at::empty({B, Hs}, i32);
+  at::Tensor sel_len = at::empty({B, Hs}, i32);
+
+  const EntmaxPagedKv kv = PagedView(pool, layer, rows);
+  EntmaxQuery query;
+  query.q = q.const_data_ptr();
+  query.stride_b = q.stride(0);
+  query.stride_h = q.stride(1);
+  query.num_heads = static_cast<int>(H);
+  EntmaxSelection sel;
+  sel.pages = sel_pages.mutable_data_ptr<int32_t>();
+  sel.page_count = page_count.mutable_data_ptr<int32_t>();
+  sel.sel_len = sel_len.mutable_data_ptr<int32_t>();
+  sel.select_heads = static_cast<int>(Hs);
+
+  // The host knows every row's T_sel (K3's counts follow from T): the score
+  // scratch, the split plan and K7's max_sel_tokens are sized by the largest
+  // (budget + tail), not MB * P; K2 only runs if some row ranks pages.
+  int64_t MT = 1;
+  bool any_ranked = false;
+  for (int64_t T : rows.lengths) {
+    const EntmaxDecodeCounts c = EntmaxCountsFor(config, layer, T, MB);
+    MT = std::max(MT, c.t_sel);
+    any_ranked = any_ranked || !c.fallback;
+  }
+  EntmaxCriticalityParams cp;
+  cp.kv = kv;
+  cp.query = query;
+  cp.stats.kmin = stats.kmin(layer).mutable_data_ptr();
+  cp.stats.kmax = stats.kmax(layer).mutable_data_ptr();
+  cp.u = u.mutable_data_ptr<float>();
+  cp.select_heads = static_cast<int>(Hs);
+  EntmaxTopkPackParams tp;
+  tp.u = u.const_data_ptr<float>();
+  tp.seq_lens = rows.seq_lens;
+  tp.batch = static_cast<int>(B);
+  tp.page_size = static_cast<int>(P);
+  tp.max_blocks_per_seq = static_cast<int>(MB);
+  tp.sel = sel;
+  tp.budget_pages = config.budget_pages();
+  tp.sink_pages = config.sink_pages;
+  tp.min_context = layer < config.dense_layers ? INT32_MAX : static_cast<int>(config.min_context);
+
+  const bool fast = EntmaxSoftmaxFastPath(config.alpha, static_cast<int>(H), static_cast<int>(Hs));
+  at::Tensor scores = fast ? at::Tensor() : at::empty({B, H, MT}, f32);
+  at::Tensor tau = at::empty({B, H}, f32);
+  mass = at::empty({B, H}, f32);
+  EntmaxSparseDecodeParams dp;
+  dp.kv = kv;
+  dp.query = query;
+  dp.sel = sel;
+  dp.out = out.mutable_data_ptr();
+  dp.out_stride_b = out.stride(0);
+  dp.out_stride_h = out.stride(1);
+  dp.scores = fast ? nullptr : scores.mutable_data_ptr<float>();  // alpha-1 fast path: no scratch
+  dp.max_sel_tokens = static_cast<int>(MT);
+  dp.tau = tau.mutable_data_ptr<float>();
+  dp.mass = mass.mutable_data_ptr<float>();
+  dp.alpha = config.alpha;
+  dp.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+  dp.niter = config.niter;
+  dp.correction_iters = config.tau_correction_iters;
+  dp.normalize_output = config.normalize_output;
+  dp.num_splits = 1;
+
+  if (!cuda) {
+    if (any_ranked) {
+      KV_RETURN_IF_ERROR(TwinStatus(EntmaxCriticalityRef(cp), EntmaxCriticalityValidate(cp), "K2", layer));
+    }
+    KV_RETURN_IF_ERROR(TwinStatus(EntmaxTopkPackRef(tp), EntmaxTopkPackValidate(tp), "K3", layer));
+    return TwinStatus(EntmaxSparseDecodeRef(dp), EntmaxSparseDecodeValidate(dp), "K7", layer);
+  }
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  if (any_ranked) KV_RETURN_IF_ERROR(CudaStatus(LaunchEntmaxCriticality(cp, stream), "K2 page_criticality", layer));
+  KV_RETURN_IF_ERROR(CudaStatus(LaunchEntmaxTopkPack(tp, stream), "K3 topk_pack", layer));
+  const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  dp.num_splits = fast ? PlanEntmaxSoftmaxDecodeSplits(static_cast<int>(B), static_cast<int>(Hs),
+                                                       static_cast<int>(MT), sms)
+                       : PlanEntmaxSparseDecodeSplits(static_cast<int>(B), static_cast<int>(H),
+                                                      static_cast<int>(MT), sms);
+  at::Tensor part, part_lse;
+  if (dp.num_splits > 1) {
+    part = at::empty({B * H * dp.num_splits * D}, f32);
+    dp.partial_out = part.mutable_data_ptr<float>();
+    if (fast) {
+      part_lse = at::empty({B * H * dp.num_splits * 2}, f32);
+      dp.partial_lse = part_lse.mutable_data_ptr<float>();
+    }
+  }
+  return CudaStatus(LaunchEntmaxSparseDecode(dp, stream), "K7 sparse_decode", layer);
+#else
+  return absl::FailedPreconditionError("this build has no CUDA kernels");
+#endif
+}
+
+}  // namespace kvstream

@@ -1,0 +1,59 @@
+// The EntmaxKV decode launches (entmax_kv.md §4, §7 K1-K3, K7) for a batch of
+// sequences that share one EntmaxKvConfig: what EntmaxKvSequenceCache::Decode
+// runs for one sequence and EntmaxKvStrategy::ForwardGroup for all decode rows
+// of a step (the kernels take B, so a step is one launch each, not one per
+// sequence). CUDA launches the kernels on the current stream; CPU runs their
+// twins. Never syncs the host.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <vector>
+
+#include "absl/status/status.h"
+#include "engine/kv/dense/paged_pool.h"
+#include "engine/kv/entmax_kv/entmax_kv_config.h"
+#include "kernels/entmax_kv/entmax_kv_layout.h"
+
+namespace kvstream {
+
+class EntmaxStatsStore;
+
+// What K3 will do for one sequence of T tokens (after the append) at one
+// layer, known on the host from T alone (spec §4 steps 2-3a).
+struct EntmaxDecodeCounts {
+  EntmaxSeqPages pages;   // N, P_hist, tail
+  bool fallback = false;  // every page (dense layer, T < min_context, budget >= P_hist)
+  int64_t n_hist = 0;     // historical pages attended
+  int64_t t_sel = 0;      // tokens attended: n_hist * P + tail
+};
+EntmaxDecodeCounts EntmaxCountsFor(const EntmaxKvConfig& config, int64_t layer, int64_t T, int64_t max_blocks);
+
+// One decode step's device view of B sequences: block table [B, MB] and
+// lengths [B] (after this step's append) on the pool's device, plus the host
+// lengths they hold.
+struct EntmaxDecodeRows {
+  const int32_t* block_table = nullptr;  // [B, MB] int32
+  const int32_t* seq_lens = nullptr;     // [B] int32
+  int batch = 0;
+  int max_blocks = 0;                    // MB
+  std::vector<int64_t> lengths;          // [B] T per sequence (host)
+};
+
+// Host vector -> device tensor without blocking the host: staged in pinned
+// memory (the caching host allocator keeps the block until the copy is done),
+// copied on the current stream. On CPU an owned copy.
+at::Tensor EntmaxUploadAsync(const std::vector<int64_t>& v, const c10::Device& device);
+
+// K1 over the `recent_pages` last pages of every row (decode: the tail).
+absl::Status RunEntmaxPageStats(const PagedKvPool& pool, EntmaxStatsStore& stats, int64_t layer,
+                                const EntmaxDecodeRows& rows, int recent_pages);
+
+// K2 (skipped when every row falls back), K3 and K7 for rows already
+// appended and K1-updated. q [B, H, D] and out [B, H, D] with any row / head
+// strides (last dim contiguous); `mass` [B, H] fp32 out (K7's selected mass).
+absl::Status RunEntmaxDecode(const PagedKvPool& pool, EntmaxStatsStore& stats, const EntmaxKvConfig& config,
+                             int64_t layer, const EntmaxDecodeRows& rows, const at::Tensor& q, at::Tensor& out,
+                             at::Tensor& mass);
+
+}  // namespace kvstream
