@@ -21,6 +21,9 @@
 #             paths, % of copy bandwidth) (those that were built)
 #   kvariants: dense decode kernel geometry A/B (bench/attention/dense_decode_variants.sh; DD_VARIANTS)
 #   eval:     alias of akveval (any strategies through EVAL_STRATEGIES / EVAL_KV)
+#   admission: concurrent sequences the Scheduler admits under one KV budget, dense vs AKV, at 32K context
+#             (bench/e2e/admission_bench.cc; ADM_MODEL, ADM_CONTEXT, ADM_REQUESTS, ADM_BUDGET, ADM_STRATEGIES,
+#             ADM_KV, ADM_DEADLINE override); $OUT/admission.json
 #   tp:       tensor parallelism over the machine's GPUs (issue 14): the TP tests (real model on the
 #             GPUs at TP = min(GPUs, KV heads), the CPU ones too), NCCL all-reduce time eager and in a
 #             CUDA graph (allreduce_bench), then decode tok/s of the synthetic llama3-8b at
@@ -167,6 +170,23 @@ if want akveval || want eval; then
     > "$OUT/$name.txt" 2>&1
   grep -v "^eval \[\|^preparing" "$OUT/$name.txt" | tail -60
   kill $spid; wait $spid 2>/dev/null
+fi
+if want admission; then
+  # SmolLM2 (models/) stops at 8K context: 32K runs on llama3-8b's shape (4.3 GB of dense KV per
+  # sequence; the default budget holds 4). akv#2 is the eval's compact setting (small hot tier,
+  # 8192 tokens of 4-bit warm, no cold tier). Peak running is reached at admission, so the
+  # deadline (what is left then is cancelled) only bounds the call, not the measurement.
+  compact="akv#2.hot_budget=32,akv#2.n_anchors=16,akv#2.eviction_batch_size=8,akv#2.prefill_chunk_tokens=32"
+  compact="$compact,akv#2.warm_budget=8192,akv#2.enable_cold_tier=false"
+  log "admission under one KV budget: ${ADM_STRATEGIES:-dense,akv,akv} at T=${ADM_CONTEXT:-32768}"
+  # shellcheck disable=SC2086  # ADM_MODEL is one flag: --synthetic=NAME or --model=PATH
+  build-gpu/admission_bench --commit="$(git rev-parse --short HEAD 2>/dev/null)" ${ADM_MODEL:---synthetic=llama3-8b} \
+    --context="${ADM_CONTEXT:-32768}" --max-new=4 --requests="${ADM_REQUESTS:-48}" \
+    --kv-budget-bytes="${ADM_BUDGET:-18000000000}" --strategies="${ADM_STRATEGIES:-dense,akv,akv}" \
+    --kv="${ADM_KV:-$compact}" --deadline-s="${ADM_DEADLINE:-120}" --json="$OUT/admission.json" \
+    > "$OUT/admission.log" 2>&1
+  echo "rc=$?" >> "$OUT/admission.log"
+  grep -v "^\[adm\] .* t=" "$OUT/admission.log" | tail -20
 fi
 if want tp; then
   tps="${TP_SIZE:-2}"
