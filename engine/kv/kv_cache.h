@@ -169,6 +169,10 @@ class Strategy {
   // True if PrepareDecode exists: a decode step (one new token per sequence)
   // can do all its host work up front, leaving ForwardGroup device-only.
   virtual bool SupportsDecodePrepare() const { return false; }
+  // Whether these sequences can share one prepared step (a strategy whose
+  // kernels take one config per launch says no to mixed configs; the step
+  // then runs eagerly).
+  virtual bool CanPrepareDecode(absl::Span<SequenceCache* const> seqs) const { return true; }
   // Host work of a decode step for `seqs` as rows [0, seqs.size()), padded
   // with rows that attend to nothing up to `padded_rows`. Returns a key:
   // prepared steps with equal (padded_rows, key) run the same device work,

@@ -82,6 +82,7 @@ std::optional<absl::StatusOr<at::Tensor>> DecodeGraphs::TryRun(absl::Span<const 
                                                                const StepContext& ctx) {
   Impl& m = *impl_;
   if (!m.enabled || groups.size() != 1 || !groups[0].strategy->SupportsDecodePrepare()) return std::nullopt;
+  if (!groups[0].strategy->CanPrepareDecode(groups[0].caches)) return std::nullopt;
   const AttentionGroup& g = groups[0];
   const int64_t B = static_cast<int64_t>(g.caches.size());
   if (B > kMaxRows || static_cast<int64_t>(ids.size()) != B) return std::nullopt;  // some row is not decode

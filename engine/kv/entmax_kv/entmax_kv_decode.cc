@@ -60,6 +60,12 @@ at::Tensor EntmaxUploadAsync(const std::vector<int64_t>& v, const c10::Device& d
   return host.pin_memory().to(device, at::kLong, /*non_blocking=*/true, /*copy=*/true);
 }
 
+std::vector<int64_t> EntmaxKernelScalars(const EntmaxKvConfig& c) {
+  return {static_cast<int64_t>(c.selector), static_cast<int64_t>(std::lround(c.alpha * 1000)), c.budget_pages(),
+          c.niter, c.tau_correction_iters, c.min_context, c.sink_pages, c.dense_layers,
+          static_cast<int64_t>(c.gqa_selection), c.normalize_output ? 1 : 0};
+}
+
 EntmaxDecodeCounts EntmaxCountsFor(const EntmaxKvConfig& config, int64_t layer, int64_t T, int64_t max_blocks) {
   EntmaxDecodeCounts c;
   c.pages = EntmaxPagesOf(static_cast<int32_t>(T), static_cast<int>(P), static_cast<int>(max_blocks));
@@ -67,6 +73,31 @@ EntmaxDecodeCounts EntmaxCountsFor(const EntmaxKvConfig& config, int64_t layer, 
   c.n_hist = c.fallback ? c.pages.hist : std::min<int64_t>(config.budget_pages(), c.pages.hist);
   c.t_sel = c.n_hist * P + c.pages.tail_len;
   return c;
+}
+
+EntmaxDecodeBounds EntmaxBoundsFor(const EntmaxKvConfig& config, int64_t layer, const std::vector<int64_t>& lengths,
+                                   int64_t max_blocks) {
+  EntmaxDecodeBounds b;
+  b.rank_pages = false;
+  for (int64_t T : lengths) {
+    const EntmaxDecodeCounts c = EntmaxCountsFor(config, layer, T, max_blocks);
+    b.max_sel_tokens = std::max(b.max_sel_tokens, c.t_sel);
+    b.rank_pages = b.rank_pages || !c.fallback;
+  }
+  return b;
+}
+
+EntmaxDecodeBounds EntmaxGraphBoundsFor(const EntmaxKvConfig& config, int64_t layer, int64_t max_blocks,
+                                        bool rank_pages) {
+  EntmaxDecodeBounds b;
+  const int64_t all = max_blocks * P, ranked = (config.budget_pages() + 1) * P;
+  // A fallback row attends T tokens: below budget + P when the budget covers
+  // its history, below min_context when that keeps it dense, any T on a
+  // dense layer.
+  const bool dense_layer = layer < config.dense_layers;
+  b.max_sel_tokens = dense_layer ? all : std::min(all, std::max(ranked, config.min_context));
+  b.rank_pages = !dense_layer && rank_pages;
+  return b;
 }
 
 absl::Status RunEntmaxPageStats(const PagedKvPool& pool, EntmaxStatsStore& stats, int64_t layer,
@@ -88,8 +119,8 @@ absl::Status RunEntmaxPageStats(const PagedKvPool& pool, EntmaxStatsStore& stats
 }
 
 absl::Status RunEntmaxDecode(const PagedKvPool& pool, EntmaxStatsStore& stats, const EntmaxKvConfig& config,
-                             int64_t layer, const EntmaxDecodeRows& rows, const at::Tensor& q, at::Tensor& out,
-                             at::Tensor& mass) {
+                             int64_t layer, const EntmaxDecodeRows& rows, const EntmaxDecodeBounds& bounds,
+                             const at::Tensor& q, at::Tensor& out, at::Tensor& mass) {
   const KvGeometry& g = pool.geometry();
   const int64_t B = rows.batch, H = g.n_heads, D = g.head_dim, MB = rows.max_blocks;
   const int64_t Hs = config.gqa_selection == EntmaxKvConfig::GqaSelection::kPerQueryHead ? H : g.n_kv_heads;
@@ -115,16 +146,11 @@ absl::Status RunEntmaxDecode(const PagedKvPool& pool, EntmaxStatsStore& stats, c
   sel.sel_len = sel_len.mutable_data_ptr<int32_t>();
   sel.select_heads = static_cast<int>(Hs);
 
-  // The host knows every row's T_sel (K3's counts follow from T): the score
-  // scratch, the split plan and K7's max_sel_tokens are sized by the largest
-  // (budget + tail), not MB * P; K2 only runs if some row ranks pages.
-  int64_t MT = 1;
-  bool any_ranked = false;
-  for (int64_t T : rows.lengths) {
-    const EntmaxDecodeCounts c = EntmaxCountsFor(config, layer, T, MB);
-    MT = std::max(MT, c.t_sel);
-    any_ranked = any_ranked || !c.fallback;
-  }
+  // The score scratch, the split plan and K7's max_sel_tokens are sized by
+  // the host's bound on T_sel (budget + tail when it knows the lengths), not
+  // MB * P; K2 only runs if some row ranks pages.
+  const int64_t MT = std::max<int64_t>(bounds.max_sel_tokens, 1);
+  const bool any_ranked = bounds.rank_pages;
   EntmaxCriticalityParams cp;
   cp.kv = kv;
   cp.query = query;

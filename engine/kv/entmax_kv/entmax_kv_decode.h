@@ -29,16 +29,33 @@ struct EntmaxDecodeCounts {
 };
 EntmaxDecodeCounts EntmaxCountsFor(const EntmaxKvConfig& config, int64_t layer, int64_t T, int64_t max_blocks);
 
+// The config fields the decode kernels take as scalars: sequences with equal
+// ones can share a launch (and a captured graph).
+std::vector<int64_t> EntmaxKernelScalars(const EntmaxKvConfig& c);
+
 // One decode step's device view of B sequences: block table [B, MB] and
-// lengths [B] (after this step's append) on the pool's device, plus the host
-// lengths they hold.
+// lengths [B] (after this step's append) on the pool's device.
 struct EntmaxDecodeRows {
   const int32_t* block_table = nullptr;  // [B, MB] int32
   const int32_t* seq_lens = nullptr;     // [B] int32
   int batch = 0;
   int max_blocks = 0;                    // MB
-  std::vector<int64_t> lengths;          // [B] T per sequence (host)
 };
+
+// What the host fixes for one layer's K2 / K7 launches.
+struct EntmaxDecodeBounds {
+  int64_t max_sel_tokens = 1;  // >= every row's T_sel: sizes K7's splits and scratch
+  bool rank_pages = true;      // some row ranks pages: K2 runs (else K3 reads no U)
+};
+// Tight bounds from the rows' host lengths T (after the append).
+EntmaxDecodeBounds EntmaxBoundsFor(const EntmaxKvConfig& config, int64_t layer, const std::vector<int64_t>& lengths,
+                                   int64_t max_blocks);
+// Bounds that hold for any lengths up to max_blocks pages, so a captured graph
+// serves every step of its key: `rank_pages` is the step's own (part of the
+// key); T_sel is at most budget + P on ranking layers unless min_context keeps
+// longer rows dense.
+EntmaxDecodeBounds EntmaxGraphBoundsFor(const EntmaxKvConfig& config, int64_t layer, int64_t max_blocks,
+                                        bool rank_pages);
 
 // Host vector -> device tensor without blocking the host: staged in pinned
 // memory (the caching host allocator keeps the block until the copy is done),
@@ -49,11 +66,11 @@ at::Tensor EntmaxUploadAsync(const std::vector<int64_t>& v, const c10::Device& d
 absl::Status RunEntmaxPageStats(const PagedKvPool& pool, EntmaxStatsStore& stats, int64_t layer,
                                 const EntmaxDecodeRows& rows, int recent_pages);
 
-// K2 (skipped when every row falls back), K3 and K7 for rows already
-// appended and K1-updated. q [B, H, D] and out [B, H, D] with any row / head
-// strides (last dim contiguous); `mass` [B, H] fp32 out (K7's selected mass).
+// K2 (if bounds.rank_pages), K3 and K7 for rows already appended and
+// K1-updated. q [B, H, D] and out [B, H, D] with any row / head strides (last
+// dim contiguous); `mass` [B, H] fp32 out (K7's selected mass).
 absl::Status RunEntmaxDecode(const PagedKvPool& pool, EntmaxStatsStore& stats, const EntmaxKvConfig& config,
-                             int64_t layer, const EntmaxDecodeRows& rows, const at::Tensor& q, at::Tensor& out,
-                             at::Tensor& mass);
+                             int64_t layer, const EntmaxDecodeRows& rows, const EntmaxDecodeBounds& bounds,
+                             const at::Tensor& q, at::Tensor& out, at::Tensor& mass);
 
 }  // namespace kvstream

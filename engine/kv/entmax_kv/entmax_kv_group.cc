@@ -18,14 +18,6 @@ namespace {
 
 constexpr int64_t P = PagedKvPool::kPageTokens;
 
-// Configs that launch the same kernels with the same scalars.
-bool SameDecodeKernels(const EntmaxKvConfig& a, const EntmaxKvConfig& b) {
-  return a.selector == b.selector && a.alpha == b.alpha && a.budget_pages() == b.budget_pages() &&
-         a.niter == b.niter && a.tau_correction_iters == b.tau_correction_iters && a.min_context == b.min_context &&
-         a.sink_pages == b.sink_pages && a.dense_layers == b.dense_layers && a.gqa_selection == b.gqa_selection &&
-         a.normalize_output == b.normalize_output;
-}
-
 }  // namespace
 
 absl::Status EntmaxKvStrategy::PrepareBatch(absl::Span<EntmaxKvSequenceCache* const> caches, int64_t step) {
@@ -59,12 +51,13 @@ absl::Status EntmaxKvStrategy::PrepareBatch(absl::Span<EntmaxKvSequenceCache* co
 absl::Status EntmaxKvStrategy::ForwardGroup(int64_t layer, absl::Span<SequenceCache* const> seqs,
                                             absl::Span<const SeqStep> steps, GroupTensors& t,
                                             const StepContext& ctx) {
+  if (ctx.decode_prepared) return DecodePrepared(layer, t);
   std::vector<size_t> batch, other;
   std::vector<EntmaxKvSequenceCache*> caches;
   for (size_t i = 0; i < seqs.size(); ++i) {
     auto* c = static_cast<EntmaxKvSequenceCache*>(seqs[i]);
     const bool decode = steps[i].n_new == 1 && steps[i].n_probe == 0 && steps[i].start_pos == c->length();
-    if (decode && (caches.empty() || SameDecodeKernels(caches.front()->config(), c->config()))) {
+    if (decode && (caches.empty() || EntmaxKernelScalars(caches.front()->config()) == EntmaxKernelScalars(c->config()))) {
       batch.push_back(i);
       caches.push_back(c);
     } else {
@@ -107,12 +100,13 @@ absl::Status EntmaxKvStrategy::ForwardGroup(int64_t layer, absl::Span<SequenceCa
   rows.seq_lens = batch_.seq_lens.const_data_ptr<int32_t>();
   rows.batch = static_cast<int>(B);
   rows.max_blocks = static_cast<int>(batch_.block_table.size(1));
-  rows.lengths = batch_.lengths;
   KV_RETURN_IF_ERROR(RunEntmaxPageStats(*pool_, *stats_, layer, rows, /*recent_pages=*/1));
   // K7's mass is 1 by construction on the alpha-1 path (the only one served,
   // entmax_kv_config.cc): the per-sequence path keeps checking it.
   at::Tensor mass;
-  KV_RETURN_IF_ERROR(RunEntmaxDecode(*pool_, *stats_, caches.front()->config(), layer, rows, q, out, mass));
+  const EntmaxKvConfig& config = caches.front()->config();
+  const EntmaxDecodeBounds bounds = EntmaxBoundsFor(config, layer, batch_.lengths, rows.max_blocks);
+  KV_RETURN_IF_ERROR(RunEntmaxDecode(*pool_, *stats_, config, layer, rows, bounds, q, out, mass));
   for (int64_t b = 0; b < B; ++b) caches[b]->CountDecode(layer, batch_.lengths[b]);
   if (!contiguous) t.out.index_copy_(0, idx, out);
   return absl::OkStatus();

@@ -103,7 +103,7 @@ EntmaxDecodeRows EntmaxKvSequenceCache::Rows() const {
   rows.seq_lens = seq_lens_.const_data_ptr<int32_t>();
   rows.batch = 1;
   rows.max_blocks = static_cast<int>(block_table_.size(1));
-  return rows;  // lengths: set by the caller that needs them (RunEntmaxDecode)
+  return rows;
 }
 
 absl::Status EntmaxKvSequenceCache::UpdateStats(int64_t layer, int recent_pages) {
@@ -160,9 +160,9 @@ absl::StatusOr<at::Tensor> EntmaxKvSequenceCache::Decode(int64_t layer, const at
   at::Tensor q = q_in.select(1, 0).contiguous().unsqueeze(0);  // [1, H, D]
   at::Tensor out = at::empty_like(q);
   at::Tensor mass;
-  EntmaxDecodeRows rows = Rows();
-  rows.lengths = {T};
-  KV_RETURN_IF_ERROR(RunEntmaxDecode(*pool_, *stats_, config_, layer, rows, q, out, mass));
+  const EntmaxDecodeRows rows = Rows();
+  const EntmaxDecodeBounds bounds = EntmaxBoundsFor(config_, layer, {T}, rows.max_blocks);
+  KV_RETURN_IF_ERROR(RunEntmaxDecode(*pool_, *stats_, config_, layer, rows, bounds, q, out, mass));
   mass_error_max_ = at::maximum(mass_error_max_, (mass - 1.0f).abs().max());
   CountDecode(layer, T);
   return out.squeeze(0).unsqueeze(1);  // [H, 1, D]

@@ -16,6 +16,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -23,6 +24,7 @@
 #include "engine/kv/entmax_kv/entmax_kv_config.h"
 #include "engine/kv/entmax_kv/entmax_kv_decode.h"
 #include "engine/kv/kv_cache.h"
+#include "engine/runtime/upload_fence.h"
 
 namespace kvstream {
 
@@ -65,10 +67,21 @@ class EntmaxKvStrategy final : public Strategy {
   // (entmax_kv_group.cc); everything else one sequence at a time.
   absl::Status ForwardGroup(int64_t layer, absl::Span<SequenceCache* const> seqs, absl::Span<const SeqStep> steps,
                             GroupTensors& t, const StepContext& ctx) override;
+  // CUDA graphs (engine/model/decode_graphs.h): a decode step of sequences
+  // with one config does its host work here into fixed buffers; the graph's
+  // kernels see a block table of a power-of-two width (part of the key) and
+  // launch bounds that hold for any length (EntmaxGraphBoundsFor).
+  bool SupportsDecodePrepare() const override { return true; }
+  bool CanPrepareDecode(absl::Span<SequenceCache* const> seqs) const override;
+  absl::StatusOr<int64_t> PrepareDecode(absl::Span<SequenceCache* const> seqs, absl::Span<const SeqStep> steps,
+                                        int64_t padded_rows, const StepContext& ctx) override;
+  static constexpr int64_t kMaxPreparedRows = 256;
 
   PagedKvPool& pool() { return *pool_; }
 
  private:
+  // One layer of a prepared step: rows [0, prepared_.rows) of t, device work only.
+  absl::Status DecodePrepared(int64_t layer, GroupTensors& t);
   // Grows every sequence by its decode token and uploads the step's batched
   // view (made at layer 0, used by every layer).
   absl::Status PrepareBatch(absl::Span<EntmaxKvSequenceCache* const> caches, int64_t step);
@@ -83,6 +96,18 @@ class EntmaxKvStrategy final : public Strategy {
     at::Tensor seq_lens;     // [B] int32, after the append
     std::vector<int64_t> lengths;  // the same on the host
   } batch_;
+  // The prepared step (fixed addresses, captured into graphs) and its pinned
+  // host images; `staged` marks their last upload.
+  struct Prepared {
+    at::Tensor table, lens, slots;  // [kMaxPreparedRows * MB_max] / [kMaxPreparedRows] int32, [.. * Hkv] int64
+    at::Tensor table_host, lens_host, slots_host;
+    int64_t step = -1, rows = 0, max_blocks = 0;
+    bool rank_pages = false;
+    EntmaxKvConfig config;
+  } prepared_;
+  UploadFence staged_{"entmax_kv"};
+  // Graph keys: (config scalars, table width, rank_pages) -> a small integer.
+  std::map<std::vector<int64_t>, int64_t> keys_;
 };
 
 class EntmaxKvSequenceCache final : public SequenceCache {

@@ -120,5 +120,85 @@ TEST(EntmaxKvGroup, BatchedDecodeEqualsPerSequenceDecode) {
   EXPECT_LT(a[3]->Report().stats.at("read_fraction"), 0.6);
 }
 
+// The prepared step (what the decode graphs capture): PrepareDecode does the
+// host work, ForwardGroup with decode_prepared only launches, rows padded to
+// a bucket. Same outputs and reports as the per-sequence path.
+TEST(EntmaxKvGroup, PreparedDecodeEqualsPerSequenceDecode) {
+  const KvGeometry g = Geo();
+  const int64_t H = g.n_heads, Hkv = g.n_kv_heads, D = g.head_dim, L = g.n_layers;
+  const std::vector<int64_t> prompt = {40, 300, 517};
+  const int64_t decode = 20, R = 4;  // 3 rows padded to 4
+  EntmaxKvStrategy prepared(g, g.kv_pool_bytes), single(g, g.kv_pool_bytes);
+  std::vector<std::unique_ptr<SequenceCache>> a, b;
+  for (int64_t p : prompt) {
+    auto oa = prepared.Open(Cfg(64, p + decode));
+    auto ob = single.Open(Cfg(64, p + decode));
+    ASSERT_TRUE(oa.ok() && ob.ok());
+    a.push_back(std::move(*oa));
+    b.push_back(std::move(*ob));
+  }
+  at::manual_seed(12);
+  int64_t step = 0;
+  for (size_t i = 0; i < prompt.size(); ++i) {
+    SeqStep s;
+    s.n_new = prompt[i];
+    s.is_prompt = s.last_prompt_chunk = true;
+    StepContext ctx;
+    ctx.step = step++;
+    for (int64_t l = 0; l < L; ++l) {
+      const at::Tensor q = at::randn({H, prompt[i], D}), k = at::randn({Hkv, prompt[i], D}) * 1.5,
+                       v = at::randn({Hkv, prompt[i], D});
+      ASSERT_TRUE(a[i]->Forward(l, q, k, v, s, ctx).ok());
+      ASSERT_TRUE(b[i]->Forward(l, q, k, v, s, ctx).ok());
+    }
+    ASSERT_TRUE(a[i]->EndStep(s, ctx).ok());
+    ASSERT_TRUE(b[i]->EndStep(s, ctx).ok());
+  }
+  std::vector<SequenceCache*> seqs;
+  for (auto& c : a) seqs.push_back(c.get());
+  ASSERT_TRUE(prepared.CanPrepareDecode(seqs));
+  double worst = 0;
+  for (int64_t d = 0; d < decode; ++d) {
+    std::vector<SeqStep> steps(prompt.size());
+    for (size_t i = 0; i < prompt.size(); ++i) steps[i].start_pos = prompt[i] + d, steps[i].n_new = 1;
+    StepContext ctx;
+    ctx.step = step++;
+    ASSERT_TRUE(prepared.PrepareDecode(seqs, steps, R, ctx).ok());
+    ctx.decode_prepared = true;
+    for (int64_t l = 0; l < L; ++l) {
+      GroupTensors t;
+      t.q = at::randn({R, H, D});
+      t.k = at::randn({R, Hkv, D}) * 1.5;
+      t.v = at::randn({R, Hkv, D});
+      t.out = at::full({R, H, D}, NAN);
+      for (int64_t i = 0; i < R; ++i) t.row_offset.push_back(i);
+      ASSERT_TRUE(prepared.ForwardGroup(l, seqs, steps, t, ctx).ok());
+      for (size_t i = 0; i < prompt.size(); ++i) {
+        StepContext plain = ctx;
+        plain.decode_prepared = false;
+        auto want = b[i]->Forward(l, t.q[i].unsqueeze(1), t.k[i].unsqueeze(1), t.v[i].unsqueeze(1), steps[i], plain);
+        ASSERT_TRUE(want.ok()) << want.status();
+        worst = std::max(worst, RelErr(t.out[i].unsqueeze(1), *want));
+      }
+    }
+    for (size_t i = 0; i < prompt.size(); ++i) {
+      ASSERT_TRUE(a[i]->EndStep(steps[i], ctx).ok());
+      ASSERT_TRUE(b[i]->EndStep(steps[i], ctx).ok());
+    }
+  }
+  EXPECT_LE(worst, 1e-5);
+  for (size_t i = 0; i < prompt.size(); ++i) {
+    const CacheReport ra = a[i]->Report(), rb = b[i]->Report();
+    for (const char* key : {"pages_selected_mean", "tokens_attended_mean", "read_fraction", "dense_fallback_steps"}) {
+      EXPECT_DOUBLE_EQ(ra.stats.at(key), rb.stats.at(key)) << key << " row " << i;
+    }
+  }
+  // Mixed configs cannot share a prepared step (the model then runs it eagerly).
+  auto other = prepared.Open(Cfg(128, 64));
+  ASSERT_TRUE(other.ok());
+  seqs.push_back(other->get());
+  EXPECT_FALSE(prepared.CanPrepareDecode(seqs));
+}
+
 }  // namespace
 }  // namespace kvstream
