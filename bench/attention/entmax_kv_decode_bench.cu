@@ -8,8 +8,8 @@
 //                          [--points 1x32768,8x131072,...] [--k7-splits 8,16,33,66]
 //
 // Per (B, T) point, one layer, T = tokens cached after the append:
-//   step   = the launches of EntmaxKvSequenceCache::Decode (engine/kv/entmax_kv/
-//            entmax_kv_strategy.cc), in order: K2 page_criticality, K3
+//   step   = the launches of RunEntmaxDecode (engine/kv/entmax_kv/
+//            entmax_kv_decode.cc), in order: K2 page_criticality, K3
 //            topk_pack, K7 sparse_decode (alpha 1: the streaming softmax kernel
 //            + LSE merge), MT = T_sel (the host knows it from T), K7 split count
 //            from PlanEntmaxSoftmaxDecodeSplits(B, Hs, MT), no score scratch, U
@@ -22,9 +22,12 @@
 //            dense launches) captured in one graph on rotating cache sets: the
 //            cost inside the engine's decode graph (no graph launch per layer;
 //            PDL between one layer's last kernel and the next layer's first).
+//            The EntmaxKV layer is the engine's: K1 on a forked stream beside
+//            K2 + K3 + K7 (StepWithK1Aside). Neither side's append is timed.
 //   k1     = K1 page_stats of the tail page: the engine runs it in Forward after
 //            the append on every step; reported apart (not in `step`).
-//   per_seq (B > 1) = the engine today: one batch-1 step per sequence.
+//   per_seq (B > 1) = one batch-1 step per sequence (the engine before it
+//            batched decode rows; kept for the comparison).
 //   dense  = LaunchDenseDecode with the planned splits.
 //   k7_split_sweep (--k7-splits) = K7 alone at each listed split count, beside
 //            the planner's, to check PlanEntmaxSoftmaxDecodeSplits.
@@ -64,7 +67,9 @@ using namespace kvstream::entmax_bench;  // NOLINT: shapes, Row, output
 
 
 struct Args : kvstream::bench::BenchArgs {
-  std::vector<std::pair<int, int>> points = {{1, 32768}, {1, 131072}, {1, 524288}, {8, 32768}, {8, 131072}};
+  // (1, 131000): a tail of 8 tokens, T_sel below K7's graph bound (the engine's case for T % 16 != 0).
+  std::vector<std::pair<int, int>> points = {{1, 32768}, {1, 131072}, {1, 131000}, {1, 524288}, {8, 32768},
+                                             {8, 131072}};
   std::vector<int> k7_splits;  // K7 split counts to time beside the planner's (none: no sweep)
 };
 
@@ -108,7 +113,9 @@ class Point {
       : b_(batch), t_(tokens), sms_(prop.multiProcessorCount), s_(s) {
     mb_ = (tokens + kP - 1) / kP;
     pages_ = EntmaxPagesOf(tokens, kP, mb_);
-    mt_ = TSel();  // engine: the largest T_sel of the step, known on the host
+    // K7's max_sel_tokens as the engine's graphs pass it (EntmaxGraphBoundsFor:
+    // budget + one page, whatever T's tail): equal to T_sel when T % P == 0.
+    mt_ = (kBudgetPages + 1) * kP;
     const size_t nb = size_t(batch) * mb_;
     pool_elems_ = nb * kHkv * kP * kD;
     stat_elems_ = nb * kHkv * kD;
@@ -163,9 +170,15 @@ class Point {
     const DenseDecodeWorkspaceBytes ws = DenseDecodeWorkspace(b_, kH, kDenseDecodeMaxSplits, kD);
     BENCH_CHECK(cudaMalloc(&dense_po_, ws.partial_out));
     BENCH_CHECK(cudaMalloc(&dense_pl_, ws.partial_lse));
+    BENCH_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
+    BENCH_CHECK(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming));
+    BENCH_CHECK(cudaEventCreateWithFlags(&join_, cudaEventDisableTiming));
     BENCH_CHECK(cudaDeviceSynchronize());
   }
   ~Point() {
+    cudaEventDestroy(fork_);
+    cudaEventDestroy(join_);
+    cudaStreamDestroy(side_);
     for (Set& st : sets_) {
       cudaFree(st.k); cudaFree(st.v); cudaFree(st.kmin); cudaFree(st.kmax); cudaFree(st.q); cudaFree(st.table);
     }
@@ -229,7 +242,19 @@ class Point {
     dp.partial_lse = dp.num_splits > 1 ? part_lse_ + bh0 * dp.num_splits * 2 : nullptr;
     BENCH_CHECK(LaunchEntmaxSparseDecode(dp, s_));
   }
-  void Step(int r, int b0, int nb) const {  // EntmaxKvSequenceCache::Decode
+  // A layer of the engine's batched / graph decode (EntmaxKvStrategy::
+  // DecodePrepared): K1 of the tail page on a second stream forked from s_
+  // and joined after K7 (nothing in the step reads the tail's stats), then
+  // K2, K3, K7.
+  void StepWithK1Aside(int r) const {
+    BENCH_CHECK(cudaEventRecord(fork_, s_));
+    BENCH_CHECK(cudaStreamWaitEvent(side_, fork_, 0));
+    BENCH_CHECK(LaunchEntmaxPageStats(K1(r, 0, b_), side_));
+    BENCH_CHECK(cudaEventRecord(join_, side_));
+    Step(r, 0, b_);
+    BENCH_CHECK(cudaStreamWaitEvent(s_, join_, 0));
+  }
+  void Step(int r, int b0, int nb) const {  // RunEntmaxDecode (engine/kv/entmax_kv/entmax_kv_decode.cc)
     RunK2(r, b0, nb);
     RunK3(b0, nb);
     RunK7(r, b0, nb);
@@ -385,6 +410,8 @@ class Point {
 
   int b_, t_, sms_, mb_ = 0, mt_ = 0, rot_ = 2, splits_ = 1, splits_seq_ = 1, dense_splits_ = 1;
   cudaStream_t s_;
+  cudaStream_t side_ = nullptr;               // StepWithK1Aside
+  cudaEvent_t fork_ = nullptr, join_ = nullptr;
   EntmaxSeqPages pages_{};
   size_t pool_elems_ = 0, stat_elems_ = 0;
   std::vector<Set> sets_;
@@ -465,7 +492,7 @@ int main(int argc, char** argv) {
                                       pt.rotations(), a, s)[0];
     w.dense_us = TimeParts({[&](int r) { pt.Dense(r); }}, pt.rotations(), a, s)[0];
     w.layers = pt.Layers();
-    w.layer_us = pt.LayeredGraphUs(a, [&](int r) { pt.Step(r, 0, B); });
+    w.layer_us = pt.LayeredGraphUs(a, [&](int r) { pt.StepWithK1Aside(r); });
     w.dense_layer_us = pt.LayeredGraphUs(a, [&](int r) { pt.Dense(r); });
     std::printf("B=%d T=%d: per layer in a %d-layer graph: EntmaxKV %.1f us, dense %.1f us = %.2fx\n", w.b, w.t,
                 w.layers, w.layer_us, w.dense_layer_us, w.dense_layer_us / w.layer_us);

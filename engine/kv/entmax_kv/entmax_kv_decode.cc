@@ -13,6 +13,7 @@
 
 #ifdef KVSTREAM_HAVE_CUDA_TORCH
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
 #include <cuda_runtime_api.h>
 #endif
 
@@ -116,6 +117,54 @@ absl::Status RunEntmaxPageStats(const PagedKvPool& pool, EntmaxStatsStore& stats
 #endif
   }
   return TwinStatus(EntmaxPageStatsRef(p), EntmaxPageStatsValidate(p), "K1 page_stats", layer);
+}
+
+EntmaxStatsAside::~EntmaxStatsAside() {
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+  if (fork_ != nullptr) cudaEventDestroy(static_cast<cudaEvent_t>(fork_));
+  if (join_ != nullptr) cudaEventDestroy(static_cast<cudaEvent_t>(join_));
+#endif
+}
+
+absl::Status EntmaxStatsAside::Begin(const PagedKvPool& pool, EntmaxStatsStore& stats, int64_t layer,
+                                     const EntmaxDecodeRows& rows) {
+  if (pending_) return absl::InternalError("entmax_kv: K1 aside begun twice without End");
+  if (!pool.geometry().device.is_cuda()) return RunEntmaxPageStats(pool, stats, layer, rows, /*recent_pages=*/1);
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+  if (side_ == nullptr) {
+    side_ = at::cuda::getStreamFromPool(/*isHighPriority=*/false).stream();
+    cudaEvent_t f = nullptr, j = nullptr;
+    KV_RETURN_IF_ERROR(CudaStatus(cudaEventCreateWithFlags(&f, cudaEventDisableTiming), "K1 fork event", layer));
+    KV_RETURN_IF_ERROR(CudaStatus(cudaEventCreateWithFlags(&j, cudaEventDisableTiming), "K1 join event", layer));
+    fork_ = f, join_ = j;
+  }
+  const c10::cuda::CUDAStream main = at::cuda::getCurrentCUDAStream();
+  const c10::cuda::CUDAStream side =
+      c10::cuda::getStreamFromExternal(static_cast<cudaStream_t>(side_), main.device_index());
+  KV_RETURN_IF_ERROR(CudaStatus(cudaEventRecord(static_cast<cudaEvent_t>(fork_), main.stream()), "K1 fork", layer));
+  KV_RETURN_IF_ERROR(
+      CudaStatus(cudaStreamWaitEvent(side.stream(), static_cast<cudaEvent_t>(fork_), 0), "K1 fork wait", layer));
+  {
+    c10::cuda::CUDAStreamGuard guard(side);
+    KV_RETURN_IF_ERROR(RunEntmaxPageStats(pool, stats, layer, rows, /*recent_pages=*/1));
+  }
+  KV_RETURN_IF_ERROR(CudaStatus(cudaEventRecord(static_cast<cudaEvent_t>(join_), side.stream()), "K1 join", layer));
+  pending_ = true;
+  return absl::OkStatus();
+#else
+  return absl::FailedPreconditionError("this build has no CUDA kernels");
+#endif
+}
+
+absl::Status EntmaxStatsAside::End() {
+  if (!pending_) return absl::OkStatus();
+  pending_ = false;
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+  return CudaStatus(cudaStreamWaitEvent(at::cuda::getCurrentCUDAStream().stream(), static_cast<cudaEvent_t>(join_), 0),
+                    "K1 join wait", -1);
+#else
+  return absl::OkStatus();
+#endif
 }
 
 absl::Status RunEntmaxDecode(const PagedKvPool& pool, EntmaxStatsStore& stats, const EntmaxKvConfig& config,

@@ -66,6 +66,29 @@ at::Tensor EntmaxUploadAsync(const std::vector<int64_t>& v, const c10::Device& d
 absl::Status RunEntmaxPageStats(const PagedKvPool& pool, EntmaxStatsStore& stats, int64_t layer,
                                 const EntmaxDecodeRows& rows, int recent_pages);
 
+// K1 of a decode step beside the attention launches: nothing in the step
+// reads the tail page's stats (K2 scores historical pages only; the tail is
+// always attended), so on CUDA K1 runs on a second stream forked from the
+// current one and joined back after K7, and its launch and latency hide
+// under K2 (also inside a captured graph: fork and join become edges). CPU:
+// inline. Begin and End pair up per layer; one object per strategy.
+class EntmaxStatsAside {
+ public:
+  EntmaxStatsAside() = default;
+  ~EntmaxStatsAside();
+  EntmaxStatsAside(const EntmaxStatsAside&) = delete;
+  EntmaxStatsAside& operator=(const EntmaxStatsAside&) = delete;
+
+  absl::Status Begin(const PagedKvPool& pool, EntmaxStatsStore& stats, int64_t layer, const EntmaxDecodeRows& rows);
+  absl::Status End();
+
+ private:
+  void* side_ = nullptr;  // cudaStream_t from the pool of the first device used
+  void* fork_ = nullptr;  // cudaEvent_t
+  void* join_ = nullptr;  // cudaEvent_t
+  bool pending_ = false;
+};
+
 // K2 (if bounds.rank_pages), K3 and K7 for rows already appended and
 // K1-updated. q [B, H, D] and out [B, H, D] with any row / head strides (last
 // dim contiguous); `mass` [B, H] fp32 out (K7's selected mass).

@@ -100,13 +100,15 @@ absl::Status EntmaxKvStrategy::ForwardGroup(int64_t layer, absl::Span<SequenceCa
   rows.seq_lens = batch_.seq_lens.const_data_ptr<int32_t>();
   rows.batch = static_cast<int>(B);
   rows.max_blocks = static_cast<int>(batch_.block_table.size(1));
-  KV_RETURN_IF_ERROR(RunEntmaxPageStats(*pool_, *stats_, layer, rows, /*recent_pages=*/1));
+  KV_RETURN_IF_ERROR(aside_.Begin(*pool_, *stats_, layer, rows));  // K1, beside K2-K7
   // K7's mass is 1 by construction on the alpha-1 path (the only one served,
   // entmax_kv_config.cc): the per-sequence path keeps checking it.
   at::Tensor mass;
   const EntmaxKvConfig& config = caches.front()->config();
   const EntmaxDecodeBounds bounds = EntmaxBoundsFor(config, layer, batch_.lengths, rows.max_blocks);
-  KV_RETURN_IF_ERROR(RunEntmaxDecode(*pool_, *stats_, config, layer, rows, bounds, q, out, mass));
+  const absl::Status s = RunEntmaxDecode(*pool_, *stats_, config, layer, rows, bounds, q, out, mass);
+  KV_RETURN_IF_ERROR(aside_.End());
+  KV_RETURN_IF_ERROR(s);
   for (int64_t b = 0; b < B; ++b) caches[b]->CountDecode(layer, batch_.lengths[b]);
   if (!contiguous) t.out.index_copy_(0, idx, out);
   return absl::OkStatus();

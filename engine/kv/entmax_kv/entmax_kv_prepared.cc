@@ -137,10 +137,12 @@ absl::Status EntmaxKvStrategy::DecodePrepared(int64_t layer, GroupTensors& t) {
   rows.seq_lens = prepared_.lens.const_data_ptr<int32_t>();
   rows.batch = static_cast<int>(R);
   rows.max_blocks = static_cast<int>(MB);
-  KV_RETURN_IF_ERROR(RunEntmaxPageStats(*pool_, *stats_, layer, rows, /*recent_pages=*/1));
+  KV_RETURN_IF_ERROR(aside_.Begin(*pool_, *stats_, layer, rows));  // K1, beside K2-K7
   const EntmaxDecodeBounds bounds = EntmaxGraphBoundsFor(prepared_.config, layer, MB, prepared_.rank_pages);
   at::Tensor mass;  // 1 by construction on the alpha-1 path (the only one served)
-  return RunEntmaxDecode(*pool_, *stats_, prepared_.config, layer, rows, bounds, q, out, mass);
+  const absl::Status s = RunEntmaxDecode(*pool_, *stats_, prepared_.config, layer, rows, bounds, q, out, mass);
+  KV_RETURN_IF_ERROR(aside_.End());
+  return s;
 }
 
 }  // namespace kvstream

@@ -106,6 +106,7 @@ class EntmaxKvStrategy final : public Strategy {
     EntmaxKvConfig config;
   } prepared_;
   UploadFence staged_{"entmax_kv"};
+  EntmaxStatsAside aside_;  // K1 of the batched and prepared decode
   // Graph keys: (config scalars, table width, rank_pages) -> a small integer.
   std::map<std::vector<int64_t>, int64_t> keys_;
 };

@@ -143,15 +143,22 @@ TEST(EntmaxCuda, TopkPackLongRowsWithTiesMatchTwin) {
   for (const Case& cs : cases) {
     int mb = 1;
     for (int32_t t : cs.lens) mb = std::max(mb, (t + cs.P - 1) / cs.P + 1);
-    // 41 distinct values: heavy ties (the one-CTA kernel's threshold bin
-    // overflows its member list: radix fallback); 401: a few ties per bin
-    // (ranked members); 0: continuous scores (the usual case).
-    for (int levels : {40, 400, 0})
+    // 9 distinct values: ~1000 keys per value, more than the one-CTA
+    // kernel's threshold-bin member list (RangedSelect's radix fallback); 41:
+    // ~220 ties per value (ranked members); 401: a few per bin; 0: continuous
+    // scores (the usual case); -1: continuous with NaN, +-inf, +-0 and
+    // denormals mixed in (non-finite range: key-space bins).
+    for (int levels : {8, 40, 400, 0, -1})
     for (int budget : {1, 128, 2000}) for (int chunk : {-1, 0, 256, 4096}) {
       std::vector<float> u(static_cast<size_t>(cs.batch) * cs.hs * mb, NAN);
       std::uniform_int_distribution<int> level(0, std::max(levels, 1));
       std::normal_distribution<float> smooth(0.0f, 4.0f);
-      for (float& x : u) x = levels > 0 ? 0.25f * level(rng) - 3.0f * levels / 40 : smooth(rng);
+      const float special[] = {NAN, INFINITY, -INFINITY, 0.0f, -0.0f, 1e-40f, -1e-40f, 3e38f};
+      std::uniform_int_distribution<int> pick(0, 63);
+      for (float& x : u) {
+        x = levels > 0 ? 0.25f * level(rng) - 3.0f * levels / 40 : smooth(rng);
+        if (levels < 0 && pick(rng) < 8) x = special[pick(rng) % 8];
+      }
       SelectionBuffers hsel(cs.batch, cs.hs, mb), gsel(cs.batch, cs.hs, mb);
       EntmaxTopkPackParams t;
       t.u = u.data(), t.seq_lens = cs.lens.data(), t.batch = cs.batch, t.page_size = cs.P;

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "engine/kv/entmax_kv/entmax_kv_strategy.h"
+#include "tests/engine/kv/entmax_kv/entmax_group_harness.h"
 
 namespace kvstream {
 namespace {
@@ -93,6 +94,26 @@ TEST(EntmaxKvCuda, PerQueryHeadListsFp32MatchTheTwins) {
 TEST(EntmaxKvCuda, Bf16BudgetCoveringTheContextFollowsDense) {
   REQUIRE_CUDA();
   EXPECT_LE(CompareCudaToCpu(at::kBFloat16, {{"dense_layers", int64_t{0}}}, 600, 300, 60), 2e-2);
+}
+
+// A step's decode rows in one launch per kernel on the GPU (eager, and the
+// prepared step the decode graphs capture, padded, its table widening from
+// 64 to 128 pages) against the twins' per-sequence path.
+TEST(EntmaxKvCuda, BatchedDecodeFp32MatchesTheTwins) {
+  REQUIRE_CUDA();
+  const KvGeometry gg = Geo(c10::Device(c10::kCUDA, 0), at::kFloat), gc = Geo(c10::Device(c10::kCPU), at::kFloat);
+  const auto r = entmax_test::RunGroupVsSingle(gg, gc, {40, 300, 700, 1010}, {64, 128, 64, 64}, 24,
+                                               /*prepared=*/false, 0, 21);
+  EXPECT_LE(r.worst, 1e-4);
+  entmax_test::ExpectSameCounts(r);
+}
+
+TEST(EntmaxKvCuda, PreparedDecodeFp32MatchesTheTwins) {
+  REQUIRE_CUDA();
+  const KvGeometry gg = Geo(c10::Device(c10::kCUDA, 0), at::kFloat), gc = Geo(c10::Device(c10::kCPU), at::kFloat);
+  const auto r = entmax_test::RunGroupVsSingle(gg, gc, {40, 700, 1010}, {64, 64, 64}, 24, /*prepared=*/true, 4, 22);
+  EXPECT_LE(r.worst, 1e-4);
+  entmax_test::ExpectSameCounts(r);
 }
 
 }  // namespace
