@@ -1,6 +1,10 @@
 // K3 topk_pack on the GPU (entmax_topk.h; K2 is in entmax_criticality.cu). Rows of
-// >= 4096 pages first try the two-stage selection of entmax_topk_chunked.cu.
-// K3: TopkSelectClusterKernel (a cluster of 8 CTAs per row, keys in shared memory,
+// >= 16384 pages first try the two-stage selection of entmax_topk_chunked.cu.
+// Below that (and for many rows), TopkSelectCtaKernel: one 1024-thread CTA per
+// row, the row's keys in shared memory, RangedSelect (entmax_topk_select.cuh:
+// one linear-bin pass over the row's score range, the threshold bin's keys
+// ranked exactly) and the ordered emit.
+// Long rows, few of them: TopkSelectClusterKernel (a cluster of 8 CTAs per row, keys in shared memory,
 // 32-bit radix; below) for rows up to ~400K pages; else TopkPackKernel, one CTA per (sequence, selection
 // head): instead of sorting up to P_hist pages, the (n - sinks)-th smallest EntmaxPageRankKey is found by radix
 // selection and every page whose key is <= it is emitted in page order: the

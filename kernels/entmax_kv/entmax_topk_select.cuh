@@ -1,10 +1,12 @@
-// Block-wide exact radix selection on 32-bit keys in shared memory (K3,
-// entmax_topk_chunked.cu): the kk-th smallest key of keys[0, n) in 3 passes
+// Block-wide exact selection on 32-bit keys in shared memory (K3). RadixSelect
+// (entmax_topk_chunked.cu, and RangedSelect's fallback for heavy ties): the
+// kk-th smallest key of keys[0, n) in 3 passes
 // (11/11/10 bits, 2048-bin shared histogram), then an ordered emit of every
 // key < thr plus the first kk' keys == thr in ARRAY order. With the keys laid
 // out in page order this is the twin's stable sort on (key, page): ties go to
 // the lower page. Generic over the CTA size (kThreads a multiple of 32, <= 1024,
 // dividing 2048); every thread of the CTA must call each function.
+// RangedSelect (the one-CTA kernel of entmax_topk.cu): below.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -204,8 +206,11 @@ __device__ __forceinline__ uint32_t RangedSelect(const uint32_t* keys, int n, in
   if (cnt > kRangedMaxMembers) return RadixSelect<kThreads>(keys, n, kk_total, sm.radix, take_eq);
   for (int i = first + tid; i < n; i += kThreads) {
     const uint32_t k = keys[i];
-    if (bin_of(k) == bin) {
-      sm.members[atomicAdd(&sm.n_members, 1u)] = (static_cast<unsigned long long>(k) << 32) | static_cast<uint32_t>(i);
+    if (bin_of(k) == bin) {  // same arithmetic as the histogram pass: cnt members, guarded anyway
+      const uint32_t slot = atomicAdd(&sm.n_members, 1u);
+      if (slot < kRangedMaxMembers) {
+        sm.members[slot] = (static_cast<unsigned long long>(k) << 32) | static_cast<uint32_t>(i);
+      }
     }
   }
   __syncthreads();

@@ -162,7 +162,10 @@ class EntmaxKvSequenceCache final : public SequenceCache {
   PagedChunk chunk_;
   at::Tensor block_table_, seq_lens_;
   std::vector<LayerCounters> counters_;
-  at::Tensor mass_error_max_;  // [] fp32 on the device (no host sync per step)
+  // [] fp32 on the device (no host sync per step). Checked on the
+  // per-sequence path only: batched and prepared rows are alpha 1, whose
+  // mass is 1 by construction (K7's fast path normalises each list).
+  at::Tensor mass_error_max_;
 };
 
 }  // namespace kvstream
