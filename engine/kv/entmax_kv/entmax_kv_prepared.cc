@@ -1,8 +1,9 @@
 // EntmaxKvStrategy's prepared decode step (CUDA graphs, engine/model/
 // decode_graphs.h): PrepareDecode does every host decision of the step (page
 // growth, block table, lengths, append slots, the report's counts) into
-// buffers at fixed addresses; DecodePrepared is device work only, so the
-// model captures all layers of the step once per key and replays them.
+// buffers at fixed addresses; DecodeRows is device work only, so the model
+// captures all layers of the step once per key and replays them (the eager
+// batched path of ForwardGroup runs the same two).
 // What the kernels bake in: the table width MB (a power of two >= 64 pages,
 // at most the context's pages), the config's scalars, whether any row ranks
 // pages (K2 launched or not) and K7's split plan from EntmaxGraphBoundsFor.
@@ -123,15 +124,15 @@ absl::StatusOr<int64_t> EntmaxKvStrategy::PrepareDecode(absl::Span<SequenceCache
   return id;
 }
 
-absl::Status EntmaxKvStrategy::DecodePrepared(int64_t layer, GroupTensors& t) {
+absl::Status EntmaxKvStrategy::DecodeRows(int64_t layer, at::Tensor q, const at::Tensor& k, const at::Tensor& v,
+                                          at::Tensor& out) {
   const int64_t R = prepared_.rows, MB = prepared_.max_blocks, D = geometry_.head_dim, Hkv = geometry_.n_kv_heads;
-  if (R < 1) return absl::InternalError("entmax_kv: a prepared decode step without PrepareDecode");
-  at::Tensor q = t.q.narrow(0, 0, R), out = t.out.narrow(0, 0, R);
+  if (R < 1 || q.size(0) != R) return absl::InternalError("entmax_kv: decode rows without their PrepareDecode");
   if (q.stride(2) != 1) q = q.contiguous();
   const at::Tensor slots = prepared_.slots.narrow(0, 0, R * Hkv);
   at::Tensor kpool = pool_->keys(layer), vpool = pool_->values(layer);
-  kpool.view({-1, D}).index_copy_(0, slots, t.k.narrow(0, 0, R).reshape({R * Hkv, D}));
-  vpool.view({-1, D}).index_copy_(0, slots, t.v.narrow(0, 0, R).reshape({R * Hkv, D}));
+  kpool.view({-1, D}).index_copy_(0, slots, k.reshape({R * Hkv, D}));
+  vpool.view({-1, D}).index_copy_(0, slots, v.reshape({R * Hkv, D}));
   EntmaxDecodeRows rows;
   rows.block_table = prepared_.table.const_data_ptr<int32_t>();  // [R, MB] prefix of the buffer
   rows.seq_lens = prepared_.lens.const_data_ptr<int32_t>();

@@ -80,22 +80,13 @@ class EntmaxKvStrategy final : public Strategy {
   PagedKvPool& pool() { return *pool_; }
 
  private:
-  // One layer of a prepared step: rows [0, prepared_.rows) of t, device work only.
-  absl::Status DecodePrepared(int64_t layer, GroupTensors& t);
-  // Grows every sequence by its decode token and uploads the step's batched
-  // view (made at layer 0, used by every layer).
-  absl::Status PrepareBatch(absl::Span<EntmaxKvSequenceCache* const> caches, int64_t step);
+  // One layer of the prepared step for its rows q [R, H, D], k / v [R, Hkv, D]
+  // (R = the prepared rows), out [R, H, D]: device work only.
+  absl::Status DecodeRows(int64_t layer, at::Tensor q, const at::Tensor& k, const at::Tensor& v, at::Tensor& out);
 
   KvGeometry geometry_;
   std::shared_ptr<PagedKvPool> pool_;
   std::shared_ptr<EntmaxStatsStore> stats_;
-  struct Batch {
-    int64_t step = -1;
-    at::Tensor slots;        // [B * Hkv] int64 rows of the flat layer pools (the new tokens)
-    at::Tensor block_table;  // [B, MB] int32
-    at::Tensor seq_lens;     // [B] int32, after the append
-    std::vector<int64_t> lengths;  // the same on the host
-  } batch_;
   // The prepared step (fixed addresses, captured into graphs) and its pinned
   // host images; `staged` marks their last upload.
   struct Prepared {
@@ -106,7 +97,7 @@ class EntmaxKvStrategy final : public Strategy {
     EntmaxKvConfig config;
   } prepared_;
   UploadFence staged_{"entmax_kv"};
-  EntmaxStatsAside aside_;  // K1 of the batched and prepared decode
+  EntmaxStatsAside aside_;  // K1 of the prepared decode
   // Graph keys: (config scalars, table width, rank_pages) -> a small integer.
   std::map<std::vector<int64_t>, int64_t> keys_;
 };
