@@ -40,11 +40,6 @@ int PlanLength(int64_t max_len) {
   return static_cast<int>(std::min<int64_t>(t, INT32_MAX));
 }
 
-// Flat row of (page, kv head, offset) in a layer pool viewed as [NB*Hkv*P, D].
-int64_t SlotRow(int32_t page, int64_t head, int64_t offset, int64_t n_kv_heads) {
-  return (static_cast<int64_t>(page) * n_kv_heads + head) * P + offset;
-}
-
 }  // namespace
 
 // ---- strategy ------------------------------------------------------------------
@@ -128,13 +123,13 @@ absl::StatusOr<int64_t> PagedDenseStrategy::PrepareDecode(absl::Span<SequenceCac
   std::fill(table, table + padded_rows * max_pages, PagedKvPool::kScratchPage);
   std::fill(lens, lens + padded_rows, 0);
   for (int64_t b = 0; b < padded_rows; ++b) {
-    for (int64_t h = 0; h < Hkv; ++h) slots[b * Hkv + h] = SlotRow(PagedKvPool::kScratchPage, h, 0, Hkv);
+    for (int64_t h = 0; h < Hkv; ++h) slots[b * Hkv + h] = PagedSlotRow(PagedKvPool::kScratchPage, h, 0, Hkv);
     if (b >= B) continue;
     const auto& pages = caches[b]->pages();
     std::copy(pages.begin(), pages.end(), table + b * max_pages);
     const int64_t t = caches[b]->length();  // position of the new token
     lens[b] = static_cast<int32_t>(t + 1);
-    for (int64_t h = 0; h < Hkv; ++h) slots[b * Hkv + h] = SlotRow(pages[t / P], h, t % P, Hkv);
+    for (int64_t h = 0; h < Hkv; ++h) slots[b * Hkv + h] = PagedSlotRow(pages[t / P], h, t % P, Hkv);
   }
   block_table_.narrow(0, 0, padded_rows).narrow(1, 0, max_pages)
       .copy_(table_host_.narrow(0, 0, padded_rows * max_pages).view({padded_rows, max_pages}), /*non_blocking=*/true);

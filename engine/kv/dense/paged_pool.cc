@@ -82,7 +82,7 @@ PagedChunk MakePagedChunk(const std::vector<int32_t>& pages, int64_t past, int64
   for (int64_t h = 0; h < Hkv; ++h) {
     for (int64_t i = 0; i < n; ++i) {
       const int64_t t = past + i;
-      slots[h * n + i] = (static_cast<int64_t>(pages[t / P]) * Hkv + h) * P + t % P;
+      slots[h * n + i] = PagedSlotRow(pages[t / P], h, t % P, Hkv);
     }
   }
   std::vector<int64_t> used(pages.begin(), pages.begin() + (past + n + P - 1) / P);

@@ -55,6 +55,12 @@ class PagedKvPool {
   std::vector<int32_t> free_;  // LIFO: recently freed pages are reused first
 };
 
+// Row of token `offset` of (page, KV head) in a layer pool viewed as the flat
+// [NB * Hkv * P, D] rows that appends scatter into (pages are [Hkv, P, D]).
+inline int64_t PagedSlotRow(int64_t page, int64_t head, int64_t offset, int64_t n_kv_heads) {
+  return (page * n_kv_heads + head) * PagedKvPool::kPageTokens + offset;
+}
+
 // ---- a prompt chunk over the pool (dense and EntmaxKV prefill) --------------
 // Indices a paged cache needs to append tokens [past, past + n) of a sequence
 // holding `pages` and to gather its first past + n tokens, on `g.device`.

@@ -24,9 +24,6 @@ constexpr int64_t P = PagedKvPool::kPageTokens;
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Rows of the flat [NB * Hkv * P, D] layer pool for (page, KV head, slot).
-int64_t SlotRow(int64_t page, int64_t h, int64_t slot, int64_t Hkv) { return (page * Hkv + h) * P + slot; }
-
 }  // namespace
 
 bool EntmaxKvStrategy::CanPrepareDecode(absl::Span<SequenceCache* const> seqs) const {
@@ -90,13 +87,13 @@ absl::StatusOr<int64_t> EntmaxKvStrategy::PrepareDecode(absl::Span<SequenceCache
   const EntmaxKvConfig& config = caches[0]->config();
   bool rank_pages = false;
   for (int64_t b = 0; b < padded_rows; ++b) {
-    for (int64_t h = 0; h < Hkv; ++h) slots[b * Hkv + h] = SlotRow(PagedKvPool::kScratchPage, h, 0, Hkv);
+    for (int64_t h = 0; h < Hkv; ++h) slots[b * Hkv + h] = PagedSlotRow(PagedKvPool::kScratchPage, h, 0, Hkv);
     if (b >= B) continue;
     const std::vector<int32_t>& pages = caches[b]->pages();
     const int64_t pos = caches[b]->length();  // the new token's position
     std::copy(pages.begin(), pages.end(), table + b * MB);
     lens[b] = static_cast<int32_t>(pos + 1);
-    for (int64_t h = 0; h < Hkv; ++h) slots[b * Hkv + h] = SlotRow(pages[pos / P], h, pos % P, Hkv);
+    for (int64_t h = 0; h < Hkv; ++h) slots[b * Hkv + h] = PagedSlotRow(pages[pos / P], h, pos % P, Hkv);
     // The report's counts: a replayed step runs no host code.
     for (int64_t l = 0; l < geometry_.n_layers; ++l) caches[b]->CountDecode(l, pos + 1);
     rank_pages = rank_pages || !EntmaxCountsFor(config, config.dense_layers, pos + 1, MB).fallback;

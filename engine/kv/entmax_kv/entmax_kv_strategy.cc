@@ -128,7 +128,7 @@ absl::StatusOr<at::Tensor> EntmaxKvSequenceCache::Forward(int64_t layer, const a
       // step; issue 9).
       const int64_t Hkv = g.n_kv_heads, N = CeilDiv(T, P);
       std::vector<int64_t> buf(static_cast<size_t>(Hkv + N + 1));
-      for (int64_t h = 0; h < Hkv; ++h) buf[h] = (static_cast<int64_t>(pages_[past / P]) * Hkv + h) * P + past % P;
+      for (int64_t h = 0; h < Hkv; ++h) buf[h] = PagedSlotRow(pages_[past / P], h, past % P, Hkv);
       for (int64_t i = 0; i < N; ++i) buf[Hkv + i] = pages_[i];
       buf[Hkv + N] = T;
       const at::Tensor dev = EntmaxUploadAsync(buf, g.device);
