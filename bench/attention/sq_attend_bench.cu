@@ -6,6 +6,14 @@
 // dims at 3 bits = 434 bits -> 14 words = 56 B per token and head; QJL off).
 //
 //   sq_attend_bench [--out results.json] [--commit SHA] [--iters 100] [--warmup 10] [--no-sweep] [--no-dense]
+//                   [--variant new|legacy|both]
+//
+// --variant (default both): `new` times LaunchSqAttend (Tq == 1 runs the
+// decode kernel, sq_attend_decode.cuh), `legacy` times LaunchSqAttendLegacy
+// (the general AttendKernel every Tq used before), `both` times both in one run,
+// prints both columns and checks that their outputs agree (max |new - legacy|
+// / max |legacy| <= 1e-4, else exit 1). The JSON's time_us / gbps / pct_of_copy
+// are the first timed variant's (new when both), plus "legacy" when timed.
 //
 // 1. Copy bandwidth: cudaMemcpy device-to-device of 1 GiB, (read + write) / median time.
 // 2. For each Tk: the planned split count; CUDA events around each launch
@@ -47,7 +55,10 @@ constexpr int kKDeff = 4, kVDeff = 50;
 
 struct Args : kvstream::bench::BenchArgs {
   bool sweep = true, dense = true;
+  bool run_new = true, run_legacy = true;  // --variant
 };
+
+using LaunchFn = cudaError_t (*)(const SqAttendParams&, cudaStream_t);
 
 // Hash-random 32-bit words (any bit pattern is a valid record: every w-bit
 // field is a code < 2^w).
@@ -101,6 +112,7 @@ struct DevicePlan {
 struct Result {
   int tokens, splits;
   double sq_us, sq_bytes, sq_gbps, sq_pct, ws_bytes;
+  double legacy_us, legacy_gbps, legacy_pct, max_rel_diff;
   int dense_splits;
   double dense_us, dense_bytes, dense_gbps, dense_pct;
 };
@@ -110,8 +122,14 @@ Args Parse(int argc, char** argv) {
   kvstream::bench::ParseBenchArgs(argc, argv, &a, [&](const std::string& s, auto next) {
     if (s == "--no-sweep") a.sweep = false;
     else if (s == "--no-dense") a.dense = false;
-    else return false;
-    (void)next;
+    else if (s == "--variant" || s.rfind("--variant=", 0) == 0) {
+      const std::string v = s == "--variant" ? next() : s.substr(10);
+      if (v != "new" && v != "legacy" && v != "both") {
+        std::fprintf(stderr, "--variant must be new, legacy or both\n");
+        std::exit(2);
+      }
+      a.run_new = v != "legacy", a.run_legacy = v != "new";
+    } else return false;
     return true;
   });
   return a;
@@ -167,26 +185,47 @@ int main(int argc, char** argv) {
       return p;
     };
     const int splits = kvstream::SqPlanAttendSplits(kHq, kHkv, 1, T, prop.multiProcessorCount);
-    {  // outputs written and finite
+    // Outputs written and finite (each timed variant), and new == legacy.
+    auto output = [&](LaunchFn fn, std::vector<float>* h) {
       BENCH_CHECK(cudaMemset(a_eig, 0xff, kHq * kD * 4));
-      BENCH_CHECK(kvstream::LaunchSqAttend(params(0, splits), nullptr));
-      std::vector<float> h(kHq * kD);
-      BENCH_CHECK(cudaMemcpy(h.data(), a_eig, h.size() * 4, cudaMemcpyDeviceToHost));
-      for (float x : h)
-        if (!std::isfinite(x)) { std::fprintf(stderr, "T=%d: non-finite output\n", T); return 1; }
-    }
+      BENCH_CHECK(fn(params(0, splits), nullptr));
+      h->resize(kHq * kD);
+      BENCH_CHECK(cudaMemcpy(h->data(), a_eig, h->size() * 4, cudaMemcpyDeviceToHost));
+      for (float x : *h)
+        if (!std::isfinite(x)) { std::fprintf(stderr, "T=%d: non-finite output\n", T); std::exit(1); }
+    };
     Result r{};
-    r.tokens = T, r.splits = splits;
-    r.sq_us = MedianUs(a, [&](int i) { return kvstream::LaunchSqAttend(params(i, splits), nullptr); });
+    r.tokens = T, r.splits = splits, r.max_rel_diff = -1.0;
+    std::vector<float> h_new, h_old;
+    if (a.run_new) output(kvstream::LaunchSqAttend, &h_new);
+    if (a.run_legacy) output(kvstream::LaunchSqAttendLegacy, &h_old);
+    if (a.run_new && a.run_legacy) {
+      double num = 0.0, den = 0.0;
+      for (size_t i = 0; i < h_new.size(); ++i) {
+        num = std::max(num, double(std::fabs(h_new[i] - h_old[i])));
+        den = std::max(den, double(std::fabs(h_old[i])));
+      }
+      r.max_rel_diff = den > 0.0 ? num / den : num;
+      if (!(r.max_rel_diff <= 1e-4)) {
+        std::fprintf(stderr, "T=%d: new vs legacy max rel diff %.3g > 1e-4\n", T, r.max_rel_diff);
+        return 1;
+      }
+    }
     r.sq_bytes = double(set_bytes) + 2.0 * kHq * kD * 4;
+    const LaunchFn first = a.run_new ? kvstream::LaunchSqAttend : kvstream::LaunchSqAttendLegacy;
+    r.sq_us = MedianUs(a, [&](int i) { return first(params(i, splits), nullptr); });
     r.sq_gbps = r.sq_bytes / (r.sq_us * 1e-6) / 1e9, r.sq_pct = 100.0 * r.sq_gbps / copy;
+    if (a.run_new && a.run_legacy) {
+      r.legacy_us = MedianUs(a, [&](int i) { return kvstream::LaunchSqAttendLegacy(params(i, splits), nullptr); });
+      r.legacy_gbps = r.sq_bytes / (r.legacy_us * 1e-6) / 1e9, r.legacy_pct = 100.0 * r.legacy_gbps / copy;
+    }
     r.ws_bytes = 2.0 * kvstream::SqAttendWorkspaceBytes(kHq, 1, splits, kD);
     if (a.sweep) {
       std::printf("split sweep T=%d (planned %d, %d record sets):", T, splits, rot);
       sweep_json += (sweep_json.empty() ? "" : ",\n") + std::string("    {\"T\": ") + std::to_string(T) +
                     ", \"time_us_by_splits\": {";
       for (int s = 1; s <= kvstream::kSqAttendMaxSplits; s *= 2) {
-        const float t = MedianUs(a, [&](int i) { return kvstream::LaunchSqAttend(params(i, s), nullptr); });
+        const float t = MedianUs(a, [&](int i) { return first(params(i, s), nullptr); });
         std::printf(" S=%d %.1fus", s, t);
         char buf[64];
         std::snprintf(buf, sizeof buf, "%s\"%d\": %.2f", s == 1 ? "" : ", ", s, t);
@@ -240,12 +279,17 @@ int main(int argc, char** argv) {
     results.push_back(r);
   }
 
-  std::printf("\n%7s %4s %9s %8s %8s %7s | %9s %8s %7s | %10s\n", "Tk", "S", "sq_us", "sq_MB", "GB/s", "%copy",
-              "dense_us", "dense_MB", "%copy", "dense/sq");
+  std::printf("\nsq = %s\n%7s %4s %9s %8s %8s %7s | %9s %7s %8s | %9s %8s %7s | %10s\n",
+              a.run_new ? "LaunchSqAttend (decode kernel)" : "LaunchSqAttendLegacy", "Tk", "S", "sq_us", "sq_MB", "GB/s",
+              "%copy", "legacy_us", "%copy", "old/new", "dense_us", "dense_MB", "%copy", "dense/sq");
   for (const Result& r : results) {
-    std::printf("%7d %4d %9.1f %8.1f %8.0f %6.1f%% | %9.1f %8.1f %6.1f%% | %9.2fx\n", r.tokens, r.splits, r.sq_us,
-                r.sq_bytes / 1e6, r.sq_gbps, r.sq_pct, r.dense_us, r.dense_bytes / 1e6, r.dense_pct,
+    std::printf("%7d %4d %9.1f %8.1f %8.0f %6.1f%% | %9.1f %6.1f%% %7.2fx | %9.1f %8.1f %6.1f%% | %9.2fx\n", r.tokens,
+                r.splits, r.sq_us, r.sq_bytes / 1e6, r.sq_gbps, r.sq_pct, r.legacy_us, r.legacy_pct,
+                r.sq_us > 0 ? r.legacy_us / r.sq_us : 0.0, r.dense_us, r.dense_bytes / 1e6, r.dense_pct,
                 r.sq_us > 0 ? r.dense_us / r.sq_us : 0.0);
+  }
+  if (a.run_new && a.run_legacy) {
+    for (const Result& r : results) std::printf("T=%d: new vs legacy max rel diff %.2e\n", r.tokens, r.max_rel_diff);
   }
   if (!a.out.empty()) {
     FILE* f = std::fopen(a.out.c_str(), "w");
@@ -255,16 +299,24 @@ int main(int argc, char** argv) {
     std::fprintf(f, "  \"num_sms\": %d,\n  \"l2_bytes\": %d,\n  \"copy_gbps\": %.1f,\n", prop.multiProcessorCount,
                  prop.l2CacheSize, copy);
     std::fprintf(f, "  \"iters\": %d,\n  \"warmup\": %d,\n  \"statistic\": \"median\",\n", a.iters, a.warmup);
+    std::fprintf(f, "  \"variant\": \"%s\",\n", a.run_new ? (a.run_legacy ? "both" : "new") : "legacy");
     std::fprintf(f, "  \"k_record_bytes\": %d,\n  \"v_record_bytes\": %d,\n  \"points\": [\n", 4 * wk, 4 * wv);
     for (size_t i = 0; i < results.size(); ++i) {
       const Result& r = results[i];
       std::fprintf(f, "    {\"B\": 1, \"Tq\": 1, \"Tk\": %d, \"Hq\": %d, \"Hkv\": %d, \"D\": %d, \"k_d_eff\": %d, "
                    "\"v_d_eff\": %d, \"splits\": %d, \"time_us\": %.2f, \"bytes\": %.0f, \"workspace_bytes\": %.0f, "
                    "\"gbps\": %.1f, \"pct_of_copy\": %.1f, \"dense_bf16\": {\"splits\": %d, \"time_us\": %.2f, "
-                   "\"bytes\": %.0f, \"gbps\": %.1f, \"pct_of_copy\": %.1f}, \"dense_over_sq_time\": %.3f}%s\n",
+                   "\"bytes\": %.0f, \"gbps\": %.1f, \"pct_of_copy\": %.1f}, \"dense_over_sq_time\": %.3f",
                    r.tokens, kHq, kHkv, kD, kKDeff, kVDeff, r.splits, r.sq_us, r.sq_bytes, r.ws_bytes, r.sq_gbps,
                    r.sq_pct, r.dense_splits, r.dense_us, r.dense_bytes, r.dense_gbps, r.dense_pct,
-                   r.sq_us > 0 ? r.dense_us / r.sq_us : 0.0, i + 1 < results.size() ? "," : "");
+                   r.sq_us > 0 ? r.dense_us / r.sq_us : 0.0);
+      if (a.run_new && a.run_legacy) {
+        std::fprintf(f, ", \"legacy\": {\"time_us\": %.2f, \"gbps\": %.1f, \"pct_of_copy\": %.1f}, "
+                     "\"legacy_over_new_time\": %.3f, \"max_rel_diff_vs_legacy\": %.3g",
+                     r.legacy_us, r.legacy_gbps, r.legacy_pct, r.sq_us > 0 ? r.legacy_us / r.sq_us : 0.0,
+                     r.max_rel_diff);
+      }
+      std::fprintf(f, "}%s\n", i + 1 < results.size() ? "," : "");
     }
     std::fprintf(f, "  ],\n  \"split_sweep\": [\n%s\n  ]\n}\n", sweep_json.c_str());
     std::fclose(f);

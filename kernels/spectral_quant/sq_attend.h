@@ -115,8 +115,13 @@ bool SqAttendRef(const SqAttendParams& p);
 
 #if defined(KVSTREAM_SQ_ATTEND_HAS_LAUNCHER)
 // Grid (Hkv, row tiles, S), 4 warps per CTA, + a merge kernel for S > 1.
-// Never allocates or syncs; cudaErrorInvalidValue on invalid params.
+// Tq == 1 runs the decode kernel (sq_attend_decode.cuh), Tq > 1 the general
+// one (sq_attend_kernel.cuh). Never allocates or syncs; cudaErrorInvalidValue
+// on invalid params.
 cudaError_t LaunchSqAttend(const SqAttendParams& p, cudaStream_t stream);
+// The general kernel for every Tq (the pre-decode-kernel path): same outputs,
+// kept for A/B benchmarks (sq_attend_bench --variant) and tests.
+cudaError_t LaunchSqAttendLegacy(const SqAttendParams& p, cudaStream_t stream);
 #endif
 
 }  // namespace kvstream

@@ -1,4 +1,6 @@
 // K2 sq_attend kernel body (semantics and shapes: sq_attend.h; spec §4.4, §7).
+// LaunchSqAttend runs it for Tq > 1 (prefill chunks); Tq == 1 runs the leaner
+// DecodeKernel (sq_attend_decode.cuh), LaunchSqAttendLegacy this one for any Tq.
 //
 // Mapping: grid (Hkv, row tiles, S). A CTA serves kR = 4 query rows (hq, t)
 // of one KV head (row rr = t * G + g, so decode's G heads share one CTA and
@@ -65,6 +67,7 @@ struct Args {
   int wkp, wvp;              // tile strides in words (odd, >= W + 1)
   int64_t dstride;           // dense row stride (elements)
   float scale_log2;          // scale * log2(e)
+  int kvec = 1, vvec = 1;    // DecodeKernel only: words per cp.async (1 or 2) of K / V records
 };
 
 inline int TileStride(int words) { return (words % 2 == 0) ? words + 1 : words + 2; }

@@ -4,6 +4,9 @@
 // the planned split-K, causal prompt chunks, QJL, a strided dense segment,
 // many 128-key chunks per warp and chunks mixing compressed and dense keys.
 // Fresh random inputs per case; outputs NaN-poisoned before each launch.
+// Tq == 1 runs the decode kernel (sq_attend_decode.cuh); the Decode* tests
+// cover its paths (QJL, dense segment, causal positions, odd Tk, splits, 8-
+// and 4-byte record copies) and LaunchSqAttendLegacy on the same problems.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -26,9 +29,14 @@ using testing::SqDeviceArena;
 
 double Tol(const SqAttendShape& s) { return s.num_dense > 0 && s.dense_dtype == KvDType::kBf16 ? 1e-2 : 1e-3; }
 
+struct RunOpts {
+  bool legacy = false;     // LaunchSqAttendLegacy instead of LaunchSqAttend
+  bool misalign = false;   // records start 4 bytes past an 8-byte boundary (decode: 4-byte copies)
+};
+
 // Runs the twin and the device (with `splits`, 0 = planned) on one problem;
 // dense_pad > 0 re-lays the dense segment with that many extra elements per token.
-void CheckAgainstTwin(const SqAttendShape& s, uint32_t seed, int splits, int dense_pad = 0) {
+void CheckAgainstTwin(const SqAttendShape& s, uint32_t seed, int splits, int dense_pad = 0, RunOpts o = {}) {
   SqAttendProblem P = MakeSqAttendProblem(s, seed);
   std::vector<float> e_want(P.OutSize(), NAN), d_want(P.OutSize(), NAN);
   SqAttendParams p = P.Params();
@@ -39,7 +47,14 @@ void CheckAgainstTwin(const SqAttendShape& s, uint32_t seed, int splits, int den
   SqAttendParams dp = p;
   dp.q_rot = A.Up(P.q_rot), dp.q_raw = p.q_raw ? A.Up(P.q_raw) : nullptr;
   dp.q_sketch = p.q_sketch ? A.Up(P.q_sketch) : nullptr;
-  dp.k_records = A.Up(P.krec), dp.v_records = A.Up(P.vrec);
+  if (o.misalign) {  // one leading word: cudaMalloc is 256-byte aligned, so +1 word is 4 mod 8
+    std::vector<uint32_t> k(P.krec.size() + 1, 0u), v(P.vrec.size() + 1, 0u);
+    std::copy(P.krec.begin(), P.krec.end(), k.begin() + 1);
+    std::copy(P.vrec.begin(), P.vrec.end(), v.begin() + 1);
+    dp.k_records = A.Up(k) + 1, dp.v_records = A.Up(v) + 1;
+  } else {
+    dp.k_records = A.Up(P.krec), dp.v_records = A.Up(P.vrec);
+  }
   dp.k_rnorm = p.k_rnorm ? A.Up(P.rnorm) : nullptr, dp.k_signs = p.k_signs ? A.Up(P.signs) : nullptr;
   dp.k_plan = testing::UploadPlan(P.kplan, &A), dp.v_plan = testing::UploadPlan(P.vplan, &A);
   dp.tables = A.Up(P.tables);
@@ -66,10 +81,12 @@ void CheckAgainstTwin(const SqAttendShape& s, uint32_t seed, int splits, int den
   const size_t ws = SqAttendWorkspaceBytes(P.Hq(), s.num_queries, dp.num_splits, s.head_dim);
   dp.workspace = ws ? A.Poisoned<float>(ws / sizeof(float), NAN) : nullptr;
   dp.a_eig = A.Poisoned<float>(P.OutSize(), NAN), dp.a_dense = A.Poisoned<float>(P.OutSize(), NAN);
-  ASSERT_CUDA(LaunchSqAttend(dp, nullptr));
+  ASSERT_CUDA(o.legacy ? LaunchSqAttendLegacy(dp, nullptr) : LaunchSqAttend(dp, nullptr));
   ASSERT_CUDA(cudaDeviceSynchronize());
   const std::vector<float> e_got = Down(dp.a_eig, P.OutSize()), d_got = Down(dp.a_dense, P.OutSize());
-  SCOPED_TRACE("splits=" + std::to_string(dp.num_splits));
+  SCOPED_TRACE("splits=" + std::to_string(dp.num_splits) + (o.legacy ? " legacy" : "") +
+               (o.misalign ? " misaligned" : "") + " Wk=" + std::to_string(P.kplan.words) +
+               " Wv=" + std::to_string(P.vplan.words));
   EXPECT_LE(testing::SqRelErr(e_got, e_want), Tol(s)) << "a_eig";
   EXPECT_LE(testing::SqRelErr(d_got, d_want), Tol(s)) << "a_dense";
   if (s.num_dense == 0) {
@@ -166,6 +183,65 @@ TEST(SqAttendCuda, DenseOnlyAndStridedDenseMatchTwin) {
   CheckAgainstTwin(s, 700, 1);
   s.num_keys = 54, s.dense_dtype = KvDType::kFp32;
   CheckAgainstTwin(s, 701, 2, /*dense_pad=*/24);
+}
+
+// Decode (Tq == 1) with QJL on, odd Tk, one / several / planned splits, and
+// the same problems through 4-byte record copies and the legacy kernel.
+TEST(SqAttendCuda, DecodeQjlMatchesTwin) {
+  SKIP_WITHOUT_DEVICE();
+  uint32_t seed = 900;
+  for (int D : {64, 128})
+    for (int G : {3, 4, 8})
+      for (int Tk : {97, 1201}) {
+        SqAttendShape s;
+        s.head_dim = D, s.group = G, s.num_keys = Tk, s.num_queries = 1, s.qjl = true;
+        SCOPED_TRACE(Name(s));
+        CheckAgainstTwin(s, seed, 1);
+        CheckAgainstTwin(s, seed + 1, 3);
+        CheckAgainstTwin(s, seed + 2, 0);
+        CheckAgainstTwin(s, seed + 2, 0, 0, RunOpts{false, true});
+        CheckAgainstTwin(s, seed + 2, 0, 0, RunOpts{true, false});
+        seed += 3;
+      }
+}
+
+// Decode with a dense segment (bf16 and fp32, strided), causal positions
+// (the decode kernel applies one query position to every row) and odd Tk.
+TEST(SqAttendCuda, DecodeDenseAndCausalMatchTwin) {
+  SKIP_WITHOUT_DEVICE();
+  uint32_t seed = 1000;
+  for (KvDType dt : {KvDType::kFp32, KvDType::kBf16})
+    for (int D : {64, 128}) {
+      SqAttendShape s;
+      s.head_dim = D, s.group = 4, s.num_keys = 777, s.num_dense = 33, s.num_queries = 1, s.dense_dtype = dt;
+      SCOPED_TRACE(Name(s));
+      CheckAgainstTwin(s, seed++, 1);
+      CheckAgainstTwin(s, seed++, 5);
+      CheckAgainstTwin(s, seed++, 2, /*dense_pad=*/8);
+      CheckAgainstTwin(s, seed, 0, 0, RunOpts{false, true});
+      CheckAgainstTwin(s, seed++, 0, 0, RunOpts{true, false});
+      s.causal = true, s.shuffled_key_pos = true, s.qjl = true;
+      SCOPED_TRACE(Name(s));
+      CheckAgainstTwin(s, seed++, 1);
+      CheckAgainstTwin(s, seed++, 0);
+    }
+}
+
+// Many decode problems with fresh random plans (record words odd and even,
+// so both copy widths) and every tile path: Tk below, at and past a warp's
+// 128-key chunk, G not a multiple of the 4-row tile.
+TEST(SqAttendCuda, DecodeRandomPlansMatchTwin) {
+  SKIP_WITHOUT_DEVICE();
+  uint32_t seed = 1100;
+  for (int D : {64, 128})
+    for (int Tk : {1, 31, 128, 129, 513, 2049}) {
+      SqAttendShape s;
+      s.head_dim = D, s.group = (Tk % 2) ? 3 : 4, s.num_keys = Tk, s.num_kv_heads = 3, s.num_queries = 1;
+      SCOPED_TRACE(Name(s));
+      CheckAgainstTwin(s, seed++, 1);
+      CheckAgainstTwin(s, seed++, 0);
+      CheckAgainstTwin(s, seed++, 0, 0, RunOpts{false, true});
+    }
 }
 
 TEST(SqAttendCuda, RejectsMissingWorkspace) {
