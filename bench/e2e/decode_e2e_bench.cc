@@ -77,6 +77,7 @@ struct Point {
   int64_t batch = 0, context = 0;
   double tok_s = 0, step_ms = 0, roofline_ms = 0, bytes_per_step = 0, prefill_s = 0;
   double graph_gpu_ms = 0;  // mean GPU time of a replayed decode graph (0 without graphs)
+  int64_t run_ahead_steps = 0;  // steps launched before the previous one's tokens were read
   std::string error;
 };
 
@@ -109,6 +110,7 @@ Point RunPoint(Engine& e, const StrategyConfig& kv, int64_t B, int64_t T, int wa
   std::vector<Clock::time_point> stamps;
   const int64_t replays0 = e.model().decode_graph_replays();
   const double gpu_ms0 = e.model().decode_graph_gpu_ms();
+  const int64_t ahead0 = e.run_ahead_steps();
   const auto t0 = Clock::now();
   auto r = e.GenerateBatch(specs, [&](size_t i, const StreamDelta& d) {
     if (i == 0 && !d.tokens.empty()) stamps.push_back(Clock::now());
@@ -130,6 +132,7 @@ Point RunPoint(Engine& e, const StrategyConfig& kv, int64_t B, int64_t T, int wa
   if (const int64_t n = e.model().decode_graph_replays() - replays0; n > 0) {
     p.graph_gpu_ms = (e.model().decode_graph_gpu_ms() - gpu_ms0) / static_cast<double>(n);
   }
+  p.run_ahead_steps = e.run_ahead_steps() - ahead0;
   p.tok_s = static_cast<double>(B) * decode / dt;
   const double mean_len = static_cast<double>(T) + warmup + decode / 2.0;
   p.bytes_per_step = static_cast<double>(e.model().decode_weight_bytes()) + B * mean_len * kv_token_bytes;
@@ -231,7 +234,8 @@ int main(int argc, char** argv) {
       }
       f << ", \"tok_s\": " << p.tok_s << ", \"step_ms\": " << p.step_ms << ", \"roofline_ms\": " << p.roofline_ms
         << ", \"roofline_fraction\": " << p.roofline_ms / p.step_ms << ", \"bytes_per_step\": " << p.bytes_per_step
-        << ", \"graph_gpu_ms\": " << p.graph_gpu_ms << ", \"prefill_s\": " << p.prefill_s << "}";
+        << ", \"graph_gpu_ms\": " << p.graph_gpu_ms << ", \"run_ahead_steps\": " << p.run_ahead_steps
+        << ", \"prefill_s\": " << p.prefill_s << "}";
     }
     f << "]}\n";
   }

@@ -179,17 +179,28 @@ at::Tensor LlamaModel::Project(const at::Tensor& x, const Linear& w) const {
 }
 
 absl::StatusOr<at::Tensor> LlamaModel::Forward(absl::Span<const SeqInput> seqs, const StepContext& ctx) {
+  KV_ASSIGN_OR_RETURN(StepResult r, Step(seqs, ctx));
+  return std::move(r.logits);
+}
+
+absl::StatusOr<StepResult> LlamaModel::Step(absl::Span<const SeqInput> seqs, const StepContext& ctx) {
   if (!tp_group_.empty()) return ForwardTensorParallel(seqs, ctx);
   return ForwardLocal(seqs, ctx);
 }
 
-absl::StatusOr<at::Tensor> LlamaModel::ForwardLocal(absl::Span<const SeqInput> seqs, const StepContext& ctx) {
+absl::StatusOr<StepResult> LlamaModel::ForwardLocal(absl::Span<const SeqInput> seqs, const StepContext& ctx) {
   // ---- gather the step's rows --------------------------------------------
   std::vector<int64_t> ids, pos, out_rows;
   std::vector<SeqStep> steps(seqs.size());
   std::vector<int64_t> row_offset(seqs.size());
+  // Run-ahead rows take their token from the decode graph's buffer: all
+  // rows or none, decode rows only.
+  const bool fed = !seqs.empty() && seqs[0].token_on_device;
   for (size_t i = 0; i < seqs.size(); ++i) {
     const SeqInput& s = seqs[i];
+    if (s.token_on_device != fed || (fed && (s.tokens.size() != 1 || s.is_prompt))) {
+      return absl::InternalError("Forward: run-ahead rows must be every row of the step, one decode token each");
+    }
     if (s.tokens.empty() || s.cache == nullptr || s.strategy == nullptr) {
       return absl::InternalError("Forward: a sequence has no tokens, cache or strategy");
     }
@@ -203,7 +214,7 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardLocal(absl::Span<const SeqInput> s
     row_offset[i] = static_cast<int64_t>(ids.size());
     steps[i] = SeqStep{s.start_pos, n_keep, s.is_prompt, s.last_prompt_chunk, s.n_probe, s.probe_start_pos};
     for (int64_t j = 0; j < n_tok; ++j) {
-      if (s.tokens[j] < 0 || s.tokens[j] >= config_.vocab_size) {
+      if (!fed && (s.tokens[j] < 0 || s.tokens[j] >= config_.vocab_size)) {
         return absl::InvalidArgumentError(absl::StrFormat("token id %d outside the vocabulary [0, %d)",
                                                           s.tokens[j], config_.vocab_size));
       }
@@ -225,24 +236,29 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardLocal(absl::Span<const SeqInput> s
   std::vector<AttentionGroup> groups;
   for (auto& [_, g] : by_strategy) groups.push_back(std::move(g));
 
-  at::Tensor logits;
+  StepResult result;
   // Decode steps on CUDA replay a captured graph when they qualify.
-  std::optional<absl::StatusOr<at::Tensor>> replayed;
+  std::optional<absl::StatusOr<GraphStepOut>> replayed;
   if (device_.is_cuda()) {
-    replayed = graphs_->TryRun(groups, ids, pos, ctx);
+    replayed = graphs_->TryRun(groups, ids, pos, ctx, fed);
   }
   if (replayed.has_value()) {
-    KV_ASSIGN_OR_RETURN(logits, std::move(*replayed));
+    KV_ASSIGN_OR_RETURN(GraphStepOut g, std::move(*replayed));
+    result.logits = std::move(g.logits);
+    result.stats = std::move(g.stats);
   } else {
     auto on_dev = [&](const std::vector<int64_t>& v) {
       return at::from_blob(const_cast<int64_t*>(v.data()), {static_cast<int64_t>(v.size())}, at::kLong)
           .to(device_);
     };
-    KV_ASSIGN_OR_RETURN(at::Tensor x, Layers(Embed(on_dev(ids)), on_dev(pos), groups, ctx));
-    KV_ASSIGN_OR_RETURN(logits, Logits(x.index_select(0, on_dev(out_rows))));
+    // A run-ahead step that cannot replay after all (graphs just turned
+    // off) still finds its tokens on the device.
+    const at::Tensor tokens = fed ? graphs_->FedTokens(static_cast<int64_t>(ids.size())).clone() : on_dev(ids);
+    KV_ASSIGN_OR_RETURN(at::Tensor x, Layers(Embed(tokens), on_dev(pos), groups, ctx));
+    KV_ASSIGN_OR_RETURN(result.logits, Logits(x.index_select(0, on_dev(out_rows))));
   }
   for (size_t i = 0; i < seqs.size(); ++i) KV_RETURN_IF_ERROR(seqs[i].cache->EndStep(steps[i], ctx));
-  return logits;
+  return result;
 }
 
 int64_t LlamaModel::decode_weight_bytes() const {

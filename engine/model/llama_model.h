@@ -17,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/kv/kv_cache.h"
+#include "engine/model/decode_graphs.h"
 #include "engine/model/fused_block.h"
 #include "engine/model/loader/weights.h"
 #include "engine/model/model_config.h"
@@ -38,6 +39,19 @@ struct SeqInput {
   // probe_start_pos.. (SeqStep::n_probe): no logits, nothing kept.
   int64_t n_probe = 0;
   int64_t probe_start_pos = 0;
+  // Run-ahead decode (decode_graphs.h): tokens = {placeholder}; the row's
+  // token is the previous step's argmax, already in the decode graph's token
+  // buffer. Every row of such a step has it, in the previous step's order.
+  bool token_on_device = false;
+};
+
+// One step as the serving loops run it: Forward's logits (on the device,
+// ordered after the step), and for a step that went through a decode graph
+// its rows' statistics on their way to the host, each row's argmax already
+// fed to the next step's token buffer.
+struct StepResult {
+  at::Tensor logits;
+  std::optional<PendingRowStats> stats;
 };
 
 // y = x W^T + b. On CPU with a Q4_1/Q8_0 file, `packed` holds the file's
@@ -65,7 +79,6 @@ struct AttentionGroup {
   std::vector<int64_t> row_offset;  // first row of each sequence in the step's N rows
 };
 
-class DecodeGraphs;
 class Communicator;
 class TpRunner;
 
@@ -87,6 +100,8 @@ class LlamaModel {
   // token, probe excluded), or n rows for sequences with all_logits, in input
   // order.
   absl::StatusOr<at::Tensor> Forward(absl::Span<const SeqInput> seqs, const StepContext& ctx);
+  // Forward without waiting for a decode graph's step (see StepResult).
+  absl::StatusOr<StepResult> Step(absl::Span<const SeqInput> seqs, const StepContext& ctx);
 
   // The pieces of Forward, top to bottom (DecodeGraphs captures them):
   // token ids [N] -> hidden [N, E]; all layers over N rows at `positions`
@@ -181,9 +196,10 @@ class LlamaModel {
   // without tensor parallelism).
   absl::Status ReduceRowParallel(at::Tensor& partial) const;
   // Forward on this model alone (one rank's step).
-  absl::StatusOr<at::Tensor> ForwardLocal(absl::Span<const SeqInput> seqs, const StepContext& ctx);
-  // Forward on every rank of the group (SetTensorParallelPeers).
-  absl::StatusOr<at::Tensor> ForwardTensorParallel(absl::Span<const SeqInput> seqs, const StepContext& ctx);
+  absl::StatusOr<StepResult> ForwardLocal(absl::Span<const SeqInput> seqs, const StepContext& ctx);
+  // Forward on every rank of the group (SetTensorParallelPeers); never
+  // feeds tokens forward (each rank has its own token buffer).
+  absl::StatusOr<StepResult> ForwardTensorParallel(absl::Span<const SeqInput> seqs, const StepContext& ctx);
 
   ModelConfig config_;
   c10::Device device_;

@@ -162,7 +162,7 @@ void LlamaModel::SetTensorParallelPeers(std::vector<LlamaModel*> peers, TpRunner
   tp_runner_ = runner;
 }
 
-absl::StatusOr<at::Tensor> LlamaModel::ForwardTensorParallel(absl::Span<const SeqInput> seqs,
+absl::StatusOr<StepResult> LlamaModel::ForwardTensorParallel(absl::Span<const SeqInput> seqs,
                                                              const StepContext& ctx) {
   const int size = static_cast<int>(tp_group_.size());
   // Rank r's inputs: the same tokens with rank r's strategy and cache.
@@ -179,7 +179,7 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardTensorParallel(absl::Span<const Se
       per_rank[r][i].cache = c->rank(r);
     }
   }
-  std::vector<absl::StatusOr<at::Tensor>> out(static_cast<size_t>(size), absl::UnknownError("rank did not run"));
+  std::vector<absl::StatusOr<StepResult>> out(static_cast<size_t>(size), absl::UnknownError("rank did not run"));
   const absl::Status s = tp_runner_->RunAll([&](int r) -> absl::Status {
     LlamaModel& m = *tp_group_[static_cast<size_t>(r)];
     c10::DeviceGuard device(m.device());
@@ -209,7 +209,10 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardTensorParallel(absl::Span<const Se
       if (m->graphs_ != nullptr) m->graphs_->Disable();
     }
   }
-  return std::move(out[0]);
+  if (!out[0].ok()) return out[0].status();
+  StepResult r = *std::move(out[0]);
+  r.stats.reset();  // the host synced above; no run-ahead under tensor parallelism
+  return r;
 }
 
 absl::Status LlamaModel::ReduceRowParallel(at::Tensor& partial) const {

@@ -7,6 +7,11 @@
 #include <optional>
 #include <vector>
 
+#include <c10/util/Exception.h>
+
+#include "absl/strings/str_cat.h"
+#include "engine/env_switch.h"
+#include "engine/status_macros.h"
 #include "kernels/sampling/row_stats.h"
 
 #ifdef KVSTREAM_HAVE_CUDA_TORCH
@@ -78,6 +83,19 @@ RowLogits HostLogits::Row(size_t i) const {
 
 namespace {
 
+HostLogits FromRowStats(const RowStats* rows, int64_t B) {
+  HostLogits h;
+  h.lse = at::empty({B}, at::kDouble);
+  h.argmax = at::empty({B}, at::kLong);
+  h.max = at::empty({B}, at::kFloat);
+  for (int64_t i = 0; i < B; ++i) {
+    h.lse.mutable_data_ptr<double>()[i] = rows[i].lse;
+    h.argmax.mutable_data_ptr<int64_t>()[i] = rows[i].argmax;
+    h.max.mutable_data_ptr<float>()[i] = rows[i].max_logit;
+  }
+  return h;
+}
+
 // Greedy rows on CUDA: max, first argmax and log-sum-exp of every row in one
 // kernel (kernels/sampling/row_stats.h) and one device-to-host copy, instead
 // of ~13 ATen launches and three synchronous copies per step. nullopt if the
@@ -99,16 +117,7 @@ std::optional<HostLogits> GreedyStatsOnDevice(const at::Tensor& l) {
   const at::Tensor host = stats.cpu();  // synchronous: the host samples next
   std::vector<RowStats> rows(static_cast<size_t>(B));
   std::memcpy(rows.data(), host.const_data_ptr<uint8_t>(), rows.size() * sizeof(RowStats));
-  HostLogits h;
-  h.lse = at::empty({B}, at::kDouble);
-  h.argmax = at::empty({B}, at::kLong);
-  h.max = at::empty({B}, at::kFloat);
-  for (int64_t i = 0; i < B; ++i) {
-    h.lse.mutable_data_ptr<double>()[i] = rows[i].lse;
-    h.argmax.mutable_data_ptr<int64_t>()[i] = rows[i].argmax;
-    h.max.mutable_data_ptr<float>()[i] = rows[i].max_logit;
-  }
-  return h;
+  return FromRowStats(rows.data(), B);
 #else
   (void)l;
   return std::nullopt;
@@ -143,6 +152,45 @@ HostLogits ToHost(const at::Tensor& logits, bool full) {
   h.logits.copy_(l);  // synchronous: the host reads these next
   h.lse.copy_(lse);
   return h;
+}
+
+absl::StatusOr<HostLogits> ToHost(const StepResult& step, bool full) {
+  if (step.stats.has_value()) {
+    KV_RETURN_IF_ERROR(step.stats->wait());  // also books the replay's GPU time
+    if (!full) return FromRowStats(step.stats->host, step.stats->rows);
+  }
+  try {
+    return ToHost(step.logits, full);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("reading the step's logits: ", e.what_without_backtrace()));
+  }
+}
+
+bool CanRunAhead(const StepResult& step, absl::Span<const SeqInput> inputs,
+                 absl::Span<const ActiveSequence* const> rows) {
+  static const bool enabled = EnvSwitchOn("KVSTREAM_RUN_AHEAD");
+  if (!enabled || !step.stats.has_value() || inputs.size() != rows.size() ||
+      static_cast<int64_t>(rows.size()) != step.stats->rows) {
+    return false;
+  }
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const Generation& g = *rows[i]->gen;
+    if (inputs[i].is_prompt || g.finished() || g.NeedsFullLogits() ||
+        g.generated() + 2 > g.spec().sampling.max_new_tokens) {
+      return false;
+    }
+  }
+  return true;
+}
+
+SeqInput RunAheadInput(const SeqInput& prev) {
+  SeqInput in;
+  in.strategy = prev.strategy;
+  in.cache = prev.cache;
+  in.tokens = {0};  // placeholder: the token is on the device
+  in.start_pos = prev.start_pos + static_cast<int64_t>(prev.tokens.size());
+  in.token_on_device = true;
+  return in;
 }
 
 }  // namespace kvstream

@@ -6,6 +6,8 @@
 
 #include <memory>
 
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "engine/kv/kv_cache.h"
 #include "engine/model/llama_model.h"
 #include "engine/runtime/generation.h"
@@ -43,5 +45,21 @@ struct HostLogits {
   RowLogits Row(size_t i) const;
 };
 HostLogits ToHost(const at::Tensor& logits, bool full);
+// The same for a step of the serving loops: greedy rows of a decode-graph
+// step read the statistics it copied to pinned memory (waiting for them);
+// otherwise as above.
+absl::StatusOr<HostLogits> ToHost(const StepResult& step, bool full);
+
+// Run-ahead (decode_graphs.h): whether the next decode step of `rows`
+// (those of `step`, whose inputs were `inputs`) may go to the GPU before
+// `step`'s tokens reach the host. Holds when the step fed its argmaxes
+// forward and every row is a greedy decode row with room for a token after
+// the pending one. A row that then stops on EOS or a stop string has had
+// one more token appended to its cache than it returns; its results from
+// the step run ahead are dropped. KVSTREAM_RUN_AHEAD=0 turns it off.
+bool CanRunAhead(const StepResult& step, absl::Span<const SeqInput> inputs,
+                 absl::Span<const ActiveSequence* const> rows);
+// A row's input for the step run ahead of the one `prev` went into.
+SeqInput RunAheadInput(const SeqInput& prev);
 
 }  // namespace kvstream

@@ -67,6 +67,8 @@ class Engine {
   int64_t kv_pool_bytes() const { return kv_pool_bytes_; }
   const EngineOptions& options() const { return options_; }
   int64_t NextStepId() { return step_++; }
+  // Steps GenerateBatch launched ahead of the previous step's tokens (run-ahead).
+  int64_t run_ahead_steps() const { return run_ahead_steps_; }
 
  private:
   void InstallTensorParallel(std::vector<std::unique_ptr<LlamaModel>> shards);
@@ -84,6 +86,7 @@ class Engine {
   double load_ms_ = 0;
   int64_t kv_pool_bytes_ = 0;
   int64_t step_ = 0;
+  int64_t run_ahead_steps_ = 0;
 };
 
 }  // namespace kvstream

@@ -3,8 +3,11 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/model/llama_model.h"
 #include "engine/status_macros.h"
 
 namespace kvstream {
@@ -115,7 +118,11 @@ void Scheduler::Loop() {
     {
       std::unique_lock<std::mutex> l(mu_);
       cv_.wait(l, [&] { return stop_ || !queue_.empty() || !running_.empty(); });
-      if (stop_) return;
+      if (stop_) {
+        if (pending_.has_value()) (void)ToHost(pending_->result, false);  // let it finish before caches go
+        pending_.reset();
+        return;
+      }
       const auto now = Clock::now();
       for (auto it = queue_.begin(); it != queue_.end();) {
         if (Interrupted(it->req, now)) {
@@ -131,6 +138,7 @@ void Scheduler::Loop() {
     for (auto& q : dropped) q.req.observer->OnDone(*Interrupted(q.req, now));
     for (auto& q : admitted) {
       auto r = std::make_unique<Running>();
+      r->id = next_id_++;
       r->req = std::move(q.req);
       r->reserved = q.predicted;
       r->submitted = q.submitted;
@@ -180,39 +188,80 @@ void Scheduler::Loop() {
   }
 }
 
-void Scheduler::Step() {
-  std::vector<SeqInput> inputs;
-  inputs.reserve(running_.size());
-  for (const auto& r : running_) inputs.push_back(r->seq.NextInput(options_.prefill_chunk));
-  const auto t0 = Clock::now();
-  absl::StatusOr<HostLogits> host;
+absl::StatusOr<Scheduler::Launched> Scheduler::Launch(std::vector<SeqInput> inputs, std::vector<uint64_t> ids) {
+  Launched l{std::move(inputs), std::move(ids), {}, false, Clock::now()};
   try {
     at::InferenceMode guard;
-    auto logits = engine_.model().Forward(inputs, StepContext{engine_.NextStepId()});
-    bool full = false;
-    for (const auto& r : running_) full = full || r->seq.gen->NeedsFullLogits();
-    host = logits.ok() ? absl::StatusOr<HostLogits>(ToHost(*logits, full)) : logits.status();
+    KV_ASSIGN_OR_RETURN(l.result, engine_.model().Step(l.inputs, StepContext{engine_.NextStepId()}));
   } catch (const c10::Error& e) {
-    host = absl::InternalError(absl::StrCat("forward failed: ", e.what_without_backtrace()));
+    return absl::InternalError(absl::StrCat("forward failed: ", e.what_without_backtrace()));
   }
-  if (!host.ok()) {
-    // A failed step fails every request in it; the server keeps serving.
-    int64_t released = 0;
-    for (auto& r : running_) {
-      released += r->reserved;
-      Abort(*r, host.status());
+  for (const auto& r : running_) {
+    if (std::find(l.ids.begin(), l.ids.end(), r->id) != l.ids.end()) l.full = l.full || r->seq.gen->NeedsFullLogits();
+  }
+  return l;
+}
+
+void Scheduler::AbortAll(const absl::Status& status) {
+  // A failed step fails every request in it; the server keeps serving.
+  int64_t released = 0;
+  for (auto& r : running_) {
+    released += r->reserved;
+    Abort(*r, status);
+  }
+  running_.clear();
+  std::lock_guard<std::mutex> l(mu_);
+  stats_.kv_bytes_reserved -= released;
+}
+
+void Scheduler::Step() {
+  if (!pending_.has_value()) {
+    std::vector<SeqInput> inputs;
+    std::vector<uint64_t> ids;
+    inputs.reserve(running_.size());
+    for (const auto& r : running_) {
+      inputs.push_back(r->seq.NextInput(options_.prefill_chunk));
+      ids.push_back(r->id);
     }
-    running_.clear();
-    std::lock_guard<std::mutex> l(mu_);
-    stats_.kv_bytes_reserved -= released;
-    return;
+    auto launched = Launch(std::move(inputs), std::move(ids));
+    if (!launched.ok()) return AbortAll(launched.status());
+    pending_ = *std::move(launched);
   }
-  const double step_ms = MsBetween(t0, Clock::now());
+  Launched step = *std::move(pending_);
+  pending_.reset();
+  // Run ahead when the batch is the step's (nobody admitted, cancelled or
+  // finished since) and every row may (CanRunAhead).
+  bool same_rows = step.ids.size() == running_.size();
+  std::vector<const ActiveSequence*> rows;
+  for (size_t i = 0; same_rows && i < running_.size(); ++i) {
+    same_rows = running_[i]->id == step.ids[i];
+    rows.push_back(&running_[i]->seq);
+  }
+  if (same_rows && CanRunAhead(step.result, step.inputs, rows)) {
+    std::vector<SeqInput> next;
+    for (const SeqInput& in : step.inputs) next.push_back(RunAheadInput(in));
+    auto ahead = Launch(std::move(next), step.ids);
+    if (!ahead.ok()) return AbortAll(ahead.status());
+    pending_ = *std::move(ahead);
+  }
+  absl::StatusOr<HostLogits> host = ToHost(step.result, step.full);
+  if (!host.ok()) {
+    if (pending_.has_value()) (void)ToHost(pending_->result, false);
+    pending_.reset();
+    return AbortAll(host.status());
+  }
+  const auto now = Clock::now();
+  const double step_ms = MsBetween(std::max(last_read_, step.at), now);
+  last_read_ = now;
   int64_t produced = 0, released = 0;
-  for (size_t i = 0; i < running_.size(); ++i) {
-    Running& r = *running_[i];
+  for (size_t i = 0; i < step.ids.size(); ++i) {
+    // The row's request, unless it ended since the step was launched
+    // (cancelled, or stopped on the step before this run-ahead one).
+    auto it = std::find_if(running_.begin(), running_.end(), [&](const auto& r) { return r->id == step.ids[i]; });
+    if (it == running_.end() || (*it)->seq.cache == nullptr) continue;
+    Running& r = **it;
     StreamDelta d;
-    if (!r.seq.Consume(inputs[i], host->Row(i), step_ms, &d)) continue;
+    if (!r.seq.Consume(step.inputs[i], host->Row(i), step_ms, &d)) continue;
     ++produced;
     if (!d.text.empty() || !d.tokens.empty()) r.req.observer->OnDelta(std::move(d));
     if (r.seq.gen->finished()) {
@@ -229,7 +278,6 @@ void Scheduler::Step() {
   stats_.kv_bytes_reserved -= released;
   stats_.steps += 1;
   stats_.tokens_generated += produced;
-  const auto now = Clock::now();
   recent_.emplace_back(now, produced);
   while (!recent_.empty() && now - recent_.front().first > kRateWindow) recent_.pop_front();
   int64_t window_tokens = 0;

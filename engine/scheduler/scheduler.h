@@ -5,6 +5,9 @@
 //   3. runs one forward over every active sequence (prefill chunks and decode
 //      tokens together; attention grouped by strategy inside the model),
 //   4. samples and posts each request's delta to its observer.
+// When the batch is unchanged and every row is greedy, step 3 of the next
+// step is launched before step 4 of this one (run-ahead, decode_graphs.h),
+// so the GPU does not wait for the host between decode steps.
 // Observers are called on the engine thread and must not block.
 #pragma once
 
@@ -79,6 +82,7 @@ class Scheduler {
 
  private:
   struct Running {
+    uint64_t id = 0;  // names the row in a step still in flight
     SubmittedRequest req;
     ActiveSequence seq;
     int64_t reserved = 0;
@@ -96,6 +100,17 @@ class Scheduler {
   void Abort(Running& r, absl::Status status);
   void AdmitLocked(std::vector<Queued>* admitted);
   void Step();
+  // A step on the GPU whose results the host has not read yet.
+  struct Launched {
+    std::vector<SeqInput> inputs;
+    std::vector<uint64_t> ids;  // Running::id of each row
+    StepResult result;
+    bool full = false;          // some row needs its whole logits row
+    std::chrono::steady_clock::time_point at;
+  };
+  absl::StatusOr<Launched> Launch(std::vector<SeqInput> inputs, std::vector<uint64_t> ids);
+  // Fails every running request with `status` (a failed step).
+  void AbortAll(const absl::Status& status);
 
   Engine& engine_;
   SchedulerOptions options_;
@@ -104,6 +119,9 @@ class Scheduler {
   std::condition_variable idle_cv_;  // queue and running both empty
   std::deque<Queued> queue_;
   std::vector<std::unique_ptr<Running>> running_;  // engine thread only (size mirrored in stats_)
+  std::optional<Launched> pending_;  // engine thread only: the step run ahead, if any
+  uint64_t next_id_ = 1;
+  std::chrono::steady_clock::time_point last_read_ = std::chrono::steady_clock::now();
   SchedulerStats stats_;
   // (step end, tokens produced) for the tokens/s gauge.
   std::deque<std::pair<std::chrono::steady_clock::time_point, int64_t>> recent_;

@@ -57,7 +57,8 @@ __device__ __forceinline__ Acc ShuffleMerge(Acc a) {
 }
 
 template <class T>
-__global__ void __launch_bounds__(kThreads) RowStatsKernel(const T* logits, int64_t ld, int vocab, RowStats* out) {
+__global__ void __launch_bounds__(kThreads) RowStatsKernel(const T* logits, int64_t ld, int vocab, RowStats* out,
+                                                             int64_t* next_token) {
   __shared__ Acc warp_acc[kThreads / 32];
   const int row = blockIdx.x;
   const T* x = logits + row * ld;
@@ -87,6 +88,7 @@ __global__ void __launch_bounds__(kThreads) RowStatsKernel(const T* logits, int6
       r.lse = a.m == kNegInf ? kNegInf : a.m + logf(a.s);
       r.pad = 0;
       out[row] = r;
+      if (next_token != nullptr) next_token[row] = r.argmax;
     }
   }
 }
@@ -94,7 +96,7 @@ __global__ void __launch_bounds__(kThreads) RowStatsKernel(const T* logits, int6
 template <class T>
 cudaError_t Run(const RowStatsParams& p, cudaStream_t stream) {
   RowStatsKernel<T><<<p.rows, kThreads, 0, stream>>>(static_cast<const T*>(p.logits), p.ld ? p.ld : p.vocab, p.vocab,
-                                                     p.out);
+                                                     p.out, p.next_token);
   return cudaGetLastError();
 }
 

@@ -7,8 +7,11 @@
 // Llama-3-8B step; this is one launch and one copy.
 //
 // Legend: B rows, V vocabulary.
-//   logits  [B, V] dtype, row r at r * ld
-//   out     [B] RowStats
+//   logits      [B, V] dtype, row r at r * ld
+//   out         [B] RowStats
+//   next_token  [B] int64 or null: argmax written again as a token id, so a
+//               decode graph feeds its greedy rows' tokens to the next step
+//               on the device (engine/model/decode_graphs.h: run-ahead)
 // Per row: max = max_v x_v; argmax = min { v : x_v == max };
 //   lse = max + log(sum_v exp(x_v - max))   (fp32 on the GPU, fp64 in the twin)
 // A row of -inf gives max = -inf, argmax = 0, lse = -inf. NaN entries are
@@ -37,6 +40,7 @@ static_assert(sizeof(RowStats) == 16, "RowStats is copied to the host as raw byt
 struct RowStatsParams {
   const void* logits = nullptr;  // [B, V] dtype
   RowStats* out = nullptr;       // [B]
+  int64_t* next_token = nullptr; // [B] or null
   int64_t ld = 0;                // elements between rows; 0 = V
   int rows = 0;                  // B
   int vocab = 0;                 // V >= 1

@@ -33,6 +33,7 @@ bool RowStatsRef(const RowStatsParams& p) {
     o.argmax = arg;
     o.lse = std::isinf(m) && m < 0 ? m : static_cast<float>(m + std::log(s));
     o.pad = 0;
+    if (p.next_token != nullptr) p.next_token[r] = arg;
   }
   return true;
 }

@@ -6,6 +6,10 @@
 //    bf16 choice in the GPU's own top logprobs.
 //  - Decode steps replayed from CUDA graphs give exactly the tokens and
 //    logprobs of the same steps run eagerly.
+//  - Greedy rows run ahead (the next step launched on the device-fed argmax
+//    before the host reads the tokens) give exactly the tokens of the same
+//    requests stepped one at a time, with rows leaving the batch at
+//    different lengths and one stopping on a stop string mid-run.
 #include <ATen/Context.h>
 #include <gtest/gtest.h>
 
@@ -100,6 +104,54 @@ TEST(CudaEngine, GraphReplayEqualsEagerDecode) {
   }
   EXPECT_GT(graphs->model().decode_graph_replays(), 30);
   EXPECT_EQ(eager->model().decode_graph_replays(), 0);
+}
+
+std::vector<std::vector<int32_t>> Ids(const std::vector<GenerateOutcome>& outs) {
+  std::vector<std::vector<int32_t>> ids;
+  for (const GenerateOutcome& o : outs) ids.push_back(o.token_ids);
+  return ids;
+}
+
+TEST(CudaEngine, RunAheadGivesTheTokensOfStepByStepDecode) {
+  REQUIRE_CUDA_AND_MODEL();
+  auto engine = CudaEngine();
+  ASSERT_NE(engine, nullptr);
+  const Tokenizer& tok = engine->tokenizer();
+  std::vector<GenerateSpec> specs;
+  const char* prompts[] = {"The quick brown fox jumps over the lazy dog. Then", "Once upon a time, in a small village,",
+                           "def fibonacci(n):"};
+  const int lengths[] = {40, 23, 9};
+  for (int i = 0; i < 3; ++i) {
+    GenerateSpec s = testing::GreedySpec(tok.Encode(prompts[i], true), lengths[i]);
+    s.return_logprobs = false;  // greedy rows that need only the argmax: these run ahead
+    specs.push_back(s);
+  }
+  // Reference: the same requests with one top logprob each need whole rows,
+  // so every step waits for its tokens (no run-ahead).
+  std::vector<GenerateSpec> stepped = specs;
+  for (GenerateSpec& s : stepped) s.return_logprobs = true, s.top_logprobs = 1;
+  const int64_t ahead0 = engine->run_ahead_steps();
+  auto want = engine->GenerateBatch(stepped);
+  ASSERT_TRUE(want.ok()) << want.status();
+  EXPECT_EQ(engine->run_ahead_steps(), ahead0);
+  auto got = engine->GenerateBatch(specs);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_GT(engine->run_ahead_steps(), ahead0 + 20) << "greedy rows should run ahead";
+  EXPECT_EQ(Ids(*got), Ids(*want));
+
+  // A stop string in the middle of request 0's text ends it while its next
+  // step is already on the GPU: same text and tokens as without run-ahead.
+  const std::string text = (*want)[0].text;
+  ASSERT_GT(text.size(), 40u);
+  const std::string stop = text.substr(text.size() / 2, 6);
+  specs[0].sampling.stop = stepped[0].sampling.stop = {stop};
+  auto want_stop = engine->GenerateBatch(stepped);
+  auto got_stop = engine->GenerateBatch(specs);
+  ASSERT_TRUE(want_stop.ok() && got_stop.ok());
+  EXPECT_EQ((*want_stop)[0].finish, FinishReason::kStop);
+  EXPECT_EQ((*got_stop)[0].finish, FinishReason::kStop);
+  EXPECT_EQ((*got_stop)[0].text, (*want_stop)[0].text);
+  EXPECT_EQ(Ids(*got_stop), Ids(*want_stop));
 }
 
 }  // namespace

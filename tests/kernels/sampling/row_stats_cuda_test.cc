@@ -45,22 +45,29 @@ TEST(RowStatsCuda, MatchesTwin) {
         StoreFromFloat(x.data(), size_t(0) * ld + V - 1, 40.0f, dtype);
       }
       std::vector<RowStats> want(B), poison(B);
+      std::vector<int64_t> want_next(B, -7), next_poison(B, -7);
       std::memset(poison.data(), 0xFF, poison.size() * sizeof(RowStats));
       RowStatsParams p;
       p.ld = ld, p.rows = B, p.vocab = V, p.dtype = dtype;
       RowStatsParams hp = p, dp = p;
-      hp.logits = x.data(), hp.out = want.data();
+      hp.logits = x.data(), hp.out = want.data(), hp.next_token = want_next.data();
       ASSERT_TRUE(RowStatsRef(hp)) << what;
       DeviceArena arena;
       dp.logits = arena.Up(x);
       RowStats* dout = arena.Up(poison);
       dp.out = dout;
+      int64_t* dnext = arena.Up(next_poison);
+      dp.next_token = dnext;
       ASSERT_CUDA(LaunchRowStats(dp, nullptr));
       ASSERT_CUDA(cudaDeviceSynchronize());
       std::vector<RowStats> got(B);
       ASSERT_CUDA(cudaMemcpy(got.data(), dout, B * sizeof(RowStats), cudaMemcpyDeviceToHost));
+      std::vector<int64_t> got_next(B);
+      ASSERT_CUDA(cudaMemcpy(got_next.data(), dnext, B * sizeof(int64_t), cudaMemcpyDeviceToHost));
       for (int r = 0; r < B; ++r) {
         EXPECT_EQ(got[r].argmax, want[r].argmax) << what << " row " << r;
+        EXPECT_EQ(got_next[r], want[r].argmax) << what << " row " << r;  // the token fed to the next step
+        EXPECT_EQ(want_next[r], want[r].argmax) << what << " row " << r;
         EXPECT_EQ(got[r].max_logit, want[r].max_logit) << what << " row " << r;
         if (std::isinf(want[r].lse)) {
           EXPECT_EQ(got[r].lse, want[r].lse) << what << " row " << r;

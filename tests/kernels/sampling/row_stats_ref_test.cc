@@ -1,6 +1,6 @@
 // CPU twin of row_stats: the first maximum wins ties, lse equals a naive
 // fp64 log-sum-exp, a row of -inf is (-inf, 0, -inf), strided rows read only
-// their own columns, and invalid params are refused naming the field.
+// their own columns, next_token repeats the argmax, and invalid params are refused naming the field.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -25,9 +25,12 @@ TEST(RowStatsRef, FirstMaximumWinsAndLseIsTheLogPartition) {
   x[0 * ld + 17] = x[0 * ld + 400] = 50.0f;  // tie: 17 wins
   for (int v = 0; v < V; ++v) x[size_t(2) * ld + v] = -kInf;
   std::vector<RowStats> out(B);
+  std::vector<int64_t> next(B, -1);
   RowStatsParams p;
   p.logits = x.data(), p.out = out.data(), p.ld = ld, p.rows = B, p.vocab = V, p.dtype = KvDType::kFp32;
+  p.next_token = next.data();
   ASSERT_TRUE(RowStatsRef(p));
+  for (int r = 0; r < B; ++r) EXPECT_EQ(next[r], out[r].argmax) << r;  // the greedy token fed forward
   EXPECT_EQ(out[0].argmax, 17);
   EXPECT_EQ(out[0].max_logit, 50.0f);
   for (int r = 0; r < 2; ++r) {
