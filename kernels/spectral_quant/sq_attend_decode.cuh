@@ -383,66 +383,11 @@ __global__ void __launch_bounds__(kThreads, kDense ? 2 : kSqAttendCtasPerSm) Dec
   }
   CpAsyncWaitAll();  // only empty groups remain; the merge area aliases the tiles
 
-  // ---- merge the warps (as AttendKernel; Tq == 1 so row rr is head h*G+rr) ----
-#pragma unroll
-  for (int o = kLpt; o < 32; o <<= 1)
-#pragma unroll
-    for (int e = 0; e < kVd; ++e)
-#pragma unroll
-      for (int r = 0; r < kR; ++r) {
-        acc_e[e][r] += __shfl_xor_sync(0xffffffffu, acc_e[e][r], o);
-        if (kDense) acc_d[e][r] += __shfl_xor_sync(0xffffffffu, acc_d[e][r], o);
-      }
-#pragma unroll
-  for (int r = 0; r < kR; ++r) lsum[r] = WarpSum(lsum[r]);
-  __syncthreads();
-  float* wm = region;                    // [kWarps][kR]
-  float* wl = wm + kWarps * kR;          // [kWarps][kR]
-  float* we_ = wl + kWarps * kR;         // [kWarps][kR][D]
-  float* wd = we_ + kWarps * kR * D;     // [kWarps][kR][D]
-#pragma unroll
-  for (int r = 0; r < kR; ++r) {
-    if (lane == r) wm[warp * kR + r] = m[r], wl[warp * kR + r] = lsum[r];
-    if (sub == 0) {
-#pragma unroll
-      for (int e = 0; e < kVd; ++e) {
-        we_[(warp * kR + r) * D + c0 + e] = acc_e[e][r];
-        if (kDense) wd[(warp * kR + r) * D + c0 + e] = acc_d[e][r];
-      }
-    }
-  }
-  __syncthreads();
-  for (int idx = tid; idx < kR * D; idx += kThreads) {
-    const int r = idx / D, i = idx % D, rr = rr0 + r;
-    if (rr >= a.rows) continue;
-    float M = kNegInf;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) M = fmaxf(M, wm[w * kR + r]);
-    float L = 0.0f, Ae = 0.0f, Ad = 0.0f;
-    if (M != kNegInf) {
-#pragma unroll
-      for (int w = 0; w < kWarps; ++w) {
-        const float mw = wm[w * kR + r];
-        if (mw == kNegInf) continue;
-        const float f = FastExp2(mw - M);
-        L = fmaf(wl[w * kR + r], f, L);
-        Ae = fmaf(we_[(w * kR + r) * D + i], f, Ae);
-        if (kDense) Ad = fmaf(wd[(w * kR + r) * D + i], f, Ad);
-      }
-    }
-    const float vs = Tk > 0 ? p.v_plan.scale[h * D + i] : 0.0f;
-    const int64_t row = static_cast<int64_t>(h) * G + rr;  // (hq, t = 0)
-    if (p.num_splits == 1) {
-      const float inv = L > 0.0f ? 1.0f / L : 0.0f;
-      p.a_eig[row * D + i] = Ae * vs * inv;
-      if (p.a_dense) p.a_dense[row * D + i] = Ad * inv;
-    } else {
-      float* ws = static_cast<float*>(p.workspace) + (static_cast<int64_t>(split) * p.num_q_heads + row) * (2 * D + 2);
-      ws[i] = Ae * vs;
-      if (kDense) ws[D + i] = Ad;
-      if (i == 0) ws[2 * D] = M, ws[2 * D + 1] = L;
-    }
-  }
+  // ---- merge the warps (shared with AttendKernel; Tq == 1 so row rr is head h*G+rr) ----
+  MergeWarpsAndStore<D, kDense>(
+      a, region, m, lsum, acc_e, acc_d, tid, lane, warp, sub, c0, h, rr0, Tk,
+      [&](int rr) { return static_cast<int64_t>(h) * G + rr; },  // (hq, t = 0)
+      [&](int64_t row) { return static_cast<int64_t>(split) * p.num_q_heads + row; });
 }
 
 }  // namespace sq_attend_detail

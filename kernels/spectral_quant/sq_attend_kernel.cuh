@@ -119,6 +119,87 @@ __device__ __forceinline__ void IssueTile(uint32_t* tile, int wp, const uint32_t
   }
 }
 
+// Epilogue shared by AttendKernel and DecodeKernel: merges the warps' online-
+// softmax states and writes the CTA's rows. On entry each warp holds, per row
+// r of the tile, its max m[r] (warp-uniform), a lane-partial sum lsum[r] and
+// accumulators acc_e / acc_d of dims [c0, c0 + kVd) over the tokens of lane
+// sub (lanes of the same dims, lane % kLpt, hold partial sums over disjoint
+// tokens). `region` is the merge area, which aliases the warp tiles: every
+// cp.async must have landed (CpAsyncWaitAll) before the call. The rows are
+// written as the normalised output (S == 1) or as the split's partial
+// (A * 2^-M, M, L) to the workspace for MergeKernel; s_i of V is applied here.
+// The kernels differ only in where row rr of the tile goes:
+//   out_row(rr) -> int64_t output row (hq * Tq + t) of tile row rr,
+//   ws_row(row) -> int64_t workspace row (split * rows per split + row).
+// Forced inline: the accumulators must stay in registers.
+template <int D, bool kDense, class OutRow, class WsRow>
+__device__ __forceinline__ void MergeWarpsAndStore(const Args& a, float* region, float (&m)[kR], float (&lsum)[kR],
+                                                   float (&acc_e)[kVd][kR], float (&acc_d)[kVd][kR], int tid,
+                                                   int lane, int warp, int sub, int c0, int h, int rr0, int Tk,
+                                                   OutRow out_row, WsRow ws_row) {
+  constexpr int kLpt = D / kVd;  // V phase: lanes per token
+  const SqAttendParams& p = a.p;
+#pragma unroll
+  for (int o = kLpt; o < 32; o <<= 1)
+#pragma unroll
+    for (int e = 0; e < kVd; ++e)
+#pragma unroll
+      for (int r = 0; r < kR; ++r) {
+        acc_e[e][r] += __shfl_xor_sync(0xffffffffu, acc_e[e][r], o);
+        if (kDense) acc_d[e][r] += __shfl_xor_sync(0xffffffffu, acc_d[e][r], o);
+      }
+#pragma unroll
+  for (int r = 0; r < kR; ++r) lsum[r] = WarpSum(lsum[r]);
+  __syncthreads();
+  float* wm = region;                    // [kWarps][kR]
+  float* wl = wm + kWarps * kR;          // [kWarps][kR]
+  float* we_ = wl + kWarps * kR;         // [kWarps][kR][D]
+  float* wd = we_ + kWarps * kR * D;     // [kWarps][kR][D]
+#pragma unroll
+  for (int r = 0; r < kR; ++r) {
+    if (lane == r) wm[warp * kR + r] = m[r], wl[warp * kR + r] = lsum[r];
+    if (sub == 0) {
+#pragma unroll
+      for (int e = 0; e < kVd; ++e) {
+        we_[(warp * kR + r) * D + c0 + e] = acc_e[e][r];
+        if (kDense) wd[(warp * kR + r) * D + c0 + e] = acc_d[e][r];
+      }
+    }
+  }
+  __syncthreads();
+  for (int idx = tid; idx < kR * D; idx += kThreads) {
+    const int r = idx / D, i = idx % D, rr = rr0 + r;
+    if (rr >= a.rows) continue;
+    float M = kNegInf;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) M = fmaxf(M, wm[w * kR + r]);
+    float L = 0.0f, Ae = 0.0f, Ad = 0.0f;
+    if (M != kNegInf) {
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) {
+        const float mw = wm[w * kR + r];
+        if (mw == kNegInf) continue;
+        const float f = FastExp2(mw - M);
+        L = fmaf(wl[w * kR + r], f, L);
+        Ae = fmaf(we_[(w * kR + r) * D + i], f, Ae);
+        if (kDense) Ad = fmaf(wd[(w * kR + r) * D + i], f, Ad);
+      }
+    }
+    const float vs = Tk > 0 ? p.v_plan.scale[h * D + i] : 0.0f;
+    const int64_t row = out_row(rr);
+    if (p.num_splits == 1) {
+      const float inv = L > 0.0f ? 1.0f / L : 0.0f;
+      p.a_eig[row * D + i] = Ae * vs * inv;
+      if (p.a_dense) p.a_dense[row * D + i] = Ad * inv;
+    } else {
+      float* ws = static_cast<float*>(p.workspace) + ws_row(row) * (2 * D + 2);
+      ws[i] = Ae * vs;
+      if (kDense) ws[D + i] = Ad;
+      if (i == 0) ws[2 * D] = M, ws[2 * D + 1] = L;
+    }
+  }
+}
+
 // kDense = false (Td == 0) compiles the dense-segment paths and accumulators out;
 // the dense variants (prefill chunks) carry 32 more accumulators and run 2 CTAs
 // per SM rather than spill.
@@ -371,68 +452,13 @@ __global__ void __launch_bounds__(kThreads, kDense ? 2 : kSqAttendCtasPerSm) Att
   CpAsyncWaitAll();  // only empty groups remain; the merge area aliases the tiles
 
   // ---- merge the warps (the merge area aliases the tiles) ----
-  // Lanes of the same dims (lane % kLpt) hold partial sums over disjoint tokens.
-#pragma unroll
-  for (int o = kLpt; o < 32; o <<= 1)
-#pragma unroll
-    for (int e = 0; e < kVd; ++e)
-#pragma unroll
-      for (int r = 0; r < kR; ++r) {
-        acc_e[e][r] += __shfl_xor_sync(0xffffffffu, acc_e[e][r], o);
-        if (kDense) acc_d[e][r] += __shfl_xor_sync(0xffffffffu, acc_d[e][r], o);
-      }
-#pragma unroll
-  for (int r = 0; r < kR; ++r) lsum[r] = WarpSum(lsum[r]);
-  __syncthreads();
-  float* wm = region;                    // [kWarps][kR]
-  float* wl = wm + kWarps * kR;          // [kWarps][kR]
-  float* we_ = wl + kWarps * kR;         // [kWarps][kR][D]
-  float* wd = we_ + kWarps * kR * D;     // [kWarps][kR][D]
-#pragma unroll
-  for (int r = 0; r < kR; ++r) {
-    if (lane == r) wm[warp * kR + r] = m[r], wl[warp * kR + r] = lsum[r];
-    if (sub == 0) {
-#pragma unroll
-      for (int e = 0; e < kVd; ++e) {
-        we_[(warp * kR + r) * D + c0 + e] = acc_e[e][r];
-        if (kDense) wd[(warp * kR + r) * D + c0 + e] = acc_d[e][r];
-      }
-    }
-  }
-  __syncthreads();
-  for (int idx = tid; idx < kR * D; idx += kThreads) {
-    const int r = idx / D, i = idx % D, rr = rr0 + r;
-    if (rr >= a.rows) continue;
-    float M = kNegInf;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) M = fmaxf(M, wm[w * kR + r]);
-    float L = 0.0f, Ae = 0.0f, Ad = 0.0f;
-    if (M != kNegInf) {
-#pragma unroll
-      for (int w = 0; w < kWarps; ++w) {
-        const float mw = wm[w * kR + r];
-        if (mw == kNegInf) continue;
-        const float f = FastExp2(mw - M);
-        L = fmaf(wl[w * kR + r], f, L);
-        Ae = fmaf(we_[(w * kR + r) * D + i], f, Ae);
-        if (kDense) Ad = fmaf(wd[(w * kR + r) * D + i], f, Ad);
-      }
-    }
-    const float vs = Tk > 0 ? p.v_plan.scale[h * D + i] : 0.0f;
-    const int hq = h * G + rr % G, t = rr / G;
-    const int64_t row = static_cast<int64_t>(hq) * Tq + t;
-    if (p.num_splits == 1) {
-      const float inv = L > 0.0f ? 1.0f / L : 0.0f;
-      p.a_eig[row * D + i] = Ae * vs * inv;
-      if (p.a_dense) p.a_dense[row * D + i] = Ad * inv;
-    } else {
-      float* ws = static_cast<float*>(p.workspace) +
-                  ((static_cast<int64_t>(split) * p.num_q_heads * Tq) + row) * (2 * D + 2);
-      ws[i] = Ae * vs;
-      if (kDense) ws[D + i] = Ad;
-      if (i == 0) ws[2 * D] = M, ws[2 * D + 1] = L;
-    }
-  }
+  MergeWarpsAndStore<D, kDense>(
+      a, region, m, lsum, acc_e, acc_d, tid, lane, warp, sub, c0, h, rr0, Tk,
+      [&](int rr) {
+        const int hq = h * G + rr % G, t = rr / G;
+        return static_cast<int64_t>(hq) * Tq + t;
+      },
+      [&](int64_t row) { return (static_cast<int64_t>(split) * p.num_q_heads * Tq) + row; });
 }
 
 // Combines S partials per row: one CTA of D threads per (hq, t).

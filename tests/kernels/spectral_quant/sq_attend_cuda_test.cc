@@ -27,6 +27,16 @@ using testing::SqAttendProblem;
 using testing::SqAttendShape;
 using testing::SqDeviceArena;
 
+// The shape of a case: head dim D, GQA group G, Tk compressed and Td dense
+// keys (dense dtype dt), Tq queries, Hkv KV heads; the flags (qjl, causal,
+// shuffled_key_pos) start off. Defaults are SqAttendShape's.
+SqAttendShape Shape(int D, int G, int Tk, int Td = 0, int Tq = 1, KvDType dt = KvDType::kFp32, int Hkv = 2) {
+  SqAttendShape s;
+  s.head_dim = D, s.group = G, s.num_keys = Tk, s.num_dense = Td, s.num_queries = Tq;
+  s.dense_dtype = dt, s.num_kv_heads = Hkv;
+  return s;
+}
+
 double Tol(const SqAttendShape& s) { return s.num_dense > 0 && s.dense_dtype == KvDType::kBf16 ? 1e-2 : 1e-3; }
 
 struct RunOpts {
@@ -106,8 +116,7 @@ TEST(SqAttendCuda, DecodeMatchesCpuTwinFp32) {
   for (int D : {64, 128})
     for (int G : {1, 3, 4})
       for (int Tk : {1, 54, 97, 4097}) {
-        SqAttendShape s;
-        s.head_dim = D, s.group = G, s.num_keys = Tk, s.num_kv_heads = 2;
+        const SqAttendShape s = Shape(D, G, Tk);
         SCOPED_TRACE(Name(s));
         CheckAgainstTwin(s, seed++, 1);
         CheckAgainstTwin(s, seed++, 0);
@@ -116,8 +125,7 @@ TEST(SqAttendCuda, DecodeMatchesCpuTwinFp32) {
 
 TEST(SqAttendCuda, SplitKEqualsOneSplit) {
   SKIP_WITHOUT_DEVICE();
-  SqAttendShape s;
-  s.head_dim = 128, s.group = 4, s.num_keys = 4097, s.num_kv_heads = 8;
+  const SqAttendShape s = Shape(128, 4, 4097, 0, 1, KvDType::kFp32, /*Hkv=*/8);
   for (int S : {2, 7, 64, 128}) CheckAgainstTwin(s, 77, S);
 }
 
@@ -127,9 +135,8 @@ TEST(SqAttendCuda, CausalChunkWithDenseSegmentMatchesTwin) {
   for (KvDType dt : {KvDType::kFp32, KvDType::kBf16})
     for (int D : {64, 128})
       for (int G : {3, 4}) {
-        SqAttendShape s;
-        s.head_dim = D, s.group = G, s.num_keys = 97, s.num_dense = 54, s.num_queries = 54;
-        s.causal = true, s.dense_dtype = dt;
+        SqAttendShape s = Shape(D, G, 97, 54, 54, dt);
+        s.causal = true;
         SCOPED_TRACE(Name(s));
         CheckAgainstTwin(s, seed++, 1);
         CheckAgainstTwin(s, seed++, 5);
@@ -146,9 +153,7 @@ TEST(SqAttendCuda, ManyChunksAndMixedChunksMatchTwin) {
   uint32_t seed = 800;
   for (KvDType dt : {KvDType::kFp32, KvDType::kBf16})
     for (int D : {64, 128}) {
-      SqAttendShape s;
-      s.head_dim = D, s.group = 4, s.num_kv_heads = 2, s.num_keys = 1000, s.num_dense = 301, s.num_queries = 1;
-      s.dense_dtype = dt;
+      SqAttendShape s = Shape(D, 4, 1000, 301, 1, dt);
       SCOPED_TRACE(Name(s));
       CheckAgainstTwin(s, seed++, 1);
       CheckAgainstTwin(s, seed++, 3);
@@ -167,8 +172,8 @@ TEST(SqAttendCuda, MaskFollowsShuffledPositions) {
 TEST(SqAttendCuda, QjlCorrectionMatchesTwin) {
   SKIP_WITHOUT_DEVICE();
   for (int D : {64, 128}) {
-    SqAttendShape s;
-    s.head_dim = D, s.group = 3, s.num_keys = 97, s.num_queries = 2, s.qjl = true;
+    SqAttendShape s = Shape(D, 3, 97, 0, 2);
+    s.qjl = true;
     SCOPED_TRACE(Name(s));
     CheckAgainstTwin(s, 500 + D, 1);
     CheckAgainstTwin(s, 600 + D, 3);
@@ -193,8 +198,8 @@ TEST(SqAttendCuda, DecodeQjlMatchesTwin) {
   for (int D : {64, 128})
     for (int G : {3, 4, 8})
       for (int Tk : {97, 1201}) {
-        SqAttendShape s;
-        s.head_dim = D, s.group = G, s.num_keys = Tk, s.num_queries = 1, s.qjl = true;
+        SqAttendShape s = Shape(D, G, Tk);
+        s.qjl = true;
         SCOPED_TRACE(Name(s));
         CheckAgainstTwin(s, seed, 1);
         CheckAgainstTwin(s, seed + 1, 3);
@@ -212,8 +217,7 @@ TEST(SqAttendCuda, DecodeDenseAndCausalMatchTwin) {
   uint32_t seed = 1000;
   for (KvDType dt : {KvDType::kFp32, KvDType::kBf16})
     for (int D : {64, 128}) {
-      SqAttendShape s;
-      s.head_dim = D, s.group = 4, s.num_keys = 777, s.num_dense = 33, s.num_queries = 1, s.dense_dtype = dt;
+      SqAttendShape s = Shape(D, 4, 777, 33, 1, dt);
       SCOPED_TRACE(Name(s));
       CheckAgainstTwin(s, seed++, 1);
       CheckAgainstTwin(s, seed++, 5);
@@ -235,8 +239,7 @@ TEST(SqAttendCuda, DecodeRandomPlansMatchTwin) {
   uint32_t seed = 1100;
   for (int D : {64, 128})
     for (int Tk : {1, 31, 128, 129, 513, 2049}) {
-      SqAttendShape s;
-      s.head_dim = D, s.group = (Tk % 2) ? 3 : 4, s.num_keys = Tk, s.num_kv_heads = 3, s.num_queries = 1;
+      const SqAttendShape s = Shape(D, (Tk % 2) ? 3 : 4, Tk, 0, 1, KvDType::kFp32, /*Hkv=*/3);
       SCOPED_TRACE(Name(s));
       CheckAgainstTwin(s, seed++, 1);
       CheckAgainstTwin(s, seed++, 0);
