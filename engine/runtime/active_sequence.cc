@@ -183,14 +183,26 @@ bool CanRunAhead(const StepResult& step, absl::Span<const SeqInput> inputs,
   return true;
 }
 
-SeqInput RunAheadInput(const SeqInput& prev) {
-  SeqInput in;
-  in.strategy = prev.strategy;
-  in.cache = prev.cache;
-  in.tokens = {0};  // placeholder: the token is on the device
-  in.start_pos = prev.start_pos + static_cast<int64_t>(prev.tokens.size());
-  in.token_on_device = true;
-  return in;
+std::vector<SeqInput> RunAheadInputs(const LaunchedStep& step) {
+  std::vector<SeqInput> next;
+  next.reserve(step.inputs.size());
+  for (const SeqInput& prev : step.inputs) {
+    SeqInput in;
+    in.strategy = prev.strategy;
+    in.cache = prev.cache;
+    in.tokens = {0};  // placeholder: the token is on the device
+    in.start_pos = prev.start_pos + static_cast<int64_t>(prev.tokens.size());
+    in.token_on_device = true;
+    next.push_back(std::move(in));
+  }
+  return next;
+}
+
+double StepReadMs(const LaunchedStep& step, std::chrono::steady_clock::time_point* last_read) {
+  const auto now = std::chrono::steady_clock::now();
+  const double ms = std::chrono::duration<double, std::milli>(now - std::max(*last_read, step.at)).count();
+  *last_read = now;
+  return ms;
 }
 
 }  // namespace kvstream

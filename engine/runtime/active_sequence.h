@@ -4,7 +4,10 @@
 // the logits that come back.
 #pragma once
 
+#include <chrono>
+#include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
@@ -59,7 +62,22 @@ absl::StatusOr<HostLogits> ToHost(const StepResult& step, bool full);
 // the step run ahead are dropped. KVSTREAM_RUN_AHEAD=0 turns it off.
 bool CanRunAhead(const StepResult& step, absl::Span<const SeqInput> inputs,
                  absl::Span<const ActiveSequence* const> rows);
-// A row's input for the step run ahead of the one `prev` went into.
-SeqInput RunAheadInput(const SeqInput& prev);
+
+// A step on the GPU whose results the host has not read yet. The serving
+// loops (Engine::GenerateBatch, the Scheduler) hold one so that the step run
+// ahead of it can be launched before it is read.
+struct LaunchedStep {
+  std::vector<SeqInput> inputs;
+  std::vector<uint64_t> rows;  // the loop's id of each row (GenerateBatch: index; Scheduler: Running::id)
+  StepResult result;
+  bool full = false;  // some row needs its whole logits row
+  std::chrono::steady_clock::time_point at = std::chrono::steady_clock::now();
+};
+// The rows' inputs for the step run ahead of `step`: each row's next position,
+// its token the one `step` writes on the device.
+std::vector<SeqInput> RunAheadInputs(const LaunchedStep& step);
+// The step's time as its rows see it, taken when the host has read it: from
+// the previous read or its launch, whichever is later. Moves *last_read to now.
+double StepReadMs(const LaunchedStep& step, std::chrono::steady_clock::time_point* last_read);
 
 }  // namespace kvstream

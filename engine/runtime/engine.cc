@@ -241,59 +241,47 @@ absl::StatusOr<std::vector<GenerateOutcome>> Engine::GenerateBatch(const std::ve
     KV_ASSIGN_OR_RETURN(act[i].cache, act[i].strategy->Open(kv));
   }
   std::vector<GenerateOutcome> out(specs.size());
-  // A step on the GPU whose results the host has not read yet.
-  struct Launched {
-    std::vector<SeqInput> inputs;
-    std::vector<size_t> who;  // act index of each row
-    StepResult result;
-    bool full = false;        // some row needs its whole logits row
-    Clock::time_point at;
-  };
-  auto launch = [&](std::vector<SeqInput> inputs, std::vector<size_t> who) -> absl::StatusOr<Launched> {
-    Launched l{std::move(inputs), std::move(who), {}, false, Clock::now()};
+  auto launch = [&](std::vector<SeqInput> inputs, std::vector<uint64_t> rows) -> absl::StatusOr<LaunchedStep> {
+    LaunchedStep l{std::move(inputs), std::move(rows)};
     KV_ASSIGN_OR_RETURN(l.result, model_->Step(l.inputs, StepContext{step_++}));
-    for (size_t w : l.who) l.full = l.full || act[w].gen->NeedsFullLogits();
+    for (uint64_t w : l.rows) l.full = l.full || act[w].gen->NeedsFullLogits();
     return l;
   };
   try {
     at::InferenceMode guard;
-    std::optional<Launched> pending;
+    std::optional<LaunchedStep> pending;
     Clock::time_point last_read = Clock::now();
     while (true) {
       if (!pending.has_value()) {
         std::vector<SeqInput> inputs;
-        std::vector<size_t> who;
+        std::vector<uint64_t> rows;
         for (size_t i = 0; i < act.size(); ++i) {
           if (act[i].gen->finished()) continue;
           inputs.push_back(act[i].NextInput(options_.prefill_chunk));
-          who.push_back(i);
+          rows.push_back(i);
         }
         if (inputs.empty()) break;
-        KV_ASSIGN_OR_RETURN(pending, launch(std::move(inputs), std::move(who)));
+        KV_ASSIGN_OR_RETURN(pending, launch(std::move(inputs), std::move(rows)));
       }
       // Run ahead: the rows' next decode step goes to the GPU before this
       // one's tokens come back, so the host's work between steps (sampling,
       // detokenizing, the next step's uploads) overlaps the GPU's.
-      std::optional<Launched> ahead;
-      std::vector<const ActiveSequence*> rows;
-      for (size_t w : pending->who) rows.push_back(&act[w]);
-      if (CanRunAhead(pending->result, pending->inputs, rows)) {
-        std::vector<SeqInput> next;
-        for (const SeqInput& in : pending->inputs) next.push_back(RunAheadInput(in));
-        KV_ASSIGN_OR_RETURN(ahead, launch(std::move(next), pending->who));
+      std::optional<LaunchedStep> ahead;
+      std::vector<const ActiveSequence*> seqs;
+      for (uint64_t w : pending->rows) seqs.push_back(&act[w]);
+      if (CanRunAhead(pending->result, pending->inputs, seqs)) {
+        KV_ASSIGN_OR_RETURN(ahead, launch(RunAheadInputs(*pending), pending->rows));
         ++run_ahead_steps_;
       }
       KV_ASSIGN_OR_RETURN(const HostLogits host, ToHost(pending->result, pending->full));
-      const auto now = Clock::now();
-      const double step_ms = std::chrono::duration<double, std::milli>(now - std::max(last_read, pending->at)).count();
-      last_read = now;
+      const double step_ms = StepReadMs(*pending, &last_read);
       for (size_t r = 0; r < pending->inputs.size(); ++r) {
-        ActiveSequence& a = act[pending->who[r]];
+        ActiveSequence& a = act[pending->rows[r]];
         if (a.gen->finished()) continue;  // stopped on the step before: this row ran ahead
         StreamDelta d;
         if (!a.Consume(pending->inputs[r], host.Row(r), step_ms, &d)) continue;
-        if (on_delta) on_delta(pending->who[r], d);
-        if (a.gen->finished()) out[pending->who[r]] = a.Finish();
+        if (on_delta) on_delta(pending->rows[r], d);
+        if (a.gen->finished()) out[pending->rows[r]] = a.Finish();
       }
       pending = std::move(ahead);
     }

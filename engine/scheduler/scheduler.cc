@@ -188,8 +188,8 @@ void Scheduler::Loop() {
   }
 }
 
-absl::StatusOr<Scheduler::Launched> Scheduler::Launch(std::vector<SeqInput> inputs, std::vector<uint64_t> ids) {
-  Launched l{std::move(inputs), std::move(ids), {}, false, Clock::now()};
+absl::StatusOr<LaunchedStep> Scheduler::Launch(std::vector<SeqInput> inputs, std::vector<uint64_t> ids) {
+  LaunchedStep l{std::move(inputs), std::move(ids)};
   try {
     at::InferenceMode guard;
     KV_ASSIGN_OR_RETURN(l.result, engine_.model().Step(l.inputs, StepContext{engine_.NextStepId()}));
@@ -197,7 +197,7 @@ absl::StatusOr<Scheduler::Launched> Scheduler::Launch(std::vector<SeqInput> inpu
     return absl::InternalError(absl::StrCat("forward failed: ", e.what_without_backtrace()));
   }
   for (const auto& r : running_) {
-    if (std::find(l.ids.begin(), l.ids.end(), r->id) != l.ids.end()) l.full = l.full || r->seq.gen->NeedsFullLogits();
+    if (std::find(l.rows.begin(), l.rows.end(), r->id) != l.rows.end()) l.full = l.full || r->seq.gen->NeedsFullLogits();
   }
   return l;
 }
@@ -227,20 +227,18 @@ void Scheduler::Step() {
     if (!launched.ok()) return AbortAll(launched.status());
     pending_ = *std::move(launched);
   }
-  Launched step = *std::move(pending_);
+  LaunchedStep step = *std::move(pending_);
   pending_.reset();
   // Run ahead when the batch is the step's (nobody admitted, cancelled or
   // finished since) and every row may (CanRunAhead).
-  bool same_rows = step.ids.size() == running_.size();
+  bool same_rows = step.rows.size() == running_.size();
   std::vector<const ActiveSequence*> rows;
   for (size_t i = 0; same_rows && i < running_.size(); ++i) {
-    same_rows = running_[i]->id == step.ids[i];
+    same_rows = running_[i]->id == step.rows[i];
     rows.push_back(&running_[i]->seq);
   }
   if (same_rows && CanRunAhead(step.result, step.inputs, rows)) {
-    std::vector<SeqInput> next;
-    for (const SeqInput& in : step.inputs) next.push_back(RunAheadInput(in));
-    auto ahead = Launch(std::move(next), step.ids);
+    auto ahead = Launch(RunAheadInputs(step), step.rows);
     if (!ahead.ok()) return AbortAll(ahead.status());
     pending_ = *std::move(ahead);
   }
@@ -250,14 +248,13 @@ void Scheduler::Step() {
     pending_.reset();
     return AbortAll(host.status());
   }
-  const auto now = Clock::now();
-  const double step_ms = MsBetween(std::max(last_read_, step.at), now);
-  last_read_ = now;
+  const double step_ms = StepReadMs(step, &last_read_);
+  const Clock::time_point now = last_read_;
   int64_t produced = 0, released = 0;
-  for (size_t i = 0; i < step.ids.size(); ++i) {
+  for (size_t i = 0; i < step.rows.size(); ++i) {
     // The row's request, unless it ended since the step was launched
     // (cancelled, or stopped on the step before this run-ahead one).
-    auto it = std::find_if(running_.begin(), running_.end(), [&](const auto& r) { return r->id == step.ids[i]; });
+    auto it = std::find_if(running_.begin(), running_.end(), [&](const auto& r) { return r->id == step.rows[i]; });
     if (it == running_.end() || (*it)->seq.cache == nullptr) continue;
     Running& r = **it;
     StreamDelta d;

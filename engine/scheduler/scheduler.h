@@ -100,15 +100,7 @@ class Scheduler {
   void Abort(Running& r, absl::Status status);
   void AdmitLocked(std::vector<Queued>* admitted);
   void Step();
-  // A step on the GPU whose results the host has not read yet.
-  struct Launched {
-    std::vector<SeqInput> inputs;
-    std::vector<uint64_t> ids;  // Running::id of each row
-    StepResult result;
-    bool full = false;          // some row needs its whole logits row
-    std::chrono::steady_clock::time_point at;
-  };
-  absl::StatusOr<Launched> Launch(std::vector<SeqInput> inputs, std::vector<uint64_t> ids);
+  absl::StatusOr<LaunchedStep> Launch(std::vector<SeqInput> inputs, std::vector<uint64_t> ids);
   // Fails every running request with `status` (a failed step).
   void AbortAll(const absl::Status& status);
 
@@ -119,7 +111,7 @@ class Scheduler {
   std::condition_variable idle_cv_;  // queue and running both empty
   std::deque<Queued> queue_;
   std::vector<std::unique_ptr<Running>> running_;  // engine thread only (size mirrored in stats_)
-  std::optional<Launched> pending_;  // engine thread only: the step run ahead, if any
+  std::optional<LaunchedStep> pending_;  // engine thread only: the step run ahead, if any
   uint64_t next_id_ = 1;
   std::chrono::steady_clock::time_point last_read_ = std::chrono::steady_clock::now();
   SchedulerStats stats_;
