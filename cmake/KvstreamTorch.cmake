@@ -26,7 +26,8 @@ if(KVSTREAM_ENABLE_CUDA_TORCH)
   # libtorch_cuda registers the CUDA backend from static initialisers: keep it
   # linked even though no symbol of it is referenced directly.
   target_link_libraries(kvstream_torch INTERFACE ${_tl}/libtorch_cpu.so ${_tl}/libc10.so ${_tl}/libc10_cuda.so
-                        "-Wl,--no-as-needed,${_tl}/libtorch_cuda.so,--as-needed" CUDA::cudart)
+                        "-Wl,--no-as-needed,${_tl}/libtorch_cuda.so,--as-needed" CUDA::cudart
+                        CUDA::cublasLt)  # engine/model/tuned_linear.cc
   target_compile_definitions(kvstream_torch INTERFACE KVSTREAM_HAVE_CUDA_TORCH=1)
   # NCCL for tensor parallelism across GPUs (engine/parallel/nccl_group.cc):
   # the wheel torch itself depends on (nvidia-nccl-cu13, beside torch in

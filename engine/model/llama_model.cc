@@ -11,6 +11,7 @@
 #include "engine/env_switch.h"
 #include "engine/model/decode_graphs.h"
 #include "engine/model/fused_block.h"
+#include "engine/model/tuned_linear.h"
 #include "engine/status_macros.h"
 
 namespace kvstream {
@@ -174,7 +175,8 @@ at::Tensor LlamaModel::Project(const at::Tensor& x, const Linear& w) const {
     PackedMatmul(*w.packed, xc.const_data_ptr<float>(), x.size(0), y.mutable_data_ptr<float>());
     return w.b.defined() ? y.add_(w.b) : y;
   }
-  if (auto y = SkinnyLinear(x, w.w, w.b)) return *std::move(y);  // CUDA decode: our GEMV
+  if (auto y = SkinnyLinear(x, w.w, w.b)) return *std::move(y);  // CUDA decode, 1-2 rows: our GEMV
+  if (auto y = TunedLinear(x, w.w, w.b)) return *std::move(y);   // 3-64 rows: the fastest cublasLt algorithm
   return w.b.defined() ? at::linear(x, w.w, w.b) : at::linear(x, w.w);
 }
 
