@@ -108,7 +108,7 @@ if want baseline; then
 fi
 if want engine; then
   log "GPU engine tests + gRPC server tests on the GPU (real model)"
-  ctest --test-dir build-gpu -R 'engine_cuda_test|engine_model_.*_cuda_test|engine_kv_.*_cuda_test|^server_' --output-on-failure \
+  ctest --test-dir build-gpu -R 'engine_cuda_test|engine_model_.*_cuda_test|engine_kv_.*_cuda_test|side_streams|^server_' --output-on-failure \
     > "$OUT/ctest-engine.log" 2>&1
   grep -E "cuda-parity|akv-cuda|tests passed|Failed|\*\*\*" "$OUT/ctest-engine.log" | head -40
 fi

@@ -45,13 +45,15 @@ int64_t AkvStrategy::PredictBytes(const StrategyConfig& config, int64_t prompt_t
 
 absl::Status AkvStrategy::ForwardGroup(int64_t layer, absl::Span<SequenceCache* const> seqs,
                                        absl::Span<const SeqStep> steps, GroupTensors& t, const StepContext& ctx) {
-  for (size_t i = 0; i < seqs.size(); ++i) {
+  // Each sequence's append, attention and score update on a side stream of
+  // its own: they touch only that sequence's tiers and rows.
+  const int device = t.q.is_cuda() ? t.q.get_device() : -1;
+  return side_.ForEach(device, static_cast<int>(seqs.size()), [&](int i) {
     const int64_t row = t.row_offset[i], n = steps[i].n_new;
     at::Tensor out = t.out.narrow(0, row, n);
-    KV_RETURN_IF_ERROR(static_cast<AkvSequenceCache*>(seqs[i])->Attend(
-        layer, t.q.narrow(0, row, n), t.k.narrow(0, row, n), t.v.narrow(0, row, n), out, steps[i], ctx));
-  }
-  return absl::OkStatus();
+    return static_cast<AkvSequenceCache*>(seqs[i])->Attend(layer, t.q.narrow(0, row, n), t.k.narrow(0, row, n),
+                                                           t.v.narrow(0, row, n), out, steps[i], ctx);
+  });
 }
 
 absl::StatusOr<int64_t> AkvStrategy::PrepareDecode(absl::Span<SequenceCache* const> seqs,

@@ -1,7 +1,8 @@
 // The AKV strategy (design/strategies/akv.md): validates AkvConfig, opens
 // AkvSequenceCache per request, predicts the bytes admission reserves, and
 // runs a group's attention sequence by sequence (each sequence has its own
-// tier buffers, so one launch per sequence and layer).
+// tier buffers, so one launch per sequence and layer), the sequences' kernels
+// on side streams so that they run at once.
 #pragma once
 
 #include <map>
@@ -9,6 +10,7 @@
 
 #include "engine/kv/akv/akv_cache.h"
 #include "engine/kv/kv_cache.h"
+#include "engine/kv/side_streams.h"
 
 namespace kvstream {
 
@@ -38,6 +40,9 @@ class AkvStrategy final : public Strategy {
   // oldest keys are forgotten (their sequences are long gone).
   std::map<std::vector<uint64_t>, int64_t> keys_;
   int64_t next_key_ = 1;
+  // Up to this many sequences' kernels run at once (8: the batch where the
+  // serial launches cost dense's step twice over, e2e_strategies_s14_h100.json).
+  SideStreams side_{8};
 };
 
 }  // namespace kvstream
