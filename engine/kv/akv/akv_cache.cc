@@ -117,7 +117,7 @@ absl::Status AkvSequenceCache::Attend(int64_t layer, const at::Tensor& q, const 
   sp.attention_weight = config_.attention_weight;
   sp.recency_weight = config_.recency_weight;
   sp.max_positions = static_cast<int>(plan_.max_tokens);
-  if (geometry_.device.is_cuda()) return AttendCuda(set, idx, ap, score ? &sp : nullptr, q, out, n);
+  if (geometry_.device.is_cuda()) return AttendCuda(layer, set, idx, ap, score ? &sp : nullptr, q, out, n);
 
   // CPU: append and score through the kernels' twins; attention through ATen
   // on the dequantized tiers (AttendCpu), the same math as the twin.

@@ -95,8 +95,9 @@ class AkvSequenceCache final : public SequenceCache {
   // CUDA side (akv_cache_cuda.cc); FailedPrecondition in builds without it.
   absl::Status InitCuda();
   // `ap` appends the step's rows; `sp` (null: no scoring) updates the scores.
-  absl::Status AttendCuda(AkvTierSet& set, int idx, const AkvAppendParams& ap, const AkvScoreParams* sp,
-                          const at::Tensor& q, at::Tensor& out, int n);
+  // Decode rows score on a stream of their own, joined back at the last layer.
+  absl::Status AttendCuda(int64_t layer, AkvTierSet& set, int idx, const AkvAppendParams& ap,
+                          const AkvScoreParams* sp, const at::Tensor& q, at::Tensor& out, int n);
   absl::Status EndStepCuda();
   absl::Status DrainCounts();     // reads last step's counters; sends staged rows toward the host
   absl::Status FileColdMirror();  // files rows the copy stream brought to pinned memory

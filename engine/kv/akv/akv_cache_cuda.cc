@@ -7,11 +7,13 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "engine/env_switch.h"
 #include "engine/kv/akv/akv_cache.h"
 #include "engine/status_macros.h"
 
 #ifdef KVSTREAM_HAVE_CUDA_TORCH
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
 #endif
 
@@ -65,6 +67,12 @@ struct AkvCudaState {
   cudaEvent_t cold_ready = nullptr;    // cold staging re-quantized (compute stream)
   cudaEvent_t cold_copied = nullptr;   // cold_host filled (copy stream)
   cudaEvent_t t0 = nullptr, t1 = nullptr;  // EndStep kernels, for compression_ms
+  // Decode score updates run aside (AttendCuda): nothing in the step reads
+  // the scores until EndStep, so layer l's update overlaps layers l+1...
+  cudaStream_t score = nullptr;
+  cudaEvent_t score_fork = nullptr, score_join = nullptr;
+  bool score_pending = false;  // launched on `score`, not joined back yet
+  at::Tensor decode_lse;       // [Lm, H] fp32: each managed layer's decode lse, read by its update aside
   int num_sms = 1;
   at::Tensor cold_dev;      // [ColdBytes] u8, device
   at::Tensor temp;          // [S, Hkv, D] fp32, device: dequantized stage rows
@@ -77,10 +85,12 @@ struct AkvCudaState {
 
   ~AkvCudaState() {
     if (copy) cudaStreamSynchronize(copy);
-    for (cudaEvent_t e : {counts_ready, cold_ready, cold_copied, t0, t1}) {
+    if (score) cudaStreamSynchronize(score);
+    for (cudaEvent_t e : {counts_ready, cold_ready, cold_copied, t0, t1, score_fork, score_join}) {
       if (e) cudaEventDestroy(e);
     }
     if (copy) cudaStreamDestroy(copy);
+    if (score) cudaStreamDestroy(score);
     if (cold_host) cudaFreeHost(cold_host);
     if (counts_host) cudaFreeHost(counts_host);
   }
@@ -91,6 +101,7 @@ int64_t AkvCudaStateBytes(const AkvCudaState* s) {
   int64_t b = s->cold_dev.defined() ? s->cold_dev.nbytes() : 0;
   if (s->temp.defined()) b += s->temp.nbytes();
   if (s->hybrid_ws.defined()) b += s->hybrid_ws.nbytes();
+  if (s->decode_lse.defined()) b += s->decode_lse.nbytes();
   return b;
 }
 
@@ -104,7 +115,8 @@ absl::Status AkvSequenceCache::InitCuda() {
   AkvCudaState& c = *cuda_;
   c.num_sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   KV_RETURN_IF_ERROR(Cuda(cudaStreamCreateWithFlags(&c.copy, cudaStreamNonBlocking), "copy stream"));
-  for (cudaEvent_t* e : {&c.counts_ready, &c.cold_ready, &c.cold_copied}) {
+  KV_RETURN_IF_ERROR(Cuda(cudaStreamCreateWithFlags(&c.score, cudaStreamNonBlocking), "score stream"));
+  for (cudaEvent_t* e : {&c.counts_ready, &c.cold_ready, &c.cold_copied, &c.score_fork, &c.score_join}) {
     KV_RETURN_IF_ERROR(Cuda(cudaEventCreateWithFlags(e, cudaEventDisableTiming), "event"));
   }
   KV_RETURN_IF_ERROR(Cuda(cudaEventCreate(&c.t0), "event"));
@@ -119,6 +131,7 @@ absl::Status AkvSequenceCache::InitCuda() {
     c.temp = at::empty({plan_.stage_rows, plan_.managed.num_kv_heads, plan_.managed.head_dim}, dev.dtype(at::kFloat));
     KV_RETURN_IF_ERROR(Cuda(cudaHostAlloc(reinterpret_cast<void**>(&c.cold_host), c.cold_bytes, 0), "pinned"));
   }
+  c.decode_lse = at::empty({std::max<int64_t>(plan_.managed_layers, 1), geometry_.n_heads}, dev.dtype(at::kFloat));
   if (config_.scoring == AkvScoring::kHybrid) {
     c.hybrid_ws = at::empty({static_cast<int64_t>(AkvScoreWorkspaceWords(static_cast<int>(plan_.max_tokens)))},
                             dev.dtype(at::kInt));
@@ -126,12 +139,17 @@ absl::Status AkvSequenceCache::InitCuda() {
   return absl::OkStatus();
 }
 
-absl::Status AkvSequenceCache::AttendCuda(AkvTierSet& set, int idx, const AkvAppendParams& ap,
+absl::Status AkvSequenceCache::AttendCuda(int64_t layer, AkvTierSet& set, int idx, const AkvAppendParams& ap,
                                           const AkvScoreParams* sp, const at::Tensor& q, at::Tensor& out, int n) {
+  static const bool score_aside = EnvSwitchOn("KVSTREAM_AKV_SCORE_ASIDE");
+  AkvCudaState& c = *cuda_;
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   KV_RETURN_IF_ERROR(Cuda(LaunchAkvAppend(ap, stream), "append"));
 
   const int64_t H = geometry_.n_heads, D = geometry_.head_dim;
+  // A decode row's update runs aside: its lse gets a slot of its own, which
+  // the next layer's attention does not overwrite.
+  const bool aside = sp != nullptr && n == 1 && score_aside;
   at::Tensor o = out.is_contiguous() ? out : at::empty({n, H, D}, out.options());
   AkvAttentionParams p;
   p.layout = set.layout;
@@ -140,14 +158,14 @@ absl::Status AkvSequenceCache::AttendCuda(AkvTierSet& set, int idx, const AkvApp
   p.q = q.const_data_ptr();
   p.q_pos = ap.pos;
   p.out = o.data_ptr();
-  p.lse = lse_.data_ptr<float>();
+  p.lse = aside ? c.decode_lse.data_ptr<float>() + int64_t(idx) * H : lse_.data_ptr<float>();
   p.q_stride_m = q.stride(0);
   p.q_stride_h = q.stride(1);
   p.num_rows = n;
   p.num_heads = static_cast<int>(H);
   p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
   p.num_splits = PlanAkvAttentionSplits(n, static_cast<int>(H), set.layout.num_kv_heads,
-                                        set.layout.hot_capacity + set.layout.warm_capacity, cuda_->num_sms);
+                                        set.layout.hot_capacity + set.layout.warm_capacity, c.num_sms);
   at::Tensor ws;
   if (p.num_splits > 1) {
     const auto w = AkvAttentionWorkspace(n, static_cast<int>(H), p.num_splits, static_cast<int>(D));
@@ -157,14 +175,34 @@ absl::Status AkvSequenceCache::AttendCuda(AkvTierSet& set, int idx, const AkvApp
   }
   KV_RETURN_IF_ERROR(Cuda(LaunchAkvMixedAttention(p, stream), "mixed attention"));
   if (!o.is_same(out)) out.copy_(o);
-  if (sp == nullptr) return absl::OkStatus();
-  AkvScoreParams score = *sp;
-  if (cuda_->hybrid_ws.defined()) {
-    score.workspace = reinterpret_cast<uint32_t*>(cuda_->hybrid_ws.data_ptr<int32_t>());
-  } else {
-    score.max_positions = 0;  // only HYBRID reads it, through its workspace
+  if (sp != nullptr) {
+    AkvScoreParams score = *sp;
+    score.lse = p.lse;
+    if (c.hybrid_ws.defined()) {
+      score.workspace = reinterpret_cast<uint32_t*>(c.hybrid_ws.data_ptr<int32_t>());
+    } else {
+      score.max_positions = 0;  // only HYBRID reads it, through its workspace
+    }
+    if (aside) {
+      KV_RETURN_IF_ERROR(Cuda(cudaEventRecord(c.score_fork, stream), "score fork"));
+      KV_RETURN_IF_ERROR(Cuda(cudaStreamWaitEvent(c.score, c.score_fork, 0), "score fork wait"));
+      // q is the layer's activation: the allocator must not hand its memory
+      // to the next layer before the update aside has read it.
+      q.record_stream(c10::cuda::getStreamFromExternal(c.score, q.device().index()));
+      KV_RETURN_IF_ERROR(Cuda(LaunchAkvScoreUpdate(score, c.score), "score update"));
+      c.score_pending = true;
+    } else {
+      KV_RETURN_IF_ERROR(Cuda(LaunchAkvScoreUpdate(score, stream), "score update"));
+    }
   }
-  return Cuda(LaunchAkvScoreUpdate(score, stream), "score update");
+  if (c.score_pending && layer == geometry_.n_layers - 1) {
+    // The step ends here for this sequence: EndStep's select reads the scores
+    // (and a graph capture must see every stream it forked rejoin).
+    KV_RETURN_IF_ERROR(Cuda(cudaEventRecord(c.score_join, c.score), "score join"));
+    KV_RETURN_IF_ERROR(Cuda(cudaStreamWaitEvent(stream, c.score_join, 0), "score join wait"));
+    c.score_pending = false;
+  }
+  return absl::OkStatus();
 }
 
 absl::Status AkvSequenceCache::EndStepCuda() {
@@ -302,7 +340,7 @@ int64_t AkvCudaStateBytes(const AkvCudaState*) { return 0; }
 int64_t AkvCudaStateHostBytes(const AkvCudaState*) { return 0; }
 AkvSequenceCache::~AkvSequenceCache() = default;
 absl::Status AkvSequenceCache::InitCuda() { return absl::FailedPreconditionError("this build has no CUDA kernels"); }
-absl::Status AkvSequenceCache::AttendCuda(AkvTierSet&, int, const AkvAppendParams&, const AkvScoreParams*,
+absl::Status AkvSequenceCache::AttendCuda(int64_t, AkvTierSet&, int, const AkvAppendParams&, const AkvScoreParams*,
                                           const at::Tensor&, at::Tensor&, int) {
   return absl::FailedPreconditionError("this build has no CUDA kernels");
 }
