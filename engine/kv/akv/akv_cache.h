@@ -98,7 +98,9 @@ class AkvSequenceCache final : public SequenceCache {
   // Decode rows score on a stream of their own, joined back at the last layer.
   absl::Status AttendCuda(int64_t layer, AkvTierSet& set, int idx, const AkvAppendParams& ap,
                           const AkvScoreParams* sp, const at::Tensor& q, at::Tensor& out, int n);
-  absl::Status EndStepCuda();
+  absl::Status EndStepCuda();     // EndStepKernels on the sequence's own stream (KVSTREAM_AKV_END_STEP_ASIDE=0: inline)
+  absl::Status EndStepKernels();  // cold drain, select, migrate, counters D2H on the current stream
+  absl::Status JoinEndStep();     // the current stream waits for the last EndStep's kernels
   absl::Status DrainCounts();     // reads last step's counters; sends staged rows toward the host
   absl::Status FileColdMirror();  // files rows the copy stream brought to pinned memory
   // Files every cold row still in flight and refreshes host_counts_ (CUDA: syncs).

@@ -13,6 +13,7 @@
 
 #ifdef KVSTREAM_HAVE_CUDA_TORCH
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
 #endif
@@ -73,6 +74,11 @@ struct AkvCudaState {
   cudaEvent_t score_fork = nullptr, score_join = nullptr;
   bool score_pending = false;  // launched on `score`, not joined back yet
   at::Tensor decode_lse;       // [Lm, H] fp32: each managed layer's decode lse, read by its update aside
+  // EndStep's kernels (cold drain, select, migrate, counters) also run on
+  // `score`, so the sequences of a batch do theirs at once; the next step
+  // waits for them (JoinEndStep) before it touches the tiers.
+  cudaEvent_t end_fork = nullptr, end_join = nullptr;
+  bool end_pending = false;
   int num_sms = 1;
   at::Tensor cold_dev;      // [ColdBytes] u8, device
   at::Tensor temp;          // [S, Hkv, D] fp32, device: dequantized stage rows
@@ -86,7 +92,7 @@ struct AkvCudaState {
   ~AkvCudaState() {
     if (copy) cudaStreamSynchronize(copy);
     if (score) cudaStreamSynchronize(score);
-    for (cudaEvent_t e : {counts_ready, cold_ready, cold_copied, t0, t1, score_fork, score_join}) {
+    for (cudaEvent_t e : {counts_ready, cold_ready, cold_copied, t0, t1, score_fork, score_join, end_fork, end_join}) {
       if (e) cudaEventDestroy(e);
     }
     if (copy) cudaStreamDestroy(copy);
@@ -116,7 +122,8 @@ absl::Status AkvSequenceCache::InitCuda() {
   c.num_sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   KV_RETURN_IF_ERROR(Cuda(cudaStreamCreateWithFlags(&c.copy, cudaStreamNonBlocking), "copy stream"));
   KV_RETURN_IF_ERROR(Cuda(cudaStreamCreateWithFlags(&c.score, cudaStreamNonBlocking), "score stream"));
-  for (cudaEvent_t* e : {&c.counts_ready, &c.cold_ready, &c.cold_copied, &c.score_fork, &c.score_join}) {
+  for (cudaEvent_t* e :
+       {&c.counts_ready, &c.cold_ready, &c.cold_copied, &c.score_fork, &c.score_join, &c.end_fork, &c.end_join}) {
     KV_RETURN_IF_ERROR(Cuda(cudaEventCreateWithFlags(e, cudaEventDisableTiming), "event"));
   }
   KV_RETURN_IF_ERROR(Cuda(cudaEventCreate(&c.t0), "event"));
@@ -144,6 +151,7 @@ absl::Status AkvSequenceCache::AttendCuda(int64_t layer, AkvTierSet& set, int id
   static const bool score_aside = EnvSwitchOn("KVSTREAM_AKV_SCORE_ASIDE");
   AkvCudaState& c = *cuda_;
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  KV_RETURN_IF_ERROR(JoinEndStep());  // eager steps; a prepared decode step joined in PrepareDecodeStep
   KV_RETURN_IF_ERROR(Cuda(LaunchAkvAppend(ap, stream), "append"));
 
   const int64_t H = geometry_.n_heads, D = geometry_.head_dim;
@@ -206,6 +214,29 @@ absl::Status AkvSequenceCache::AttendCuda(int64_t layer, AkvTierSet& set, int id
 }
 
 absl::Status AkvSequenceCache::EndStepCuda() {
+  static const bool aside = EnvSwitchOn("KVSTREAM_AKV_END_STEP_ASIDE");
+  if (!aside) return EndStepKernels();
+  AkvCudaState& c = *cuda_;
+  const c10::cuda::CUDAStream caller = at::cuda::getCurrentCUDAStream();
+  KV_RETURN_IF_ERROR(Cuda(cudaEventRecord(c.end_fork, caller.stream()), "end-step fork"));
+  KV_RETURN_IF_ERROR(Cuda(cudaStreamWaitEvent(c.score, c.end_fork, 0), "end-step fork wait"));
+  absl::Status s;
+  {
+    const c10::cuda::CUDAStreamGuard guard(c10::cuda::getStreamFromExternal(c.score, caller.device_index()));
+    s = EndStepKernels();
+  }
+  KV_RETURN_IF_ERROR(Cuda(cudaEventRecord(c.end_join, c.score), "end-step join"));
+  c.end_pending = true;
+  return s;
+}
+
+absl::Status AkvSequenceCache::JoinEndStep() {
+  if (!cuda_ || !cuda_->end_pending) return absl::OkStatus();
+  cuda_->end_pending = false;
+  return Cuda(cudaStreamWaitEvent(at::cuda::getCurrentCUDAStream(), cuda_->end_join, 0), "end-step join wait");
+}
+
+absl::Status AkvSequenceCache::EndStepKernels() {
   AkvCudaState& c = *cuda_;
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   if (c.timing_pending) {  // the previous step's kernels are done by now (every rank's step ends in a host sync)
@@ -328,6 +359,7 @@ absl::Status AkvSequenceCache::DrainCounts() {
 
 absl::Status AkvSequenceCache::Flush() {
   if (!cuda_ || plan_.managed_layers == 0) return absl::OkStatus();
+  KV_RETURN_IF_ERROR(JoinEndStep());
   KV_RETURN_IF_ERROR(DrainCounts());
   return FileColdMirror();
 }
@@ -345,6 +377,7 @@ absl::Status AkvSequenceCache::AttendCuda(int64_t, AkvTierSet&, int, const AkvAp
   return absl::FailedPreconditionError("this build has no CUDA kernels");
 }
 absl::Status AkvSequenceCache::EndStepCuda() { return absl::FailedPreconditionError("this build has no CUDA kernels"); }
+absl::Status AkvSequenceCache::JoinEndStep() { return absl::OkStatus(); }
 absl::Status AkvSequenceCache::Flush() { return absl::OkStatus(); }
 
 #endif
