@@ -55,6 +55,10 @@ class AkvSequenceCache final : public SequenceCache {
   absl::Status PrepareDecodeStep(const SeqStep& seq, const StepContext& ctx);
   // Unique for the life of the process (graph keys: addresses get reused).
   uint64_t id() const { return id_; }
+  // How many AKV sequences share this step (the strategy sets it each step):
+  // EndStep's kernels go to the sequence's own stream only when there are
+  // others to overlap with (alone, the fork and join cost ~0.08 ms a step).
+  void set_step_peers(int64_t n) { step_peers_ = n; }
 
   // Row-major form used by the strategy: q/out [n, H, D], k/v [n, Hkv, D]
   // (rows may be strided, heads and dims packed). With ctx.decode_prepared
@@ -119,6 +123,7 @@ class AkvSequenceCache final : public SequenceCache {
   uint64_t id_ = 0;
   at::Tensor pos_;          // [n] view of pos_buf_: positions of this step's new rows
   at::Tensor lse_;          // [max rows, H] fp32
+  int64_t step_peers_ = 1;
   int64_t pos_step_ = -1;   // ctx.step pos_ was made for
   int64_t seen_ = 0;        // P: tokens seen (akv.md §4 step 8)
   int64_t step_rows_ = 0;   // rows of the step in progress

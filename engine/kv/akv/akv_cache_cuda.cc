@@ -215,7 +215,7 @@ absl::Status AkvSequenceCache::AttendCuda(int64_t layer, AkvTierSet& set, int id
 
 absl::Status AkvSequenceCache::EndStepCuda() {
   static const bool aside = EnvSwitchOn("KVSTREAM_AKV_END_STEP_ASIDE");
-  if (!aside) return EndStepKernels();
+  if (!aside || step_peers_ < 2) return EndStepKernels();
   AkvCudaState& c = *cuda_;
   const c10::cuda::CUDAStream caller = at::cuda::getCurrentCUDAStream();
   KV_RETURN_IF_ERROR(Cuda(cudaEventRecord(c.end_fork, caller.stream()), "end-step fork"));

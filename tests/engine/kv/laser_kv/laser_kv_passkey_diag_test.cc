@@ -131,7 +131,8 @@ TEST(LaserKvPasskeyDiag, PrintsKeyRetentionPerDepth) {
         const DiagPrompt pk = Build(engine->tokenizer(), text, rng, ctx, depth, key);
         if (const char* show = std::getenv("KVSTREAM_LASER_DIAG_SHOW")) {
           for (int at : IntList(show)) {
-            std::fflush(stdout); std::printf("SHOW %d '%s'\n", at, engine->tokenizer().Decode({pk.ids[static_cast<size_t>(at)]}).c_str()); std::fflush(stdout);
+            const std::string piece = engine->tokenizer().Decode({pk.ids[static_cast<size_t>(at)]});
+            std::printf("SHOW %d '%s'\n", at, piece.c_str());
           }
         }
         GenerateSpec spec = testing::GreedySpec(pk.ids, 10);
