@@ -79,6 +79,9 @@ int64_t AkvPlan::DeviceBytes(bool cuda, int64_t num_heads) const {
   // on CUDA, the re-quantization buffers of the cold path (akv_cache.h).
   const int64_t M = StepRows();
   bytes += M * 4 + M * num_heads * 4;
+  // CUDA: each managed layer's decode lse, read by the score update that runs
+  // aside (akv_cache_cuda.cc).
+  if (cuda) bytes += std::max(managed_layers, 1) * int64_t(num_heads) * 4;
   if (cuda && stage_rows > 0) {
     const int64_t hd = int64_t(managed.num_kv_heads) * managed.head_dim;
     const int64_t cold_row = 2 * int64_t(managed.num_kv_heads) * (managed.head_dim * cold_bits / 8) +
