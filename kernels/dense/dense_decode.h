@@ -75,6 +75,13 @@ inline constexpr int kDenseDecodeCtasPerSm = 4;        // resident CTAs per SM (
 // (57 vs 65 us) and 128K (193 vs 202 us): past ~2 CTAs/SM the bandwidth is
 // saturated and extra splits only add partial writes and merge work.
 inline constexpr int kDenseDecodeSplitCtasPerSm = 2;
+// The same where the memory is faster: more bytes must be in flight per SM
+// (Little's law), and a full wave wins. NOTE(kvstream): H200 (4.8 TB/s peak,
+// 132 SMs) sweep, bench/results/gpu/dense_decode_s14_h200.json: (8,8K) S=8
+// 74.1 us vs the half wave's S=4 81.6; (32,8K) S=2 261.7 vs S=1 296.8;
+// (1,32K) S=64 44.6 vs 46.3; (1,128K) S=64 139.6 vs 155.9.
+inline constexpr int kDenseDecodeFastMemorySplitCtasPerSm = 4;
+inline constexpr double kDenseDecodeFastMemoryGbps = 4000.0;  // peak DRAM bandwidth from which that applies
 inline constexpr int kDenseDecodeMaxGroupChunk = 8;    // most query heads one CTA handles
 
 // ---- parameters -------------------------------------------------------------
@@ -127,7 +134,12 @@ int DenseDecodeGroupChunk(int group);
 // keeps at least kDenseDecodeMinSplitTokens tokens per split, is in
 // [1, kDenseDecodeMaxSplits], and from 8 up a multiple of 8. Returns 1 for
 // non-positive arguments.
-int PlanDenseDecodeSplits(int batch, int num_heads, int num_kv_heads, int max_seq_len, int num_sms);
+// `split_ctas_per_sm`: the wave's CTAs per SM (DenseDecodeSplitCtasPerSm).
+int PlanDenseDecodeSplits(int batch, int num_heads, int num_kv_heads, int max_seq_len, int num_sms,
+                          int split_ctas_per_sm = kDenseDecodeSplitCtasPerSm);
+// kDenseDecodeFastMemorySplitCtasPerSm from kDenseDecodeFastMemoryGbps of
+// peak DRAM bandwidth (2 * memory clock * bus width), else kDenseDecodeSplitCtasPerSm.
+int DenseDecodeSplitCtasPerSm(double peak_dram_gbps);
 
 // Workspace bytes for S splits (0 when num_splits <= 1): B*H*S*D*4 and B*H*S*4.
 using DenseDecodeWorkspaceBytes = SplitKWorkspaceBytes;

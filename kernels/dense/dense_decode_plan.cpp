@@ -22,13 +22,20 @@ int DenseDecodeGroupChunk(int group) {
   return 1;
 }
 
-int PlanDenseDecodeSplits(int batch, int num_heads, int num_kv_heads, int max_seq_len, int num_sms) {
+int DenseDecodeSplitCtasPerSm(double peak_dram_gbps) {
+  return peak_dram_gbps >= kDenseDecodeFastMemoryGbps ? kDenseDecodeFastMemorySplitCtasPerSm
+                                                      : kDenseDecodeSplitCtasPerSm;
+}
+
+int PlanDenseDecodeSplits(int batch, int num_heads, int num_kv_heads, int max_seq_len, int num_sms,
+                          int split_ctas_per_sm) {
   if (batch <= 0 || num_heads <= 0 || num_kv_heads <= 0 || max_seq_len <= 0 || num_sms <= 0) return 1;
+  if (split_ctas_per_sm < 1) split_ctas_per_sm = kDenseDecodeSplitCtasPerSm;
   if (num_heads % num_kv_heads != 0) return 1;
   const int group = num_heads / num_kv_heads;
   const long long base_ctas =
       static_cast<long long>(batch) * num_kv_heads * (group / DenseDecodeGroupChunk(group));
-  const long long wave = static_cast<long long>(num_sms) * kDenseDecodeSplitCtasPerSm;
+  const long long wave = static_cast<long long>(num_sms) * split_ctas_per_sm;
   // Fill at most one (half-occupancy) wave: a partial second wave would leave SMs idle at the tail.
   long long splits = std::max<long long>(1, wave / base_ctas);
   // Each split must carry enough tokens to amortise its partial write and the merge.

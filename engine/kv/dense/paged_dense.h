@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "engine/kv/dense/paged_pool.h"
+#include "kernels/dense/dense_decode.h"
 #include "engine/kv/kv_cache.h"
 #include "engine/runtime/upload_fence.h"
 
@@ -57,6 +58,7 @@ class PagedDenseStrategy final : public Strategy {
   std::shared_ptr<PagedKvPool> pool_;
   int64_t max_pages_per_seq_;  // MB: ceil(context_length / P)
   int num_sms_ = 0;            // for the split planner (CPU: 1)
+  int split_ctas_per_sm_ = kDenseDecodeSplitCtasPerSm;  // the planner's wave, from the memory's speed
 
   // Prepared decode step (fixed addresses; host staging mirrors them).
   at::Tensor block_table_;    // [kMaxPreparedRows, MB] int32, device

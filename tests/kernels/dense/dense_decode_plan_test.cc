@@ -63,6 +63,22 @@ TEST(DenseDecodePlan, OtherSmCountsKeepMostOfTheWave) {
   EXPECT_EQ(PlanDenseDecodeSplits(1, 32, 8, 1024, 132), 16);    // 64 tokens a split at least
 }
 
+TEST(DenseDecodePlan, FastMemoryFillsAFullWave) {
+  // Peak DRAM bandwidth 2 * clock * bus: H100 SXM 2619 MHz x 5120 bits, H200 3201 MHz x 6144 bits.
+  const int h100 = DenseDecodeSplitCtasPerSm(2.0 * 2619e6 * 5120 / 8 / 1e9);
+  const int h200 = DenseDecodeSplitCtasPerSm(2.0 * 3201e6 * 6144 / 8 / 1e9);
+  EXPECT_EQ(h100, kDenseDecodeSplitCtasPerSm);
+  EXPECT_EQ(h200, kDenseDecodeFastMemorySplitCtasPerSm);
+  // The H200 sweep's best points (dense_decode_s14_h200.json); the H100's stay.
+  EXPECT_EQ(PlanDenseDecodeSplits(8, 32, 8, 8192, 132, h200), 8);
+  EXPECT_EQ(PlanDenseDecodeSplits(32, 32, 8, 8192, 132, h200), 2);
+  EXPECT_EQ(PlanDenseDecodeSplits(1, 32, 8, 131072, 132, h200), 64);
+  EXPECT_EQ(PlanDenseDecodeSplits(64, 32, 8, 8192, 132, h200), 1);
+  EXPECT_EQ(PlanDenseDecodeSplits(8, 32, 8, 8192, 132, h100), 4);
+  EXPECT_EQ(PlanDenseDecodeSplits(32, 32, 8, 8192, 132, h100), 1);
+  EXPECT_EQ(PlanDenseDecodeSplits(1, 32, 8, 131072, 132, 0), 32) << "a non-positive wave falls back to the default";
+}
+
 TEST(DenseDecodePlan, SplitsFallAsBatchGrowsAndRiseAsLengthGrows) {
   int prev = kDenseDecodeMaxSplits + 1;
   for (int b = 1; b <= 128; ++b) {
