@@ -53,6 +53,12 @@ struct Plan {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t w_layout = nullptr, x_layout = nullptr, y_layout = nullptr;
   cublasLtMatmulAlgo_t algo{};
+  ~Plan() {  // only a plan whose tuning failed is ever destroyed (the Tuner is never)
+    if (op != nullptr) cublasLtMatmulDescDestroy(op);
+    for (cublasLtMatrixLayout_t l : {w_layout, x_layout, y_layout}) {
+      if (l != nullptr) cublasLtMatrixLayoutDestroy(l);
+    }
+  }
 };
 
 // (device, dtype, M, N, K, x row stride)
@@ -60,8 +66,16 @@ using Key = std::tuple<int, int, int64_t, int64_t, int64_t, int64_t>;
 
 class Tuner {
  public:
-  static Tuner& Get() {
-    static Tuner* t = new Tuner;  // never destroyed: CUDA may be torn down first at exit
+  // One per device, each with its own lock: tensor-parallel ranks (a thread
+  // and a GPU each) tune at the same time, and a rank that waits on its
+  // stream while tuning must not hold up another rank's launches (its
+  // stream may be waiting on that rank's next all-reduce).
+  static Tuner& Get(int device) {
+    static std::mutex registry_mu;
+    static auto* tuners = new std::map<int, std::unique_ptr<Tuner>>;  // never destroyed: CUDA may go first at exit
+    std::lock_guard<std::mutex> lock(registry_mu);
+    std::unique_ptr<Tuner>& t = (*tuners)[device];
+    if (t == nullptr) t.reset(new Tuner);
     return *t;
   }
 
@@ -76,8 +90,16 @@ class Tuner {
     auto it = plans_.find(key);
     if (it == plans_.end()) {
       if (capturing) return false;  // timing needs eager runs
-      std::unique_ptr<Plan> plan = Tune(x, w, stream);
-      if (plan == nullptr) return false;
+      std::unique_ptr<Plan> plan;
+      try {
+        plan = Tune(x, w, stream);
+      } catch (const c10::Error& e) {  // e.g. no memory for at::linear's timing runs: stay with at::linear
+        spdlog::warn("tuned linear M={} N={} K={}: not tuned ({})", x.size(0), w.size(0), x.size(1),
+                     e.what_without_backtrace());
+      }
+      // Untunable (no memory to time, no handle): at::linear for this shape
+      // from now on rather than a retry on every call.
+      if (plan == nullptr) plan = std::make_unique<Plan>();
       it = plans_.emplace(key, std::move(plan)).first;
     }
     const Plan& plan = *it->second;
@@ -100,8 +122,13 @@ class Tuner {
     auto it = workspaces_.find({device, stream});
     if (it != workspaces_.end()) return it->second.mutable_data_ptr();
     if (capturing) return nullptr;
-    at::Tensor ws = at::empty({static_cast<int64_t>(kWorkspaceBytes)},
-                              at::TensorOptions().device(at::kCUDA, device).dtype(at::kByte));
+    at::Tensor ws;
+    try {
+      ws = at::empty({static_cast<int64_t>(kWorkspaceBytes)},
+                     at::TensorOptions().device(at::kCUDA, device).dtype(at::kByte));
+    } catch (const c10::Error&) {
+      return nullptr;  // no room: at::linear serves this stream
+    }
     return workspaces_.emplace(std::make_pair(device, stream), std::move(ws)).first->second.mutable_data_ptr();
   }
 
@@ -217,7 +244,7 @@ bool TunedLinearInto(const at::Tensor& x, const at::Tensor& w, at::Tensor& y) {
     return false;
   }
   const c10::cuda::CUDAGuard guard(x.device());
-  return Tuner::Get().Run(x, w, y);
+  return Tuner::Get(x.get_device()).Run(x, w, y);
 }
 
 std::optional<at::Tensor> TunedLinear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {

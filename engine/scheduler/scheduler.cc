@@ -188,8 +188,8 @@ void Scheduler::Loop() {
   }
 }
 
-absl::StatusOr<LaunchedStep> Scheduler::Launch(std::vector<SeqInput> inputs, std::vector<uint64_t> ids) {
-  LaunchedStep l{std::move(inputs), std::move(ids)};
+absl::StatusOr<LaunchedStep> Scheduler::Launch(std::vector<SeqInput> inputs, std::vector<uint64_t> rows) {
+  LaunchedStep l{std::move(inputs), std::move(rows)};
   try {
     at::InferenceMode guard;
     KV_ASSIGN_OR_RETURN(l.result, engine_.model().Step(l.inputs, StepContext{engine_.NextStepId()}));
@@ -232,12 +232,12 @@ void Scheduler::Step() {
   // Run ahead when the batch is the step's (nobody admitted, cancelled or
   // finished since) and every row may (CanRunAhead).
   bool same_rows = step.rows.size() == running_.size();
-  std::vector<const ActiveSequence*> rows;
+  std::vector<const ActiveSequence*> seqs;
   for (size_t i = 0; same_rows && i < running_.size(); ++i) {
     same_rows = running_[i]->id == step.rows[i];
-    rows.push_back(&running_[i]->seq);
+    seqs.push_back(&running_[i]->seq);
   }
-  if (same_rows && CanRunAhead(step.result, step.inputs, rows)) {
+  if (same_rows && CanRunAhead(step.result, step.inputs, seqs)) {
     auto ahead = Launch(RunAheadInputs(step), step.rows);
     if (!ahead.ok()) return AbortAll(ahead.status());
     pending_ = *std::move(ahead);

@@ -100,7 +100,8 @@ class Scheduler {
   void Abort(Running& r, absl::Status status);
   void AdmitLocked(std::vector<Queued>* admitted);
   void Step();
-  absl::StatusOr<LaunchedStep> Launch(std::vector<SeqInput> inputs, std::vector<uint64_t> ids);
+  // Launches a step of `inputs`; `rows`: the Running::id of each.
+  absl::StatusOr<LaunchedStep> Launch(std::vector<SeqInput> inputs, std::vector<uint64_t> rows);
   // Fails every running request with `status` (a failed step).
   void AbortAll(const absl::Status& status);
 

@@ -36,15 +36,16 @@ int PlanDenseDecodeSplits(int batch, int num_heads, int num_kv_heads, int max_se
   const long long base_ctas =
       static_cast<long long>(batch) * num_kv_heads * (group / DenseDecodeGroupChunk(group));
   const long long wave = static_cast<long long>(num_sms) * split_ctas_per_sm;
-  // Fill at most one (half-occupancy) wave: a partial second wave would leave SMs idle at the tail.
+  // Fill at most one wave (half occupancy, or full on fast memory): a partial
+  // second wave would leave SMs idle at the tail.
   long long splits = std::max<long long>(1, wave / base_ctas);
   // Each split must carry enough tokens to amortise its partial write and the merge.
   const long long by_len = std::max(1, max_seq_len / kDenseDecodeMinSplitTokens);
   splits = std::min({splits, by_len, static_cast<long long>(kDenseDecodeMaxSplits)});
   // NOTE(kvstream): from 8 up, rounded down to a multiple of 8 (the merge loads
   // partials 8 splits at a time). H100 fused sweep (bench/results/gpu/
-  // dense_decode_s10_h100.json): (1,32K) S=32 53.9 us vs the half-occupancy
-  // wave's S=33 55.3 us; (1,8K) 21.0 vs 21.5; (1,128K) equal. A power of two
+  // dense_decode_s10_h100.json): (1,32K) S=32 53.9 us vs the H100's
+  // half-occupancy wave's S=33 55.3 us; (1,8K) 21.0 vs 21.5; (1,128K) equal. A power of two
   // would also fit 132 SMs but drop 108 / 114 SMs' 27 / 28 splits to 16.
   return static_cast<int>(splits >= 8 ? splits / 8 * 8 : splits);
 }

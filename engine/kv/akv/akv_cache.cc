@@ -133,7 +133,7 @@ absl::Status AkvSequenceCache::Attend(int64_t layer, const at::Tensor& q, const 
 absl::Status AkvSequenceCache::PrepareDecodeStep(const SeqStep& seq, const StepContext& ctx) {
   if (seq.n_new != 1) return absl::InternalError("akv: a prepared decode step appends one token");
   KV_RETURN_IF_ERROR(CheckStart(0, seq));
-  KV_RETURN_IF_ERROR(JoinEndStep());  // before the replay (on this stream) touches the tiers
+  KV_RETURN_IF_ERROR(JoinAside(/*step_start=*/true));  // before the replay (on this stream) touches the tiers
   pos_host_.data_ptr<int32_t>()[0] = static_cast<int32_t>(seen_);
   pos_buf_.narrow(0, 0, 1).copy_(pos_host_, /*non_blocking=*/true);  // current stream, before the replay
   prepared_step_ = ctx.step;

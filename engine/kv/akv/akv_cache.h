@@ -104,7 +104,9 @@ class AkvSequenceCache final : public SequenceCache {
                           const AkvScoreParams* sp, const at::Tensor& q, at::Tensor& out, int n);
   absl::Status EndStepCuda();     // EndStepKernels on the sequence's own stream (KVSTREAM_AKV_END_STEP_ASIDE=0: inline)
   absl::Status EndStepKernels();  // cold drain, select, migrate, counters D2H on the current stream
-  absl::Status JoinEndStep();     // the current stream waits for the last EndStep's kernels
+  // The current stream waits for the last EndStep's kernels and, at a step's
+  // start, for score updates a failed step left unjoined.
+  absl::Status JoinAside(bool step_start);
   absl::Status DrainCounts();     // reads last step's counters; sends staged rows toward the host
   absl::Status FileColdMirror();  // files rows the copy stream brought to pinned memory
   // Files every cold row still in flight and refreshes host_counts_ (CUDA: syncs).

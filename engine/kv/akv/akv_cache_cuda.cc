@@ -76,7 +76,7 @@ struct AkvCudaState {
   at::Tensor decode_lse;       // [Lm, H] fp32: each managed layer's decode lse, read by its update aside
   // EndStep's kernels (cold drain, select, migrate, counters) also run on
   // `score`, so the sequences of a batch do theirs at once; the next step
-  // waits for them (JoinEndStep) before it touches the tiers.
+  // waits for them (JoinAside) before it touches the tiers.
   cudaEvent_t end_fork = nullptr, end_join = nullptr;
   bool end_pending = false;
   int num_sms = 1;
@@ -151,7 +151,8 @@ absl::Status AkvSequenceCache::AttendCuda(int64_t layer, AkvTierSet& set, int id
   static const bool score_aside = EnvSwitchOn("KVSTREAM_AKV_SCORE_ASIDE");
   AkvCudaState& c = *cuda_;
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  KV_RETURN_IF_ERROR(JoinEndStep());  // eager steps; a prepared decode step joined in PrepareDecodeStep
+  // Eager steps; a prepared decode step joined in PrepareDecodeStep.
+  KV_RETURN_IF_ERROR(JoinAside(/*step_start=*/layer == 0));
   KV_RETURN_IF_ERROR(Cuda(LaunchAkvAppend(ap, stream), "append"));
 
   const int64_t H = geometry_.n_heads, D = geometry_.head_dim;
@@ -230,10 +231,19 @@ absl::Status AkvSequenceCache::EndStepCuda() {
   return s;
 }
 
-absl::Status AkvSequenceCache::JoinEndStep() {
-  if (!cuda_ || !cuda_->end_pending) return absl::OkStatus();
-  cuda_->end_pending = false;
-  return Cuda(cudaStreamWaitEvent(at::cuda::getCurrentCUDAStream(), cuda_->end_join, 0), "end-step join wait");
+absl::Status AkvSequenceCache::JoinAside(bool step_start) {
+  if (!cuda_) return absl::OkStatus();
+  AkvCudaState& c = *cuda_;
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  if (step_start && c.score_pending) {
+    // Score updates of a step that failed before its last layer joined them.
+    KV_RETURN_IF_ERROR(Cuda(cudaEventRecord(c.score_join, c.score), "score join"));
+    KV_RETURN_IF_ERROR(Cuda(cudaStreamWaitEvent(stream, c.score_join, 0), "score join wait"));
+    c.score_pending = false;
+  }
+  if (!c.end_pending) return absl::OkStatus();
+  c.end_pending = false;
+  return Cuda(cudaStreamWaitEvent(stream, c.end_join, 0), "end-step join wait");
 }
 
 absl::Status AkvSequenceCache::EndStepKernels() {
@@ -359,7 +369,7 @@ absl::Status AkvSequenceCache::DrainCounts() {
 
 absl::Status AkvSequenceCache::Flush() {
   if (!cuda_ || plan_.managed_layers == 0) return absl::OkStatus();
-  KV_RETURN_IF_ERROR(JoinEndStep());
+  KV_RETURN_IF_ERROR(JoinAside(/*step_start=*/true));
   KV_RETURN_IF_ERROR(DrainCounts());
   return FileColdMirror();
 }
@@ -377,7 +387,7 @@ absl::Status AkvSequenceCache::AttendCuda(int64_t, AkvTierSet&, int, const AkvAp
   return absl::FailedPreconditionError("this build has no CUDA kernels");
 }
 absl::Status AkvSequenceCache::EndStepCuda() { return absl::FailedPreconditionError("this build has no CUDA kernels"); }
-absl::Status AkvSequenceCache::JoinEndStep() { return absl::OkStatus(); }
+absl::Status AkvSequenceCache::JoinAside(bool) { return absl::OkStatus(); }
 absl::Status AkvSequenceCache::Flush() { return absl::OkStatus(); }
 
 #endif
