@@ -127,6 +127,10 @@ class SequenceCache {
   }
   // Bytes held now (device + host), from the buffers really allocated.
   virtual int64_t BytesHeld() const = 0;
+  // The part of BytesHeld in the device's memory: what PredictBytes reserves
+  // and what the scheduler's KV budget counts. Strategies that keep bytes in
+  // host memory (AKV's cold tier) override it.
+  virtual int64_t DeviceBytesHeld() const { return BytesHeld(); }
   virtual CacheReport Report() const = 0;
 };
 

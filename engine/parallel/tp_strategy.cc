@@ -38,6 +38,12 @@ int64_t TpSequenceCache::BytesHeld() const {
   return b;
 }
 
+int64_t TpSequenceCache::DeviceBytesHeld() const {
+  int64_t b = 0;
+  for (const auto& c : ranks_) b += c->DeviceBytesHeld();
+  return b;
+}
+
 CacheReport TpSequenceCache::Report() const {
   // Rank 0's report (tokens, per-layer detail, stats) with the bytes of every
   // rank: each holds its own KV heads of the same tokens.

@@ -31,6 +31,7 @@ class TpSequenceCache final : public SequenceCache {
   // is every rank's.
   std::optional<PrefillPlan> NextPrefill(int64_t prompt_done, int64_t prompt_len) const override;
   int64_t BytesHeld() const override;
+  int64_t DeviceBytesHeld() const override;
   CacheReport Report() const override;
 
  private:

@@ -242,7 +242,9 @@ absl::StatusOr<std::vector<GenerateOutcome>> Engine::GenerateBatch(const std::ve
   }
   std::vector<GenerateOutcome> out(specs.size());
   auto launch = [&](std::vector<SeqInput> inputs, std::vector<uint64_t> rows) -> absl::StatusOr<LaunchedStep> {
-    LaunchedStep l{std::move(inputs), std::move(rows)};
+    LaunchedStep l;
+    l.inputs = std::move(inputs);
+    l.rows = std::move(rows);
     KV_ASSIGN_OR_RETURN(l.result, model_->Step(l.inputs, StepContext{step_++}));
     for (uint64_t w : l.rows) l.full = l.full || act[w].gen->NeedsFullLogits();
     return l;

@@ -179,7 +179,9 @@ void Scheduler::Loop() {
     }
     if (!running_.empty()) Step();
     int64_t in_use = 0;
-    for (const auto& r : running_) in_use += r->seq.cache->BytesHeld();
+    // Device bytes, as the budget and the reservations count them (AKV's
+    // cold tier lives in host memory).
+    for (const auto& r : running_) in_use += r->seq.cache->DeviceBytesHeld();
     std::lock_guard<std::mutex> l(mu_);
     stats_.kv_bytes_in_use = in_use;
     stats_.peak_kv_bytes_in_use = std::max(stats_.peak_kv_bytes_in_use, in_use);
@@ -189,7 +191,9 @@ void Scheduler::Loop() {
 }
 
 absl::StatusOr<LaunchedStep> Scheduler::Launch(std::vector<SeqInput> inputs, std::vector<uint64_t> rows) {
-  LaunchedStep l{std::move(inputs), std::move(rows)};
+  LaunchedStep l;
+  l.inputs = std::move(inputs);
+  l.rows = std::move(rows);
   try {
     at::InferenceMode guard;
     KV_ASSIGN_OR_RETURN(l.result, engine_.model().Step(l.inputs, StepContext{engine_.NextStepId()}));

@@ -52,7 +52,7 @@ struct SubmittedRequest {
 };
 
 struct SchedulerStats {
-  int64_t kv_bytes_in_use = 0;   // bytes really held by running caches (after the last step)
+  int64_t kv_bytes_in_use = 0;   // device bytes really held by running caches (after the last step)
   int64_t kv_bytes_reserved = 0; // sum of admitted requests' predictions
   int64_t kv_budget_bytes = 0;
   int64_t peak_kv_bytes_in_use = 0;

@@ -250,10 +250,10 @@ const int32_t* AkvSequenceCache::HostCounts() const {
   return host_counts_.data();
 }
 
-int64_t AkvSequenceCache::BytesHeld() const {
-  int64_t b = managed_.Bytes() + dense_.Bytes() + lse_.nbytes() + pos_buf_.nbytes();
-  if (cold_ != nullptr) b += cold_->Bytes();
-  return b + AkvCudaStateBytes(cuda_.get());
+int64_t AkvSequenceCache::DeviceBytesHeld() const {
+  return managed_.Bytes() + dense_.Bytes() + lse_.nbytes() + pos_buf_.nbytes() + AkvCudaStateBytes(cuda_.get());
 }
+
+int64_t AkvSequenceCache::BytesHeld() const { return DeviceBytesHeld() + (cold_ != nullptr ? cold_->Bytes() : 0); }
 
 }  // namespace kvstream

@@ -72,6 +72,7 @@ class AkvSequenceCache final : public SequenceCache {
   absl::Status EndStep(const SeqStep& seq, const StepContext& ctx) override;
   std::optional<int64_t> PrefillChunk() const override { return config_.prefill_chunk_tokens; }
   int64_t BytesHeld() const override;
+  int64_t DeviceBytesHeld() const override;  // BytesHeld less the cold tier (host memory)
   CacheReport Report() const override;
 
   // For tests: host copies of the tier counters and positions of managed

@@ -18,7 +18,7 @@ CacheReport AkvSequenceCache::Report() const {
   CacheReport r;
   r.strategy = "akv";
   const int64_t host_scratch = AkvCudaStateHostBytes(cuda_.get());
-  r.kv_bytes_device = BytesHeld() - (cold_ ? cold_->Bytes() : 0);
+  r.kv_bytes_device = DeviceBytesHeld();
   r.kv_bytes_host = (cold_ ? cold_->Bytes() : 0) + host_scratch;
   r.tokens_seen = seen_;
   r.dense_equivalent_bytes = seen_ * geometry_.DenseBytesPerToken16();

@@ -2,10 +2,13 @@
 // hot tier holding the whole context it computes what dense computes; with
 // hot_budget 64 and 8-bit warm codes it keeps >= 95% of dense's greedy
 // choices over 256 teacher-forced steps; in a batch mixed with dense it gives
-// the same tokens as alone.
+// the same tokens as alone; with rows gone cold, the device bytes it holds are
+// the bytes PredictBytes reserved and the cold tier is counted as host bytes.
 #include <gtest/gtest.h>
 
+#include "engine/kv/akv/akv_strategy.h"
 #include "tests/engine/engine_fixture.h"
+#include "tests/engine/runtime/direct_runner.h"
 
 namespace kvstream {
 namespace {
@@ -92,6 +95,30 @@ TEST(AkvModel, MixedWithDenseInOneBatchGivesTheSameTokensAsAlone) {
   const CacheReport& r = (*together)[1].cache;
   EXPECT_GT(r.stats.at("tokens_cold"), 0.0);
   EXPECT_GT(r.kv_bytes_host, 0);
+}
+
+TEST(AkvModel, DeviceBytesAreThePredictionAndColdRowsAreHostBytes) {
+  KV_REQUIRE_MODEL(engine);
+  const std::vector<int32_t> prompt = LongPrompt(engine->tokenizer());
+  GenerateSpec spec = AkvSpec(testing::GreedySpec(prompt, 12),
+                              {{"hot_budget", int64_t{32}}, {"n_anchors", int64_t{8}}, {"warm_budget", int64_t{64}},
+                               {"eviction_batch_size", int64_t{4}}});
+  AkvStrategy strategy(engine->model().geometry());
+  StrategyConfig kv = spec.kv;
+  const int64_t predicted = strategy.PredictBytes(kv, static_cast<int64_t>(prompt.size()), 12);
+  int64_t device = -1, held = -1;
+  auto out = testing::RunDirect(*engine, strategy, {spec}, [&](size_t, const SequenceCache& c) {
+    device = c.DeviceBytesHeld();
+    held = c.BytesHeld();
+  });
+  ASSERT_TRUE(out.ok()) << out.status();
+  const CacheReport& r = (*out)[0].cache;
+  ASSERT_GT(r.stats.at("tokens_cold"), 0.0) << "the prompt must overflow hot + warm";
+  // The scheduler's "in use" (device) never exceeds what admission reserved.
+  EXPECT_EQ(device, predicted);
+  EXPECT_EQ(held - device, r.kv_bytes_host) << "the cold tier is what the cache holds beyond the device";
+  EXPECT_GT(held, device);
+  EXPECT_EQ(r.kv_bytes_device, device);
 }
 
 }  // namespace
