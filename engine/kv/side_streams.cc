@@ -10,6 +10,17 @@
 #endif
 
 namespace kvstream {
+namespace {
+
+// Every branch on the caller's stream, in order; stops at the first error.
+absl::Status InOrder(int n, absl::FunctionRef<absl::Status(int)> fn) {
+  for (int i = 0; i < n; ++i) {
+    if (absl::Status s = fn(i); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 #ifdef KVSTREAM_HAVE_CUDA_TORCH
 namespace {
@@ -28,12 +39,7 @@ SideStreams::~SideStreams() {
 }
 
 absl::Status SideStreams::ForEach(int device_index, int n, absl::FunctionRef<absl::Status(int)> fn) {
-  if (device_index < 0 || n <= 1 || max_streams_ <= 1) {
-    for (int i = 0; i < n; ++i) {
-      if (absl::Status s = fn(i); !s.ok()) return s;
-    }
-    return absl::OkStatus();
-  }
+  if (device_index < 0 || n <= 1 || max_streams_ <= 1) return InOrder(n, fn);
   if (device_ >= 0 && device_ != device_index) {
     return absl::InternalError(absl::StrCat("side streams made on device ", device_, ", asked for ", device_index));
   }
@@ -64,8 +70,8 @@ absl::Status SideStreams::ForEach(int device_index, int n, absl::FunctionRef<abs
                   "fork wait");
   }
   for (int i = 0; i < n && first.ok(); ++i) {
-    const c10::cuda::CUDAStream side =
-        c10::cuda::getStreamFromExternal(static_cast<cudaStream_t>(streams_[i % used]), static_cast<c10::DeviceIndex>(device_index));
+    const c10::cuda::CUDAStream side = c10::cuda::getStreamFromExternal(
+        static_cast<cudaStream_t>(streams_[i % used]), static_cast<c10::DeviceIndex>(device_index));
     const c10::cuda::CUDAStreamGuard guard(side);
     first = fn(i);
   }
@@ -84,12 +90,7 @@ absl::Status SideStreams::ForEach(int device_index, int n, absl::FunctionRef<abs
 
 SideStreams::~SideStreams() = default;
 
-absl::Status SideStreams::ForEach(int, int n, absl::FunctionRef<absl::Status(int)> fn) {
-  for (int i = 0; i < n; ++i) {
-    if (absl::Status s = fn(i); !s.ok()) return s;
-  }
-  return absl::OkStatus();
-}
+absl::Status SideStreams::ForEach(int, int n, absl::FunctionRef<absl::Status(int)> fn) { return InOrder(n, fn); }
 
 #endif
 

@@ -102,6 +102,19 @@ struct AkvCudaState {
   }
 };
 
+namespace {
+
+// `stream` waits for the score updates launched aside, if any.
+absl::Status JoinScores(AkvCudaState& c, cudaStream_t stream) {
+  if (!c.score_pending) return absl::OkStatus();
+  KV_RETURN_IF_ERROR(Cuda(cudaEventRecord(c.score_join, c.score), "score join"));
+  KV_RETURN_IF_ERROR(Cuda(cudaStreamWaitEvent(stream, c.score_join, 0), "score join wait"));
+  c.score_pending = false;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 int64_t AkvCudaStateBytes(const AkvCudaState* s) {
   if (s == nullptr) return 0;
   int64_t b = s->cold_dev.defined() ? s->cold_dev.nbytes() : 0;
@@ -204,15 +217,12 @@ absl::Status AkvSequenceCache::AttendCuda(int64_t layer, AkvTierSet& set, int id
       KV_RETURN_IF_ERROR(Cuda(LaunchAkvScoreUpdate(score, stream), "score update"));
     }
   }
-  if (c.score_pending && layer == geometry_.n_layers - 1) {
-    // The step ends here for this sequence: EndStep's select reads the scores
-    // (and a graph capture must see every stream it forked rejoin).
-    KV_RETURN_IF_ERROR(Cuda(cudaEventRecord(c.score_join, c.score), "score join"));
-    KV_RETURN_IF_ERROR(Cuda(cudaStreamWaitEvent(stream, c.score_join, 0), "score join wait"));
-    c.score_pending = false;
-  }
+  // The step ends here for this sequence: EndStep's select reads the scores
+  // (and a graph capture must see every stream it forked rejoin).
+  if (layer == geometry_.n_layers - 1) return JoinScores(c, stream);
   return absl::OkStatus();
 }
+
 
 absl::Status AkvSequenceCache::EndStepCuda() {
   static const bool aside = EnvSwitchOn("KVSTREAM_AKV_END_STEP_ASIDE");
@@ -235,12 +245,8 @@ absl::Status AkvSequenceCache::JoinAside(bool step_start) {
   if (!cuda_) return absl::OkStatus();
   AkvCudaState& c = *cuda_;
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  if (step_start && c.score_pending) {
-    // Score updates of a step that failed before its last layer joined them.
-    KV_RETURN_IF_ERROR(Cuda(cudaEventRecord(c.score_join, c.score), "score join"));
-    KV_RETURN_IF_ERROR(Cuda(cudaStreamWaitEvent(stream, c.score_join, 0), "score join wait"));
-    c.score_pending = false;
-  }
+  // Score updates of a step that failed before its last layer joined them.
+  if (step_start) KV_RETURN_IF_ERROR(JoinScores(c, stream));
   if (!c.end_pending) return absl::OkStatus();
   c.end_pending = false;
   return Cuda(cudaStreamWaitEvent(stream, c.end_join, 0), "end-step join wait");
