@@ -190,7 +190,8 @@ int main(int argc, char** argv) {
   std::printf("device %s, %d SMs, L2 %d MiB; copy %.0f GB/s; %d CTAs/SM (planner assumes %d)\n", prop.name,
               prop.multiProcessorCount, prop.l2CacheSize >> 20, copy, ctas, kvstream::kDenseDecodeCtasPerSm);
 
-  const int shapes[][2] = {{1, 1024}, {1, 4096}, {1, 8192}, {1, 32768}, {1, 131072}, {8, 8192}, {8, 32768}, {32, 8192}, {64, 8192}};
+  const int shapes[][2] = {{1, 1024},  {1, 4096},  {1, 8192},  {1, 32768}, {1, 131072},
+                           {8, 8192},  {8, 32768}, {32, 8192}, {64, 8192}};
   std::vector<Result> results;
   std::string sweep_json;
   for (const auto& bt : shapes) {

@@ -201,7 +201,9 @@ absl::StatusOr<LaunchedStep> Scheduler::Launch(std::vector<SeqInput> inputs, std
     return absl::InternalError(absl::StrCat("forward failed: ", e.what_without_backtrace()));
   }
   for (const auto& r : running_) {
-    if (std::find(l.rows.begin(), l.rows.end(), r->id) != l.rows.end()) l.full = l.full || r->seq.gen->NeedsFullLogits();
+    if (std::find(l.rows.begin(), l.rows.end(), r->id) != l.rows.end()) {
+      l.full = l.full || r->seq.gen->NeedsFullLogits();
+    }
   }
   return l;
 }
