@@ -42,10 +42,10 @@ __global__ void __launch_bounds__(kCritThreads) CriticalityKernel(const EntmaxCr
   const T* kmin = static_cast<const T*>(p.stats.kmin);
   const T* kmax = static_cast<const T*>(p.stats.kmax);
   for (int pg = blockIdx.x * kCritPagesPerCta + warp; pg < end; pg += kCritThreads / 32) {
-    const int64_t phys = kv.block_table[static_cast<int64_t>(b) * MB + pg];
+    const int64_t slot = EntmaxStatsSlot(kv, b, pg);
     float best = 0.0f;
     for (int i = 0; i < per_list; ++i) {
-      const int64_t st = (phys * kv.num_kv_heads + (l * per_list + i) / group) * D;
+      const int64_t st = (slot * kv.num_kv_heads + (l * per_list + i) / group) * D;
       float u = 0.0f;
 #pragma unroll
       for (int k = 0; k < kPerLane; ++k) {
@@ -82,8 +82,7 @@ __global__ void __launch_bounds__(kCritThreads, NH <= 4 && D * sizeof(T) == 256 
   // dereferenced), so the stats loads below are one round trip, not two.
   __shared__ int64_t rows[kVecPagesPerCta];  // uint4 index of (page, g, lane 0)
   if (tid < kVecPagesPerCta && first + tid < MB) {
-    rows[tid] = (static_cast<int64_t>(kv.block_table[static_cast<int64_t>(b) * MB + first + tid]) * kv.num_kv_heads + g) *
-                kLanes;
+    rows[tid] = (EntmaxStatsSlot(kv, b, first + tid) * kv.num_kv_heads + g) * kLanes;
   }
   __syncthreads();
   if (first >= end) return;  // (reads nothing the kernel before writes, writes nothing)

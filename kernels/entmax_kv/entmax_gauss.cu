@@ -38,7 +38,7 @@ __global__ void __launch_bounds__(kStatsThreads) GaussStatsKernel(const EntmaxGa
   const int64_t bh = static_cast<int64_t>(b) * H + h;
   float sum_mu = 0.0f, sum_var = 0.0f;
   for (int pg = warp; pg < s.hist; pg += kStatsThreads / 32) {
-    const int64_t st = (static_cast<int64_t>(kv.block_table[static_cast<int64_t>(b) * MB + pg]) * kv.num_kv_heads + g) * D;
+    const int64_t st = (EntmaxStatsSlot(kv, b, pg) * kv.num_kv_heads + g) * D;
     float mu = 0.0f, var = 0.0f;
 #pragma unroll
     for (int e = 0; e < kE; ++e) {

@@ -59,8 +59,7 @@ bool EntmaxGaussStatsRef(const EntmaxGaussStatsParams& p) {
   for (int b = 0; b < kv.batch; ++b) {
     const EntmaxSeqPages s = EntmaxPagesOf(kv.seq_lens[b], kv.page_size, MB);
     for (int pg = 0; pg < s.hist; ++pg) {
-      const int32_t phys = kv.block_table[static_cast<int64_t>(b) * MB + pg];
-      if (phys < 0 || phys >= kv.num_blocks) return false;
+      if (!EntmaxPageBlocksValid(kv, b, pg, 1)) return false;
     }
   }
   for (int b = 0; b < kv.batch; ++b) {
@@ -69,8 +68,7 @@ bool EntmaxGaussStatsRef(const EntmaxGaussStatsParams& p) {
       const int64_t bh = static_cast<int64_t>(b) * H + h;
       double sum_mu = 0.0, sum_var = 0.0;
       for (int pg = 0; pg < s.hist; ++pg) {
-        const int64_t phys = kv.block_table[static_cast<int64_t>(b) * MB + pg];
-        const size_t st = static_cast<size_t>((phys * kv.num_kv_heads + h / group) * D);
+        const size_t st = static_cast<size_t>((EntmaxStatsSlot(kv, b, pg) * kv.num_kv_heads + h / group) * D);
         float mu = 0.0f, var = 0.0f;
         for (int d = 0; d < D; ++d) {
           const float qs = p.scale * LoadAsFloat(p.query.q, static_cast<size_t>(b * qsb + h * qsh + d), kv.dtype);

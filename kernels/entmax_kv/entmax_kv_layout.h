@@ -8,9 +8,12 @@
 //        its G query heads) or H (PER_QUERY_HEAD); query head h reads list
 //        h / (H / Hs)
 //   D    head dim (64 or 128, compile-time in the kernels)
-//   P    page size in tokens;  NB  pages in the pool
-//   MB   max pages per sequence (row length of block_table, of the U / mu /
-//        sigma rows and of the page lists)
+//   P    page size in tokens (the unit of statistics and selection)
+//   Pb   pool block size in tokens (the block table's unit; Pb = P unless
+//        block_size says otherwise);  NB  blocks in the pool
+//   SB   stats slots per block: Pb / P when P < Pb, else 1
+//   MB   max pages per sequence (row length of the U / mu / sigma rows and
+//        of the page lists); a block_table row holds MB*P/Pb blocks
 //   MT   max selected tokens per head (row length of the score scratch), >= the
 //        largest sel_len of the step (MB*P always suffices)
 //   S    splits of the sparse decode (split-K)
@@ -22,12 +25,15 @@
 //   P_hist = t historical pages (0 when T <= P); tail_len = T - t*P.
 //
 // Layouts (one layer; the KV pool is the dense pool of kernels/dense)
-//   K pool, V pool   [NB, Hkv, P, D] dtype (post-RoPE keys)
-//   block_table      [B, MB] int32 physical page ids; logical page p of b is
-//                    block_table[b*MB + p]
+//   K pool, V pool   [NB, Hkv, Pb, D] dtype (post-RoPE keys)
+//   block_table      [B, MB*P/Pb] int32 physical block ids; token t of b is
+//                    slot t % Pb of block block_table[b*(MB*P/Pb) + t / Pb]
+//                    (EntmaxTokenOffset)
 //   seq_lens         [B] int32, DEVICE memory for launchers (host for twins)
-//   stats pools      [NB, Hkv, D], indexed by the PHYSICAL page id like the
-//                    KV pool, so they follow the block table for free:
+//   stats pools      [NB*SB, Hkv, D], indexed by the physical block holding
+//                    the page's first token (times SB, plus the page's index
+//                    in that block: EntmaxStatsSlot), so they follow the
+//                    block table for free. With P = Pb: the block id.
 //                      kmin, kmax   dtype (exact copies of key values, §3)
 //                      kmean, kstd  fp32 (population std, floor 1e-6, §3/§6)
 //   q                [B, H, D] dtype, strides q_stride_b / q_stride_h
@@ -79,8 +85,9 @@ struct EntmaxPagedKv {
   int num_kv_heads = 0;                  // Hkv
   int head_dim = 0;                      // D: 64 or 128
   int page_size = 0;                     // P: 8, 16, 32 or 64 (§5)
+  int block_size = 0;                    // Pb: 8, 16, 32 or 64; 0 = P (the pool's blocks are pages)
   int num_blocks = 0;                    // NB (bounds-checked by the twins only)
-  int max_blocks_per_seq = 0;            // MB
+  int max_blocks_per_seq = 0;            // MB pages; MB*P must be a multiple of Pb
   KvDType dtype = KvDType::kBf16;        // K/V pool, q, out and kmin/kmax element type
 };
 
@@ -125,6 +132,52 @@ KV_HD EntmaxSeqPages EntmaxPagesOf(int32_t seq_len, int page_size, int max_block
   s.hist = s.pages > 0 ? s.pages - 1 : 0;
   s.tail_len = s.tokens - s.hist * page_size;
   return s;
+}
+
+// ---- pool addressing (every kernel and twin goes through these) --------------------
+// A request's page size need not be the pool's block size (the engine's pool
+// has 16-token blocks for every strategy; §5 allows P in 8..64): a page of
+// P < Pb is a slice of one block, a page of P > Pb spans P/Pb blocks.
+KV_HD int EntmaxBlockTokens(const EntmaxPagedKv& kv) { return kv.block_size > 0 ? kv.block_size : kv.page_size; }
+// Stats slots per block (SB).
+KV_HD int EntmaxStatsSlotsPerBlock(const EntmaxPagedKv& kv) {
+  const int pb = EntmaxBlockTokens(kv);
+  return pb > kv.page_size ? pb / kv.page_size : 1;
+}
+// Row length of block_table, in blocks.
+KV_HD int64_t EntmaxTableRow(const EntmaxPagedKv& kv) {
+  return static_cast<int64_t>(kv.max_blocks_per_seq) * kv.page_size / EntmaxBlockTokens(kv);
+}
+// Physical block holding logical token t of sequence b (t < MB*P).
+KV_HD int32_t EntmaxBlockOf(const EntmaxPagedKv& kv, int b, int64_t t) {
+  return kv.block_table[b * EntmaxTableRow(kv) + t / EntmaxBlockTokens(kv)];
+}
+// Element offset of (token t, KV head g, dim 0) of sequence b in a K/V pool;
+// tokens of one block are consecutive rows of D.
+KV_HD int64_t EntmaxTokenOffset(const EntmaxPagedKv& kv, int b, int g, int64_t t) {
+  const int pb = EntmaxBlockTokens(kv);
+  return ((static_cast<int64_t>(EntmaxBlockOf(kv, b, t)) * kv.num_kv_heads + g) * pb + t % pb) * kv.head_dim;
+}
+// Stats slot of page p of sequence b: its first token's block, times SB, plus
+// the page's index within that block (a page of P >= Pb owns its first block's
+// slot; the slots of its other blocks stay unused).
+KV_HD int64_t EntmaxStatsSlot(const EntmaxPagedKv& kv, int b, int p) {
+  const int64_t t0 = static_cast<int64_t>(p) * kv.page_size;
+  const int sb = EntmaxStatsSlotsPerBlock(kv);
+  const int64_t blk = EntmaxBlockOf(kv, b, t0);
+  return sb == 1 ? blk : blk * sb + (t0 % EntmaxBlockTokens(kv)) / kv.page_size;
+}
+
+// True when every block holding tokens [pg*P, pg*P + n) of sequence b is an
+// id in [0, NB) (the twins check before they write anything).
+KV_HD bool EntmaxPageBlocksValid(const EntmaxPagedKv& kv, int b, int pg, int n) {
+  const int pb = EntmaxBlockTokens(kv);
+  const int64_t t0 = static_cast<int64_t>(pg) * kv.page_size;
+  for (int64_t t = t0 - t0 % pb; t < t0 + n; t += pb) {
+    const int32_t id = EntmaxBlockOf(kv, b, t);
+    if (id < 0 || id >= kv.num_blocks) return false;
+  }
+  return true;
 }
 
 // Orderable bits of a float: a < b  <=>  EntmaxOrderedBits(a) < EntmaxOrderedBits(b);

@@ -19,14 +19,19 @@ __global__ void __launch_bounds__(D) PageStatsKernel(const EntmaxPageStatsParams
   const EntmaxSeqPages s = EntmaxPagesOf(kv.seq_lens[b], P, kv.max_blocks_per_seq);
   const int pg = s.pages - p.recent_pages + static_cast<int>(blockIdx.x);
   if (pg < 0 || pg >= s.pages) return;
-  const int64_t phys = kv.block_table[static_cast<int64_t>(b) * kv.max_blocks_per_seq + pg];
   const int n = min(P, s.tokens - pg * P);
-  const T* k = static_cast<const T*>(kv.k_pool) + ((phys * kv.num_kv_heads + g) * P) * D + d;
-  const int64_t so = (phys * kv.num_kv_heads + g) * D + d;
+  const int64_t so = (EntmaxStatsSlot(kv, b, pg) * kv.num_kv_heads + g) * D + d;
+  // Row j of the page: one block holds the whole page unless P > Pb.
+  const T* pool = static_cast<const T*>(kv.k_pool) + d;
+  const int64_t base = EntmaxTokenOffset(kv, b, g, static_cast<int64_t>(pg) * P);
+  const bool one_block = EntmaxBlockTokens(kv) >= P;
+  auto key = [&](int j) {
+    return pool[one_block ? base + static_cast<int64_t>(j) * D : EntmaxTokenOffset(kv, b, g, static_cast<int64_t>(pg) * P + j)];
+  };
   if (p.kind == EntmaxStatKind::kMinMax) {
-    T lo = k[0], hi = k[0];
+    T lo = key(0), hi = lo;
     for (int j = 1; j < n; ++j) {
-      const T x = k[static_cast<int64_t>(j) * D];
+      const T x = key(j);
       if (ToF(x) < ToF(lo)) lo = x;
       if (ToF(x) > ToF(hi)) hi = x;
     }
@@ -34,11 +39,11 @@ __global__ void __launch_bounds__(D) PageStatsKernel(const EntmaxPageStatsParams
     static_cast<T*>(p.stats.kmax)[so] = hi;
   } else {
     float sum = 0.0f;
-    for (int j = 0; j < n; ++j) sum = __fadd_rn(sum, ToF(k[static_cast<int64_t>(j) * D]));
+    for (int j = 0; j < n; ++j) sum = __fadd_rn(sum, ToF(key(j)));
     const float mean = __fdiv_rn(sum, static_cast<float>(n));
     float ss = 0.0f;
     for (int j = 0; j < n; ++j) {
-      const float c = __fsub_rn(ToF(k[static_cast<int64_t>(j) * D]), mean);
+      const float c = __fsub_rn(ToF(key(j)), mean);
       ss = __fadd_rn(ss, __fmul_rn(c, c));
     }
     p.stats.kmean[so] = mean;

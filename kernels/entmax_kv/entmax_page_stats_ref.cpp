@@ -16,20 +16,21 @@ bool EntmaxPageStatsRef(const EntmaxPageStatsParams& p) {
   for (int b = 0; b < kv.batch; ++b) {
     const EntmaxSeqPages s = EntmaxPagesOf(kv.seq_lens[b], P, kv.max_blocks_per_seq);
     for (int pg = std::max(0, s.pages - p.recent_pages); pg < s.pages; ++pg) {
-      const int32_t phys = kv.block_table[static_cast<int64_t>(b) * kv.max_blocks_per_seq + pg];
-      if (phys < 0 || phys >= kv.num_blocks) return false;
+      if (!EntmaxPageBlocksValid(kv, b, pg, std::min(P, s.tokens - pg * P))) return false;
     }
   }
   for (int b = 0; b < kv.batch; ++b) {
     const EntmaxSeqPages s = EntmaxPagesOf(kv.seq_lens[b], P, kv.max_blocks_per_seq);
     for (int pg = std::max(0, s.pages - p.recent_pages); pg < s.pages; ++pg) {
-      const int64_t phys = kv.block_table[static_cast<int64_t>(b) * kv.max_blocks_per_seq + pg];
+      const int64_t slot = EntmaxStatsSlot(kv, b, pg);
       const int n = std::min(P, s.tokens - pg * P);
       for (int g = 0; g < hkv; ++g) {
-        const size_t kbase = static_cast<size_t>((phys * hkv + g) * P) * D;
-        const size_t sbase = static_cast<size_t>(phys * hkv + g) * D;
+        const size_t sbase = static_cast<size_t>(slot * hkv + g) * D;
         for (int d = 0; d < D; ++d) {
-          auto key = [&](int j) { return LoadAsFloat(kv.k_pool, kbase + static_cast<size_t>(j) * D + d, kv.dtype); };
+          auto key = [&](int j) {
+            const int64_t row = EntmaxTokenOffset(kv, b, g, static_cast<int64_t>(pg) * P + j);
+            return LoadAsFloat(kv.k_pool, static_cast<size_t>(row + d), kv.dtype);
+          };
           if (p.kind == EntmaxStatKind::kMinMax) {
             float lo = key(0), hi = lo;
             for (int j = 1; j < n; ++j) {

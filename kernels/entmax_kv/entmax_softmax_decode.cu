@@ -93,13 +93,17 @@ __global__ void __launch_bounds__(kSmThreads) SoftmaxKernel(const EntmaxSparseDe
   __shared__ float sc[NH][kStageTokens];  // scores (exp2 domain), then weights
   __shared__ float run_m[NH], run_l[NH], corr[NH];
   __shared__ int run_n[NH];
-  __shared__ int64_t tab[kTabPages];  // element offset of (page, g, 0, 0) in a pool
+  // Element offset of (unit, g, 0) in a pool: a unit is U = min(P, Pb)
+  // selected tokens that sit in consecutive rows of one block.
+  __shared__ int64_t tab[kTabPages];
 
   const EntmaxPagedKv& kv = p.kv;
   const int b = blockIdx.z, l = blockIdx.y, split = blockIdx.x, S = p.num_splits;
   const int H = p.query.num_heads, Hs = p.sel.select_heads, nh = H / Hs;
   const int h0 = l * nh, g = h0 / (H / kv.num_kv_heads);
   const int P = kv.page_size, pshift = __ffs(P) - 1, MB = kv.max_blocks_per_seq;
+  const int Pb = EntmaxBlockTokens(kv), bshift = __ffs(Pb) - 1;
+  const int ushift = min(pshift, bshift), U = 1 << ushift, upshift = pshift - ushift;  // units per page: 1 << upshift
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int64_t sel_row = static_cast<int64_t>(b) * Hs + l;
   // q of the list's heads, lane's dims, pre-scaled into the exp2 domain (q is
@@ -125,9 +129,10 @@ __global__ void __launch_bounds__(kSmThreads) SoftmaxKernel(const EntmaxSparseDe
   // and used when the list is that long (else reloaded below).
   int spec_begin, spec_end, spec_page = -1;
   EntmaxSplitRange(p.max_sel_tokens, S, split, &spec_begin, &spec_end);
-  const int spec_e0 = spec_begin >> pshift;
-  if (spec_begin < spec_end && tid < kTabPages && spec_e0 + tid <= ((spec_end - 1) >> pshift) && spec_e0 + tid < MB) {
-    spec_page = list[spec_e0 + tid];
+  const int spec_u0 = spec_begin >> ushift;
+  if (spec_begin < spec_end && tid < kTabPages && spec_u0 + tid <= ((spec_end - 1) >> ushift) &&
+      ((spec_u0 + tid) >> upshift) < MB) {
+    spec_page = list[(spec_u0 + tid) >> upshift];
   }
   int n;
   {
@@ -143,16 +148,18 @@ __global__ void __launch_bounds__(kSmThreads) SoftmaxKernel(const EntmaxSparseDe
 
   const T* kpool = static_cast<const T*>(kv.k_pool);
   const T* vpool = static_cast<const T*>(kv.v_pool);
-  const int32_t* table = kv.block_table + static_cast<int64_t>(b) * MB;
+  const int32_t* table = kv.block_table + b * EntmaxTableRow(kv);
 
   for (int seg = begin; seg < end;) {
-    const int e0 = seg >> pshift;
-    const int e1 = min(((end - 1) >> pshift) + 1, e0 + kTabPages);
-    const int seg_end = min(end, e1 << pshift);
+    const int e0 = seg >> ushift;  // units [e0, e1) of this segment
+    const int e1 = min(((end - 1) >> ushift) + 1, e0 + kTabPages);
+    const int seg_end = min(end, e1 << ushift);
     __syncthreads();  // the previous segment is done with tab
     for (int i = tid; i < e1 - e0; i += kSmThreads) {
-      const int64_t phys = table[spec_ok && seg == begin && i == tid ? spec_page : list[e0 + i]];
-      tab[i] = (phys * kv.num_kv_heads + g) * P * D;
+      const int u = e0 + i;
+      const int page = spec_ok && seg == begin && i == tid ? spec_page : list[u >> upshift];
+      const int64_t t = (static_cast<int64_t>(page) << pshift) + ((u << ushift) & (P - 1));  // unit's first token
+      tab[i] = ((static_cast<int64_t>(table[t >> bshift]) * kv.num_kv_heads + g) * Pb + (t & (Pb - 1))) * D;
     }
     __syncthreads();
     const int stages = (seg_end - seg + kStageTokens - 1) / kStageTokens;
@@ -166,7 +173,7 @@ __global__ void __launch_bounds__(kSmThreads) SoftmaxKernel(const EntmaxSparseDe
         const int r = rem / Geo::kPieces, pc = rem % Geo::kPieces, j = t0 + r;
         const T* pool = which ? vpool : kpool;
         const bool ok = r < cnt;
-        const T* src = ok ? pool + tab[(j >> pshift) - e0] + (j & (P - 1)) * D + pc * Geo::kVec : pool;
+        const T* src = ok ? pool + tab[(j >> ushift) - e0] + (j & (U - 1)) * D + pc * Geo::kVec : pool;
         CpAsync16(dst + which * kStageTokens * D + r * D + pc * Geo::kVec, src, ok);
       }
     };

@@ -41,11 +41,9 @@ __device__ __forceinline__ Row RowOf(const EntmaxSparseDecodeParams& p, int b, i
 }
 
 // Element offset of (selected token j, dim 0) of KV head g in a pool.
-__device__ __forceinline__ int64_t TokenOffset(const EntmaxSparseDecodeParams& p, int b, const Row& r, int g, int j,
-                                               int D) {
+__device__ __forceinline__ int64_t TokenOffset(const EntmaxSparseDecodeParams& p, int b, const Row& r, int g, int j) {
   const int P = p.kv.page_size, MB = p.kv.max_blocks_per_seq;
-  const int64_t phys = p.kv.block_table[static_cast<int64_t>(b) * MB + p.sel.pages[r.sel_row * MB + j / P]];
-  return ((phys * p.kv.num_kv_heads + g) * P + j % P) * D;
+  return EntmaxTokenOffset(p.kv, b, g, static_cast<int64_t>(p.sel.pages[r.sel_row * MB + j / P]) * P + j % P);
 }
 
 template <class T, int D>
@@ -67,7 +65,7 @@ __global__ void __launch_bounds__(kThreads) ScoreKernel(const EntmaxSparseDecode
   const T* kpool = static_cast<const T*>(p.kv.k_pool);
   float* z = p.scores + r.bh * p.max_sel_tokens;
   for (int j = begin + warp; j < end; j += kWarps) {
-    const T* k = kpool + TokenOffset(p, b, r, g, j, D) + lane * kE;
+    const T* k = kpool + TokenOffset(p, b, r, g, j) + lane * kE;
     float dot = 0.0f;
 #pragma unroll
     for (int e = 0; e < kE; ++e) dot = fmaf(qr[e], ToF(k[e]), dot);
@@ -177,7 +175,7 @@ __global__ void __launch_bounds__(kThreads) ValueKernel(const EntmaxSparseDecode
   for (int j = begin + warp; j < end; j += kWarps) {
     const float w = alpha == 1.0f ? expf(z[j] - tau) : EntmaxSparseWeight(z[j], tau, alpha);
     if (!(w > 0.0f)) continue;  // entmax zeros: V row never read
-    const T* v = vpool + TokenOffset(p, b, r, g, j, D) + lane * kE;
+    const T* v = vpool + TokenOffset(p, b, r, g, j) + lane * kE;
 #pragma unroll
     for (int e = 0; e < kE; ++e) acc[e] = fmaf(w, ToF(v[e]), acc[e]);
   }

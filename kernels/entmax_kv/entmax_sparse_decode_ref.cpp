@@ -57,17 +57,20 @@ bool EntmaxSparseDecodeRef(const EntmaxSparseDecodeParams& p) {
     const int64_t cap = std::min<int64_t>(p.max_sel_tokens, static_cast<int64_t>(p.sel.page_count[row]) * P);
     return static_cast<int>(std::clamp<int64_t>(p.sel.sel_len[row], 0, std::max<int64_t>(cap, 0)));
   };
-  auto phys_of = [&](int b, int64_t row, int j) {
+  // Logical token of the list's j-th selected token (-1: page id out of range).
+  auto token_of = [&](int64_t row, int j) -> int64_t {
     const int32_t logical = p.sel.pages[row * MB + j / P];
     if (logical < 0 || logical >= MB) return -1;
-    return kv.block_table[static_cast<int64_t>(b) * MB + logical];
+    return static_cast<int64_t>(logical) * P + j % P;
   };
   for (int b = 0; b < kv.batch; ++b) {
     for (int l = 0; l < hs; ++l) {
       const int64_t row = static_cast<int64_t>(b) * hs + l;
       for (int j = 0; j < sel_tokens(row); ++j) {
-        const int32_t phys = phys_of(b, row, j);
-        if (phys < 0 || phys >= kv.num_blocks) return false;
+        const int64_t t = token_of(row, j);
+        if (t < 0) return false;
+        const int32_t blk = EntmaxBlockOf(kv, b, t);
+        if (blk < 0 || blk >= kv.num_blocks) return false;
       }
     }
   }
@@ -82,8 +85,7 @@ bool EntmaxSparseDecodeRef(const EntmaxSparseDecodeParams& p) {
       if (p.scores == nullptr) zloc.resize(static_cast<size_t>(std::max(n, 1)));
       float* z = p.scores ? p.scores + bh * p.max_sel_tokens : zloc.data();
       auto kv_at = [&](const void* pool, int j, int d) {
-        const int64_t phys = phys_of(b, row, j);
-        return LoadAsFloat(pool, static_cast<size_t>(((phys * kv.num_kv_heads + g) * P + j % P) * D + d), kv.dtype);
+        return LoadAsFloat(pool, static_cast<size_t>(EntmaxTokenOffset(kv, b, g, token_of(row, j)) + d), kv.dtype);
       };
       for (int j = 0; j < n; ++j) {
         float dot = 0.0f;

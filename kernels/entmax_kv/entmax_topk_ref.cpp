@@ -18,18 +18,17 @@ bool EntmaxCriticalityRef(const EntmaxCriticalityParams& p) {
   for (int b = 0; b < kv.batch; ++b) {
     const EntmaxSeqPages s = EntmaxPagesOf(kv.seq_lens[b], kv.page_size, MB);
     for (int pg = 0; pg < s.hist; ++pg) {
-      const int32_t phys = kv.block_table[static_cast<int64_t>(b) * MB + pg];
-      if (phys < 0 || phys >= kv.num_blocks) return false;
+      if (!EntmaxPageBlocksValid(kv, b, pg, 1)) return false;
     }
   }
   for (int b = 0; b < kv.batch; ++b) {
     const EntmaxSeqPages s = EntmaxPagesOf(kv.seq_lens[b], kv.page_size, MB);
     for (int l = 0; l < hs; ++l) {
       for (int pg = 0; pg < s.hist; ++pg) {
-        const int64_t phys = kv.block_table[static_cast<int64_t>(b) * MB + pg];
+        const int64_t slot = EntmaxStatsSlot(kv, b, pg);
         float best = 0.0f;
         for (int h = l * per_list; h < (l + 1) * per_list; ++h) {
-          const size_t st = static_cast<size_t>((phys * kv.num_kv_heads + h / group) * D);
+          const size_t st = static_cast<size_t>((slot * kv.num_kv_heads + h / group) * D);
           float u = 0.0f;
           for (int d = 0; d < D; ++d) {
             const float q = LoadAsFloat(p.query.q, static_cast<size_t>(b * qsb + h * qsh + d), kv.dtype);

@@ -17,8 +17,12 @@ const char* EntmaxPagedKvValidate(const EntmaxPagedKv& kv) {
   if (!EntmaxKvSupports(kv.head_dim, kv.dtype)) return "kv.head_dim/dtype: D in {64, 128}, dtype in {fp32, bf16}";
   if (kv.page_size != 8 && kv.page_size != 16 && kv.page_size != 32 && kv.page_size != 64)
     return "kv.page_size must be 8, 16, 32 or 64";
+  if (kv.block_size != 0 && kv.block_size != 8 && kv.block_size != 16 && kv.block_size != 32 && kv.block_size != 64)
+    return "kv.block_size must be 0 (= page_size), 8, 16, 32 or 64";
   if (kv.num_blocks <= 0) return "kv.num_blocks must be >= 1";
   if (kv.max_blocks_per_seq <= 0) return "kv.max_blocks_per_seq must be >= 1";
+  if (static_cast<int64_t>(kv.max_blocks_per_seq) * kv.page_size % EntmaxBlockTokens(kv) != 0)
+    return "kv.max_blocks_per_seq * kv.page_size must be a multiple of kv.block_size (whole table rows)";
   if (kv.batch > 0 && (kv.block_table == nullptr || kv.seq_lens == nullptr))
     return "kv.block_table and kv.seq_lens are required";
   return nullptr;

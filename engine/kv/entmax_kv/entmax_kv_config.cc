@@ -63,10 +63,6 @@ absl::StatusOr<EntmaxKvConfig> ParseEntmaxKvConfig(const StrategyConfig& config,
                         " is not implemented yet in this server (only 1.0; alpha > 1 will also need "
                         "--allow-entmax-attention)"));
   }
-  if (c.page_size != 16) {
-    r.Fail(absl::StrCat(r.Field("page_size"), " ", c.page_size,
-                        " is not implemented yet in this server (only 16, the KV pool's page)"));
-  }
   if (absl::Status s = r.Finish(); !s.ok()) return s;
   return c;
 }

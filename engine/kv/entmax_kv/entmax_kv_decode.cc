@@ -20,8 +20,6 @@
 namespace kvstream {
 namespace {
 
-constexpr int64_t P = PagedKvPool::kPageTokens;
-
 // Twin result (CPU) -> status.
 absl::Status TwinStatus(bool ok, const char* why, const char* kernel, int64_t layer) {
   if (ok) return absl::OkStatus();
@@ -46,9 +44,10 @@ EntmaxPagedKv PagedView(const PagedKvPool& pool, int64_t layer, const EntmaxDeco
   kv.batch = rows.batch;
   kv.num_kv_heads = static_cast<int>(g.n_kv_heads);
   kv.head_dim = static_cast<int>(g.head_dim);
-  kv.page_size = static_cast<int>(P);
+  kv.page_size = rows.page_size;
+  kv.block_size = static_cast<int>(PagedKvPool::kPageTokens);
   kv.num_blocks = static_cast<int>(pool.num_pages());
-  kv.max_blocks_per_seq = rows.max_blocks;
+  kv.max_blocks_per_seq = static_cast<int>(rows.max_pages());  // the kernels' MB counts pages
   kv.dtype = KvDTypeOf(g.dtype);
   return kv;
 }
@@ -62,14 +61,21 @@ at::Tensor EntmaxUploadAsync(const std::vector<int64_t>& v, const c10::Device& d
 }
 
 std::vector<int64_t> EntmaxKernelScalars(const EntmaxKvConfig& c) {
-  return {static_cast<int64_t>(c.selector), static_cast<int64_t>(std::lround(c.alpha * 1000)), c.budget_pages(),
-          c.niter, c.tau_correction_iters, c.min_context, c.sink_pages, c.dense_layers,
+  return {static_cast<int64_t>(c.selector), static_cast<int64_t>(std::lround(c.alpha * 1000)), c.page_size,
+          c.budget_pages(), c.niter, c.tau_correction_iters, c.min_context, c.sink_pages, c.dense_layers,
           static_cast<int64_t>(c.gqa_selection), c.normalize_output ? 1 : 0};
 }
 
-EntmaxDecodeCounts EntmaxCountsFor(const EntmaxKvConfig& config, int64_t layer, int64_t T, int64_t max_blocks) {
+int64_t EntmaxTableBlocks(int64_t tokens, int page_size) {
+  const int64_t per_page = std::max<int64_t>(page_size / PagedKvPool::kPageTokens, 1);
+  const int64_t blocks = (tokens + PagedKvPool::kPageTokens - 1) / PagedKvPool::kPageTokens;
+  return (blocks + per_page - 1) / per_page * per_page;
+}
+
+EntmaxDecodeCounts EntmaxCountsFor(const EntmaxKvConfig& config, int64_t layer, int64_t T, int64_t max_pages) {
+  const int64_t P = config.page_size;
   EntmaxDecodeCounts c;
-  c.pages = EntmaxPagesOf(static_cast<int32_t>(T), static_cast<int>(P), static_cast<int>(max_blocks));
+  c.pages = EntmaxPagesOf(static_cast<int32_t>(T), static_cast<int>(P), static_cast<int>(max_pages));
   c.fallback = layer < config.dense_layers || T < config.min_context || config.budget_pages() >= c.pages.hist;
   c.n_hist = c.fallback ? c.pages.hist : std::min<int64_t>(config.budget_pages(), c.pages.hist);
   c.t_sel = c.n_hist * P + c.pages.tail_len;
@@ -77,21 +83,21 @@ EntmaxDecodeCounts EntmaxCountsFor(const EntmaxKvConfig& config, int64_t layer, 
 }
 
 EntmaxDecodeBounds EntmaxBoundsFor(const EntmaxKvConfig& config, int64_t layer, const std::vector<int64_t>& lengths,
-                                   int64_t max_blocks) {
+                                   int64_t max_pages) {
   EntmaxDecodeBounds b;
   b.rank_pages = false;
   for (int64_t T : lengths) {
-    const EntmaxDecodeCounts c = EntmaxCountsFor(config, layer, T, max_blocks);
+    const EntmaxDecodeCounts c = EntmaxCountsFor(config, layer, T, max_pages);
     b.max_sel_tokens = std::max(b.max_sel_tokens, c.t_sel);
     b.rank_pages = b.rank_pages || !c.fallback;
   }
   return b;
 }
 
-EntmaxDecodeBounds EntmaxGraphBoundsFor(const EntmaxKvConfig& config, int64_t layer, int64_t max_blocks,
+EntmaxDecodeBounds EntmaxGraphBoundsFor(const EntmaxKvConfig& config, int64_t layer, int64_t max_pages,
                                         bool rank_pages) {
   EntmaxDecodeBounds b;
-  const int64_t all = max_blocks * P, ranked = (config.budget_pages() + 1) * P;
+  const int64_t P = config.page_size, all = max_pages * P, ranked = (config.budget_pages() + 1) * P;
   // A fallback row attends T tokens: below budget + P when the budget covers
   // its history, below min_context when that keeps it dense, any T on a
   // dense layer.
@@ -105,8 +111,9 @@ absl::Status RunEntmaxPageStats(const PagedKvPool& pool, EntmaxStatsStore& stats
                                 const EntmaxDecodeRows& rows, int recent_pages) {
   EntmaxPageStatsParams p;
   p.kv = PagedView(pool, layer, rows);
-  p.stats.kmin = stats.kmin(layer).mutable_data_ptr();
-  p.stats.kmax = stats.kmax(layer).mutable_data_ptr();
+  const int sb = EntmaxSlotsPerBlock(rows.page_size);
+  p.stats.kmin = stats.kmin(layer, sb).mutable_data_ptr();
+  p.stats.kmax = stats.kmax(layer, sb).mutable_data_ptr();
   p.kind = EntmaxStatKind::kMinMax;
   p.recent_pages = recent_pages;
   if (pool.geometry().device.is_cuda()) {
@@ -170,8 +177,12 @@ absl::Status EntmaxStatsAside::End() {
 absl::Status RunEntmaxDecode(const PagedKvPool& pool, EntmaxStatsStore& stats, const EntmaxKvConfig& config,
                              int64_t layer, const EntmaxDecodeRows& rows, const EntmaxDecodeBounds& bounds,
                              const at::Tensor& q, at::Tensor& out, at::Tensor& mass) {
+  if (rows.page_size != config.page_size) {
+    return absl::InternalError(absl::StrCat("entmax_kv: rows of ", rows.page_size, "-token pages decoded with page_size ",
+                                            config.page_size));
+  }
   const KvGeometry& g = pool.geometry();
-  const int64_t B = rows.batch, H = g.n_heads, D = g.head_dim, MB = rows.max_blocks;
+  const int64_t B = rows.batch, H = g.n_heads, D = g.head_dim, MB = rows.max_pages();
   const int64_t Hs = config.gqa_selection == EntmaxKvConfig::GqaSelection::kPerQueryHead ? H : g.n_kv_heads;
   const bool cuda = g.device.is_cuda();
   auto f32 = at::TensorOptions().dtype(at::kFloat).device(g.device);
@@ -203,15 +214,16 @@ absl::Status RunEntmaxDecode(const PagedKvPool& pool, EntmaxStatsStore& stats, c
   EntmaxCriticalityParams cp;
   cp.kv = kv;
   cp.query = query;
-  cp.stats.kmin = stats.kmin(layer).mutable_data_ptr();
-  cp.stats.kmax = stats.kmax(layer).mutable_data_ptr();
+  const int sb = EntmaxSlotsPerBlock(config.page_size);
+  cp.stats.kmin = stats.kmin(layer, sb).mutable_data_ptr();
+  cp.stats.kmax = stats.kmax(layer, sb).mutable_data_ptr();
   cp.u = u.mutable_data_ptr<float>();
   cp.select_heads = static_cast<int>(Hs);
   EntmaxTopkPackParams tp;
   tp.u = u.const_data_ptr<float>();
   tp.seq_lens = rows.seq_lens;
   tp.batch = static_cast<int>(B);
-  tp.page_size = static_cast<int>(P);
+  tp.page_size = config.page_size;
   tp.max_blocks_per_seq = static_cast<int>(MB);
   tp.sel = sel;
   tp.budget_pages = config.budget_pages();

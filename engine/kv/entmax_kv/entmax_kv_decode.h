@@ -20,27 +20,34 @@ namespace kvstream {
 class EntmaxStatsStore;
 
 // What K3 will do for one sequence of T tokens (after the append) at one
-// layer, known on the host from T alone (spec §4 steps 2-3a).
+// layer, known on the host from T alone (spec §4 steps 2-3a). Pages are the
+// config's page_size; max_pages bounds them (T is clamped to max_pages * P).
 struct EntmaxDecodeCounts {
   EntmaxSeqPages pages;   // N, P_hist, tail
   bool fallback = false;  // every page (dense layer, T < min_context, budget >= P_hist)
   int64_t n_hist = 0;     // historical pages attended
   int64_t t_sel = 0;      // tokens attended: n_hist * P + tail
 };
-EntmaxDecodeCounts EntmaxCountsFor(const EntmaxKvConfig& config, int64_t layer, int64_t T, int64_t max_blocks);
+EntmaxDecodeCounts EntmaxCountsFor(const EntmaxKvConfig& config, int64_t layer, int64_t T, int64_t max_pages);
 
 // The config fields the decode kernels take as scalars: sequences with equal
 // ones can share a launch (and a captured graph).
 std::vector<int64_t> EntmaxKernelScalars(const EntmaxKvConfig& c);
 
-// One decode step's device view of B sequences: block table [B, MB] and
-// lengths [B] (after this step's append) on the pool's device.
+// One decode step's device view of B sequences: block table [B, MB] of pool
+// blocks and lengths [B] (after this step's append) on the pool's device.
 struct EntmaxDecodeRows {
   const int32_t* block_table = nullptr;  // [B, MB] int32
   const int32_t* seq_lens = nullptr;     // [B] int32
   int batch = 0;
-  int max_blocks = 0;                    // MB
+  int max_blocks = 0;                    // MB pool blocks (16 tokens), a multiple of page_size / 16
+  int page_size = 16;                    // the config's P
+  // Pages of P tokens a row can hold: the row length of U and the page lists.
+  int64_t max_pages() const { return static_cast<int64_t>(max_blocks) * PagedKvPool::kPageTokens / page_size; }
 };
+// Pool blocks a table row needs for `tokens`, rounded up to whole pages of
+// `page_size` (a 32- or 64-token page spans 2 or 4 blocks).
+int64_t EntmaxTableBlocks(int64_t tokens, int page_size);
 
 // What the host fixes for one layer's K2 / K7 launches.
 struct EntmaxDecodeBounds {
@@ -49,12 +56,12 @@ struct EntmaxDecodeBounds {
 };
 // Tight bounds from the rows' host lengths T (after the append).
 EntmaxDecodeBounds EntmaxBoundsFor(const EntmaxKvConfig& config, int64_t layer, const std::vector<int64_t>& lengths,
-                                   int64_t max_blocks);
-// Bounds that hold for any lengths up to max_blocks pages, so a captured graph
+                                   int64_t max_pages);
+// Bounds that hold for any lengths up to max_pages pages, so a captured graph
 // serves every step of its key: `rank_pages` is the step's own (part of the
 // key); T_sel is at most budget + P on ranking layers unless min_context keeps
 // longer rows dense.
-EntmaxDecodeBounds EntmaxGraphBoundsFor(const EntmaxKvConfig& config, int64_t layer, int64_t max_blocks,
+EntmaxDecodeBounds EntmaxGraphBoundsFor(const EntmaxKvConfig& config, int64_t layer, int64_t max_pages,
                                         bool rank_pages);
 
 // Host vector -> device tensor without blocking the host: staged in pinned

@@ -4,8 +4,9 @@
 // buffers at fixed addresses; DecodeRows is device work only, so the model
 // captures all layers of the step once per key and replays them (the eager
 // batched path of ForwardGroup runs the same two).
-// What the kernels bake in: the table width MB (a power of two >= 64 pages,
-// at most the context's pages), the config's scalars, whether any row ranks
+// What the kernels bake in: the table width MB (a power of two >= 64 pool
+// blocks, at most the context's blocks rounded up to whole 64-token pages),
+// the config's scalars (page_size among them), whether any row ranks
 // pages (K2 launched or not) and K7's split plan from EntmaxGraphBoundsFor.
 // Padded rows have length 0 (attend to nothing) and append to the scratch page.
 #include <ATen/ATen.h>
@@ -21,8 +22,6 @@ namespace kvstream {
 namespace {
 
 constexpr int64_t P = PagedKvPool::kPageTokens;
-
-int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace
 
@@ -42,7 +41,8 @@ absl::StatusOr<int64_t> EntmaxKvStrategy::PrepareDecode(absl::Span<SequenceCache
     return absl::InternalError(absl::StrFormat(
         "entmax_kv PrepareDecode: %d rows padded to %d (at most %d, one config)", B, padded_rows, kMaxPreparedRows));
   }
-  const int64_t mb_max = std::max<int64_t>(CeilDiv(geometry_.context_length, P), 1);
+  // Whole pages of any page_size (at most 64 tokens = 4 blocks) in a row.
+  const int64_t mb_max = std::max<int64_t>(EntmaxTableBlocks(geometry_.context_length, 64), 4);
   if (!prepared_.table.defined()) {
     auto dev = at::TensorOptions().device(geometry_.device);
     prepared_.table = at::empty({kMaxPreparedRows * mb_max}, dev.dtype(at::kInt));
@@ -96,7 +96,8 @@ absl::StatusOr<int64_t> EntmaxKvStrategy::PrepareDecode(absl::Span<SequenceCache
     for (int64_t h = 0; h < Hkv; ++h) slots[b * Hkv + h] = PagedSlotRow(pages[pos / P], h, pos % P, Hkv);
     // The report's counts: a replayed step runs no host code.
     for (int64_t l = 0; l < geometry_.n_layers; ++l) caches[b]->CountDecode(l, pos + 1);
-    rank_pages = rank_pages || !EntmaxCountsFor(config, config.dense_layers, pos + 1, MB).fallback;
+    const int64_t max_pages = MB * P / config.page_size;
+    rank_pages = rank_pages || !EntmaxCountsFor(config, config.dense_layers, pos + 1, max_pages).fallback;
   }
   const bool non_blocking = geometry_.device.is_cuda();
   prepared_.table.narrow(0, 0, padded_rows * MB).copy_(prepared_.table_host.narrow(0, 0, padded_rows * MB),
@@ -135,8 +136,10 @@ absl::Status EntmaxKvStrategy::DecodeRows(int64_t layer, at::Tensor q, const at:
   rows.seq_lens = prepared_.lens.const_data_ptr<int32_t>();
   rows.batch = static_cast<int>(R);
   rows.max_blocks = static_cast<int>(MB);
+  rows.page_size = prepared_.config.page_size;
   KV_RETURN_IF_ERROR(aside_.Begin(*pool_, *stats_, layer, rows));  // K1, beside K2-K7
-  const EntmaxDecodeBounds bounds = EntmaxGraphBoundsFor(prepared_.config, layer, MB, prepared_.rank_pages);
+  const EntmaxDecodeBounds bounds =
+      EntmaxGraphBoundsFor(prepared_.config, layer, rows.max_pages(), prepared_.rank_pages);
   at::Tensor mass;  // 1 by construction on the alpha-1 path (the only one served)
   const absl::Status s = RunEntmaxDecode(*pool_, *stats_, prepared_.config, layer, rows, bounds, q, out, mass);
   KV_RETURN_IF_ERROR(aside_.End());

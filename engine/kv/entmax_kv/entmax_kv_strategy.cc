@@ -23,15 +23,20 @@ int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // ---- stats store ------------------------------------------------------------------
 
-int64_t EntmaxStatsStore::page_bytes() const {
+int64_t EntmaxStatsStore::slot_bytes() const {
   return 2 * geometry_.n_layers * geometry_.n_kv_heads * geometry_.head_dim *
          static_cast<int64_t>(c10::elementSize(geometry_.dtype));
 }
 
-void EntmaxStatsStore::EnsureAllocated(int64_t num_pages) {
-  if (storage_.defined() || num_pages <= 0) return;
+void EntmaxStatsStore::EnsureAllocated(int64_t num_blocks, int slots_per_block) {
+  if (storage_.count(slots_per_block) > 0 || num_blocks <= 0) return;
   auto opts = at::TensorOptions().dtype(geometry_.dtype).device(geometry_.device);
-  storage_ = at::zeros({geometry_.n_layers, 2, num_pages, geometry_.n_kv_heads, geometry_.head_dim}, opts);
+  storage_[slots_per_block] = at::zeros(
+      {geometry_.n_layers, 2, num_blocks * slots_per_block, geometry_.n_kv_heads, geometry_.head_dim}, opts);
+}
+
+int EntmaxSlotsPerBlock(int page_size) {
+  return page_size < P ? static_cast<int>(P / page_size) : 1;
 }
 
 // ---- strategy --------------------------------------------------------------------
@@ -43,7 +48,7 @@ EntmaxKvStrategy::EntmaxKvStrategy(const KvGeometry& g, int64_t pool_bytes)
   KvGeometry kv = g;
   const int64_t kv_page = 2 * g.n_layers * g.n_kv_heads * P * g.head_dim *
                           static_cast<int64_t>(c10::elementSize(g.dtype));
-  const int64_t bytes = pool_bytes > 0 ? pool_bytes / (kv_page + stats_->page_bytes()) * kv_page : 0;
+  const int64_t bytes = pool_bytes > 0 ? pool_bytes / (kv_page + stats_->slot_bytes()) * kv_page : 0;
   pool_ = std::make_shared<PagedKvPool>(kv, pool_bytes > 0 ? std::max<int64_t>(bytes, kv_page) : 0);
 }
 
@@ -70,8 +75,12 @@ absl::StatusOr<std::unique_ptr<SequenceCache>> EntmaxKvStrategy::Open(const Stra
   return std::make_unique<EntmaxKvSequenceCache>(pool_, stats_, c, config.max_tokens);
 }
 
-int64_t EntmaxKvStrategy::PredictBytes(const StrategyConfig&, int64_t prompt_tokens, int64_t max_new_tokens) const {
-  return CeilDiv(prompt_tokens + max_new_tokens, P) * (pool_->page_bytes() + stats_->page_bytes());
+int64_t EntmaxKvStrategy::PredictBytes(const StrategyConfig& config, int64_t prompt_tokens,
+                                       int64_t max_new_tokens) const {
+  const absl::StatusOr<EntmaxKvConfig> c = ParseEntmaxKvConfig(config, geometry_.n_layers);
+  const int page_size = c.ok() ? c->page_size : static_cast<int>(P);
+  return CeilDiv(prompt_tokens + max_new_tokens, P) *
+         (pool_->page_bytes() + stats_->slot_bytes() * EntmaxSlotsPerBlock(page_size));
 }
 
 // ---- sequence --------------------------------------------------------------------
@@ -91,7 +100,7 @@ absl::Status EntmaxKvSequenceCache::Grow(int64_t tokens) {
   const int64_t need = CeilDiv(tokens, P) - static_cast<int64_t>(pages_.size());
   if (need <= 0) return absl::OkStatus();
   KV_ASSIGN_OR_RETURN(std::vector<int32_t> got, pool_->Take(need));
-  stats_->EnsureAllocated(pool_->num_pages());
+  stats_->EnsureAllocated(pool_->num_pages(), EntmaxSlotsPerBlock(config_.page_size));
   pages_.insert(pages_.end(), got.begin(), got.end());
   peak_bytes_ = std::max(peak_bytes_, BytesHeld());
   return absl::OkStatus();
@@ -103,6 +112,7 @@ EntmaxDecodeRows EntmaxKvSequenceCache::Rows() const {
   rows.seq_lens = seq_lens_.const_data_ptr<int32_t>();
   rows.batch = 1;
   rows.max_blocks = static_cast<int>(block_table_.size(1));
+  rows.page_size = config_.page_size;
   return rows;
 }
 
@@ -122,24 +132,28 @@ absl::StatusOr<at::Tensor> EntmaxKvSequenceCache::Forward(int64_t layer, const a
   const KvGeometry& g = pool_->geometry();
   if (chunk_index_at_ != past) {
     KV_RETURN_IF_ERROR(Grow(T));
+    // The kernels' table row: the N blocks, padded to whole pages of a
+    // 32/64-token page_size with the scratch block (never read: past T).
+    const int64_t N = CeilDiv(T, P), W = EntmaxTableBlocks(T, config_.page_size);
     if (n == 1 && g.device.is_cuda()) {
-      // Decode: one asynchronous upload of [append slots (Hkv) | page ids (N) |
+      // Decode: one asynchronous upload of [append slots (Hkv) | table (W) |
       // T] instead of MakePagedChunk's three blocking copies (no host sync per
       // step; issue 9).
-      const int64_t Hkv = g.n_kv_heads, N = CeilDiv(T, P);
-      std::vector<int64_t> buf(static_cast<size_t>(Hkv + N + 1));
+      const int64_t Hkv = g.n_kv_heads;
+      std::vector<int64_t> buf(static_cast<size_t>(Hkv + W + 1), PagedKvPool::kScratchPage);
       for (int64_t h = 0; h < Hkv; ++h) buf[h] = PagedSlotRow(pages_[past / P], h, past % P, Hkv);
       for (int64_t i = 0; i < N; ++i) buf[Hkv + i] = pages_[i];
-      buf[Hkv + N] = T;
+      buf[Hkv + W] = T;
       const at::Tensor dev = EntmaxUploadAsync(buf, g.device);
       chunk_.slots = dev.slice(0, 0, Hkv);
       chunk_.pages = dev.slice(0, Hkv, Hkv + N);
-      const at::Tensor i32 = dev.slice(0, Hkv).to(at::kInt);  // pages | T, one device cast
-      block_table_ = i32.slice(0, 0, N).view({1, -1});
-      seq_lens_ = i32.slice(0, N, N + 1);
+      const at::Tensor i32 = dev.slice(0, Hkv).to(at::kInt);  // table | T, one device cast
+      block_table_ = i32.slice(0, 0, W).view({1, -1});
+      seq_lens_ = i32.slice(0, W, W + 1);
     } else {
       chunk_ = MakePagedChunk(pages_, past, n, g);
-      block_table_ = chunk_.pages.to(at::kInt).view({1, -1});
+      block_table_ = at::constant_pad_nd(chunk_.pages.to(at::kInt), {0, W - N}, PagedKvPool::kScratchPage)
+                         .view({1, -1});
       std::vector<int64_t> len = {T};
       seq_lens_ = HostToDevice(len, g.device, at::kInt);
     }
@@ -148,8 +162,8 @@ absl::StatusOr<at::Tensor> EntmaxKvSequenceCache::Forward(int64_t layer, const a
   at::Tensor kpool = pool_->keys(layer), vpool = pool_->values(layer);
   AppendPagedChunk(kpool, vpool, chunk_, k, v);
   // K1: the pages this step touched (a chunk of n tokens touches at most
-  // ceil(n/P) + 1; decode: the tail).
-  KV_RETURN_IF_ERROR(UpdateStats(layer, n == 1 ? 1 : static_cast<int>(CeilDiv(n, P) + 1)));
+  // ceil(n/P) + 1 pages of the config's P; decode: the tail).
+  KV_RETURN_IF_ERROR(UpdateStats(layer, n == 1 ? 1 : static_cast<int>(CeilDiv(n, config_.page_size) + 1)));
   if (n == 1) return Decode(layer, q);
   at::Tensor keys = GatherPagedTokens(kpool, chunk_.pages, T), values = GatherPagedTokens(vpool, chunk_.pages, T);
   return CausalGqaAttention(q, keys, values, past);
@@ -161,7 +175,7 @@ absl::StatusOr<at::Tensor> EntmaxKvSequenceCache::Decode(int64_t layer, const at
   at::Tensor out = at::empty_like(q);
   at::Tensor mass;
   const EntmaxDecodeRows rows = Rows();
-  const EntmaxDecodeBounds bounds = EntmaxBoundsFor(config_, layer, {T}, rows.max_blocks);
+  const EntmaxDecodeBounds bounds = EntmaxBoundsFor(config_, layer, {T}, rows.max_pages());
   KV_RETURN_IF_ERROR(RunEntmaxDecode(*pool_, *stats_, config_, layer, rows, bounds, q, out, mass));
   mass_error_max_ = at::maximum(mass_error_max_, (mass - 1.0f).abs().max());
   CountDecode(layer, T);
@@ -171,7 +185,7 @@ absl::StatusOr<at::Tensor> EntmaxKvSequenceCache::Decode(int64_t layer, const at
 void EntmaxKvSequenceCache::CountDecode(int64_t layer, int64_t T) {
   const KvGeometry& g = pool_->geometry();
   const int64_t Hkv = g.n_kv_heads, D = g.head_dim;
-  const EntmaxDecodeCounts k = EntmaxCountsFor(config_, layer, T, static_cast<int64_t>(pages_.size()));
+  const EntmaxDecodeCounts k = EntmaxCountsFor(config_, layer, T, CeilDiv(T, config_.page_size));
   const EntmaxSeqPages& sp = k.pages;
   const bool fallback = k.fallback;
   const int64_t n_hist = k.n_hist, t_sel = k.t_sel;
@@ -198,7 +212,8 @@ absl::Status EntmaxKvSequenceCache::EndStep(const SeqStep& seq, const StepContex
 }
 
 int64_t EntmaxKvSequenceCache::BytesHeld() const {
-  return static_cast<int64_t>(pages_.size()) * (pool_->page_bytes() + stats_->page_bytes());
+  return static_cast<int64_t>(pages_.size()) *
+         (pool_->page_bytes() + stats_->slot_bytes() * EntmaxSlotsPerBlock(config_.page_size));
 }
 
 CacheReport EntmaxKvSequenceCache::Report() const {
@@ -219,7 +234,8 @@ CacheReport EntmaxKvSequenceCache::Report() const {
     LayerCacheReport lr;
     lr.layer = static_cast<int32_t>(l);
     const bool dense = l < config_.dense_layers || (c.decode_steps > 0 && c.fallback_steps == c.decode_steps);
-    lr.detail = absl::StrCat(dense ? "dense" : "topk", ": ", pages_.size(), " pages of ", P, " tokens");
+    lr.detail = absl::StrCat(dense ? "dense" : "topk", ": ", CeilDiv(length_, config_.page_size), " pages of ",
+                             config_.page_size, " tokens");
     lr.bytes = r.kv_bytes_device / g.n_layers;
     lr.tokens_held = length_;
     if (c.decode_steps > 0) {

@@ -2,9 +2,11 @@
 // version: top-k page selection (Quest upper bound) + exact softmax (alpha 1)
 // over the selected pages plus the tail.
 //
-// Storage: the same paged K/V as dense (a PagedKvPool of 16-token pages, its
+// Storage: the same paged K/V as dense (a PagedKvPool of 16-token blocks, its
 // own pool) plus per page, per KV head, per dim key min/max (K1), indexed by
-// the physical page id like the K/V pool. Prefill chunks append their K/V,
+// the physical block like the K/V pool. The request's page_size (8..64) need
+// not be the block size: the kernels address tokens through the block table
+// (kernels/entmax_kv/entmax_kv_layout.h, EntmaxTokenOffset). Prefill chunks append their K/V,
 // recompute the stats of the pages they touched (K1) and attend with SDPA over
 // the gathered pages, as dense does. A decode row appends, recomputes its
 // tail page's stats (K1), scores historical pages (K2), packs sinks + top-n +
@@ -28,21 +30,27 @@
 
 namespace kvstream {
 
-// Per-page key statistics for every layer, indexed like the pool's pages.
+// Per-page key statistics for every layer, indexed by the pool's blocks: one
+// slot per block for pages of 16 tokens or more (a page owns its first
+// block's slot), two for 8-token pages (EntmaxStatsSlot in the kernels'
+// layout). Each slot count is allocated on first use.
 class EntmaxStatsStore {
  public:
   explicit EntmaxStatsStore(const KvGeometry& g) : geometry_(g) {}
-  // Bytes of one page's kmin+kmax over all layers.
-  int64_t page_bytes() const;
-  // Allocates [L, 2, NB, Hkv, D] once the pool's page count is known.
-  void EnsureAllocated(int64_t num_pages);
-  at::Tensor kmin(int64_t layer) const { return storage_[layer][0]; }
-  at::Tensor kmax(int64_t layer) const { return storage_[layer][1]; }
+  // Bytes of one slot's kmin+kmax over all layers.
+  int64_t slot_bytes() const;
+  // Allocates [L, 2, NB * slots_per_block, Hkv, D] once the pool's block count is known.
+  void EnsureAllocated(int64_t num_blocks, int slots_per_block);
+  at::Tensor kmin(int64_t layer, int slots_per_block) const { return storage_.at(slots_per_block)[layer][0]; }
+  at::Tensor kmax(int64_t layer, int slots_per_block) const { return storage_.at(slots_per_block)[layer][1]; }
 
  private:
   KvGeometry geometry_;
-  at::Tensor storage_;
+  std::map<int, at::Tensor> storage_;  // by slots per block
 };
+
+// Stats slots per pool block for a page size (16-token blocks: 2 at P = 8, else 1).
+int EntmaxSlotsPerBlock(int page_size);
 
 class EntmaxKvSequenceCache;
 
@@ -52,15 +60,16 @@ class EntmaxKvStrategy final : public Strategy {
   // and their stats together.
   EntmaxKvStrategy(const KvGeometry& g, int64_t pool_bytes);
   // Pages from a pool shared with another strategy (dense's on CUDA, so both
-  // draw on one KV budget); the stats ([L, 2, NB, Hkv, D], 1/16 of the pool
-  // at P = 16) are allocated beside it at first use, outside its bytes. The
-  // pool must outlive every sequence opened here.
+  // draw on one KV budget); the stats ([L, 2, NB, Hkv, D], 1/16 of the pool;
+  // twice that more once an 8-token-page request comes) are allocated beside
+  // it at first use, outside its bytes. The pool must outlive every sequence
+  // opened here.
   EntmaxKvStrategy(const KvGeometry& g, std::shared_ptr<PagedKvPool> shared_pool);
 
   const char* name() const override { return "entmax_kv"; }
   absl::Status Validate(const StrategyConfig& config) const override;
   absl::StatusOr<std::unique_ptr<SequenceCache>> Open(const StrategyConfig& config) override;
-  // ceil(tokens / 16) pages of K/V plus their min/max stats.
+  // ceil(tokens / 16) blocks of K/V plus their min/max stats slots.
   int64_t PredictBytes(const StrategyConfig& config, int64_t prompt_tokens, int64_t max_new_tokens) const override;
 
   // Decode rows sharing one config: one launch per kernel for all of them
@@ -118,9 +127,9 @@ class EntmaxKvSequenceCache final : public SequenceCache {
   const EntmaxKvConfig& config() const { return config_; }
 
   // ---- the strategy's batched decode (EntmaxKvStrategy::ForwardGroup) ----
-  // Pages to hold `tokens` (taken from the pool as needed).
+  // Pool blocks to hold `tokens` (taken from the pool as needed).
   absl::Status Grow(int64_t tokens);
-  const std::vector<int32_t>& pages() const { return pages_; }
+  const std::vector<int32_t>& pages() const { return pages_; }  // pool blocks, in token order
   // Counts a decode step at `layer` with T tokens after the append for the
   // report (the host's copy of K3's counts).
   void CountDecode(int64_t layer, int64_t T);

@@ -1,6 +1,7 @@
 // EntmaxKV K1, K2, K3, K7 on the GPU vs their CPU twins on fresh random inputs
-// with NaN-poisoned outputs (entmax_kv.md §9 tests 1-4, 6). Skips with a reason
-// where no CUDA device is present.
+// with NaN-poisoned outputs (entmax_kv.md §9 tests 1-4, 6), with pages equal to
+// the pool's blocks and pages of 8 / 32 / 64 tokens over 16-token blocks (the
+// engine's pool). Skips with a reason where no CUDA device is present.
 //
 // Bounds: K1 min/max bit-exact (copies of key values), mean/std bit-exact
 // (same _rn order) but checked to 1e-6 relative; K2 U within 1e-5*(1 + |U|)
@@ -30,11 +31,13 @@ TEST(EntmaxCuda, PageStatsMatchTwin) {
   SKIP_WITHOUT_DEVICE();
   for (KvDType dtype : {KvDType::kBf16, KvDType::kFp32}) {
     for (int D : {64, 128}) {
-      for (EntmaxStatKind kind : {EntmaxStatKind::kMinMax, EntmaxStatKind::kMeanStd}) {
+      for (EntmaxStatKind kind : {EntmaxStatKind::kMinMax, EntmaxStatKind::kMeanStd})
+      for (int P : {16, 8, 32, 64}) {  // P != 16: pages over the engine's 16-token blocks
         EntmaxShape sh;
         sh.batch = 3, sh.heads = 4, sh.kv_heads = 2, sh.head_dim = D, sh.dtype = dtype;
+        sh.page_size = P, sh.block_size = P == 16 ? 0 : 16;
         sh.seq_lens = {16 * 7 + 5, 1, 16 * 3};
-        EntmaxProblem pr = MakeEntmaxProblem(sh, 200 + D);
+        EntmaxProblem pr = MakeEntmaxProblem(sh, 200 + D + P);
         DevArena a;
         DevProblem d = Upload(pr, pr.Kv(), &a);
         std::fill(pr.kmin.begin(), pr.kmin.end(), kPoison);
@@ -75,11 +78,14 @@ TEST(EntmaxCuda, CriticalityAndTopkPackMatchTwin) {
   for (KvDType dtype : {KvDType::kBf16, KvDType::kFp32}) {
     for (int D : {64, 128}) {
       for (int kv_heads : {8, 2, 1}) {  // G = 1, 4, 8
-        for (bool shared : {true, false}) {
+        for (bool shared : {true, false})
+        for (int P : {16, 8, 64}) {  // P != 16: pages over 16-token blocks
+          if (P != 16 && kv_heads != 2) continue;
           EntmaxShape sh;
           sh.batch = 3, sh.heads = 8, sh.kv_heads = kv_heads, sh.head_dim = D, sh.dtype = dtype;
+          sh.page_size = P, sh.block_size = P == 16 ? 0 : 16;
           sh.seq_lens = {16 * 97 + 3, 16 * 54, 9};
-          EntmaxProblem pr = MakeEntmaxProblem(sh, 300 + D + kv_heads);
+          EntmaxProblem pr = MakeEntmaxProblem(sh, 300 + D + kv_heads + P);
           ASSERT_TRUE(FillStats(&pr, EntmaxStatKind::kMinMax));
           const int hs = shared ? kv_heads : 8;
           DevArena a;
@@ -102,7 +108,7 @@ TEST(EntmaxCuda, CriticalityAndTopkPackMatchTwin) {
           for (int budget : {1, 8, 64, 200}) for (int chunk : {-1, 0, 32, 64}) {
             SelectionBuffers hsel(sh.batch, hs, pr.max_blocks), gsel(sh.batch, hs, pr.max_blocks);
             EntmaxTopkPackParams t;
-            t.u = u.data(), t.seq_lens = pr.seq_lens.data(), t.batch = sh.batch, t.page_size = 16;
+            t.u = u.data(), t.seq_lens = pr.seq_lens.data(), t.batch = sh.batch, t.page_size = P;
             t.max_blocks_per_seq = pr.max_blocks, t.sel = hsel.View(), t.budget_pages = budget, t.sink_pages = 1;
             ASSERT_TRUE(EntmaxTopkPackRef(t));
             EntmaxTopkPackParams g = t;
@@ -198,12 +204,15 @@ TEST(EntmaxCuda, SparseDecodeMatchesTwinAllAlphasAndSplits) {
     for (int D : {64, 128}) {
       for (int kv_heads : {8, 2, 1}) {
         for (float alpha : {1.0f, 1.5f, 2.0f}) {
-          for (int splits : {1, 7}) {
+          for (int splits : {1, 7})
+          for (int P : {16, 8, 64}) {  // P != 16: pages over 16-token blocks
+            if (P != 16 && (kv_heads != 2 || splits != 7)) continue;
             EntmaxShape sh;
             sh.batch = 3, sh.heads = 8, sh.kv_heads = kv_heads, sh.head_dim = D, sh.dtype = dtype;
+            sh.page_size = P, sh.block_size = P == 16 ? 0 : 16;
             sh.seq_lens = {16 * 97 + 3, 16 * 54, 1};
             sh.key_scale = alpha == 1.0f ? 1.0f : 4.0f;
-            EntmaxProblem pr = MakeEntmaxProblem(sh, 400 + D + kv_heads);
+            EntmaxProblem pr = MakeEntmaxProblem(sh, 400 + D + kv_heads + P);
             ASSERT_TRUE(FillStats(&pr, EntmaxStatKind::kMinMax));
             // Lists from the twin's K2/K3 (budget 24 pages, one sink).
             const int hs = kv_heads;
@@ -213,10 +222,10 @@ TEST(EntmaxCuda, SparseDecodeMatchesTwinAllAlphasAndSplits) {
             ASSERT_TRUE(EntmaxCriticalityRef(c));
             SelectionBuffers sel(sh.batch, hs, pr.max_blocks);
             EntmaxTopkPackParams t;
-            t.u = u.data(), t.seq_lens = pr.seq_lens.data(), t.batch = sh.batch, t.page_size = 16;
-            t.max_blocks_per_seq = pr.max_blocks, t.sel = sel.View(), t.budget_pages = 24, t.sink_pages = 1;
+            t.u = u.data(), t.seq_lens = pr.seq_lens.data(), t.batch = sh.batch, t.page_size = P;
+            t.max_blocks_per_seq = pr.max_blocks, t.sel = sel.View(), t.budget_pages = 24 * 16 / P, t.sink_pages = 1;
             ASSERT_TRUE(EntmaxTopkPackRef(t));
-            const int B = sh.batch, H = sh.heads, MT = pr.max_blocks * 16;
+            const int B = sh.batch, H = sh.heads, MT = pr.max_blocks * P;
             std::vector<uint8_t> out(static_cast<size_t>(B) * H * D * pr.Esz(), kPoison);
             std::vector<float> scores(static_cast<size_t>(B) * H * MT, NAN), tau(B * H, NAN), mass(B * H, NAN);
             std::vector<int32_t> support(B * H, -1);
@@ -275,18 +284,21 @@ TEST(EntmaxCuda, SoftmaxFastPathMatchesTwin) {
     int heads, kv_heads, P;
     bool shared;
     int budget;
+    int block = 0;  // Pb (0 = P): 16 puts pages of 8 / 32 / 64 on the engine's blocks
   };
-  const Case cases[] = {{8, 2, 16, true, 24},  {8, 1, 16, true, 40},   {8, 8, 16, true, 24}, {6, 2, 16, true, 24},
-                        {8, 2, 16, false, 24}, {8, 2, 8, true, 5000},  {8, 2, 64, true, 7},  {32, 8, 16, true, 128}};
+  const Case cases[] = {{8, 2, 16, true, 24},     {8, 1, 16, true, 40},       {8, 8, 16, true, 24},
+                        {6, 2, 16, true, 24},     {8, 2, 16, false, 24},      {8, 2, 8, true, 5000},
+                        {8, 2, 64, true, 7},      {32, 8, 16, true, 128},     {8, 2, 8, true, 40, 16},
+                        {8, 2, 32, true, 9, 16},  {8, 2, 64, false, 7, 16},   {32, 8, 64, true, 5, 16}};
   for (KvDType dtype : {KvDType::kBf16, KvDType::kFp32}) {
     for (int D : {64, 128}) {
       for (const Case& cs : cases) {
         EntmaxShape sh;
         sh.batch = 4, sh.heads = cs.heads, sh.kv_heads = cs.kv_heads, sh.head_dim = D, sh.dtype = dtype;
-        sh.page_size = cs.P;
+        sh.page_size = cs.P, sh.block_size = cs.block;
         sh.seq_lens = {16 * 260 + 3, 16 * 54, 1, 0};
         sh.key_scale = 2.0f;
-        EntmaxProblem pr = MakeEntmaxProblem(sh, 500 + D + cs.heads * 7 + cs.kv_heads + cs.P);
+        EntmaxProblem pr = MakeEntmaxProblem(sh, 500 + D + cs.heads * 7 + cs.kv_heads + cs.P + cs.block);
         ASSERT_TRUE(FillStats(&pr, EntmaxStatKind::kMinMax));
         const int hs = cs.shared ? cs.kv_heads : cs.heads;
         std::vector<float> u(static_cast<size_t>(sh.batch) * hs * pr.max_blocks, 0.0f);
@@ -339,7 +351,8 @@ TEST(EntmaxCuda, SoftmaxFastPathMatchesTwin) {
           }
           const std::string what = std::string(KvDTypeName(dtype)) + " D" + std::to_string(D) + " H" +
                                    std::to_string(H) + " Hkv" + std::to_string(cs.kv_heads) + " Hs" +
-                                   std::to_string(hs) + " P" + std::to_string(cs.P) + " S" + std::to_string(splits) +
+                                   std::to_string(hs) + " P" + std::to_string(cs.P) + " Pb" + std::to_string(cs.block) +
+                                   " S" + std::to_string(splits) +
                                    " MT" + std::to_string(mt);
           EXPECT_LT(RelErr(want, got), dtype == KvDType::kFp32 ? 1e-4 : 2e-3) << what;
           for (int i = 0; i < B * H; ++i) {

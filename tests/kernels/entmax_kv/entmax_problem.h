@@ -21,6 +21,7 @@ struct EntmaxShape {
   int kv_heads = 2;    // Hkv
   int head_dim = 64;   // D
   int page_size = 16;  // P
+  int block_size = 0;  // Pb, the pool's block (0 = P)
   std::vector<int> seq_lens = {100};
   KvDType dtype = KvDType::kFp32;
   float key_scale = 1.0f;  // std of the random keys
@@ -28,12 +29,21 @@ struct EntmaxShape {
 
 struct EntmaxProblem {
   EntmaxShape shape;
-  int max_blocks = 0;  // MB
-  int num_blocks = 0;  // NB
+  int max_blocks = 0;  // MB pages (of P tokens)
+  int num_blocks = 0;  // NB pool blocks (of Pb tokens)
   std::vector<uint8_t> k_pool, v_pool, q;  // dtype bytes
-  std::vector<int32_t> block_table, seq_lens;
-  std::vector<uint8_t> kmin, kmax;         // [NB, Hkv, D] dtype
-  std::vector<float> kmean, kstd;          // [NB, Hkv, D]
+  std::vector<int32_t> block_table, seq_lens;  // [B, MB*P/Pb] blocks, [B]
+  std::vector<uint8_t> kmin, kmax;         // [NB*SB, Hkv, D] dtype
+  std::vector<float> kmean, kstd;          // [NB*SB, Hkv, D]
+
+  int Pb() const { return shape.block_size > 0 ? shape.block_size : shape.page_size; }
+  int TableRow() const { return max_blocks * shape.page_size / Pb(); }
+  // Element index of (b, g, t, d) in a pool: the layout of entmax_kv_layout.h
+  // written out here, independent of the kernels' helpers.
+  size_t PoolIndex(int b, int g, int t, int d) const {
+    const int64_t blk = block_table[static_cast<size_t>(b) * TableRow() + t / Pb()];
+    return static_cast<size_t>(((blk * shape.kv_heads + g) * Pb() + t % Pb()) * shape.head_dim + d);
+  }
 
   size_t Esz() const { return KvDTypeSize(shape.dtype); }
   // Key / value / query of (b, kv head or head, token t, dim d) as float.
@@ -43,17 +53,10 @@ struct EntmaxProblem {
     return LoadAsFloat(q.data(), (static_cast<size_t>(b) * shape.heads + h) * shape.head_dim + d, shape.dtype);
   }
   float Pool(const std::vector<uint8_t>& pool, int b, int g, int t, int d) const {
-    const int P = shape.page_size, D = shape.head_dim;
-    const int64_t phys = block_table[static_cast<size_t>(b) * max_blocks + t / P];
-    return LoadAsFloat(pool.data(), static_cast<size_t>(((phys * shape.kv_heads + g) * P + t % P) * D + d),
-                       shape.dtype);
+    return LoadAsFloat(pool.data(), PoolIndex(b, g, t, d), shape.dtype);
   }
-  void SetK(int b, int g, int t, int d, float v) {
-    const int P = shape.page_size, D = shape.head_dim;
-    const int64_t phys = block_table[static_cast<size_t>(b) * max_blocks + t / P];
-    StoreFromFloat(k_pool.data(), static_cast<size_t>(((phys * shape.kv_heads + g) * P + t % P) * D + d), v,
-                   shape.dtype);
-  }
+  void SetK(int b, int g, int t, int d, float v) { StoreFromFloat(k_pool.data(), PoolIndex(b, g, t, d), v, shape.dtype); }
+  void SetV(int b, int g, int t, int d, float v) { StoreFromFloat(v_pool.data(), PoolIndex(b, g, t, d), v, shape.dtype); }
 
   EntmaxPagedKv Kv() {
     EntmaxPagedKv kv;
@@ -65,6 +68,7 @@ struct EntmaxProblem {
     kv.num_kv_heads = shape.kv_heads;
     kv.head_dim = shape.head_dim;
     kv.page_size = shape.page_size;
+    kv.block_size = shape.block_size;
     kv.num_blocks = num_blocks;
     kv.max_blocks_per_seq = max_blocks;
     kv.dtype = shape.dtype;
@@ -87,8 +91,9 @@ struct EntmaxProblem {
 };
 
 // Fills everything with N(0, key_scale) keys and N(0,1) values/queries; MB is
-// the largest sequence's page count + 1 (a spare slot stays unused); pages are
-// a random permutation of the pool, plus 3 spare pages never referenced.
+// the largest sequence's page count + 1 (a spare slot stays unused; rounded up
+// to whole blocks when P < Pb); blocks are a random permutation of the pool,
+// plus 3 spare blocks never referenced.
 inline EntmaxProblem MakeEntmaxProblem(const EntmaxShape& sh, uint32_t seed) {
   EntmaxProblem pr;
   pr.shape = sh;
@@ -97,15 +102,16 @@ inline EntmaxProblem MakeEntmaxProblem(const EntmaxShape& sh, uint32_t seed) {
   const int P = sh.page_size, D = sh.head_dim;
   int maxp = 1;
   for (int t : sh.seq_lens) maxp = std::max(maxp, (t + P - 1) / P);
-  pr.max_blocks = maxp + 1;
-  pr.num_blocks = sh.batch * pr.max_blocks + 3;
+  const int per_block = pr.Pb() > P ? pr.Pb() / P : 1;  // SB: pages (and stats slots) per block
+  pr.max_blocks = (maxp + 1 + per_block - 1) / per_block * per_block;
+  pr.num_blocks = sh.batch * pr.TableRow() + 3;
   std::vector<int32_t> perm(pr.num_blocks);
   std::iota(perm.begin(), perm.end(), 0);
   std::shuffle(perm.begin(), perm.end(), rng);
-  pr.block_table.assign(static_cast<size_t>(sh.batch) * pr.max_blocks, 0);
+  pr.block_table.assign(static_cast<size_t>(sh.batch) * pr.TableRow(), 0);
   for (size_t i = 0; i < pr.block_table.size(); ++i) pr.block_table[i] = perm[i];
   pr.seq_lens.assign(sh.seq_lens.begin(), sh.seq_lens.end());
-  const size_t pool_elems = static_cast<size_t>(pr.num_blocks) * sh.kv_heads * P * D;
+  const size_t pool_elems = static_cast<size_t>(pr.num_blocks) * sh.kv_heads * pr.Pb() * D;
   pr.k_pool.assign(pool_elems * pr.Esz(), 0);
   pr.v_pool.assign(pool_elems * pr.Esz(), 0);
   for (size_t i = 0; i < pool_elems; ++i) {
@@ -115,7 +121,7 @@ inline EntmaxProblem MakeEntmaxProblem(const EntmaxShape& sh, uint32_t seed) {
   const size_t qn = static_cast<size_t>(sh.batch) * sh.heads * D;
   pr.q.assign(qn * pr.Esz(), 0);
   for (size_t i = 0; i < qn; ++i) StoreFromFloat(pr.q.data(), i, nd(rng), sh.dtype);
-  const size_t sn = static_cast<size_t>(pr.num_blocks) * sh.kv_heads * D;
+  const size_t sn = static_cast<size_t>(pr.num_blocks) * per_block * sh.kv_heads * D;  // SB slots per block
   pr.kmin.assign(sn * pr.Esz(), 0);
   pr.kmax.assign(sn * pr.Esz(), 0);
   pr.kmean.assign(sn, 0.0f);

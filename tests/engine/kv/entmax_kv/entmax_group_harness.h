@@ -15,10 +15,11 @@
 
 namespace kvstream::entmax_test {
 
-inline StrategyConfig GroupCfg(int64_t budget, int64_t max_tokens) {
+inline StrategyConfig GroupCfg(int64_t budget, int64_t max_tokens, int64_t page_size = 16) {
   StrategyConfig c;
   c.strategy = "entmax_kv";
-  c.knobs = {{"token_budget", budget}, {"dense_layers", int64_t{1}}, {"sink_pages", int64_t{1}}};
+  c.knobs = {{"token_budget", budget}, {"dense_layers", int64_t{1}}, {"sink_pages", int64_t{1}},
+             {"page_size", page_size}};
   c.max_tokens = max_tokens;
   return c;
 }
@@ -31,17 +32,18 @@ struct GroupRun {
 // prompt[i] tokens then `decode` steps per row; budget[i] per row (rows with
 // another budget than row 0's take the per-sequence path inside ForwardGroup,
 // and cannot be prepared). prepared: PrepareDecode with `padded_rows` rows.
+// Every row has pages of `page_size` tokens.
 inline GroupRun RunGroupVsSingle(const KvGeometry& gg, const KvGeometry& gs, const std::vector<int64_t>& prompt,
                                  const std::vector<int64_t>& budget, int64_t decode, bool prepared,
-                                 int64_t padded_rows, uint64_t seed) {
+                                 int64_t padded_rows, uint64_t seed, int64_t page_size = 16) {
   GroupRun r;
   const int64_t H = gg.n_heads, Hkv = gg.n_kv_heads, D = gg.head_dim, L = gg.n_layers;
   const int64_t N = static_cast<int64_t>(prompt.size());
   EntmaxKvStrategy grouped(gg, gg.kv_pool_bytes), single(gs, gs.kv_pool_bytes);
   std::vector<std::unique_ptr<SequenceCache>> a, b;
   for (int64_t i = 0; i < N; ++i) {
-    auto oa = grouped.Open(GroupCfg(budget[i], prompt[i] + decode));
-    auto ob = single.Open(GroupCfg(budget[i], prompt[i] + decode));
+    auto oa = grouped.Open(GroupCfg(budget[i], prompt[i] + decode, page_size));
+    auto ob = single.Open(GroupCfg(budget[i], prompt[i] + decode, page_size));
     EXPECT_TRUE(oa.ok() && ob.ok()) << oa.status() << ob.status();
     if (!oa.ok() || !ob.ok()) return r;
     a.push_back(std::move(*oa));

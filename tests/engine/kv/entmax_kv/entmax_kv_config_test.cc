@@ -1,6 +1,6 @@
 // EntmaxKvConfig parsing (entmax_kv.md §5 + strategies/README.md): defaults,
 // the range of every knob named in the error, enum names, and the values this
-// version refuses (Gaussian selector, alpha > 1, page_size != 16).
+// version refuses (Gaussian selector, alpha > 1).
 #include <gtest/gtest.h>
 
 #include "engine/kv/entmax_kv/entmax_kv_config.h"
@@ -111,8 +111,15 @@ TEST(EntmaxKvConfig, WhatThisVersionDoesNotImplementIsRefusedByName) {
               {"kv_compression.entmax_kv.selector", "not implemented"});
   ExpectError({{"alpha", 1.5}}, {"kv_compression.entmax_kv.alpha", "not implemented"});
   ExpectError({{"alpha", 2.0}}, {"kv_compression.entmax_kv.alpha", "not implemented"});
-  ExpectError({{"page_size", int64_t{32}}, {"token_budget", int64_t{64}}},
-              {"kv_compression.entmax_kv.page_size", "not implemented"});
+}
+
+TEST(EntmaxKvConfig, EveryPageSizeOfTheTableIsAccepted) {
+  for (int64_t p : {8, 16, 32, 64}) {
+    const absl::StatusOr<EntmaxKvConfig> c = ParseEntmaxKvConfig(Entmax({{"page_size", p}, {"token_budget", 4 * p}}), 30);
+    ASSERT_TRUE(c.ok()) << p << ": " << c.status();
+    EXPECT_EQ(c->page_size, p);
+    EXPECT_EQ(c->budget_pages(), 4);
+  }
 }
 
 }  // namespace

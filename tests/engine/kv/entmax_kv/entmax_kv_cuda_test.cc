@@ -96,6 +96,24 @@ TEST(EntmaxKvCuda, Bf16BudgetCoveringTheContextFollowsDense) {
   EXPECT_LE(CompareCudaToCpu(at::kBFloat16, {{"dense_layers", int64_t{0}}}, 600, 300, 60), 2e-2);
 }
 
+// Pages of 8, 32 and 64 tokens over the pool's 16-token blocks (per
+// sequence, then a padded prepared step) against the twins.
+TEST(EntmaxKvCuda, EveryPageSizeFp32MatchesTheTwins) {
+  REQUIRE_CUDA();
+  const KvGeometry gg = Geo(c10::Device(c10::kCUDA, 0), at::kFloat), gc = Geo(c10::Device(c10::kCPU), at::kFloat);
+  for (int64_t P : {8, 32, 64}) {
+    EXPECT_LE(CompareCudaToCpu(at::kFloat,
+                               {{"token_budget", 4 * P}, {"dense_layers", int64_t{0}}, {"page_size", P}}, 700,
+                               256, 60),
+              1e-4)
+        << "P " << P;
+    const auto r = entmax_test::RunGroupVsSingle(gg, gc, {40, 700, 1010}, {4 * P, 4 * P, 4 * P}, 24,
+                                                 /*prepared=*/true, 4, 23 + P, P);
+    EXPECT_LE(r.worst, 1e-4) << "P " << P;
+    entmax_test::ExpectSameCounts(r);
+  }
+}
+
 // A step's decode rows in one launch per kernel on the GPU (eager, and the
 // prepared step the decode graphs capture, padded, its table widening from
 // 64 to 128 pages) against the twins' per-sequence path.

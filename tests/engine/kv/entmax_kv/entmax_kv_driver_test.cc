@@ -6,6 +6,7 @@
 
 #include <ATen/ATen.h>
 
+#include "absl/strings/str_cat.h"
 #include "engine/kv/dense/dense_cache.h"
 #include "engine/kv/entmax_kv/entmax_kv_strategy.h"
 
@@ -46,10 +47,11 @@ double RelErr(const at::Tensor& a, const at::Tensor& b) {
 // What the top-k path must compute (entmax_kv.md §4 steps 3a-5, alpha 1,
 // SHARED_KV): per KV head, rank historical pages by the group max of the
 // Quest bound, keep the first `sinks` pages + the best (budget - sinks) + the
-// tail, softmax over exactly those tokens. q [H, 1, D], keys/values [Hkv, T, D].
+// tail, softmax over exactly those tokens. q [H, 1, D], keys/values [Hkv, T, D];
+// pages of P tokens.
 at::Tensor TopkReference(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values, int64_t budget,
-                         int64_t sinks) {
-  const int64_t H = q.size(0), Hkv = keys.size(0), T = keys.size(1), D = keys.size(2), G = H / Hkv, P = 16;
+                         int64_t sinks, int64_t P) {
+  const int64_t H = q.size(0), Hkv = keys.size(0), T = keys.size(1), D = keys.size(2), G = H / Hkv;
   const int64_t N = (T + P - 1) / P, hist = N - 1;
   const int64_t n = std::min(budget, hist);
   at::Tensor out = at::empty({H, 1, D});
@@ -88,7 +90,7 @@ at::Tensor TopkReference(const at::Tensor& q, const at::Tensor& keys, const at::
 // Prompt of `prompt` tokens in chunks of `chunk`, then `decode` steps.
 RunResult Drive(const KvGeometry& g, const StrategyConfig& cfg, int64_t prompt, int64_t chunk, int64_t decode,
               uint64_t seed = 1, int64_t check_budget_pages = -1, int64_t check_sinks = 0,
-              int64_t check_from_layer = 0) {
+              int64_t check_from_layer = 0, int64_t check_page_size = 16) {
   at::manual_seed(seed);
   EntmaxKvStrategy strat(g, g.kv_pool_bytes);
   StrategyConfig c = cfg;
@@ -124,7 +126,7 @@ RunResult Drive(const KvGeometry& g, const StrategyConfig& cfg, int64_t prompt, 
       ASSERT_TRUE(out.ok()) << out.status();
       at::Tensor ref = CausalGqaAttention(q, keys[l], values[l], pos);
       if (!is_prompt && check_budget_pages > 0 && l >= check_from_layer) {
-        at::Tensor want = TopkReference(q, keys[l], values[l], check_budget_pages, check_sinks);
+        at::Tensor want = TopkReference(q, keys[l], values[l], check_budget_pages, check_sinks, check_page_size);
         r.topk_rel_err = std::max(r.topk_rel_err, RelErr(*out, want));
       }
       const double e = RelErr(*out, ref);
@@ -198,6 +200,20 @@ TEST(EntmaxKvDriver, TopkWithoutSinksAttendsExactlyTheBestPages) {
   double tokens = 0;  // 4 pages + the tail's tokens, T = 301..340
   for (int64_t T = 301; T <= 340; ++T) tokens += 4 * 16 + (T - (T - 1) / 16 * 16);
   EXPECT_NEAR(r.report.stats.at("tokens_attended_mean"), tokens / 40, 1e-9);
+}
+
+TEST(EntmaxKvDriver, EveryPageSizeOverTheSixteenTokenPoolAttendsExactlyTheBestPages) {
+  // Pages of 8 (half a pool block), 32 and 64 (2 and 4 blocks): the pool's
+  // blocks stay 16 tokens; selection and attention follow the request's P.
+  for (int64_t P : {8, 32, 64}) {
+    RunResult r = Drive(Geo(8, 2, 128), Cfg({{"dense_layers", int64_t{0}}, {"token_budget", 4 * P},
+                                             {"sink_pages", int64_t{1}}, {"page_size", P}}),
+                        640, 128, 40, /*seed=*/7, /*check_budget_pages=*/4, /*check_sinks=*/1,
+                        /*check_from_layer=*/0, /*check_page_size=*/P);
+    EXPECT_LE(r.topk_rel_err, 1e-4) << "P " << P;
+    EXPECT_DOUBLE_EQ(r.report.stats.at("pages_selected_mean"), 5.0) << "P " << P;
+    EXPECT_EQ(r.report.layers[0].detail, absl::StrCat("topk: ", (680 + P - 1) / P, " pages of ", P, " tokens"));
+  }
 }
 
 TEST(EntmaxKvDriver, MinContextKeepsShortContextsDense) {

@@ -50,13 +50,26 @@ TEST(EntmaxKvGroup, PreparedDecodeEqualsPerSequenceDecode) {
   ExpectSameCounts(r);
 }
 
+TEST(EntmaxKvGroup, PreparedDecodeEqualsPerSequenceDecodeAtEveryPageSize) {
+  // Pages of 8, 32 and 64 tokens over the pool's 16-token blocks: the
+  // prepared table (blocks) and the kernels' page rows differ in length.
+  for (int64_t P : {8, 32, 64}) {
+    const auto r = RunGroupVsSingle(Geo(), Geo(), {40, 300, 1010}, {4 * P, 4 * P, 4 * P}, 20, /*prepared=*/true, 4,
+                                    30 + P, P);
+    EXPECT_LE(r.worst, 1e-5) << "P " << P;
+    ExpectSameCounts(r);
+  }
+}
+
 TEST(EntmaxKvGroup, MixedConfigsAreNotPrepared) {
   const KvGeometry g = Geo();
   EntmaxKvStrategy s(g, g.kv_pool_bytes);
   auto a = s.Open(GroupCfg(64, 100)), b = s.Open(GroupCfg(64, 100)), c = s.Open(GroupCfg(128, 100));
-  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  auto d = s.Open(GroupCfg(64, 100, /*page_size=*/32));
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok() && d.ok());
   EXPECT_TRUE(s.CanPrepareDecode({a->get(), b->get()}));
   EXPECT_FALSE(s.CanPrepareDecode({a->get(), b->get(), c->get()}));  // the model runs such a step eagerly
+  EXPECT_FALSE(s.CanPrepareDecode({a->get(), d->get()}));            // same budget, other page size
 }
 
 }  // namespace
