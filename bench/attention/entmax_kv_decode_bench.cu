@@ -1,11 +1,13 @@
 // Decode-step benchmark of EntmaxKV (design/strategies/entmax_kv.md, §3 bytes
 // read, §7 kernels) against our dense decode kernel (kernels/dense) on the same
-// paged cache: Llama-3-8B attention, GQA 32/8, D = 128, bf16, page size 16,
-// shuffled page ids, top-k selector, alpha 1, token budget 2048, 1 sink page,
-// SHARED_KV selection (the EntmaxKvConfig defaults).
+// paged cache: Llama-3-8B attention, GQA 32/8, D = 128, bf16, the engine's
+// 16-token pool blocks in shuffled order, top-k selector, alpha 1, token
+// budget 2048, 1 sink page, SHARED_KV selection (the EntmaxKvConfig defaults),
+// pages of --page-size tokens (default 16; 8, 32, 64 as the engine lays them
+// over its blocks: EntmaxTokenOffset / EntmaxStatsSlot).
 //
 //   entmax_kv_decode_bench [--out results.json] [--commit SHA] [--iters 100] [--warmup 10]
-//                          [--points 1x32768,8x131072,...] [--k7-splits 8,16,33,66]
+//                          [--points 1x32768,8x131072,...] [--k7-splits 8,16,33,66] [--page-size 16]
 //
 // Per (B, T) point, one layer, T = tokens cached after the append:
 //   step   = the launches of RunEntmaxDecode (engine/kv/entmax_kv/
@@ -71,6 +73,7 @@ struct Args : kvstream::bench::BenchArgs {
   std::vector<std::pair<int, int>> points = {{1, 32768}, {1, 131072}, {1, 131000}, {1, 524288}, {8, 32768},
                                              {8, 131072}};
   std::vector<int> k7_splits;  // K7 split counts to time beside the planner's (none: no sweep)
+  int page_size = 16;          // P: 8, 16, 32 or 64
 };
 
 using Launch = std::function<void(int r)>;  // enqueue one piece of work on cache set r
@@ -109,16 +112,19 @@ std::vector<float> TimeParts(const std::vector<Launch>& parts, int rot, const Ar
 // and the per-step buffers the engine allocates (shared by the sets).
 class Point {
  public:
-  Point(int batch, int tokens, const cudaDeviceProp& prop, cudaStream_t s)
-      : b_(batch), t_(tokens), sms_(prop.multiProcessorCount), s_(s) {
-    mb_ = (tokens + kP - 1) / kP;
-    pages_ = EntmaxPagesOf(tokens, kP, mb_);
+  Point(int batch, int tokens, int page_size, const cudaDeviceProp& prop, cudaStream_t s)
+      : b_(batch), t_(tokens), p_(page_size), sms_(prop.multiProcessorCount), s_(s) {
+    // Blocks per sequence: whole pages (a 32/64-token page spans 2/4 blocks).
+    const int per_page = std::max(1, p_ / kBlock);
+    bps_ = ((tokens + kBlock - 1) / kBlock + per_page - 1) / per_page * per_page;
+    mb_ = bps_ * kBlock / p_;
+    pages_ = EntmaxPagesOf(tokens, p_, mb_);
     // K7's max_sel_tokens as the engine's graphs pass it (EntmaxGraphBoundsFor:
     // budget + one page, whatever T's tail): equal to T_sel when T % P == 0.
-    mt_ = (kBudgetPages + 1) * kP;
-    const size_t nb = size_t(batch) * mb_;
-    pool_elems_ = nb * kHkv * kP * kD;
-    stat_elems_ = nb * kHkv * kD;
+    mt_ = (BudgetPages() + 1) * p_;
+    const size_t nb = size_t(batch) * bps_;
+    pool_elems_ = nb * kHkv * kBlock * kD;
+    stat_elems_ = nb * std::max(1, kBlock / p_) * kHkv * kD;  // 8-token pages: 2 stats slots per block
     const size_t set_bytes = 2 * pool_elems_ * 2 + 2 * stat_elems_ * 2 + nb * 4;
     const double touched = ModelBytes() + AuxBytes();
     size_t free_b = 0, total_b = 0;
@@ -209,10 +215,10 @@ class Point {
     tp.u = u_ + size_t(b0) * kHs * mb_;
     tp.seq_lens = seq_lens_ + b0;
     tp.batch = nb;
-    tp.page_size = kP;
+    tp.page_size = p_;
     tp.max_blocks_per_seq = mb_;
     tp.sel = Sel(b0);
-    tp.budget_pages = kBudgetPages;
+    tp.budget_pages = BudgetPages();
     tp.sink_pages = kSinks;
     tp.min_context = 0;
     tp.chunk_pages = chunk_pages;
@@ -273,9 +279,9 @@ class Point {
     p.num_heads = kH;
     p.num_kv_heads = kHkv;
     p.head_dim = kD;
-    p.page_size = kP;
-    p.num_blocks = b_ * mb_;
-    p.max_blocks_per_seq = mb_;
+    p.page_size = kBlock;
+    p.num_blocks = b_ * bps_;
+    p.max_blocks_per_seq = bps_;
     p.max_seq_len = t_;
     p.num_splits = dense_splits_;
     p.scale = 1.0f / std::sqrt(float(kD));
@@ -342,8 +348,9 @@ class Point {
   }
 
   // ---- §3 bytes (whole batch) ----
-  int NHist() const { return std::min(kBudgetPages, pages_.hist); }  // n of §4 3a (no fallback here)
-  int TSel() const { return NHist() * kP + pages_.tail_len; }
+  int BudgetPages() const { return kBudgetTokens / p_; }
+  int NHist() const { return std::min(BudgetPages(), pages_.hist); }  // n of §4 3a (no fallback here)
+  int TSel() const { return NHist() * p_ + pages_.tail_len; }
   double QOut() const { return 2.0 * b_ * kH * kD * kBkv; }
   double MetaBytes() const { return double(b_) * kHkv * kD * 2 * kBkv * pages_.hist; }   // kmin + kmax
   double SelKvBytes() const { return double(b_) * kHkv * kD * 2 * kBkv * TSel(); }      // selected K + V
@@ -351,12 +358,13 @@ class Point {
   // Traffic outside the §3 model: U written + read, block table, split
   // partials (out + lse) written and read once.
   double AuxBytes() const {
-    return double(b_) * (kHs * pages_.hist * 4.0 * 2 + mb_ * 4.0) +
+    return double(b_) * (kHs * pages_.hist * 4.0 * 2 + bps_ * 4.0) +
            (EntmaxSparseDecodeWorkspaceBytes(b_, kH, splits_, kD) + EntmaxSparseDecodeLseBytes(b_, kH, splits_)) * 2.0;
   }
   double DenseBytes() const { return 2.0 * b_ * t_ * kHkv * kD * kBkv + QOut(); }
 
   int hist() const { return pages_.hist; }
+  int page_size() const { return p_; }
   int rotations() const { return rot_; }
   int splits() const { return splits_; }
   int splits_seq() const { return splits_seq_; }
@@ -371,14 +379,15 @@ class Point {
     EntmaxPagedKv kv;
     kv.k_pool = sets_[r].k;
     kv.v_pool = sets_[r].v;
-    kv.block_table = sets_[r].table + size_t(b0) * mb_;
+    kv.block_table = sets_[r].table + size_t(b0) * bps_;
     kv.seq_lens = seq_lens_ + b0;
     kv.batch = nb;
     kv.num_kv_heads = kHkv;
     kv.head_dim = kD;
-    kv.page_size = kP;
-    kv.num_blocks = b_ * mb_;
-    kv.max_blocks_per_seq = mb_;
+    kv.page_size = p_;
+    kv.block_size = kBlock;
+    kv.num_blocks = b_ * bps_;
+    kv.max_blocks_per_seq = mb_;  // pages
     kv.dtype = KvDType::kBf16;
     return kv;
   }
@@ -408,7 +417,7 @@ class Point {
     return p;
   }
 
-  int b_, t_, sms_, mb_ = 0, mt_ = 0, rot_ = 2, splits_ = 1, splits_seq_ = 1, dense_splits_ = 1;
+  int b_, t_, p_, sms_, bps_ = 0, mb_ = 0, mt_ = 0, rot_ = 2, splits_ = 1, splits_seq_ = 1, dense_splits_ = 1;
   cudaStream_t s_;
   cudaStream_t side_ = nullptr;               // StepWithK1Aside
   cudaEvent_t fork_ = nullptr, join_ = nullptr;
@@ -439,13 +448,21 @@ Args Parse(int argc, char** argv) {
       }
       return true;
     }
+    if (s == "--page-size") {
+      a.page_size = std::atoi(next().c_str());
+      if (a.page_size != 8 && a.page_size != 16 && a.page_size != 32 && a.page_size != 64) {
+        std::fprintf(stderr, "bad --page-size %d (8, 16, 32 or 64)\n", a.page_size);
+        std::exit(2);
+      }
+      return true;
+    }
     if (s != "--points") return false;  // BxT,BxT,...
     a.points.clear();
     const std::string v = next();
     for (size_t at = 0; at < v.size();) {
       const size_t comma = std::min(v.find(',', at), v.size());
       int b = 0, t = 0;
-      if (std::sscanf(v.substr(at, comma - at).c_str(), "%dx%d", &b, &t) != 2 || b < 1 || t <= 2048 + kP) {
+      if (std::sscanf(v.substr(at, comma - at).c_str(), "%dx%d", &b, &t) != 2 || b < 1 || t <= kBudgetTokens + 64) {
         std::fprintf(stderr, "bad point '%s' (BxT, T > budget + one page)\n", v.substr(at, comma - at).c_str());
         std::exit(2);
       }
@@ -466,11 +483,12 @@ int main(int argc, char** argv) {
   const double copy = CopyGbps();
   cudaStream_t s;
   BENCH_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  std::printf("device %s, %d SMs, L2 %d MiB; copy %.0f GB/s; EntmaxKV top-k alpha 1, budget %d tokens, %d sink\n",
-              prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20, copy, kBudgetPages * kP, kSinks);
+  std::printf("device %s, %d SMs, L2 %d MiB; copy %.0f GB/s; EntmaxKV top-k alpha 1, budget %d tokens, %d sink, "
+              "pages of %d tokens over %d-token blocks\n", prop.name, prop.multiProcessorCount,
+              prop.l2CacheSize >> 20, copy, kBudgetTokens, kSinks, a.page_size, kBlock);
   std::vector<Row> rows;
   for (const auto& [batch, tokens] : a.points) {
-    const Point pt(batch, tokens, prop, s);
+    const Point pt(batch, tokens, a.page_size, prop, s);
     if (const std::string bad = pt.Check(); !bad.empty()) {
       std::fprintf(stderr, "B=%d T=%d: %s\n", batch, tokens, bad.c_str());
       return 1;
@@ -480,7 +498,7 @@ int main(int argc, char** argv) {
         {[&](int r) { pt.RunK2(r, 0, B); }, [&](int) { pt.RunK3(0, B); }, [&](int r) { pt.RunK7(r, 0, B); }},
         pt.rotations(), a, s);
     Row w{};
-    w.b = batch, w.t = tokens, w.hist = pt.hist(), w.t_sel = pt.TSel(), w.splits = pt.splits();
+    w.b = batch, w.t = tokens, w.p = pt.page_size(), w.hist = pt.hist(), w.t_sel = pt.TSel(), w.splits = pt.splits();
     w.splits_seq = pt.splits_seq(), w.dense_splits = pt.dense_splits(), w.rot = pt.rotations();
     w.k2_us = parts[0], w.k3_us = parts[1], w.k7_us = parts[2];
     w.k3_one_cta_us = TimeParts({[&](int) { pt.RunK3(0, B, 0); }}, pt.rotations(), a, s)[0];
@@ -506,7 +524,7 @@ int main(int argc, char** argv) {
     rows.push_back(w);
     std::printf("B=%d T=%d: P_hist %d, T_sel %d, K3 chunk %d (one CTA per row: %.1f us), K7 splits %d (per-seq %d), "
                 "dense splits %d, %d cache sets\n", w.b, w.t, w.hist, w.t_sel,
-                EntmaxTopkChunkPages(w.hist + 1, kBudgetPages), w.k3_one_cta_us, w.splits, w.splits_seq,
+                EntmaxTopkChunkPages(w.hist + 1, kBudgetTokens / w.p), w.k3_one_cta_us, w.splits, w.splits_seq,
                 w.dense_splits, w.rot);
   }
 

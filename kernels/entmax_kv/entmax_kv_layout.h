@@ -144,36 +144,38 @@ KV_HD int EntmaxStatsSlotsPerBlock(const EntmaxPagedKv& kv) {
   const int pb = EntmaxBlockTokens(kv);
   return pb > kv.page_size ? pb / kv.page_size : 1;
 }
-// Row length of block_table, in blocks.
-KV_HD int64_t EntmaxTableRow(const EntmaxPagedKv& kv) {
-  return static_cast<int64_t>(kv.max_blocks_per_seq) * kv.page_size / EntmaxBlockTokens(kv);
+// Row length of block_table, in blocks (32-bit arithmetic: MB*P tokens fit an int).
+KV_HD int EntmaxTableRow(const EntmaxPagedKv& kv) {
+  const int pb = EntmaxBlockTokens(kv), P = kv.page_size;
+  return pb >= P ? kv.max_blocks_per_seq / (pb / P) : kv.max_blocks_per_seq * (P / pb);
 }
 // Physical block holding logical token t of sequence b (t < MB*P).
-KV_HD int32_t EntmaxBlockOf(const EntmaxPagedKv& kv, int b, int64_t t) {
-  return kv.block_table[b * EntmaxTableRow(kv) + t / EntmaxBlockTokens(kv)];
+KV_HD int32_t EntmaxBlockOf(const EntmaxPagedKv& kv, int b, int t) {
+  return kv.block_table[static_cast<int64_t>(b) * EntmaxTableRow(kv) + t / EntmaxBlockTokens(kv)];
 }
 // Element offset of (token t, KV head g, dim 0) of sequence b in a K/V pool;
 // tokens of one block are consecutive rows of D.
-KV_HD int64_t EntmaxTokenOffset(const EntmaxPagedKv& kv, int b, int g, int64_t t) {
+KV_HD int64_t EntmaxTokenOffset(const EntmaxPagedKv& kv, int b, int g, int t) {
   const int pb = EntmaxBlockTokens(kv);
   return ((static_cast<int64_t>(EntmaxBlockOf(kv, b, t)) * kv.num_kv_heads + g) * pb + t % pb) * kv.head_dim;
 }
 // Stats slot of page p of sequence b: its first token's block, times SB, plus
 // the page's index within that block (a page of P >= Pb owns its first block's
-// slot; the slots of its other blocks stay unused).
+// slot; the slots of its other blocks stay unused). Pages that are blocks (the
+// common case) read the table and nothing else: K2's stats loads wait on it.
 KV_HD int64_t EntmaxStatsSlot(const EntmaxPagedKv& kv, int b, int p) {
-  const int64_t t0 = static_cast<int64_t>(p) * kv.page_size;
-  const int sb = EntmaxStatsSlotsPerBlock(kv);
+  const int pb = EntmaxBlockTokens(kv), P = kv.page_size;
+  if (pb == P) return kv.block_table[static_cast<int64_t>(b) * kv.max_blocks_per_seq + p];
+  const int t0 = p * P;
   const int64_t blk = EntmaxBlockOf(kv, b, t0);
-  return sb == 1 ? blk : blk * sb + (t0 % EntmaxBlockTokens(kv)) / kv.page_size;
+  return pb > P ? blk * (pb / P) + (t0 % pb) / P : blk;
 }
 
 // True when every block holding tokens [pg*P, pg*P + n) of sequence b is an
 // id in [0, NB) (the twins check before they write anything).
 KV_HD bool EntmaxPageBlocksValid(const EntmaxPagedKv& kv, int b, int pg, int n) {
-  const int pb = EntmaxBlockTokens(kv);
-  const int64_t t0 = static_cast<int64_t>(pg) * kv.page_size;
-  for (int64_t t = t0 - t0 % pb; t < t0 + n; t += pb) {
+  const int pb = EntmaxBlockTokens(kv), t0 = pg * kv.page_size;
+  for (int t = t0 - t0 % pb; t < t0 + n; t += pb) {
     const int32_t id = EntmaxBlockOf(kv, b, t);
     if (id < 0 || id >= kv.num_blocks) return false;
   }

@@ -23,10 +23,10 @@ __global__ void __launch_bounds__(D) PageStatsKernel(const EntmaxPageStatsParams
   const int64_t so = (EntmaxStatsSlot(kv, b, pg) * kv.num_kv_heads + g) * D + d;
   // Row j of the page: one block holds the whole page unless P > Pb.
   const T* pool = static_cast<const T*>(kv.k_pool) + d;
-  const int64_t base = EntmaxTokenOffset(kv, b, g, static_cast<int64_t>(pg) * P);
+  const int64_t base = EntmaxTokenOffset(kv, b, g, pg * P);
   const bool one_block = EntmaxBlockTokens(kv) >= P;
   auto key = [&](int j) {
-    return pool[one_block ? base + static_cast<int64_t>(j) * D : EntmaxTokenOffset(kv, b, g, static_cast<int64_t>(pg) * P + j)];
+    return pool[one_block ? base + static_cast<int64_t>(j) * D : EntmaxTokenOffset(kv, b, g, pg * P + j)];
   };
   if (p.kind == EntmaxStatKind::kMinMax) {
     T lo = key(0), hi = lo;

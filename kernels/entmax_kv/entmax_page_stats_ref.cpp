@@ -28,7 +28,7 @@ bool EntmaxPageStatsRef(const EntmaxPageStatsParams& p) {
         const size_t sbase = static_cast<size_t>(slot * hkv + g) * D;
         for (int d = 0; d < D; ++d) {
           auto key = [&](int j) {
-            const int64_t row = EntmaxTokenOffset(kv, b, g, static_cast<int64_t>(pg) * P + j);
+            const int64_t row = EntmaxTokenOffset(kv, b, g, pg * P + j);
             return LoadAsFloat(kv.k_pool, static_cast<size_t>(row + d), kv.dtype);
           };
           if (p.kind == EntmaxStatKind::kMinMax) {

@@ -148,7 +148,7 @@ __global__ void __launch_bounds__(kSmThreads) SoftmaxKernel(const EntmaxSparseDe
 
   const T* kpool = static_cast<const T*>(kv.k_pool);
   const T* vpool = static_cast<const T*>(kv.v_pool);
-  const int32_t* table = kv.block_table + b * EntmaxTableRow(kv);
+  const int32_t* table = kv.block_table + static_cast<int64_t>(b) * EntmaxTableRow(kv);
 
   for (int seg = begin; seg < end;) {
     const int e0 = seg >> ushift;  // units [e0, e1) of this segment

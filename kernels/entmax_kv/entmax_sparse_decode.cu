@@ -43,7 +43,7 @@ __device__ __forceinline__ Row RowOf(const EntmaxSparseDecodeParams& p, int b, i
 // Element offset of (selected token j, dim 0) of KV head g in a pool.
 __device__ __forceinline__ int64_t TokenOffset(const EntmaxSparseDecodeParams& p, int b, const Row& r, int g, int j) {
   const int P = p.kv.page_size, MB = p.kv.max_blocks_per_seq;
-  return EntmaxTokenOffset(p.kv, b, g, static_cast<int64_t>(p.sel.pages[r.sel_row * MB + j / P]) * P + j % P);
+  return EntmaxTokenOffset(p.kv, b, g, p.sel.pages[r.sel_row * MB + j / P] * P + j % P);
 }
 
 template <class T, int D>

@@ -58,16 +58,16 @@ bool EntmaxSparseDecodeRef(const EntmaxSparseDecodeParams& p) {
     return static_cast<int>(std::clamp<int64_t>(p.sel.sel_len[row], 0, std::max<int64_t>(cap, 0)));
   };
   // Logical token of the list's j-th selected token (-1: page id out of range).
-  auto token_of = [&](int64_t row, int j) -> int64_t {
+  auto token_of = [&](int64_t row, int j) -> int {
     const int32_t logical = p.sel.pages[row * MB + j / P];
     if (logical < 0 || logical >= MB) return -1;
-    return static_cast<int64_t>(logical) * P + j % P;
+    return logical * P + j % P;
   };
   for (int b = 0; b < kv.batch; ++b) {
     for (int l = 0; l < hs; ++l) {
       const int64_t row = static_cast<int64_t>(b) * hs + l;
       for (int j = 0; j < sel_tokens(row); ++j) {
-        const int64_t t = token_of(row, j);
+        const int t = token_of(row, j);
         if (t < 0) return false;
         const int32_t blk = EntmaxBlockOf(kv, b, t);
         if (blk < 0 || blk >= kv.num_blocks) return false;
