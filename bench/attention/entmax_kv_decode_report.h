@@ -30,9 +30,9 @@ struct Row {
 inline double Gbps(double bytes, float us) { return bytes / (us * 1e-6) / 1e9; }
 
 inline void PrintTable(const std::vector<Row>& rows, double copy, int iters) {
-  std::printf("\n%2s %2s %7s | %6s %6s %7s %6s | %7s %7s %7s | %8s | %7s %6s %6s %6s | %6s %6s | %6s %7s %6s\n", "B", "P",
-              "T", "K2", "K3", "K7", "K1", "step", "graph", "perseq", "dense", "MB(§3)", "GB/s", "%copy", "K2%", "xdense",
-              "xgraph", "layer", "dlayer", "xlayer");
+  std::printf("\n%2s %2s %7s | %6s %6s %7s %6s | %7s %7s %7s | %8s | %7s %6s %6s %6s | %6s %6s | %6s %7s %6s\n",
+              "B", "P", "T", "K2", "K3", "K7", "K1", "step", "graph", "perseq", "dense", "MB(§3)", "GB/s", "%copy", "K2%",
+              "xdense", "xgraph", "layer", "dlayer", "xlayer");
   for (const Row& w : rows) {
     const double g = Gbps(w.model, w.step_us);
     std::printf("%2d %2d %7d | %6.1f %6.1f %7.1f %6.1f | %7.1f %7.1f %7.1f | %8.1f | %7.1f %6.0f %5.1f%% %5.1f%% | "

@@ -144,20 +144,28 @@ KV_HD int EntmaxStatsSlotsPerBlock(const EntmaxPagedKv& kv) {
   const int pb = EntmaxBlockTokens(kv);
   return pb > kv.page_size ? pb / kv.page_size : 1;
 }
+// log2 of a power of two (P, Pb): shifts, not divisions, on the address path.
+KV_HD int EntmaxLog2(int pow2) {
+#ifdef __CUDA_ARCH__
+  return __ffs(pow2) - 1;
+#else
+  return __builtin_ctz(static_cast<unsigned>(pow2));
+#endif
+}
 // Row length of block_table, in blocks (32-bit arithmetic: MB*P tokens fit an int).
 KV_HD int EntmaxTableRow(const EntmaxPagedKv& kv) {
-  const int pb = EntmaxBlockTokens(kv), P = kv.page_size;
-  return pb >= P ? kv.max_blocks_per_seq / (pb / P) : kv.max_blocks_per_seq * (P / pb);
+  const int pshift = EntmaxLog2(kv.page_size), bshift = EntmaxLog2(EntmaxBlockTokens(kv));
+  return bshift >= pshift ? kv.max_blocks_per_seq >> (bshift - pshift) : kv.max_blocks_per_seq << (pshift - bshift);
 }
 // Physical block holding logical token t of sequence b (t < MB*P).
 KV_HD int32_t EntmaxBlockOf(const EntmaxPagedKv& kv, int b, int t) {
-  return kv.block_table[static_cast<int64_t>(b) * EntmaxTableRow(kv) + t / EntmaxBlockTokens(kv)];
+  return kv.block_table[static_cast<int64_t>(b) * EntmaxTableRow(kv) + (t >> EntmaxLog2(EntmaxBlockTokens(kv)))];
 }
 // Element offset of (token t, KV head g, dim 0) of sequence b in a K/V pool;
 // tokens of one block are consecutive rows of D.
 KV_HD int64_t EntmaxTokenOffset(const EntmaxPagedKv& kv, int b, int g, int t) {
   const int pb = EntmaxBlockTokens(kv);
-  return ((static_cast<int64_t>(EntmaxBlockOf(kv, b, t)) * kv.num_kv_heads + g) * pb + t % pb) * kv.head_dim;
+  return ((static_cast<int64_t>(EntmaxBlockOf(kv, b, t)) * kv.num_kv_heads + g) * pb + (t & (pb - 1))) * kv.head_dim;
 }
 // Stats slot of page p of sequence b: its first token's block, times SB, plus
 // the page's index within that block (a page of P >= Pb owns its first block's
@@ -168,7 +176,7 @@ KV_HD int64_t EntmaxStatsSlot(const EntmaxPagedKv& kv, int b, int p) {
   if (pb == P) return kv.block_table[static_cast<int64_t>(b) * kv.max_blocks_per_seq + p];
   const int t0 = p * P;
   const int64_t blk = EntmaxBlockOf(kv, b, t0);
-  return pb > P ? blk * (pb / P) + (t0 % pb) / P : blk;
+  return pb > P ? blk * (pb / P) + ((t0 & (pb - 1)) >> EntmaxLog2(P)) : blk;
 }
 
 // True when every block holding tokens [pg*P, pg*P + n) of sequence b is an

@@ -84,7 +84,10 @@ __device__ __forceinline__ float WarpMultiSum(float (&v)[NV]) {
   return r;
 }
 
-template <class T, int D, int NH>
+// kPageIsBlock: pages are the pool's blocks (P == Pb, the default), so a unit
+// is a page and the table is indexed by page: the general addressing costs
+// the B = 1 step ~3% on the H100 (A/B, session 15), so it is compiled apart.
+template <class T, int D, int NH, bool kPageIsBlock>
 __global__ void __launch_bounds__(kSmThreads) SoftmaxKernel(const EntmaxSparseDecodeParams p) {
   using Geo = SmGeo<T, D>;
   constexpr int kE = Geo::kE;
@@ -102,8 +105,9 @@ __global__ void __launch_bounds__(kSmThreads) SoftmaxKernel(const EntmaxSparseDe
   const int H = p.query.num_heads, Hs = p.sel.select_heads, nh = H / Hs;
   const int h0 = l * nh, g = h0 / (H / kv.num_kv_heads);
   const int P = kv.page_size, pshift = __ffs(P) - 1, MB = kv.max_blocks_per_seq;
-  const int Pb = EntmaxBlockTokens(kv), bshift = __ffs(Pb) - 1;
-  const int ushift = min(pshift, bshift), U = 1 << ushift, upshift = pshift - ushift;  // units per page: 1 << upshift
+  const int Pb = kPageIsBlock ? P : EntmaxBlockTokens(kv), bshift = kPageIsBlock ? pshift : __ffs(Pb) - 1;
+  const int ushift = kPageIsBlock ? pshift : min(pshift, bshift), U = kPageIsBlock ? P : 1 << ushift;
+  const int upshift = pshift - ushift;  // units per page: 1 << upshift
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int64_t sel_row = static_cast<int64_t>(b) * Hs + l;
   // q of the list's heads, lane's dims, pre-scaled into the exp2 domain (q is
@@ -158,8 +162,12 @@ __global__ void __launch_bounds__(kSmThreads) SoftmaxKernel(const EntmaxSparseDe
     for (int i = tid; i < e1 - e0; i += kSmThreads) {
       const int u = e0 + i;
       const int page = spec_ok && seg == begin && i == tid ? spec_page : list[u >> upshift];
-      const int64_t t = (static_cast<int64_t>(page) << pshift) + ((u << ushift) & (P - 1));  // unit's first token
-      tab[i] = ((static_cast<int64_t>(table[t >> bshift]) * kv.num_kv_heads + g) * Pb + (t & (Pb - 1))) * D;
+      if constexpr (kPageIsBlock) {  // unit = page = block
+        tab[i] = (static_cast<int64_t>(table[page]) * kv.num_kv_heads + g) * P * D;
+      } else {
+        const int t = (page << pshift) + ((u << ushift) & (P - 1));  // the unit's first token
+        tab[i] = ((static_cast<int64_t>(table[t >> bshift]) * kv.num_kv_heads + g) * Pb + (t & (Pb - 1))) * D;
+      }
     }
     __syncthreads();
     const int stages = (seg_end - seg + kStageTokens - 1) / kStageTokens;
@@ -325,7 +333,8 @@ __global__ void __launch_bounds__(D) LseMergeKernel(const EntmaxSparseDecodePara
 template <class T, int D, int NH>
 cudaError_t LaunchSoftmaxTyped(const EntmaxSparseDecodeParams& p, cudaStream_t stream) {
   using Geo = SmGeo<T, D>;
-  auto kernel = SoftmaxKernel<T, D, NH>;
+  auto kernel =
+      EntmaxBlockTokens(p.kv) == p.kv.page_size ? SoftmaxKernel<T, D, NH, true> : SoftmaxKernel<T, D, NH, false>;
   if (Geo::kSmemBytes > 48 * 1024) {
     KV_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Geo::kSmemBytes));
   }

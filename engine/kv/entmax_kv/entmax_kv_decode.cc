@@ -178,8 +178,8 @@ absl::Status RunEntmaxDecode(const PagedKvPool& pool, EntmaxStatsStore& stats, c
                              int64_t layer, const EntmaxDecodeRows& rows, const EntmaxDecodeBounds& bounds,
                              const at::Tensor& q, at::Tensor& out, at::Tensor& mass) {
   if (rows.page_size != config.page_size) {
-    return absl::InternalError(absl::StrCat("entmax_kv: rows of ", rows.page_size, "-token pages decoded with page_size ",
-                                            config.page_size));
+    return absl::InternalError(
+        absl::StrCat("entmax_kv: rows of ", rows.page_size, "-token pages decoded with page_size ", config.page_size));
   }
   const KvGeometry& g = pool.geometry();
   const int64_t B = rows.batch, H = g.n_heads, D = g.head_dim, MB = rows.max_pages();

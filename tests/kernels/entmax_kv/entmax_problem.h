@@ -55,8 +55,12 @@ struct EntmaxProblem {
   float Pool(const std::vector<uint8_t>& pool, int b, int g, int t, int d) const {
     return LoadAsFloat(pool.data(), PoolIndex(b, g, t, d), shape.dtype);
   }
-  void SetK(int b, int g, int t, int d, float v) { StoreFromFloat(k_pool.data(), PoolIndex(b, g, t, d), v, shape.dtype); }
-  void SetV(int b, int g, int t, int d, float v) { StoreFromFloat(v_pool.data(), PoolIndex(b, g, t, d), v, shape.dtype); }
+  void SetK(int b, int g, int t, int d, float v) {
+    StoreFromFloat(k_pool.data(), PoolIndex(b, g, t, d), v, shape.dtype);
+  }
+  void SetV(int b, int g, int t, int d, float v) {
+    StoreFromFloat(v_pool.data(), PoolIndex(b, g, t, d), v, shape.dtype);
+  }
 
   EntmaxPagedKv Kv() {
     EntmaxPagedKv kv;

@@ -115,7 +115,8 @@ TEST(EntmaxKvConfig, WhatThisVersionDoesNotImplementIsRefusedByName) {
 
 TEST(EntmaxKvConfig, EveryPageSizeOfTheTableIsAccepted) {
   for (int64_t p : {8, 16, 32, 64}) {
-    const absl::StatusOr<EntmaxKvConfig> c = ParseEntmaxKvConfig(Entmax({{"page_size", p}, {"token_budget", 4 * p}}), 30);
+    const absl::StatusOr<EntmaxKvConfig> c =
+        ParseEntmaxKvConfig(Entmax({{"page_size", p}, {"token_budget", 4 * p}}), 30);
     ASSERT_TRUE(c.ok()) << p << ": " << c.status();
     EXPECT_EQ(c->page_size, p);
     EXPECT_EQ(c->budget_pages(), 4);
