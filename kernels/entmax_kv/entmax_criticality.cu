@@ -66,7 +66,9 @@ constexpr int kVecPagesPerCta = 64;
 // registers (other shapes spill under the cap), so 8 CTAs fit an SM and a 1024-CTA grid
 // (1 x 128K: 128 page blocks x 8 lists) is one wave (was 80 registers: 6 per SM,
 // 1.3 waves, the last 0.3 wave streaming on ~2 CTAs per SM).
-template <class T, int D, int NH>
+// kPageIsBlock: pages are the pool's blocks (the default), so a page's stats
+// slot is its table entry; the general EntmaxStatsSlot cost K2 ~1% (A/B, H100).
+template <class T, int D, int NH, bool kPageIsBlock>
 __global__ void __launch_bounds__(kCritThreads, NH <= 4 && D * sizeof(T) == 256 ? 8 : 1) CriticalityVecKernel(const EntmaxCriticalityParams p) {
   constexpr int kVec = 16 / sizeof(T), kLanes = D / kVec, kGroups = kCritThreads / kLanes;
   static_assert(kLanes <= 32 && 32 % kLanes == 0, "a page row is a power-of-two lane group within a warp");
@@ -82,7 +84,9 @@ __global__ void __launch_bounds__(kCritThreads, NH <= 4 && D * sizeof(T) == 256 
   // dereferenced), so the stats loads below are one round trip, not two.
   __shared__ int64_t rows[kVecPagesPerCta];  // uint4 index of (page, g, lane 0)
   if (tid < kVecPagesPerCta && first + tid < MB) {
-    rows[tid] = (EntmaxStatsSlot(kv, b, first + tid) * kv.num_kv_heads + g) * kLanes;
+    const int64_t slot = kPageIsBlock ? kv.block_table[static_cast<int64_t>(b) * MB + first + tid]
+                                      : EntmaxStatsSlot(kv, b, first + tid);
+    rows[tid] = (slot * kv.num_kv_heads + g) * kLanes;
   }
   __syncthreads();
   if (first >= end) return;  // (reads nothing the kernel before writes, writes nothing)
@@ -166,10 +170,15 @@ cudaError_t LaunchEntmaxCriticality(const EntmaxCriticalityParams& p, cudaStream
     // A programmatic dependent of the kernel before (see the kernel's wait).
     return entmax_detail::DispatchTypeDim(p.kv.dtype, p.kv.head_dim, [&]<class T, int D>() {
       using entmax_detail::CriticalityVecKernel, entmax_detail::LaunchPdl, entmax_detail::kCritThreads;
-      if (per_list <= 1) return LaunchPdl(CriticalityVecKernel<T, D, 1>, vgrid, dim3(kCritThreads), 0, stream, p);
-      if (per_list <= 2) return LaunchPdl(CriticalityVecKernel<T, D, 2>, vgrid, dim3(kCritThreads), 0, stream, p);
-      if (per_list <= 4) return LaunchPdl(CriticalityVecKernel<T, D, 4>, vgrid, dim3(kCritThreads), 0, stream, p);
-      return LaunchPdl(CriticalityVecKernel<T, D, 8>, vgrid, dim3(kCritThreads), 0, stream, p);
+      const bool blocks = EntmaxBlockTokens(p.kv) == p.kv.page_size;
+      auto launch = [&]<int NH>() {
+        return LaunchPdl(blocks ? CriticalityVecKernel<T, D, NH, true> : CriticalityVecKernel<T, D, NH, false>, vgrid,
+                         dim3(kCritThreads), 0, stream, p);
+      };
+      if (per_list <= 1) return launch.template operator()<1>();
+      if (per_list <= 2) return launch.template operator()<2>();
+      if (per_list <= 4) return launch.template operator()<4>();
+      return launch.template operator()<8>();
     });
   }
   return entmax_detail::DispatchTypeDim(p.kv.dtype, p.kv.head_dim, [&]<class T, int D>() {
