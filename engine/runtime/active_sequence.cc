@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/env_switch.h"
+#include "engine/runtime/step_error.h"
 #include "engine/status_macros.h"
 #include "kernels/sampling/row_stats.h"
 
@@ -162,7 +163,7 @@ absl::StatusOr<HostLogits> ToHost(const StepResult& step, bool full) {
   try {
     return ToHost(step.logits, full);
   } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat("reading the step's logits: ", e.what_without_backtrace()));
+    return StepErrorStatus(e, "reading the step's logits");
   }
 }
 

@@ -16,6 +16,7 @@
 #include "engine/parallel/local_group.h"
 #include "engine/parallel/nccl_group.h"
 #include "engine/runtime/active_sequence.h"
+#include "engine/runtime/step_error.h"
 #include "engine/status_macros.h"
 
 #ifdef KVSTREAM_HAVE_CUDA_TORCH
@@ -288,7 +289,7 @@ absl::StatusOr<std::vector<GenerateOutcome>> Engine::GenerateBatch(const std::ve
       pending = std::move(ahead);
     }
   } catch (const c10::Error& err) {
-    return absl::InternalError(absl::StrCat("forward failed: ", err.what_without_backtrace()));
+    return StepErrorStatus(err, "forward failed");
   }
   return out;
 }

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/model/llama_model.h"
+#include "engine/runtime/step_error.h"
 #include "engine/status_macros.h"
 
 namespace kvstream {
@@ -198,7 +199,7 @@ absl::StatusOr<LaunchedStep> Scheduler::Launch(std::vector<SeqInput> inputs, std
     at::InferenceMode guard;
     KV_ASSIGN_OR_RETURN(l.result, engine_.model().Step(l.inputs, StepContext{engine_.NextStepId()}));
   } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat("forward failed: ", e.what_without_backtrace()));
+    return StepErrorStatus(e, "forward failed");
   }
   for (const auto& r : running_) {
     if (std::find(l.rows.begin(), l.rows.end(), r->id) != l.rows.end()) {
