@@ -12,6 +12,8 @@
 #   akveval:  `kvstream eval` through the server on the GPU, real model: dense and AKV variants
 #             (EVAL_STRATEGIES, EVAL_KV, EVAL_TASKS, EVAL_CONTEXTS, EVAL_SAMPLES, EVAL_NAME override)
 #   e2e-strategies: decode tok/s of E2E_STRATEGIES (default dense,akv) side by side, synthetic llama3-8b
+#             (E2E_POOL: paged pool bytes, 0 = what fits; strategies that hold their cache beside the
+#             pool, e.g. LASER-KV's prefill scratch, need it below what fits at B = 8)
 #   e2e-ab:   the e2e points (AB_POINTS) with the A/B switch AB_SWITCH on, off (=0), on again, same run;
 #             switches: KVSTREAM_DENSE_FUSED (append + merge inside the dense decode kernel),
 #             KVSTREAM_GEMV_EPILOGUE (RoPE/SwiGLU folded into the GEMV), KVSTREAM_GEMV (our GEMV vs cuBLAS)
@@ -99,7 +101,7 @@ if want e2e-strategies; then
   pts="${STRATEGY_POINTS:-1x8192,1x32768,8x8192}"
   log "end-to-end decode, dense vs ${E2E_STRATEGIES:-dense,akv} (synthetic llama3-8b): $pts"
   build-gpu/decode_e2e_bench --commit="$(git rev-parse --short HEAD 2>/dev/null)" --synthetic=llama3-8b --points="$pts" --strategies="${E2E_STRATEGIES:-dense,akv}" \
-    --kv="${E2E_KV:-}" --json="$OUT/e2e_strategies.json" 2>&1 | tail -12
+    --kv="${E2E_KV:-}" --kv-pool-bytes="${E2E_POOL:-0}" --json="$OUT/e2e_strategies.json" 2>&1 | tail -12
 fi
 if want baseline; then
   log "end-to-end decode bench (compiled PyTorch baseline): $E2E_POINTS"
