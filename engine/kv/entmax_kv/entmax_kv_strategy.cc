@@ -28,11 +28,18 @@ int64_t EntmaxStatsStore::slot_bytes() const {
          static_cast<int64_t>(c10::elementSize(geometry_.dtype));
 }
 
-void EntmaxStatsStore::EnsureAllocated(int64_t num_blocks, int slots_per_block) {
-  if (storage_.count(slots_per_block) > 0 || num_blocks <= 0) return;
+absl::Status EntmaxStatsStore::EnsureAllocated(int64_t num_blocks, int slots_per_block) {
+  if (storage_.count(slots_per_block) > 0 || num_blocks <= 0) return absl::OkStatus();
   auto opts = at::TensorOptions().dtype(geometry_.dtype).device(geometry_.device);
-  storage_[slots_per_block] = at::zeros(
-      {geometry_.n_layers, 2, num_blocks * slots_per_block, geometry_.n_kv_heads, geometry_.head_dim}, opts);
+  try {
+    storage_[slots_per_block] = at::zeros(
+        {geometry_.n_layers, 2, num_blocks * slots_per_block, geometry_.n_kv_heads, geometry_.head_dim}, opts);
+  } catch (const c10::Error& e) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "entmax_kv: page statistics (", num_blocks * slots_per_block * slot_bytes(), " bytes beside the KV pool, ",
+        slots_per_block, " slot(s) per block) do not fit: ", e.what_without_backtrace()));
+  }
+  return absl::OkStatus();
 }
 
 int EntmaxSlotsPerBlock(int page_size) {
@@ -72,6 +79,8 @@ absl::Status EntmaxKvStrategy::Validate(const StrategyConfig& config) const {
 absl::StatusOr<std::unique_ptr<SequenceCache>> EntmaxKvStrategy::Open(const StrategyConfig& config) {
   KV_RETURN_IF_ERROR(Validate(config));
   KV_ASSIGN_OR_RETURN(EntmaxKvConfig c, ParseEntmaxKvConfig(config, geometry_.n_layers));
+  // At admission, not inside a step: a store that does not fit fails this request alone.
+  KV_RETURN_IF_ERROR(stats_->EnsureAllocated(pool_->num_pages(), EntmaxSlotsPerBlock(c.page_size)));
   return std::make_unique<EntmaxKvSequenceCache>(pool_, stats_, c, config.max_tokens);
 }
 
@@ -100,7 +109,7 @@ absl::Status EntmaxKvSequenceCache::Grow(int64_t tokens) {
   const int64_t need = CeilDiv(tokens, P) - static_cast<int64_t>(pages_.size());
   if (need <= 0) return absl::OkStatus();
   KV_ASSIGN_OR_RETURN(std::vector<int32_t> got, pool_->Take(need));
-  stats_->EnsureAllocated(pool_->num_pages(), EntmaxSlotsPerBlock(config_.page_size));
+  KV_RETURN_IF_ERROR(stats_->EnsureAllocated(pool_->num_pages(), EntmaxSlotsPerBlock(config_.page_size)));
   pages_.insert(pages_.end(), got.begin(), got.end());
   peak_bytes_ = std::max(peak_bytes_, BytesHeld());
   return absl::OkStatus();

@@ -39,8 +39,10 @@ class EntmaxStatsStore {
   explicit EntmaxStatsStore(const KvGeometry& g) : geometry_(g) {}
   // Bytes of one slot's kmin+kmax over all layers.
   int64_t slot_bytes() const;
-  // Allocates [L, 2, NB * slots_per_block, Hkv, D] once the pool's block count is known.
-  void EnsureAllocated(int64_t num_blocks, int slots_per_block);
+  // Allocates [L, 2, NB * slots_per_block, Hkv, D] once the pool's block
+  // count is known; RESOURCE_EXHAUSTED (naming the bytes) if the device has
+  // no room for it beside the pool.
+  absl::Status EnsureAllocated(int64_t num_blocks, int slots_per_block);
   at::Tensor kmin(int64_t layer, int slots_per_block) const { return storage_.at(slots_per_block)[layer][0]; }
   at::Tensor kmax(int64_t layer, int slots_per_block) const { return storage_.at(slots_per_block)[layer][1]; }
 
@@ -61,9 +63,10 @@ class EntmaxKvStrategy final : public Strategy {
   EntmaxKvStrategy(const KvGeometry& g, int64_t pool_bytes);
   // Pages from a pool shared with another strategy (dense's on CUDA, so both
   // draw on one KV budget); the stats ([L, 2, NB, Hkv, D], 1/16 of the pool;
-  // twice that more once an 8-token-page request comes) are allocated beside
-  // it at first use, outside its bytes. The pool must outlive every sequence
-  // opened here.
+  // another 1/8 once an 8-token-page request comes) are allocated beside it
+  // when the first request that needs them opens (which fails alone with
+  // RESOURCE_EXHAUSTED if they do not fit), outside its bytes. The pool must
+  // outlive every sequence opened here.
   EntmaxKvStrategy(const KvGeometry& g, std::shared_ptr<PagedKvPool> shared_pool);
 
   const char* name() const override { return "entmax_kv"; }
