@@ -84,8 +84,7 @@ __global__ void __launch_bounds__(kCritThreads, NH <= 4 && D * sizeof(T) == 256 
   // dereferenced), so the stats loads below are one round trip, not two.
   __shared__ int64_t rows[kVecPagesPerCta];  // uint4 index of (page, g, lane 0)
   if (tid < kVecPagesPerCta && first + tid < MB) {
-    const int64_t slot = kPageIsBlock ? kv.block_table[static_cast<int64_t>(b) * MB + first + tid]
-                                      : EntmaxStatsSlot(kv, b, first + tid);
+    const int64_t slot = kPageIsBlock ? EntmaxPageBlock(kv, b, first + tid) : EntmaxStatsSlot(kv, b, first + tid);
     rows[tid] = (slot * kv.num_kv_heads + g) * kLanes;
   }
   __syncthreads();

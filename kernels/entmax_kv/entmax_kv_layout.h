@@ -139,10 +139,10 @@ KV_HD EntmaxSeqPages EntmaxPagesOf(int32_t seq_len, int page_size, int max_block
 // has 16-token blocks for every strategy; §5 allows P in 8..64): a page of
 // P < Pb is a slice of one block, a page of P > Pb spans P/Pb blocks.
 KV_HD int EntmaxBlockTokens(const EntmaxPagedKv& kv) { return kv.block_size > 0 ? kv.block_size : kv.page_size; }
-// Stats slots per block (SB).
-KV_HD int EntmaxStatsSlotsPerBlock(const EntmaxPagedKv& kv) {
-  const int pb = EntmaxBlockTokens(kv);
-  return pb > kv.page_size ? pb / kv.page_size : 1;
+// Block of page p of sequence b when pages are blocks (P == Pb): the table
+// is indexed by page, no token arithmetic (the default; K2 and K1's fast path).
+KV_HD int32_t EntmaxPageBlock(const EntmaxPagedKv& kv, int b, int p) {
+  return kv.block_table[static_cast<int64_t>(b) * kv.max_blocks_per_seq + p];
 }
 // log2 of a power of two (P, Pb): shifts, not divisions, on the address path.
 KV_HD int EntmaxLog2(int pow2) {
@@ -173,7 +173,7 @@ KV_HD int64_t EntmaxTokenOffset(const EntmaxPagedKv& kv, int b, int g, int t) {
 // common case) read the table and nothing else: K2's stats loads wait on it.
 KV_HD int64_t EntmaxStatsSlot(const EntmaxPagedKv& kv, int b, int p) {
   const int pb = EntmaxBlockTokens(kv), P = kv.page_size;
-  if (pb == P) return kv.block_table[static_cast<int64_t>(b) * kv.max_blocks_per_seq + p];
+  if (pb == P) return EntmaxPageBlock(kv, b, p);
   const int t0 = p * P;
   const int64_t blk = EntmaxBlockOf(kv, b, t0);
   return pb > P ? blk * (pb / P) + ((t0 & (pb - 1)) >> EntmaxLog2(P)) : blk;

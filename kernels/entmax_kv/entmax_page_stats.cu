@@ -25,10 +25,9 @@ __global__ void __launch_bounds__(D) PageStatsKernel(const EntmaxPageStatsParams
   const T* pool = static_cast<const T*>(kv.k_pool) + d;
   const bool one_block = EntmaxBlockTokens(kv) >= P;
   // Pages that are blocks (the default) index the table by page: no token arithmetic.
-  const int64_t first_block =
-      EntmaxBlockTokens(kv) == P ? kv.block_table[static_cast<int64_t>(b) * kv.max_blocks_per_seq + pg] : -1;
-  const int64_t base =
-      first_block >= 0 ? (first_block * kv.num_kv_heads + g) * P * D : EntmaxTokenOffset(kv, b, g, pg * P);
+  const int64_t base = EntmaxBlockTokens(kv) == P
+                           ? (static_cast<int64_t>(EntmaxPageBlock(kv, b, pg)) * kv.num_kv_heads + g) * P * D
+                           : EntmaxTokenOffset(kv, b, g, pg * P);
   auto key = [&](int j) {
     return pool[one_block ? base + static_cast<int64_t>(j) * D : EntmaxTokenOffset(kv, b, g, pg * P + j)];
   };
