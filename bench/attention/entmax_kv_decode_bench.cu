@@ -115,8 +115,7 @@ class Point {
   Point(int batch, int tokens, int page_size, const cudaDeviceProp& prop, cudaStream_t s)
       : b_(batch), t_(tokens), p_(page_size), sms_(prop.multiProcessorCount), s_(s) {
     // Blocks per sequence: whole pages (a 32/64-token page spans 2/4 blocks).
-    const int per_page = std::max(1, p_ / kBlock);
-    bps_ = ((tokens + kBlock - 1) / kBlock + per_page - 1) / per_page * per_page;
+    bps_ = static_cast<int>(EntmaxTableBlocksFor(tokens, p_, kBlock));
     mb_ = bps_ * kBlock / p_;
     pages_ = EntmaxPagesOf(tokens, p_, mb_);
     // K7's max_sel_tokens as the engine's graphs pass it (EntmaxGraphBoundsFor:
@@ -124,7 +123,7 @@ class Point {
     mt_ = (BudgetPages() + 1) * p_;
     const size_t nb = size_t(batch) * bps_;
     pool_elems_ = nb * kHkv * kBlock * kD;
-    stat_elems_ = nb * std::max(1, kBlock / p_) * kHkv * kD;  // 8-token pages: 2 stats slots per block
+    stat_elems_ = nb * EntmaxStatsSlotsPerBlock(p_, kBlock) * kHkv * kD;  // 8-token pages: 2 per block
     const size_t set_bytes = 2 * pool_elems_ * 2 + 2 * stat_elems_ * 2 + nb * 4;
     const double touched = ModelBytes() + AuxBytes();
     size_t free_b = 0, total_b = 0;

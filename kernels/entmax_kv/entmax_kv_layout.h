@@ -139,6 +139,16 @@ KV_HD EntmaxSeqPages EntmaxPagesOf(int32_t seq_len, int page_size, int max_block
 // has 16-token blocks for every strategy; §5 allows P in 8..64): a page of
 // P < Pb is a slice of one block, a page of P > Pb spans P/Pb blocks.
 KV_HD int EntmaxBlockTokens(const EntmaxPagedKv& kv) { return kv.block_size > 0 ? kv.block_size : kv.page_size; }
+// Stats slots per block (SB): Pb / P for pages smaller than a block, else 1.
+KV_HD int EntmaxStatsSlotsPerBlock(int page_size, int block_size) {
+  return block_size > page_size ? block_size / page_size : 1;
+}
+// Blocks a table row needs for `tokens`, rounded up to whole pages (a page of
+// P > Pb spans P / Pb blocks).
+KV_HD int64_t EntmaxTableBlocksFor(int64_t tokens, int page_size, int block_size) {
+  const int64_t per_page = page_size > block_size ? page_size / block_size : 1;
+  return ((tokens + block_size - 1) / block_size + per_page - 1) / per_page * per_page;
+}
 // Block of page p of sequence b when pages are blocks (P == Pb): the table
 // is indexed by page, no token arithmetic (the default; K2 and K1's fast path).
 KV_HD int32_t EntmaxPageBlock(const EntmaxPagedKv& kv, int b, int p) {
@@ -176,7 +186,7 @@ KV_HD int64_t EntmaxStatsSlot(const EntmaxPagedKv& kv, int b, int p) {
   if (pb == P) return EntmaxPageBlock(kv, b, p);
   const int t0 = p * P;
   const int64_t blk = EntmaxBlockOf(kv, b, t0);
-  return pb > P ? blk * (pb / P) + ((t0 & (pb - 1)) >> EntmaxLog2(P)) : blk;
+  return pb > P ? blk * EntmaxStatsSlotsPerBlock(P, pb) + ((t0 & (pb - 1)) >> EntmaxLog2(P)) : blk;
 }
 
 // True when every block holding tokens [pg*P, pg*P + n) of sequence b is an

@@ -67,9 +67,7 @@ std::vector<int64_t> EntmaxKernelScalars(const EntmaxKvConfig& c) {
 }
 
 int64_t EntmaxTableBlocks(int64_t tokens, int page_size) {
-  const int64_t per_page = std::max<int64_t>(page_size / PagedKvPool::kPageTokens, 1);
-  const int64_t blocks = (tokens + PagedKvPool::kPageTokens - 1) / PagedKvPool::kPageTokens;
-  return (blocks + per_page - 1) / per_page * per_page;
+  return EntmaxTableBlocksFor(tokens, page_size, static_cast<int>(PagedKvPool::kPageTokens));
 }
 
 EntmaxDecodeCounts EntmaxCountsFor(const EntmaxKvConfig& config, int64_t layer, int64_t T, int64_t max_pages) {

@@ -85,6 +85,7 @@ absl::StatusOr<int64_t> EntmaxKvStrategy::PrepareDecode(absl::Span<SequenceCache
   std::fill(table, table + padded_rows * MB, PagedKvPool::kScratchPage);
   std::fill(lens, lens + padded_rows, 0);
   const EntmaxKvConfig& config = caches[0]->config();
+  const int64_t max_pages = MB * P / config.page_size;  // the kernels' page rows (EntmaxDecodeRows::max_pages)
   bool rank_pages = false;
   for (int64_t b = 0; b < padded_rows; ++b) {
     for (int64_t h = 0; h < Hkv; ++h) slots[b * Hkv + h] = PagedSlotRow(PagedKvPool::kScratchPage, h, 0, Hkv);
@@ -96,7 +97,6 @@ absl::StatusOr<int64_t> EntmaxKvStrategy::PrepareDecode(absl::Span<SequenceCache
     for (int64_t h = 0; h < Hkv; ++h) slots[b * Hkv + h] = PagedSlotRow(pages[pos / P], h, pos % P, Hkv);
     // The report's counts: a replayed step runs no host code.
     for (int64_t l = 0; l < geometry_.n_layers; ++l) caches[b]->CountDecode(l, pos + 1);
-    const int64_t max_pages = MB * P / config.page_size;
     rank_pages = rank_pages || !EntmaxCountsFor(config, config.dense_layers, pos + 1, max_pages).fallback;
   }
   const bool non_blocking = geometry_.device.is_cuda();

@@ -42,9 +42,7 @@ absl::Status EntmaxStatsStore::EnsureAllocated(int64_t num_blocks, int slots_per
   return absl::OkStatus();
 }
 
-int EntmaxSlotsPerBlock(int page_size) {
-  return page_size < P ? static_cast<int>(P / page_size) : 1;
-}
+int EntmaxSlotsPerBlock(int page_size) { return EntmaxStatsSlotsPerBlock(page_size, static_cast<int>(P)); }
 
 // ---- strategy --------------------------------------------------------------------
 

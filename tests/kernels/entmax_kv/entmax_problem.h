@@ -106,7 +106,7 @@ inline EntmaxProblem MakeEntmaxProblem(const EntmaxShape& sh, uint32_t seed) {
   const int P = sh.page_size, D = sh.head_dim;
   int maxp = 1;
   for (int t : sh.seq_lens) maxp = std::max(maxp, (t + P - 1) / P);
-  const int per_block = pr.Pb() > P ? pr.Pb() / P : 1;  // SB: pages (and stats slots) per block
+  const int per_block = EntmaxStatsSlotsPerBlock(P, pr.Pb());  // SB: pages (and stats slots) per block
   pr.max_blocks = (maxp + 1 + per_block - 1) / per_block * per_block;
   pr.num_blocks = sh.batch * pr.TableRow() + 3;
   std::vector<int32_t> perm(pr.num_blocks);
