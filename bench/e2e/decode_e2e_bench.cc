@@ -27,6 +27,7 @@
 
 #ifdef KVSTREAM_HAVE_CUDA_TORCH
 #include <c10/cuda/CUDAFunctions.h>
+#include <cuda_profiler_api.h>
 #endif
 
 ABSL_FLAG(std::string, synthetic, "llama3-8b", "architecture with seeded random weights ('' = --model)");
@@ -43,6 +44,9 @@ ABSL_FLAG(int32_t, tensor_parallel, 1, "model shards, one GPU each (bytes and ro
 ABSL_FLAG(std::string, strategies, "dense",
           "KV strategies to run at every point, side by side (e.g. dense,akv); ratios are to dense");
 ABSL_FLAG(std::string, kv, "", "knobs name=value,... for every strategy but dense (e.g. hot_budget=1024)");
+ABSL_FLAG(int32_t, profile_steps, 0,
+          "open the CUDA profiler (ncu --profile-from-start off) over the last N timed steps of every point, "
+          "so a kernel breakdown leaves out prefill and warm-up");
 
 namespace kvstream {
 namespace {
@@ -52,6 +56,15 @@ using Clock = std::chrono::steady_clock;
 void Sync(const c10::Device& d) {
 #ifdef KVSTREAM_HAVE_CUDA_TORCH
   if (d.is_cuda()) c10::cuda::device_synchronize();
+#endif
+}
+
+// cudaProfilerStart/Stop around a window of steps (--profile_steps); a no-op
+// on CPU builds. The token callback runs after a step's tokens are read, so
+// with run-ahead the window opens about a step late: ask for a step more.
+void Profiler(const c10::Device& d, bool on) {
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+  if (d.is_cuda()) (void)(on ? cudaProfilerStart() : cudaProfilerStop());
 #endif
 }
 
@@ -81,7 +94,8 @@ struct Point {
   std::string error;
 };
 
-Point RunPoint(Engine& e, const StrategyConfig& kv, int64_t B, int64_t T, int warmup, int decode, double copy_bw) {
+Point RunPoint(Engine& e, const StrategyConfig& kv, int64_t B, int64_t T, int warmup, int decode, double copy_bw,
+               int profile_steps) {
   Point p;
   p.strategy = kv.strategy;
   p.batch = B;
@@ -112,9 +126,17 @@ Point RunPoint(Engine& e, const StrategyConfig& kv, int64_t B, int64_t T, int wa
   const double gpu_ms0 = e.model().decode_graph_gpu_ms();
   const int64_t ahead0 = e.run_ahead_steps();
   const auto t0 = Clock::now();
+  const size_t profile_from = static_cast<size_t>(warmup + decode - std::min(profile_steps, decode));
+  bool profiling = false;
   auto r = e.GenerateBatch(specs, [&](size_t i, const StreamDelta& d) {
-    if (i == 0 && !d.tokens.empty()) stamps.push_back(Clock::now());
+    if (i != 0 || d.tokens.empty()) return;
+    stamps.push_back(Clock::now());
+    if (profile_steps > 0 && !profiling && stamps.size() == profile_from) {
+      profiling = true;
+      Profiler(e.model().device(), true);
+    }
   });
+  if (profiling) Profiler(e.model().device(), false);
   if (!r.ok()) {
     p.error = std::string(r.status().message());
     std::replace(p.error.begin(), p.error.end(), '"', '\'');
@@ -195,7 +217,8 @@ int main(int argc, char** argv) {
                    specs.size() * strategies.size(), kv.strategy.c_str(), static_cast<long long>(B),
                    static_cast<long long>(T));
       points.push_back(
-          RunPoint(e, kv, B, T, absl::GetFlag(FLAGS_warmup_tokens), absl::GetFlag(FLAGS_decode_tokens), bw));
+          RunPoint(e, kv, B, T, absl::GetFlag(FLAGS_warmup_tokens), absl::GetFlag(FLAGS_decode_tokens), bw,
+                   absl::GetFlag(FLAGS_profile_steps)));
     }
   }
   // Roofline = dense's bytes (weights + a dense bf16 cache); a compressed

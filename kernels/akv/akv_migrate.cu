@@ -137,33 +137,44 @@ __global__ void MigrateCommitKernel(int32_t* counts, int num_layers) {
 }
 
 // Append: one thread per 16-byte unit of a new K or V row slice; unit 0 of
-// each row also writes pos and s = 0. n_hot is bumped by AppendCommitKernel.
-template <class T>
-__global__ void AppendKernel(const AkvAppendParams p, const AkvTiers t, int64_t row_stride) {
-  const int units = p.layout.num_kv_heads * p.layout.head_dim * static_cast<int>(sizeof(T)) / 16;  // per row
-  const int64_t item = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (item >= static_cast<int64_t>(p.rows) * units * 2) return;
-  const int kv = static_cast<int>(item / (static_cast<int64_t>(p.rows) * units));
-  const int64_t rem = item % (static_cast<int64_t>(p.rows) * units);
-  const int r = static_cast<int>(rem / units), u = static_cast<int>(rem % units);
-  const int n_hot = min(max(t.counts[kAkvNHot], 0), p.layout.hot_capacity);
-  const int dst = n_hot + r;
-  if (dst >= p.layout.hot_capacity) return;
-  const T* src = static_cast<const T*>(kv == 0 ? p.k : p.v) + r * row_stride;
-  T* out = static_cast<T*>(kv == 0 ? t.hot_k : t.hot_v) + static_cast<int64_t>(dst) * units * (16 / sizeof(T));
-  reinterpret_cast<uint4*>(out)[u] = reinterpret_cast<const uint4*>(src)[u];
-  if (kv == 0 && u == 0) {
-    t.hot_pos[dst] = p.pos[r];
-    t.hot_score[dst] = 0.0f;
-  }
-}
-
-__global__ void AppendCommitKernel(int32_t* counts, int rows, int capacity) {
-  if (threadIdx.x != 0) return;
+// each row also writes pos and s = 0. n_hot is bumped after every unit has
+// read it: by the kernel itself when it is one CTA (a decode row: 256 units
+// at Hkv 8, D 128, bf16), which saves a launch on every layer of a step, else
+// by AppendCommitKernel.
+__device__ __forceinline__ void CommitAppend(int32_t* counts, int rows, int capacity) {
   const int n_hot = min(max(counts[kAkvNHot], 0), capacity);
   const int fit = min(rows, capacity - n_hot);
   counts[kAkvNHot] = n_hot + fit;
   counts[kAkvTotAppendOverflow] += rows - fit;
+}
+
+template <class T>
+__global__ void AppendKernel(const AkvAppendParams p, const AkvTiers t, int64_t row_stride, bool commit) {
+  const int units = p.layout.num_kv_heads * p.layout.head_dim * static_cast<int>(sizeof(T)) / 16;  // per row
+  const int64_t item = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int n_hot = min(max(t.counts[kAkvNHot], 0), p.layout.hot_capacity);
+  if (item < static_cast<int64_t>(p.rows) * units * 2) {
+    const int kv = static_cast<int>(item / (static_cast<int64_t>(p.rows) * units));
+    const int64_t rem = item % (static_cast<int64_t>(p.rows) * units);
+    const int r = static_cast<int>(rem / units), u = static_cast<int>(rem % units);
+    const int dst = n_hot + r;
+    if (dst < p.layout.hot_capacity) {
+      const T* src = static_cast<const T*>(kv == 0 ? p.k : p.v) + r * row_stride;
+      T* out = static_cast<T*>(kv == 0 ? t.hot_k : t.hot_v) + static_cast<int64_t>(dst) * units * (16 / sizeof(T));
+      reinterpret_cast<uint4*>(out)[u] = reinterpret_cast<const uint4*>(src)[u];
+      if (kv == 0 && u == 0) {
+        t.hot_pos[dst] = p.pos[r];
+        t.hot_score[dst] = 0.0f;
+      }
+    }
+  }
+  if (!commit) return;  // uniform over the CTA
+  __syncthreads();      // every thread has read n_hot
+  if (threadIdx.x == 0) CommitAppend(t.counts, p.rows, p.layout.hot_capacity);
+}
+
+__global__ void AppendCommitKernel(int32_t* counts, int rows, int capacity) {
+  if (threadIdx.x == 0) CommitAppend(counts, rows, capacity);
 }
 
 bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
@@ -189,8 +200,10 @@ cudaError_t Append(const AkvAppendParams& p, cudaStream_t stream) {
       stride % (16 / static_cast<int64_t>(sizeof(T))) != 0)
     return cudaErrorInvalidValue;
   const int64_t items = static_cast<int64_t>(p.rows) * row * static_cast<int64_t>(sizeof(T)) / 16 * 2;
-  AppendKernel<T><<<static_cast<unsigned>((items + 255) / 256), 256, 0, stream>>>(p, t, stride);
+  const auto ctas = static_cast<unsigned>((items + 255) / 256);
+  AppendKernel<T><<<ctas, 256, 0, stream>>>(p, t, stride, /*commit=*/ctas == 1);
   KV_CUDA_CHECK(cudaGetLastError());
+  if (ctas == 1) return cudaSuccess;
   AppendCommitKernel<<<1, 32, 0, stream>>>(t.counts, p.rows, p.layout.hot_capacity);
   return cudaGetLastError();
 }

@@ -10,6 +10,8 @@
 // updates s / w / warm_a. HYBRID also records max u and a bitmap of positions;
 // RankScanKernel turns the bitmap into prefix popcounts and HybridFinalize-
 // Kernel writes s = aw * u / max(umax, 1e-10) + rw * rank / (V - 1).
+// A decode step (M = 1, G <= 8) takes ScoreDecodeKernel instead
+// (akv_score_decode.cuh): the same sums with coalesced K reads.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -18,6 +20,7 @@
 #include "kernels/akv/akv_attention.h"
 #include "kernels/akv/akv_device.cuh"
 #include "kernels/akv/akv_manage.h"
+#include "kernels/akv/akv_score_decode.cuh"
 #include "kernels/common/device_math.cuh"
 #include "kernels/cuda_check.h"
 
@@ -124,20 +127,7 @@ __global__ void __launch_bounds__(kScoreThreads) ScoreRowsKernel(const ScoreArgs
     a_all += part_all[threadIdx.x + k];
     a_last += part_last[threadIdx.x + k];
   }
-  a_all /= hq;
-  a_last /= hq;
-  const bool warm = j >= n_hot;
-  float* s = warm ? t.warm_score + (j - n_hot) : t.hot_score + j;
-  if (warm) t.warm_a[j - n_hot] = a_last;
-  if (!hybrid) {
-    *s = fmaf(p.decay, *s, a_last);
-    return;
-  }
-  const float u = fmaf(p.decay, *s, a_all);
-  *s = u;
-  atomicMax(p.workspace + 2 * a.words, __float_as_uint(u));  // u >= 0: bit order = value order
-  if (pos >= 0 && static_cast<uint32_t>(pos) < a.words * 32u)
-    atomicOr(p.workspace + (pos >> 5), 1u << (pos & 31));
+  StoreRowScore(p, t, a.words, j, n_hot, pos, a_all / hq, a_last / hq);
 }
 
 // prefix[w] = popcount of bitmap words [0, w); one CTA.
@@ -208,8 +198,15 @@ cudaError_t Score(const AkvScoreParams& p, cudaStream_t stream) {
     KV_CUDA_CHECK(cudaMemsetAsync(p.workspace, 0, AkvScoreWorkspaceWords(p.max_positions) * 4, stream));
   }
   const int64_t rows = static_cast<int64_t>(p.layout.hot_capacity) + p.layout.warm_capacity;
-  ScoreRowsKernel<T><<<static_cast<unsigned>((rows + a.rows_per_cta - 1) / a.rows_per_cta), kScoreThreads, 0,
-                       stream>>>(a);
+  const int hkv = p.layout.num_kv_heads;
+  if (p.num_rows == 1 && p.num_heads / hkv <= kScoreDecodeMaxGroup && hkv <= kScoreDecodeMaxKvHeads) {
+    const auto grid = static_cast<unsigned>((rows + kScoreDecodeRows - 1) / kScoreDecodeRows);
+    if (D == 64) ScoreDecodeKernel<T, 64><<<grid, hkv * 32, 0, stream>>>(p, a.t, a.q_stride_h, a.words);
+    if (D == 128) ScoreDecodeKernel<T, 128><<<grid, hkv * 32, 0, stream>>>(p, a.t, a.q_stride_h, a.words);
+  } else {
+    ScoreRowsKernel<T><<<static_cast<unsigned>((rows + a.rows_per_cta - 1) / a.rows_per_cta), kScoreThreads, 0,
+                         stream>>>(a);
+  }
   KV_CUDA_CHECK(cudaGetLastError());
   if (hybrid) {
     RankScanKernel<<<1, 1024, 0, stream>>>(p.workspace, a.words);

@@ -85,19 +85,28 @@ std::vector<float> TwinLse(AkvProblem& pr) {
   return lse;
 }
 
+// Both kernels: one query row (the decode kernel, G <= 8) and several (the
+// row kernel: prefill, and HYBRID's all-rows sums), on the default shape
+// (Hkv 8, D 128, 4-bit) and a small one (Hkv 3, D 64, 2-bit).
 TEST(AkvManageCuda, ScoreUpdateMatchesTwin) {
   SKIP_WITHOUT_DEVICE();
-  for (AkvScoring mode : {AkvScoring::kImportance, AkvScoring::kHybrid}) {
+  struct Case { AkvScoring mode; int rows, hkv, d, bits; std::vector<int> groups; };
+  const std::vector<Case> cases = {
+      {AkvScoring::kImportance, 1, 3, 64, 2, {1, 3, 7}},  {AkvScoring::kHybrid, 9, 3, 64, 2, {1, 3, 7}},
+      {AkvScoring::kHybrid, 1, 3, 64, 8, {3}},            {AkvScoring::kImportance, 1, 8, 128, 4, {4, 9}},
+      {AkvScoring::kImportance, 5, 8, 128, 4, {4}},       {AkvScoring::kHybrid, 1, 8, 128, 2, {4}}};
+  for (const Case& k : cases) {
+    const AkvScoring mode = k.mode;
     for (KvDType dtype : {KvDType::kBf16, KvDType::kFp32}) {
-      for (int G : {1, 3, 7}) {
+      for (int G : k.groups) {
         AkvShape s;
-        s.dtype = dtype, s.num_kv_heads = 3, s.num_heads = 3 * G, s.head_dim = 64, s.bits = 2;
-        s.rows = mode == AkvScoring::kHybrid ? 9 : 1, s.n_hot = 200, s.n_warm = 700;
+        s.dtype = dtype, s.num_kv_heads = k.hkv, s.num_heads = k.hkv * G, s.head_dim = k.d, s.bits = k.bits;
+        s.rows = k.rows, s.n_hot = 200, s.n_warm = 700;
         AkvProblem pr = MakeAkvProblem(s, 9 + G);
         const std::vector<float> lse = TwinLse(pr);
         AkvScoreParams p;
         p.layout = pr.lay, p.num_rows = s.rows, p.num_heads = s.num_heads, p.mode = mode;
-        p.scale = 1.0f / std::sqrt(64.0f);
+        p.scale = 1.0f / std::sqrt(static_cast<float>(k.d));
         p.max_positions = pr.P;
         DeviceArena arena;
         const DeviceTiers d = testing::UploadTiers(pr, &arena);
@@ -111,7 +120,8 @@ TEST(AkvManageCuda, ScoreUpdateMatchesTwin) {
         AkvProblem got = pr;
         ASSERT_TRUE(AkvScoreUpdateRef(host));
         testing::DownloadTiers(d.tiers, &got);
-        const std::string what = Cat(mode == AkvScoring::kHybrid ? "hybrid " : "importance ", KvDTypeName(dtype), " G", G);
+        const std::string what = Cat(mode == AkvScoring::kHybrid ? "hybrid " : "importance ", KvDTypeName(dtype), " G", G,
+                                     " M", k.rows, " Hkv", k.hkv, " D", k.d, " b", k.bits);
         for (int j = 0; j < s.n_hot; ++j) EXPECT_NEAR(got.hot_score[j], pr.hot_score[j], 1e-5 + 1e-4 * pr.hot_score[j]) << what << " hot " << j;
         for (int j = 0; j < s.n_warm; ++j) {
           EXPECT_NEAR(got.warm_score[j], pr.warm_score[j], 1e-5 + 1e-4 * pr.warm_score[j]) << what << " warm " << j;
