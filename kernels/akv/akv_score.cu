@@ -15,7 +15,9 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/akv/akv_attention.h"
 #include "kernels/akv/akv_device.cuh"
@@ -178,6 +180,53 @@ __global__ void __launch_bounds__(256) HybridFinalizeKernel(const ScoreArgs a) {
   *s = a.p.attention_weight * *s / fmaxf(umax, 1e-10f) + a.p.recency_weight * r;
 }
 
+constexpr int kScoreDecodeSmemCap = 200 * 1024;  // the dynamic shared memory the decode kernel may ask for
+
+template <class T, int D, int B>
+void LaunchScoreDecode(const AkvScoreParams& p, const ScoreArgs& a, unsigned grid, int smem, cudaStream_t stream) {
+  // Above the 48 KB default: set once per device (no host call per launch).
+  static std::atomic<uint64_t> attribute_set{0};
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return;
+  const uint64_t bit = uint64_t{1} << (device & 63);
+  if ((attribute_set.load(std::memory_order_acquire) & bit) == 0) {
+    if (cudaFuncSetAttribute(ScoreDecodeKernel<T, D, B>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             kScoreDecodeSmemCap) != cudaSuccess) {
+      return;  // the launch below reports it
+    }
+    attribute_set.fetch_or(bit, std::memory_order_release);
+  }
+  ScoreDecodeKernel<T, D, B><<<grid, p.layout.num_kv_heads * 32, smem, stream>>>(p, a.t, a.q_stride_h, a.words);
+}
+
+// Launches ScoreDecodeKernel where it applies (one query row, G <= 8,
+// Hkv <= 16, the tile fits, 16-byte aligned warm codes); false otherwise.
+template <class T>
+bool ScoreDecode(const AkvScoreParams& p, const ScoreArgs& a, cudaStream_t stream) {
+  const AkvLayout& lay = p.layout;
+  const int hkv = lay.num_kv_heads, D = lay.head_dim;
+  const int smem = ScoreDecodeSmemBytes(p.num_heads, hkv, D, D * static_cast<int>(sizeof(T)));
+  if (p.num_rows != 1 || p.num_heads / hkv > kScoreDecodeMaxGroup || hkv > kScoreDecodeMaxKvHeads ||
+      smem > kScoreDecodeSmemCap || (reinterpret_cast<uintptr_t>(a.t.warm_k) & 15u) || lay.CodeBytes() % 16)
+    return false;
+  const auto tiles = [](int rows) { return (rows + kScoreDecodeRows - 1) / kScoreDecodeRows; };
+  const auto grid = static_cast<unsigned>(tiles(lay.hot_capacity) + tiles(lay.warm_capacity));
+  const auto launch = [&](auto d, auto b) {
+    LaunchScoreDecode<T, decltype(d)::value, decltype(b)::value>(p, a, grid, smem, stream);
+  };
+  using I64 = std::integral_constant<int, 64>;
+  using I128 = std::integral_constant<int, 128>;
+  const auto by_bits = [&](auto d) {
+    switch (lay.warm_bits) {
+      case 2: launch(d, std::integral_constant<int, 2>{}); return true;
+      case 4: launch(d, std::integral_constant<int, 4>{}); return true;
+      case 8: launch(d, std::integral_constant<int, 8>{}); return true;
+      default: return false;
+    }
+  };
+  return D == 64 ? by_bits(I64{}) : (D == 128 ? by_bits(I128{}) : false);
+}
+
 template <class T>
 cudaError_t Score(const AkvScoreParams& p, cudaStream_t stream) {
   ScoreArgs a;
@@ -198,12 +247,7 @@ cudaError_t Score(const AkvScoreParams& p, cudaStream_t stream) {
     KV_CUDA_CHECK(cudaMemsetAsync(p.workspace, 0, AkvScoreWorkspaceWords(p.max_positions) * 4, stream));
   }
   const int64_t rows = static_cast<int64_t>(p.layout.hot_capacity) + p.layout.warm_capacity;
-  const int hkv = p.layout.num_kv_heads;
-  if (p.num_rows == 1 && p.num_heads / hkv <= kScoreDecodeMaxGroup && hkv <= kScoreDecodeMaxKvHeads) {
-    const auto grid = static_cast<unsigned>((rows + kScoreDecodeRows - 1) / kScoreDecodeRows);
-    if (D == 64) ScoreDecodeKernel<T, 64><<<grid, hkv * 32, 0, stream>>>(p, a.t, a.q_stride_h, a.words);
-    if (D == 128) ScoreDecodeKernel<T, 128><<<grid, hkv * 32, 0, stream>>>(p, a.t, a.q_stride_h, a.words);
-  } else {
+  if (!ScoreDecode<T>(p, a, stream)) {
     ScoreRowsKernel<T><<<static_cast<unsigned>((rows + a.rows_per_cta - 1) / a.rows_per_cta), kScoreThreads, 0,
                          stream>>>(a);
   }

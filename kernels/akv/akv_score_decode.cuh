@@ -1,23 +1,25 @@
 // Decode form of akv_score_update (one query row, M = 1, G = Hq / Hkv <=
-// kScoreDecodeMaxGroup): the same sums as ScoreRowsKernel (akv_score.cu),
-// laid out so the K reads are coalesced. Included by akv_score.cu only.
+// kScoreDecodeMaxGroup, Hkv <= kScoreDecodeMaxKvHeads): the same sums as
+// ScoreRowsKernel (akv_score.cu) over a tile of rows staged in shared memory.
+// Included by akv_score.cu only.
 //
-// Why: ScoreRowsKernel gives each thread a whole (row, KV head) slice and walks
-// its D dims in 8-element chunks, so a warp's loads stride 256 bytes apart and
-// every chunk waits on the one before; at the default tiers (1024 hot bf16 +
-// 2048 warm 4-bit rows, Hkv 8, D 128) it took 22 us a layer for 3.3 MB, the
-// largest AKV kernel of a decode step (ncu, bench/results/gpu/
-// ncu_akv_step_s16_h100.json). Here a warp is one KV head and its 32 lanes
-// split the D dims (D/32 each): one row's slice is one coalesced load per
-// warp (hot bf16 D 128: 8 bytes a lane; warm 4-bit: 2 bytes), the G dot
-// products are finished by butterfly shuffles, and a CTA of Hkv warps takes
-// kScoreDecodeRows rows, loading all of them before it computes.
+// Why: ScoreRowsKernel gives each thread a (row, KV head) slice and walks its
+// D dims from global memory in 8-element chunks, each waiting on the last; at
+// the default tiers (1024 hot bf16 + 2048 warm 4-bit rows, Hkv 8, D 128) it
+// took 22 us a layer for 3.3 MB, the largest AKV kernel of a decode step, and
+// a warp-per-slice layout with shuffle reductions was no faster (21.5 us: a
+// chain of dependent shuffles per row and head; ncu, bench/results/gpu/
+// ncu_akv_step_s16_h100.json). Here a CTA copies kScoreDecodeRows rows of one
+// tier (all KV heads: one contiguous block of the tier) into shared memory
+// with independent 16-byte loads, then thread (KV head = warp, row = lane)
+// takes its slice from shared memory and q from shared memory (a broadcast:
+// the warp shares the head) with no cross-lane step. Slices sit 16-byte-chunk
+// XOR-swizzled by row, so the 8 lanes of a 16-byte phase hit distinct banks.
 //
-// Numerics: per (row, KV head) the G heads' exp(z - lse) are added in head
-// order, then the Hkv partials in KV-head order (fixed: deterministic); the
-// dot products are summed lane-wise then by the shuffle tree (fp32), where
-// ScoreRowsKernel sums them in dim order: equal within fp32 rounding, and
-// both within the CUDA test's bound of the twin's double sums.
+// Numerics: each thread sums its slice in dim order in fp32 (as
+// ScoreRowsKernel), the G heads' exp(z - lse) in head order, then one thread
+// per row the Hkv partials in KV-head order: deterministic, and equal to
+// ScoreRowsKernel's sums.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -29,35 +31,9 @@
 
 namespace kvstream::akv_detail {
 
-constexpr int kScoreDecodeMaxGroup = 8;  // query heads per KV head held in registers
-constexpr int kScoreDecodeRows = 4;      // tier rows per CTA
+constexpr int kScoreDecodeMaxGroup = 8;     // query heads per KV head (accumulators per thread)
+constexpr int kScoreDecodeRows = 32;        // tier rows per CTA: a lane each
 constexpr int kScoreDecodeMaxKvHeads = 16;  // one warp per KV head (more: ScoreRowsKernel)
-
-// The lane's N = D/32 elements of a K row as floats (hot tier, element type T).
-template <class T, int N>
-__device__ __forceinline__ void LoadLaneElems(const T* p, float* f) {
-  constexpr int kBytes = N * static_cast<int>(sizeof(T));
-  uint32_t w[4] = {0, 0, 0, 0};
-  if constexpr (kBytes == 4) {
-    w[0] = __ldg(reinterpret_cast<const unsigned*>(p));
-  } else if constexpr (kBytes == 8) {
-    const uint2 v = __ldg(reinterpret_cast<const uint2*>(p));
-    w[0] = v.x, w[1] = v.y;
-  } else {
-    static_assert(kBytes == 16, "a lane reads 4, 8 or 16 bytes");
-    const uint4 v = __ldg(reinterpret_cast<const uint4*>(p));
-    w[0] = v.x, w[1] = v.y, w[2] = v.z, w[3] = v.w;
-  }
-#pragma unroll
-  for (int e = 0; e < N; ++e) {
-    if constexpr (sizeof(T) == 4) {
-      f[e] = __uint_as_float(w[e]);
-    } else {  // bf16: the top half of an fp32
-      const uint32_t x = w[e / 2];
-      f[e] = __uint_as_float(e % 2 ? x & 0xffff0000u : x << 16);
-    }
-  }
-}
 
 // The bookkeeping of one tier row j once its attention shares are summed
 // (a_last = the last query row's share, a_all = every row's; both already /Hq).
@@ -77,93 +53,125 @@ __device__ __forceinline__ void StoreRowScore(const AkvScoreParams& p, const Akv
   if (pos >= 0 && static_cast<uint32_t>(pos) < words * 32u) atomicOr(p.workspace + (pos >> 5), 1u << (pos & 31));
 }
 
-// Grid: ceil((C_hot + C_warm) / kScoreDecodeRows) CTAs (rows past n_hot + n_warm
-// idle); block: Hkv warps. q_stride_h in elements (multiple of D/32 elements'
-// vector width, 16-byte aligned q: checked by the launcher).
-template <class T, int D>
+// Shared memory of one CTA: q [Hq][D] fp32, then the tile's slices [rows][Hkv]
+// of `slice_bytes` each (hot: D elements; warm: Cb code bytes), swizzled.
+inline int ScoreDecodeSmemBytes(int num_heads, int num_kv_heads, int head_dim, int slice_bytes) {
+  return num_heads * head_dim * 4 + kScoreDecodeRows * num_kv_heads * slice_bytes;
+}
+
+// Position of 16-byte chunk c of a slice of `chunks` (a power of two) chunks in row r.
+__device__ __forceinline__ int SwizzledChunk(int c, int r, int chunks) { return c ^ (r & (chunks - 1) & 7); }
+
+// Grid: ceil(C_hot / kScoreDecodeRows) hot tiles, then ceil(C_warm / kScoreDecodeRows)
+// warm tiles (rows past n_hot / n_warm idle); block: Hkv warps; dynamic shared
+// memory ScoreDecodeSmemBytes of the hot slice (the larger). Warm code slices
+// are whole 16-byte chunks (checked by the launcher), q 16-byte aligned.
+template <class T, int D, int B>
 __global__ void __launch_bounds__(kScoreDecodeMaxKvHeads * 32) ScoreDecodeKernel(const AkvScoreParams p, AkvTiers t,
                                                                                  int64_t q_stride_h, uint32_t words) {
-  constexpr int N = D / 32;  // dims per lane
-  __shared__ float part[kScoreDecodeRows][kScoreDecodeMaxKvHeads];
+  extern __shared__ uint4 score_smem[];
+  constexpr int kHotChunks = D * static_cast<int>(sizeof(T)) / 16, kWarmChunks = D * B / 8 / 16;
+  constexpr int kPerWord = 32 / B;  // warm codes per 32-bit word
   const AkvLayout& lay = p.layout;
   const int hkv = lay.num_kv_heads, hq = p.num_heads, group = hq / hkv;
-  const int kvh = threadIdx.x / 32, lane = threadIdx.x % 32, d0 = lane * N;
+  const int kvh = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int n_hot = min(max(t.counts[kAkvNHot], 0), lay.hot_capacity);
   const int n_warm = min(max(t.counts[kAkvNWarm], 0), lay.warm_capacity);
-  const int n = n_hot + n_warm, j0 = blockIdx.x * kScoreDecodeRows;
-  if (j0 >= n) return;  // the whole CTA: no barrier below is skipped by part of it
-  const int32_t qpos = __ldg(p.q_pos);
+  const int hot_tiles = (lay.hot_capacity + kScoreDecodeRows - 1) / kScoreDecodeRows;
+  const bool warm = static_cast<int>(blockIdx.x) >= hot_tiles;
+  const int row0 = (warm ? blockIdx.x - hot_tiles : blockIdx.x) * kScoreDecodeRows;
+  const int live = min((warm ? n_warm : n_hot) - row0, kScoreDecodeRows);  // rows of this tile in the tier
+  if (live <= 0) return;  // the whole CTA: no barrier below is skipped by part of it
+  const int chunks = warm ? kWarmChunks : kHotChunks;
 
-  // 1. Every row's raw slice for this lane, loads issued before any math.
-  const int bits = lay.warm_bits, cb = lay.CodeBytes();
-  uint32_t code[kScoreDecodeRows];
-  float kf[kScoreDecodeRows][N], sc[kScoreDecodeRows], mn[kScoreDecodeRows];
-  bool live[kScoreDecodeRows];
+  // 1. q (fp32) and the tile: independent 16-byte loads, slices swizzled.
+  float* qs = reinterpret_cast<float*>(score_smem);
+  uint4* tile = score_smem + hq * D / 4;
+  for (int i = threadIdx.x; i < hq * D / 8; i += blockDim.x) {  // 8 elements of q per step
+    const int h = i / (D / 8), d = (i % (D / 8)) * 8;
+    const uint4* src = reinterpret_cast<const uint4*>(static_cast<const T*>(p.q) + h * q_stride_h + d);
+    float f[8];
+    Vec16<T>::Load(__ldg(src), f);
+    if constexpr (sizeof(T) == 4) Vec16<T>::Load(__ldg(src + 1), f + 4);
 #pragma unroll
-  for (int r = 0; r < kScoreDecodeRows; ++r) {
-    const int j = j0 + r;
-    code[r] = 0, sc[r] = 0.0f, mn[r] = 0.0f;
-    live[r] = false;
-    if (j >= n) continue;
-    const bool warm = j >= n_hot;
-    const int row = warm ? j - n_hot : j;
-    live[r] = (warm ? __ldg(t.warm_pos + row) : __ldg(t.hot_pos + row)) <= qpos;  // causal
-    const int64_t slice = static_cast<int64_t>(row) * hkv + kvh;
-    if (!warm) {
-      LoadLaneElems<T, N>(static_cast<const T*>(t.hot_k) + slice * D + d0, kf[r]);
-      continue;
-    }
-    const int bit = d0 * bits;  // N * bits <= 32 and lane-aligned: one word
-    code[r] = __ldg(reinterpret_cast<const uint32_t*>(t.warm_k + slice * cb) + (bit >> 5)) >> (bit & 31);
-    const int64_t gi = slice * lay.Groups() + d0 / lay.group_size;
-    sc[r] = HalfBitsToF(__ldg(t.warm_k_scale + gi));
-    mn[r] = HalfBitsToF(__ldg(t.warm_k_zero + gi));
+    for (int e = 0; e < 8; ++e) qs[h * D + d + e] = f[e];
   }
-  // q of the G heads for the lane's dims; lse per head (non-finite: the head saw nothing).
-  float qf[kScoreDecodeMaxGroup][N], lse[kScoreDecodeMaxGroup];
-#pragma unroll
-  for (int c = 0; c < kScoreDecodeMaxGroup; ++c) {
-    if (c >= group) break;
-    const int h = kvh * group + c;
-    LoadLaneElems<T, N>(static_cast<const T*>(p.q) + h * q_stride_h + d0, qf[c]);
-    lse[c] = __ldg(p.lse + h);
-  }
-
-  // 2. Dot products, shares, the KV head's partial per row.
-#pragma unroll
-  for (int r = 0; r < kScoreDecodeRows; ++r) {
-    const int j = j0 + r;
-    float acc = 0.0f;
-    if (j < n && live[r]) {
-      if (j >= n_hot) {
-#pragma unroll
-        for (int e = 0; e < N; ++e) kf[r][e] = Dequant((code[r] >> (e * bits)) & ((1u << bits) - 1u), sc[r], mn[r]);
-      }
-#pragma unroll
-      for (int c = 0; c < kScoreDecodeMaxGroup; ++c) {
-        if (c >= group) break;
-        float dot = 0.0f;
-#pragma unroll
-        for (int e = 0; e < N; ++e) dot = fmaf(qf[c][e], kf[r][e], dot);
-#pragma unroll
-        for (int off = 16; off > 0; off /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, off);
-        if (isfinite(lse[c])) acc += expf(dot * p.scale - lse[c]);
-      }
-    }
-    if (lane == 0) part[r][kvh] = acc;
+  const uint8_t* base = warm ? t.warm_k : static_cast<const uint8_t*>(t.hot_k);
+  const uint4* src = reinterpret_cast<const uint4*>(base + static_cast<int64_t>(row0) * hkv * chunks * 16);
+  for (int i = threadIdx.x; i < live * hkv * chunks; i += blockDim.x) {
+    const int slice = i / chunks, c = i % chunks, r = slice / hkv;
+    tile[slice * chunks + SwizzledChunk(c, r, chunks)] = __ldg(src + i);
   }
   __syncthreads();
 
+  // 2. Thread (row = lane, KV head = warp): G dot products from shared memory.
+  float dot[kScoreDecodeMaxGroup];
+#pragma unroll
+  for (int g = 0; g < kScoreDecodeMaxGroup; ++g) dot[g] = 0.0f;
+  const int r = lane, j = row0 + r;  // j: row in its tier
+  const bool seen = r < live && (warm ? t.warm_pos[j] : t.hot_pos[j]) <= __ldg(p.q_pos);  // causal
+  const float* qh = qs + kvh * group * D;
+  const uint4* mine = tile + (r * hkv + kvh) * chunks;
+  // fma of n consecutive k values from dim d0 into every head's dot product.
+  const auto accumulate = [&](const float* kf, int n, int d0) {
+#pragma unroll
+    for (int g = 0; g < kScoreDecodeMaxGroup; ++g) {
+      if (g >= group) break;
+      const float* qd = qh + g * D + d0;
+#pragma unroll
+      for (int e = 0; e < 16; ++e) {
+        if (e < n) dot[g] = fmaf(qd[e], kf[e], dot[g]);
+      }
+    }
+  };
+  if (seen && !warm) {
+#pragma unroll 4
+    for (int c = 0; c < kHotChunks; ++c) {
+      float kf[16];
+      Vec16<T>::Load(mine[SwizzledChunk(c, r, kHotChunks)], kf);
+      accumulate(kf, Vec16<T>::kN, c * Vec16<T>::kN);
+    }
+  } else if (seen) {
+    const int64_t gbase = (static_cast<int64_t>(j) * hkv + kvh) * lay.Groups();
+    int grp = -1;
+    float sc = 0.0f, mn = 0.0f;
+    for (int c = 0; c < kWarmChunks; ++c) {
+      const uint4 w = mine[SwizzledChunk(c, r, kWarmChunks)];
+      const uint32_t word[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+      for (int x = 0; x < 4; ++x) {
+        const int d0 = (c * 4 + x) * kPerWord;  // a word's dims lie in one group (g >= 32 >= kPerWord)
+        if (d0 / lay.group_size != grp) {
+          grp = d0 / lay.group_size;
+          sc = HalfBitsToF(t.warm_k_scale[gbase + grp]);
+          mn = HalfBitsToF(t.warm_k_zero[gbase + grp]);
+        }
+        float kf[16];
+#pragma unroll
+        for (int e = 0; e < kPerWord; ++e) kf[e] = Dequant((word[x] >> (e * B)) & ((1u << B) - 1u), sc, mn);
+        accumulate(kf, kPerWord, d0);
+      }
+    }
+  }
+  float acc = 0.0f;
+#pragma unroll
+  for (int g = 0; g < kScoreDecodeMaxGroup; ++g) {
+    if (!seen || g >= group) break;
+    const float lse = __ldg(p.lse + kvh * group + g);
+    if (isfinite(lse)) acc += expf(dot[g] * p.scale - lse);  // else the head saw no token
+  }
+  __syncthreads();  // every slice has been read: the tile's memory takes the partials
+  float* part = reinterpret_cast<float*>(tile);
+  part[r * hkv + kvh] = acc;
+  __syncthreads();
+
   // 3. One thread per row: the KV heads' partials in order, then the store.
-  if (threadIdx.x >= kScoreDecodeRows) return;
-  const int j = j0 + static_cast<int>(threadIdx.x);
-  if (j >= n) return;
+  if (threadIdx.x >= live) return;
   float a = 0.0f;
-  for (int k = 0; k < hkv; ++k) a += part[threadIdx.x][k];
+  for (int k = 0; k < hkv; ++k) a += part[threadIdx.x * hkv + k];
   a /= hq;
-  const bool warm = j >= n_hot;
-  const int32_t pos = warm ? t.warm_pos[j - n_hot] : t.hot_pos[j];
-  StoreRowScore(p, t, words, j, n_hot, pos, a, a);
+  const int jr = row0 + static_cast<int>(threadIdx.x);
+  StoreRowScore(p, t, words, warm ? n_hot + jr : jr, n_hot, warm ? t.warm_pos[jr] : t.hot_pos[jr], a, a);
 }
 
 }  // namespace kvstream::akv_detail
