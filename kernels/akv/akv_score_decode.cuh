@@ -8,13 +8,15 @@
 // the default tiers (1024 hot bf16 + 2048 warm 4-bit rows, Hkv 8, D 128) it
 // took 22 us a layer for 3.3 MB, the largest AKV kernel of a decode step, and
 // a warp-per-slice layout with shuffle reductions was no faster (21.5 us: a
-// chain of dependent shuffles per row and head; ncu, bench/results/gpu/
-// ncu_akv_step_s16_h100.json). Here a CTA copies kScoreDecodeRows rows of one
-// tier (all KV heads: one contiguous block of the tier) into shared memory
-// with independent 16-byte loads, then thread (KV head = warp, row = lane)
-// takes its slice from shared memory and q from shared memory (a broadcast:
-// the warp shares the head) with no cross-lane step. Slices sit 16-byte-chunk
-// XOR-swizzled by row, so the 8 lanes of a 16-byte phase hit distinct banks.
+// chain of dependent shuffles per row and head). Here a CTA copies
+// kScoreDecodeRows rows of one tier (all KV heads: one contiguous block of
+// the tier) into shared memory with independent 16-byte loads, then thread
+// (KV head = warp, row = lane) takes its slice and q from shared memory (q: a
+// broadcast, the warp shares the head) with no cross-lane step: 15 us a
+// layer, and AKV at (8,8K) end to end 1.06x dense where it was 0.96x (ncu:
+// bench/results/gpu/ncu_akv_step_{1x8k_before,8x8k_score_tile}_s16_h100.json).
+// Slices sit 16-byte-chunk XOR-swizzled by row, so the 8 lanes of a 16-byte
+// phase hit distinct banks.
 //
 // Numerics: each thread sums its slice in dim order in fp32 (as
 // ScoreRowsKernel), the G heads' exp(z - lse) in head order, then one thread
