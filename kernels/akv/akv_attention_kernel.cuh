@@ -39,6 +39,7 @@
 #include "kernels/akv/akv_attention.h"
 #include "kernels/akv/akv_device.cuh"
 #include "kernels/common/device_math.cuh"
+#include "kernels/common/pdl.cuh"
 
 namespace kvstream::akv_attn_detail {
 
@@ -413,6 +414,11 @@ __global__ void __launch_bounds__(kThreads, QV == 1 ? 4 : (QV <= 4 ? 3 : 2)) Akv
 // warp w sums splits w, w + kMergeWarps, ... of its 32 columns (lane =
 // column: 128-byte reads), then the warps' sums are added. One CTA per row
 // summing all splits serially took ~16 us of a 48 us step at S = 256.
+// Launched as a programmatic dependent of the attention grid (kernels/common/
+// pdl.cuh), as the dense merge is: it is scheduled while that grid runs and
+// waits in griddepcontrol.wait, so its launch latency leaves the decode step's
+// critical path, and the output projection after it (a programmatic
+// dependent too) may start its weight reads while the merge drains.
 constexpr int kMergeWarps = 8;
 
 template <class T, int D>
@@ -421,6 +427,8 @@ __global__ void __launch_bounds__(kMergeWarps * 32) AkvAttentionMergeKernel(cons
   __shared__ float red[kMergeWarps][32];
   const int rowi = blockIdx.x, col = blockIdx.y * 32 + threadIdx.x % 32, warp = threadIdx.x / 32;
   const int tid = threadIdx.x, S = a.num_splits;
+  PdlWaitForPrerequisite();  // the attention grid's partials are complete and visible
+  PdlLaunchDependents();
   const float* lse = a.partial_lse + static_cast<int64_t>(rowi) * S;
   // Block-wide max / sum through red[][0] (every thread gets the result).
   const auto block_reduce = [&](float v, bool is_max) {
@@ -466,8 +474,8 @@ __global__ void __launch_bounds__(kMergeWarps * 32) AkvAttentionMergeKernel(cons
 // Enqueues the merge of `rows` (row, head) pairs.
 template <class T, int D>
 cudaError_t LaunchAkvMerge(const AttnArgs& a, int64_t rows, cudaStream_t stream) {
-  AkvAttentionMergeKernel<T, D><<<dim3(static_cast<unsigned>(rows), D / 32), kMergeWarps * 32, 0, stream>>>(a);
-  return cudaGetLastError();
+  return LaunchPdl(AkvAttentionMergeKernel<T, D>, dim3(static_cast<unsigned>(rows), D / 32), dim3(kMergeWarps * 32),
+                   0, stream, a);
 }
 
 }  // namespace kvstream::akv_attn_detail

@@ -129,7 +129,8 @@ __global__ void __launch_bounds__(kScoreThreads) ScoreRowsKernel(const ScoreArgs
     a_all += part_all[threadIdx.x + k];
     a_last += part_last[threadIdx.x + k];
   }
-  StoreRowScore(p, t, a.words, j, n_hot, pos, a_all / hq, a_last / hq);
+  StoreRowScore(p, t, a.words, j, n_hot, pos, j >= n_hot ? t.warm_score[j - n_hot] : t.hot_score[j], a_all / hq,
+                a_last / hq);
 }
 
 // prefix[w] = popcount of bitmap words [0, w); one CTA.

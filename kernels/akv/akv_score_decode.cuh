@@ -38,18 +38,19 @@ constexpr int kScoreDecodeRows = 32;        // tier rows per CTA: a lane each
 constexpr int kScoreDecodeMaxKvHeads = 16;  // one warp per KV head (more: ScoreRowsKernel)
 
 // The bookkeeping of one tier row j once its attention shares are summed
-// (a_last = the last query row's share, a_all = every row's; both already /Hq).
+// (a_last = the last query row's share, a_all = every row's; both already /Hq;
+// s_old = its score before this step).
 // Shared by ScoreRowsKernel and ScoreDecodeKernel so the two paths store alike.
 __device__ __forceinline__ void StoreRowScore(const AkvScoreParams& p, const AkvTiers& t, uint32_t words, int j,
-                                              int n_hot, int32_t pos, float a_all, float a_last) {
+                                              int n_hot, int32_t pos, float s_old, float a_all, float a_last) {
   const bool warm = j >= n_hot;
   float* s = warm ? t.warm_score + (j - n_hot) : t.hot_score + j;
   if (warm) t.warm_a[j - n_hot] = a_last;
   if (p.mode != AkvScoring::kHybrid) {
-    *s = fmaf(p.decay, *s, a_last);
+    *s = fmaf(p.decay, s_old, a_last);
     return;
   }
-  const float u = fmaf(p.decay, *s, a_all);
+  const float u = fmaf(p.decay, s_old, a_all);
   *s = u;
   atomicMax(p.workspace + 2 * words, __float_as_uint(u));  // u >= 0: bit order = value order
   if (pos >= 0 && static_cast<uint32_t>(pos) < words * 32u) atomicOr(p.workspace + (pos >> 5), 1u << (pos & 31));
@@ -69,7 +70,7 @@ __device__ __forceinline__ int SwizzledChunk(int c, int r, int chunks) { return 
 // memory ScoreDecodeSmemBytes of the hot slice (the larger). Warm code slices
 // are whole 16-byte chunks (checked by the launcher), q 16-byte aligned.
 template <class T, int D, int B>
-__global__ void __launch_bounds__(kScoreDecodeMaxKvHeads * 32) ScoreDecodeKernel(const AkvScoreParams p, AkvTiers t,
+__global__ void __launch_bounds__(kScoreDecodeMaxKvHeads * 32, 1) ScoreDecodeKernel(const AkvScoreParams p, AkvTiers t,
                                                                                  int64_t q_stride_h, uint32_t words) {
   extern __shared__ uint4 score_smem[];
   constexpr int kHotChunks = D * static_cast<int>(sizeof(T)) / 16, kWarmChunks = D * B / 8 / 16;
@@ -86,7 +87,21 @@ __global__ void __launch_bounds__(kScoreDecodeMaxKvHeads * 32) ScoreDecodeKernel
   if (live <= 0) return;  // the whole CTA: no barrier below is skipped by part of it
   const int chunks = warm ? kWarmChunks : kHotChunks;
 
-  // 1. q (fp32) and the tile: independent 16-byte loads, slices swizzled.
+  // 1. Every global read the thread needs, issued before any is used: its
+  // row's position, its heads' lse, the first scale/zero group of its warm
+  // slice, the row's old score (warp 0 stores it), q (fp32) and the tile
+  // (independent 16-byte loads, slices swizzled).
+  const int r = lane, j = row0 + r;  // j: row in its tier
+  const bool in_tile = r < live;
+  const int32_t pos = in_tile ? (warm ? t.warm_pos[j] : t.hot_pos[j]) : 0;
+  const int32_t qpos = __ldg(p.q_pos);
+  float lse[kScoreDecodeMaxGroup];
+#pragma unroll
+  for (int g = 0; g < kScoreDecodeMaxGroup; ++g) lse[g] = g < group ? __ldg(p.lse + kvh * group + g) : 0.0f;
+  const int64_t gbase = (static_cast<int64_t>(j) * hkv + kvh) * lay.Groups();
+  float sc = 0.0f, mn = 0.0f;
+  if (warm && in_tile) sc = HalfBitsToF(t.warm_k_scale[gbase]), mn = HalfBitsToF(t.warm_k_zero[gbase]);
+  const float s_old = kvh == 0 && in_tile ? (warm ? t.warm_score[j] : t.hot_score[j]) : 0.0f;
   float* qs = reinterpret_cast<float*>(score_smem);
   uint4* tile = score_smem + hq * D / 4;
   for (int i = threadIdx.x; i < hq * D / 8; i += blockDim.x) {  // 8 elements of q per step
@@ -110,8 +125,7 @@ __global__ void __launch_bounds__(kScoreDecodeMaxKvHeads * 32) ScoreDecodeKernel
   float dot[kScoreDecodeMaxGroup];
 #pragma unroll
   for (int g = 0; g < kScoreDecodeMaxGroup; ++g) dot[g] = 0.0f;
-  const int r = lane, j = row0 + r;  // j: row in its tier
-  const bool seen = r < live && (warm ? t.warm_pos[j] : t.hot_pos[j]) <= __ldg(p.q_pos);  // causal
+  const bool seen = in_tile && pos <= qpos;  // causal
   const float* qh = qs + kvh * group * D;
   const uint4* mine = tile + (r * hkv + kvh) * chunks;
   // fma of n consecutive k values from dim d0 into every head's dot product.
@@ -134,9 +148,7 @@ __global__ void __launch_bounds__(kScoreDecodeMaxKvHeads * 32) ScoreDecodeKernel
       accumulate(kf, Vec16<T>::kN, c * Vec16<T>::kN);
     }
   } else if (seen) {
-    const int64_t gbase = (static_cast<int64_t>(j) * hkv + kvh) * lay.Groups();
-    int grp = -1;
-    float sc = 0.0f, mn = 0.0f;
+    int grp = 0;  // sc, mn: group 0's, loaded above
     for (int c = 0; c < kWarmChunks; ++c) {
       const uint4 w = mine[SwizzledChunk(c, r, kWarmChunks)];
       const uint32_t word[4] = {w.x, w.y, w.z, w.w};
@@ -159,21 +171,19 @@ __global__ void __launch_bounds__(kScoreDecodeMaxKvHeads * 32) ScoreDecodeKernel
 #pragma unroll
   for (int g = 0; g < kScoreDecodeMaxGroup; ++g) {
     if (!seen || g >= group) break;
-    const float lse = __ldg(p.lse + kvh * group + g);
-    if (isfinite(lse)) acc += expf(dot[g] * p.scale - lse);  // else the head saw no token
+    if (isfinite(lse[g])) acc += expf(dot[g] * p.scale - lse[g]);  // else the head saw no token
   }
   __syncthreads();  // every slice has been read: the tile's memory takes the partials
   float* part = reinterpret_cast<float*>(tile);
   part[r * hkv + kvh] = acc;
   __syncthreads();
 
-  // 3. One thread per row: the KV heads' partials in order, then the store.
-  if (threadIdx.x >= live) return;
+  // 3. Warp 0, a thread per row: the KV heads' partials in order, then the store.
+  if (kvh != 0 || !in_tile) return;
   float a = 0.0f;
-  for (int k = 0; k < hkv; ++k) a += part[threadIdx.x * hkv + k];
+  for (int k = 0; k < hkv; ++k) a += part[r * hkv + k];
   a /= hq;
-  const int jr = row0 + static_cast<int>(threadIdx.x);
-  StoreRowScore(p, t, words, warm ? n_hot + jr : jr, n_hot, warm ? t.warm_pos[jr] : t.hot_pos[jr], a, a);
+  StoreRowScore(p, t, words, warm ? n_hot + j : j, n_hot, pos, s_old, a, a);
 }
 
 }  // namespace kvstream::akv_detail
