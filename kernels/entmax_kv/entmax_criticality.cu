@@ -104,7 +104,7 @@ __global__ void __launch_bounds__(kCritThreads, NH <= 4 && D * sizeof(T) == 256 
   // else after it. (Prefetching the CTA's stats rows into L2 here as well
   // measured slower on the H100: K2 +1.7 us at (1, 128K), +6 us at (1, 512K),
   // bench/results/gpu/entmax_kv_decode_ab_s12_h100.json.)
-  GridDepWait();
+  PdlWaitForPrerequisite();
   const int64_t qsb = p.query.stride_b ? p.query.stride_b : static_cast<int64_t>(H) * D;
   const int64_t qsh = p.query.stride_h ? p.query.stride_h : D;
   const T* q = static_cast<const T*>(p.query.q) + b * qsb + static_cast<int64_t>(l) * nh * qsh + sub * kVec;

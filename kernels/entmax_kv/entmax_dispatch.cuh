@@ -6,8 +6,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
-#include <utility>
-
+#include "kernels/common/pdl.cuh"
 #include "kernels/entmax_kv/entmax_kv_layout.h"
 
 namespace kvstream::entmax_detail {
@@ -33,28 +32,10 @@ cudaError_t DispatchType(KvDType dtype, F&& f) {
   return cudaErrorInvalidValue;
 }
 
-// Launch with programmatic dependent launch (PDL): the kernel may start while
-// the previous kernel of the stream drains, and must execute GridDepWait()
-// before it reads anything that kernel writes. Saves most of a launch gap
-// between the short kernels of a decode step (K3 -> K7 -> merge).
-template <class... Params, class... Args>
-cudaError_t LaunchPdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                      Args&&... args) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
-}
-
-// Waits for the previous kernel's writes (no-op without PDL).
-__device__ __forceinline__ void GridDepWait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+// Programmatic dependent launch: kernels/common/pdl.cuh (LaunchPdl,
+// PdlWaitForPrerequisite); it saves most of a launch gap between the short
+// kernels of a decode step (K3 -> K7 -> merge).
+using ::kvstream::LaunchPdl;
 
 // Block-wide sum/max of one float (all threads get the result); `red` holds
 // 32 floats of shared memory; ends with a barrier so red can be reused.

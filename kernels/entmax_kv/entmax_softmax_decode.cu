@@ -126,7 +126,7 @@ __global__ void __launch_bounds__(kSmThreads) SoftmaxKernel(const EntmaxSparseDe
     }
   }
   const int32_t* list = p.sel.pages + sel_row * MB;
-  GridDepWait();  // K3's lists
+  PdlWaitForPrerequisite();  // K3's lists
   // The host sizes max_sel_tokens by the step's T_sel, which is every list's
   // length at B = 1 past min_context: the list entries of that split range
   // are loaded beside sel_len (one round trip less before the K/V copies)
@@ -300,7 +300,7 @@ template <class T, int D>
 __global__ void __launch_bounds__(D) LseMergeKernel(const EntmaxSparseDecodeParams p) {
   const int b = blockIdx.y, h = blockIdx.x, d = threadIdx.x, S = p.num_splits;
   const int64_t bh = static_cast<int64_t>(b) * p.query.num_heads + h;
-  GridDepWait();  // the softmax kernel's partials
+  PdlWaitForPrerequisite();  // the softmax kernel's partials
   const float* pl = p.partial_lse + bh * S * 2;
   const float* po = p.partial_out + bh * S * D + d;
   // The split statistics go through shared memory in one parallel load: a

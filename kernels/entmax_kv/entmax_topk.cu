@@ -246,7 +246,7 @@ __global__ void __launch_bounds__(kSelThreads) TopkSelectCtaKernel(const EntmaxT
   const int b = blockIdx.y, l = blockIdx.x, MB = p.max_blocks_per_seq;
   const int64_t row = static_cast<int64_t>(b) * p.sel.select_heads + l;
   const EntmaxSeqPages s = EntmaxPagesOf(p.seq_lens[b], p.page_size, MB);  // host-written: before the wait
-  GridDepWait();  // K2's U (PDL launch)
+  PdlWaitForPrerequisite();  // K2's U (PDL launch)
   const bool dense = s.tokens < p.min_context || p.budget_pages >= s.hist;
   const int n = dense ? s.hist : p.budget_pages;
   const int sinks = min(p.sink_pages, n);

@@ -59,7 +59,7 @@ __device__ __forceinline__ int ChunkValid(const RowPlan& r, int c, int w) {
 __global__ void __launch_bounds__(kChunkThreads) TopkChunkKernel(const EntmaxTopkPackParams p, int w) {
   extern __shared__ uint32_t keys[];
   __shared__ RadixSelectSmem<kChunkThreads> sm;
-  GridDepWait();  // K2's U (PDL launch); every CTA waits before it may exit
+  PdlWaitForPrerequisite();  // K2's U (PDL launch); every CTA waits before it may exit
   const int c = blockIdx.x, l = blockIdx.y, b = blockIdx.z, tid = threadIdx.x, MB = p.max_blocks_per_seq;
   const int64_t row = static_cast<int64_t>(b) * p.sel.select_heads + l;
   const int lo = c * w, span = min(w, MB - lo);  // readable part of the row
@@ -100,7 +100,7 @@ __global__ void __launch_bounds__(kMergeThreads) TopkMergeKernel(const EntmaxTop
   extern __shared__ uint32_t keys[];
   int32_t* cand = reinterpret_cast<int32_t*>(keys + cap);
   __shared__ RadixSelectSmem<kMergeThreads> sm;
-  GridDepWait();  // stage 1's candidates
+  PdlWaitForPrerequisite();  // stage 1's candidates
   const int l = blockIdx.x, b = blockIdx.y, tid = threadIdx.x, MB = p.max_blocks_per_seq;
   const int64_t row = static_cast<int64_t>(b) * p.sel.select_heads + l;
   const RowPlan r = PlanRow(p, p.seq_lens[b]);
