@@ -42,6 +42,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/attention/akv_bench_tiers.cuh"
 #include "bench/attention/bench_common.cuh"
 #include "kernels/akv/akv_attention.h"
 #include "kernels/dense/dense_decode.h"
@@ -50,112 +51,17 @@ namespace {
 
 using kvstream::bench::CopyGbps;
 using kvstream::bench::FillRandomBf16;
-using kvstream::bench::HashIndex;
-using kvstream::bench::Median;
 using kvstream::bench::MedianUs;
 
-using namespace kvstream;  // NOLINT: bench-local
+using namespace kvstream;             // NOLINT: bench-local
+using namespace kvstream::akv_bench;  // NOLINT: the shared tiers, shape and dense timer
 
-constexpr int kHq = 32, kHkv = 8, kD = 128, kGroup = 128, kNHot = 1024, kP = 16;
 constexpr int kCheckWarm = 2048;     // the guard's small point
 constexpr double kCheckTol = 1e-2;   // guard: max |tc - cc| / max |cc|
-constexpr double kMemBudget = 16e9;  // stacked AKV tiers; dense pools are freed before (total < ~20 GB)
 
 struct Args : bench::BenchArgs {
   std::vector<int> warm = {2048, 8192, 32768, 131072}, bits = {2, 4, 8};
   int splits = 0;  // 0: PlanAkvAttentionSplits
-};
-
-// Random 32-bit words: warm codes over the full byte range (every b-bit field
-// of any byte is a valid code).
-__global__ void FillRandomU32(uint32_t* p, size_t n, uint32_t seed) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    p[i] = HashIndex(i, seed);
-  }
-}
-// fp16 bits of values uniform in [lo, hi): warm scales and zeros.
-__global__ void FillFp16Bits(uint16_t* p, size_t n, float lo, float hi, uint32_t seed) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    const float u = static_cast<float>(HashIndex(i, seed)) * (1.0f / 4294967296.0f);
-    p[i] = __half_as_ushort(__float2half_rn(lo + (hi - lo) * u));
-  }
-}
-// Row r of every layer (rows per layer each) holds position base + r.
-__global__ void FillPositions(int32_t* p, size_t n, int rows, int base) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    p[i] = base + static_cast<int>(i % rows);
-  }
-}
-
-template <class T>
-void DevAlloc(T** p, size_t bytes) { BENCH_CHECK(cudaMalloc(p, bytes)); }
-
-// akv.md §7 bytes of one decode step (formula in the header comment).
-double AkvStepBytes(int bits, int n_warm) {
-  const double e = 2.0, gn = double(kD) / kGroup;
-  return double(kNHot) * 2 * kHkv * kD * e + double(n_warm) * 2 * kHkv * (kD * bits / 8.0 + 4 * gn) +
-         4.0 * (kNHot + n_warm) + 2.0 * kHq * kD * e;
-}
-double DenseStepBytes(int tokens) { return 2.0 * tokens * kHkv * kD * 2 + 2.0 * kHq * kD * 2; }
-
-// Tiers of L layers for one (bits, n_warm), capacities = live rows, filled on
-// the device. Hot rows hold positions n_warm.., warm rows 0.. (hot = recent);
-// all distinct and < q_pos = n_hot + n_warm, so every row is attended.
-class AkvSet {
- public:
-  AkvSet(int bits, int n_warm, int layers) {
-    lay_.num_kv_heads = kHkv, lay_.head_dim = kD, lay_.warm_bits = bits, lay_.group_size = kGroup;
-    lay_.hot_capacity = kNHot, lay_.warm_capacity = n_warm, lay_.dtype = KvDType::kBf16;
-    const size_t L = layers, hot = L * lay_.HotLayerElems(), codes = L * lay_.WarmLayerBytes();
-    const size_t groups = L * lay_.WarmLayerGroups(), hrows = L * kNHot, wrows = L * size_t(n_warm);
-    const uint32_t seed = 977u * bits + 31u * n_warm;
-    __nv_bfloat16 *hk = Alloc<__nv_bfloat16>(hot), *hv = Alloc<__nv_bfloat16>(hot);
-    FillRandomBf16<<<1024, 256>>>(hk, hot, seed + 1);
-    FillRandomBf16<<<1024, 256>>>(hv, hot, seed + 2);
-    t_.hot_k = hk, t_.hot_v = hv;
-    t_.warm_k = Alloc<uint8_t>(codes), t_.warm_v = Alloc<uint8_t>(codes);
-    FillRandomU32<<<1024, 256>>>(reinterpret_cast<uint32_t*>(t_.warm_k), codes / 4, seed + 3);  // Cb % 4 == 0
-    FillRandomU32<<<1024, 256>>>(reinterpret_cast<uint32_t*>(t_.warm_v), codes / 4, seed + 4);
-    uint16_t** sz[4] = {&t_.warm_k_scale, &t_.warm_k_zero, &t_.warm_v_scale, &t_.warm_v_zero};
-    for (int i = 0; i < 4; ++i) {
-      *sz[i] = Alloc<uint16_t>(groups);
-      const bool zero = i % 2 == 1;  // scale in [0.01, 0.1), zero in [-1, 0)
-      FillFp16Bits<<<256, 256>>>(*sz[i], groups, zero ? -1.0f : 0.01f, zero ? 0.0f : 0.1f, seed + 5 + i);
-    }
-    t_.hot_pos = Alloc<int32_t>(hrows), t_.warm_pos = Alloc<int32_t>(wrows);
-    FillPositions<<<256, 256>>>(t_.hot_pos, hrows, kNHot, n_warm);
-    FillPositions<<<256, 256>>>(t_.warm_pos, wrows, n_warm, 0);
-    // Scores are not read by attention but the validator wants them non-null.
-    t_.hot_score = Alloc<float>(hrows), t_.warm_score = Alloc<float>(wrows), t_.warm_a = Alloc<float>(wrows);
-    std::vector<int32_t> counts(L * kAkvCountSlots, 0);
-    for (size_t l = 0; l < L; ++l) {
-      counts[l * kAkvCountSlots + kAkvNHot] = kNHot;
-      counts[l * kAkvCountSlots + kAkvNWarm] = n_warm;
-    }
-    t_.counts = Alloc<int32_t>(counts.size());
-    BENCH_CHECK(cudaMemcpy(t_.counts, counts.data(), counts.size() * 4, cudaMemcpyHostToDevice));
-    BENCH_CHECK(cudaGetLastError());
-    BENCH_CHECK(cudaDeviceSynchronize());
-  }
-  ~AkvSet() {
-    for (void* p : allocs_) cudaFree(p);
-  }
-  AkvSet(const AkvSet&) = delete;
-  AkvSet& operator=(const AkvSet&) = delete;
-  const AkvLayout& layout() const { return lay_; }
-  const AkvTiers& tiers() const { return t_; }
-
- private:
-  template <class T>
-  T* Alloc(size_t n) {
-    void* p = nullptr;
-    BENCH_CHECK(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(T)));
-    allocs_.push_back(p);
-    return static_cast<T*>(p);
-  }
-  AkvLayout lay_;
-  AkvTiers t_;
-  std::vector<void*> allocs_;
 };
 
 // Query, its position, outputs and the split workspace (sized for the most splits).
@@ -220,47 +126,6 @@ double CheckBits(int bits, const Io& io, int num_sms) {
     ref = std::max(ref, double(std::fabs(cc[i])));
   }
   return ref > 0 ? diff / ref : (diff > 0 ? INFINITY : 0.0);
-}
-
-// Dense bf16 paged decode at `tokens`: median us, planned splits in *splits.
-float DenseUs(const Args& a, int tokens, const cudaDeviceProp& prop, int* splits) {
-  const int pages = (tokens + kP - 1) / kP;
-  const size_t pool = size_t(pages) * kHkv * kP * kD;
-  const int rot = static_cast<int>(std::max<double>(2, std::ceil(4.0 * prop.l2CacheSize / (4.0 * pool))));
-  std::vector<__nv_bfloat16*> kv(2 * rot);
-  for (int i = 0; i < 2 * rot; ++i) {
-    BENCH_CHECK(cudaMalloc(&kv[i], pool * 2));
-    FillRandomBf16<<<1024, 256>>>(kv[i], pool, 100 + i);
-  }
-  std::vector<int32_t> ids(pages);
-  std::iota(ids.begin(), ids.end(), 0);
-  std::mt19937 rng(tokens);
-  std::shuffle(ids.begin(), ids.end(), rng);  // fragmented pool: pages in random order
-  int32_t *table = nullptr, *lens = nullptr;
-  __nv_bfloat16 *q = nullptr, *out = nullptr;
-  float *po = nullptr, *pl = nullptr;
-  *splits = PlanDenseDecodeSplits(1, kHq, kHkv, tokens, prop.multiProcessorCount);
-  const DenseDecodeWorkspaceBytes ws = DenseDecodeWorkspace(1, kHq, *splits, kD);
-  DevAlloc(&table, pages * 4), DevAlloc(&lens, 4), DevAlloc(&q, kHq * kD * 2), DevAlloc(&out, kHq * kD * 2);
-  DevAlloc(&po, std::max<size_t>(ws.partial_out, 16)), DevAlloc(&pl, std::max<size_t>(ws.partial_lse, 16));
-  BENCH_CHECK(cudaMemcpy(table, ids.data(), pages * 4, cudaMemcpyHostToDevice));
-  BENCH_CHECK(cudaMemcpy(lens, &tokens, 4, cudaMemcpyHostToDevice));
-  FillRandomBf16<<<8, 256>>>(q, kHq * kD, 5);
-  BENCH_CHECK(cudaGetLastError());
-  auto params = [&](int i) {
-    DenseDecodeParams p;
-    p.q = q, p.k_pool = kv[2 * (i % rot)], p.v_pool = kv[2 * (i % rot) + 1], p.block_table = table;
-    p.seq_lens = lens, p.out = out, p.partial_out = *splits > 1 ? po : nullptr;
-    p.partial_lse = *splits > 1 ? pl : nullptr;
-    p.batch = 1, p.num_heads = kHq, p.num_kv_heads = kHkv, p.head_dim = kD, p.page_size = kP;
-    p.num_blocks = pages, p.max_blocks_per_seq = pages, p.max_seq_len = tokens, p.num_splits = *splits;
-    p.scale = 1.0f / std::sqrt(float(kD)), p.dtype = KvDType::kBf16;
-    return p;
-  };
-  const float us = MedianUs(a, [&](int i) { return LaunchDenseDecode(params(i), nullptr); });
-  for (auto* p : kv) cudaFree(p);
-  cudaFree(table), cudaFree(lens), cudaFree(q), cudaFree(out), cudaFree(po), cudaFree(pl);
-  return us;
 }
 
 struct Row {
@@ -345,7 +210,7 @@ int main(int argc, char** argv) {
   for (const int n_warm : a.warm) {
     const int tokens = kNHot + n_warm;
     int dense_splits = 1;
-    const double dense_us = DenseUs(a, tokens, prop, &dense_splits);
+    const double dense_us = DenseUs(a, 1, tokens, prop, &dense_splits);
     BENCH_CHECK(cudaMemcpy(io.q_pos, &tokens, 4, cudaMemcpyHostToDevice));  // q_pos = n_hot + n_warm
     for (const int bits : a.bits) {
       const double read = AkvStepBytes(bits, n_warm), alloc = read + 12.0 * tokens;  // + score arrays

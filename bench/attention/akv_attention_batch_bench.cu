@@ -1,0 +1,198 @@
+// AKV decode attention for a batch as the engine serves it: every sequence
+// has tiers of its own, so B sequences are B launch chains (mixed attention +
+// split merge), each on a side stream forked from and joined back to the
+// step's stream (engine/kv/akv/akv_strategy.cc ForwardGroup, engine/kv/
+// side_streams.h), captured in a CUDA graph as the decode step is. One replay
+// = one layer of a step. Beside it, in the same run: the dense paged decode
+// kernel on the same (B, n_hot + n_warm) tokens in one launch.
+// Issue acceptance (AKV): bytes read per step / time >= 70% of the measured
+// copy bandwidth at n_warm >= 8K; akv_attention_bench gives the B = 1 figure.
+//
+//   akv_attention_batch_bench [--out results.json] [--commit SHA] [--iters 100] [--warmup 10]
+//                             [--batch 8,32] [--warm 8192,32768] [--bits 4]
+//
+// Bytes per step: B x akv.md §7 (akv_bench_tiers.cuh AkvStepBytes); the tiers
+// of L layers per sequence, L such that a replay's rows are not in L2 from the
+// replay before (the stack spans >= 4x L2); replay i reads layer i % L.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bench/attention/akv_bench_tiers.cuh"
+#include "bench/attention/bench_common.cuh"
+#include "kernels/akv/akv_attention.h"
+
+namespace {
+
+using namespace kvstream;             // NOLINT: bench-local
+using namespace kvstream::akv_bench;  // NOLINT: the shared tiers, shape and dense timer
+
+struct Args : bench::BenchArgs {
+  std::vector<int> batch = {8, 32}, warm = {8192, 32768}, bits = {4};
+};
+
+std::vector<int> IntList(const std::string& flag, const std::string& v, int lo, int hi) {
+  std::vector<int> r;
+  for (size_t at = 0; at <= v.size();) {
+    const size_t comma = std::min(v.find(',', at), v.size());
+    const int x = std::atoi(v.substr(at, comma - at).c_str());
+    if (x < lo || x > hi) {
+      std::fprintf(stderr, "%s: '%s' is not in [%d, %d]\n", flag.c_str(), v.substr(at, comma - at).c_str(), lo, hi);
+      std::exit(2);
+    }
+    r.push_back(x);
+    at = comma + 1;
+  }
+  return r;
+}
+
+// One sequence's query, position, outputs and split workspace.
+struct SeqIo {
+  __nv_bfloat16 *q = nullptr, *out = nullptr;
+  int32_t* q_pos = nullptr;
+  float *lse = nullptr, *po = nullptr, *pl = nullptr;
+  SeqIo(int tokens, int splits, uint32_t seed) {
+    const AkvAttentionWorkspaceBytes ws = AkvAttentionWorkspace(1, kHq, splits, kD);
+    DevAlloc(&q, kHq * kD * 2), DevAlloc(&out, kHq * kD * 2), DevAlloc(&q_pos, 4), DevAlloc(&lse, kHq * 4);
+    DevAlloc(&po, std::max<size_t>(ws.partial_out, 16)), DevAlloc(&pl, std::max<size_t>(ws.partial_lse, 16));
+    FillRandomBf16<<<8, 256>>>(q, kHq * kD, seed);
+    BENCH_CHECK(cudaMemcpy(q_pos, &tokens, 4, cudaMemcpyHostToDevice));  // q_pos = n_hot + n_warm: all attended
+  }
+  ~SeqIo() { cudaFree(q), cudaFree(out), cudaFree(q_pos), cudaFree(lse), cudaFree(po), cudaFree(pl); }
+};
+
+struct Row {
+  int batch, bits, n_warm, layers, splits, dense_splits;
+  double us, bytes, dense_us, dense_bytes;
+};
+
+// Median us of one graph replay: B chains (attention + merge of layer l) fanned out over B streams.
+double TimeFanOut(const Args& a, const std::vector<std::unique_ptr<AkvSet>>& sets,
+                  const std::vector<std::unique_ptr<SeqIo>>& io, int layers, int splits) {
+  const int B = static_cast<int>(sets.size());
+  cudaStream_t main = nullptr;
+  BENCH_CHECK(cudaStreamCreateWithFlags(&main, cudaStreamNonBlocking));
+  std::vector<cudaStream_t> side(B);
+  std::vector<cudaEvent_t> join(B);
+  cudaEvent_t fork = nullptr;
+  BENCH_CHECK(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming));
+  for (int b = 0; b < B; ++b) {
+    BENCH_CHECK(cudaStreamCreateWithFlags(&side[b], cudaStreamNonBlocking));
+    BENCH_CHECK(cudaEventCreateWithFlags(&join[b], cudaEventDisableTiming));
+  }
+  std::vector<cudaGraphExec_t> exec(layers);
+  for (int l = 0; l < layers; ++l) {
+    BENCH_CHECK(cudaStreamBeginCapture(main, cudaStreamCaptureModeThreadLocal));
+    BENCH_CHECK(cudaEventRecord(fork, main));
+    for (int b = 0; b < B; ++b) {
+      AkvAttentionParams p;
+      p.layout = sets[b]->layout(), p.tiers = sets[b]->tiers(), p.layer = l;
+      p.q = io[b]->q, p.q_pos = io[b]->q_pos, p.out = io[b]->out, p.lse = io[b]->lse;
+      p.partial_out = splits > 1 ? io[b]->po : nullptr, p.partial_lse = splits > 1 ? io[b]->pl : nullptr;
+      p.num_rows = 1, p.num_heads = kHq, p.num_splits = splits, p.scale = 1.0f / std::sqrt(float(kD));
+      BENCH_CHECK(cudaStreamWaitEvent(side[b], fork, 0));
+      BENCH_CHECK(LaunchAkvMixedAttention(p, side[b]));
+      BENCH_CHECK(cudaEventRecord(join[b], side[b]));
+      BENCH_CHECK(cudaStreamWaitEvent(main, join[b], 0));
+    }
+    cudaGraph_t g = nullptr;
+    BENCH_CHECK(cudaStreamEndCapture(main, &g));
+    BENCH_CHECK(cudaGraphInstantiate(&exec[l], g, 0));
+    BENCH_CHECK(cudaGraphDestroy(g));
+  }
+  const double us = MedianUs(a, [&](int i) { return cudaGraphLaunch(exec[i % layers], nullptr); });
+  for (cudaGraphExec_t e : exec) cudaGraphExecDestroy(e);
+  for (int b = 0; b < B; ++b) cudaStreamDestroy(side[b]), cudaEventDestroy(join[b]);
+  cudaEventDestroy(fork), cudaStreamDestroy(main);
+  return us;
+}
+
+double Gbps(double bytes, double us) { return bytes / (us * 1e-6) / 1e9; }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  bench::ParseBenchArgs(argc, argv, &a, [&](const std::string& s, auto next) {
+    if (s == "--batch") a.batch = IntList(s, next(), 1, 256);
+    else if (s == "--warm") a.warm = IntList(s, next(), 1, 1 << 20);
+    else if (s == "--bits") a.bits = IntList(s, next(), 2, 8);
+    else return false;
+    return true;
+  });
+  cudaDeviceProp prop{};
+  BENCH_CHECK(cudaGetDeviceProperties(&prop, 0));
+  const int sms = prop.multiProcessorCount;
+  const double copy = bench::CopyGbps();
+  std::printf("device %s, %d SMs; copy %.0f GB/s; AKV Hq %d Hkv %d D %d g %d, n_hot %d, bf16, B chains in a graph\n",
+              prop.name, sms, copy, kHq, kHkv, kD, kGroup, kNHot);
+  std::vector<Row> rows;
+  for (const int B : a.batch) {
+    for (const int n_warm : a.warm) {
+      const int tokens = kNHot + n_warm;
+      int dense_splits = 1;
+      const double dense_us = DenseUs(a, B, tokens, prop, &dense_splits);
+      for (const int bits : a.bits) {
+        if (bits != 2 && bits != 4 && bits != 8) continue;
+        const double read = AkvStepBytes(bits, n_warm), alloc = read + 12.0 * tokens;
+        const int want = static_cast<int>(std::max(2.0, std::ceil(4.0 * prop.l2CacheSize / (B * read))));
+        const int layers = std::max(1, std::min(want, static_cast<int>(kMemBudget / (B * alloc))));
+        const int splits = PlanAkvAttentionSplits(1, kHq, kHkv, tokens, sms);  // per sequence, as the engine
+        std::vector<std::unique_ptr<AkvSet>> sets;
+        std::vector<std::unique_ptr<SeqIo>> io;
+        for (int b = 0; b < B; ++b) {
+          sets.push_back(std::make_unique<AkvSet>(bits, n_warm, layers));
+          io.push_back(std::make_unique<SeqIo>(tokens, splits, 7 + b));
+        }
+        Row r{B, bits, n_warm, layers, splits, dense_splits, 0, B * read, dense_us, B * DenseStepBytes(tokens)};
+        r.us = TimeFanOut(a, sets, io, layers, splits);
+        rows.push_back(r);
+        std::printf("B=%d b=%d n_warm=%d: %d layers, S=%d: %.1f us (%.1f%% of copy); dense S=%d %.1f us\n", B, bits,
+                    n_warm, layers, splits, r.us, 100 * Gbps(r.bytes, r.us) / copy, dense_splits, dense_us);
+      }
+    }
+  }
+  std::printf("\n%4s %4s %7s %4s %9s %8s %7s %7s | %9s %7s %7s\n", "B", "bits", "n_warm", "S", "us", "MB/step", "GB/s",
+              "%copy", "dense_us", "%copy", "xdense");
+  for (const Row& r : rows) {
+    std::printf("%4d %4d %7d %4d %9.1f %8.2f %7.0f %6.1f%% | %9.1f %6.1f%% %6.2fx\n", r.batch, r.bits, r.n_warm,
+                r.splits, r.us, r.bytes / 1e6, Gbps(r.bytes, r.us), 100 * Gbps(r.bytes, r.us) / copy, r.dense_us,
+                100 * Gbps(r.dense_bytes, r.dense_us) / copy, r.dense_us / r.us);
+  }
+  std::printf("(us: medians of %d graph replays; MB/step = B x akv.md §7; %%copy of %.0f GB/s; acceptance: >= 70%% "
+              "at n_warm >= 8192)\n", a.iters, copy);
+  if (a.out.empty()) return 0;
+  FILE* f = std::fopen(a.out.c_str(), "w");
+  if (f == nullptr) {
+    std::fprintf(stderr, "cannot write %s\n", a.out.c_str());
+    return 1;
+  }
+  std::fprintf(f, "{\n  \"bench\": \"akv_attention_batch\",\n  \"commit\": \"%s\",\n  \"device\": \"%s\",\n",
+               a.commit.c_str(), prop.name);
+  std::fprintf(f, "  \"copy_bandwidth_gbps\": %.1f,\n  \"num_sms\": %d,\n  \"iters\": %d,\n  \"warmup\": %d,\n", copy,
+               sms, a.iters, a.warmup);
+  std::fprintf(f, "  \"statistic\": \"median of graph replays (B attention + merge chains on B side streams)\",\n");
+  std::fprintf(f, "  \"bytes_model\": \"B x (n_hot*2*Hkv*D*2 + n_warm*2*Hkv*(D*b/8 + 4*D/g) + 4*(n_hot + n_warm) + "
+               "2*Hq*D*2); dense: B x (2*T*Hkv*D*2 + 2*Hq*D*2)\",\n  \"points\": [\n");
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const Row& r = rows[i];
+    std::fprintf(f, "    {\"batch\": %d, \"bits\": %d, \"n_hot\": %d, \"n_warm\": %d, \"Hq\": %d, \"Hkv\": %d, "
+                 "\"D\": %d, \"group_size\": %d, \"splits\": %d, \"layers\": %d, \"time_us\": %.2f, \"bytes\": %.0f, "
+                 "\"gbps\": %.1f, \"pct_of_copy\": %.1f, \"dense_splits\": %d, \"dense_time_us\": %.2f, "
+                 "\"dense_bytes\": %.0f, \"dense_pct_of_copy\": %.1f, \"speedup_vs_dense\": %.3f}%s\n",
+                 r.batch, r.bits, kNHot, r.n_warm, kHq, kHkv, kD, kGroup, r.splits, r.layers, r.us, r.bytes,
+                 Gbps(r.bytes, r.us), 100 * Gbps(r.bytes, r.us) / copy, r.dense_splits, r.dense_us, r.dense_bytes,
+                 100 * Gbps(r.dense_bytes, r.dense_us) / copy, r.dense_us / r.us, i + 1 < rows.size() ? "," : "");
+  }
+  std::fprintf(f, "  ]\n}\n");
+  std::fclose(f);
+  std::printf("wrote %s\n", a.out.c_str());
+  return 0;
+}
