@@ -56,7 +56,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <atomic>
 #include <climits>
 #include <cstdint>
 
@@ -64,6 +63,7 @@
 #include "kernels/akv/akv_attention_kernel.cuh"
 #include "kernels/akv/akv_attention_mma_math.cuh"
 #include "kernels/common/cp_async.cuh"
+#include "kernels/common/smem_attribute.cuh"
 #include "kernels/cuda_check.h"
 
 namespace kvstream::akv_mma_detail {
@@ -340,17 +340,9 @@ cudaError_t LaunchMmaKernel(const AttnArgs& a, cudaStream_t stream) {
   const int hc = AkvMmaKvHeadsPerCta(a.num_kv_heads);
   const dim3 grid(a.num_splits, a.num_kv_heads / hc);
   const int smem = WarmRing<D, B>::SmemBytes(hc);
-  // Above the 48 KB default: an attribute of the function on each device, set once per device
-  // (a host call per launch left the GPU idle between short launches); neither allocates nor syncs.
-  static std::atomic<uint64_t> attribute_set{0};
-  int device = 0;
-  KV_CUDA_CHECK(cudaGetDevice(&device));
-  const uint64_t bit = uint64_t{1} << (device & 63);
-  if ((attribute_set.load(std::memory_order_acquire) & bit) == 0) {
-    KV_CUDA_CHECK(cudaFuncSetAttribute(AkvAttentionMmaKernel<D, B, kCode>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       WarmRing<D, B>::SmemBytes(kAkvAttnMmaMaxKvPerCta)));
-    attribute_set.fetch_or(bit, std::memory_order_release);
-  }
+  constexpr int kSmemMax = WarmRing<D, B>::SmemBytes(kAkvAttnMmaMaxKvPerCta);
+  constexpr auto kKernel = AkvAttentionMmaKernel<D, B, kCode>;
+  KV_CUDA_CHECK(AllowDynamicSmemOnce<kKernel>(kSmemMax));  // above the 48 KB default
   AkvAttentionMmaKernel<D, B, kCode><<<grid, hc * 32, smem, stream>>>(a);
   KV_CUDA_CHECK(cudaGetLastError());
   return cudaSuccess;

@@ -15,7 +15,6 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
@@ -24,6 +23,7 @@
 #include "kernels/akv/akv_manage.h"
 #include "kernels/akv/akv_score_decode.cuh"
 #include "kernels/common/device_math.cuh"
+#include "kernels/common/smem_attribute.cuh"
 #include "kernels/cuda_check.h"
 
 namespace kvstream {
@@ -185,18 +185,8 @@ constexpr int kScoreDecodeSmemCap = 200 * 1024;  // the dynamic shared memory th
 
 template <class T, int D, int B>
 void LaunchScoreDecode(const AkvScoreParams& p, const ScoreArgs& a, unsigned grid, int smem, cudaStream_t stream) {
-  // Above the 48 KB default: set once per device (no host call per launch).
-  static std::atomic<uint64_t> attribute_set{0};
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) return;
-  const uint64_t bit = uint64_t{1} << (device & 63);
-  if ((attribute_set.load(std::memory_order_acquire) & bit) == 0) {
-    if (cudaFuncSetAttribute(ScoreDecodeKernel<T, D, B>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             kScoreDecodeSmemCap) != cudaSuccess) {
-      return;  // the launch below reports it
-    }
-    attribute_set.fetch_or(bit, std::memory_order_release);
-  }
+  // A failure here is the runtime's last error, which the caller checks.
+  if (AllowDynamicSmemOnce<ScoreDecodeKernel<T, D, B>>(kScoreDecodeSmemCap) != cudaSuccess) return;
   ScoreDecodeKernel<T, D, B><<<grid, p.layout.num_kv_heads * 32, smem, stream>>>(p, a.t, a.q_stride_h, a.words);
 }
 
