@@ -20,7 +20,8 @@
 #   e2e-epilogue, e2e-gemv: e2e-ab with AB_SWITCH=KVSTREAM_GEMV_EPILOGUE / KVSTREAM_GEMV
 #   kbench:   kernel benches beside dense: gemv_bench, entmax_kv_decode_bench (+ SDPA on its points),
 #             sq_attend_bench, akv_attention_bench (AKV decode attention, CUDA-core and tensor-core
-#             paths, % of copy bandwidth) (those that were built)
+#             paths, % of copy bandwidth), akv_attention_batch_bench (B sequences' AKV attention as the
+#             engine serves them, side streams in a graph; AKV_BATCH, default 8,32) (those that were built)
 #   kvariants: dense decode kernel geometry A/B (bench/attention/dense_decode_variants.sh; DD_VARIANTS)
 #   eval:     alias of akveval (any strategies through EVAL_STRATEGIES / EVAL_KV)
 #   admission: concurrent sequences the Scheduler admits under one KV budget, dense vs AKV, at 32K context
@@ -138,6 +139,11 @@ if want kbench; then
   if [ -x build-gpu/akv_attention_bench ]; then
     log "AKV mixed attention (CUDA-core / tensor-core) vs dense kernel"
     build-gpu/akv_attention_bench --commit "$commit" --out "$OUT/akv_attention_bench.json" 2>&1 | tail -40
+  fi
+  if [ -x build-gpu/akv_attention_batch_bench ]; then
+    log "AKV attention for a batch (a chain per sequence on side streams, in a graph) vs dense kernel"
+    build-gpu/akv_attention_batch_bench --commit "$commit" --batch "${AKV_BATCH:-8,32}" \
+      --out "$OUT/akv_attention_batch_bench.json" 2>&1 | tail -12
   fi
 fi
 # One A/B switch (on unless "0"): on, off, on again, so drift shows; e2e_ab_<switch>_<run>.json.
