@@ -12,9 +12,9 @@
 // kScoreDecodeRows rows of one tier (all KV heads: one contiguous block of
 // the tier) into shared memory with independent 16-byte loads, then thread
 // (KV head = warp, row = lane) takes its slice and q from shared memory (q: a
-// broadcast, the warp shares the head) with no cross-lane step: 15 us a
+// broadcast, the warp shares the head) with no cross-lane step: 14-15 us a
 // layer, and AKV at (8,8K) end to end 1.06x dense where it was 0.96x (ncu:
-// bench/results/gpu/ncu_akv_step_{1x8k_before,8x8k_score_tile}_s16_h100.json).
+// bench/results/gpu/ncu_akv_step_{1x8k_before,8x8k_score_tile,8x8k}_s16_h100.json).
 // Slices sit 16-byte-chunk XOR-swizzled by row, so the 8 lanes of a 16-byte
 // phase hit distinct banks.
 //
