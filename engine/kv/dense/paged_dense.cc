@@ -42,6 +42,20 @@ int PlanLength(int64_t max_len) {
 
 }  // namespace
 
+DenseDecodeWave CurrentDenseDecodeWave() {
+  DenseDecodeWave w;
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+  w.num_sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  int clock_khz = 0, bus_bits = 0, dev = 0;
+  if (cudaGetDevice(&dev) == cudaSuccess &&
+      cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, dev) == cudaSuccess &&
+      cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, dev) == cudaSuccess) {
+    w.split_ctas_per_sm = DenseDecodeSplitCtasPerSm(2.0 * clock_khz * 1e3 * bus_bits / 8 / 1e9);
+  }
+#endif
+  return w;
+}
+
 // ---- strategy ------------------------------------------------------------------
 
 PagedDenseStrategy::PagedDenseStrategy(const KvGeometry& g, int64_t pool_bytes)
@@ -81,18 +95,7 @@ absl::Status PagedDenseStrategy::EnsureBuffers() {
   table_host_ = at::empty({kMaxPreparedRows * max_pages_per_seq_}, host);
   lens_host_ = at::empty({kMaxPreparedRows}, host);
   slots_host_ = at::empty({kMaxPreparedRows * geometry_.n_kv_heads}, host.dtype(at::kLong));
-  num_sms_ = 1;
-#ifdef KVSTREAM_HAVE_CUDA_TORCH
-  if (cuda) {
-    num_sms_ = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-    int clock_khz = 0, bus_bits = 0, dev = 0;
-    if (cudaGetDevice(&dev) == cudaSuccess &&
-        cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, dev) == cudaSuccess &&
-        cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, dev) == cudaSuccess) {
-      split_ctas_per_sm_ = DenseDecodeSplitCtasPerSm(2.0 * clock_khz * 1e3 * bus_bits / 8 / 1e9);
-    }
-  }
-#endif
+  wave_ = cuda ? CurrentDenseDecodeWave() : DenseDecodeWave{};
   return absl::OkStatus();
 }
 
@@ -149,8 +152,8 @@ absl::StatusOr<int64_t> PagedDenseStrategy::PrepareDecode(absl::Span<SequenceCac
   prepared_rows_ = padded_rows;
   prepared_max_len_ = max_len;
   prepared_splits_ = PlanDenseDecodeSplits(static_cast<int>(padded_rows), static_cast<int>(geometry_.n_heads),
-                                           static_cast<int>(Hkv), PlanLength(max_len), num_sms_,
-                                           split_ctas_per_sm_);
+                                           static_cast<int>(Hkv), PlanLength(max_len), wave_.num_sms,
+                                           wave_.split_ctas_per_sm);
   return prepared_splits_;
 }
 

@@ -25,6 +25,16 @@
 
 namespace kvstream {
 
+// What the dense decode kernel's split planner needs of the device
+// (PlanDenseDecodeSplits): its SM count, and the wave's CTAs per SM from its
+// DRAM peak (DenseDecodeSplitCtasPerSm: a full wave where memory is fast).
+struct DenseDecodeWave {
+  int num_sms = 1;
+  int split_ctas_per_sm = kDenseDecodeSplitCtasPerSm;
+};
+// The current CUDA device's; the defaults in a build without CUDA.
+DenseDecodeWave CurrentDenseDecodeWave();
+
 class PagedDenseStrategy final : public Strategy {
  public:
   // Most rows one prepared decode step may have (sizes the fixed buffers).
@@ -57,8 +67,7 @@ class PagedDenseStrategy final : public Strategy {
   KvGeometry geometry_;
   std::shared_ptr<PagedKvPool> pool_;
   int64_t max_pages_per_seq_;  // MB: ceil(context_length / P)
-  int num_sms_ = 0;            // for the split planner (CPU: 1)
-  int split_ctas_per_sm_ = kDenseDecodeSplitCtasPerSm;  // the planner's wave, from the memory's speed
+  DenseDecodeWave wave_;  // the split planner's SMs and CTAs per SM (CPU: 1, the default)
 
   // Prepared decode step (fixed addresses; host staging mirrors them).
   at::Tensor block_table_;    // [kMaxPreparedRows, MB] int32, device

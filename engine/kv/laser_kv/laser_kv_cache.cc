@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/kv/dense/dense_cache.h"
+#include "engine/kv/dense/paged_dense.h"
 #include "kernels/dense/dense_decode.h"
 #include "engine/kv/laser_kv/laser_kv_ops.h"
 #include "engine/kv/laser_kv/laser_kv_select.h"
@@ -177,8 +178,9 @@ absl::StatusOr<at::Tensor> LaserKvSequenceCache::DecodeOnDevice(int64_t layer, c
   if (!DenseDecodeSupports(p.head_dim, p.dtype)) {
     return CausalGqaAttention(q, ck_[layer].narrow(1, 0, len), cv_[layer].narrow(1, 0, len), c_len_);
   }
-  if (num_sms_ == 0) num_sms_ = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-  p.num_splits = PlanDenseDecodeSplits(1, p.num_heads, p.num_kv_heads, p.max_seq_len, num_sms_);
+  if (!wave_) wave_ = CurrentDenseDecodeWave();  // the dense strategy's wave (half or full, by DRAM speed)
+  p.num_splits = PlanDenseDecodeSplits(1, p.num_heads, p.num_kv_heads, p.max_seq_len, wave_->num_sms,
+                                       wave_->split_ctas_per_sm);
   at::Tensor part;
   if (p.num_splits > 1) {
     part = at::empty({H * p.num_splits * (D + 1)}, q.options().dtype(at::kFloat));

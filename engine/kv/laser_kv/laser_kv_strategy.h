@@ -58,6 +58,7 @@
 #include <vector>
 
 #include "engine/kv/kv_cache.h"
+#include "engine/kv/dense/paged_dense.h"
 #include "engine/kv/laser_kv/laser_kv_config.h"
 
 namespace kvstream {
@@ -141,7 +142,7 @@ class LaserKvSequenceCache final : public SequenceCache {
   at::Tensor ck_, cv_;
   int64_t c_len_ = 0;
   at::Tensor decode_meta_;  // int32 [2] on the device: block table {0}, seq_lens {c_len + 1}
-  int num_sms_ = 0;
+  std::optional<DenseDecodeWave> wave_;  // the decode split planner's device facts, read once
   std::vector<int32_t> c_pos_;
   // T (accumulate): the previous block's local window, [Ly, Hkv, |T|, D].
   at::Tensor tk_, tv_;
