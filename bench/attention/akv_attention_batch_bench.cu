@@ -38,21 +38,6 @@ struct Args : bench::BenchArgs {
   std::vector<int> batch = {8, 32}, warm = {8192, 32768}, bits = {4};
 };
 
-std::vector<int> IntList(const std::string& flag, const std::string& v, int lo, int hi) {
-  std::vector<int> r;
-  for (size_t at = 0; at <= v.size();) {
-    const size_t comma = std::min(v.find(',', at), v.size());
-    const int x = std::atoi(v.substr(at, comma - at).c_str());
-    if (x < lo || x > hi) {
-      std::fprintf(stderr, "%s: '%s' is not in [%d, %d]\n", flag.c_str(), v.substr(at, comma - at).c_str(), lo, hi);
-      std::exit(2);
-    }
-    r.push_back(x);
-    at = comma + 1;
-  }
-  return r;
-}
-
 // One sequence's query, position, outputs and split workspace.
 struct SeqIo {
   __nv_bfloat16 *q = nullptr, *out = nullptr;
@@ -121,9 +106,9 @@ double Gbps(double bytes, double us) { return bytes / (us * 1e-6) / 1e9; }
 int main(int argc, char** argv) {
   Args a;
   bench::ParseBenchArgs(argc, argv, &a, [&](const std::string& s, auto next) {
-    if (s == "--batch") a.batch = IntList(s, next(), 1, 256);
-    else if (s == "--warm") a.warm = IntList(s, next(), 1, 1 << 20);
-    else if (s == "--bits") a.bits = IntList(s, next(), 2, 8);
+    if (s == "--batch") a.batch = bench::ParseIntList(s, next(), 1, 256);
+    else if (s == "--warm") a.warm = bench::ParseIntList(s, next(), 1, 1 << 20);
+    else if (s == "--bits") a.bits = AkvBitsList(s, next());
     else return false;
     return true;
   });
@@ -140,7 +125,6 @@ int main(int argc, char** argv) {
       int dense_splits = 1;
       const double dense_us = DenseUs(a, B, tokens, prop, &dense_splits);
       for (const int bits : a.bits) {
-        if (bits != 2 && bits != 4 && bits != 8) continue;
         const double read = AkvStepBytes(bits, n_warm), alloc = read + 12.0 * tokens;
         const int want = static_cast<int>(std::max(2.0, std::ceil(4.0 * prop.l2CacheSize / (B * read))));
         const int layers = std::max(1, std::min(want, static_cast<int>(kMemBudget / (B * alloc))));

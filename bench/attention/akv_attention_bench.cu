@@ -133,26 +133,11 @@ struct Row {
   double cc_us, tc_us, bytes, dense_us, dense_bytes;  // tc_us < 0: path refused (n/a)
 };
 
-std::vector<int> ParseList(const std::string& flag, const std::string& v, bool bits) {
-  std::vector<int> r;
-  for (size_t at = 0; at <= v.size();) {
-    const size_t comma = std::min(v.find(',', at), v.size());
-    const int x = std::atoi(v.substr(at, comma - at).c_str());
-    if (bits ? (x != 2 && x != 4 && x != 8) : (x < 1 || x > (1 << 22))) {
-      std::fprintf(stderr, "%s: bad value '%s'\n", flag.c_str(), v.substr(at, comma - at).c_str());
-      std::exit(2);
-    }
-    r.push_back(x);
-    at = comma + 1;
-  }
-  return r;
-}
-
 Args Parse(int argc, char** argv) {
   Args a;
   bench::ParseBenchArgs(argc, argv, &a, [&](const std::string& s, auto next) {
-    if (s == "--warm") a.warm = ParseList(s, next(), false);
-    else if (s == "--bits") a.bits = ParseList(s, next(), true);
+    if (s == "--warm") a.warm = bench::ParseIntList(s, next(), 1, 1 << 22);
+    else if (s == "--bits") a.bits = AkvBitsList(s, next());
     else if (s == "--splits") a.splits = std::clamp(std::atoi(next().c_str()), 0, kAkvAttnMaxSplits);
     else return false;
     return true;

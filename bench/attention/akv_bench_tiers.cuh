@@ -12,6 +12,7 @@
 #include <cmath>
 #include <numeric>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "bench/attention/bench_common.cuh"
@@ -162,6 +163,18 @@ inline float DenseUs(const BenchArgs& a, int batch, int tokens, const cudaDevice
   for (auto* p : kv) cudaFree(p);
   cudaFree(table), cudaFree(lens), cudaFree(q), cudaFree(out), cudaFree(po), cudaFree(pl);
   return us;
+}
+
+// --bits: warm code widths, each 2, 4 or 8 (a usage error otherwise).
+inline std::vector<int> AkvBitsList(const std::string& flag, const std::string& v) {
+  std::vector<int> r = bench::ParseIntList(flag, v, 2, 8);
+  for (const int b : r) {
+    if (b != 2 && b != 4 && b != 8) {
+      std::fprintf(stderr, "%s: %d is not 2, 4 or 8\n", flag.c_str(), b);
+      std::exit(2);
+    }
+  }
+  return r;
 }
 
 }  // namespace kvstream::akv_bench

@@ -72,6 +72,24 @@ inline double CopyGbps() {
   return 2.0 * bytes / (Median(ms) * 1e-3) / 1e9;
 }
 
+// A flag's comma-separated integers, each in [lo, hi]; a bad one is a usage
+// error (exit 2) naming the flag and the range.
+inline std::vector<int> ParseIntList(const std::string& flag, const std::string& v, int lo, int hi) {
+  std::vector<int> r;
+  for (size_t at = 0; at <= v.size();) {
+    const size_t comma = std::min(v.find(',', at), v.size());
+    const std::string item = v.substr(at, comma - at);
+    const int x = std::atoi(item.c_str());
+    if (x < lo || x > hi) {
+      std::fprintf(stderr, "%s: '%s' is not in [%d, %d]\n", flag.c_str(), item.c_str(), lo, hi);
+      std::exit(2);
+    }
+    r.push_back(x);
+    at = comma + 1;
+  }
+  return r;
+}
+
 // The flags every bench takes; a bench's Args derives from it.
 struct BenchArgs {
   std::string out, commit = "unknown";
