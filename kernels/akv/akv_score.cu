@@ -16,7 +16,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <type_traits>
 
 #include "kernels/akv/akv_attention.h"
 #include "kernels/akv/akv_device.cuh"
@@ -190,6 +189,17 @@ void LaunchScoreDecode(const AkvScoreParams& p, const ScoreArgs& a, unsigned gri
   ScoreDecodeKernel<T, D, B><<<grid, p.layout.num_kv_heads * 32, smem, stream>>>(p, a.t, a.q_stride_h, a.words);
 }
 
+template <class T, int D>
+bool LaunchScoreDecodeBits(const AkvScoreParams& p, const ScoreArgs& a, unsigned grid, int smem,
+                           cudaStream_t stream) {
+  switch (p.layout.warm_bits) {
+    case 2: LaunchScoreDecode<T, D, 2>(p, a, grid, smem, stream); return true;
+    case 4: LaunchScoreDecode<T, D, 4>(p, a, grid, smem, stream); return true;
+    case 8: LaunchScoreDecode<T, D, 8>(p, a, grid, smem, stream); return true;
+    default: return false;
+  }
+}
+
 // Launches ScoreDecodeKernel where it applies (one query row, G <= 8,
 // Hkv <= 16, the tile fits, 16-byte aligned warm codes); false otherwise.
 template <class T>
@@ -202,20 +212,9 @@ bool ScoreDecode(const AkvScoreParams& p, const ScoreArgs& a, cudaStream_t strea
     return false;
   const auto tiles = [](int rows) { return (rows + kScoreDecodeRows - 1) / kScoreDecodeRows; };
   const auto grid = static_cast<unsigned>(tiles(lay.hot_capacity) + tiles(lay.warm_capacity));
-  const auto launch = [&](auto d, auto b) {
-    LaunchScoreDecode<T, decltype(d)::value, decltype(b)::value>(p, a, grid, smem, stream);
-  };
-  using I64 = std::integral_constant<int, 64>;
-  using I128 = std::integral_constant<int, 128>;
-  const auto by_bits = [&](auto d) {
-    switch (lay.warm_bits) {
-      case 2: launch(d, std::integral_constant<int, 2>{}); return true;
-      case 4: launch(d, std::integral_constant<int, 4>{}); return true;
-      case 8: launch(d, std::integral_constant<int, 8>{}); return true;
-      default: return false;
-    }
-  };
-  return D == 64 ? by_bits(I64{}) : (D == 128 ? by_bits(I128{}) : false);
+  if (D == 64) return LaunchScoreDecodeBits<T, 64>(p, a, grid, smem, stream);
+  if (D == 128) return LaunchScoreDecodeBits<T, 128>(p, a, grid, smem, stream);
+  return false;
 }
 
 template <class T>

@@ -57,8 +57,8 @@
 #include <optional>
 #include <vector>
 
-#include "engine/kv/kv_cache.h"
 #include "engine/kv/dense/paged_dense.h"
+#include "engine/kv/kv_cache.h"
 #include "engine/kv/laser_kv/laser_kv_config.h"
 
 namespace kvstream {
