@@ -1,15 +1,18 @@
 // AKV decode attention for a batch as the engine serves it: every sequence
 // has tiers of its own, so B sequences are B launch chains (mixed attention +
-// split merge), each on a side stream forked from and joined back to the
-// step's stream (engine/kv/akv/akv_strategy.cc ForwardGroup, engine/kv/
-// side_streams.h), captured in a CUDA graph as the decode step is. One replay
+// split merge), chain b on side stream b % 8 forked from and joined back to
+// the step's stream (engine/kv/akv/akv_strategy.cc ForwardGroup, engine/kv/
+// side_streams.h), captured in a CUDA graph as the decode step is, with the
+// engine's split plan (PlanAkvAttentionSplits for min(B, 8) sequences side
+// by side; --splits adds fixed split counts to compare). One replay
 // = one layer of a step. Beside it, in the same run: the dense paged decode
 // kernel on the same (B, n_hot + n_warm) tokens in one launch.
 // Issue acceptance (AKV): bytes read per step / time >= 70% of the measured
 // copy bandwidth at n_warm >= 8K; akv_attention_bench gives the B = 1 figure.
 //
 //   akv_attention_batch_bench [--out results.json] [--commit SHA] [--iters 100] [--warmup 10]
-//                             [--batch 8,32] [--warm 8192,32768] [--bits 4]
+//                             [--batch 8,32] [--warm 8192,32768] [--bits 4] [--splits 0,144]
+//   --splits: split counts per sequence to time, 0 = the engine's plan (default: 0 only)
 //
 // Bytes per step: B x akv.md §7 (akv_bench_tiers.cuh AkvStepBytes); the tiers
 // of L layers per sequence, L such that a replay's rows are not in L2 from the
@@ -35,8 +38,11 @@ using namespace kvstream;             // NOLINT: bench-local
 using namespace kvstream::akv_bench;  // NOLINT: the shared tiers, shape and dense timer
 
 struct Args : bench::BenchArgs {
-  std::vector<int> batch = {8, 32}, warm = {8192, 32768}, bits = {4};
+  std::vector<int> batch = {8, 32}, warm = {8192, 32768}, bits = {4}, splits = {0};
 };
+
+// The engine's AKV side streams (engine/kv/akv/akv_strategy.h: SideStreams side_{8}).
+constexpr int kSideStreams = 8;
 
 // One sequence's query, position, outputs and split workspace.
 struct SeqIo {
@@ -55,37 +61,41 @@ struct SeqIo {
 
 struct Row {
   int batch, bits, n_warm, layers, splits, dense_splits;
+  bool planned;  // splits from the engine's planner (else --splits)
   double us, bytes, dense_us, dense_bytes;
 };
 
-// Median us of one graph replay: B chains (attention + merge of layer l) fanned out over B streams.
+// Median us of one graph replay: B chains (attention + merge of layer l) fanned out over min(B, 8) streams.
 double TimeFanOut(const Args& a, const std::vector<std::unique_ptr<AkvSet>>& sets,
                   const std::vector<std::unique_ptr<SeqIo>>& io, int layers, int splits) {
   const int B = static_cast<int>(sets.size());
   cudaStream_t main = nullptr;
   BENCH_CHECK(cudaStreamCreateWithFlags(&main, cudaStreamNonBlocking));
-  std::vector<cudaStream_t> side(B);
-  std::vector<cudaEvent_t> join(B);
+  const int streams = std::min(B, kSideStreams);
+  std::vector<cudaStream_t> side(streams);
+  std::vector<cudaEvent_t> join(streams);
   cudaEvent_t fork = nullptr;
   BENCH_CHECK(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming));
-  for (int b = 0; b < B; ++b) {
-    BENCH_CHECK(cudaStreamCreateWithFlags(&side[b], cudaStreamNonBlocking));
-    BENCH_CHECK(cudaEventCreateWithFlags(&join[b], cudaEventDisableTiming));
+  for (int i = 0; i < streams; ++i) {
+    BENCH_CHECK(cudaStreamCreateWithFlags(&side[i], cudaStreamNonBlocking));
+    BENCH_CHECK(cudaEventCreateWithFlags(&join[i], cudaEventDisableTiming));
   }
   std::vector<cudaGraphExec_t> exec(layers);
   for (int l = 0; l < layers; ++l) {
     BENCH_CHECK(cudaStreamBeginCapture(main, cudaStreamCaptureModeThreadLocal));
     BENCH_CHECK(cudaEventRecord(fork, main));
+    for (int i = 0; i < streams; ++i) BENCH_CHECK(cudaStreamWaitEvent(side[i], fork, 0));
     for (int b = 0; b < B; ++b) {
       AkvAttentionParams p;
       p.layout = sets[b]->layout(), p.tiers = sets[b]->tiers(), p.layer = l;
       p.q = io[b]->q, p.q_pos = io[b]->q_pos, p.out = io[b]->out, p.lse = io[b]->lse;
       p.partial_out = splits > 1 ? io[b]->po : nullptr, p.partial_lse = splits > 1 ? io[b]->pl : nullptr;
       p.num_rows = 1, p.num_heads = kHq, p.num_splits = splits, p.scale = 1.0f / std::sqrt(float(kD));
-      BENCH_CHECK(cudaStreamWaitEvent(side[b], fork, 0));
-      BENCH_CHECK(LaunchAkvMixedAttention(p, side[b]));
-      BENCH_CHECK(cudaEventRecord(join[b], side[b]));
-      BENCH_CHECK(cudaStreamWaitEvent(main, join[b], 0));
+      BENCH_CHECK(LaunchAkvMixedAttention(p, side[b % streams]));
+    }
+    for (int i = 0; i < streams; ++i) {
+      BENCH_CHECK(cudaEventRecord(join[i], side[i]));
+      BENCH_CHECK(cudaStreamWaitEvent(main, join[i], 0));
     }
     cudaGraph_t g = nullptr;
     BENCH_CHECK(cudaStreamEndCapture(main, &g));
@@ -94,7 +104,7 @@ double TimeFanOut(const Args& a, const std::vector<std::unique_ptr<AkvSet>>& set
   }
   const double us = MedianUs(a, [&](int i) { return cudaGraphLaunch(exec[i % layers], nullptr); });
   for (cudaGraphExec_t e : exec) cudaGraphExecDestroy(e);
-  for (int b = 0; b < B; ++b) cudaStreamDestroy(side[b]), cudaEventDestroy(join[b]);
+  for (int i = 0; i < streams; ++i) cudaStreamDestroy(side[i]), cudaEventDestroy(join[i]);
   cudaEventDestroy(fork), cudaStreamDestroy(main);
   return us;
 }
@@ -109,6 +119,7 @@ int main(int argc, char** argv) {
     if (s == "--batch") a.batch = bench::ParseIntList(s, next(), 1, 256);
     else if (s == "--warm") a.warm = bench::ParseIntList(s, next(), 1, 1 << 20);
     else if (s == "--bits") a.bits = AkvBitsList(s, next());
+    else if (s == "--splits") a.splits = bench::ParseIntList(s, next(), 0, kAkvAttnMaxSplits);
     else return false;
     return true;
   });
@@ -116,8 +127,8 @@ int main(int argc, char** argv) {
   BENCH_CHECK(cudaGetDeviceProperties(&prop, 0));
   const int sms = prop.multiProcessorCount;
   const double copy = bench::CopyGbps();
-  std::printf("device %s, %d SMs; copy %.0f GB/s; AKV Hq %d Hkv %d D %d g %d, n_hot %d, bf16, B chains in a graph\n",
-              prop.name, sms, copy, kHq, kHkv, kD, kGroup, kNHot);
+  std::printf("device %s, %d SMs; copy %.0f GB/s; AKV Hq %d Hkv %d D %d g %d, n_hot %d, bf16, B chains on "
+              "min(B, %d) streams in a graph\n", prop.name, sms, copy, kHq, kHkv, kD, kGroup, kNHot, kSideStreams);
   std::vector<Row> rows;
   for (const int B : a.batch) {
     for (const int n_warm : a.warm) {
@@ -128,30 +139,34 @@ int main(int argc, char** argv) {
         const double read = AkvStepBytes(bits, n_warm), alloc = read + 12.0 * tokens;
         const int want = static_cast<int>(std::max(2.0, std::ceil(4.0 * prop.l2CacheSize / (B * read))));
         const int layers = std::max(1, std::min(want, static_cast<int>(kMemBudget / (B * alloc))));
-        const int splits = PlanAkvAttentionSplits(1, kHq, kHkv, tokens, sms);  // per sequence, as the engine
         std::vector<std::unique_ptr<AkvSet>> sets;
-        std::vector<std::unique_ptr<SeqIo>> io;
-        for (int b = 0; b < B; ++b) {
-          sets.push_back(std::make_unique<AkvSet>(bits, n_warm, layers));
-          io.push_back(std::make_unique<SeqIo>(tokens, splits, 7 + b));
+        for (int b = 0; b < B; ++b) sets.push_back(std::make_unique<AkvSet>(bits, n_warm, layers));
+        for (const int forced : a.splits) {
+          // As the engine: the wave shared by the sequences whose chains run at once.
+          const int splits = forced > 0 ? forced : PlanAkvAttentionSplits(1, kHq, kHkv, tokens, sms,
+                                                                          std::min(B, kSideStreams));
+          std::vector<std::unique_ptr<SeqIo>> io;
+          for (int b = 0; b < B; ++b) io.push_back(std::make_unique<SeqIo>(tokens, splits, 7 + b));
+          Row r{B, bits, n_warm, layers, splits, dense_splits, forced == 0, 0, B * read, dense_us,
+                B * DenseStepBytes(tokens)};
+          r.us = TimeFanOut(a, sets, io, layers, splits);
+          rows.push_back(r);
+          std::printf("B=%d b=%d n_warm=%d: %d layers, S=%d%s: %.1f us (%.1f%% of copy); dense S=%d %.1f us\n", B,
+                      bits, n_warm, layers, splits, r.planned ? " (plan)" : "", r.us,
+                      100 * Gbps(r.bytes, r.us) / copy, dense_splits, dense_us);
         }
-        Row r{B, bits, n_warm, layers, splits, dense_splits, 0, B * read, dense_us, B * DenseStepBytes(tokens)};
-        r.us = TimeFanOut(a, sets, io, layers, splits);
-        rows.push_back(r);
-        std::printf("B=%d b=%d n_warm=%d: %d layers, S=%d: %.1f us (%.1f%% of copy); dense S=%d %.1f us\n", B, bits,
-                    n_warm, layers, splits, r.us, 100 * Gbps(r.bytes, r.us) / copy, dense_splits, dense_us);
       }
     }
   }
-  std::printf("\n%4s %4s %7s %4s %9s %8s %7s %7s | %9s %7s %7s\n", "B", "bits", "n_warm", "S", "us", "MB/step", "GB/s",
-              "%copy", "dense_us", "%copy", "xdense");
+  std::printf("\n%4s %4s %7s %5s %9s %8s %7s %7s | %9s %7s %7s\n", "B", "bits", "n_warm", "S", "us", "MB/step",
+              "GB/s", "%copy", "dense_us", "%copy", "xdense");
   for (const Row& r : rows) {
-    std::printf("%4d %4d %7d %4d %9.1f %8.2f %7.0f %6.1f%% | %9.1f %6.1f%% %6.2fx\n", r.batch, r.bits, r.n_warm,
-                r.splits, r.us, r.bytes / 1e6, Gbps(r.bytes, r.us), 100 * Gbps(r.bytes, r.us) / copy, r.dense_us,
+    std::printf("%4d %4d %7d %4d%c %9.1f %8.2f %7.0f %6.1f%% | %9.1f %6.1f%% %6.2fx\n", r.batch, r.bits, r.n_warm,
+                r.splits, r.planned ? '*' : ' ', r.us, r.bytes / 1e6, Gbps(r.bytes, r.us), 100 * Gbps(r.bytes, r.us) / copy, r.dense_us,
                 100 * Gbps(r.dense_bytes, r.dense_us) / copy, r.dense_us / r.us);
   }
-  std::printf("(us: medians of %d graph replays; MB/step = B x akv.md §7; %%copy of %.0f GB/s; acceptance: >= 70%% "
-              "at n_warm >= 8192)\n", a.iters, copy);
+  std::printf("(us: medians of %d graph replays; S*: the engine's plan; MB/step = B x akv.md §7; %%copy of %.0f GB/s; "
+              "acceptance: >= 70%% at n_warm >= 8192)\n", a.iters, copy);
   if (a.out.empty()) return 0;
   FILE* f = std::fopen(a.out.c_str(), "w");
   if (f == nullptr) {
@@ -162,16 +177,17 @@ int main(int argc, char** argv) {
                a.commit.c_str(), prop.name);
   std::fprintf(f, "  \"copy_bandwidth_gbps\": %.1f,\n  \"num_sms\": %d,\n  \"iters\": %d,\n  \"warmup\": %d,\n", copy,
                sms, a.iters, a.warmup);
-  std::fprintf(f, "  \"statistic\": \"median of graph replays (B attention + merge chains on B side streams)\",\n");
+  std::fprintf(f, "  \"statistic\": \"median of graph replays (B attention + merge chains on min(B, %d) side "
+               "streams)\",\n", kSideStreams);
   std::fprintf(f, "  \"bytes_model\": \"B x (n_hot*2*Hkv*D*2 + n_warm*2*Hkv*(D*b/8 + 4*D/g) + 4*(n_hot + n_warm) + "
                "2*Hq*D*2); dense: B x (2*T*Hkv*D*2 + 2*Hq*D*2)\",\n  \"points\": [\n");
   for (size_t i = 0; i < rows.size(); ++i) {
     const Row& r = rows[i];
     std::fprintf(f, "    {\"batch\": %d, \"bits\": %d, \"n_hot\": %d, \"n_warm\": %d, \"Hq\": %d, \"Hkv\": %d, "
-                 "\"D\": %d, \"group_size\": %d, \"splits\": %d, \"layers\": %d, \"time_us\": %.2f, \"bytes\": %.0f, "
+                 "\"D\": %d, \"group_size\": %d, \"splits\": %d, \"splits_planned\": %s, \"layers\": %d, \"time_us\": %.2f, \"bytes\": %.0f, "
                  "\"gbps\": %.1f, \"pct_of_copy\": %.1f, \"dense_splits\": %d, \"dense_time_us\": %.2f, "
                  "\"dense_bytes\": %.0f, \"dense_pct_of_copy\": %.1f, \"speedup_vs_dense\": %.3f}%s\n",
-                 r.batch, r.bits, kNHot, r.n_warm, kHq, kHkv, kD, kGroup, r.splits, r.layers, r.us, r.bytes,
+                 r.batch, r.bits, kNHot, r.n_warm, kHq, kHkv, kD, kGroup, r.splits, r.planned ? "true" : "false", r.layers, r.us, r.bytes,
                  Gbps(r.bytes, r.us), 100 * Gbps(r.bytes, r.us) / copy, r.dense_splits, r.dense_us, r.dense_bytes,
                  100 * Gbps(r.dense_bytes, r.dense_us) / copy, r.dense_us / r.us, i + 1 < rows.size() ? "," : "");
   }

@@ -21,7 +21,8 @@
 #   kbench:   kernel benches beside dense: gemv_bench, entmax_kv_decode_bench (+ SDPA on its points),
 #             sq_attend_bench, akv_attention_bench (AKV decode attention, CUDA-core and tensor-core
 #             paths, % of copy bandwidth), akv_attention_batch_bench (B sequences' AKV attention as the
-#             engine serves them, side streams in a graph; AKV_BATCH, default 8,32) (those that were built)
+#             engine serves them, side streams in a graph; AKV_BATCH, default 8,32; AKV_SPLITS: split
+#             counts to compare with the plan, 0 = plan) (those that were built)
 #   kvariants: dense decode kernel geometry A/B (bench/attention/dense_decode_variants.sh; DD_VARIANTS)
 #   eval:     alias of akveval (any strategies through EVAL_STRATEGIES / EVAL_KV)
 #   admission: concurrent sequences the Scheduler admits under one KV budget, dense vs AKV, at 32K context
@@ -142,7 +143,7 @@ if want kbench; then
   fi
   if [ -x build-gpu/akv_attention_batch_bench ]; then
     log "AKV attention for a batch (a chain per sequence on side streams, in a graph) vs dense kernel"
-    build-gpu/akv_attention_batch_bench --commit "$commit" --batch "${AKV_BATCH:-8,32}" \
+    build-gpu/akv_attention_batch_bench --commit "$commit" --batch "${AKV_BATCH:-8,32}" --splits "${AKV_SPLITS:-0}" \
       --out "$OUT/akv_attention_batch_bench.json" 2>&1 | tail -12
   fi
 fi
@@ -178,6 +179,9 @@ if want akveval || want eval; then
     > "$OUT/$name.txt" 2>&1
   grep -v "^eval \[\|^preparing" "$OUT/$name.txt" | tail -60
   kill $spid; wait $spid 2>/dev/null
+  # The report names the server's target, not the machine: add the GPU and the commit.
+  $PY -c 'import json,sys; p,g,c=sys.argv[1:]; d=json.load(open(p)); d["gpu"]=g; d["commit"]=c; json.dump(d,open(p,"w"),indent=2)' \
+    "$OUT/$name.json" "$(cut -d, -f1 "$OUT/gpu.txt")" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" || true
 fi
 if want admission; then
   # SmolLM2 (models/) stops at 8K context: 32K runs on llama3-8b's shape (4.3 GB of dense KV per

@@ -29,6 +29,8 @@ class SideStreams {
   // stream then waits for every branch. `device_index` < 0 (CPU): in order,
   // on the caller's stream. The first error is returned after the join.
   absl::Status ForEach(int device_index, int n, absl::FunctionRef<absl::Status(int)> fn);
+  // Branches that can run at once (n branches share min(n, this) streams).
+  int max_streams() const { return max_streams_; }
 
  private:
   int max_streams_;

@@ -88,8 +88,12 @@ KV_HD void AkvAttentionSplitRange(int t, int num_splits, int split, int* begin, 
 // of HC warps, at least kAkvAttnMmaMinSplitTokens tokens per split; else
 // 2-4 CTAs per SM by query vectors per CTA over Hkv * chunks CTAs),
 // at least kAkvAttnMinSplitTokens tokens per split; prefill (M > 1) gets 1.
-// max_tokens = C_hot + C_warm bounds n_hot + n_warm.
-int PlanAkvAttentionSplits(int num_rows, int num_heads, int num_kv_heads, int max_tokens, int num_sms);
+// max_tokens = C_hot + C_warm bounds n_hot + n_warm. `side_by_side`
+// sequences' attentions run at once (the engine's side streams): each gets
+// its share of the wave, so B sequences fill it once instead of B times over
+// with splits of a few dozen tokens.
+int PlanAkvAttentionSplits(int num_rows, int num_heads, int num_kv_heads, int max_tokens, int num_sms,
+                           int side_by_side = 1);
 
 // M*Hq*S*D*4 and M*Hq*S*4 bytes (0 when num_splits <= 1).
 using AkvAttentionWorkspaceBytes = SplitKWorkspaceBytes;

@@ -64,8 +64,10 @@ const char* AkvDequantValidate(const AkvDequantParams& p) {
   return nullptr;
 }
 
-int PlanAkvAttentionSplits(int num_rows, int num_heads, int num_kv_heads, int max_tokens, int num_sms) {
+int PlanAkvAttentionSplits(int num_rows, int num_heads, int num_kv_heads, int max_tokens, int num_sms,
+                           int side_by_side) {
   if (num_rows != 1 || num_heads <= 0 || num_kv_heads <= 0 || max_tokens <= 0 || num_sms <= 0) return 1;
+  const long long share = std::max(1, side_by_side);
   if (num_heads % num_kv_heads != 0) return 1;
   const int group = num_heads / num_kv_heads, chunks = (group + 7) / 8, hc = (group + chunks - 1) / chunks;
   int qv = 1;
@@ -73,7 +75,7 @@ int PlanAkvAttentionSplits(int num_rows, int num_heads, int num_kv_heads, int ma
   if (group <= kAkvAttnMmaMaxGroup) {  // tensor-core kernel: CTAs of hc warps, ~16 warps per SM
     const int hc = AkvMmaKvHeadsPerCta(num_kv_heads);
     const long long per_sm = std::max(1, 16 / hc), base = num_kv_heads / hc;
-    const long long splits = std::min({std::max<long long>(1, per_sm * num_sms / base),
+    const long long splits = std::min({std::max<long long>(1, per_sm * num_sms / (base * share)),
                                        std::max<long long>(1, max_tokens / kAkvAttnMmaMinSplitTokens),
                                        static_cast<long long>(kAkvAttnMaxSplits)});
     return static_cast<int>(splits);
@@ -81,7 +83,7 @@ int PlanAkvAttentionSplits(int num_rows, int num_heads, int num_kv_heads, int ma
   const long long base = static_cast<long long>(num_kv_heads) * chunks;
   // Resident CTAs per SM of the attention kernel (its __launch_bounds__).
   const long long per_sm = qv == 1 ? 4 : (qv <= 4 ? 3 : 2);
-  long long splits = std::max<long long>(1, per_sm * num_sms / base);
+  long long splits = std::max<long long>(1, per_sm * num_sms / (base * share));
   splits = std::min({splits, std::max<long long>(1, max_tokens / kAkvAttnMinSplitTokens),
                      static_cast<long long>(kAkvAttnMaxSplits)});
   return static_cast<int>(splits);

@@ -25,6 +25,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <algorithm>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -55,10 +56,15 @@ class AkvSequenceCache final : public SequenceCache {
   absl::Status PrepareDecodeStep(const SeqStep& seq, const StepContext& ctx);
   // Unique for the life of the process (graph keys: addresses get reused).
   uint64_t id() const { return id_; }
-  // How many AKV sequences share this step (the strategy sets it each step):
-  // EndStep's kernels go to the sequence's own stream only when there are
-  // others to overlap with (alone, the fork and join cost ~0.08 ms a step).
-  void set_step_peers(int64_t n) { step_peers_ = n; }
+  // How many AKV sequences share this step and how many of them run side by
+  // side (the strategy sets both each step): EndStep's kernels go to the
+  // sequence's own stream only when there are others to overlap with (alone,
+  // the fork and join cost ~0.08 ms a step); the decode attention plans its
+  // splits for the share of the GPU that side-by-side sequences leave it.
+  void set_step_peers(int64_t n, int64_t side_by_side) {
+    step_peers_ = n;
+    side_by_side_ = std::max<int64_t>(1, std::min(n, side_by_side));
+  }
 
   // Row-major form used by the strategy: q/out [n, H, D], k/v [n, Hkv, D]
   // (rows may be strided, heads and dims packed). With ctx.decode_prepared
@@ -127,6 +133,7 @@ class AkvSequenceCache final : public SequenceCache {
   at::Tensor pos_;          // [n] view of pos_buf_: positions of this step's new rows
   at::Tensor lse_;          // [max rows, H] fp32
   int64_t step_peers_ = 1;
+  int64_t side_by_side_ = 1;  // sequences whose attention runs at once (<= step_peers_)
   int64_t pos_step_ = -1;   // ctx.step pos_ was made for
   int64_t seen_ = 0;        // P: tokens seen (akv.md §4 step 8)
   int64_t step_rows_ = 0;   // rows of the step in progress

@@ -187,7 +187,8 @@ absl::Status AkvSequenceCache::AttendCuda(int64_t layer, AkvTierSet& set, int id
   p.num_heads = static_cast<int>(H);
   p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
   p.num_splits = PlanAkvAttentionSplits(n, static_cast<int>(H), set.layout.num_kv_heads,
-                                        set.layout.hot_capacity + set.layout.warm_capacity, c.num_sms);
+                                        set.layout.hot_capacity + set.layout.warm_capacity, c.num_sms,
+                                        static_cast<int>(side_by_side_));
   at::Tensor ws;
   if (p.num_splits > 1) {
     const auto w = AkvAttentionWorkspace(n, static_cast<int>(H), p.num_splits, static_cast<int>(D));

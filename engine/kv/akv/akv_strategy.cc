@@ -48,7 +48,9 @@ absl::Status AkvStrategy::ForwardGroup(int64_t layer, absl::Span<SequenceCache* 
   // Each sequence's append, attention and score update on a side stream of
   // its own: they touch only that sequence's tiers and rows.
   const int device = t.q.is_cuda() ? t.q.get_device() : -1;
-  for (SequenceCache* c : seqs) static_cast<AkvSequenceCache*>(c)->set_step_peers(static_cast<int64_t>(seqs.size()));
+  for (SequenceCache* c : seqs) {
+    static_cast<AkvSequenceCache*>(c)->set_step_peers(static_cast<int64_t>(seqs.size()), side_.max_streams());
+  }
   return side_.ForEach(device, static_cast<int>(seqs.size()), [&](int i) {
     const int64_t row = t.row_offset[i], n = steps[i].n_new;
     at::Tensor out = t.out.narrow(0, row, n);
@@ -64,7 +66,7 @@ absl::StatusOr<int64_t> AkvStrategy::PrepareDecode(absl::Span<SequenceCache* con
   ids.reserve(seqs.size() + 1);
   for (size_t i = 0; i < seqs.size(); ++i) {
     auto* cache = static_cast<AkvSequenceCache*>(seqs[i]);
-    cache->set_step_peers(static_cast<int64_t>(seqs.size()));
+    cache->set_step_peers(static_cast<int64_t>(seqs.size()), side_.max_streams());
     KV_RETURN_IF_ERROR(cache->PrepareDecodeStep(steps[i], ctx));
     ids.push_back(cache->id());
   }
