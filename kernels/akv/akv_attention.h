@@ -83,15 +83,15 @@ KV_HD void AkvAttentionSplitRange(int t, int num_splits, int split, int* begin, 
   *end = (t - *begin) < chunk ? t : *begin + chunk;
 }
 
-// S for a decode step (M = 1): one wave of resident CTAs (tensor-core
-// kernel where G <= kAkvAttnMmaMaxGroup: 16 warps per SM over Hkv / HC CTAs
+// S for a decode step (M = 1): waves of resident CTAs (tensor-core kernel
+// where G <= kAkvAttnMmaMaxGroup: two waves of 16 warps per SM over Hkv / HC CTAs
 // of HC warps, at least kAkvAttnMmaMinSplitTokens tokens per split; else
 // 2-4 CTAs per SM by query vectors per CTA over Hkv * chunks CTAs),
 // at least kAkvAttnMinSplitTokens tokens per split; prefill (M > 1) gets 1.
 // max_tokens = C_hot + C_warm bounds n_hot + n_warm. `side_by_side`
 // sequences' attentions run at once (the engine's side streams): each gets
-// its share of the wave, so B sequences fill it once instead of B times over
-// with splits of a few dozen tokens.
+// its share of the waves, so B sequences fill them once instead of B times
+// over with splits of a few dozen tokens.
 int PlanAkvAttentionSplits(int num_rows, int num_heads, int num_kv_heads, int max_tokens, int num_sms,
                            int side_by_side = 1);
 

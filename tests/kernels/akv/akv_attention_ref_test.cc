@@ -157,19 +157,19 @@ TEST(AkvAttentionRef, SplitPartialsAreTheSplitsOwnSoftmax) {
   }
 }
 
-// Sequences whose attentions run side by side share one wave of CTAs: B of
-// them each get ~1/B of the single-sequence splits (never fewer than 1), so
+// Sequences whose attentions run side by side share the waves of CTAs: B of
+// them each get 1/B of the waves' splits (never fewer than 1), so
 // a batch does not launch B full waves of splits a few dozen tokens long.
-TEST(AkvAttentionPlan, SideBySideSequencesShareTheWave) {
+TEST(AkvAttentionPlan, SideBySideSequencesShareTheWaves) {
   const int sms = 132, tokens = 1024 + 32768;  // H100; Llama-3-8B heads (32 / 8)
-  // Tensor-core kernel: CTAs of 8 warps (all 8 KV heads), 16 warps per SM.
-  const int wave = 2 * sms, alone = PlanAkvAttentionSplits(1, 32, 8, tokens, sms);
+  // Tensor-core kernel: CTAs of 8 warps (all 8 KV heads), 16 warps per SM, two waves.
+  const int wave = 2 * 2 * sms, alone = PlanAkvAttentionSplits(1, 32, 8, tokens, sms);
   EXPECT_EQ(PlanAkvAttentionSplits(1, 32, 8, tokens, sms, 1), alone);
   EXPECT_EQ(alone, std::min(wave, kAkvAttnMaxSplits));
+  EXPECT_EQ(PlanAkvAttentionSplits(1, 32, 8, 1024 + 8192, sms), (1024 + 8192) / kAkvAttnMmaMinSplitTokens);
   for (int b : {2, 4, 8}) {
     const int shared = PlanAkvAttentionSplits(1, 32, 8, tokens, sms, b);
-    EXPECT_LE(shared * b, wave) << b << " side by side";
-    EXPECT_GT(shared * b, wave - b) << b << " side by side";
+    EXPECT_EQ(shared, std::min(wave / b, kAkvAttnMaxSplits)) << b << " side by side";
   }
   EXPECT_EQ(PlanAkvAttentionSplits(1, 32, 8, tokens, sms, 100000), 1);
   EXPECT_EQ(PlanAkvAttentionSplits(1, 32, 8, tokens, sms, 0), alone);   // < 1 counts as alone
