@@ -39,6 +39,9 @@ mkdir -p "$OUT"
 stages=" ${*:-build test bench} "
 want() { [[ "$stages" == *" $1 "* ]]; }
 cd "$ROOT"
+# The commit results are recorded against. The device's copy of the tree may
+# carry a stale .git: pass KVSTREAM_COMMIT=<sha> from the checkout that sent it.
+COMMIT="${KVSTREAM_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 log() { printf '[gpu] %s\n' "$*" | tee -a "$OUT/run.log"; }
 
 DEPS=/opt/deps
@@ -72,14 +75,13 @@ if want test; then
   tail -5 "$OUT/ctest-cuda.log"
 fi
 if want bench; then
-  commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
   if [ -x build-gpu/dense_decode_bench ]; then
     log "dense decode attention bench"
-    build-gpu/dense_decode_bench --commit "$commit" --out "$OUT/dense_decode_bench.json"
+    build-gpu/dense_decode_bench --commit "$COMMIT" --out "$OUT/dense_decode_bench.json"
   fi
   if [ -f bench/attention/sdpa_decode_bench.py ]; then
     log "PyTorch SDPA decode bench"
-    $PY bench/attention/sdpa_decode_bench.py --commit "$commit" --out "$OUT/sdpa_decode_bench.json"
+    $PY bench/attention/sdpa_decode_bench.py --commit "$COMMIT" --out "$OUT/sdpa_decode_bench.json"
   fi
 fi
 E2E_POINTS="${E2E_POINTS:-1x1024,1x32768,8x8192,1x8192,32x8192,64x8192}"
@@ -96,13 +98,13 @@ if want model; then
 fi
 if want e2e; then
   log "end-to-end decode bench (kvstream, synthetic llama3-8b): $E2E_POINTS"
-  build-gpu/decode_e2e_bench --commit="$(git rev-parse --short HEAD 2>/dev/null)" --synthetic=llama3-8b --points="$E2E_POINTS" --json="$OUT/e2e_kvstream.json" 2>&1 | tail -14
+  build-gpu/decode_e2e_bench --commit="$COMMIT" --synthetic=llama3-8b --points="$E2E_POINTS" --json="$OUT/e2e_kvstream.json" 2>&1 | tail -14
 fi
 if want e2e-strategies; then
   # Compressed strategies beside dense, same run, same points (ratios to dense).
   pts="${STRATEGY_POINTS:-1x8192,1x32768,8x8192}"
   log "end-to-end decode, dense vs ${E2E_STRATEGIES:-dense,akv} (synthetic llama3-8b): $pts"
-  build-gpu/decode_e2e_bench --commit="$(git rev-parse --short HEAD 2>/dev/null)" --synthetic=llama3-8b --points="$pts" --strategies="${E2E_STRATEGIES:-dense,akv}" \
+  build-gpu/decode_e2e_bench --commit="$COMMIT" --synthetic=llama3-8b --points="$pts" --strategies="${E2E_STRATEGIES:-dense,akv}" \
     --kv="${E2E_KV:-}" --kv-pool-bytes="${E2E_POOL:-0}" --json="$OUT/e2e_strategies.json" 2>&1 | tail -12
 fi
 if want baseline; then
@@ -122,28 +124,27 @@ if want kvariants; then
   bash bench/attention/dense_decode_variants.sh "$OUT" ${DD_VARIANTS:-} 2>&1 | grep -E "^==|^ +[0-9]|split sweep" | tee -a "$OUT/run.log"
 fi
 if want kbench; then
-  commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
   if [ -x build-gpu/gemv_bench ]; then
     log "skinny GEMV vs cuBLAS (llama3-8b projections)"
-    build-gpu/gemv_bench --commit "$commit" --json "$OUT/gemv_bench.json" 2>&1 | tail -24
+    build-gpu/gemv_bench --commit "$COMMIT" --json "$OUT/gemv_bench.json" 2>&1 | tail -24
   fi
   if [ -x build-gpu/entmax_kv_decode_bench ]; then
     log "EntmaxKV decode step vs dense kernel"
-    build-gpu/entmax_kv_decode_bench --commit "$commit" --out "$OUT/entmax_kv_decode_bench.json" 2>&1 | tail -30
+    build-gpu/entmax_kv_decode_bench --commit "$COMMIT" --out "$OUT/entmax_kv_decode_bench.json" 2>&1 | tail -30
     $PY bench/attention/sdpa_decode_bench.py --points 1x32768,1x131072,1x524288,8x32768,8x131072 \
-      --commit "$commit" --out "$OUT/sdpa_decode_entmax_points.json" 2>&1 | tail -8
+      --commit "$COMMIT" --out "$OUT/sdpa_decode_entmax_points.json" 2>&1 | tail -8
   fi
   if [ -x build-gpu/sq_attend_bench ]; then
     log "SpectralQuant sq_attend vs dense kernel"
-    build-gpu/sq_attend_bench --commit "$commit" --out "$OUT/sq_attend_bench.json" 2>&1 | tail -20
+    build-gpu/sq_attend_bench --commit "$COMMIT" --out "$OUT/sq_attend_bench.json" 2>&1 | tail -20
   fi
   if [ -x build-gpu/akv_attention_bench ]; then
     log "AKV mixed attention (CUDA-core / tensor-core) vs dense kernel"
-    build-gpu/akv_attention_bench --commit "$commit" --out "$OUT/akv_attention_bench.json" 2>&1 | tail -40
+    build-gpu/akv_attention_bench --commit "$COMMIT" --out "$OUT/akv_attention_bench.json" 2>&1 | tail -40
   fi
   if [ -x build-gpu/akv_attention_batch_bench ]; then
     log "AKV attention for a batch (a chain per sequence on side streams, in a graph) vs dense kernel"
-    build-gpu/akv_attention_batch_bench --commit "$commit" --batch "${AKV_BATCH:-8,32}" --splits "${AKV_SPLITS:-0}" \
+    build-gpu/akv_attention_batch_bench --commit "$COMMIT" --batch "${AKV_BATCH:-8,32}" --splits "${AKV_SPLITS:-0}" \
       --out "$OUT/akv_attention_batch_bench.json" 2>&1 | tail -12
   fi
 fi
@@ -153,7 +154,7 @@ e2e_ab() {
   log "end-to-end decode with $switch on, off, on again: $pts"
   for run in on off on2; do
     if [ "$run" = off ]; then export "$switch=0"; else unset "$switch"; fi
-    build-gpu/decode_e2e_bench --commit="$(git rev-parse --short HEAD 2>/dev/null)" --synthetic=llama3-8b --points="$pts" \
+    build-gpu/decode_e2e_bench --commit="$COMMIT" --synthetic=llama3-8b --points="$pts" \
       --json="$OUT/e2e_ab_${switch}_$run.json" 2>&1 | tail -5
   done
   unset "$switch"
@@ -181,7 +182,7 @@ if want akveval || want eval; then
   kill $spid; wait $spid 2>/dev/null
   # The report names the server's target, not the machine: add the GPU and the commit.
   $PY -c 'import json,sys; p,g,c=sys.argv[1:]; d=json.load(open(p)); d["gpu"]=g; d["commit"]=c; json.dump(d,open(p,"w"),indent=2)' \
-    "$OUT/$name.json" "$(cut -d, -f1 "$OUT/gpu.txt")" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" || true
+    "$OUT/$name.json" "$(cut -d, -f1 "$OUT/gpu.txt")" "$COMMIT" || true
 fi
 if want admission; then
   # SmolLM2 (models/) stops at 8K context: 32K runs on llama3-8b's shape (4.3 GB of dense KV per
@@ -192,7 +193,7 @@ if want admission; then
   compact="$compact,akv#2.warm_budget=8192,akv#2.enable_cold_tier=false"
   log "admission under one KV budget: ${ADM_STRATEGIES:-dense,akv,akv} at T=${ADM_CONTEXT:-32768}"
   # shellcheck disable=SC2086  # ADM_MODEL is one flag: --synthetic=NAME or --model=PATH
-  build-gpu/admission_bench --commit="$(git rev-parse --short HEAD 2>/dev/null)" ${ADM_MODEL:---synthetic=llama3-8b} \
+  build-gpu/admission_bench --commit="$COMMIT" ${ADM_MODEL:---synthetic=llama3-8b} \
     --context="${ADM_CONTEXT:-32768}" --max-new=4 --requests="${ADM_REQUESTS:-48}" \
     --kv-budget-bytes="${ADM_BUDGET:-18000000000}" --strategies="${ADM_STRATEGIES:-dense,akv,akv}" \
     --kv="${ADM_KV:-$compact}" --deadline-s="${ADM_DEADLINE:-120}" --json="$OUT/admission.json" \
@@ -207,11 +208,11 @@ if want tp; then
   log "tensor parallelism: CUDA TP test, then llama3-8b TP=1 vs TP=$tps on $pts, llama3-70b TP=$tps"
   ctest --test-dir build-gpu -R 'tensor_parallel|tp_runner' -V --timeout 240 > "$OUT/ctest-tp.log" 2>&1
   grep -E "\[tp-cuda\].*:|\[tp\]|\[tp-engine\]|tests passed|Failed|Skipped|\*\*\*" "$OUT/ctest-tp.log" | head -40
-  [ -x build-gpu/allreduce_bench ] && build-gpu/allreduce_bench --gpus="$tps" --commit="$(git rev-parse --short HEAD 2>/dev/null)" \
+  [ -x build-gpu/allreduce_bench ] && build-gpu/allreduce_bench --gpus="$tps" --commit="$COMMIT" \
     --json="$OUT/allreduce_tp$tps.json" 2>&1 | tail -8
   # Each bounded (a rank stuck in a collective would hold the call), its log kept whole.
   tpbench() { local name=$1; shift; timeout "${TP_TIMEOUT:-300}" build-gpu/decode_e2e_bench \
-    --commit="$(git rev-parse --short HEAD 2>/dev/null)" --json="$OUT/$name.json" "$@" > "$OUT/$name.log" 2>&1
+    --commit="$COMMIT" --json="$OUT/$name.json" "$@" > "$OUT/$name.log" 2>&1
     echo "rc=$?" >> "$OUT/$name.log"; tail -5 "$OUT/$name.log"; }
   tpbench e2e_tp1 --synthetic=llama3-8b --points="$pts"
   tpbench "e2e_tp$tps" --synthetic=llama3-8b --points="$pts" --tensor-parallel="$tps"
