@@ -10,14 +10,12 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "bench/attention/bench_common.cuh"
+#include "bench/attention/dense_decode_timer.cuh"
 #include "kernels/akv/akv_attention.h"
-#include "kernels/dense/dense_decode.h"
 
 namespace kvstream::akv_bench {
 
@@ -121,48 +119,15 @@ class AkvSet {
   std::vector<void*> allocs_;
 };
 
-// Dense bf16 paged decode of `batch` sequences of `tokens` each (one launch):
-// median us, planned splits in *splits.
+// Dense bf16 paged decode of `batch` sequences of `tokens` each (one launch,
+// bench/attention/dense_decode_timer.cuh): median us, planned splits in *splits.
 inline float DenseUs(const BenchArgs& a, int batch, int tokens, const cudaDeviceProp& prop, int* splits) {
-  const int seq_pages = (tokens + kP - 1) / kP, pages = batch * seq_pages;
-  const size_t pool = size_t(pages) * kHkv * kP * kD;
-  const int rot = static_cast<int>(std::max<double>(2, std::ceil(4.0 * prop.l2CacheSize / (4.0 * pool))));
-  std::vector<__nv_bfloat16*> kv(2 * rot);
-  for (int i = 0; i < 2 * rot; ++i) {
-    BENCH_CHECK(cudaMalloc(&kv[i], pool * 2));
-    FillRandomBf16<<<1024, 256>>>(kv[i], pool, 100 + i);
-  }
-  std::vector<int32_t> ids(pages);
-  std::iota(ids.begin(), ids.end(), 0);
-  std::mt19937 rng(tokens);
-  std::shuffle(ids.begin(), ids.end(), rng);  // fragmented pool: pages in random order
-  const std::vector<int32_t> lens_host(batch, tokens);
-  int32_t *table = nullptr, *lens = nullptr;
-  __nv_bfloat16 *q = nullptr, *out = nullptr;
-  float *po = nullptr, *pl = nullptr;
-  *splits = PlanDenseDecodeSplits(batch, kHq, kHkv, tokens, prop.multiProcessorCount);
-  const DenseDecodeWorkspaceBytes ws = DenseDecodeWorkspace(batch, kHq, *splits, kD);
-  DevAlloc(&table, pages * 4), DevAlloc(&lens, batch * 4), DevAlloc(&q, batch * kHq * kD * 2);
-  DevAlloc(&out, batch * kHq * kD * 2);
-  DevAlloc(&po, std::max<size_t>(ws.partial_out, 16)), DevAlloc(&pl, std::max<size_t>(ws.partial_lse, 16));
-  BENCH_CHECK(cudaMemcpy(table, ids.data(), pages * 4, cudaMemcpyHostToDevice));
-  BENCH_CHECK(cudaMemcpy(lens, lens_host.data(), batch * 4, cudaMemcpyHostToDevice));
-  FillRandomBf16<<<8, 256>>>(q, batch * kHq * kD, 5);
-  BENCH_CHECK(cudaGetLastError());
-  auto params = [&](int i) {
-    DenseDecodeParams p;
-    p.q = q, p.k_pool = kv[2 * (i % rot)], p.v_pool = kv[2 * (i % rot) + 1], p.block_table = table;
-    p.seq_lens = lens, p.out = out, p.partial_out = *splits > 1 ? po : nullptr;
-    p.partial_lse = *splits > 1 ? pl : nullptr;
-    p.batch = batch, p.num_heads = kHq, p.num_kv_heads = kHkv, p.head_dim = kD, p.page_size = kP;
-    p.num_blocks = pages, p.max_blocks_per_seq = seq_pages, p.max_seq_len = tokens, p.num_splits = *splits;
-    p.scale = 1.0f / std::sqrt(float(kD)), p.dtype = KvDType::kBf16;
-    return p;
-  };
-  const float us = MedianUs(a, [&](int i) { return LaunchDenseDecode(params(i), nullptr); });
-  for (auto* p : kv) cudaFree(p);
-  cudaFree(table), cudaFree(lens), cudaFree(q), cudaFree(out), cudaFree(po), cudaFree(pl);
-  return us;
+  bench::DenseDecodeShape shape;
+  shape.batch = batch, shape.tokens = tokens, shape.num_heads = kHq, shape.num_kv_heads = kHkv;
+  shape.head_dim = kD, shape.page_size = kP;
+  const bench::DenseDecodeTiming t = bench::TimeDenseDecode(a, shape, prop);
+  *splits = t.splits;
+  return t.us;
 }
 
 // --bits: warm code widths, each 2, 4 or 8 (a usage error otherwise).

@@ -21,7 +21,7 @@
 //    rotate over enough record sets to span >= 4x L2, so no launch finds its
 //    records in L2. Bytes = K + V records of the Tk keys + q' + A_eig written
 //    (the split workspace, reported apart, is extra traffic).
-// 3. Dense bf16 decode (page 16, identity page table) on the same (B, Tk).
+// 3. Dense bf16 decode (page 16, pages in random order: dense_decode_timer.cuh) on the same (B, Tk).
 // 4. Unless --no-sweep: every split count 1, 2, 4, ... 128 for the SQ kernel.
 // The kernel serves one sequence per launch (spec §6.10), so B = 1 only.
 #include <cuda_bf16.h>
@@ -31,13 +31,11 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <numeric>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "bench/attention/bench_common.cuh"
-#include "kernels/dense/dense_decode.h"
+#include "bench/attention/dense_decode_timer.cuh"
 #include "kernels/spectral_quant/spectral_quant.h"
 
 namespace {
@@ -235,46 +233,13 @@ int main(int argc, char** argv) {
       std::printf("\n");
     }
     for (uint32_t* s : sets) cudaFree(s);
-    if (a.dense) {  // dense bf16 decode on the same shape
-      const int pages = (T + kP - 1) / kP;
-      const size_t pool = size_t(pages) * kHkv * kP * kD, pool_bytes = 2 * pool * 2;
-      const int drot = static_cast<int>(std::max<size_t>(2, (4 * size_t(prop.l2CacheSize) + pool_bytes - 1) / pool_bytes));
-      std::vector<__nv_bfloat16*> kv(2 * drot);
-      for (int i = 0; i < 2 * drot; ++i) {
-        BENCH_CHECK(cudaMalloc(&kv[i], pool * 2));
-        FillRandomBf16<<<1024, 256>>>(kv[i], pool, 100 + i);
-      }
-      std::vector<int32_t> ids(pages);
-      std::iota(ids.begin(), ids.end(), 0);
-      int32_t *table = nullptr, *lens = nullptr;
-      __nv_bfloat16 *dq = nullptr, *dout = nullptr;
-      float *po = nullptr, *pl = nullptr;
-      BENCH_CHECK(cudaMalloc(&table, pages * 4));
-      BENCH_CHECK(cudaMemcpy(table, ids.data(), pages * 4, cudaMemcpyHostToDevice));
-      BENCH_CHECK(cudaMalloc(&lens, 4));
-      BENCH_CHECK(cudaMemcpy(lens, &T, 4, cudaMemcpyHostToDevice));
-      BENCH_CHECK(cudaMalloc(&dq, kHq * kD * 2));
-      BENCH_CHECK(cudaMalloc(&dout, kHq * kD * 2));
-      FillRandomBf16<<<8, 256>>>(dq, kHq * kD, 5);
-      const kvstream::DenseDecodeWorkspaceBytes dws =
-          kvstream::DenseDecodeWorkspace(1, kHq, kvstream::kDenseDecodeMaxSplits, kD);
-      BENCH_CHECK(cudaMalloc(&po, dws.partial_out));
-      BENCH_CHECK(cudaMalloc(&pl, dws.partial_lse));
-      r.dense_splits = kvstream::PlanDenseDecodeSplits(1, kHq, kHkv, T, prop.multiProcessorCount);
-      auto dparams = [&](int i) {
-        kvstream::DenseDecodeParams p;
-        p.q = dq, p.k_pool = kv[2 * (i % drot)], p.v_pool = kv[2 * (i % drot) + 1], p.block_table = table;
-        p.seq_lens = lens, p.out = dout, p.partial_out = po, p.partial_lse = pl;
-        p.batch = 1, p.num_heads = kHq, p.num_kv_heads = kHkv, p.head_dim = kD, p.page_size = kP;
-        p.num_blocks = pages, p.max_blocks_per_seq = pages, p.max_seq_len = T, p.num_splits = r.dense_splits;
-        p.scale = 1.0f / std::sqrt(float(kD)), p.dtype = kvstream::KvDType::kBf16;
-        return p;
-      };
-      r.dense_us = MedianUs(a, [&](int i) { return kvstream::LaunchDenseDecode(dparams(i), nullptr); });
-      r.dense_bytes = double(pool_bytes) + 2.0 * kHq * kD * 2;
+    if (a.dense) {  // dense bf16 decode on the same shape (bench/attention/dense_decode_timer.cuh)
+      kvstream::bench::DenseDecodeShape shape;
+      shape.tokens = T, shape.num_heads = kHq, shape.num_kv_heads = kHkv, shape.head_dim = kD, shape.page_size = kP;
+      const kvstream::bench::DenseDecodeTiming t = kvstream::bench::TimeDenseDecode(a, shape, prop);
+      r.dense_splits = t.splits, r.dense_us = t.us;
+      r.dense_bytes = 2.0 * 2.0 * ((T + kP - 1) / kP) * kP * kHkv * kD + 2.0 * kHq * kD * 2;
       r.dense_gbps = r.dense_bytes / (r.dense_us * 1e-6) / 1e9, r.dense_pct = 100.0 * r.dense_gbps / copy;
-      for (auto* p : kv) cudaFree(p);
-      cudaFree(table), cudaFree(lens), cudaFree(dq), cudaFree(dout), cudaFree(po), cudaFree(pl);
     }
     results.push_back(r);
   }
