@@ -6,13 +6,14 @@
 // share of the context kept, and the answer (and dense's, with
 // KVSTREAM_LASER_DIAG_DENSE=1). Knobs: KVSTREAM_LASER_DIAG_CONTEXTS
 // ("2048,4096"), _DEPTHS ("0,25,50,75,100"), _SAMPLES (2), _RATIO (0.25),
-// _BLOCK (1024).
+// _BLOCK (1024), _DEVICE (cpu; cuda for the GPU engine in bf16).
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <sstream>
 #include <string>
@@ -109,7 +110,16 @@ bool Correct(const std::string& text, const std::string& key) {
 
 TEST(LaserKvPasskeyDiag, PrintsKeyRetentionPerDepth) {
   if (Env("KVSTREAM_LASER_DIAG", "") != "1") GTEST_SKIP() << "set KVSTREAM_LASER_DIAG=1";
-  KV_REQUIRE_MODEL(engine);
+  // KVSTREAM_LASER_DIAG_DEVICE=cuda: the engine as the server runs it on a GPU (bf16), not CPU fp32.
+  std::unique_ptr<Engine> own;
+  Engine* engine = nullptr;
+  if (Env("KVSTREAM_LASER_DIAG_DEVICE", "cpu") == "cpu") {
+    engine = testing::SharedEngine();
+  } else {
+    own = testing::LoadBundledEngine(Env("KVSTREAM_LASER_DIAG_DEVICE", "cpu"));
+    engine = own.get();
+  }
+  if (engine == nullptr) GTEST_SKIP() << "bundled model absent (or the device did not load)";
   std::ifstream f(testing::SourceDir() + "/data/corpus/pride_and_prejudice.txt");
   std::stringstream ss;
   ss << f.rdbuf();
