@@ -6,7 +6,9 @@
 // share of the context kept, and the answer (and dense's, with
 // KVSTREAM_LASER_DIAG_DENSE=1). Knobs: KVSTREAM_LASER_DIAG_CONTEXTS
 // ("2048,4096"), _DEPTHS ("0,25,50,75,100"), _SAMPLES (2), _RATIO (0.25),
-// _BLOCK (1024), _DEVICE (cpu; cuda for the GPU engine in bf16).
+// _BLOCK (1024), _DEVICE (cpu; cuda for the GPU engine in bf16); _EVAL=1:
+// the prompts `kvstream eval` sends instead (its case builder, data/corpus,
+// _SEED 7), the key located by its digits.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -21,6 +23,10 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "client/corpus.h"
+#include "client/eval_plan.h"
+#include "client/eval_prompts.h"
+#include "client/server_calls.h"
 #include "engine/kv/laser_kv/laser_kv_strategy.h"
 #include "tests/engine/engine_fixture.h"
 #include "tests/engine/runtime/direct_runner.h"
@@ -96,6 +102,43 @@ DiagPrompt Build(const Tokenizer& tok, const std::string& text, std::mt19937_64&
   return p;
 }
 
+// The client's tokenizer interface over the engine's tokenizer (the eval asks the server's).
+class EngineTextTokenizer final : public client::TextTokenizer {
+ public:
+  explicit EngineTextTokenizer(const Tokenizer& t) : t_(t) {}
+  absl::StatusOr<client::Tokens> Tokenize(const std::string& text) override {
+    client::Tokens out;
+    out.ids = t_.Encode(text, false);
+    for (int32_t id : out.ids) out.pieces.push_back(t_.Decode({id}));
+    return out;
+  }
+
+ private:
+  const Tokenizer& t_;
+};
+
+// key_at / key_len of an eval prompt: the tokens covering the first two
+// occurrences of the key's digits in the decoded prompt.
+void LocateKey(const Tokenizer& tok, const std::string& key, DiagPrompt& pk) {
+  std::string text;
+  std::vector<size_t> begin;
+  for (int32_t id : pk.ids) {
+    begin.push_back(text.size());
+    text += tok.Decode({id});
+  }
+  auto token_at = [&](size_t ch) {
+    return static_cast<int64_t>(std::upper_bound(begin.begin(), begin.end(), ch) - begin.begin()) - 1;
+  };
+  size_t at = 0;
+  for (int occ = 0; occ < 2; ++occ) {
+    at = text.find(key, at);
+    if (at == std::string::npos) return;
+    pk.key_at[occ] = token_at(at);
+    pk.key_len = token_at(at + key.size() - 1) - pk.key_at[occ] + 1;
+    at += key.size();
+  }
+}
+
 bool Correct(const std::string& text, const std::string& key) {
   std::string c;
   for (char ch : text) {
@@ -132,64 +175,91 @@ TEST(LaserKvPasskeyDiag, PrintsKeyRetentionPerDepth) {
   const bool with_dense = Env("KVSTREAM_LASER_DIAG_DENSE", "") == "1";
   const double hybrid = std::atof(Env("KVSTREAM_LASER_DIAG_HYBRID", "0.75").c_str());
   int held_all = 0, right = 0, dense_right = 0, cases = 0;
-  for (int ctx : contexts) {
-    for (int depth : depths) {
-      for (int s = 0; s < samples; ++s) {
-        std::mt19937_64 rng(1000003ull * static_cast<uint64_t>(ctx) + 101ull * static_cast<uint64_t>(depth) +
-                            static_cast<uint64_t>(s));
-        const std::string key = std::to_string(std::uniform_int_distribution<int>(10000, 99999)(rng));
-        const DiagPrompt pk = Build(engine->tokenizer(), text, rng, ctx, depth, key);
-        if (const char* show = std::getenv("KVSTREAM_LASER_DIAG_SHOW")) {
-          for (int at : IntList(show)) {
-            const std::string piece = engine->tokenizer().Decode({pk.ids[static_cast<size_t>(at)]});
-            std::printf("SHOW %d '%s'\n", at, piece.c_str());
-          }
+  // One case through dense (optional) and LASER-KV: whether the key's digits are held, and the answers.
+  auto run_case = [&](int ctx, int depth, int s, const DiagPrompt& pk, const std::string& key) {
+    if (const char* show = std::getenv("KVSTREAM_LASER_DIAG_SHOW")) {
+      for (int at : IntList(show)) {
+        const std::string piece = engine->tokenizer().Decode({pk.ids[static_cast<size_t>(at)]});
+        std::printf("SHOW %d '%s'\n", at, piece.c_str());
+      }
+    }
+    GenerateSpec spec = testing::GreedySpec(pk.ids, 10);
+    spec.sampling.ignore_eos = false;
+    std::string dense_text = "-";
+    if (with_dense) {
+      auto d = engine->GenerateBatch({spec});
+      ASSERT_TRUE(d.ok()) << d.status();
+      dense_text = engine->tokenizer().Decode((*d)[0].token_ids);
+      dense_right += Correct(dense_text, key) ? 1 : 0;
+    }
+    spec.kv.strategy = "laser_kv";
+    spec.kv.knobs = {{"compression_ratio", ratio}, {"block_size", block}, {"query_len", pk.question},
+                     {"hybrid_ratio", hybrid}};
+    LaserKvStrategy strategy(engine->model().geometry());
+    std::vector<int32_t> held;
+    int64_t kept = 0;
+    auto out = testing::RunDirect(*engine, strategy, {spec}, [&](size_t, const SequenceCache& c) {
+      const auto& lc = static_cast<const LaserKvSequenceCache&>(c);
+      held = lc.held_positions();
+      kept = lc.kept_after_prefill();
+    });
+    ASSERT_TRUE(out.ok()) << out.status();
+    const GenerateOutcome& o = (*out)[0];
+    std::string mask;
+    int got = 0;
+    for (int occ = 0; occ < 2; ++occ) {
+      for (int64_t j = pk.key_at[occ]; j < pk.key_at[occ] + pk.key_len; ++j) {
+        const bool h = std::binary_search(held.begin(), held.end(), static_cast<int32_t>(j));
+        mask += h ? '#' : '.';
+        got += h ? 1 : 0;
+      }
+      mask += ' ';
+    }
+    const std::string laser_text = engine->tokenizer().Decode(o.token_ids);
+    const bool ok = Correct(laser_text, key);
+    const int64_t S = static_cast<int64_t>(pk.ids.size()) - pk.question;
+    const double tf = static_cast<double>(o.cache.tokens_held) / static_cast<double>(o.cache.tokens_seen);
+    std::printf("ctx %5d depth %3d s%d key@%5lld blk %lld off %4lld  held %s kept %.3f held%% %.3f  %s laser '%s'  dense '%s'\n",
+                ctx, depth, s, static_cast<long long>(pk.key_at[0]), static_cast<long long>(pk.key_at[0] / block),
+                static_cast<long long>(pk.key_at[0] % block), mask.c_str(),
+                static_cast<double>(kept) / static_cast<double>(S), tf, ok ? "OK " : "BAD", laser_text.c_str(),
+                dense_text.c_str());
+    std::fflush(stdout);
+    held_all += got == 2 * pk.key_len ? 1 : 0;
+    right += ok ? 1 : 0;
+    ++cases;
+  };
+  if (Env("KVSTREAM_LASER_DIAG_EVAL", "") == "1") {
+    // The eval's own cases (client/eval_plan.cc BuildEvalCases, data/corpus,
+    // --seed 7 as deploy/gpu/run.sh passes it): the prompts `kvstream eval` sends.
+    auto corpus = client::Corpus::Load(testing::SourceDir() + "/data/corpus");
+    ASSERT_TRUE(corpus.ok()) << corpus.status();
+    EngineTextTokenizer tok(engine->tokenizer());
+    client::EvalSettings settings;
+    settings.tasks = {client::EvalTask::kPasskey};
+    settings.contexts = contexts;
+    settings.depths = depths;
+    settings.samples = samples;
+    settings.seed = std::strtoull(Env("KVSTREAM_LASER_DIAG_SEED", "7").c_str(), nullptr, 10);
+    auto built = client::BuildEvalCases(settings, *corpus, tok, client::ChatMlFormat(), [] {});
+    ASSERT_TRUE(built.ok()) << built.status();
+    for (const client::EvalCase& c : *built) {
+      const auto& ids = c.request.prompt_token_ids().ids();
+      DiagPrompt pk;
+      pk.ids.assign(ids.begin(), ids.end());
+      pk.question = c.question_tokens;
+      LocateKey(engine->tokenizer(), c.answer, pk);
+      run_case(c.context, c.depth, c.sample, pk, c.answer);
+    }
+  } else {
+    for (int ctx : contexts) {
+      for (int depth : depths) {
+        for (int s = 0; s < samples; ++s) {
+          std::mt19937_64 rng(1000003ull * static_cast<uint64_t>(ctx) + 101ull * static_cast<uint64_t>(depth) +
+                              static_cast<uint64_t>(s));
+          const std::string key = std::to_string(std::uniform_int_distribution<int>(10000, 99999)(rng));
+          run_case(ctx, depth, s, Build(engine->tokenizer(), text, rng, ctx, depth, key), key);
         }
-        GenerateSpec spec = testing::GreedySpec(pk.ids, 10);
-        spec.sampling.ignore_eos = false;
-        std::string dense_text = "-";
-        if (with_dense) {
-          auto d = engine->GenerateBatch({spec});
-          ASSERT_TRUE(d.ok()) << d.status();
-          dense_text = engine->tokenizer().Decode((*d)[0].token_ids);
-          dense_right += Correct(dense_text, key) ? 1 : 0;
-        }
-        spec.kv.strategy = "laser_kv";
-        spec.kv.knobs = {{"compression_ratio", ratio}, {"block_size", block}, {"query_len", pk.question},
-                         {"hybrid_ratio", hybrid}};
-        LaserKvStrategy strategy(engine->model().geometry());
-        std::vector<int32_t> held;
-        int64_t kept = 0;
-        auto out = testing::RunDirect(*engine, strategy, {spec}, [&](size_t, const SequenceCache& c) {
-          const auto& lc = static_cast<const LaserKvSequenceCache&>(c);
-          held = lc.held_positions();
-          kept = lc.kept_after_prefill();
-        });
-        ASSERT_TRUE(out.ok()) << out.status();
-        const GenerateOutcome& o = (*out)[0];
-        std::string mask;
-        int got = 0;
-        for (int occ = 0; occ < 2; ++occ) {
-          for (int64_t j = pk.key_at[occ]; j < pk.key_at[occ] + pk.key_len; ++j) {
-            const bool h = std::binary_search(held.begin(), held.end(), static_cast<int32_t>(j));
-            mask += h ? '#' : '.';
-            got += h ? 1 : 0;
-          }
-          mask += ' ';
-        }
-        const std::string laser_text = engine->tokenizer().Decode(o.token_ids);
-        const bool ok = Correct(laser_text, key);
-        const int64_t S = static_cast<int64_t>(pk.ids.size()) - pk.question;
-        const double tf = static_cast<double>(o.cache.tokens_held) / static_cast<double>(o.cache.tokens_seen);
-        std::printf("ctx %5d depth %3d s%d key@%5lld blk %lld off %4lld  held %s kept %.3f held%% %.3f  %s laser '%s'  dense '%s'\n",
-                    ctx, depth, s, static_cast<long long>(pk.key_at[0]), static_cast<long long>(pk.key_at[0] / block),
-                    static_cast<long long>(pk.key_at[0] % block), mask.c_str(),
-                    static_cast<double>(kept) / static_cast<double>(S), tf, ok ? "OK " : "BAD", laser_text.c_str(),
-                    dense_text.c_str());
-        std::fflush(stdout);
-        held_all += got == 2 * pk.key_len ? 1 : 0;
-        right += ok ? 1 : 0;
-        ++cases;
       }
     }
   }
