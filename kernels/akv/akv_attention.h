@@ -16,6 +16,14 @@
 //   out          [M, Hq, D] dtype (packed)
 //   lse          [M, Hq] fp32, natural log of the scaled scores (optional)
 //   partial_out  [M, Hq, S, D] fp32 workspace, partial_lse [M, Hq, S] fp32 (iff S > 1)
+//
+// Batched decode (batch != null): M sequences, one decode row each, every
+// row over its own tiers: row i of q/out/lse/partials attends over
+// *batch->seq[i] (its layer's tiers, position, capacities). The engine's
+// sequences each own their tier buffers; one launch over all of them fills
+// the GPU where M launches of one row leave it idle between kernels
+// (bench/attention/akv_attention_batch_bench.cu). The row pointers travel
+// in the launch's parameters, so a captured graph replays them as they were.
 #pragma once
 
 #include <cstdint>
@@ -53,9 +61,28 @@ KV_HD int AkvMmaKvHeadsPerCta(int num_kv_heads) {
 // cudaErrorInvalidValue. The CPU twin ignores it.
 enum class AkvAttnPath : uint8_t { kAuto = 0, kCudaCore = 1, kTensorCore = 2 };
 
+// One sequence of a batched decode launch, at the launch's layer. Every
+// tier set of a batch shares heads, dims, bits, group size and dtype (the
+// launch's layout); the capacities follow each request's size.
+struct AkvAttnSeq {
+  AkvTiers tiers;                  // that sequence's tiers, moved to the layer (AkvTiersAtLayer)
+  const int32_t* q_pos = nullptr;  // [1] its query row's position
+  int hot_capacity = 0;            // C_hot of its tiers (<= the launch layout's)
+  int warm_capacity = 0;           // C_warm (<= the launch layout's)
+};
+
+inline constexpr int kAkvAttnMaxBatch = 64;  // rows of one batched launch (kernel parameter space)
+
+// Row i of a batched launch reads *seq[i] (device pointers for launchers,
+// host pointers for twins; the struct itself is host memory, copied into
+// the launch).
+struct AkvAttnBatch {
+  const AkvAttnSeq* seq[kAkvAttnMaxBatch] = {};
+};
+
 struct AkvAttentionParams {
-  AkvLayout layout;
-  AkvTiers tiers;                  // read only: hot_k/v/pos, warm_k/v/scales/pos, counts
+  AkvLayout layout;                // batched: capacities bound every row's
+  AkvTiers tiers;                  // read only: hot_k/v/pos, warm_k/v/scales/pos, counts (unused if batched)
   int layer = 0;                   // which layer of the stacked tiers
   const void* q = nullptr;         // [M, Hq, D] dtype
   const int32_t* q_pos = nullptr;  // [M]
@@ -70,6 +97,10 @@ struct AkvAttentionParams {
   int num_splits = 1;              // S
   float scale = 0.0f;              // softmax scale, usually 1/sqrt(D)
   AkvAttnPath path = AkvAttnPath::kAuto;
+  // Batched decode: num_rows (<= kAkvAttnMaxBatch) sequences, one query row
+  // each (tiers, layer and q_pos above unused). CUDA: the tensor-core kernel
+  // only (bf16, G <= 8); the caller vouches for the rows' 16-byte alignment.
+  const AkvAttnBatch* batch = nullptr;
 };
 
 // Split s of S over t virtual tokens: chunk = ceil(t/S) rounded up to
@@ -103,6 +134,8 @@ inline AkvAttentionWorkspaceBytes AkvAttentionWorkspace(int num_rows, int num_he
 
 // nullptr if valid, else a static message naming the bad field.
 const char* AkvAttentionValidate(const AkvAttentionParams& p);
+// One row of a batched launch against the launch's layout (host-readable seq).
+const char* AkvAttnSeqValidate(const AkvAttnSeq& s, const AkvLayout& launch);
 
 // CPU twin: warm rows dequantized (bit-identical x^), per split an exact
 // two-pass softmax in double, splits merged by lse as on the GPU; partials

@@ -86,6 +86,10 @@ cudaError_t LaunchAkvAttentionTyped(const AkvAttentionParams& p, cudaStream_t st
 
   // NOTE(akv): every 16-byte vector access assumes these (per-layer offsets of
   // the tiers keep any 16-byte aligned base aligned: rows are >= 128 bytes).
+  if (p.batch != nullptr) {  // batched decode: the tensor-core kernel only, rows' tiers as the caller vouches
+    if (!std::is_same_v<T, __nv_bfloat16> || p.path == AkvAttnPath::kCudaCore || p.num_rows > kAkvAttnMaxBatch)
+      return cudaErrorInvalidValue;
+  }
   if (!AlignedTo(p.q, 16) || !AlignedTo(p.out, 16) || !AlignedTo(t.hot_k, 16) || !AlignedTo(t.hot_v, 16) ||
       !AlignedTo(p.partial_out, 16) || !AlignedTo(t.warm_k, 8) || !AlignedTo(t.warm_v, 8) ||
       a.q_stride_m % kVecElems || a.q_stride_h % kVecElems)
@@ -93,10 +97,10 @@ cudaError_t LaunchAkvAttentionTyped(const AkvAttentionParams& p, cudaStream_t st
   if (static_cast<int64_t>(lay.num_kv_heads) * a.chunks > 65535 || (p.num_rows + a.rpc - 1) / a.rpc > 65535)
     return cudaErrorInvalidValue;  // grid y/z limits
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    if (p.path != AkvAttnPath::kCudaCore && akv_mma_detail::MmaApplies(a, D))
-      return akv_mma_detail::LaunchMma<D>(a, lay.warm_bits, stream);
+    if (p.path != AkvAttnPath::kCudaCore && akv_mma_detail::MmaApplies(a, p.batch, D))
+      return akv_mma_detail::LaunchMma<D>(a, p.batch, lay.warm_bits, stream);
   }
-  if (p.path == AkvAttnPath::kTensorCore) return cudaErrorInvalidValue;  // does not apply here
+  if (p.path == AkvAttnPath::kTensorCore || p.batch != nullptr) return cudaErrorInvalidValue;  // does not apply here
   switch (lay.warm_bits) {
     case 2: return LaunchBits<T, D, 2>(a, qv, stream);
     case 4: return LaunchBits<T, D, 4>(a, qv, stream);

@@ -241,8 +241,34 @@ __device__ __forceinline__ void WarmSegment(const AttnArgs& a, int kvh0, int hc,
   CpAsyncWait<0>();
 }
 
+// Row `row` of a batched launch as a one-row launch over sequence s's tiers
+// (akv_attention.h, batched decode).
+template <int D>
+__device__ __forceinline__ AttnArgs BatchRowArgs(const AttnArgs& a, const AkvAttnSeq& s, int row) {
+  AttnArgs r = a;
+  r.hot_k = s.tiers.hot_k, r.hot_v = s.tiers.hot_v, r.hot_pos = s.tiers.hot_pos;
+  r.warm_k = s.tiers.warm_k, r.warm_v = s.tiers.warm_v, r.warm_pos = s.tiers.warm_pos;
+  r.wks = s.tiers.warm_k_scale, r.wkz = s.tiers.warm_k_zero;
+  r.wvs = s.tiers.warm_v_scale, r.wvz = s.tiers.warm_v_zero;
+  r.counts = s.tiers.counts;
+  r.q_pos = s.q_pos;
+  r.hot_cap = s.hot_capacity, r.warm_cap = s.warm_capacity;
+  const int64_t heads = static_cast<int64_t>(row) * a.num_heads;  // this row's first (row, head)
+  r.q = static_cast<const __nv_bfloat16*>(a.q) + row * a.q_stride_m;
+  r.out = static_cast<__nv_bfloat16*>(a.out) + heads * D;
+  if (a.lse != nullptr) r.lse = a.lse + heads;
+  if (a.num_splits > 1) {
+    r.partial_out = a.partial_out + heads * a.num_splits * D;
+    r.partial_lse = a.partial_lse + heads * a.num_splits;
+  }
+  r.num_rows = 1;
+  return r;
+}
+
+// One decode row (M = 1) over a's tiers: split blockIdx.x, KV heads
+// [blockIdx.y * hc, + hc), one warp each.
 template <int D, int B, bool kCode>
-__global__ void __launch_bounds__(kAkvAttnMmaMaxKvPerCta * 32, 2) AkvAttentionMmaKernel(const AttnArgs a) {
+__device__ __forceinline__ void MmaDecode(const AttnArgs& a) {
   using G = MGeo<D, B>;
   extern __shared__ uint4 akv_mma_smem[];  // WarmRing<D, B>::SmemBytes(hc)
   const int hc = blockDim.x / 32, split = blockIdx.x, kvh0 = blockIdx.y * hc;
@@ -336,44 +362,71 @@ __global__ void __launch_bounds__(kAkvAttnMmaMaxKvPerCta * 32, 2) AkvAttentionMm
 }
 
 template <int D, int B, bool kCode>
-cudaError_t LaunchMmaKernel(const AttnArgs& a, cudaStream_t stream) {
+__global__ void __launch_bounds__(kAkvAttnMmaMaxKvPerCta * 32, 2) AkvAttentionMmaKernel(const AttnArgs a) {
+  MmaDecode<D, B, kCode>(a);
+}
+
+// Batched decode: grid.z = the batch's rows, row z over *rows.seq[z]. Thread
+// 0 builds the row's arguments in shared memory (one round trip for the
+// descriptor) and the CTA reads them there. __grid_constant__: the row
+// pointers are read in parameter space, not copied per thread.
+template <int D, int B, bool kCode>
+__global__ void __launch_bounds__(kAkvAttnMmaMaxKvPerCta * 32, 2)
+    AkvAttentionMmaBatchKernel(const AttnArgs a, const __grid_constant__ AkvAttnBatch rows) {
+  __shared__ alignas(16) unsigned char row_args[sizeof(AttnArgs)];  // no constructor runs for __shared__
+  AttnArgs* r = reinterpret_cast<AttnArgs*>(row_args);
+  if (threadIdx.x == 0) *r = BatchRowArgs<D>(a, *rows.seq[blockIdx.z], blockIdx.z);
+  __syncthreads();
+  MmaDecode<D, B, kCode>(*r);
+}
+
+template <int D, int B, bool kCode>
+cudaError_t LaunchMmaKernel(const AttnArgs& a, const AkvAttnBatch* batch, cudaStream_t stream) {
   const int hc = AkvMmaKvHeadsPerCta(a.num_kv_heads);
-  const dim3 grid(a.num_splits, a.num_kv_heads / hc);
+  const dim3 grid(a.num_splits, a.num_kv_heads / hc, batch != nullptr ? a.num_rows : 1);
   const int smem = WarmRing<D, B>::SmemBytes(hc);
   constexpr int kSmemMax = WarmRing<D, B>::SmemBytes(kAkvAttnMmaMaxKvPerCta);
-  constexpr auto kKernel = AkvAttentionMmaKernel<D, B, kCode>;
-  KV_CUDA_CHECK(AllowDynamicSmemOnce<kKernel>(kSmemMax));  // above the 48 KB default
-  AkvAttentionMmaKernel<D, B, kCode><<<grid, hc * 32, smem, stream>>>(a);
+  if (batch != nullptr) {
+    constexpr auto kKernel = AkvAttentionMmaBatchKernel<D, B, kCode>;
+    KV_CUDA_CHECK(AllowDynamicSmemOnce<kKernel>(kSmemMax));  // above the 48 KB default
+    kKernel<<<grid, hc * 32, smem, stream>>>(a, *batch);
+  } else {
+    constexpr auto kKernel = AkvAttentionMmaKernel<D, B, kCode>;
+    KV_CUDA_CHECK(AllowDynamicSmemOnce<kKernel>(kSmemMax));
+    kKernel<<<grid, hc * 32, smem, stream>>>(a);
+  }
   KV_CUDA_CHECK(cudaGetLastError());
   return cudaSuccess;
 }
 
 template <int D, int B>
-cudaError_t LaunchMmaBits(const AttnArgs& a, cudaStream_t stream) {
-  const cudaError_t e =
-      a.groups == 1 ? LaunchMmaKernel<D, B, true>(a, stream) : LaunchMmaKernel<D, B, false>(a, stream);
+cudaError_t LaunchMmaBits(const AttnArgs& a, const AkvAttnBatch* batch, cudaStream_t stream) {
+  const cudaError_t e = a.groups == 1 ? LaunchMmaKernel<D, B, true>(a, batch, stream)
+                                      : LaunchMmaKernel<D, B, false>(a, batch, stream);
   if (e != cudaSuccess) return e;
-  if (a.num_splits > 1) {
-    KV_CUDA_CHECK((akv_attn_detail::LaunchAkvMerge<__nv_bfloat16, D>(a, a.num_heads, stream)));
+  if (a.num_splits > 1) {  // batched: the M rows' heads in one merge
+    const int64_t rows = static_cast<int64_t>(batch != nullptr ? a.num_rows : 1) * a.num_heads;
+    KV_CUDA_CHECK((akv_attn_detail::LaunchAkvMerge<__nv_bfloat16, D>(a, rows, stream)));
   }
   return cudaSuccess;
 }
 
 // The tensor-core path serves this launch (see AkvAttnPath).
-// Offsets inside a layer's tiers are 32-bit in the kernel.
-inline bool MmaApplies(const AttnArgs& a, int head_dim) {
+// Offsets inside a layer's tiers are 32-bit in the kernel. Batched: the
+// launch layout's capacities bound every row's; the caller vouches for alignment.
+inline bool MmaApplies(const AttnArgs& a, const AkvAttnBatch* batch, int head_dim) {
   const auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   const int64_t rows = std::max(a.hot_cap, a.warm_cap);
-  return a.num_rows == 1 && a.group <= kAkvAttnMmaMaxGroup && aligned16(a.warm_k) && aligned16(a.warm_v) &&
-         rows * a.num_kv_heads * head_dim * 2 < (int64_t{1} << 31);
+  const bool one_row = batch != nullptr || (a.num_rows == 1 && aligned16(a.warm_k) && aligned16(a.warm_v));
+  return one_row && a.group <= kAkvAttnMmaMaxGroup && rows * a.num_kv_heads * head_dim * 2 < (int64_t{1} << 31);
 }
 
 template <int D>
-cudaError_t LaunchMma(const AttnArgs& a, int bits, cudaStream_t stream) {
+cudaError_t LaunchMma(const AttnArgs& a, const AkvAttnBatch* batch, int bits, cudaStream_t stream) {
   switch (bits) {
-    case 2: return LaunchMmaBits<D, 2>(a, stream);
-    case 4: return LaunchMmaBits<D, 4>(a, stream);
-    case 8: return LaunchMmaBits<D, 8>(a, stream);
+    case 2: return LaunchMmaBits<D, 2>(a, batch, stream);
+    case 4: return LaunchMmaBits<D, 4>(a, batch, stream);
+    case 8: return LaunchMmaBits<D, 8>(a, batch, stream);
     default: return cudaErrorInvalidValue;
   }
 }

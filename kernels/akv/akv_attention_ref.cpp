@@ -66,9 +66,41 @@ void AttendRange(const HeadRows& r, const float* q, int G, int D, double scale, 
 
 }  // namespace
 
+namespace {
+
+// Batched decode: row i is a one-row launch over its sequence's tiers, its
+// q, out, lse and partials at row i of the batch's arrays.
+bool BatchedRef(const AkvAttentionParams& p) {
+  for (int i = 0; i < p.num_rows; ++i) {
+    if (p.batch->seq[i] == nullptr || AkvAttnSeqValidate(*p.batch->seq[i], p.layout) != nullptr) return false;
+  }
+  const int64_t Hq = p.num_heads, D = p.layout.head_dim, S = p.num_splits;
+  const int64_t qsm = p.q_stride_m ? p.q_stride_m : Hq * D, esz = KvDTypeSize(p.layout.dtype);
+  for (int i = 0; i < p.num_rows; ++i) {
+    const AkvAttnSeq& s = *p.batch->seq[i];
+    AkvAttentionParams r = p;
+    r.batch = nullptr;
+    r.num_rows = 1;
+    r.layer = 0;
+    r.layout.hot_capacity = s.hot_capacity;
+    r.layout.warm_capacity = s.warm_capacity;
+    r.tiers = s.tiers;
+    r.q_pos = s.q_pos;
+    r.q = static_cast<const uint8_t*>(p.q) + i * qsm * esz;
+    r.out = static_cast<uint8_t*>(p.out) + i * Hq * D * esz;
+    r.lse = p.lse ? p.lse + i * Hq : nullptr;
+    if (S > 1) r.partial_out = p.partial_out + i * Hq * S * D, r.partial_lse = p.partial_lse + i * Hq * S;
+    if (!AkvAttentionRef(r)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 bool AkvAttentionRef(const AkvAttentionParams& p) {
   if (AkvAttentionValidate(p) != nullptr) return false;
   if (p.num_rows == 0) return true;
+  if (p.batch != nullptr) return BatchedRef(p);
   const AkvLayout& lay = p.layout;
   const AkvTiers t = AkvTiersAtLayer(p.tiers, lay, p.layer);
   const int D = lay.head_dim, Hq = p.num_heads, G = Hq / lay.num_kv_heads, S = p.num_splits;

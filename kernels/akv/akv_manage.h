@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/akv/akv_attention.h"
 #include "kernels/akv/akv_layout.h"
 
 #if defined(__CUDACC__) || defined(KVSTREAM_HAVE_CUDA_RUNTIME)
@@ -33,6 +34,10 @@ struct AkvAppendParams {
   const int32_t* pos = nullptr;   // [n] absolute positions (P .. P+n-1)
   int64_t row_stride = 0;         // elements; 0 = Hkv*D
   int rows = 0;                   // n
+  // Batched decode (akv_attention.h): row r is sequence r's one new row and
+  // goes to *batch->seq[r] (its layer's tiers, its position, its C_hot);
+  // tiers, layer and pos above unused.
+  const AkvAttnBatch* batch = nullptr;
 };
 
 // ---- step 3: scores ------------------------------------------------------------------

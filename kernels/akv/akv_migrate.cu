@@ -173,6 +173,32 @@ __global__ void AppendKernel(const AkvAppendParams p, const AkvTiers t, int64_t 
   if (threadIdx.x == 0) CommitAppend(t.counts, p.rows, p.layout.hot_capacity);
 }
 
+// Batched decode append: CTA r copies sequence r's new row (its units of K
+// and V) into that sequence's hot tier and commits its count.
+template <class T>
+__global__ void AppendBatchKernel(const AkvAppendParams p, const __grid_constant__ AkvAttnBatch rows,
+                                  int64_t row_stride) {
+  const AkvAttnSeq& s = *rows.seq[blockIdx.x];
+  const int units = p.layout.num_kv_heads * p.layout.head_dim * static_cast<int>(sizeof(T)) / 16;  // per row
+  const int n_hot = min(max(s.tiers.counts[kAkvNHot], 0), s.hot_capacity);
+  if (n_hot < s.hot_capacity) {
+    const int64_t src_row = static_cast<int64_t>(blockIdx.x) * row_stride;
+    for (int item = threadIdx.x; item < 2 * units; item += blockDim.x) {
+      const int kv = item / units, u = item % units;
+      const T* src = static_cast<const T*>(kv == 0 ? p.k : p.v) + src_row;
+      T* out = static_cast<T*>(kv == 0 ? s.tiers.hot_k : s.tiers.hot_v) +
+               static_cast<int64_t>(n_hot) * units * (16 / sizeof(T));
+      reinterpret_cast<uint4*>(out)[u] = reinterpret_cast<const uint4*>(src)[u];
+      if (item == 0) {
+        s.tiers.hot_pos[n_hot] = s.q_pos[0];
+        s.tiers.hot_score[n_hot] = 0.0f;
+      }
+    }
+  }
+  __syncthreads();  // every thread has read n_hot
+  if (threadIdx.x == 0) CommitAppend(s.tiers.counts, 1, s.hot_capacity);
+}
+
 __global__ void AppendCommitKernel(int32_t* counts, int rows, int capacity) {
   if (threadIdx.x == 0) CommitAppend(counts, rows, capacity);
 }
@@ -193,6 +219,13 @@ cudaError_t Migrate(const AkvMigrateParams& p, cudaStream_t stream) {
 
 template <class T>
 cudaError_t Append(const AkvAppendParams& p, cudaStream_t stream) {
+  if (p.batch != nullptr) {  // the rows' tiers: the caller vouches for their 16-byte alignment
+    const int64_t stride = p.row_stride ? p.row_stride : int64_t(p.layout.num_kv_heads) * p.layout.head_dim;
+    if (!Aligned16(p.k) || !Aligned16(p.v) || stride % (16 / static_cast<int64_t>(sizeof(T))) != 0)
+      return cudaErrorInvalidValue;
+    AppendBatchKernel<T><<<p.rows, 256, 0, stream>>>(p, *p.batch, stride);
+    return cudaGetLastError();
+  }
   const AkvTiers t = AkvTiersAtLayer(p.tiers, p.layout, p.layer);
   const int64_t row = static_cast<int64_t>(p.layout.num_kv_heads) * p.layout.head_dim;
   const int64_t stride = p.row_stride ? p.row_stride : row;

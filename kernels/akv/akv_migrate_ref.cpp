@@ -126,6 +126,28 @@ bool AkvMigrateRef(const AkvMigrateParams& p) {
 bool AkvAppendRef(const AkvAppendParams& p) {
   if (AkvAppendValidate(p) != nullptr) return false;
   if (p.rows == 0) return true;
+  if (p.batch != nullptr) {  // row r: a one-row append to sequence r's tiers
+    for (int r = 0; r < p.rows; ++r) {
+      if (p.batch->seq[r] == nullptr || AkvAttnSeqValidate(*p.batch->seq[r], p.layout) != nullptr) return false;
+    }
+    const int64_t stride = p.row_stride ? p.row_stride : int64_t(p.layout.num_kv_heads) * p.layout.head_dim;
+    const size_t esz = KvDTypeSize(p.layout.dtype);
+    for (int r = 0; r < p.rows; ++r) {
+      const AkvAttnSeq& s = *p.batch->seq[r];
+      AkvAppendParams one = p;
+      one.batch = nullptr;
+      one.layout.hot_capacity = s.hot_capacity;
+      one.layout.warm_capacity = s.warm_capacity;
+      one.tiers = s.tiers;
+      one.layer = 0;
+      one.pos = s.q_pos;
+      one.k = static_cast<const uint8_t*>(p.k) + r * stride * esz;
+      one.v = static_cast<const uint8_t*>(p.v) + r * stride * esz;
+      one.rows = 1;
+      if (!AkvAppendRef(one)) return false;
+    }
+    return true;
+  }
   const AkvLayout& lay = p.layout;
   const AkvTiers t = AkvTiersAtLayer(p.tiers, lay, p.layer);
   const int n_hot = std::clamp(t.counts[kAkvNHot], 0, lay.hot_capacity);

@@ -104,8 +104,25 @@ const char* AkvAttentionValidate(const AkvAttentionParams& p) {
   if (!std::isfinite(p.scale)) return "scale must be finite";
   if (p.q_stride_m < 0 || p.q_stride_h < 0) return "q strides must be >= 0 (0 = packed)";
   if (p.num_rows == 0) return nullptr;
+  if (p.batch != nullptr) {  // batched decode: the rows' tiers are checked where they are readable (the twin)
+    if (p.num_rows > kAkvAttnMaxBatch) return "batched decode: num_rows (sequences) must be <= kAkvAttnMaxBatch";
+    if (!p.q || !p.out) return "q and out must be non-null";
+    return nullptr;
+  }
   if (const char* e = TiersValidate(p.tiers, p.layout)) return e;
   if (!p.q || !p.q_pos || !p.out) return "q, q_pos and out must be non-null";
+  return nullptr;
+}
+
+const char* AkvAttnSeqValidate(const AkvAttnSeq& s, const AkvLayout& launch) {
+  if (s.hot_capacity < 1 || s.hot_capacity > launch.hot_capacity || s.warm_capacity < 0 ||
+      s.warm_capacity > launch.warm_capacity)
+    return "batch->seq[i]: capacities must be in [1, layout.hot_capacity] and [0, layout.warm_capacity]";
+  AkvLayout lay = launch;
+  lay.hot_capacity = s.hot_capacity;
+  lay.warm_capacity = s.warm_capacity;
+  if (const char* e = TiersValidate(s.tiers, lay)) return e;
+  if (!s.q_pos) return "batch->seq[i]->q_pos must be non-null";
   return nullptr;
 }
 
@@ -170,6 +187,11 @@ const char* AkvAppendValidate(const AkvAppendParams& p) {
   if (p.row_stride != 0 && p.row_stride < static_cast<int64_t>(p.layout.num_kv_heads) * p.layout.head_dim)
     return "row_stride must be 0 or >= num_kv_heads * head_dim";
   if (p.rows == 0) return nullptr;
+  if (p.batch != nullptr) {
+    if (p.rows > kAkvAttnMaxBatch) return "batched append: rows (sequences) must be <= kAkvAttnMaxBatch";
+    if (!p.k || !p.v) return "k and v must be non-null";
+    return nullptr;
+  }
   if (const char* e = TiersValidate(p.tiers, p.layout)) return e;
   if (!p.k || !p.v || !p.pos) return "k, v and pos must be non-null";
   return nullptr;

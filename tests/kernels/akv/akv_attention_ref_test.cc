@@ -1,8 +1,8 @@
 // CPU tests of the AKV attention and score-update twins against independent
 // naive fp64 computations (akv.md §9 tests 2 and 5): hot-only, warm-only,
 // mixed and empty tiers, GQA 1/3/4/8, bits x groups, dtypes, causal prefill by
-// stored positions, lse, split-K merge, stacked layers; IMPORTANCE and HYBRID
-// scores.
+// stored positions, lse, split-K merge, stacked layers, batched decode rows
+// over their own tiers; IMPORTANCE and HYBRID scores.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -62,6 +62,55 @@ void ExpectMatchesNaive(AkvProblem& pr, const std::string& what, int layer = 0, 
       EXPECT_NEAR(got.lse[i], want.lse[i], 1e-5 * (1.0 + std::abs(want.lse[i]))) << what << " lse " << i;
     }
   }
+}
+
+// Batched decode: each row reads its own sequence's tiers at the launch's
+// layer with that sequence's capacities (they differ, so a row that used the
+// launch's capacities or another row's tiers would read poisoned slots).
+TEST(AkvAttentionRef, BatchedRowsReadTheirOwnTiers) {
+  for (KvDType dtype : {KvDType::kFp32, KvDType::kBf16}) {
+    for (int bits : {2, 4, 8}) {
+      std::vector<AkvShape> shapes(3);
+      const int sizes[3][4] = {{40, 60, 7, 9}, {5, 300, 1, 30}, {100, 0, 3, 2}};  // n_hot, n_warm, spares
+      for (int i = 0; i < 3; ++i) {
+        AkvShape& s = shapes[i];
+        s.dtype = dtype, s.bits = bits, s.num_heads = 8, s.num_kv_heads = 2, s.head_dim = 64, s.layers = 2;
+        s.n_hot = sizes[i][0], s.n_warm = sizes[i][1], s.spare_hot = sizes[i][2], s.spare_warm = sizes[i][3];
+      }
+      testing::AkvBatch b = testing::MakeAkvBatch(shapes, 40 + bits);
+      for (int splits : {1, 3}) {
+        const std::string what = Cat(KvDTypeName(dtype), " b", bits, " S", splits);
+        std::vector<uint8_t> out(b.OutElems() * KvDTypeSize(dtype));
+        testing::PoisonOut(out.data(), b.OutElems(), dtype);
+        std::vector<float> lse(static_cast<size_t>(b.rows()) * 8, 123.0f);
+        const AkvAttentionWorkspaceBytes ws = AkvAttentionWorkspace(b.rows(), 8, splits, 64);
+        std::vector<float> po(ws.partial_out / 4 + 1), pl(ws.partial_lse / 4 + 1);
+        const std::vector<AkvAttnSeq> rows = b.HostRows(1);
+        const AkvAttnBatch batch = testing::BatchOf(rows.data(), b.rows());
+        ASSERT_TRUE(
+            AkvAttentionRef(b.Attention(&batch, b.q.data(), out.data(), lse.data(), splits, po.data(), pl.data())))
+            << what;
+        const std::vector<double> got = ToDoubles(out.data(), b.OutElems(), dtype);
+        for (int i = 0; i < b.rows(); ++i) {
+          const testing::NaiveResult want = NaiveAkvAttention(b.prs[i], 1);
+          const size_t n = want.out.size();
+          const std::vector<double> row(got.begin() + i * n, got.begin() + (i + 1) * n);
+          EXPECT_LT(RelErr(row, want.out), OutBound(dtype)) << what << " row " << i;
+          for (int h = 0; h < 8; ++h)
+            EXPECT_NEAR(lse[i * 8 + h], want.lse[h], 1e-5 * (1.0 + std::abs(want.lse[h]))) << what << " row " << i;
+        }
+      }
+    }
+  }
+  // A row whose capacities exceed the launch layout's is refused, nothing written.
+  std::vector<AkvShape> shapes(2);
+  testing::AkvBatch b = testing::MakeAkvBatch(shapes, 9);
+  std::vector<AkvAttnSeq> rows = b.HostRows(0);
+  rows[1].hot_capacity = b.layout.hot_capacity + 1;
+  const AkvAttnBatch batch = testing::BatchOf(rows.data(), b.rows());
+  std::vector<float> out(b.OutElems(), 5.0f);
+  EXPECT_FALSE(AkvAttentionRef(b.Attention(&batch, b.q.data(), out.data(), nullptr, 1, nullptr, nullptr)));
+  EXPECT_EQ(out[0], 5.0f);
 }
 
 using Case = std::tuple<int, int, KvDType>;  // head_dim, group (Hq/Hkv), dtype

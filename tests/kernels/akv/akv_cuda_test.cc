@@ -310,6 +310,77 @@ TEST(AkvCuda, StackedLayerAndGraphReplayReadLiveCounts) {
   cudaStreamDestroy(stream);
 }
 
+// Batched decode: one launch over sequences whose tiers, sizes and
+// capacities differ (stacked layers, layer 1 attended), against the twin on
+// the same batch; outputs and lse poisoned. Splits as the engine plans them
+// for the batch, and fixed.
+TEST(AkvCuda, BatchedDecodeAttentionMatchesTwin) {
+  SKIP_WITHOUT_DEVICE();
+  for (int D : {64, 128}) {
+    for (int G : {1, 4, 8}) {
+      for (int bits : {2, 4, 8}) {
+        for (int g : {D, 32}) {
+          const int sizes[4][4] = {{40, 2100, 7, 9}, {1, 0, 0, 3}, {300, 50, 1, 900}, {97, 4097, 20, 0}};
+          std::vector<AkvShape> shapes(4);
+          for (int i = 0; i < 4; ++i) {
+            AkvShape& s = shapes[i];
+            s.dtype = KvDType::kBf16, s.head_dim = D, s.num_kv_heads = 2, s.num_heads = 2 * G, s.bits = bits;
+            s.group_size = g, s.layers = 2;
+            s.n_hot = sizes[i][0], s.n_warm = sizes[i][1], s.spare_hot = sizes[i][2], s.spare_warm = sizes[i][3];
+          }
+          testing::AkvBatch b = testing::MakeAkvBatch(shapes, 600 + D + G + bits + g);
+          const int B = b.rows(), H = 2 * G;
+          DeviceArena arena;
+          std::vector<AkvTiers> dtiers;
+          std::vector<const int32_t*> dpos;
+          for (int i = 0; i < B; ++i) {
+            const DeviceTiers d = testing::UploadTiers(b.prs[i], &arena);
+            dtiers.push_back(d.tiers), dpos.push_back(d.q_pos);
+          }
+          const std::vector<AkvAttnSeq> host_rows = b.HostRows(1);
+          const AkvAttnBatch host_batch = testing::BatchOf(host_rows.data(), B);
+          const AkvAttnBatch dev_batch = testing::BatchOf(arena.Up(b.Rows(1, dtiers, dpos)), B);
+          const void* q = arena.Up(b.q);
+          const int planned = PlanAkvAttentionSplits(1, H, 2, b.layout.hot_capacity + b.layout.warm_capacity,
+                                                     NumSms(), B);
+          for (int splits : {1, planned, 7}) {
+            const std::string what = Cat("D", D, " G", G, " b", bits, " g", g, " S", splits);
+            const AkvAttentionWorkspaceBytes ws = AkvAttentionWorkspace(B, H, splits, D);
+            // Twin on host copies.
+            AttnRun want;
+            std::vector<uint8_t> tout(b.OutElems() * 2);
+            want.lse.assign(static_cast<size_t>(B) * H, NAN);
+            std::vector<float> po(ws.partial_out / 4 + 1), pl(ws.partial_lse / 4 + 1);
+            ASSERT_TRUE(AkvAttentionRef(
+                b.Attention(&host_batch, b.q.data(), tout.data(), want.lse.data(), splits, po.data(), pl.data())))
+                << what;
+            want.out = testing::ToDoubles(tout.data(), b.OutElems(), KvDType::kBf16);
+            // GPU.
+            AkvAttentionParams p = b.Attention(&dev_batch, q, arena.Alloc(tout.size()),
+                                               static_cast<float*>(arena.Alloc(want.lse.size() * 4)), splits,
+                                               nullptr, nullptr);
+            if (splits > 1) {
+              p.partial_out = static_cast<float*>(arena.Alloc(ws.partial_out));
+              p.partial_lse = static_cast<float*>(arena.Alloc(ws.partial_lse));
+            }
+            ASSERT_CUDA(cudaMemset(p.out, 0xff, tout.size()));
+            ASSERT_CUDA(cudaMemset(p.lse, 0xff, want.lse.size() * 4));
+            ASSERT_CUDA(LaunchAkvMixedAttention(p, nullptr));
+            ASSERT_CUDA(cudaDeviceSynchronize());
+            AttnRun got;
+            std::vector<uint8_t> out(tout.size());
+            testing::Down(static_cast<const uint8_t*>(p.out), &out);
+            got.out = testing::ToDoubles(out.data(), b.OutElems(), KvDType::kBf16);
+            got.lse.resize(want.lse.size());
+            testing::Down(p.lse, &got.lse);
+            ExpectClose(got, want, KvDType::kBf16, what);
+          }
+        }
+      }
+    }
+  }
+}
+
 // Runs without a device: validation happens before any CUDA call.
 TEST(AkvCuda, LaunchersRejectUnsupportedOrMisalignedParams) {
   AkvShape s;
@@ -331,6 +402,19 @@ TEST(AkvCuda, LaunchersRejectUnsupportedOrMisalignedParams) {
   AkvProblem pr9 = MakeAkvProblem(s9, 4);
   p = pr9.Attention(fake, nullptr);
   p.path = AkvAttnPath::kTensorCore;  // more query heads per KV head than the tensor-core kernel serves
+  EXPECT_EQ(LaunchAkvMixedAttention(p, nullptr), cudaErrorInvalidValue);
+  // Batched decode runs on the tensor-core kernel only: not fp32, not the CUDA-core path, not G > 8.
+  testing::AkvBatch b = testing::MakeAkvBatch(std::vector<AkvShape>(2, s), 5);
+  static AkvAttnSeq fake_rows[2];
+  const AkvAttnBatch fake_batch = testing::BatchOf(fake_rows, 2);
+  p = b.Attention(&fake_batch, fake, fake, nullptr, 1, nullptr, nullptr);
+  p.path = AkvAttnPath::kCudaCore;
+  EXPECT_EQ(LaunchAkvMixedAttention(p, nullptr), cudaErrorInvalidValue);
+  p.path = AkvAttnPath::kAuto;
+  p.layout.dtype = KvDType::kFp32;
+  EXPECT_EQ(LaunchAkvMixedAttention(p, nullptr), cudaErrorInvalidValue);
+  p = b.Attention(&fake_batch, fake, fake, nullptr, 1, nullptr, nullptr);
+  p.layout.num_kv_heads = 1, p.num_heads = kAkvAttnMmaMaxGroup + 1;
   EXPECT_EQ(LaunchAkvMixedAttention(p, nullptr), cudaErrorInvalidValue);
   AkvQuantizeParams q;
   q.rows = 1, q.num_kv_heads = 1, q.head_dim = 96, q.bits = 4, q.group_size = 32;

@@ -172,6 +172,69 @@ inline AkvProblem MakeAkvProblem(const AkvShape& s, uint32_t seed) {
   return pr;
 }
 
+// Problems of one shape family (heads, dims, bits, group, dtype; sizes and
+// capacities differ, one query row each) as one batched decode launch
+// (akv_attention.h): q rows side by side, the launch layout's capacities the
+// largest.
+struct AkvBatch {
+  std::vector<AkvProblem> prs;
+  std::vector<uint8_t> q;  // [B, Hq, D] dtype
+  AkvLayout layout;
+
+  int rows() const { return static_cast<int>(prs.size()); }
+  size_t OutElems() const { return prs.size() * prs[0].OutElems(); }
+  // Row i's descriptor at `layer` over tiers t[i] (layer 0 pointers: the
+  // problem's own or a device copy) with position pos[i].
+  std::vector<AkvAttnSeq> Rows(int layer, const std::vector<AkvTiers>& t, const std::vector<const int32_t*>& pos) {
+    std::vector<AkvAttnSeq> r;
+    for (int i = 0; i < rows(); ++i)
+      r.push_back(AkvAttnSeq{AkvTiersAtLayer(t[i], prs[i].lay, layer), pos[i], prs[i].lay.hot_capacity,
+                             prs[i].lay.warm_capacity});
+    return r;
+  }
+  std::vector<AkvAttnSeq> HostRows(int layer) {
+    std::vector<AkvTiers> t;
+    std::vector<const int32_t*> pos;
+    for (AkvProblem& pr : prs) t.push_back(pr.Tiers()), pos.push_back(pr.q_pos.data());
+    return Rows(layer, t, pos);
+  }
+  AkvAttentionParams Attention(const AkvAttnBatch* batch, const void* qp, void* out, float* lse, int splits,
+                               float* po, float* pl) const {
+    AkvAttentionParams p;
+    p.layout = layout;
+    p.batch = batch;
+    p.q = qp;
+    p.out = out;
+    p.lse = lse;
+    p.partial_out = po;
+    p.partial_lse = pl;
+    p.num_rows = rows();
+    p.num_heads = prs[0].s.num_heads;
+    p.num_splits = splits;
+    p.scale = 1.0f / std::sqrt(static_cast<float>(prs[0].s.head_dim));
+    return p;
+  }
+};
+
+// Row pointers to n consecutive descriptors.
+inline AkvAttnBatch BatchOf(const AkvAttnSeq* rows, int n) {
+  AkvAttnBatch b;
+  for (int i = 0; i < n; ++i) b.seq[i] = rows + i;
+  return b;
+}
+
+inline AkvBatch MakeAkvBatch(const std::vector<AkvShape>& shapes, uint32_t seed) {
+  AkvBatch b;
+  for (size_t i = 0; i < shapes.size(); ++i) b.prs.push_back(MakeAkvProblem(shapes[i], seed + 17 * i));
+  b.layout = b.prs[0].lay;
+  for (AkvProblem& pr : b.prs) {
+    b.layout.hot_capacity = std::max(b.layout.hot_capacity, pr.lay.hot_capacity);
+    b.layout.warm_capacity = std::max(b.layout.warm_capacity, pr.lay.warm_capacity);
+    b.q.insert(b.q.end(), pr.q.begin(), pr.q.end());
+  }
+  return b;
+}
+
 // Element e of a packed code row, decoded from first principles.
 inline int NaiveCode(const uint8_t* row, int e, int bits) {
   const int per_byte = 8 / bits;

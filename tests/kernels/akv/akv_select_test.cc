@@ -437,5 +437,43 @@ TEST(AkvAppend, AppendsAtTheTailAndCountsOverflow) {
       << "layer 0 untouched";
 }
 
+// Batched decode append: row r lands in sequence r's hot tier at its own
+// tail with its own position; a sequence whose hot tier is full counts it.
+TEST(AkvAppend, BatchedRowsGoToTheirOwnSequences) {
+  std::vector<AkvShape> shapes(3);
+  const int hot[3][2] = {{5, 2}, {40, 0}, {1, 9}};  // n_hot, spare_hot (the second is full)
+  for (int i = 0; i < 3; ++i) {
+    shapes[i].dtype = KvDType::kBf16, shapes[i].layers = 2;
+    shapes[i].n_hot = hot[i][0], shapes[i].spare_hot = hot[i][1];
+  }
+  testing::AkvBatch b = testing::MakeAkvBatch(shapes, 8);
+  const int row = shapes[0].num_kv_heads * shapes[0].head_dim;
+  std::vector<uint16_t> k(3 * row), v(3 * row);
+  for (int i = 0; i < 3 * row; ++i) k[i] = FloatToBf16Bits(i * 0.5f), v[i] = FloatToBf16Bits(-i * 0.25f);
+  const std::vector<AkvAttnSeq> rows = b.HostRows(1);
+  const AkvAttnBatch batch = testing::BatchOf(rows.data(), 3);
+  AkvAppendParams p;
+  p.layout = b.layout;
+  p.batch = &batch;
+  p.k = k.data();
+  p.v = v.data();
+  p.rows = 3;
+  ASSERT_TRUE(AkvAppendRef(p));
+  for (int r = 0; r < 3; ++r) {
+    const AkvProblem& pr = b.prs[r];
+    const int32_t* c = &pr.counts[kAkvCountSlots];
+    const bool full = hot[r][1] == 0;
+    EXPECT_EQ(c[kAkvNHot], hot[r][0] + (full ? 0 : 1)) << r;
+    EXPECT_EQ(c[kAkvTotAppendOverflow], full ? 1 : 0) << r;
+    EXPECT_EQ(pr.counts[kAkvNHot], hot[r][0]) << r << ": layer 0 untouched";
+    if (full) continue;
+    const size_t slot = pr.lay.hot_capacity + hot[r][0];
+    EXPECT_EQ(pr.hot_pos[slot], pr.q_pos[0]);
+    EXPECT_EQ(pr.hot_score[slot], 0.0f);
+    EXPECT_EQ(0, std::memcmp(&pr.hot_k[slot * row * 2], &k[r * row], row * 2)) << r;
+    EXPECT_EQ(0, std::memcmp(&pr.hot_v[slot * row * 2], &v[r * row], row * 2)) << r;
+  }
+}
+
 }  // namespace
 }  // namespace kvstream
