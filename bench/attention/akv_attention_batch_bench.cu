@@ -1,17 +1,22 @@
 // AKV decode attention for a batch as the engine serves it: every sequence
-// has tiers of its own, so B sequences are B launch chains (mixed attention +
-// split merge), chain b on side stream b % 8 forked from and joined back to
-// the step's stream (engine/kv/akv/akv_strategy.cc ForwardGroup, engine/kv/
-// side_streams.h), captured in a CUDA graph as the decode step is, with the
-// engine's split plan (PlanAkvAttentionSplits for min(B, 8) sequences side
-// by side; --splits adds fixed split counts to compare). One replay
-// = one layer of a step. Beside it, in the same run: the dense paged decode
-// kernel on the same (B, n_hot + n_warm) tokens in one launch.
+// has tiers of its own. Two ways, both captured in a CUDA graph as the
+// decode step is (one replay = one layer of a step), with the engine's split
+// plans (--splits adds fixed split counts to compare):
+//   fanout   B launch chains (mixed attention + split merge), chain b on side
+//            stream b % 8 forked from and joined back to the step's stream
+//            (engine/kv/side_streams.h), splits planned for min(B, 8)
+//            sequences side by side;
+//   batched  one launch over the B rows, each reading its own tiers through
+//            its descriptor (AkvAttnBatch; engine/kv/akv/akv_strategy.cc
+//            ForwardGroup), one merge; splits planned for B side by side.
+// Beside them, in the same run: the dense paged decode kernel on the same
+// (B, n_hot + n_warm) tokens in one launch.
 // Issue acceptance (AKV): bytes read per step / time >= 70% of the measured
 // copy bandwidth at n_warm >= 8K; akv_attention_bench gives the B = 1 figure.
 //
 //   akv_attention_batch_bench [--out results.json] [--commit SHA] [--iters 100] [--warmup 10]
 //                             [--batch 8,32] [--warm 8192,32768] [--bits 4] [--splits 0,144]
+//                             [--launch fanout,batched]
 //   --splits: split counts per sequence to time, 0 = the engine's plan (default: 0 only)
 //
 // Bytes per step: B x akv.md §7 (akv_bench_tiers.cuh AkvStepBytes); the tiers
@@ -39,6 +44,7 @@ using namespace kvstream::akv_bench;  // NOLINT: the shared tiers, shape and den
 
 struct Args : bench::BenchArgs {
   std::vector<int> batch = {8, 32}, warm = {8192, 32768}, bits = {4}, splits = {0};
+  std::vector<std::string> launch = {"fanout", "batched"};
 };
 
 // The engine's AKV side streams (engine/kv/akv/akv_strategy.h: SideStreams side_{8}).
@@ -59,10 +65,70 @@ struct SeqIo {
   ~SeqIo() { cudaFree(q), cudaFree(out), cudaFree(q_pos), cudaFree(lse), cudaFree(po), cudaFree(pl); }
 };
 
+// The batch's q, positions, outputs and split workspace as one launch sees them ([B, ...] arrays).
+struct BatchIo {
+  __nv_bfloat16 *q = nullptr, *out = nullptr;
+  float *lse = nullptr, *po = nullptr, *pl = nullptr;
+  AkvAttnSeq* rows = nullptr;  // [layers, B] descriptors
+  BatchIo(int B, int splits, int layers, const std::vector<std::unique_ptr<AkvSet>>& sets,
+          const std::vector<std::unique_ptr<SeqIo>>& io) {
+    const AkvAttentionWorkspaceBytes ws = AkvAttentionWorkspace(B, kHq, splits, kD);
+    DevAlloc(&q, size_t(B) * kHq * kD * 2), DevAlloc(&out, size_t(B) * kHq * kD * 2), DevAlloc(&lse, B * kHq * 4);
+    DevAlloc(&po, std::max<size_t>(ws.partial_out, 16)), DevAlloc(&pl, std::max<size_t>(ws.partial_lse, 16));
+    FillRandomBf16<<<64, 256>>>(q, B * kHq * kD, 99);
+    std::vector<AkvAttnSeq> host;
+    for (int l = 0; l < layers; ++l) {
+      for (int b = 0; b < B; ++b) {
+        const AkvLayout lay = sets[b]->layout();
+        host.push_back(AkvAttnSeq{AkvTiersAtLayer(sets[b]->tiers(), lay, l), io[b]->q_pos, lay.hot_capacity,
+                                  lay.warm_capacity});
+      }
+    }
+    DevAlloc(&rows, host.size() * sizeof(AkvAttnSeq));
+    BENCH_CHECK(cudaMemcpy(rows, host.data(), host.size() * sizeof(AkvAttnSeq), cudaMemcpyHostToDevice));
+  }
+  ~BatchIo() { cudaFree(q), cudaFree(out), cudaFree(lse), cudaFree(po), cudaFree(pl), cudaFree(rows); }
+};
+
+// Median us of one graph replay: one batched launch (rows in chunks of
+// kAkvAttnMaxBatch) over the B sequences' layer l.
+double TimeBatched(const Args& a, const std::vector<std::unique_ptr<AkvSet>>& sets, const BatchIo& io, int layers,
+                   int splits) {
+  const int B = static_cast<int>(sets.size());
+  cudaStream_t main = nullptr;
+  BENCH_CHECK(cudaStreamCreateWithFlags(&main, cudaStreamNonBlocking));
+  std::vector<cudaGraphExec_t> exec(layers);
+  for (int l = 0; l < layers; ++l) {
+    BENCH_CHECK(cudaStreamBeginCapture(main, cudaStreamCaptureModeThreadLocal));
+    for (int b0 = 0; b0 < B; b0 += kAkvAttnMaxBatch) {
+      const int n = std::min(B - b0, kAkvAttnMaxBatch);
+      AkvAttnBatch batch;
+      for (int i = 0; i < n; ++i) batch.seq[i] = io.rows + size_t(l) * B + b0 + i;
+      AkvAttentionParams p;
+      p.layout = sets[0]->layout();  // every set has the same capacities here
+      p.batch = &batch;
+      p.q = io.q + size_t(b0) * kHq * kD, p.out = io.out + size_t(b0) * kHq * kD, p.lse = io.lse + b0 * kHq;
+      p.partial_out = splits > 1 ? io.po + size_t(b0) * kHq * splits * kD : nullptr;
+      p.partial_lse = splits > 1 ? io.pl + size_t(b0) * kHq * splits : nullptr;
+      p.num_rows = n, p.num_heads = kHq, p.num_splits = splits, p.scale = 1.0f / std::sqrt(float(kD));
+      BENCH_CHECK(LaunchAkvMixedAttention(p, main));
+    }
+    cudaGraph_t g = nullptr;
+    BENCH_CHECK(cudaStreamEndCapture(main, &g));
+    BENCH_CHECK(cudaGraphInstantiate(&exec[l], g, 0));
+    BENCH_CHECK(cudaGraphDestroy(g));
+  }
+  const double us = MedianUs(a, [&](int i) { return cudaGraphLaunch(exec[i % layers], nullptr); });
+  for (cudaGraphExec_t e : exec) cudaGraphExecDestroy(e);
+  cudaStreamDestroy(main);
+  return us;
+}
+
 struct Row {
   int batch, bits, n_warm, layers, splits, dense_splits;
   bool planned;  // splits from the engine's planner (else --splits)
   double us, bytes, dense_us, dense_bytes;
+  std::string launch;
 };
 
 // Median us of one graph replay: B chains (attention + merge of layer l) fanned out over min(B, 8) streams.
@@ -111,6 +177,22 @@ double TimeFanOut(const Args& a, const std::vector<std::unique_ptr<AkvSet>>& set
 
 double Gbps(double bytes, double us) { return bytes / (us * 1e-6) / 1e9; }
 
+std::vector<std::string> LaunchList(const std::string& v) {
+  std::vector<std::string> r;
+  size_t b = 0;
+  while (b <= v.size()) {
+    const size_t e = std::min(v.find(',', b), v.size());
+    const std::string w = v.substr(b, e - b);
+    if (w != "fanout" && w != "batched") {
+      std::fprintf(stderr, "--launch takes fanout and/or batched, got '%s'\n", w.c_str());
+      std::exit(2);
+    }
+    r.push_back(w);
+    b = e + 1;
+  }
+  return r;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -120,6 +202,7 @@ int main(int argc, char** argv) {
     else if (s == "--warm") a.warm = bench::ParseIntList(s, next(), 1, 1 << 20);
     else if (s == "--bits") a.bits = AkvBitsList(s, next());
     else if (s == "--splits") a.splits = bench::ParseIntList(s, next(), 0, kAkvAttnMaxSplits);
+    else if (s == "--launch") a.launch = LaunchList(next());
     else return false;
     return true;
   });
@@ -141,28 +224,37 @@ int main(int argc, char** argv) {
         const int layers = std::max(1, std::min(want, static_cast<int>(kMemBudget / (B * alloc))));
         std::vector<std::unique_ptr<AkvSet>> sets;
         for (int b = 0; b < B; ++b) sets.push_back(std::make_unique<AkvSet>(bits, n_warm, layers));
-        for (const int forced : a.splits) {
-          // As the engine: the wave shared by the sequences whose chains run at once.
-          const int splits = forced > 0 ? forced : PlanAkvAttentionSplits(1, kHq, kHkv, tokens, sms,
-                                                                          std::min(B, kSideStreams));
-          std::vector<std::unique_ptr<SeqIo>> io;
-          for (int b = 0; b < B; ++b) io.push_back(std::make_unique<SeqIo>(tokens, splits, 7 + b));
-          Row r{B, bits, n_warm, layers, splits, dense_splits, forced == 0, 0, B * read, dense_us,
-                B * DenseStepBytes(tokens)};
-          r.us = TimeFanOut(a, sets, io, layers, splits);
-          rows.push_back(r);
-          std::printf("B=%d b=%d n_warm=%d: %d layers, S=%d%s: %.1f us (%.1f%% of copy); dense S=%d %.1f us\n", B,
-                      bits, n_warm, layers, splits, r.planned ? " (plan)" : "", r.us,
-                      100 * Gbps(r.bytes, r.us) / copy, dense_splits, dense_us);
+        for (const std::string& launch : a.launch) {
+          const bool batched = launch == "batched";
+          for (const int forced : a.splits) {
+            // As the engine: the wave shared by the sequences that run at once.
+            const int side_by_side = batched ? B : std::min(B, kSideStreams);
+            const int splits = forced > 0 ? forced : PlanAkvAttentionSplits(1, kHq, kHkv, tokens, sms, side_by_side);
+            std::vector<std::unique_ptr<SeqIo>> io;
+            for (int b = 0; b < B; ++b) io.push_back(std::make_unique<SeqIo>(tokens, splits, 7 + b));
+            Row r{B, bits, n_warm, layers, splits, dense_splits, forced == 0, 0, B * read, dense_us,
+                  B * DenseStepBytes(tokens), launch};
+            if (batched) {
+              const BatchIo bio(B, splits, layers, sets, io);
+              r.us = TimeBatched(a, sets, bio, layers, splits);
+            } else {
+              r.us = TimeFanOut(a, sets, io, layers, splits);
+            }
+            rows.push_back(r);
+            std::printf("B=%d b=%d n_warm=%d %s: %d layers, S=%d%s: %.1f us (%.1f%% of copy); dense S=%d %.1f us\n",
+                        B, bits, n_warm, launch.c_str(), layers, splits, r.planned ? " (plan)" : "", r.us,
+                        100 * Gbps(r.bytes, r.us) / copy, dense_splits, dense_us);
+          }
         }
       }
     }
   }
-  std::printf("\n%4s %4s %7s %5s %9s %8s %7s %7s | %9s %7s %7s\n", "B", "bits", "n_warm", "S", "us", "MB/step",
-              "GB/s", "%copy", "dense_us", "%copy", "xdense");
+  std::printf("\n%4s %4s %7s %8s %5s %9s %8s %7s %7s | %9s %7s %7s\n", "B", "bits", "n_warm", "launch", "S", "us",
+              "MB/step", "GB/s", "%copy", "dense_us", "%copy", "xdense");
   for (const Row& r : rows) {
-    std::printf("%4d %4d %7d %4d%c %9.1f %8.2f %7.0f %6.1f%% | %9.1f %6.1f%% %6.2fx\n", r.batch, r.bits, r.n_warm,
-                r.splits, r.planned ? '*' : ' ', r.us, r.bytes / 1e6, Gbps(r.bytes, r.us), 100 * Gbps(r.bytes, r.us) / copy, r.dense_us,
+    std::printf("%4d %4d %7d %8s %4d%c %9.1f %8.2f %7.0f %6.1f%% | %9.1f %6.1f%% %6.2fx\n", r.batch, r.bits, r.n_warm,
+                r.launch.c_str(), r.splits, r.planned ? '*' : ' ', r.us, r.bytes / 1e6, Gbps(r.bytes, r.us),
+                100 * Gbps(r.bytes, r.us) / copy, r.dense_us,
                 100 * Gbps(r.dense_bytes, r.dense_us) / copy, r.dense_us / r.us);
   }
   std::printf("(us: medians of %d graph replays; S*: the engine's plan; MB/step = B x akv.md §7; %%copy of %.0f GB/s; "
@@ -177,17 +269,19 @@ int main(int argc, char** argv) {
                a.commit.c_str(), prop.name);
   std::fprintf(f, "  \"copy_bandwidth_gbps\": %.1f,\n  \"num_sms\": %d,\n  \"iters\": %d,\n  \"warmup\": %d,\n", copy,
                sms, a.iters, a.warmup);
-  std::fprintf(f, "  \"statistic\": \"median of graph replays (B attention + merge chains on min(B, %d) side "
-               "streams)\",\n", kSideStreams);
+  std::fprintf(f, "  \"statistic\": \"median of graph replays (fanout: B attention + merge chains on min(B, %d) "
+               "side streams; batched: one launch over the B rows + one merge)\",\n", kSideStreams);
   std::fprintf(f, "  \"bytes_model\": \"B x (n_hot*2*Hkv*D*2 + n_warm*2*Hkv*(D*b/8 + 4*D/g) + 4*(n_hot + n_warm) + "
                "2*Hq*D*2); dense: B x (2*T*Hkv*D*2 + 2*Hq*D*2)\",\n  \"points\": [\n");
   for (size_t i = 0; i < rows.size(); ++i) {
     const Row& r = rows[i];
-    std::fprintf(f, "    {\"batch\": %d, \"bits\": %d, \"n_hot\": %d, \"n_warm\": %d, \"Hq\": %d, \"Hkv\": %d, "
-                 "\"D\": %d, \"group_size\": %d, \"splits\": %d, \"splits_planned\": %s, \"layers\": %d, \"time_us\": %.2f, \"bytes\": %.0f, "
+    std::fprintf(f, "    {\"launch\": \"%s\", \"batch\": %d, \"bits\": %d, \"n_hot\": %d, \"n_warm\": %d, "
+                 "\"Hq\": %d, \"Hkv\": %d, \"D\": %d, \"group_size\": %d, \"splits\": %d, \"splits_planned\": %s, "
+                 "\"layers\": %d, \"time_us\": %.2f, \"bytes\": %.0f, "
                  "\"gbps\": %.1f, \"pct_of_copy\": %.1f, \"dense_splits\": %d, \"dense_time_us\": %.2f, "
                  "\"dense_bytes\": %.0f, \"dense_pct_of_copy\": %.1f, \"speedup_vs_dense\": %.3f}%s\n",
-                 r.batch, r.bits, kNHot, r.n_warm, kHq, kHkv, kD, kGroup, r.splits, r.planned ? "true" : "false", r.layers, r.us, r.bytes,
+                 r.launch.c_str(), r.batch, r.bits, kNHot, r.n_warm, kHq, kHkv, kD, kGroup, r.splits,
+                 r.planned ? "true" : "false", r.layers, r.us, r.bytes,
                  Gbps(r.bytes, r.us), 100 * Gbps(r.bytes, r.us) / copy, r.dense_splits, r.dense_us, r.dense_bytes,
                  100 * Gbps(r.dense_bytes, r.dense_us) / copy, r.dense_us / r.us, i + 1 < rows.size() ? "," : "");
   }
