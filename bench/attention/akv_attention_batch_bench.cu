@@ -229,7 +229,8 @@ int main(int argc, char** argv) {
           for (const int forced : a.splits) {
             // As the engine: the wave shared by the sequences that run at once.
             const int side_by_side = batched ? B : std::min(B, kSideStreams);
-            const int splits = forced > 0 ? forced : PlanAkvAttentionSplits(1, kHq, kHkv, tokens, sms, side_by_side);
+            const int splits =
+                forced > 0 ? forced : PlanAkvAttentionSplits(1, kHq, kHkv, tokens, sms, side_by_side, batched);
             std::vector<std::unique_ptr<SeqIo>> io;
             for (int b = 0; b < B; ++b) io.push_back(std::make_unique<SeqIo>(tokens, splits, 7 + b));
             Row r{B, bits, n_warm, layers, splits, dense_splits, forced == 0, 0, B * read, dense_us,

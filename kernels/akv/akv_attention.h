@@ -122,9 +122,10 @@ KV_HD void AkvAttentionSplitRange(int t, int num_splits, int split, int* begin, 
 // max_tokens = C_hot + C_warm bounds n_hot + n_warm. `side_by_side`
 // sequences' attentions run at once (the engine's side streams): each gets
 // its share of the waves, so B sequences fill them once instead of B times
-// over with splits of a few dozen tokens.
+// over with splits of a few dozen tokens. `one_launch`: they are the rows of
+// one batched launch (AkvAttnBatch), which wants more waves than chains do.
 int PlanAkvAttentionSplits(int num_rows, int num_heads, int num_kv_heads, int max_tokens, int num_sms,
-                           int side_by_side = 1);
+                           int side_by_side = 1, bool one_launch = false);
 
 // M*Hq*S*D*4 and M*Hq*S*4 bytes (0 when num_splits <= 1).
 using AkvAttentionWorkspaceBytes = SplitKWorkspaceBytes;

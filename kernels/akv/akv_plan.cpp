@@ -65,7 +65,7 @@ const char* AkvDequantValidate(const AkvDequantParams& p) {
 }
 
 int PlanAkvAttentionSplits(int num_rows, int num_heads, int num_kv_heads, int max_tokens, int num_sms,
-                           int side_by_side) {
+                           int side_by_side, bool one_launch) {
   if (num_rows != 1 || num_heads <= 0 || num_kv_heads <= 0 || max_tokens <= 0 || num_sms <= 0) return 1;
   const long long share = std::max(1, side_by_side);
   if (num_heads % num_kv_heads != 0) return 1;
@@ -75,10 +75,12 @@ int PlanAkvAttentionSplits(int num_rows, int num_heads, int num_kv_heads, int ma
   if (group <= kAkvAttnMmaMaxGroup) {  // tensor-core kernel: CTAs of hc warps, ~16 warps per SM
     // Two waves: side-by-side chains do not start together (H100, batch
     // bench at B = 8/32: one wave 13-27% slower than two; alone, the
-    // token and kAkvAttnMaxSplits caps bind first at every context).
+    // token and kAkvAttnMaxSplits caps bind first at every context). One
+    // batched launch: four (B = 32, 8K: 73% of copy vs 69% at two, 62% at
+    // eight; B = 8, 32K: 66% vs 60% at two; akv_attention_batch_launch_sweep_s18_h100.json).
     const int hc = AkvMmaKvHeadsPerCta(num_kv_heads);
-    const long long per_sm = std::max(1, 16 / hc), base = num_kv_heads / hc;
-    const long long splits = std::min({std::max<long long>(1, 2 * per_sm * num_sms / (base * share)),
+    const long long per_sm = std::max(1, 16 / hc), base = num_kv_heads / hc, waves = one_launch ? 4 : 2;
+    const long long splits = std::min({std::max<long long>(1, waves * per_sm * num_sms / (base * share)),
                                        std::max<long long>(1, max_tokens / kAkvAttnMmaMinSplitTokens),
                                        static_cast<long long>(kAkvAttnMaxSplits)});
     return static_cast<int>(splits);
