@@ -21,8 +21,8 @@
 #   kbench:   kernel benches beside dense: gemv_bench, entmax_kv_decode_bench (+ SDPA on its points),
 #             sq_attend_bench, akv_attention_bench (AKV decode attention, CUDA-core and tensor-core
 #             paths, % of copy bandwidth), akv_attention_batch_bench (B sequences' AKV attention as the
-#             engine serves them, side streams in a graph; AKV_BATCH, default 8,32; AKV_SPLITS: split
-#             counts to compare with the plan, 0 = plan) (those that were built)
+#             engine serves them, in a graph: one batched launch and side-stream chains, AKV_LAUNCH; AKV_BATCH,
+#             default 8,32; AKV_SPLITS: split counts to compare with the plan, 0 = plan) (those that were built)
 #   kvariants: dense decode kernel geometry A/B (bench/attention/dense_decode_variants.sh; DD_VARIANTS)
 #   eval:     alias of akveval (any strategies through EVAL_STRATEGIES / EVAL_KV)
 #   admission: concurrent sequences the Scheduler admits under one KV budget, dense vs AKV, at 32K context
@@ -143,9 +143,9 @@ if want kbench; then
     build-gpu/akv_attention_bench --commit "$COMMIT" --out "$OUT/akv_attention_bench.json" 2>&1 | tail -40
   fi
   if [ -x build-gpu/akv_attention_batch_bench ]; then
-    log "AKV attention for a batch (a chain per sequence on side streams, in a graph) vs dense kernel"
+    log "AKV attention for a batch (one batched launch; a chain per sequence on side streams) vs dense kernel"
     build-gpu/akv_attention_batch_bench --commit "$COMMIT" --batch "${AKV_BATCH:-8,32}" --splits "${AKV_SPLITS:-0}" \
-      --out "$OUT/akv_attention_batch_bench.json" 2>&1 | tail -12
+      --launch "${AKV_LAUNCH:-fanout,batched}" --out "$OUT/akv_attention_batch_bench.json" 2>&1 | tail -16
   fi
 fi
 # One A/B switch (on unless "0"): on, off, on again, so drift shows; e2e_ab_<switch>_<run>.json.

@@ -64,10 +64,7 @@ absl::Status AkvSequenceCache::CheckStart(int64_t layer, const SeqStep& seq) con
   return absl::OkStatus();
 }
 
-absl::Status AkvSequenceCache::Attend(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                      at::Tensor& out, const SeqStep& seq, const StepContext& ctx) {
-  KV_RETURN_IF_ERROR(CheckStart(layer, seq));
-  const int n = static_cast<int>(seq.n_new);
+absl::Status AkvSequenceCache::StepPositions(int n, const StepContext& ctx) {
   if (ctx.decode_prepared) {
     // PrepareDecodeStep put the position in pos_buf_ already: nothing here
     // may depend on host values that change between graph replays.
@@ -81,8 +78,37 @@ absl::Status AkvSequenceCache::Attend(int64_t layer, const at::Tensor& q, const 
     pos_step_ = ctx.step;
   }
   step_rows_ = n;
-  const bool managed = plan_.IsManaged(layer);
-  AkvTierSet& set = managed ? managed_ : dense_;
+  return absl::OkStatus();
+}
+
+std::optional<AkvScoreParams> AkvSequenceCache::ScoreParams(int64_t layer, const at::Tensor& q, int n) {
+  if (!plan_.IsManaged(layer) || config_.scoring == AkvScoring::kFifo) return std::nullopt;
+  AkvScoreParams sp;
+  sp.layout = managed_.layout;
+  sp.tiers = managed_.Tiers();
+  sp.layer = plan_.Index(layer);
+  sp.q = q.const_data_ptr();
+  sp.q_pos = pos_.const_data_ptr<int32_t>();
+  sp.lse = lse_.const_data_ptr<float>();
+  sp.q_stride_m = q.stride(0);
+  sp.q_stride_h = q.stride(1);
+  sp.num_rows = n;
+  sp.num_heads = static_cast<int>(geometry_.n_heads);
+  sp.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(geometry_.head_dim)));
+  sp.mode = config_.scoring;
+  sp.decay = config_.importance_decay;
+  sp.attention_weight = config_.attention_weight;
+  sp.recency_weight = config_.recency_weight;
+  sp.max_positions = static_cast<int>(plan_.max_tokens);
+  return sp;
+}
+
+absl::Status AkvSequenceCache::Attend(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                      at::Tensor& out, const SeqStep& seq, const StepContext& ctx) {
+  KV_RETURN_IF_ERROR(CheckStart(layer, seq));
+  const int n = static_cast<int>(seq.n_new);
+  KV_RETURN_IF_ERROR(StepPositions(n, ctx));
+  AkvTierSet& set = plan_.IsManaged(layer) ? managed_ : dense_;
   const int idx = plan_.Index(layer);
   // One set of kernel parameters for both paths. The kernels and twins read
   // k and v rows with one stride and packed heads.
@@ -99,33 +125,16 @@ absl::Status AkvSequenceCache::Attend(int64_t layer, const at::Tensor& q, const 
   ap.pos = pos_.const_data_ptr<int32_t>();
   ap.row_stride = kc.stride(0);
   ap.rows = n;
-  const bool score = managed && config_.scoring != AkvScoring::kFifo;
-  AkvScoreParams sp;
-  sp.layout = set.layout;
-  sp.tiers = ap.tiers;
-  sp.layer = idx;
-  sp.q = q.const_data_ptr();
-  sp.q_pos = ap.pos;
-  sp.lse = lse_.const_data_ptr<float>();
-  sp.q_stride_m = q.stride(0);
-  sp.q_stride_h = q.stride(1);
-  sp.num_rows = n;
-  sp.num_heads = static_cast<int>(geometry_.n_heads);
-  sp.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(geometry_.head_dim)));
-  sp.mode = config_.scoring;
-  sp.decay = config_.importance_decay;
-  sp.attention_weight = config_.attention_weight;
-  sp.recency_weight = config_.recency_weight;
-  sp.max_positions = static_cast<int>(plan_.max_tokens);
-  if (geometry_.device.is_cuda()) return AttendCuda(layer, set, idx, ap, score ? &sp : nullptr, q, out, n);
+  const std::optional<AkvScoreParams> sp = ScoreParams(layer, q, n);
+  if (geometry_.device.is_cuda()) return AttendCuda(layer, set, idx, ap, sp ? &*sp : nullptr, q, out, n);
 
   // CPU: append and score through the kernels' twins; attention through ATen
   // on the dequantized tiers (AttendCpu), the same math as the twin.
   if (!AkvAppendRef(ap)) return KernelError("append", AkvAppendValidate(ap));
   KV_RETURN_IF_ERROR(AttendCpu(set, idx, q, out, n));
-  if (!score) return absl::OkStatus();
+  if (!sp) return absl::OkStatus();
   const double t0 = NowMs();
-  if (!AkvScoreUpdateRef(sp)) return KernelError("score update", AkvScoreValidate(sp));
+  if (!AkvScoreUpdateRef(*sp)) return KernelError("score update", AkvScoreValidate(*sp));
   compression_ms_ += NowMs() - t0;
   return absl::OkStatus();
 }

@@ -72,6 +72,18 @@ class AkvSequenceCache final : public SequenceCache {
   absl::Status Attend(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                       at::Tensor& out, const SeqStep& seq, const StepContext& ctx);
 
+  // Batched decode (akv_batched_decode.h, CUDA): Attend split in three so
+  // that the rows of many sequences append and attend in one launch each.
+  // BeginBatchedRow checks this sequence's one-row step, makes its position
+  // current and returns its row descriptor at `layer` (device memory, made
+  // at Init); after the strategy's append + attention launches,
+  // EndBatchedRow updates its scores from its row of that attention's lse
+  // (lse_owner: the tensor holding it, kept alive for a score update aside).
+  absl::StatusOr<const AkvAttnSeq*> BeginBatchedRow(int64_t layer, const SeqStep& seq, const StepContext& ctx);
+  absl::Status EndBatchedRow(int64_t layer, const at::Tensor& q_row, float* lse_row, const at::Tensor& lse_owner);
+  // The tier layout of a model layer (managed or dense-kept tiers).
+  const AkvLayout& LayoutAt(int64_t layer) const { return (plan_.IsManaged(layer) ? managed_ : dense_).layout; }
+
   // ---- SequenceCache ----
   absl::StatusOr<at::Tensor> Forward(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                      const SeqStep& seq, const StepContext& ctx) override;
@@ -98,6 +110,10 @@ class AkvSequenceCache final : public SequenceCache {
 
  private:
   absl::Status CheckStart(int64_t layer, const SeqStep& seq) const;
+  // pos_ = positions of the step's n rows (a prepared step's: made before the replay).
+  absl::Status StepPositions(int n, const StepContext& ctx);
+  // Score-update parameters of layer `layer` for q's n rows (null: this layer does not score).
+  std::optional<AkvScoreParams> ScoreParams(int64_t layer, const at::Tensor& q, int n);
   absl::Status AttendCpu(AkvTierSet& set, int idx, const at::Tensor& q, at::Tensor& out, int n);
   // Select and migrate over every managed layer (same parameters on both paths).
   AkvSelectParams SelectParams() const;
@@ -109,6 +125,10 @@ class AkvSequenceCache final : public SequenceCache {
   // Decode rows score on a stream of their own, joined back at the last layer.
   absl::Status AttendCuda(int64_t layer, AkvTierSet& set, int idx, const AkvAppendParams& ap,
                           const AkvScoreParams* sp, const at::Tensor& q, at::Tensor& out, int n);
+  // The score update of a layer whose attention wrote `lse` (sp null: none),
+  // aside for decode rows; at the last layer the aside stream joins back.
+  absl::Status ScoreCuda(int64_t layer, const AkvScoreParams* sp, const float* lse, const at::Tensor& q,
+                         const at::Tensor& lse_owner);
   absl::Status EndStepCuda();     // EndStepKernels on the sequence's own stream (KVSTREAM_AKV_END_STEP_ASIDE=0: inline)
   absl::Status EndStepKernels();  // cold drain, select, migrate, counters D2H on the current stream
   // The current stream waits for the last EndStep's kernels and, at a step's

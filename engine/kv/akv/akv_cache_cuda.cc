@@ -74,6 +74,7 @@ struct AkvCudaState {
   cudaEvent_t score_fork = nullptr, score_join = nullptr;
   bool score_pending = false;  // launched on `score`, not joined back yet
   at::Tensor decode_lse;       // [Lm, H] fp32: each managed layer's decode lse, read by its update aside
+  at::Tensor attn_rows;        // [n_layers] AkvAttnSeq (bytes): batched-decode row descriptor per model layer
   // EndStep's kernels (cold drain, select, migrate, counters) also run on
   // `score`, so the sequences of a batch do theirs at once; the next step
   // waits for them (JoinAside) before it touches the tiers.
@@ -121,6 +122,7 @@ int64_t AkvCudaStateBytes(const AkvCudaState* s) {
   if (s->temp.defined()) b += s->temp.nbytes();
   if (s->hybrid_ws.defined()) b += s->hybrid_ws.nbytes();
   if (s->decode_lse.defined()) b += s->decode_lse.nbytes();
+  if (s->attn_rows.defined()) b += s->attn_rows.nbytes();
   return b;
 }
 
@@ -156,12 +158,33 @@ absl::Status AkvSequenceCache::InitCuda() {
     c.hybrid_ws = at::empty({static_cast<int64_t>(AkvScoreWorkspaceWords(static_cast<int>(plan_.max_tokens)))},
                             dev.dtype(at::kInt));
   }
+  // Batched-decode descriptors: fixed for the cache's life (tiers and the
+  // position buffer are allocated once), so captured graphs may keep them.
+  std::vector<AkvAttnSeq> rows(static_cast<size_t>(geometry_.n_layers));
+  for (int64_t l = 0; l < geometry_.n_layers; ++l) {
+    AkvTierSet& set = plan_.IsManaged(l) ? managed_ : dense_;
+    rows[l] = AkvAttnSeq{AkvTiersAtLayer(set.Tiers(), set.layout, plan_.Index(l)), pos_buf_.const_data_ptr<int32_t>(),
+                         set.layout.hot_capacity, set.layout.warm_capacity};
+  }
+  const auto bytes = static_cast<int64_t>(rows.size() * sizeof(AkvAttnSeq));
+  c.attn_rows = at::empty({bytes}, dev.dtype(at::kByte));
+  c.attn_rows.copy_(at::from_blob(rows.data(), {bytes}, at::TensorOptions().dtype(at::kByte)));
   return absl::OkStatus();
 }
 
+namespace {
+
+// Decode rows update their scores on the sequence's own stream (nothing in
+// the step reads them before EndStep); KVSTREAM_AKV_SCORE_ASIDE=0: inline.
+bool ScoreAside(const AkvScoreParams* sp) {
+  static const bool aside = EnvSwitchOn("KVSTREAM_AKV_SCORE_ASIDE");
+  return sp != nullptr && sp->num_rows == 1 && aside;
+}
+
+}  // namespace
+
 absl::Status AkvSequenceCache::AttendCuda(int64_t layer, AkvTierSet& set, int idx, const AkvAppendParams& ap,
                                           const AkvScoreParams* sp, const at::Tensor& q, at::Tensor& out, int n) {
-  static const bool score_aside = EnvSwitchOn("KVSTREAM_AKV_SCORE_ASIDE");
   AkvCudaState& c = *cuda_;
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   // Eager steps; a prepared decode step joined in PrepareDecodeStep.
@@ -171,7 +194,6 @@ absl::Status AkvSequenceCache::AttendCuda(int64_t layer, AkvTierSet& set, int id
   const int64_t H = geometry_.n_heads, D = geometry_.head_dim;
   // A decode row's update runs aside: its lse gets a slot of its own, which
   // the next layer's attention does not overwrite.
-  const bool aside = sp != nullptr && n == 1 && score_aside;
   at::Tensor o = out.is_contiguous() ? out : at::empty({n, H, D}, out.options());
   AkvAttentionParams p;
   p.layout = set.layout;
@@ -180,7 +202,7 @@ absl::Status AkvSequenceCache::AttendCuda(int64_t layer, AkvTierSet& set, int id
   p.q = q.const_data_ptr();
   p.q_pos = ap.pos;
   p.out = o.data_ptr();
-  p.lse = aside ? c.decode_lse.data_ptr<float>() + int64_t(idx) * H : lse_.data_ptr<float>();
+  p.lse = ScoreAside(sp) ? c.decode_lse.data_ptr<float>() + int64_t(idx) * H : lse_.data_ptr<float>();
   p.q_stride_m = q.stride(0);
   p.q_stride_h = q.stride(1);
   p.num_rows = n;
@@ -198,20 +220,29 @@ absl::Status AkvSequenceCache::AttendCuda(int64_t layer, AkvTierSet& set, int id
   }
   KV_RETURN_IF_ERROR(Cuda(LaunchAkvMixedAttention(p, stream), "mixed attention"));
   if (!o.is_same(out)) out.copy_(o);
+  return ScoreCuda(layer, sp, p.lse, q, at::Tensor());
+}
+
+absl::Status AkvSequenceCache::ScoreCuda(int64_t layer, const AkvScoreParams* sp, const float* lse,
+                                         const at::Tensor& q, const at::Tensor& lse_owner) {
+  AkvCudaState& c = *cuda_;
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   if (sp != nullptr) {
     AkvScoreParams score = *sp;
-    score.lse = p.lse;
+    score.lse = lse;
     if (c.hybrid_ws.defined()) {
       score.workspace = reinterpret_cast<uint32_t*>(c.hybrid_ws.data_ptr<int32_t>());
     } else {
       score.max_positions = 0;  // only HYBRID reads it, through its workspace
     }
-    if (aside) {
+    if (ScoreAside(sp)) {
       KV_RETURN_IF_ERROR(Cuda(cudaEventRecord(c.score_fork, stream), "score fork"));
       KV_RETURN_IF_ERROR(Cuda(cudaStreamWaitEvent(c.score, c.score_fork, 0), "score fork wait"));
-      // q is the layer's activation: the allocator must not hand its memory
-      // to the next layer before the update aside has read it.
-      q.record_stream(c10::cuda::getStreamFromExternal(c.score, q.device().index()));
+      // q (and a batch's lse) are the layer's activations: the allocator must
+      // not hand their memory to the next layer before the update aside has read them.
+      const c10::cuda::CUDAStream aside = c10::cuda::getStreamFromExternal(c.score, q.device().index());
+      q.record_stream(aside);
+      if (lse_owner.defined()) lse_owner.record_stream(aside);
       KV_RETURN_IF_ERROR(Cuda(LaunchAkvScoreUpdate(score, c.score), "score update"));
       c.score_pending = true;
     } else {
@@ -224,6 +255,20 @@ absl::Status AkvSequenceCache::AttendCuda(int64_t layer, AkvTierSet& set, int id
   return absl::OkStatus();
 }
 
+absl::StatusOr<const AkvAttnSeq*> AkvSequenceCache::BeginBatchedRow(int64_t layer, const SeqStep& seq,
+                                                                   const StepContext& ctx) {
+  KV_RETURN_IF_ERROR(CheckStart(layer, seq));
+  if (seq.n_new != 1) return absl::InternalError("akv: a batched decode row appends one token");
+  KV_RETURN_IF_ERROR(StepPositions(1, ctx));
+  KV_RETURN_IF_ERROR(JoinAside(/*step_start=*/layer == 0));
+  return reinterpret_cast<const AkvAttnSeq*>(cuda_->attn_rows.const_data_ptr<uint8_t>()) + layer;
+}
+
+absl::Status AkvSequenceCache::EndBatchedRow(int64_t layer, const at::Tensor& q_row, float* lse_row,
+                                             const at::Tensor& lse_owner) {
+  const std::optional<AkvScoreParams> sp = ScoreParams(layer, q_row, 1);
+  return ScoreCuda(layer, sp ? &*sp : nullptr, lse_row, q_row, lse_owner);
+}
 
 absl::Status AkvSequenceCache::EndStepCuda() {
   static const bool aside = EnvSwitchOn("KVSTREAM_AKV_END_STEP_ASIDE");
@@ -394,6 +439,16 @@ absl::Status AkvSequenceCache::AttendCuda(int64_t, AkvTierSet&, int, const AkvAp
   return absl::FailedPreconditionError("this build has no CUDA kernels");
 }
 absl::Status AkvSequenceCache::EndStepCuda() { return absl::FailedPreconditionError("this build has no CUDA kernels"); }
+absl::Status AkvSequenceCache::ScoreCuda(int64_t, const AkvScoreParams*, const float*, const at::Tensor&,
+                                         const at::Tensor&) {
+  return absl::FailedPreconditionError("this build has no CUDA kernels");
+}
+absl::StatusOr<const AkvAttnSeq*> AkvSequenceCache::BeginBatchedRow(int64_t, const SeqStep&, const StepContext&) {
+  return absl::FailedPreconditionError("this build has no CUDA kernels");
+}
+absl::Status AkvSequenceCache::EndBatchedRow(int64_t, const at::Tensor&, float*, const at::Tensor&) {
+  return absl::FailedPreconditionError("this build has no CUDA kernels");
+}
 absl::Status AkvSequenceCache::JoinAside(bool) { return absl::OkStatus(); }
 absl::Status AkvSequenceCache::Flush() { return absl::OkStatus(); }
 

@@ -3,6 +3,7 @@
 #include <c10/util/Exception.h>
 
 #include "absl/strings/str_cat.h"
+#include "engine/kv/akv/akv_batched_decode.h"
 #include "engine/status_macros.h"
 
 namespace kvstream {
@@ -45,12 +46,18 @@ int64_t AkvStrategy::PredictBytes(const StrategyConfig& config, int64_t prompt_t
 
 absl::Status AkvStrategy::ForwardGroup(int64_t layer, absl::Span<SequenceCache* const> seqs,
                                        absl::Span<const SeqStep> steps, GroupTensors& t, const StepContext& ctx) {
-  // Each sequence's append, attention and score update on a side stream of
-  // its own: they touch only that sequence's tiers and rows.
-  const int device = t.q.is_cuda() ? t.q.get_device() : -1;
+  std::vector<AkvSequenceCache*> caches;
+  caches.reserve(seqs.size());
   for (SequenceCache* c : seqs) {
-    static_cast<AkvSequenceCache*>(c)->set_step_peers(static_cast<int64_t>(seqs.size()), side_.max_streams());
+    caches.push_back(static_cast<AkvSequenceCache*>(c));
+    caches.back()->set_step_peers(static_cast<int64_t>(seqs.size()), side_.max_streams());
   }
+  // Decode rows of several sequences: one append and one attention launch
+  // over all of them (each row reads its own tiers).
+  if (AkvBatchedDecodeApplies(layer, caches, steps, t)) return AkvBatchedDecode(layer, caches, steps, t, ctx);
+  // Else each sequence's append, attention and score update on a side stream
+  // of its own: they touch only that sequence's tiers and rows.
+  const int device = t.q.is_cuda() ? t.q.get_device() : -1;
   return side_.ForEach(device, static_cast<int>(seqs.size()), [&](int i) {
     const int64_t row = t.row_offset[i], n = steps[i].n_new;
     at::Tensor out = t.out.narrow(0, row, n);

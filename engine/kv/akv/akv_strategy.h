@@ -1,8 +1,8 @@
 // The AKV strategy (design/strategies/akv.md): validates AkvConfig, opens
 // AkvSequenceCache per request, predicts the bytes admission reserves, and
-// runs a group's attention sequence by sequence (each sequence has its own
-// tier buffers, so one launch per sequence and layer), the sequences' kernels
-// on side streams so that they run at once.
+// runs a group's decode rows in one launch per kernel over the sequences'
+// own tier buffers (akv_batched_decode.h), other groups sequence by sequence
+// with the sequences' kernels on side streams so that they run at once.
 #pragma once
 
 #include <map>
