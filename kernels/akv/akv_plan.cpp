@@ -76,11 +76,17 @@ int PlanAkvAttentionSplits(int num_rows, int num_heads, int num_kv_heads, int ma
     // Two waves: side-by-side chains do not start together (H100, batch
     // bench at B = 8/32: one wave 13-27% slower than two; alone, the
     // token and kAkvAttnMaxSplits caps bind first at every context). One
-    // batched launch: four (B = 32, 8K: 73% of copy vs 69% at two, 62% at
-    // eight; B = 8, 32K: 66% vs 60% at two; akv_attention_batch_launch_sweep_s18_h100.json).
+    // batched launch: four, and up to eight while splits keep >= 256 tokens
+    // (B = 32: 8K 73% of copy at four waves vs 69% at two, 62% at sixteen;
+    // 32K 78% at eight vs 74% at four; B = 8, 32K: 66% at four vs 60% at
+    // two; akv_attention_batch_launch_sweep_s18_h100.json).
     const int hc = AkvMmaKvHeadsPerCta(num_kv_heads);
-    const long long per_sm = std::max(1, 16 / hc), base = num_kv_heads / hc, waves = one_launch ? 4 : 2;
-    const long long splits = std::min({std::max<long long>(1, waves * per_sm * num_sms / (base * share)),
+    const long long per_sm = std::max(1, 16 / hc), base = num_kv_heads / hc;
+    const long long slots = per_sm * num_sms / base;  // one wave of CTAs: each sequence gets slots / share
+    const long long want =
+        one_launch ? std::max(4 * slots / share, std::min<long long>(8 * slots / share, max_tokens / 256))
+                   : 2 * slots / share;
+    const long long splits = std::min({std::max<long long>(1, want),
                                        std::max<long long>(1, max_tokens / kAkvAttnMmaMinSplitTokens),
                                        static_cast<long long>(kAkvAttnMaxSplits)});
     return static_cast<int>(splits);

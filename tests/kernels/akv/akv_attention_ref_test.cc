@@ -223,9 +223,12 @@ TEST(AkvAttentionPlan, SideBySideSequencesShareTheWaves) {
   EXPECT_EQ(PlanAkvAttentionSplits(1, 32, 8, tokens, sms, 100000), 1);
   EXPECT_EQ(PlanAkvAttentionSplits(1, 32, 8, tokens, sms, 0), alone);   // < 1 counts as alone
   EXPECT_EQ(PlanAkvAttentionSplits(4, 32, 8, tokens, sms, 8), 1);      // prefill: never split
-  // One batched launch over the side-by-side rows: four waves.
-  EXPECT_EQ(PlanAkvAttentionSplits(1, 32, 8, tokens, sms, 32, true), 2 * wave / 32);
-  EXPECT_EQ(PlanAkvAttentionSplits(1, 32, 8, tokens, sms, 8, true), 2 * wave / 8);
+  // One batched launch over the side-by-side rows: four waves, up to eight
+  // while splits keep >= 256 tokens.
+  EXPECT_EQ(PlanAkvAttentionSplits(1, 32, 8, 1024 + 8192, sms, 32, true), (1024 + 8192) / 256);
+  EXPECT_EQ(PlanAkvAttentionSplits(1, 32, 8, 1024 + 4096, sms, 32, true), 2 * wave / 32);
+  EXPECT_EQ(PlanAkvAttentionSplits(1, 32, 8, tokens, sms, 32, true), 4 * wave / 32);
+  EXPECT_EQ(PlanAkvAttentionSplits(1, 32, 8, tokens, sms, 8, true), tokens / 256);
   // The CUDA-core path (G > 8) shares its wave the same way.
   const int wide = PlanAkvAttentionSplits(1, 64, 2, tokens, sms);
   EXPECT_LE(PlanAkvAttentionSplits(1, 64, 2, tokens, sms, 4) * 4, wide);
