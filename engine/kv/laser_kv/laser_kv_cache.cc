@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 
@@ -58,7 +59,10 @@ LaserSegment RowsSegment(const at::Tensor& t, int64_t begin, int64_t len) {
 }  // namespace
 
 LaserKvSequenceCache::LaserKvSequenceCache(const KvGeometry& g, const LaserKvConfig& c, int64_t max_tokens)
-    : geometry_(g), config_(c), max_tokens_(max_tokens) {}
+    : geometry_(g), config_(c), max_tokens_(max_tokens) {
+  static std::atomic<uint64_t> next_id{1};
+  id_ = next_id.fetch_add(1);
+}
 
 const LaserBudget& LaserKvSequenceCache::BudgetFor(int64_t prompt_len) const {
   if (!budget_.has_value()) budget_ = ComputeLaserBudget(config_, prompt_len);
@@ -108,7 +112,8 @@ void LaserKvSequenceCache::EnsureCapacity(int64_t tokens) {
 
 absl::StatusOr<at::Tensor> LaserKvSequenceCache::Forward(int64_t layer, const at::Tensor& q, const at::Tensor& k,
                                                          const at::Tensor& v, const SeqStep& seq,
-                                                         const StepContext&) {
+                                                         const StepContext& ctx) {
+  if (ctx.decode_prepared) return PreparedDecode(layer, q, k, v, seq, ctx);
   if (seq.n_probe > 0) return BlockForward(layer, q, k, v, seq);
   return AppendForward(layer, q, k, v, seq);
 }
@@ -121,12 +126,21 @@ absl::StatusOr<at::Tensor> LaserKvSequenceCache::AppendForward(int64_t layer, co
   if (layer == 0) {
     EnsureCapacity(c_len_ + n);
   }
-  ck_[layer].narrow(1, c_len_, n).copy_(k);
-  cv_[layer].narrow(1, c_len_, n).copy_(v);
   at::Tensor out;
-  if (n == 1 && geometry_.device.is_cuda()) {
-    KV_ASSIGN_OR_RETURN(out, DecodeOnDevice(layer, q));
+  if (n == 1 && geometry_.device.is_cuda() &&
+      DenseDecodeSupports(static_cast<int>(geometry_.head_dim), KvDTypeOf(geometry_.dtype))) {
+    // The length goes up once per step (layer 0), through pinned memory the
+    // caching host allocator keeps until the copy has run.
+    if (layer == 0 || !decode_meta_.defined()) {
+      at::Tensor host = at::empty({2}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
+      host.mutable_data_ptr<int32_t>()[0] = 0;                                  // block table {0}
+      host.mutable_data_ptr<int32_t>()[1] = static_cast<int32_t>(c_len_ + 1);  // seq_lens {c_len + 1}
+      decode_meta_ = host.to(geometry_.device, /*non_blocking=*/true);
+    }
+    KV_ASSIGN_OR_RETURN(out, DecodeOnDevice(layer, q, k, v, decode_meta_));  // appends k/v at row c_len
   } else {
+    ck_[layer].narrow(1, c_len_, n).copy_(k);
+    cv_[layer].narrow(1, c_len_, n).copy_(v);
     out = CausalGqaAttention(q, ck_[layer].narrow(1, 0, c_len_ + n), cv_[layer].narrow(1, 0, c_len_ + n), c_len_);
   }
   if (layer + 1 == geometry_.n_layers) {
@@ -139,20 +153,16 @@ absl::StatusOr<at::Tensor> LaserKvSequenceCache::AppendForward(int64_t layer, co
 // Decode on the GPU (§4.5): the compacted cache is exact attention state, so
 // the dense decode kernel reads it as one page per layer: layer l's
 // [Hkv, cap, D] slab is page 0 of a pool with page size cap (the kernel's
-// [NB, Hkv, P, D] layout with NB = 1), block table {0}, live length
-// c_len + 1. The length goes up once per step (layer 0), through pinned
-// memory the caching host allocator keeps until the copy has run.
-absl::StatusOr<at::Tensor> LaserKvSequenceCache::DecodeOnDevice(int64_t layer, const at::Tensor& q) {
+// [NB, Hkv, P, D] layout with NB = 1), block table meta[0] = {0}, live length
+// meta[1] = c_len + 1 (device). The kernel's fused append stores k/v
+// [Hkv, 1, D] at row c_len, and splits are planned on the capacity, so
+// eager and prepared (graph) steps run the same launch.
+absl::StatusOr<at::Tensor> LaserKvSequenceCache::DecodeOnDevice(int64_t layer, const at::Tensor& q,
+                                                                const at::Tensor& k, const at::Tensor& v,
+                                                                const at::Tensor& meta) {
 #ifdef KVSTREAM_HAVE_CUDA_TORCH
   const int64_t H = geometry_.n_heads, Hkv = geometry_.n_kv_heads, D = geometry_.head_dim, cap = ck_.size(2);
-  const int64_t len = c_len_ + 1;
-  if (layer == 0 || !decode_meta_.defined()) {
-    at::Tensor host = at::empty({2}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
-    host.mutable_data_ptr<int32_t>()[0] = 0;                           // block table {0}
-    host.mutable_data_ptr<int32_t>()[1] = static_cast<int32_t>(len);  // seq_lens {c_len + 1}
-    decode_meta_ = host.to(geometry_.device, /*non_blocking=*/true);
-  }
-  at::Tensor qc = q.contiguous();  // [H, 1, D]
+  const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();  // [H|Hkv, 1, D]
   at::Tensor out = at::empty({H, 1, D}, q.options());
   DenseDecodeParams p;
   p.q = qc.const_data_ptr();
@@ -160,8 +170,11 @@ absl::StatusOr<at::Tensor> LaserKvSequenceCache::DecodeOnDevice(int64_t layer, c
   p.q_stride_h = D;
   p.k_pool = static_cast<char*>(ck_.mutable_data_ptr()) + layer * ck_.stride(0) * ck_.element_size();
   p.v_pool = static_cast<char*>(cv_.mutable_data_ptr()) + layer * cv_.stride(0) * cv_.element_size();
-  p.block_table = decode_meta_.const_data_ptr<int32_t>();
-  p.seq_lens = decode_meta_.const_data_ptr<int32_t>() + 1;
+  p.block_table = meta.const_data_ptr<int32_t>();
+  p.seq_lens = meta.const_data_ptr<int32_t>() + 1;
+  p.k_new = kc.const_data_ptr();
+  p.v_new = vc.const_data_ptr();
+  p.new_stride_b = Hkv * D;
   p.out = out.mutable_data_ptr();
   p.out_stride_b = H * D;
   p.out_stride_h = D;
@@ -172,12 +185,9 @@ absl::StatusOr<at::Tensor> LaserKvSequenceCache::DecodeOnDevice(int64_t layer, c
   p.page_size = static_cast<int>(cap);
   p.num_blocks = 1;
   p.max_blocks_per_seq = 1;
-  p.max_seq_len = static_cast<int>(len);
+  p.max_seq_len = static_cast<int>(cap);  // a bound a graph can keep; the live length is meta[1]
   p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
   p.dtype = KvDTypeOf(geometry_.dtype);
-  if (!DenseDecodeSupports(p.head_dim, p.dtype)) {
-    return CausalGqaAttention(q, ck_[layer].narrow(1, 0, len), cv_[layer].narrow(1, 0, len), c_len_);
-  }
   if (!wave_) wave_ = CurrentDenseDecodeWave();  // the dense strategy's wave (half or full, by DRAM speed)
   p.num_splits = PlanDenseDecodeSplits(1, p.num_heads, p.num_kv_heads, p.max_seq_len, wave_->num_sms,
                                        wave_->split_ctas_per_sm);
@@ -195,8 +205,7 @@ absl::StatusOr<at::Tensor> LaserKvSequenceCache::DecodeOnDevice(int64_t layer, c
   }
   return out;
 #else
-  (void)layer;
-  (void)q;
+  (void)layer, (void)q, (void)k, (void)v, (void)meta;
   return absl::FailedPreconditionError("laser_kv: CUDA tensors in a build without CUDA");
 #endif
 }
@@ -295,6 +304,11 @@ absl::StatusOr<at::Tensor> LaserKvSequenceCache::BlockForward(int64_t layer, con
 }
 
 absl::Status LaserKvSequenceCache::EndStep(const SeqStep& seq, const StepContext&) {
+  if (prepared_pending_) {  // the token a prepared step appended on the device
+    c_pos_.push_back(static_cast<int32_t>(seq.start_pos));
+    ++c_len_;
+    prepared_pending_ = false;
+  }
   tokens_seen_ += seq.n_new;
   if (seq.n_probe > 0) return CompactBlock(seq);
   NotePeak(0);

@@ -53,6 +53,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -84,8 +85,20 @@ class LaserKvStrategy final : public Strategy {
   // Bytes one held token takes: K and V of every layer plus its int32 position (§3).
   int64_t BytesPerToken() const;
 
+  // CUDA decode steps run from captured graphs (laser_kv_prepared.cc): the
+  // decode is the dense kernel's fused append + attention over C, its length
+  // in device memory, C grown up front for the request's remaining tokens.
+  bool SupportsDecodePrepare() const override { return geometry_.device.is_cuda(); }
+  bool CanPrepareDecode(absl::Span<SequenceCache* const> seqs) const override;
+  absl::StatusOr<int64_t> PrepareDecode(absl::Span<SequenceCache* const> seqs, absl::Span<const SeqStep> steps,
+                                        int64_t padded_rows, const StepContext& ctx) override;
+
  private:
   KvGeometry geometry_;
+  // Graph keys: one per (sequence ids, C capacities, padded rows); ids, not
+  // addresses (a new cache may reuse a freed one's). Bounded like AKV's.
+  std::map<std::vector<uint64_t>, int64_t> keys_;
+  int64_t next_key_ = 1;
 };
 
 class LaserKvSequenceCache final : public SequenceCache {
@@ -98,7 +111,8 @@ class LaserKvSequenceCache final : public SequenceCache {
   absl::StatusOr<at::Tensor> Forward(int64_t layer, const at::Tensor& q, const at::Tensor& k,
                                      const at::Tensor& v, const SeqStep& seq,
                                      const StepContext& ctx) override;
-  // After a block step: select and compact (§4.3 steps 3-6, §4.4).
+  // After a block step: select and compact (§4.3 steps 3-6, §4.4). After a
+  // prepared decode step: books the appended token (Forward did device work only).
   absl::Status EndStep(const SeqStep& seq, const StepContext& ctx) override;
   std::optional<int64_t> PrefillChunk() const override { return config_.block_size; }
   std::optional<PrefillPlan> NextPrefill(int64_t prompt_done, int64_t prompt_len) const override;
@@ -115,6 +129,14 @@ class LaserKvSequenceCache final : public SequenceCache {
   const LaserBudget* budget() const { return budget_ ? &*budget_ : nullptr; }
   int64_t kept_after_prefill() const { return kept_after_prefill_; }
 
+  // Host work of a prepared (CUDA-graph) decode step: grows C for the rest
+  // of the request (so no buffer moves under a captured graph) and puts the
+  // step's length in device memory before the replay.
+  absl::Status PrepareDecodeStep(const SeqStep& seq, const StepContext& ctx);
+  // Unique for the life of the process, and C's capacity: graph key parts.
+  uint64_t id() const { return id_; }
+  int64_t capacity() const { return ck_.defined() ? ck_.size(2) : 0; }
+
  private:
   // Budget for a prompt of P tokens, computed on the first NextPrefill.
   const LaserBudget& BudgetFor(int64_t prompt_len) const;
@@ -122,7 +144,13 @@ class LaserKvSequenceCache final : public SequenceCache {
                                           const at::Tensor& v, const SeqStep& seq);
   absl::StatusOr<at::Tensor> AppendForward(int64_t layer, const at::Tensor& q, const at::Tensor& k,
                                            const at::Tensor& v, const SeqStep& seq);
-  absl::StatusOr<at::Tensor> DecodeOnDevice(int64_t layer, const at::Tensor& q);
+  // Decode on the GPU: appends k/v at row meta[1] - 1 and attends over
+  // meta[1] rows of C (meta: device int32 {block table 0, length}).
+  absl::StatusOr<at::Tensor> DecodeOnDevice(int64_t layer, const at::Tensor& q, const at::Tensor& k,
+                                            const at::Tensor& v, const at::Tensor& meta);
+  // A prepared step's layer: DecodeOnDevice on prepared_meta_.
+  absl::StatusOr<at::Tensor> PreparedDecode(int64_t layer, const at::Tensor& q, const at::Tensor& k,
+                                            const at::Tensor& v, const SeqStep& seq, const StepContext& ctx);
   absl::Status CompactBlock(const SeqStep& seq);
   // Gathers `rows` (concatenated index over C, T, block) of every layer into a
   // fresh [Ly, Hkv, cap, D] pair (K8, out of place); `pos` gets their positions.
@@ -142,6 +170,10 @@ class LaserKvSequenceCache final : public SequenceCache {
   at::Tensor ck_, cv_;
   int64_t c_len_ = 0;
   at::Tensor decode_meta_;  // int32 [2] on the device: block table {0}, seq_lens {c_len + 1}
+  at::Tensor prepared_meta_;  // the same for prepared steps: one buffer for the cache's life (graphs read it)
+  int64_t prepared_step_ = -1;  // ctx.step PrepareDecodeStep ran for
+  bool prepared_pending_ = false;  // a prepared step appended a token EndStep has not booked yet
+  uint64_t id_ = 0;
   std::optional<DenseDecodeWave> wave_;  // the decode split planner's device facts, read once
   std::vector<int32_t> c_pos_;
   // T (accumulate): the previous block's local window, [Ly, Hkv, |T|, D].

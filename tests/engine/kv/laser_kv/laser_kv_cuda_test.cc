@@ -2,17 +2,21 @@
 // both fp32 so the selection sees the same scores up to summation order:
 // the kept sets agree (allowing a few near-tie swaps), every layer's kept
 // rows are the rows fed at those positions, and a bf16 CUDA run keeps the
-// same counts. Skips without a device.
+// same counts. Decode (the dense kernel's fused append over C) equals exact
+// attention, and with the real model decode steps replayed from CUDA graphs
+// give the eager steps' tokens and logprobs. Skips without a device (or model).
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <map>
 #include <string>
 
 #include "engine/kv/dense/dense_cache.h"
+#include "tests/engine/engine_fixture.h"
 #include "tests/engine/kv/laser_kv/laser_kv_driver.h"
 
 namespace kvstream {
@@ -91,6 +95,58 @@ TEST(LaserKvCuda, DecodeKernelEqualsAttentionOverTheHeldRows) {
       ASSERT_TRUE(c.EndStep(SeqStep{P + i, 1, false, false}, StepContext{i}).ok());
     }
   }
+}
+
+std::unique_ptr<Engine> CudaEngine() {
+  EngineOptions o;
+  o.model_path = testing::DefaultModelPath();
+  o.device = "cuda";
+  o.kv_pool_bytes = 1ll << 30;
+  auto e = Engine::Load(o);
+  EXPECT_TRUE(e.ok()) << e.status();
+  return e.ok() ? std::move(*e) : nullptr;
+}
+
+GenerateSpec LaserSpec(const Tokenizer& tok, const std::string& topic, int32_t n) {
+  std::string text;
+  for (int i = 0; i < 14; ++i) {
+    text += "Part " + std::to_string(i + 1) + " of the " + topic +
+            " log: the crew noted the weather, the cargo and the names of the ports they passed. ";
+  }
+  GenerateSpec s = testing::GreedySpec(tok.Encode(text + "The last port they reached was", true), n);
+  s.kv.strategy = "laser_kv";
+  s.kv.knobs = {{"budget", int64_t{160}}, {"block_size", int64_t{128}}, {"query_len", int64_t{16}}};
+  s.return_logprobs = true;
+  return s;
+}
+
+// Decode steps of a LASER-KV batch replay captured graphs (C grown for the
+// request up front, the length in device memory, the kernel appending): the
+// same tokens and logprobs as eager steps, which run the same launch.
+TEST(LaserKvCuda, GraphReplayEqualsEagerDecode) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  if (!std::filesystem::exists(testing::DefaultModelPath())) GTEST_SKIP() << "no model";
+  auto graphs = CudaEngine();
+  ::setenv("KVSTREAM_CUDA_GRAPHS", "0", 1);
+  auto eager = CudaEngine();
+  ::unsetenv("KVSTREAM_CUDA_GRAPHS");
+  ASSERT_NE(graphs, nullptr);
+  ASSERT_NE(eager, nullptr);
+  const Tokenizer& tok = graphs->tokenizer();
+  const std::vector<GenerateSpec> specs = {LaserSpec(tok, "river", 80), LaserSpec(tok, "harbour", 64)};
+  auto a = graphs->GenerateBatch(specs), b = eager->GenerateBatch(specs);
+  ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
+  for (size_t r = 0; r < specs.size(); ++r) {
+    EXPECT_EQ((*a)[r].token_ids, (*b)[r].token_ids) << "request " << r;
+    ASSERT_EQ((*a)[r].logprobs.size(), (*b)[r].logprobs.size());
+    for (size_t i = 0; i < (*a)[r].logprobs.size(); ++i) {
+      EXPECT_NEAR((*a)[r].logprobs[i], (*b)[r].logprobs[i], 1e-4) << "request " << r << " token " << i;
+    }
+    const CacheReport& c = (*a)[r].cache;
+    EXPECT_LT(c.tokens_held, c.tokens_seen) << "request " << r << ": the prompt was compressed";
+  }
+  EXPECT_GT(graphs->model().decode_graph_replays(), 60);
+  EXPECT_EQ(eager->model().decode_graph_replays(), 0);
 }
 
 }  // namespace
