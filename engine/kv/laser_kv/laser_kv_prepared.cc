@@ -20,6 +20,17 @@
 
 namespace kvstream {
 
+absl::Status LaserKvStrategy::ForwardGroup(int64_t layer, absl::Span<SequenceCache* const> seqs,
+                                           absl::Span<const SeqStep> steps, GroupTensors& t,
+                                           const StepContext& ctx) {
+  bool decode = t.q.is_cuda() && seqs.size() > 1;
+  for (const SeqStep& s : steps) decode = decode && s.n_new == 1 && s.n_probe == 0;
+  if (!decode) return Strategy::ForwardGroup(layer, seqs, steps, t, ctx);  // prefill: in order
+  return side_.ForEach(t.q.get_device(), static_cast<int>(seqs.size()), [&](int i) {
+    return ForwardOneSequence(layer, seqs[i], steps[i], t.row_offset[i], t, ctx);
+  });
+}
+
 bool LaserKvStrategy::CanPrepareDecode(absl::Span<SequenceCache* const>) const {
   return DenseDecodeSupports(static_cast<int>(geometry_.head_dim), KvDTypeOf(geometry_.dtype));
 }

@@ -61,6 +61,7 @@
 #include "engine/kv/dense/paged_dense.h"
 #include "engine/kv/kv_cache.h"
 #include "engine/kv/laser_kv/laser_kv_config.h"
+#include "engine/kv/side_streams.h"
 
 namespace kvstream {
 
@@ -89,6 +90,10 @@ class LaserKvStrategy final : public Strategy {
   // decode is the dense kernel's fused append + attention over C, its length
   // in device memory, C grown up front for the request's remaining tokens.
   bool SupportsDecodePrepare() const override { return geometry_.device.is_cuda(); }
+  // Decode rows of several sequences: each sequence's append + attention on
+  // a side stream of its own (they touch only their own C), as AKV does.
+  absl::Status ForwardGroup(int64_t layer, absl::Span<SequenceCache* const> seqs, absl::Span<const SeqStep> steps,
+                            GroupTensors& t, const StepContext& ctx) override;
   bool CanPrepareDecode(absl::Span<SequenceCache* const> seqs) const override;
   absl::StatusOr<int64_t> PrepareDecode(absl::Span<SequenceCache* const> seqs, absl::Span<const SeqStep> steps,
                                         int64_t padded_rows, const StepContext& ctx) override;
@@ -99,6 +104,7 @@ class LaserKvStrategy final : public Strategy {
   // addresses (a new cache may reuse a freed one's). Bounded like AKV's.
   std::map<std::vector<uint64_t>, int64_t> keys_;
   int64_t next_key_ = 1;
+  SideStreams side_{8};
 };
 
 class LaserKvSequenceCache final : public SequenceCache {
