@@ -82,6 +82,8 @@ int64_t AkvPlan::DeviceBytes(bool cuda, int64_t num_heads) const {
   // CUDA: each managed layer's decode lse, read by the score update that runs
   // aside (akv_cache_cuda.cc).
   if (cuda) bytes += std::max(managed_layers, 1) * int64_t(num_heads) * 4;
+  // CUDA: one batched-decode row descriptor per model layer (akv_batched_decode.h).
+  if (cuda) bytes += int64_t(managed_layers + dense_layers) * static_cast<int64_t>(sizeof(AkvAttnSeq));
   if (cuda && stage_rows > 0) {
     const int64_t hd = int64_t(managed.num_kv_heads) * managed.head_dim;
     const int64_t cold_row = 2 * int64_t(managed.num_kv_heads) * (managed.head_dim * cold_bits / 8) +
