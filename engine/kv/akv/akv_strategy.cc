@@ -78,12 +78,7 @@ absl::StatusOr<int64_t> AkvStrategy::PrepareDecode(absl::Span<SequenceCache* con
     ids.push_back(cache->id());
   }
   ids.push_back(static_cast<uint64_t>(padded_rows));
-  auto it = keys_.find(ids);
-  if (it != keys_.end()) return it->second;
-  if (keys_.size() >= 4096) keys_.clear();  // keys only grow (ids are never reused): forget old sets
-  const int64_t key = next_key_++;
-  keys_.emplace(std::move(ids), key);
-  return key;
+  return keys_.KeyFor(std::move(ids));
 }
 
 }  // namespace kvstream

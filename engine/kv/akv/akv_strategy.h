@@ -5,10 +5,10 @@
 // with the sequences' kernels on side streams so that they run at once.
 #pragma once
 
-#include <map>
 #include <vector>
 
 #include "engine/kv/akv/akv_cache.h"
+#include "engine/kv/decode_graph_keys.h"
 #include "engine/kv/kv_cache.h"
 #include "engine/kv/side_streams.h"
 
@@ -35,11 +35,7 @@ class AkvStrategy final : public Strategy {
 
  private:
   KvGeometry geometry_;
-  // Graph keys: one per distinct ordered set of sequence ids (ids, not
-  // addresses: a new cache may reuse a freed one's address). Bounded: the
-  // oldest keys are forgotten (their sequences are long gone).
-  std::map<std::vector<uint64_t>, int64_t> keys_;
-  int64_t next_key_ = 1;
+  DecodeGraphKeys keys_;  // per ordered set of sequence ids and padded rows
   // Up to this many sequences' kernels run at once (8: the batch where the
   // serial launches cost dense's step twice over, e2e_strategies_s14_h100.json).
   SideStreams side_{8};

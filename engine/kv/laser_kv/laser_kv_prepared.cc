@@ -47,12 +47,7 @@ absl::StatusOr<int64_t> LaserKvStrategy::PrepareDecode(absl::Span<SequenceCache*
     key.push_back(static_cast<uint64_t>(cache->capacity()));  // C moved: a new graph
   }
   key.push_back(static_cast<uint64_t>(padded_rows));
-  auto it = keys_.find(key);
-  if (it != keys_.end()) return it->second;
-  if (keys_.size() >= 4096) keys_.clear();  // keys only grow (ids are never reused): forget old sets
-  const int64_t k = next_key_++;
-  keys_.emplace(std::move(key), k);
-  return k;
+  return keys_.KeyFor(std::move(key));
 }
 
 absl::Status LaserKvSequenceCache::PrepareDecodeStep(const SeqStep& seq, const StepContext& ctx) {

@@ -53,12 +53,12 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <optional>
 #include <vector>
 
 #include "engine/kv/dense/paged_dense.h"
+#include "engine/kv/decode_graph_keys.h"
 #include "engine/kv/kv_cache.h"
 #include "engine/kv/laser_kv/laser_kv_config.h"
 #include "engine/kv/side_streams.h"
@@ -100,10 +100,7 @@ class LaserKvStrategy final : public Strategy {
 
  private:
   KvGeometry geometry_;
-  // Graph keys: one per (sequence ids, C capacities, padded rows); ids, not
-  // addresses (a new cache may reuse a freed one's). Bounded like AKV's.
-  std::map<std::vector<uint64_t>, int64_t> keys_;
-  int64_t next_key_ = 1;
+  DecodeGraphKeys keys_;  // per (sequence ids, C capacities, padded rows)
   SideStreams side_{8};
 };
 
