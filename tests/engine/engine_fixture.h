@@ -46,6 +46,20 @@ inline std::unique_ptr<Engine> LoadBundledEngine(const std::string& device, int 
   return e.ok() ? std::move(*e) : nullptr;
 }
 
+// A batch generated from CUDA graphs against the same batch run eagerly:
+// the same tokens and logprobs within `tol`, request by request.
+inline void ExpectGraphRunEqualsEager(const std::vector<GenerateOutcome>& graphs,
+                                      const std::vector<GenerateOutcome>& eager, double tol = 1e-4) {
+  ASSERT_EQ(graphs.size(), eager.size());
+  for (size_t r = 0; r < graphs.size(); ++r) {
+    EXPECT_EQ(graphs[r].token_ids, eager[r].token_ids) << "request " << r;
+    ASSERT_EQ(graphs[r].logprobs.size(), eager[r].logprobs.size()) << "request " << r;
+    for (size_t i = 0; i < graphs[r].logprobs.size(); ++i) {
+      EXPECT_NEAR(graphs[r].logprobs[i], eager[r].logprobs[i], tol) << "request " << r << " token " << i;
+    }
+  }
+}
+
 #define KV_REQUIRE_MODEL(engine_var)                                                       \
   ::kvstream::Engine* engine_var = ::kvstream::testing::SharedEngine();                   \
   if (engine_var == nullptr) GTEST_SKIP() << "bundled model absent: run scripts/setup.sh"

@@ -32,15 +32,8 @@ using nlohmann::json;
     if (!std::filesystem::exists(testing::DefaultModelPath())) GTEST_SKIP() << "no model";    \
   } while (0)
 
-std::unique_ptr<Engine> CudaEngine() {
-  EngineOptions o;
-  o.model_path = testing::DefaultModelPath();
-  o.device = "cuda";
-  o.kv_pool_bytes = 1ll << 30;
-  auto e = Engine::Load(o);
-  EXPECT_TRUE(e.ok()) << e.status();
-  return e.ok() ? std::move(*e) : nullptr;
-}
+// A 1 GiB pool: two engines share the GPU in the graph-vs-eager tests.
+std::unique_ptr<Engine> CudaEngine() { return testing::LoadBundledEngine("cuda", 1, int64_t{1} << 30); }
 
 struct GpuRun {
   std::vector<TokenOut> tokens;
