@@ -90,16 +90,32 @@ struct BatchIo {
   ~BatchIo() { cudaFree(q), cudaFree(out), cudaFree(lse), cudaFree(po), cudaFree(pl), cudaFree(rows); }
 };
 
-// Median us of one graph replay: one batched launch (rows in chunks of
-// kAkvAttnMaxBatch) over the B sequences' layer l.
-double TimeBatched(const Args& a, const std::vector<std::unique_ptr<AkvSet>>& sets, const BatchIo& io, int layers,
-                   int splits) {
-  const int B = static_cast<int>(sets.size());
+// Median us of one graph replay, graph l holding what enqueue(l, stream)
+// launches (layer l of every sequence), replays cycling over the layers.
+template <class Enqueue>
+double TimeLayerGraphs(const Args& a, int layers, Enqueue enqueue) {
   cudaStream_t main = nullptr;
   BENCH_CHECK(cudaStreamCreateWithFlags(&main, cudaStreamNonBlocking));
   std::vector<cudaGraphExec_t> exec(layers);
   for (int l = 0; l < layers; ++l) {
     BENCH_CHECK(cudaStreamBeginCapture(main, cudaStreamCaptureModeThreadLocal));
+    enqueue(l, main);
+    cudaGraph_t g = nullptr;
+    BENCH_CHECK(cudaStreamEndCapture(main, &g));
+    BENCH_CHECK(cudaGraphInstantiate(&exec[l], g, 0));
+    BENCH_CHECK(cudaGraphDestroy(g));
+  }
+  const double us = MedianUs(a, [&](int i) { return cudaGraphLaunch(exec[i % layers], nullptr); });
+  for (cudaGraphExec_t e : exec) cudaGraphExecDestroy(e);
+  cudaStreamDestroy(main);
+  return us;
+}
+
+// One batched launch (rows in chunks of kAkvAttnMaxBatch) over the B sequences' layer l.
+double TimeBatched(const Args& a, const std::vector<std::unique_ptr<AkvSet>>& sets, const BatchIo& io, int layers,
+                   int splits) {
+  const int B = static_cast<int>(sets.size());
+  return TimeLayerGraphs(a, layers, [&](int l, cudaStream_t main) {
     for (int b0 = 0; b0 < B; b0 += kAkvAttnMaxBatch) {
       const int n = std::min(B - b0, kAkvAttnMaxBatch);
       AkvAttnBatch batch;
@@ -113,15 +129,7 @@ double TimeBatched(const Args& a, const std::vector<std::unique_ptr<AkvSet>>& se
       p.num_rows = n, p.num_heads = kHq, p.num_splits = splits, p.scale = 1.0f / std::sqrt(float(kD));
       BENCH_CHECK(LaunchAkvMixedAttention(p, main));
     }
-    cudaGraph_t g = nullptr;
-    BENCH_CHECK(cudaStreamEndCapture(main, &g));
-    BENCH_CHECK(cudaGraphInstantiate(&exec[l], g, 0));
-    BENCH_CHECK(cudaGraphDestroy(g));
-  }
-  const double us = MedianUs(a, [&](int i) { return cudaGraphLaunch(exec[i % layers], nullptr); });
-  for (cudaGraphExec_t e : exec) cudaGraphExecDestroy(e);
-  cudaStreamDestroy(main);
-  return us;
+  });
 }
 
 struct Row {
@@ -131,12 +139,10 @@ struct Row {
   std::string launch;
 };
 
-// Median us of one graph replay: B chains (attention + merge of layer l) fanned out over min(B, 8) streams.
+// B chains (attention + merge of layer l) fanned out over min(B, 8) side streams.
 double TimeFanOut(const Args& a, const std::vector<std::unique_ptr<AkvSet>>& sets,
                   const std::vector<std::unique_ptr<SeqIo>>& io, int layers, int splits) {
   const int B = static_cast<int>(sets.size());
-  cudaStream_t main = nullptr;
-  BENCH_CHECK(cudaStreamCreateWithFlags(&main, cudaStreamNonBlocking));
   const int streams = std::min(B, kSideStreams);
   std::vector<cudaStream_t> side(streams);
   std::vector<cudaEvent_t> join(streams);
@@ -146,9 +152,7 @@ double TimeFanOut(const Args& a, const std::vector<std::unique_ptr<AkvSet>>& set
     BENCH_CHECK(cudaStreamCreateWithFlags(&side[i], cudaStreamNonBlocking));
     BENCH_CHECK(cudaEventCreateWithFlags(&join[i], cudaEventDisableTiming));
   }
-  std::vector<cudaGraphExec_t> exec(layers);
-  for (int l = 0; l < layers; ++l) {
-    BENCH_CHECK(cudaStreamBeginCapture(main, cudaStreamCaptureModeThreadLocal));
+  const double us = TimeLayerGraphs(a, layers, [&](int l, cudaStream_t main) {
     BENCH_CHECK(cudaEventRecord(fork, main));
     for (int i = 0; i < streams; ++i) BENCH_CHECK(cudaStreamWaitEvent(side[i], fork, 0));
     for (int b = 0; b < B; ++b) {
@@ -163,15 +167,9 @@ double TimeFanOut(const Args& a, const std::vector<std::unique_ptr<AkvSet>>& set
       BENCH_CHECK(cudaEventRecord(join[i], side[i]));
       BENCH_CHECK(cudaStreamWaitEvent(main, join[i], 0));
     }
-    cudaGraph_t g = nullptr;
-    BENCH_CHECK(cudaStreamEndCapture(main, &g));
-    BENCH_CHECK(cudaGraphInstantiate(&exec[l], g, 0));
-    BENCH_CHECK(cudaGraphDestroy(g));
-  }
-  const double us = MedianUs(a, [&](int i) { return cudaGraphLaunch(exec[i % layers], nullptr); });
-  for (cudaGraphExec_t e : exec) cudaGraphExecDestroy(e);
+  });
   for (int i = 0; i < streams; ++i) cudaStreamDestroy(side[i]), cudaEventDestroy(join[i]);
-  cudaEventDestroy(fork), cudaStreamDestroy(main);
+  cudaEventDestroy(fork);
   return us;
 }
 
