@@ -16,8 +16,13 @@
 //
 //   akv_attention_batch_bench [--out results.json] [--commit SHA] [--iters 100] [--warmup 10]
 //                             [--batch 8,32] [--warm 8192,32768] [--bits 4] [--splits 0,144]
-//                             [--launch fanout,batched]
+//                             [--launch fanout,batched] [--hot 1024] [--timer replay,step]
 //   --splits: split counts per sequence to time, 0 = the engine's plan (default: 0 only)
+//   --hot:    hot-tier rows per sequence (bf16), default 1024
+//   --timer:  replay = one graph replay per layer between CUDA events (graph
+//             launch latency included); step = a graph of 32 layers back to
+//             back, per layer (as the engine's decode-step graph runs them,
+//             each kernel right after the one before); dense the same way
 //
 // Bytes per step: B x akv.md §7 (akv_bench_tiers.cuh AkvStepBytes); the tiers
 // of L layers per sequence, L such that a replay's rows are not in L2 from the
@@ -43,8 +48,8 @@ using namespace kvstream;             // NOLINT: bench-local
 using namespace kvstream::akv_bench;  // NOLINT: the shared tiers, shape and dense timer
 
 struct Args : bench::BenchArgs {
-  std::vector<int> batch = {8, 32}, warm = {8192, 32768}, bits = {4}, splits = {0};
-  std::vector<std::string> launch = {"fanout", "batched"};
+  std::vector<int> batch = {8, 32}, warm = {8192, 32768}, bits = {4}, splits = {0}, hot = {kNHot};
+  std::vector<std::string> launch = {"fanout", "batched"}, timer = {"replay"};
 };
 
 // The engine's AKV side streams (engine/kv/akv/akv_strategy.h: SideStreams side_{8}).
@@ -90,10 +95,20 @@ struct BatchIo {
   ~BatchIo() { cudaFree(q), cudaFree(out), cudaFree(lse), cudaFree(po), cudaFree(pl), cudaFree(rows); }
 };
 
-// Median us of one graph replay, graph l holding what enqueue(l, stream)
-// launches (layer l of every sequence), replays cycling over the layers.
+// replay: median us of one graph replay, graph l holding what enqueue(l,
+// stream) launches (layer l of every sequence), replays cycling over the
+// layers. step: median us per layer of one graph holding kStepLayers layers
+// back to back (cycling over the stacked ones), as the engine's decode-step
+// graph runs them.
 template <class Enqueue>
-double TimeLayerGraphs(const Args& a, int layers, Enqueue enqueue) {
+double TimeLayerGraphs(const Args& a, int layers, bool step, Enqueue enqueue) {
+  if (step) {
+    const int n = layers * ((bench::kStepLayers + layers - 1) / layers);
+    return bench::StepUs(a, n, [&](int i, cudaStream_t s) {
+      enqueue(i % layers, s);
+      return cudaSuccess;
+    });
+  }
   cudaStream_t main = nullptr;
   BENCH_CHECK(cudaStreamCreateWithFlags(&main, cudaStreamNonBlocking));
   std::vector<cudaGraphExec_t> exec(layers);
@@ -113,9 +128,9 @@ double TimeLayerGraphs(const Args& a, int layers, Enqueue enqueue) {
 
 // One batched launch (rows in chunks of kAkvAttnMaxBatch) over the B sequences' layer l.
 double TimeBatched(const Args& a, const std::vector<std::unique_ptr<AkvSet>>& sets, const BatchIo& io, int layers,
-                   int splits) {
+                   int splits, bool step) {
   const int B = static_cast<int>(sets.size());
-  return TimeLayerGraphs(a, layers, [&](int l, cudaStream_t main) {
+  return TimeLayerGraphs(a, layers, step, [&](int l, cudaStream_t main) {
     for (int b0 = 0; b0 < B; b0 += kAkvAttnMaxBatch) {
       const int n = std::min(B - b0, kAkvAttnMaxBatch);
       AkvAttnBatch batch;
@@ -133,15 +148,15 @@ double TimeBatched(const Args& a, const std::vector<std::unique_ptr<AkvSet>>& se
 }
 
 struct Row {
-  int batch, bits, n_warm, layers, splits, dense_splits;
+  int batch, bits, n_hot, n_warm, layers, splits, dense_splits;
   bool planned;  // splits from the engine's planner (else --splits)
   double us, bytes, dense_us, dense_bytes;
-  std::string launch;
+  std::string launch, timer;
 };
 
 // B chains (attention + merge of layer l) fanned out over min(B, 8) side streams.
 double TimeFanOut(const Args& a, const std::vector<std::unique_ptr<AkvSet>>& sets,
-                  const std::vector<std::unique_ptr<SeqIo>>& io, int layers, int splits) {
+                  const std::vector<std::unique_ptr<SeqIo>>& io, int layers, int splits, bool step) {
   const int B = static_cast<int>(sets.size());
   const int streams = std::min(B, kSideStreams);
   std::vector<cudaStream_t> side(streams);
@@ -152,7 +167,7 @@ double TimeFanOut(const Args& a, const std::vector<std::unique_ptr<AkvSet>>& set
     BENCH_CHECK(cudaStreamCreateWithFlags(&side[i], cudaStreamNonBlocking));
     BENCH_CHECK(cudaEventCreateWithFlags(&join[i], cudaEventDisableTiming));
   }
-  const double us = TimeLayerGraphs(a, layers, [&](int l, cudaStream_t main) {
+  const double us = TimeLayerGraphs(a, layers, step, [&](int l, cudaStream_t main) {
     BENCH_CHECK(cudaEventRecord(fork, main));
     for (int i = 0; i < streams; ++i) BENCH_CHECK(cudaStreamWaitEvent(side[i], fork, 0));
     for (int b = 0; b < B; ++b) {
@@ -175,14 +190,17 @@ double TimeFanOut(const Args& a, const std::vector<std::unique_ptr<AkvSet>>& set
 
 double Gbps(double bytes, double us) { return bytes / (us * 1e-6) / 1e9; }
 
-std::vector<std::string> LaunchList(const std::string& v) {
+// A flag's comma-separated words, each one of `allowed` (a usage error otherwise).
+std::vector<std::string> WordList(const std::string& flag, const std::string& v,
+                                  const std::vector<std::string>& allowed) {
   std::vector<std::string> r;
   size_t b = 0;
   while (b <= v.size()) {
     const size_t e = std::min(v.find(',', b), v.size());
     const std::string w = v.substr(b, e - b);
-    if (w != "fanout" && w != "batched") {
-      std::fprintf(stderr, "--launch takes fanout and/or batched, got '%s'\n", w.c_str());
+    if (std::find(allowed.begin(), allowed.end(), w) == allowed.end()) {
+      std::fprintf(stderr, "%s takes %s and/or %s, got '%s'\n", flag.c_str(), allowed[0].c_str(),
+                   allowed[1].c_str(), w.c_str());
       std::exit(2);
     }
     r.push_back(w);
@@ -198,9 +216,11 @@ int main(int argc, char** argv) {
   bench::ParseBenchArgs(argc, argv, &a, [&](const std::string& s, auto next) {
     if (s == "--batch") a.batch = bench::ParseIntList(s, next(), 1, 256);
     else if (s == "--warm") a.warm = bench::ParseIntList(s, next(), 1, 1 << 20);
+    else if (s == "--hot") a.hot = bench::ParseIntList(s, next(), 16, 1 << 16);
     else if (s == "--bits") a.bits = AkvBitsList(s, next());
     else if (s == "--splits") a.splits = bench::ParseIntList(s, next(), 0, kAkvAttnMaxSplits);
-    else if (s == "--launch") a.launch = LaunchList(next());
+    else if (s == "--launch") a.launch = WordList(s, next(), {"fanout", "batched"});
+    else if (s == "--timer") a.timer = WordList(s, next(), {"replay", "step"});
     else return false;
     return true;
   });
@@ -208,56 +228,65 @@ int main(int argc, char** argv) {
   BENCH_CHECK(cudaGetDeviceProperties(&prop, 0));
   const int sms = prop.multiProcessorCount;
   const double copy = bench::CopyGbps();
-  std::printf("device %s, %d SMs; copy %.0f GB/s; AKV Hq %d Hkv %d D %d g %d, n_hot %d, bf16, B chains on "
-              "min(B, %d) streams in a graph\n", prop.name, sms, copy, kHq, kHkv, kD, kGroup, kNHot, kSideStreams);
+  std::printf("device %s, %d SMs; copy %.0f GB/s; AKV Hq %d Hkv %d D %d g %d, bf16 hot tier, B chains on "
+              "min(B, %d) streams in a graph\n", prop.name, sms, copy, kHq, kHkv, kD, kGroup, kSideStreams);
   std::vector<Row> rows;
   for (const int B : a.batch) {
-    for (const int n_warm : a.warm) {
-      const int tokens = kNHot + n_warm;
-      int dense_splits = 1;
-      const double dense_us = DenseUs(a, B, tokens, prop, &dense_splits);
-      for (const int bits : a.bits) {
-        const double read = AkvStepBytes(bits, n_warm), alloc = read + 12.0 * tokens;
-        const int want = static_cast<int>(std::max(2.0, std::ceil(4.0 * prop.l2CacheSize / (B * read))));
-        const int layers = std::max(1, std::min(want, static_cast<int>(kMemBudget / (B * alloc))));
-        std::vector<std::unique_ptr<AkvSet>> sets;
-        for (int b = 0; b < B; ++b) sets.push_back(std::make_unique<AkvSet>(bits, n_warm, layers));
-        for (const std::string& launch : a.launch) {
-          const bool batched = launch == "batched";
-          for (const int forced : a.splits) {
-            // As the engine: the wave shared by the sequences that run at once.
-            const int side_by_side = batched ? B : std::min(B, kSideStreams);
-            const int splits =
-                forced > 0 ? forced : PlanAkvAttentionSplits(1, kHq, kHkv, tokens, sms, side_by_side, batched);
-            std::vector<std::unique_ptr<SeqIo>> io;
-            for (int b = 0; b < B; ++b) io.push_back(std::make_unique<SeqIo>(tokens, splits, 7 + b));
-            Row r{B, bits, n_warm, layers, splits, dense_splits, forced == 0, 0, B * read, dense_us,
-                  B * DenseStepBytes(tokens), launch};
-            if (batched) {
-              const BatchIo bio(B, splits, layers, sets, io);
-              r.us = TimeBatched(a, sets, bio, layers, splits);
-            } else {
-              r.us = TimeFanOut(a, sets, io, layers, splits);
+    for (const int n_hot : a.hot) {
+      for (const int n_warm : a.warm) {
+        const int tokens = n_hot + n_warm;
+        std::vector<int> dense_splits(a.timer.size(), 1);
+        std::vector<double> dense_us(a.timer.size());
+        for (size_t ti = 0; ti < a.timer.size(); ++ti)
+          dense_us[ti] = DenseUs(a, B, tokens, prop, &dense_splits[ti], a.timer[ti] == "step");
+        for (const int bits : a.bits) {
+          const double read = AkvStepBytes(bits, n_warm, n_hot), alloc = read + 12.0 * tokens;
+          const int want = static_cast<int>(std::max(2.0, std::ceil(4.0 * prop.l2CacheSize / (B * read))));
+          const int layers = std::max(1, std::min(want, static_cast<int>(kMemBudget / (B * alloc))));
+          std::vector<std::unique_ptr<AkvSet>> sets;
+          for (int b = 0; b < B; ++b) sets.push_back(std::make_unique<AkvSet>(bits, n_warm, layers, n_hot));
+          for (const std::string& launch : a.launch) {
+            const bool batched = launch == "batched";
+            for (const int forced : a.splits) {
+              // As the engine: the wave shared by the sequences that run at once.
+              const int side_by_side = batched ? B : std::min(B, kSideStreams);
+              const int splits =
+                  forced > 0 ? forced : PlanAkvAttentionSplits(1, kHq, kHkv, tokens, sms, side_by_side, batched);
+              std::vector<std::unique_ptr<SeqIo>> io;
+              for (int b = 0; b < B; ++b) io.push_back(std::make_unique<SeqIo>(tokens, splits, 7 + b));
+              for (size_t ti = 0; ti < a.timer.size(); ++ti) {
+                const bool step = a.timer[ti] == "step";
+                Row r{B, bits, n_hot, n_warm, layers, splits, dense_splits[ti], forced == 0, 0, B * read,
+                      dense_us[ti], B * DenseStepBytes(tokens), launch, a.timer[ti]};
+                if (batched) {
+                  const BatchIo bio(B, splits, layers, sets, io);
+                  r.us = TimeBatched(a, sets, bio, layers, splits, step);
+                } else {
+                  r.us = TimeFanOut(a, sets, io, layers, splits, step);
+                }
+                rows.push_back(r);
+                std::printf("B=%d b=%d hot=%d warm=%d %s %s: %d layers, S=%d%s: %.1f us (%.1f%% of copy); "
+                            "dense S=%d %.1f us\n", B, bits, n_hot, n_warm, launch.c_str(), r.timer.c_str(), layers,
+                            splits, r.planned ? " (plan)" : "", r.us, 100 * Gbps(r.bytes, r.us) / copy,
+                            r.dense_splits, r.dense_us);
+              }
             }
-            rows.push_back(r);
-            std::printf("B=%d b=%d n_warm=%d %s: %d layers, S=%d%s: %.1f us (%.1f%% of copy); dense S=%d %.1f us\n",
-                        B, bits, n_warm, launch.c_str(), layers, splits, r.planned ? " (plan)" : "", r.us,
-                        100 * Gbps(r.bytes, r.us) / copy, dense_splits, dense_us);
           }
         }
       }
     }
   }
-  std::printf("\n%4s %4s %7s %8s %5s %9s %8s %7s %7s | %9s %7s %7s\n", "B", "bits", "n_warm", "launch", "S", "us",
-              "MB/step", "GB/s", "%copy", "dense_us", "%copy", "xdense");
+  std::printf("\n%4s %4s %5s %7s %8s %6s %5s %9s %8s %7s %7s | %9s %7s %7s\n", "B", "bits", "n_hot", "n_warm",
+              "launch", "timer", "S", "us", "MB/step", "GB/s", "%copy", "dense_us", "%copy", "xdense");
   for (const Row& r : rows) {
-    std::printf("%4d %4d %7d %8s %4d%c %9.1f %8.2f %7.0f %6.1f%% | %9.1f %6.1f%% %6.2fx\n", r.batch, r.bits, r.n_warm,
-                r.launch.c_str(), r.splits, r.planned ? '*' : ' ', r.us, r.bytes / 1e6, Gbps(r.bytes, r.us),
-                100 * Gbps(r.bytes, r.us) / copy, r.dense_us,
+    std::printf("%4d %4d %5d %7d %8s %6s %4d%c %9.1f %8.2f %7.0f %6.1f%% | %9.1f %6.1f%% %6.2fx\n", r.batch, r.bits,
+                r.n_hot, r.n_warm, r.launch.c_str(), r.timer.c_str(), r.splits, r.planned ? '*' : ' ', r.us,
+                r.bytes / 1e6, Gbps(r.bytes, r.us), 100 * Gbps(r.bytes, r.us) / copy, r.dense_us,
                 100 * Gbps(r.dense_bytes, r.dense_us) / copy, r.dense_us / r.us);
   }
-  std::printf("(us: medians of %d graph replays; S*: the engine's plan; MB/step = B x akv.md §7; %%copy of %.0f GB/s; "
-              "acceptance: >= 70%% at n_warm >= 8192)\n", a.iters, copy);
+  std::printf("(us: replay = median of %d graph replays of one layer; step = median per layer of a graph of %d "
+              "layers back to back; S*: the engine's plan; MB/step = B x akv.md §7; %%copy of %.0f GB/s; "
+              "acceptance: >= 70%% at n_warm >= 8192)\n", a.iters, bench::kStepLayers, copy);
   if (a.out.empty()) return 0;
   FILE* f = std::fopen(a.out.c_str(), "w");
   if (f == nullptr) {
@@ -268,18 +297,20 @@ int main(int argc, char** argv) {
                a.commit.c_str(), prop.name);
   std::fprintf(f, "  \"copy_bandwidth_gbps\": %.1f,\n  \"num_sms\": %d,\n  \"iters\": %d,\n  \"warmup\": %d,\n", copy,
                sms, a.iters, a.warmup);
-  std::fprintf(f, "  \"statistic\": \"median of graph replays (fanout: B attention + merge chains on min(B, %d) "
-               "side streams; batched: one launch over the B rows + one merge)\",\n", kSideStreams);
+  std::fprintf(f, "  \"statistic\": \"timer replay: median of graph replays of one layer; timer step: median per "
+               "layer of one graph of %d layers back to back (fanout: B attention + merge chains on min(B, %d) "
+               "side streams; batched: one launch over the B rows + one merge; dense: one launch)\",\n",
+               bench::kStepLayers, kSideStreams);
   std::fprintf(f, "  \"bytes_model\": \"B x (n_hot*2*Hkv*D*2 + n_warm*2*Hkv*(D*b/8 + 4*D/g) + 4*(n_hot + n_warm) + "
                "2*Hq*D*2); dense: B x (2*T*Hkv*D*2 + 2*Hq*D*2)\",\n  \"points\": [\n");
   for (size_t i = 0; i < rows.size(); ++i) {
     const Row& r = rows[i];
-    std::fprintf(f, "    {\"launch\": \"%s\", \"batch\": %d, \"bits\": %d, \"n_hot\": %d, \"n_warm\": %d, "
+    std::fprintf(f, "    {\"launch\": \"%s\", \"timer\": \"%s\", \"batch\": %d, \"bits\": %d, \"n_hot\": %d, \"n_warm\": %d, "
                  "\"Hq\": %d, \"Hkv\": %d, \"D\": %d, \"group_size\": %d, \"splits\": %d, \"splits_planned\": %s, "
                  "\"layers\": %d, \"time_us\": %.2f, \"bytes\": %.0f, "
                  "\"gbps\": %.1f, \"pct_of_copy\": %.1f, \"dense_splits\": %d, \"dense_time_us\": %.2f, "
                  "\"dense_bytes\": %.0f, \"dense_pct_of_copy\": %.1f, \"speedup_vs_dense\": %.3f}%s\n",
-                 r.launch.c_str(), r.batch, r.bits, kNHot, r.n_warm, kHq, kHkv, kD, kGroup, r.splits,
+                 r.launch.c_str(), r.timer.c_str(), r.batch, r.bits, r.n_hot, r.n_warm, kHq, kHkv, kD, kGroup, r.splits,
                  r.planned ? "true" : "false", r.layers, r.us, r.bytes,
                  Gbps(r.bytes, r.us), 100 * Gbps(r.bytes, r.us) / copy, r.dense_splits, r.dense_us, r.dense_bytes,
                  100 * Gbps(r.dense_bytes, r.dense_us) / copy, r.dense_us / r.us, i + 1 < rows.size() ? "," : "");

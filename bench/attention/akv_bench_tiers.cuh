@@ -52,10 +52,10 @@ template <class T>
 void DevAlloc(T** p, size_t bytes) { BENCH_CHECK(cudaMalloc(p, bytes)); }
 
 // akv.md §7 bytes of one decode step (formula in the header comment).
-inline double AkvStepBytes(int bits, int n_warm) {
+inline double AkvStepBytes(int bits, int n_warm, int n_hot = kNHot) {
   const double e = 2.0, gn = double(kD) / kGroup;
-  return double(kNHot) * 2 * kHkv * kD * e + double(n_warm) * 2 * kHkv * (kD * bits / 8.0 + 4 * gn) +
-         4.0 * (kNHot + n_warm) + 2.0 * kHq * kD * e;
+  return double(n_hot) * 2 * kHkv * kD * e + double(n_warm) * 2 * kHkv * (kD * bits / 8.0 + 4 * gn) +
+         4.0 * (n_hot + n_warm) + 2.0 * kHq * kD * e;
 }
 inline double DenseStepBytes(int tokens) { return 2.0 * tokens * kHkv * kD * 2 + 2.0 * kHq * kD * 2; }
 
@@ -64,11 +64,11 @@ inline double DenseStepBytes(int tokens) { return 2.0 * tokens * kHkv * kD * 2 +
 // all distinct and < q_pos = n_hot + n_warm, so every row is attended.
 class AkvSet {
  public:
-  AkvSet(int bits, int n_warm, int layers) {
+  AkvSet(int bits, int n_warm, int layers, int n_hot = kNHot) {
     lay_.num_kv_heads = kHkv, lay_.head_dim = kD, lay_.warm_bits = bits, lay_.group_size = kGroup;
-    lay_.hot_capacity = kNHot, lay_.warm_capacity = n_warm, lay_.dtype = KvDType::kBf16;
+    lay_.hot_capacity = n_hot, lay_.warm_capacity = n_warm, lay_.dtype = KvDType::kBf16;
     const size_t L = layers, hot = L * lay_.HotLayerElems(), codes = L * lay_.WarmLayerBytes();
-    const size_t groups = L * lay_.WarmLayerGroups(), hrows = L * kNHot, wrows = L * size_t(n_warm);
+    const size_t groups = L * lay_.WarmLayerGroups(), hrows = L * n_hot, wrows = L * size_t(n_warm);
     const uint32_t seed = 977u * bits + 31u * n_warm;
     __nv_bfloat16 *hk = Alloc<__nv_bfloat16>(hot), *hv = Alloc<__nv_bfloat16>(hot);
     FillRandomBf16<<<1024, 256>>>(hk, hot, seed + 1);
@@ -84,13 +84,13 @@ class AkvSet {
       FillFp16Bits<<<256, 256>>>(*sz[i], groups, zero ? -1.0f : 0.01f, zero ? 0.0f : 0.1f, seed + 5 + i);
     }
     t_.hot_pos = Alloc<int32_t>(hrows), t_.warm_pos = Alloc<int32_t>(wrows);
-    FillPositions<<<256, 256>>>(t_.hot_pos, hrows, kNHot, n_warm);
+    FillPositions<<<256, 256>>>(t_.hot_pos, hrows, n_hot, n_warm);
     FillPositions<<<256, 256>>>(t_.warm_pos, wrows, n_warm, 0);
     // Scores are not read by attention but the validator wants them non-null.
     t_.hot_score = Alloc<float>(hrows), t_.warm_score = Alloc<float>(wrows), t_.warm_a = Alloc<float>(wrows);
     std::vector<int32_t> counts(L * kAkvCountSlots, 0);
     for (size_t l = 0; l < L; ++l) {
-      counts[l * kAkvCountSlots + kAkvNHot] = kNHot;
+      counts[l * kAkvCountSlots + kAkvNHot] = n_hot;
       counts[l * kAkvCountSlots + kAkvNWarm] = n_warm;
     }
     t_.counts = Alloc<int32_t>(counts.size());
@@ -121,11 +121,12 @@ class AkvSet {
 
 // Dense bf16 paged decode of `batch` sequences of `tokens` each (one launch,
 // bench/attention/dense_decode_timer.cuh): median us, planned splits in *splits.
-inline float DenseUs(const BenchArgs& a, int batch, int tokens, const cudaDeviceProp& prop, int* splits) {
+inline float DenseUs(const BenchArgs& a, int batch, int tokens, const cudaDeviceProp& prop, int* splits,
+                     bool step = false) {
   bench::DenseDecodeShape shape;
   shape.batch = batch, shape.tokens = tokens, shape.num_heads = kHq, shape.num_kv_heads = kHkv;
   shape.head_dim = kD, shape.page_size = kP;
-  const bench::DenseDecodeTiming t = bench::TimeDenseDecode(a, shape, prop);
+  const bench::DenseDecodeTiming t = bench::TimeDenseDecode(a, shape, prop, step);
   *splits = t.splits;
   return t.us;
 }

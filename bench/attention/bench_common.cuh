@@ -138,4 +138,25 @@ float MedianUs(const BenchArgs& a, F launch) {
   return Median(us);
 }
 
+// Median us per launch of n launches captured back to back in one CUDA
+// graph, as a decode step's layers run: no host launch, graph launch or event
+// between them, so a short kernel's time is its own (with its ramp, tail and
+// the gap to the next kernel). enqueue(i, stream) enqueues launch i.
+template <class F>
+float StepUs(const BenchArgs& a, int n, F enqueue) {
+  cudaStream_t s = nullptr;
+  BENCH_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  BENCH_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  for (int i = 0; i < n; ++i) BENCH_CHECK(enqueue(i, s));
+  cudaGraph_t g = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  BENCH_CHECK(cudaStreamEndCapture(s, &g));
+  BENCH_CHECK(cudaGraphInstantiate(&exec, g, 0));
+  const float us = MedianUs(a, [&](int) { return cudaGraphLaunch(exec, nullptr); }) / n;
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(g);
+  cudaStreamDestroy(s);
+  return us;
+}
+
 }  // namespace kvstream::bench

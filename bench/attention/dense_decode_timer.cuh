@@ -30,7 +30,12 @@ struct DenseDecodeTiming {
   int splits = 1;  // PlanDenseDecodeSplits
 };
 
-inline DenseDecodeTiming TimeDenseDecode(const BenchArgs& a, const DenseDecodeShape& s, const cudaDeviceProp& prop) {
+inline constexpr int kStepLayers = 32;  // launches per graph of a step-timed bench (Llama-3-8B layers)
+
+// step: launches back to back in one graph (StepUs), else one launch per
+// event pair (MedianUs).
+inline DenseDecodeTiming TimeDenseDecode(const BenchArgs& a, const DenseDecodeShape& s, const cudaDeviceProp& prop,
+                                         bool step = false) {
   const int seq_pages = (s.tokens + s.page_size - 1) / s.page_size, pages = s.batch * seq_pages;
   const size_t pool = size_t(pages) * s.num_kv_heads * s.page_size * s.head_dim;  // elements of K (or V)
   const int rot = static_cast<int>(std::max<double>(2, std::ceil(4.0 * prop.l2CacheSize / (4.0 * pool))));
@@ -71,7 +76,12 @@ inline DenseDecodeTiming TimeDenseDecode(const BenchArgs& a, const DenseDecodeSh
     p.num_splits = t.splits, p.scale = 1.0f / std::sqrt(float(s.head_dim)), p.dtype = KvDType::kBf16;
     return p;
   };
-  t.us = MedianUs(a, [&](int i) { return LaunchDenseDecode(params(i), nullptr); });
+  if (step) {  // as many launches as a Llama-3-8B step's layers, pools cycled
+    const int n = rot * ((kStepLayers + rot - 1) / rot);
+    t.us = StepUs(a, n, [&](int i, cudaStream_t st) { return LaunchDenseDecode(params(i), st); });
+  } else {
+    t.us = MedianUs(a, [&](int i) { return LaunchDenseDecode(params(i), nullptr); });
+  }
   for (auto* p : kv) cudaFree(p);
   cudaFree(table), cudaFree(lens), cudaFree(q), cudaFree(out), cudaFree(po), cudaFree(pl);
   return t;

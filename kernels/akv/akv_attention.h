@@ -8,7 +8,7 @@
 // (M = 1, split-K over tokens, partials merged by lse) and prefill (M rows,
 // causal by stored positions). Tokens are indexed hot first, then warm
 // ("virtual index" t < n_hot: hot row t, else warm row t - n_hot); split s
-// covers AkvAttentionSplitRange(n_hot + n_warm, S, s).
+// covers AkvAttentionSplitRange(n_hot, n_warm, S, s).
 //
 // Shapes (legend in akv_layout.h)
 //   q            [M, Hq, D] dtype, element (i,h,d) at i*q_stride_m + h*q_stride_h + d
@@ -44,6 +44,7 @@ inline constexpr int kAkvAttnMinSplitTokens = 128;  // planner: fewest tokens pe
 inline constexpr int kAkvAttnMmaMaxGroup = 8;       // tensor-core decode: query heads per KV head
 inline constexpr int kAkvAttnMmaMaxKvPerCta = 8;    // tensor-core decode: KV heads (warps) per CTA
 inline constexpr int kAkvAttnMmaMinSplitTokens = 64;  // tensor-core decode planner: fewest tokens per split
+inline constexpr int kAkvAttnHotSplitWeight = 4;  // split cuts: a hot token costs this many warm ones (see below)
 
 // KV heads per CTA of the tensor-core decode kernel: the largest divisor of
 // Hkv up to kAkvAttnMmaMaxKvPerCta (the CTA shares their scale loads).
@@ -103,15 +104,40 @@ struct AkvAttentionParams {
   const AkvAttnBatch* batch = nullptr;
 };
 
-// Split s of S over t virtual tokens: chunk = ceil(t/S) rounded up to
-// kAkvAttnSplitAlign; trailing splits may be empty. Kernel and twin share it.
-KV_HD void AkvAttentionSplitRange(int t, int num_splits, int split, int* begin, int* end) {
-  int chunk = (t + num_splits - 1) / num_splits;
+// Contiguous part `part` of `parts` over n tokens starting at `base`: chunk =
+// ceil(n / parts) rounded up to kAkvAttnSplitAlign; trailing parts may be empty.
+KV_HD void AkvAttentionEvenRange(int n, int parts, int part, int base, int* begin, int* end) {
+  int chunk = (n + parts - 1) / parts;
   chunk = (chunk + kAkvAttnSplitAlign - 1) / kAkvAttnSplitAlign * kAkvAttnSplitAlign;
   if (chunk == 0) chunk = kAkvAttnSplitAlign;
-  const long long b = static_cast<long long>(split) * chunk;
-  *begin = b < t ? static_cast<int>(b) : t;
-  *end = (t - *begin) < chunk ? t : *begin + chunk;
+  const long long b = static_cast<long long>(part) * chunk;
+  const int first = b < n ? static_cast<int>(b) : n;
+  *begin = base + first;
+  *end = base + ((n - first) < chunk ? n : first + chunk);
+}
+
+// Split s of S over the virtual tokens [0, n_hot + n_warm). With both tiers
+// live and S > 1 no split mixes them: the hot rows (bf16, read with plain
+// loads, no copy ring) get a share of the splits as if each hot token were
+// kAkvAttnHotSplitWeight warm ones, so the hot splits end with the warm ones
+// instead of trailing them (one sequence's launch is a single wave of CTAs:
+// its slowest split is the kernel's time). Kernels and twin share it.
+KV_HD void AkvAttentionSplitRange(int n_hot, int n_warm, int num_splits, int split, int* begin, int* end) {
+  if (num_splits <= 1 || n_hot <= 0 || n_warm <= 0) {
+    AkvAttentionEvenRange(n_hot + n_warm, num_splits, split, 0, begin, end);
+    return;
+  }
+  const long long wh = static_cast<long long>(n_hot) * kAkvAttnHotSplitWeight, all = wh + n_warm;
+  long long want = (num_splits * wh + all / 2) / all;  // rounded share of the splits
+  want = want < 1 ? 1 : (want > num_splits - 1 ? num_splits - 1 : want);
+  int chunk = static_cast<int>((n_hot + want - 1) / want);
+  chunk = (chunk + kAkvAttnSplitAlign - 1) / kAkvAttnSplitAlign * kAkvAttnSplitAlign;
+  const int hot_splits = (n_hot + chunk - 1) / chunk;  // <= want: rounding the chunk up may free some
+  if (split < hot_splits) {
+    AkvAttentionEvenRange(n_hot, hot_splits, split, 0, begin, end);
+  } else {
+    AkvAttentionEvenRange(n_warm, num_splits - hot_splits, split - hot_splits, n_hot, begin, end);
+  }
 }
 
 // S for a decode step (M = 1): waves of resident CTAs (tensor-core kernel

@@ -301,7 +301,7 @@ __global__ void __launch_bounds__(kThreads, QV == 1 ? 4 : (QV <= 4 ? 3 : 2)) Akv
   const int n_hot = min(max(a.counts[kAkvNHot], 0), a.hot_cap);
   const int n_warm = min(max(a.counts[kAkvNWarm], 0), a.warm_cap);
   int begin = 0, end = 0;
-  AkvAttentionSplitRange(n_hot + n_warm, a.num_splits, split, &begin, &end);
+  AkvAttentionSplitRange(n_hot, n_warm, a.num_splits, split, &begin, &end);
 
   State<QV, kVec> st;
 #pragma unroll
@@ -409,73 +409,92 @@ __global__ void __launch_bounds__(kThreads, QV == 1 ? 4 : (QV <= 4 ? 3 : 2)) Akv
   }
 }
 
-// Merges S partials of each (row, head) by lse. Grid (rows, D / 32), block
-// kMergeWarps warps: the CTA recomputes the S weights into shared memory,
-// warp w sums splits w, w + kMergeWarps, ... of its 32 columns (lane =
-// column: 128-byte reads), then the warps' sums are added. One CTA per row
-// summing all splits serially took ~16 us of a 48 us step at S = 256.
-// Launched as a programmatic dependent of the attention grid (kernels/common/
-// pdl.cuh), as the dense merge is: it is scheduled while that grid runs and
-// waits in griddepcontrol.wait, so its launch latency leaves the decode step's
-// critical path, and the output projection after it (a programmatic
-// dependent too) may start its weight reads while the merge drains.
-constexpr int kMergeWarps = 8;
+// Merges S partials of each (row, head) by lse. One CTA per (row, head),
+// kMergeWarps warps; lane = D / 32 consecutive columns (a warp reads a split's
+// whole D-row in one request). Warp w folds splits w, w + kMergeWarps, ...
+// into its own online-softmax state (max, sum, acc), kMergeBatch splits'
+// lse and partials loaded before any is used, so a warp waits for one L2
+// round trip per batch; then the warps' states are combined in shared
+// memory. The first version (8 warps over 32-column slices, the S weights
+// first through two block-wide reductions, then one dependent load round per
+// 4 splits) took ~5.7 us per launch at S = 144 (ncu, (1, 8K) decode step:
+// bench/results/gpu/ncu_akv_step_1x8k_s16_h100.json), 44% of the attention
+// grid it follows. Launched as a programmatic dependent of the attention
+// grid (kernels/common/pdl.cuh), as the dense merge is: it is scheduled while
+// that grid runs and waits in griddepcontrol.wait, so its launch latency
+// leaves the decode step's critical path, and the output projection after it
+// (a programmatic dependent too) may start its weight reads while the merge drains.
+constexpr int kMergeWarps = 16;
+constexpr int kMergeBatch = 8;
 
 template <class T, int D>
 __global__ void __launch_bounds__(kMergeWarps * 32) AkvAttentionMergeKernel(const AttnArgs a) {
-  __shared__ float w[kAkvAttnMaxSplits];
-  __shared__ float red[kMergeWarps][32];
-  const int rowi = blockIdx.x, col = blockIdx.y * 32 + threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int tid = threadIdx.x, S = a.num_splits;
+  constexpr int kCols = D / 32;  // columns per lane
+  __shared__ float wm[kMergeWarps], wl[kMergeWarps];
+  __shared__ __align__(16) float wacc[kMergeWarps][D];
+  const int64_t rowi = blockIdx.x;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, S = a.num_splits;
   PdlWaitForPrerequisite();  // the attention grid's partials are complete and visible
   PdlLaunchDependents();
-  const float* lse = a.partial_lse + static_cast<int64_t>(rowi) * S;
-  // Block-wide max / sum through red[][0] (every thread gets the result).
-  const auto block_reduce = [&](float v, bool is_max) {
+  const float* lse = a.partial_lse + rowi * S;
+  const float* part = a.partial_out + rowi * S * D + lane * kCols;
+  float m = kNegInf, l = 0.0f, acc[kCols];
 #pragma unroll
-    for (int off = 16; off > 0; off /= 2) {
-      const float o = __shfl_xor_sync(0xffffffffu, v, off);
-      v = is_max ? fmaxf(v, o) : v + o;
+  for (int c = 0; c < kCols; ++c) acc[c] = 0.0f;
+  for (int s0 = warp; s0 < S; s0 += kMergeWarps * kMergeBatch) {
+    float ls[kMergeBatch], p[kMergeBatch][kCols];
+#pragma unroll
+    for (int j = 0; j < kMergeBatch; ++j) {
+      const int s = s0 + j * kMergeWarps;
+      ls[j] = s < S ? __ldg(lse + s) : kNegInf;
+      if constexpr (kCols == 4) {
+        const float4 v = s < S ? __ldg(reinterpret_cast<const float4*>(part + static_cast<int64_t>(s) * D))
+                               : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        p[j][0] = v.x, p[j][1] = v.y, p[j][2] = v.z, p[j][3] = v.w;
+      } else {
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) p[j][c] = s < S ? __ldg(part + static_cast<int64_t>(s) * D + c) : 0.0f;
+      }
     }
-    __syncthreads();  // red is free (an earlier reduction has been read)
-    if (tid % 32 == 0) red[warp][0] = v;
-    __syncthreads();
-    v = red[0][0];
 #pragma unroll
-    for (int k = 1; k < kMergeWarps; ++k) v = is_max ? fmaxf(v, red[k][0]) : v + red[k][0];
-    return v;
-  };
-  float mx = kNegInf;
-  for (int s = tid; s < S; s += kMergeWarps * 32) mx = fmaxf(mx, lse[s]);
-  mx = block_reduce(mx, true);
-  float sum = 0.0f;
-  for (int s = tid; s < S; s += kMergeWarps * 32) {
-    const float ws = mx == kNegInf ? 0.0f : FastExp2((lse[s] - mx) * kLog2e);
-    w[s] = ws;
-    sum += ws;
+    for (int j = 0; j < kMergeBatch; ++j) {
+      if (ls[j] == kNegInf) continue;  // empty split (or past S): weight 0
+      const float mn = fmaxf(m, ls[j]);
+      const float c_old = FastExp2((m - mn) * kLog2e), c_new = FastExp2((ls[j] - mn) * kLog2e);  // m = -inf: 0
+      l = fmaf(l, c_old, c_new);
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) acc[c] = fmaf(acc[c], c_old, p[j][c] * c_new);
+      m = mn;
+    }
   }
-  sum = block_reduce(sum, false);  // its barriers also publish w
-  const float* part = a.partial_out + static_cast<int64_t>(rowi) * S * D + col;
-  float o = 0.0f;
-#pragma unroll 4
-  for (int s = warp; s < S; s += kMergeWarps) o = fmaf(w[s], part[static_cast<int64_t>(s) * D], o);
-  __syncthreads();  // everyone has read red[][0]
-  red[warp][threadIdx.x % 32] = o;
-  __syncthreads();
-  if (warp != 0) return;
-  o = red[0][threadIdx.x];
+  if (lane == 0) wm[warp] = m, wl[warp] = l;
 #pragma unroll
-  for (int k = 1; k < kMergeWarps; ++k) o += red[k][threadIdx.x];
+  for (int c = 0; c < kCols; ++c) wacc[warp][lane * kCols + c] = acc[c];
+  __syncthreads();
+  if (threadIdx.x >= D) return;
+  const int col = threadIdx.x;
+  float mx = kNegInf;
+#pragma unroll
+  for (int w = 0; w < kMergeWarps; ++w) mx = fmaxf(mx, wm[w]);
+  float sum = 0.0f, o = 0.0f;
+  if (mx != kNegInf) {
+#pragma unroll
+    for (int w = 0; w < kMergeWarps; ++w) {
+      const float c = FastExp2((wm[w] - mx) * kLog2e);  // a warp with no live split: -inf -> 0
+      sum = fmaf(wl[w], c, sum);
+      o = fmaf(wacc[w][col], c, o);
+    }
+  }
   const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
-  static_cast<T*>(a.out)[static_cast<int64_t>(rowi) * D + col] = akv_detail::FromF<T>(o * inv);
+  static_cast<T*>(a.out)[rowi * D + col] = akv_detail::FromF<T>(o * inv);
   if (col == 0 && a.lse != nullptr) a.lse[rowi] = sum > 0.0f ? mx + logf(sum) : kNegInf;
 }
 
 // Enqueues the merge of `rows` (row, head) pairs.
 template <class T, int D>
 cudaError_t LaunchAkvMerge(const AttnArgs& a, int64_t rows, cudaStream_t stream) {
-  return LaunchPdl(AkvAttentionMergeKernel<T, D>, dim3(static_cast<unsigned>(rows), D / 32), dim3(kMergeWarps * 32),
-                   0, stream, a);
+  return LaunchPdl(AkvAttentionMergeKernel<T, D>, dim3(static_cast<unsigned>(rows)), dim3(kMergeWarps * 32), 0,
+                   stream, a);
 }
 
 }  // namespace kvstream::akv_attn_detail

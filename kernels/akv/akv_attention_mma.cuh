@@ -277,7 +277,7 @@ __device__ __forceinline__ void MmaDecode(const AttnArgs& a) {
   const int n_hot = min(max(a.counts[kAkvNHot], 0), a.hot_cap);
   const int n_warm = min(max(a.counts[kAkvNWarm], 0), a.warm_cap);
   int begin = 0, end = 0;
-  AkvAttentionSplitRange(n_hot + n_warm, a.num_splits, split, &begin, &end);
+  AkvAttentionSplitRange(n_hot, n_warm, a.num_splits, split, &begin, &end);
   const int qpos = __ldg(a.q_pos);
 
   // B fragment of q^T (column gid = query head kvh * G + gid; zero past G), in

@@ -121,7 +121,7 @@ bool AkvAttentionRef(const AkvAttentionParams& p) {
       }
       for (int s = 0; s < S; ++s) {
         int b = 0, e = 0;
-        AkvAttentionSplitRange(n, S, s, &b, &e);
+        AkvAttentionSplitRange(n_hot, n_warm, S, s, &b, &e);
         AttendRange(rows, q.data(), G, D, p.scale, p.q_pos[i], b, e, z, &part[static_cast<size_t>(s) * G * D],
                     &lse[static_cast<size_t>(s) * G]);
       }

@@ -5,11 +5,13 @@
 // over their own tiers; IMPORTANCE and HYBRID scores.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <sstream>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "kernels/akv/akv.h"
@@ -232,6 +234,39 @@ TEST(AkvAttentionPlan, SideBySideSequencesShareTheWaves) {
   // The CUDA-core path (G > 8) shares its wave the same way.
   const int wide = PlanAkvAttentionSplits(1, 64, 2, tokens, sms);
   EXPECT_LE(PlanAkvAttentionSplits(1, 64, 2, tokens, sms, 4) * 4, wide);
+}
+
+// The splits of a decode row tile [0, n_hot + n_warm) exactly once, in
+// order; with both tiers live and S > 1 none mixes hot and warm rows, and a
+// hot split holds ~1/kAkvAttnHotSplitWeight of a warm split's tokens
+// (hot rows are bf16 and read without the copy ring).
+TEST(AkvAttentionPlan, SplitsTileTheTokensAndKeepTiersApart) {
+  for (const auto& [n_hot, n_warm] : {std::pair{1024, 32768}, {1024, 8192}, {16, 100}, {0, 500}, {700, 0}, {5, 3}}) {
+    for (const int S : {1, 2, 3, 16, 144, 256, 528, 1024}) {
+      int next = 0, hot_max = 0, warm_min = 1 << 30;
+      for (int s = 0; s < S; ++s) {
+        int b = -1, e = -1;
+        AkvAttentionSplitRange(n_hot, n_warm, S, s, &b, &e);
+        ASSERT_LE(b, e);
+        if (b == e) continue;
+        ASSERT_EQ(b, next) << n_hot << "/" << n_warm << " S=" << S << " split " << s;
+        next = e;
+        if (S > 1 && n_hot > 0 && n_warm > 0) {
+          EXPECT_TRUE(e <= n_hot || b >= n_hot) << "split " << s << " mixes tiers: [" << b << ", " << e << ")";
+          if (e <= n_hot) {
+            hot_max = std::max(hot_max, e - b);
+          } else if (e < n_hot + n_warm) {
+            warm_min = std::min(warm_min, e - b);  // the last warm split may be short
+          }
+        }
+      }
+      EXPECT_EQ(next, n_hot + n_warm) << n_hot << "/" << n_warm << " S=" << S;
+      if (S >= 16 && n_hot >= 1024 && warm_min < (1 << 30)) {  // rounding of the shares: within 25% + one block
+        EXPECT_LE(hot_max * kAkvAttnHotSplitWeight, warm_min * 5 / 4 + kAkvAttnHotSplitWeight * kAkvAttnSplitAlign)
+            << n_hot << "/" << n_warm << " S=" << S;
+      }
+    }
+  }
 }
 
 TEST(AkvAttentionRef, StackedLayersReadTheirOwnSlice) {
