@@ -409,52 +409,42 @@ __global__ void __launch_bounds__(kThreads, QV == 1 ? 4 : (QV <= 4 ? 3 : 2)) Akv
   }
 }
 
-// Merges S partials of each (row, head) by lse. One CTA per (row, head),
-// kMergeWarps warps; lane = D / 32 consecutive columns (a warp reads a split's
-// whole D-row in one request). Warp w folds splits w, w + kMergeWarps, ...
-// into its own online-softmax state (max, sum, acc), kMergeBatch splits'
-// lse and partials loaded before any is used, so a warp waits for one L2
-// round trip per batch; then the warps' states are combined in shared
-// memory. The first version (8 warps over 32-column slices, the S weights
-// first through two block-wide reductions, then one dependent load round per
-// 4 splits) took ~5.7 us per launch at S = 144 (ncu, (1, 8K) decode step:
-// bench/results/gpu/ncu_akv_step_1x8k_s16_h100.json), 44% of the attention
-// grid it follows. Launched as a programmatic dependent of the attention
-// grid (kernels/common/pdl.cuh), as the dense merge is: it is scheduled while
-// that grid runs and waits in griddepcontrol.wait, so its launch latency
-// leaves the decode step's critical path, and the output projection after it
-// (a programmatic dependent too) may start its weight reads while the merge drains.
+// Merges S partials of each (row, head) by lse. Grid (rows, D / 32), block
+// kMergeWarps warps, lane = column (a warp reads 128 contiguous bytes of a
+// split's row). Warp w folds splits w, w + kMergeWarps, ... into its own
+// online-softmax state (max, sum, acc), the lse and partials of kMergeBatch
+// splits loaded before any is used (one L2 round trip per batch), then the
+// warps' states are combined in shared memory. The first version (8 warps,
+// the S weights first through two block-wide reductions, then one dependent
+// load round per 4 splits) took ~5.7 us at S = 144 (ncu, (1, 8K) decode
+// step: bench/results/gpu/ncu_akv_step_1x8k_s16_h100.json), 44% of the
+// attention grid before it; one CTA per (row, head) over all D columns left
+// a one-sequence merge 32 CTAs (10 us at S = 528). Launched as a programmatic
+// dependent of the attention grid (kernels/common/pdl.cuh), as the dense
+// merge is: it is scheduled while that grid runs and waits in
+// griddepcontrol.wait, so its launch latency leaves the decode step's
+// critical path, and the output projection after it (a programmatic
+// dependent too) may start its weight reads while the merge drains.
 constexpr int kMergeWarps = 16;
 constexpr int kMergeBatch = 8;
 
 template <class T, int D>
 __global__ void __launch_bounds__(kMergeWarps * 32) AkvAttentionMergeKernel(const AttnArgs a) {
-  constexpr int kCols = D / 32;  // columns per lane
-  __shared__ float wm[kMergeWarps], wl[kMergeWarps];
-  __shared__ __align__(16) float wacc[kMergeWarps][D];
+  __shared__ float wm[kMergeWarps], wl[kMergeWarps], wacc[kMergeWarps][32];
   const int64_t rowi = blockIdx.x;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, S = a.num_splits;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, col = blockIdx.y * 32 + lane, S = a.num_splits;
   PdlWaitForPrerequisite();  // the attention grid's partials are complete and visible
   PdlLaunchDependents();
   const float* lse = a.partial_lse + rowi * S;
-  const float* part = a.partial_out + rowi * S * D + lane * kCols;
-  float m = kNegInf, l = 0.0f, acc[kCols];
-#pragma unroll
-  for (int c = 0; c < kCols; ++c) acc[c] = 0.0f;
+  const float* part = a.partial_out + rowi * S * D + col;
+  float m = kNegInf, l = 0.0f, acc = 0.0f;
   for (int s0 = warp; s0 < S; s0 += kMergeWarps * kMergeBatch) {
-    float ls[kMergeBatch], p[kMergeBatch][kCols];
+    float ls[kMergeBatch], p[kMergeBatch];
 #pragma unroll
     for (int j = 0; j < kMergeBatch; ++j) {
       const int s = s0 + j * kMergeWarps;
       ls[j] = s < S ? __ldg(lse + s) : kNegInf;
-      if constexpr (kCols == 4) {
-        const float4 v = s < S ? __ldg(reinterpret_cast<const float4*>(part + static_cast<int64_t>(s) * D))
-                               : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        p[j][0] = v.x, p[j][1] = v.y, p[j][2] = v.z, p[j][3] = v.w;
-      } else {
-#pragma unroll
-        for (int c = 0; c < kCols; ++c) p[j][c] = s < S ? __ldg(part + static_cast<int64_t>(s) * D + c) : 0.0f;
-      }
+      p[j] = s < S ? __ldg(part + static_cast<int64_t>(s) * D) : 0.0f;
     }
 #pragma unroll
     for (int j = 0; j < kMergeBatch; ++j) {
@@ -462,17 +452,14 @@ __global__ void __launch_bounds__(kMergeWarps * 32) AkvAttentionMergeKernel(cons
       const float mn = fmaxf(m, ls[j]);
       const float c_old = FastExp2((m - mn) * kLog2e), c_new = FastExp2((ls[j] - mn) * kLog2e);  // m = -inf: 0
       l = fmaf(l, c_old, c_new);
-#pragma unroll
-      for (int c = 0; c < kCols; ++c) acc[c] = fmaf(acc[c], c_old, p[j][c] * c_new);
+      acc = fmaf(acc, c_old, p[j] * c_new);
       m = mn;
     }
   }
   if (lane == 0) wm[warp] = m, wl[warp] = l;
-#pragma unroll
-  for (int c = 0; c < kCols; ++c) wacc[warp][lane * kCols + c] = acc[c];
+  wacc[warp][lane] = acc;
   __syncthreads();
-  if (threadIdx.x >= D) return;
-  const int col = threadIdx.x;
+  if (warp != 0) return;
   float mx = kNegInf;
 #pragma unroll
   for (int w = 0; w < kMergeWarps; ++w) mx = fmaxf(mx, wm[w]);
@@ -482,7 +469,7 @@ __global__ void __launch_bounds__(kMergeWarps * 32) AkvAttentionMergeKernel(cons
     for (int w = 0; w < kMergeWarps; ++w) {
       const float c = FastExp2((wm[w] - mx) * kLog2e);  // a warp with no live split: -inf -> 0
       sum = fmaf(wl[w], c, sum);
-      o = fmaf(wacc[w][col], c, o);
+      o = fmaf(wacc[w][lane], c, o);
     }
   }
   const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
@@ -493,8 +480,8 @@ __global__ void __launch_bounds__(kMergeWarps * 32) AkvAttentionMergeKernel(cons
 // Enqueues the merge of `rows` (row, head) pairs.
 template <class T, int D>
 cudaError_t LaunchAkvMerge(const AttnArgs& a, int64_t rows, cudaStream_t stream) {
-  return LaunchPdl(AkvAttentionMergeKernel<T, D>, dim3(static_cast<unsigned>(rows)), dim3(kMergeWarps * 32), 0,
-                   stream, a);
+  return LaunchPdl(AkvAttentionMergeKernel<T, D>, dim3(static_cast<unsigned>(rows), D / 32), dim3(kMergeWarps * 32),
+                   0, stream, a);
 }
 
 }  // namespace kvstream::akv_attn_detail

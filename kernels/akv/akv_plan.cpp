@@ -73,9 +73,8 @@ int PlanAkvAttentionSplits(int num_rows, int num_heads, int num_kv_heads, int ma
   int qv = 1;
   while (qv < hc) qv *= 2;
   if (group <= kAkvAttnMmaMaxGroup) {  // tensor-core kernel: CTAs of hc warps, ~16 warps per SM
-    // Two waves: side-by-side chains do not start together (H100, batch
-    // bench at B = 8/32: one wave 13-27% slower than two; alone, the
-    // token and kAkvAttnMaxSplits caps bind first at every context). One
+    // Side-by-side chains: two waves, they do not start together (H100,
+    // batch bench at B = 8/32: one wave 13-27% slower than two). One
     // batched launch: four, and up to eight while splits keep >= 256 tokens
     // (B = 32: 8K 73% of copy at four waves vs 69% at two, 62% at sixteen;
     // 32K 78% at eight vs 74% at four; B = 8, 32K: 66% at four vs 60% at
@@ -83,9 +82,13 @@ int PlanAkvAttentionSplits(int num_rows, int num_heads, int num_kv_heads, int ma
     const int hc = AkvMmaKvHeadsPerCta(num_kv_heads);
     const long long per_sm = std::max(1, 16 / hc), base = num_kv_heads / hc;
     const long long slots = per_sm * num_sms / base;  // one wave of CTAs: each sequence gets slots / share
+    // One sequence alone: one wave (H100, B = 1: 256 splits beat 528 by 15%
+    // at 32K and 9% at 128K; every split more is merge work and a CTA
+    // prologue on the critical path; akv_attention_batch_b1_s19_h100.json).
     const long long want =
-        one_launch ? std::max(4 * slots / share, std::min<long long>(8 * slots / share, max_tokens / 256))
-                   : 2 * slots / share;
+        share == 1  ? slots
+        : one_launch ? std::max(4 * slots / share, std::min<long long>(8 * slots / share, max_tokens / 256))
+                     : 2 * slots / share;
     const long long splits = std::min({std::max<long long>(1, want),
                                        std::max<long long>(1, max_tokens / kAkvAttnMmaMinSplitTokens),
                                        static_cast<long long>(kAkvAttnMaxSplits)});

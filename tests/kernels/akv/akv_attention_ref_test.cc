@@ -213,10 +213,12 @@ TEST(AkvAttentionRef, SplitPartialsAreTheSplitsOwnSoftmax) {
 // a batch does not launch B full waves of splits a few dozen tokens long.
 TEST(AkvAttentionPlan, SideBySideSequencesShareTheWaves) {
   const int sms = 132, tokens = 1024 + 32768;  // H100; Llama-3-8B heads (32 / 8)
-  // Tensor-core kernel: CTAs of 8 warps (all 8 KV heads), 16 warps per SM, two waves.
+  // Tensor-core kernel: CTAs of 8 warps (all 8 KV heads), 16 warps per SM;
+  // one sequence alone gets one wave, side-by-side ones share two.
   const int wave = 2 * 2 * sms, alone = PlanAkvAttentionSplits(1, 32, 8, tokens, sms);
   EXPECT_EQ(PlanAkvAttentionSplits(1, 32, 8, tokens, sms, 1), alone);
-  EXPECT_EQ(alone, std::min(wave, kAkvAttnMaxSplits));
+  EXPECT_EQ(alone, std::min(wave / 2, kAkvAttnMaxSplits));
+  EXPECT_EQ(PlanAkvAttentionSplits(1, 32, 8, tokens, sms, 1, true), alone);  // a batched launch of one row too
   EXPECT_EQ(PlanAkvAttentionSplits(1, 32, 8, 1024 + 8192, sms), (1024 + 8192) / kAkvAttnMmaMinSplitTokens);
   for (int b : {2, 4, 8}) {
     const int shared = PlanAkvAttentionSplits(1, 32, 8, tokens, sms, b);
