@@ -12,7 +12,8 @@
 // Beside them, in the same run: the dense paged decode kernel on the same
 // (B, n_hot + n_warm) tokens in one launch.
 // Issue acceptance (AKV): bytes read per step / time >= 70% of the measured
-// copy bandwidth at n_warm >= 8K; akv_attention_bench gives the B = 1 figure.
+// copy bandwidth at n_warm >= 8K (--batch 1 gives the one-sequence figure,
+// which the engine serves through the fanout path's single chain).
 //
 //   akv_attention_batch_bench [--out results.json] [--commit SHA] [--iters 100] [--warmup 10]
 //                             [--batch 8,32] [--warm 8192,32768] [--bits 4] [--splits 0,144]
