@@ -26,6 +26,7 @@
 #include "tools/argv_dashes.h"
 
 #ifdef KVSTREAM_HAVE_CUDA_TORCH
+#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <cuda_profiler_api.h>
 #endif
@@ -165,6 +166,14 @@ Point RunPoint(Engine& e, const StrategyConfig& kv, int64_t B, int64_t T, int wa
 }  // namespace
 }  // namespace kvstream
 
+// The GPU's name for the JSON ("cpu" without one): results name the machine.
+static std::string GpuName() {
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+  if (at::hasCUDA()) return at::cuda::getCurrentDeviceProperties()->name;
+#endif
+  return "cpu";
+}
+
 int main(int argc, char** argv) {
   using namespace kvstream;
   DashesToUnderscores(argc, argv);
@@ -242,7 +251,8 @@ int main(int argc, char** argv) {
     std::ofstream f(path);
     f << "{\"bench\": \"decode_e2e\", \"engine\": \"kvstream\", \"commit\": \"" << absl::GetFlag(FLAGS_commit)
       << "\", \"model\": \"" << e.config().name
-      << "\", \"device\": \"" << e.device_name() << "\", \"dtype\": \"" << e.dtype_name()
+      << "\", \"device\": \"" << e.device_name() << "\", \"gpu\": \"" << GpuName() << "\", \"dtype\": \""
+      << e.dtype_name()
       << "\", \"copy_bandwidth_bytes_s\": " << bw << ", \"weight_bytes_read_per_step\": "
       << e.model().decode_weight_bytes() << ", \"decode_tokens\": " << absl::GetFlag(FLAGS_decode_tokens)
       << ", \"tensor_parallel\": " << absl::GetFlag(FLAGS_tensor_parallel)

@@ -84,7 +84,7 @@ int PlanAkvAttentionSplits(int num_rows, int num_heads, int num_kv_heads, int ma
     const long long slots = per_sm * num_sms / base;  // one wave of CTAs: each sequence gets slots / share
     // One sequence alone: one wave (H100, B = 1: 256 splits beat 528 by 15%
     // at 32K and 9% at 128K; every split more is merge work and a CTA
-    // prologue on the critical path; akv_attention_batch_b1_s19_h100.json).
+    // prologue on the critical path; akv_attention_batch_b1_split_merge_s19_h100.json).
     const long long want =
         share == 1  ? slots
         : one_launch ? std::max(4 * slots / share, std::min<long long>(8 * slots / share, max_tokens / 256))

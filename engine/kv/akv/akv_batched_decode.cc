@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <vector>
 
@@ -24,11 +25,17 @@ bool SameFamily(const AkvLayout& a, const AkvLayout& b) {
          a.group_size == b.group_size && a.dtype == b.dtype;
 }
 
+std::atomic<int64_t> g_batched_layers{0};
+
 }  // namespace
+
+int64_t AkvBatchedDecodeLayers() { return g_batched_layers.load(std::memory_order_relaxed); }
 
 bool AkvBatchedDecodeApplies(int64_t layer, absl::Span<AkvSequenceCache* const> caches,
                              absl::Span<const SeqStep> steps, const GroupTensors& t) {
-  static const bool on = EnvSwitchOn("KVSTREAM_AKV_BATCHED");
+  // Read per call (a getenv per layer of an eager or captured step), so a
+  // test can run both paths in one process.
+  const bool on = EnvSwitchOptIn("KVSTREAM_AKV_BATCHED");
   const int64_t B = static_cast<int64_t>(caches.size());
   if (!on || B < 2 || !t.q.is_cuda() || t.q.scalar_type() != at::ScalarType::BFloat16) return false;
   if (t.q.size(0) < B || t.out.size(0) < B) return false;
@@ -53,6 +60,7 @@ bool AkvBatchedDecodeApplies(int64_t layer, absl::Span<AkvSequenceCache* const> 
 
 absl::Status AkvBatchedDecode(int64_t layer, absl::Span<AkvSequenceCache* const> caches,
                               absl::Span<const SeqStep> steps, GroupTensors& t, const StepContext& ctx) {
+  g_batched_layers.fetch_add(1, std::memory_order_relaxed);
   const int B = static_cast<int>(caches.size());
   const int64_t H = t.q.size(1), D = t.q.size(2);
   std::vector<const AkvAttnSeq*> rows(B);

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <set>
 
+#include "engine/kv/akv/akv_batched_decode.h"
 #include "engine/kv/akv/akv_strategy.h"
 #include "tests/engine/engine_fixture.h"
 
@@ -186,6 +187,33 @@ TEST(AkvCuda, GraphReplayEqualsEagerDecode) {
   }
   EXPECT_GT(graphs->model().decode_graph_replays(), 60);
   EXPECT_EQ(eager->model().decode_graph_replays(), 0);
+}
+
+// The opt-in one-launch decode (KVSTREAM_AKV_BATCHED=1, engine/kv/akv/
+// akv_batched_decode.h) gives each request the model's own greedy choices:
+// teacher-forced alone (one sequence: the side-stream path), every token of
+// the batch is the top-1 except at near ties. (The two paths plan different
+// splits, so fp32 sums round differently and a tie may part.)
+TEST(AkvCuda, OneLaunchDecodeFollowsEachRequestAlone) {
+  REQUIRE_CUDA_AND_MODEL();
+  auto engine = CudaEngine();
+  ASSERT_NE(engine, nullptr);
+  const Tokenizer& tok = engine->tokenizer();
+  std::vector<GenerateSpec> specs = {
+      AkvSpec(testing::GreedySpec(LongPrompt(tok), 48), {{"hot_budget", int64_t{32}}, {"n_anchors", int64_t{8}},
+                                                         {"warm_budget", int64_t{64}}, {"eviction_batch_size", int64_t{4}}}),
+      AkvSpec(testing::GreedySpec(tok.Encode("def fib(n):", true), 48), {{"hot_budget", int64_t{16}}, {"n_anchors", int64_t{4}}}),
+  };
+  const int64_t before = AkvBatchedDecodeLayers();
+  ::setenv("KVSTREAM_AKV_BATCHED", "1", 1);
+  auto together = engine->GenerateBatch(specs);
+  ::unsetenv("KVSTREAM_AKV_BATCHED");
+  ASSERT_TRUE(together.ok()) << together.status();
+  EXPECT_GE(AkvBatchedDecodeLayers() - before, engine->model().config().n_layers) << "the one-launch path never ran";
+  for (size_t i = 0; i < specs.size(); ++i) {
+    testing::ExpectAloneAgreesOrNearTie(*engine, specs[i], (*together)[i].token_ids, "one launch, request " +
+                                                                                         std::to_string(i));
+  }
 }
 
 }  // namespace
