@@ -38,7 +38,7 @@
 
 namespace kvstream {
 
-inline constexpr int kAkvAttnMaxSplits = 1024;  // one sequence at 128K: four waves of 8-warp CTAs (H100: 1056)
+inline constexpr int kAkvAttnMaxSplits = 1024;  // launch cap (benches sweep up to it; plans stay at <= 8 waves)
 inline constexpr int kAkvAttnSplitAlign = 16;      // split boundaries: multiples of this
 inline constexpr int kAkvAttnMinSplitTokens = 128;  // planner: fewest tokens per split
 inline constexpr int kAkvAttnMmaMaxGroup = 8;       // tensor-core decode: query heads per KV head
