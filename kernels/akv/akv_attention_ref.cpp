@@ -106,7 +106,6 @@ bool AkvAttentionRef(const AkvAttentionParams& p) {
   const int D = lay.head_dim, Hq = p.num_heads, G = Hq / lay.num_kv_heads, S = p.num_splits;
   const int n_hot = std::clamp(t.counts[kAkvNHot], 0, lay.hot_capacity);
   const int n_warm = std::clamp(t.counts[kAkvNWarm], 0, lay.warm_capacity);
-  const int n = n_hot + n_warm;
   const int64_t qsm = p.q_stride_m ? p.q_stride_m : static_cast<int64_t>(Hq) * D;
   const int64_t qsh = p.q_stride_h ? p.q_stride_h : D;
 

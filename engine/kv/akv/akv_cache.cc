@@ -36,6 +36,14 @@ absl::Status AkvSequenceCache::Init() {
     cold_ = std::make_unique<AkvColdTier>(plan_.managed_layers, plan_.managed.num_kv_heads, plan_.managed.head_dim,
                                           plan_.managed.group_size, plan_.cold_bits);
   }
+  const size_t L = static_cast<size_t>(plan_.managed_layers);
+  cold_promoted_.assign(L, 0);
+  if (cold_ != nullptr && config_.cold_scan_interval > 0) {
+    scan_q_.assign(L * geometry_.n_heads * plan_.managed.head_dim, 0.0f);
+    scan_lse_.assign(L * geometry_.n_heads, 0.0f);
+    scan_has_query_.assign(L, false);
+    scan_cursor_.assign(L, 0);
+  }
   const int64_t rows = plan_.StepRows();
   lse_ = at::empty({rows, geometry_.n_heads}, at::TensorOptions().dtype(at::kFloat).device(geometry_.device));
   pos_buf_ = at::empty({rows}, at::TensorOptions().dtype(at::kInt).device(geometry_.device));
@@ -132,6 +140,7 @@ absl::Status AkvSequenceCache::Attend(int64_t layer, const at::Tensor& q, const 
   // on the dequantized tiers (AttendCpu), the same math as the twin.
   if (!AkvAppendRef(ap)) return KernelError("append", AkvAppendValidate(ap));
   KV_RETURN_IF_ERROR(AttendCpu(set, idx, q, out, n));
+  if (!scan_has_query_.empty() && plan_.IsManaged(layer)) KeepLastQuery(idx, q, n);
   if (!sp) return absl::OkStatus();
   const double t0 = NowMs();
   if (!AkvScoreUpdateRef(*sp)) return KernelError("score update", AkvScoreValidate(*sp));
@@ -148,6 +157,15 @@ absl::Status AkvSequenceCache::PrepareDecodeStep(const SeqStep& seq, const StepC
   prepared_step_ = ctx.step;
   step_rows_ = 1;
   return absl::OkStatus();
+}
+
+void AkvSequenceCache::KeepLastQuery(int idx, const at::Tensor& q, int n) {
+  const int64_t H = geometry_.n_heads, D = plan_.managed.head_dim;
+  const at::Tensor row = q.select(0, n - 1).to(at::kFloat).contiguous();  // [H, D]
+  std::copy(row.const_data_ptr<float>(), row.const_data_ptr<float>() + H * D, scan_q_.begin() + idx * H * D);
+  const float* l = lse_.const_data_ptr<float>() + int64_t(n - 1) * H;
+  std::copy(l, l + H, scan_lse_.begin() + idx * H);
+  scan_has_query_[idx] = true;
 }
 
 absl::Status AkvSequenceCache::AttendCpu(AkvTierSet& set, int idx, const at::Tensor& q, at::Tensor& out, int n) {
@@ -248,6 +266,10 @@ absl::Status AkvSequenceCache::EndStepCpu() {
       if (n <= 0) continue;
       cold_saturations_ += AkvRequantizeStageRows(managed_.layout, mig.stage, l, n, plan_.cold_bits, &scratch);
       cold_->Append(l, scratch.View(n));
+    }
+    if (!scan_has_query_.empty() && ++steps_since_scan_ >= config_.cold_scan_interval) {
+      steps_since_scan_ = 0;
+      KV_RETURN_IF_ERROR(ColdScanCpu());
     }
   }
   compression_ms_ += NowMs() - t0;

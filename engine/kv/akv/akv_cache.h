@@ -19,8 +19,10 @@
 //
 // kvstream decisions beyond the spec (tested): tier buffers are sized once at
 // Open from prompt + max_new (never more slots than tokens), so bytes held
-// are flat over a request; cold_scan_interval > 0 is refused (cold is an
-// archive, as upstream); tokens_held is the largest hot+warm+cold of any layer.
+// are flat over a request; cold_scan_interval > 0 (a scan of cold rows that
+// takes the attended ones back to warm, akv_cold_scan.h) runs on CPU servers
+// and is refused on CUDA in this version; tokens_held is the largest
+// hot+warm+cold of any layer.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -119,6 +121,10 @@ class AkvSequenceCache final : public SequenceCache {
   AkvSelectParams SelectParams() const;
   AkvMigrateParams MigrateParams() const;
   absl::Status EndStepCpu();
+  // Cold scan of every managed layer (akv_cold_scan.cc; CPU tiers).
+  absl::Status ColdScanCpu();
+  // Keeps the step's last query row and its lse of managed layer `idx` for the scan.
+  void KeepLastQuery(int idx, const at::Tensor& q, int n);
   // CUDA side (akv_cache_cuda.cc); FailedPrecondition in builds without it.
   absl::Status InitCuda();
   // `ap` appends the step's rows; `sp` (null: no scoring) updates the scores.
@@ -159,6 +165,13 @@ class AkvSequenceCache final : public SequenceCache {
   int64_t step_rows_ = 0;   // rows of the step in progress
   std::vector<int32_t> host_counts_;  // [managed layers, 16], lagged on CUDA
   int64_t cold_saturations_ = 0;
+  // Cold scan (cold_scan_interval > 0, CPU): the last query of each managed
+  // layer [L, H, D] / [L, H] and whether it was set, the round-robin window
+  // start and the rows taken back to warm per layer.
+  std::vector<float> scan_q_, scan_lse_;
+  std::vector<bool> scan_has_query_;
+  std::vector<int64_t> scan_cursor_, cold_promoted_;
+  int64_t steps_since_scan_ = 0, cold_scans_ = 0;
   int64_t d2h_bytes_ = 0;
   double compression_ms_ = 0.0;
   int64_t peak_bytes_ = 0;

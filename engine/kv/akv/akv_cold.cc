@@ -23,6 +23,53 @@ uint8_t* AkvColdTier::Array(int layer, int64_t block, int which) const {
   return b + 2 * codes + 4 * groups;
 }
 
+int64_t AkvColdTier::Width(int which) const {
+  return which < 2 ? int64_t(hkv_) * cc_ : (which < 6 ? int64_t(hkv_) * gn_ * 2 : 4);
+}
+
+void AkvColdTier::CopyRows(int layer, int64_t first, int n, AkvColdScratch* out) const {
+  out->k.resize(size_t(n) * hkv_ * cc_);
+  out->v.resize(size_t(n) * hkv_ * cc_);
+  for (auto* a : {&out->k_scale, &out->k_zero, &out->v_scale, &out->v_zero}) a->resize(size_t(n) * hkv_ * gn_);
+  out->pos.resize(static_cast<size_t>(n));
+  uint8_t* dst[7] = {out->k.data(),
+                     out->v.data(),
+                     reinterpret_cast<uint8_t*>(out->k_scale.data()),
+                     reinterpret_cast<uint8_t*>(out->k_zero.data()),
+                     reinterpret_cast<uint8_t*>(out->v_scale.data()),
+                     reinterpret_cast<uint8_t*>(out->v_zero.data()),
+                     reinterpret_cast<uint8_t*>(out->pos.data())};
+  for (int i = 0; i < n; ++i) {
+    const int64_t r = first + i, block = r / kAkvColdBlockRows, off = r % kAkvColdBlockRows;
+    for (int a = 0; a < 7; ++a) {
+      const int64_t w = Width(a);
+      std::memcpy(dst[a] + i * w, Array(layer, block, a) + off * w, static_cast<size_t>(w));
+    }
+  }
+}
+
+void AkvColdTier::Remove(int layer, const std::vector<int64_t>& sorted_rows) {
+  if (sorted_rows.empty()) return;
+  const int64_t n = rows_[layer];
+  int64_t to = sorted_rows.front();
+  size_t next = 0;
+  for (int64_t from = sorted_rows.front(); from < n; ++from) {
+    if (next < sorted_rows.size() && sorted_rows[next] == from) {
+      ++next;
+      continue;
+    }
+    for (int a = 0; a < 7; ++a) {
+      const int64_t w = Width(a);
+      std::memmove(Array(layer, to / kAkvColdBlockRows, a) + (to % kAkvColdBlockRows) * w,
+                   Array(layer, from / kAkvColdBlockRows, a) + (from % kAkvColdBlockRows) * w, static_cast<size_t>(w));
+    }
+    ++to;
+  }
+  rows_[layer] = to;
+  const size_t keep = static_cast<size_t>((to + kAkvColdBlockRows - 1) / kAkvColdBlockRows);
+  if (blocks_[layer].size() > keep) blocks_[layer].resize(keep);
+}
+
 void AkvColdTier::Append(int layer, const AkvColdRows& in) {
   const int64_t codes_row = int64_t(hkv_) * cc_, groups_row = int64_t(hkv_) * gn_ * 2;
   const uint8_t* src[6] = {in.k,

@@ -1,8 +1,9 @@
 // AKV cold tier (akv.md §4 step 6, §6 "Cold tier"): rows that leave warm are
 // re-quantized to cold_bits and kept in host memory in blocks of 256 tokens
-// per layer (strategies/README.md). Cold rows are never attended or read
-// back (cold_scan_interval = 0, as upstream): the tier is an archive whose
-// bytes the report counts.
+// per layer (strategies/README.md). Cold rows are never attended. With
+// cold_scan_interval = 0 (default, as upstream) they are never read back
+// either: the tier is an archive whose bytes the report counts; a cold scan
+// (akv_cold_scan.h) reads a window of them and takes rows back to warm.
 //
 // Block layout (one layer, R = kAkvColdBlockRows rows, c = cold_bits,
 // Cc = D*c/8, Gn groups per head):
@@ -33,6 +34,8 @@ struct AkvColdRows {
   int rows = 0;
 };
 
+struct AkvColdScratch;
+
 class AkvColdTier {
  public:
   AkvColdTier(int num_layers, int num_kv_heads, int head_dim, int group_size, int cold_bits);
@@ -47,9 +50,16 @@ class AkvColdTier {
   int64_t BytesPerRow() const { return row_bytes_; }
   // Position of cold row `i` of `layer` (tests check tier partitions).
   int32_t Pos(int layer, int64_t i) const;
+  // Rows [first, first + n) of `layer` packed into *out (cold format), n >= 0
+  // and first + n <= Rows(layer).
+  void CopyRows(int layer, int64_t first, int n, AkvColdScratch* out) const;
+  // Removes the rows `sorted_rows` (ascending, distinct, < Rows(layer)) of
+  // `layer`; the others keep their order. Blocks left empty are freed.
+  void Remove(int layer, const std::vector<int64_t>& sorted_rows);
 
  private:
   uint8_t* Array(int layer, int64_t block, int which) const;  // 0..6 as in the layout
+  int64_t Width(int which) const;                              // bytes per row of array `which`
 
   int layers_, hkv_, cc_, gn_;
   int64_t row_bytes_;

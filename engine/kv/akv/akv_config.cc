@@ -82,10 +82,6 @@ absl::StatusOr<AkvConfig> ParseAkvConfig(const StrategyConfig& config, int64_t n
   if (head_dim % std::min<int64_t>(c.group_size, head_dim) != 0) {
     r.Fail(absl::StrCat(r.Field("group_size"), " must divide the head dim ", head_dim, " (got ", c.group_size, ")"));
   }
-  if (c.cold_scan_interval > 0) {
-    r.Fail(absl::StrCat(r.Field("cold_scan_interval"),
-                        " must be 0 in this version (cold is write-only, as upstream); got ", c.cold_scan_interval));
-  }
   if (absl::Status s = r.Finish(); !s.ok()) return s;
   return c;
 }

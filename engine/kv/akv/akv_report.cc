@@ -53,7 +53,7 @@ CacheReport AkvSequenceCache::Report() const {
       hot = lc[kAkvNHot];
       warm = lc[kAkvNWarm];
       cold = cold_ ? cold_->Rows(idx) : 0;
-      evicted = lc[kAkvTotCold] - cold;
+      evicted = lc[kAkvTotCold] - cold - cold_promoted_[idx];  // rows that went cold and are neither there nor back
       bytes_hot = m_hot;
       bytes_warm = m_warm;
       bytes_meta = m_meta;
@@ -61,7 +61,8 @@ CacheReport AkvSequenceCache::Report() const {
         bytes_cold = (cold + kAkvColdBlockRows - 1) / kAkvColdBlockRows * kAkvColdBlockRows * cold_->BytesPerRow();
       }
       st["demotions_hot_to_warm"] += lc[kAkvTotDemoted];
-      st["demotions_warm_to_cold"] += static_cast<double>(cold);
+      st["demotions_warm_to_cold"] += static_cast<double>(cold + cold_promoted_[idx]);
+      st["promotions_cold_to_warm"] += static_cast<double>(cold_promoted_[idx]);
       st["evictions"] += static_cast<double>(evicted);
       st["promotions_warm_to_hot"] += lc[kAkvTotPromoted];
       st["promotions_capped"] += lc[kAkvTotPromoteCapped];
@@ -89,6 +90,7 @@ CacheReport AkvSequenceCache::Report() const {
     r.layers.push_back(std::move(lr));
   }
   st["quant_saturations"] += static_cast<double>(cold_saturations_);
+  st["cold_scans"] = static_cast<double>(cold_scans_);
   st["bytes_hot"] = static_cast<double>(managed_.BytesHot() + dense_.BytesHot());
   st["bytes_warm"] = static_cast<double>(managed_.BytesWarm());
   st["bytes_cold"] = static_cast<double>(cold_ ? cold_->Bytes() : 0);
@@ -110,7 +112,7 @@ AkvSequenceCache::TierSnapshot AkvSequenceCache::Snapshot(int index) {
   if (managed_.warm_pos.defined()) s.warm_pos = host(managed_.warm_pos[index], lc[kAkvNWarm]);
   const int64_t cold = cold_ ? cold_->Rows(index) : 0;
   for (int64_t i = 0; i < cold; ++i) s.cold_pos.push_back(cold_->Pos(index, i));
-  s.evicted = lc[kAkvTotCold] - cold;
+  s.evicted = lc[kAkvTotCold] - cold - cold_promoted_[index];
   s.hot_overflow = lc[kAkvTotHotOverflow];
   s.promoted = lc[kAkvTotPromoted];
   s.promote_capped = lc[kAkvTotPromoteCapped];

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <set>
 
+#include "engine/kv/akv/akv_cold.h"
 #include "engine/kv/akv/akv_strategy.h"
 
 namespace kvstream {
@@ -210,6 +211,131 @@ TEST(AkvTiers, ColdRowsReachTheHostAndAttentionCoversHotAndWarmOnly) {
   EXPECT_DOUBLE_EQ(r.compression_ratio, static_cast<double>(r.dense_equivalent_bytes) /
                                             static_cast<double>(r.kv_bytes_device + r.kv_bytes_host));
   EXPECT_EQ(r.strategy, "akv");
+}
+
+// The cold tier's rows can be read back and removed: the others keep
+// their order, and blocks left empty are freed.
+TEST(AkvColdTier, CopyRowsAndRemoveKeepTheOthersInOrder) {
+  AkvColdTier cold(/*num_layers=*/2, /*num_kv_heads=*/2, /*head_dim=*/64, /*group_size=*/64, /*cold_bits=*/4);
+  const int n = 600, cc = 64 * 4 / 8;
+  AkvColdScratch in;
+  in.k.resize(size_t(n) * 2 * cc), in.v.resize(size_t(n) * 2 * cc);
+  for (auto* a : {&in.k_scale, &in.k_zero, &in.v_scale, &in.v_zero}) a->resize(size_t(n) * 2);
+  in.pos.resize(n);
+  for (int i = 0; i < n; ++i) {
+    in.pos[i] = 1000 + i;
+    for (int b = 0; b < 2 * cc; ++b) in.k[size_t(i) * 2 * cc + b] = static_cast<uint8_t>(i + b);
+    in.v_zero[size_t(i) * 2] = static_cast<uint16_t>(i);
+  }
+  cold.Append(1, in.View(n));
+  ASSERT_EQ(cold.Rows(1), n);
+  const int64_t bytes = cold.Bytes();
+  std::vector<int64_t> gone;
+  for (int64_t r = 0; r < n; r += 3) gone.push_back(r);  // every third row, across the three blocks
+  for (int64_t r = 400; r < n; ++r) {
+    if (r % 3 != 0) gone.push_back(r);  // and everything past 399
+  }
+  std::sort(gone.begin(), gone.end());
+  cold.Remove(1, gone);
+  std::vector<int> kept;
+  for (int i = 0; i < 400; ++i) {
+    if (i % 3 != 0) kept.push_back(i);
+  }
+  ASSERT_EQ(cold.Rows(1), static_cast<int64_t>(kept.size()));
+  AkvColdScratch out;
+  cold.CopyRows(1, 0, static_cast<int>(kept.size()), &out);
+  for (size_t j = 0; j < kept.size(); ++j) {
+    const int i = kept[j];
+    EXPECT_EQ(out.pos[j], 1000 + i);
+    EXPECT_EQ(cold.Pos(1, static_cast<int64_t>(j)), 1000 + i);
+    EXPECT_EQ(out.k[j * 2 * cc + 5], static_cast<uint8_t>(i + 5));
+    EXPECT_EQ(out.v_zero[j * 2], static_cast<uint16_t>(i));
+  }
+  EXPECT_LT(cold.Bytes(), bytes) << "266 rows need two blocks of 256, not three";
+  EXPECT_EQ(cold.Rows(0), 0);
+}
+
+// Cold scan (cold_scan_interval > 0, akv_cold_scan.h): planted keys that went
+// cold come back to warm once a query leans on them, within the promotion
+// cap, and the tiers still partition every seen position.
+TEST(AkvTiers, ColdScanTakesAttendedColdRowsBackToWarm) {
+  at::manual_seed(11);
+  Driver d(Geometry(1, 2, 1),
+           {{"hot_budget", int64_t{16}},
+            {"n_anchors", int64_t{4}},
+            {"initial_tokens_protected", int64_t{0}},
+            {"eviction_batch_size", int64_t{8}},
+            {"warm_budget", int64_t{24}},
+            {"warm_bits", int64_t{8}},
+            {"cold_bits", int64_t{8}},
+            {"group_size", int64_t{64}},
+            {"promote_max_per_step", int64_t{2}},
+            {"cold_scan_interval", int64_t{1}}},
+           300);
+  at::Tensor u = at::zeros({64});
+  u[3] = 1.0f;
+  auto orth = [&](at::Tensor x) {
+    x.select(-1, 3).zero_();
+    return x;
+  };
+  const std::set<int32_t> planted = {5, 6, 7, 8};
+  // Queries lean slightly away from u: the planted keys score lowest, so they
+  // are the first to leave warm for cold, and no scan takes them back.
+  const at::Tensor away = (u * -1.0f).view({1, 1, 64});
+  for (int p = 0; p < 120; ++p) {
+    at::Tensor k = planted.count(p) ? (u * 4.0f).view({1, 1, 64}) : orth(d.Rand(1, 1, 0.3f));
+    d.Step(orth(d.Rand(1, 2, 0.3f)) + away, k, d.Rand(1, 1));
+  }
+  auto before = d.cache->Snapshot(0);
+  const std::set<int32_t> cold_before(before.cold_pos.begin(), before.cold_pos.end());
+  for (int32_t p : planted) {
+    const bool hot = std::count(before.hot_pos.begin(), before.hot_pos.end(), p) > 0;
+    const bool warm = std::count(before.warm_pos.begin(), before.warm_pos.end(), p) > 0;
+    ASSERT_TRUE(cold_before.count(p)) << "planted key " << p << " should be cold by now (hot " << hot << " warm "
+                                      << warm << ", cold rows " << before.cold_pos.size() << ")";
+  }
+  EXPECT_EQ(d.cache->Report().stats.at("promotions_cold_to_warm"), 0.0) << "nothing leaned on cold rows yet";
+  // Queries aligned with u: the planted keys' share passes the threshold.
+  at::Tensor q = (u * 6.0f).view({1, 1, 64}).expand({1, 2, 64}).contiguous();
+  for (int i = 0; i < 8; ++i) d.Step(q, orth(d.Rand(1, 1, 0.3f)), d.Rand(1, 1));
+  auto after = d.cache->Snapshot(0);
+  std::set<int32_t> back;
+  for (const auto* tier : {&after.hot_pos, &after.warm_pos}) {
+    for (int32_t p : *tier) {
+      if (planted.count(p)) back.insert(p);
+    }
+  }
+  EXPECT_GE(back.size(), 2u) << "planted rows back in hot or warm";
+  const CacheReport r = d.cache->Report();
+  EXPECT_GE(r.stats.at("promotions_cold_to_warm"), 2.0);
+  EXPECT_GE(r.stats.at("cold_scans"), 128.0) << "one scan per step";
+  // Partition: every seen position is in exactly one tier (nothing evicted).
+  std::vector<int32_t> all;
+  for (const auto* tier : {&after.hot_pos, &after.warm_pos, &after.cold_pos}) {
+    all.insert(all.end(), tier->begin(), tier->end());
+  }
+  std::sort(all.begin(), all.end());
+  ASSERT_EQ(all.size(), static_cast<size_t>(d.cache->tokens_seen()));
+  for (size_t i = 0; i < all.size(); ++i) ASSERT_EQ(all[i], static_cast<int32_t>(i));
+  EXPECT_EQ(after.evicted, 0);
+  EXPECT_EQ(r.stats.at("tokens_evicted"), 0.0);
+}
+
+// This version scans cold rows on CPU servers only: a GPU server answers the
+// knob with INVALID_ARGUMENT naming it (no device is touched to say so).
+TEST(AkvTiers, ColdScanIsRefusedOnAGpuServerNamingTheKnob) {
+  KvGeometry g = Geometry(2, 4, 2);
+  StrategyConfig c;
+  c.strategy = "akv";
+  c.knobs = {{"cold_scan_interval", int64_t{4}}};
+  c.max_tokens = 256;
+  EXPECT_TRUE(AkvStrategy(g).Validate(c).ok());
+  g.device = c10::Device(c10::DeviceType::CUDA, 0);
+  const absl::Status s = AkvStrategy(g).Validate(c);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(s.message()).find("kv_compression.akv.cold_scan_interval"), std::string::npos) << s;
+  c.knobs = {{"cold_scan_interval", int64_t{0}}};
+  EXPECT_TRUE(AkvStrategy(g).Validate(c).ok());
 }
 
 TEST(AkvTiers, WithoutTheColdTierWarmOverflowIsEvictedAndCounted) {
