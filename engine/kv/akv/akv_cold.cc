@@ -27,11 +27,12 @@ int64_t AkvColdTier::Width(int which) const {
   return which < 2 ? int64_t(hkv_) * cc_ : (which < 6 ? int64_t(hkv_) * gn_ * 2 : 4);
 }
 
-void AkvColdTier::CopyRows(int layer, int64_t first, int n, AkvColdScratch* out) const {
-  out->k.resize(size_t(n) * hkv_ * cc_);
-  out->v.resize(size_t(n) * hkv_ * cc_);
-  for (auto* a : {&out->k_scale, &out->k_zero, &out->v_scale, &out->v_zero}) a->resize(size_t(n) * hkv_ * gn_);
-  out->pos.resize(static_cast<size_t>(n));
+void AkvColdTier::CopyRows(int layer, const std::vector<int64_t>& rows, AkvColdScratch* out) const {
+  const size_t n = rows.size();
+  out->k.resize(n * hkv_ * cc_);
+  out->v.resize(n * hkv_ * cc_);
+  for (auto* a : {&out->k_scale, &out->k_zero, &out->v_scale, &out->v_zero}) a->resize(n * hkv_ * gn_);
+  out->pos.resize(n);
   uint8_t* dst[7] = {out->k.data(),
                      out->v.data(),
                      reinterpret_cast<uint8_t*>(out->k_scale.data()),
@@ -39,8 +40,8 @@ void AkvColdTier::CopyRows(int layer, int64_t first, int n, AkvColdScratch* out)
                      reinterpret_cast<uint8_t*>(out->v_scale.data()),
                      reinterpret_cast<uint8_t*>(out->v_zero.data()),
                      reinterpret_cast<uint8_t*>(out->pos.data())};
-  for (int i = 0; i < n; ++i) {
-    const int64_t r = first + i, block = r / kAkvColdBlockRows, off = r % kAkvColdBlockRows;
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t block = rows[i] / kAkvColdBlockRows, off = rows[i] % kAkvColdBlockRows;
     for (int a = 0; a < 7; ++a) {
       const int64_t w = Width(a);
       std::memcpy(dst[a] + i * w, Array(layer, block, a) + off * w, static_cast<size_t>(w));
@@ -124,30 +125,37 @@ AkvColdRows AkvColdScratch::View(int n) const {
   return r;
 }
 
-int AkvRequantizeStageRows(const AkvLayout& w, const AkvColdStage& s, int layer, int n, int cold_bits,
-                           AkvColdScratch* out) {
-  const int Hkv = w.num_kv_heads, D = w.head_dim, g = w.group_size, Gn = w.Groups(), cb = w.CodeBytes();
-  const int cc = D * cold_bits / 8;
-  const int64_t base = int64_t(layer) * s.Rows(w);
-  out->k.resize(size_t(n) * Hkv * cc);
-  out->v.resize(size_t(n) * Hkv * cc);
+int AkvRequantizeRows(const AkvColdRows& in, const AkvLayout& lay, int in_bits, int out_bits, AkvColdScratch* out) {
+  const int Hkv = lay.num_kv_heads, D = lay.head_dim, g = lay.group_size, Gn = lay.Groups(), n = in.rows;
+  const int in_cb = D * in_bits / 8, out_cb = D * out_bits / 8;
+  out->k.resize(size_t(n) * Hkv * out_cb);
+  out->v.resize(size_t(n) * Hkv * out_cb);
   for (auto* a : {&out->k_scale, &out->k_zero, &out->v_scale, &out->v_zero}) a->resize(size_t(n) * Hkv * Gn);
-  out->pos.resize(static_cast<size_t>(n));
+  out->pos.assign(in.pos, in.pos + n);
   std::vector<float> row(static_cast<size_t>(D));
   int sat = 0;
-  for (int i = 0; i < n; ++i) {
-    out->pos[i] = s.pos[base + i];
-    for (int h = 0; h < Hkv; ++h) {
-      const int64_t src = (base + i) * Hkv + h, dst = int64_t(i) * Hkv + h;
-      AkvDequantRowHost(s.k + src * cb, s.k_scale + src * Gn, s.k_zero + src * Gn, D, w.warm_bits, g, row.data());
-      sat += AkvQuantizeRowHost(row.data(), D, cold_bits, g, out->k.data() + dst * cc, out->k_scale.data() + dst * Gn,
-                                out->k_zero.data() + dst * Gn);
-      AkvDequantRowHost(s.v + src * cb, s.v_scale + src * Gn, s.v_zero + src * Gn, D, w.warm_bits, g, row.data());
-      sat += AkvQuantizeRowHost(row.data(), D, cold_bits, g, out->v.data() + dst * cc, out->v_scale.data() + dst * Gn,
-                                out->v_zero.data() + dst * Gn);
-    }
+  for (int64_t r = 0; r < int64_t(n) * Hkv; ++r) {
+    AkvDequantRowHost(in.k + r * in_cb, in.k_scale + r * Gn, in.k_zero + r * Gn, D, in_bits, g, row.data());
+    sat += AkvQuantizeRowHost(row.data(), D, out_bits, g, out->k.data() + r * out_cb, out->k_scale.data() + r * Gn,
+                              out->k_zero.data() + r * Gn);
+    AkvDequantRowHost(in.v + r * in_cb, in.v_scale + r * Gn, in.v_zero + r * Gn, D, in_bits, g, row.data());
+    sat += AkvQuantizeRowHost(row.data(), D, out_bits, g, out->v.data() + r * out_cb, out->v_scale.data() + r * Gn,
+                              out->v_zero.data() + r * Gn);
   }
   return sat;
+}
+
+int AkvRequantizeStageRows(const AkvLayout& w, const AkvColdStage& s, int layer, int n, int cold_bits,
+                           AkvColdScratch* out) {
+  const int64_t base = int64_t(layer) * s.Rows(w), codes = base * w.num_kv_heads * w.CodeBytes();
+  const int64_t groups = base * w.num_kv_heads * w.Groups();
+  AkvColdRows in;
+  in.k = s.k + codes, in.v = s.v + codes;
+  in.k_scale = s.k_scale + groups, in.k_zero = s.k_zero + groups;
+  in.v_scale = s.v_scale + groups, in.v_zero = s.v_zero + groups;
+  in.pos = s.pos + base;
+  in.rows = n;
+  return AkvRequantizeRows(in, w, w.warm_bits, cold_bits, out);
 }
 
 }  // namespace kvstream

@@ -50,9 +50,9 @@ class AkvColdTier {
   int64_t BytesPerRow() const { return row_bytes_; }
   // Position of cold row `i` of `layer` (tests check tier partitions).
   int32_t Pos(int layer, int64_t i) const;
-  // Rows [first, first + n) of `layer` packed into *out (cold format), n >= 0
-  // and first + n <= Rows(layer).
-  void CopyRows(int layer, int64_t first, int n, AkvColdScratch* out) const;
+  // Rows `rows` (each < Rows(layer)) of `layer` packed into *out in that
+  // order (cold format).
+  void CopyRows(int layer, const std::vector<int64_t>& rows, AkvColdScratch* out) const;
   // Removes the rows `sorted_rows` (ascending, distinct, < Rows(layer)) of
   // `layer`; the others keep their order. Blocks left empty are freed.
   void Remove(int layer, const std::vector<int64_t>& sorted_rows);
@@ -67,16 +67,19 @@ class AkvColdTier {
   std::vector<std::vector<std::unique_ptr<uint8_t[]>>> blocks_;
 };
 
-// CPU re-quantization of `n` warm-format rows (b bits, layout of one layer of
-// an AkvColdStage) into cold rows (c bits) in `out` buffers sized for n rows;
-// returns saturated groups. Bit-identical to the CUDA dequant -> quantize
-// pair the GPU path runs (kernels/akv twins).
+// CPU re-quantization of rows from `in_bits` to `out_bits` codes (head dim
+// and group size of `lay`) into `out`, resized for in.rows; returns saturated
+// groups. Bit-identical to the CUDA dequant -> quantize pair (kernels/akv
+// twins). Warm -> cold (the spill) and cold -> warm (the cold scan).
 struct AkvColdScratch {
   std::vector<uint8_t> k, v;
   std::vector<uint16_t> k_scale, k_zero, v_scale, v_zero;
   std::vector<int32_t> pos;
   AkvColdRows View(int n) const;
 };
+int AkvRequantizeRows(const AkvColdRows& in, const AkvLayout& lay, int in_bits, int out_bits, AkvColdScratch* out);
+// The first `n` rows of layer `layer` of a warm -> cold stage (warm_bits of
+// `warm`) re-quantized to cold_bits.
 int AkvRequantizeStageRows(const AkvLayout& warm, const AkvColdStage& stage, int layer, int n, int cold_bits,
                            AkvColdScratch* out);
 

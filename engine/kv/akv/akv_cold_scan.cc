@@ -8,7 +8,6 @@
 #include "engine/kv/akv/akv_cache.h"
 #include "engine/status_macros.h"
 #include "kernels/akv/akv_manage.h"
-#include "kernels/akv/akv_quant.h"
 
 namespace kvstream {
 
@@ -17,8 +16,10 @@ absl::StatusOr<AkvColdPicks> AkvPickColdRows(const AkvColdTier& cold, int layer,
                                              float threshold, int cap) {
   AkvColdPicks picks;
   if (n <= 0 || cap <= 0) return picks;
+  std::vector<int64_t> window(static_cast<size_t>(n));
+  std::iota(window.begin(), window.end(), first);
   AkvColdScratch win;
-  cold.CopyRows(layer, first, n, &win);
+  cold.CopyRows(layer, window, &win);
   // The window as a warm tier of cold_bits codes beside an empty hot tier
   // (the score twin wants hot buffers; it reads none with n_hot = 0).
   AkvLayout lay = warm;
@@ -64,26 +65,6 @@ absl::StatusOr<AkvColdPicks> AkvPickColdRows(const AkvColdTier& cold, int layer,
   return picks;
 }
 
-int AkvRequantizeColdRows(const AkvColdRows& in, const AkvLayout& warm, int cold_bits, AkvColdScratch* out) {
-  const int Hkv = warm.num_kv_heads, D = warm.head_dim, g = warm.group_size, Gn = warm.Groups();
-  const int cb = warm.CodeBytes(), cc = D * cold_bits / 8, n = in.rows;
-  out->k.resize(size_t(n) * Hkv * cb);
-  out->v.resize(size_t(n) * Hkv * cb);
-  for (auto* x : {&out->k_scale, &out->k_zero, &out->v_scale, &out->v_zero}) x->resize(size_t(n) * Hkv * Gn);
-  out->pos.assign(in.pos, in.pos + n);
-  std::vector<float> row(static_cast<size_t>(D));
-  int sat = 0;
-  for (int64_t r = 0; r < int64_t(n) * Hkv; ++r) {
-    AkvDequantRowHost(in.k + r * cc, in.k_scale + r * Gn, in.k_zero + r * Gn, D, cold_bits, g, row.data());
-    sat += AkvQuantizeRowHost(row.data(), D, warm.warm_bits, g, out->k.data() + r * cb, out->k_scale.data() + r * Gn,
-                              out->k_zero.data() + r * Gn);
-    AkvDequantRowHost(in.v + r * cc, in.v_scale + r * Gn, in.v_zero + r * Gn, D, cold_bits, g, row.data());
-    sat += AkvQuantizeRowHost(row.data(), D, warm.warm_bits, g, out->v.data() + r * cb, out->v_scale.data() + r * Gn,
-                              out->v_zero.data() + r * Gn);
-  }
-  return sat;
-}
-
 // CPU server: every managed layer scans its window and files the picks into
 // its warm tail (the tiers and counters are host memory here).
 absl::Status AkvSequenceCache::ColdScanCpu() {
@@ -111,19 +92,10 @@ absl::Status AkvSequenceCache::ColdScanCpu() {
     KV_ASSIGN_OR_RETURN(AkvColdPicks picks,
                         AkvPickColdRows(*cold_, l, first, n, lay, plan_.cold_bits, q, config_.promote_threshold, room));
     if (picks.rows.empty()) continue;
-    AkvColdScratch src, dst, one;
-    for (const int64_t r : picks.rows) {  // gather the picks (ascending rows)
-      cold_->CopyRows(l, r, 1, &one);
-      src.k.insert(src.k.end(), one.k.begin(), one.k.end());
-      src.v.insert(src.v.end(), one.v.begin(), one.v.end());
-      src.k_scale.insert(src.k_scale.end(), one.k_scale.begin(), one.k_scale.end());
-      src.k_zero.insert(src.k_zero.end(), one.k_zero.begin(), one.k_zero.end());
-      src.v_scale.insert(src.v_scale.end(), one.v_scale.begin(), one.v_scale.end());
-      src.v_zero.insert(src.v_zero.end(), one.v_zero.begin(), one.v_zero.end());
-      src.pos.push_back(one.pos[0]);
-    }
+    AkvColdScratch src, dst;
+    cold_->CopyRows(l, picks.rows, &src);
     const int k = static_cast<int>(picks.rows.size());
-    cold_saturations_ += AkvRequantizeColdRows(src.View(k), lay, plan_.cold_bits, &dst);
+    cold_saturations_ += AkvRequantizeRows(src.View(k), lay, plan_.cold_bits, lay.warm_bits, &dst);
     const int64_t at = n_warm;
     std::copy(dst.k.begin(), dst.k.end(), t.warm_k + at * Hkv * cb);
     std::copy(dst.v.begin(), dst.v.end(), t.warm_v + at * Hkv * cb);

@@ -48,8 +48,4 @@ absl::StatusOr<AkvColdPicks> AkvPickColdRows(const AkvColdTier& cold, int layer,
                                              const AkvLayout& warm, int cold_bits, const AkvLastQuery& q,
                                              float threshold, int cap);
 
-// Cold rows (cold_bits) re-quantized to warm_bits (the dequant -> quantize
-// pair of the twins); returns groups whose scale or zero saturated.
-int AkvRequantizeColdRows(const AkvColdRows& in, const AkvLayout& warm, int cold_bits, AkvColdScratch* out);
-
 }  // namespace kvstream

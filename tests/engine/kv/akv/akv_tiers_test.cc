@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <numeric>
 #include <set>
 
 #include "engine/kv/akv/akv_cold.h"
@@ -242,8 +243,10 @@ TEST(AkvColdTier, CopyRowsAndRemoveKeepTheOthersInOrder) {
     if (i % 3 != 0) kept.push_back(i);
   }
   ASSERT_EQ(cold.Rows(1), static_cast<int64_t>(kept.size()));
+  std::vector<int64_t> rows(kept.size());
+  std::iota(rows.begin(), rows.end(), 0);  // every row left, in order
   AkvColdScratch out;
-  cold.CopyRows(1, 0, static_cast<int>(kept.size()), &out);
+  cold.CopyRows(1, rows, &out);
   for (size_t j = 0; j < kept.size(); ++j) {
     const int i = kept[j];
     EXPECT_EQ(out.pos[j], 1000 + i);
