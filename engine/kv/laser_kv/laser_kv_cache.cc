@@ -129,13 +129,9 @@ absl::StatusOr<at::Tensor> LaserKvSequenceCache::AppendForward(int64_t layer, co
   at::Tensor out;
   if (n == 1 && geometry_.device.is_cuda() &&
       DenseDecodeSupports(static_cast<int>(geometry_.head_dim), KvDTypeOf(geometry_.dtype))) {
-    // The length goes up once per step (layer 0), through pinned memory the
-    // caching host allocator keeps until the copy has run.
+    // The length goes up once per step (layer 0).
     if (layer == 0 || !decode_meta_.defined()) {
-      at::Tensor host = at::empty({2}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
-      host.mutable_data_ptr<int32_t>()[0] = 0;                                  // block table {0}
-      host.mutable_data_ptr<int32_t>()[1] = static_cast<int32_t>(c_len_ + 1);  // seq_lens {c_len + 1}
-      decode_meta_ = host.to(geometry_.device, /*non_blocking=*/true);
+      decode_meta_ = DecodeMetaHost().to(geometry_.device, /*non_blocking=*/true);
     }
     KV_ASSIGN_OR_RETURN(out, DecodeOnDevice(layer, q, k, v, decode_meta_));  // appends k/v at row c_len
   } else {
@@ -157,6 +153,15 @@ absl::StatusOr<at::Tensor> LaserKvSequenceCache::AppendForward(int64_t layer, co
 // meta[1] = c_len + 1 (device). The kernel's fused append stores k/v
 // [Hkv, 1, D] at row c_len, and splits are planned on the capacity, so
 // eager and prepared (graph) steps run the same launch.
+at::Tensor LaserKvSequenceCache::DecodeMetaHost() const {
+  // A fresh pinned buffer each time: the caching host allocator keeps it
+  // until the copy that reads it has run, so a later step cannot overwrite it.
+  at::Tensor host = at::empty({2}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
+  host.mutable_data_ptr<int32_t>()[0] = 0;                                  // block table {0}
+  host.mutable_data_ptr<int32_t>()[1] = static_cast<int32_t>(c_len_ + 1);  // seq_lens {c_len + 1}
+  return host;
+}
+
 absl::StatusOr<at::Tensor> LaserKvSequenceCache::DecodeOnDevice(int64_t layer, const at::Tensor& q,
                                                                 const at::Tensor& k, const at::Tensor& v,
                                                                 const at::Tensor& meta) {

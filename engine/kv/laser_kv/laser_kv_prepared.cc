@@ -61,12 +61,7 @@ absl::Status LaserKvSequenceCache::PrepareDecodeStep(const SeqStep& seq, const S
   if (!prepared_meta_.defined()) {
     prepared_meta_ = at::zeros({2}, at::TensorOptions().dtype(at::kInt).device(geometry_.device));
   }
-  // A fresh pinned buffer each step: the caching host allocator keeps it
-  // until the copy has run, so a step prepared ahead cannot overwrite it.
-  at::Tensor host = at::empty({2}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
-  host.mutable_data_ptr<int32_t>()[0] = 0;                                    // block table {0}
-  host.mutable_data_ptr<int32_t>()[1] = static_cast<int32_t>(c_len_ + 1);    // seq_lens {c_len + 1}
-  prepared_meta_.copy_(host, /*non_blocking=*/true);
+  prepared_meta_.copy_(DecodeMetaHost(), /*non_blocking=*/true);  // before the replay, on its stream
   prepared_step_ = ctx.step;
   prepared_pending_ = true;
   return absl::OkStatus();

@@ -147,6 +147,8 @@ class LaserKvSequenceCache final : public SequenceCache {
                                           const at::Tensor& v, const SeqStep& seq);
   absl::StatusOr<at::Tensor> AppendForward(int64_t layer, const at::Tensor& q, const at::Tensor& k,
                                            const at::Tensor& v, const SeqStep& seq);
+  // Pinned host int32 {0, c_len + 1}: a decode step's block table and length.
+  at::Tensor DecodeMetaHost() const;
   // Decode on the GPU: appends k/v at row meta[1] - 1 and attends over
   // meta[1] rows of C (meta: device int32 {block table 0, length}).
   absl::StatusOr<at::Tensor> DecodeOnDevice(int64_t layer, const at::Tensor& q, const at::Tensor& k,
