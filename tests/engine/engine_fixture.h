@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -44,6 +45,16 @@ inline std::unique_ptr<Engine> LoadBundledEngine(const std::string& device, int 
   auto e = Engine::Load(o);
   EXPECT_TRUE(e.ok()) << e.status();
   return e.ok() ? std::move(*e) : nullptr;
+}
+
+// f() with the environment variable `name` set to `value`, unset again after
+// (the A/B switches and KVSTREAM_CUDA_GRAPHS are read while f runs).
+template <class F>
+auto WithEnv(const char* name, const char* value, F f) {
+  ::setenv(name, value, 1);
+  auto r = f();
+  ::unsetenv(name);
+  return r;
 }
 
 // A batch generated from CUDA graphs against the same batch run eagerly:

@@ -83,9 +83,7 @@ TEST(CudaEngine, RealModelFollowsCpuFp32GreedyOrPartsAtNearTies) {
 TEST(CudaEngine, GraphReplayEqualsEagerDecode) {
   REQUIRE_CUDA_AND_MODEL();
   auto graphs = CudaEngine();
-  ::setenv("KVSTREAM_CUDA_GRAPHS", "0", 1);
-  auto eager = CudaEngine();
-  ::unsetenv("KVSTREAM_CUDA_GRAPHS");
+  auto eager = testing::WithEnv("KVSTREAM_CUDA_GRAPHS", "0", [] { return CudaEngine(); });
   ASSERT_NE(graphs, nullptr);
   ASSERT_NE(eager, nullptr);
   const auto prompt = graphs->tokenizer().Encode("The quick brown fox jumps over the lazy dog. Then", true);

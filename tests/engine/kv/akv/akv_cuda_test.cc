@@ -101,6 +101,19 @@ GenerateSpec AkvSpec(GenerateSpec s, std::map<std::string, KnobValue> knobs) {
   return s;
 }
 
+// Tiers that move every few tokens: hot 32 with 8 anchors, warm 64, batch 4.
+GenerateSpec SmallTiersSpec(const Tokenizer& tok, int32_t n) {
+  return AkvSpec(testing::GreedySpec(LongPrompt(tok), n),
+                 {{"hot_budget", int64_t{32}}, {"n_anchors", int64_t{8}}, {"warm_budget", int64_t{64}},
+                  {"eviction_batch_size", int64_t{4}}});
+}
+
+// Two AKV requests with different budgets (the batched-decode tests).
+std::vector<GenerateSpec> TwoAkvRequests(const Tokenizer& tok, int32_t n) {
+  return {SmallTiersSpec(tok, n), AkvSpec(testing::GreedySpec(tok.Encode("def fib(n):", true), n),
+                                          {{"hot_budget", int64_t{16}}, {"n_anchors", int64_t{4}}})};
+}
+
 TEST(AkvCuda, RealModelFollowsDenseAndKeepsGreedyChoicesWithSmallHotTier) {
   REQUIRE_CUDA_AND_MODEL();
   auto engine = CudaEngine();
@@ -141,8 +154,7 @@ TEST(AkvCuda, MixedWithDenseInOneBatchFollowsEachRequestAloneAndFillsCold) {
   const Tokenizer& tok = engine->tokenizer();
   std::vector<GenerateSpec> specs = {
       testing::GreedySpec(tok.Encode("The capital of France is", true), 40),
-      AkvSpec(testing::GreedySpec(LongPrompt(tok), 40), {{"hot_budget", int64_t{32}}, {"n_anchors", int64_t{8}},
-                                                         {"warm_budget", int64_t{64}}, {"eviction_batch_size", int64_t{4}}}),
+      SmallTiersSpec(tok, 40),
       AkvSpec(testing::GreedySpec(tok.Encode("def fib(n):", true), 40), {}),
   };
   auto together = engine->GenerateBatch(specs);
@@ -167,17 +179,11 @@ TEST(AkvCuda, MixedWithDenseInOneBatchFollowsEachRequestAloneAndFillsCold) {
 TEST(AkvCuda, GraphReplayEqualsEagerDecode) {
   REQUIRE_CUDA_AND_MODEL();
   auto graphs = CudaEngine();
-  ::setenv("KVSTREAM_CUDA_GRAPHS", "0", 1);
-  auto eager = CudaEngine();
-  ::unsetenv("KVSTREAM_CUDA_GRAPHS");
+  auto eager = testing::WithEnv("KVSTREAM_CUDA_GRAPHS", "0", [] { return CudaEngine(); });
   ASSERT_NE(graphs, nullptr);
   ASSERT_NE(eager, nullptr);
   const Tokenizer& tok = graphs->tokenizer();
-  std::vector<GenerateSpec> specs = {
-      AkvSpec(testing::GreedySpec(LongPrompt(tok), 96), {{"hot_budget", int64_t{32}}, {"n_anchors", int64_t{8}},
-                                                         {"warm_budget", int64_t{64}}, {"eviction_batch_size", int64_t{4}}}),
-      AkvSpec(testing::GreedySpec(tok.Encode("def fib(n):", true), 96), {{"hot_budget", int64_t{16}}, {"n_anchors", int64_t{4}}}),
-  };
+  std::vector<GenerateSpec> specs = TwoAkvRequests(tok, 96);
   for (auto& s : specs) s.return_logprobs = true;
   auto a = graphs->GenerateBatch(specs), b = eager->GenerateBatch(specs);
   ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
@@ -199,15 +205,9 @@ TEST(AkvCuda, OneLaunchDecodeFollowsEachRequestAlone) {
   auto engine = CudaEngine();
   ASSERT_NE(engine, nullptr);
   const Tokenizer& tok = engine->tokenizer();
-  std::vector<GenerateSpec> specs = {
-      AkvSpec(testing::GreedySpec(LongPrompt(tok), 48), {{"hot_budget", int64_t{32}}, {"n_anchors", int64_t{8}},
-                                                         {"warm_budget", int64_t{64}}, {"eviction_batch_size", int64_t{4}}}),
-      AkvSpec(testing::GreedySpec(tok.Encode("def fib(n):", true), 48), {{"hot_budget", int64_t{16}}, {"n_anchors", int64_t{4}}}),
-  };
+  std::vector<GenerateSpec> specs = TwoAkvRequests(tok, 48);
   const int64_t before = AkvBatchedDecodeLayers();
-  ::setenv("KVSTREAM_AKV_BATCHED", "1", 1);
-  auto together = engine->GenerateBatch(specs);
-  ::unsetenv("KVSTREAM_AKV_BATCHED");
+  auto together = testing::WithEnv("KVSTREAM_AKV_BATCHED", "1", [&] { return engine->GenerateBatch(specs); });
   ASSERT_TRUE(together.ok()) << together.status();
   EXPECT_GE(AkvBatchedDecodeLayers() - before, engine->model().config().n_layers) << "the one-launch path never ran";
   for (size_t i = 0; i < specs.size(); ++i) {

@@ -120,9 +120,7 @@ TEST(LaserKvCuda, GraphReplayEqualsEagerDecode) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   if (!std::filesystem::exists(testing::DefaultModelPath())) GTEST_SKIP() << "no model";
   auto graphs = CudaEngine();
-  ::setenv("KVSTREAM_CUDA_GRAPHS", "0", 1);
-  auto eager = CudaEngine();
-  ::unsetenv("KVSTREAM_CUDA_GRAPHS");
+  auto eager = testing::WithEnv("KVSTREAM_CUDA_GRAPHS", "0", [] { return CudaEngine(); });
   ASSERT_NE(graphs, nullptr);
   ASSERT_NE(eager, nullptr);
   const Tokenizer& tok = graphs->tokenizer();

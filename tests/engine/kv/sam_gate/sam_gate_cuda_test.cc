@@ -187,9 +187,7 @@ TEST(SamGateCuda, RealModelBf16AgreesWithCpuFp32) {
 TEST(SamGateCuda, GraphReplayEqualsEagerDecode) {
   REQUIRE_CUDA_AND_MODEL();
   auto graphs = MakeEngine("cuda");
-  ::setenv("KVSTREAM_CUDA_GRAPHS", "0", 1);
-  auto eager = MakeEngine("cuda");
-  ::unsetenv("KVSTREAM_CUDA_GRAPHS");
+  auto eager = testing::WithEnv("KVSTREAM_CUDA_GRAPHS", "0", [] { return MakeEngine("cuda"); });
   ASSERT_NE(graphs, nullptr);
   ASSERT_NE(eager, nullptr);
   const Tokenizer& tok = graphs->tokenizer();
