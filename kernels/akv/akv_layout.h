@@ -68,6 +68,7 @@ enum AkvCountSlot : int {
   kAkvTotDemotionEvents = 12,  // steps whose hot->warm trigger fired (select)
   kAkvTotQuantSaturations = 13,  // fp16 scale/zero clamped to +-65504 (migrate quantize)
   kAkvTotAppendOverflow = 14,  // appended rows dropped because C_hot was full (append)
+  kAkvTotColdTaken = 15,       // cumulative cold rows a cold scan took back to warm (cold append)
   kAkvCountSlots = 16,         // padded
 };
 

@@ -123,11 +123,37 @@ struct AkvMigrateParams {
 const char* AkvMigrateValidate(const AkvMigrateParams& p);
 const char* AkvAppendValidate(const AkvAppendParams& p);
 
+// ---- step 7 (cold scan, opt-in): cold rows taken back to warm -------------------------
+// Per layer l, the first rows[l] rows of `stage` (warm_bits codes the host
+// re-quantized from cold, best first) go to warm slots n_warm.., as many as
+// keep n_warm <= min(warm_limit, C_warm) (the device's n_warm: the host
+// picked them against counts a step old); each enters with w = warm_a = its
+// stage score (a_j of the scan). n_warm and kAkvTotColdTaken grow by the rows
+// taken, so the host drops exactly those rows from cold (engine akv_cold_scan.h).
+struct AkvColdAppendParams {
+  AkvLayout layout;
+  AkvTiers tiers;                 // warm arrays and counts
+  AkvColdStage stage;             // [L, S, ...] warm-format rows, score = a_j; S = stage.Rows(layout)
+  const int32_t* rows = nullptr;  // [L] rows staged per layer (clamped to [0, S])
+  int warm_limit = 0;             // warm_budget + eviction_batch_size - 1: warm's size after a step
+  int num_layers = 1;             // L
+};
+const char* AkvColdAppendValidate(const AkvColdAppendParams& p);
+// Rows layer l takes of `staged`, given its n_warm (kernel and twin).
+KV_HD int AkvColdTakeRows(const AkvColdAppendParams& p, int staged, int n_warm) {
+  const int S = p.stage.Rows(p.layout);
+  const int limit = p.warm_limit < p.layout.warm_capacity ? p.warm_limit : p.layout.warm_capacity;
+  int take = staged < S ? staged : S;
+  if (take > limit - n_warm) take = limit - n_warm;
+  return take > 0 ? take : 0;
+}
+
 // ---- CPU twins (host pointers; false and nothing written if invalid) ----------------
 bool AkvAppendRef(const AkvAppendParams& p);
 bool AkvScoreUpdateRef(const AkvScoreParams& p);  // fp64 math
 bool AkvSelectRef(const AkvSelectParams& p);      // std::stable_sort on (key, pos)
 bool AkvMigrateRef(const AkvMigrateParams& p);
+bool AkvColdAppendRef(const AkvColdAppendParams& p);
 
 // ---- CUDA launchers (bf16/fp32 hot tier, see AkvCudaSupports) -------------------------
 #if defined(KVSTREAM_AKV_HAS_LAUNCHER)
@@ -137,6 +163,8 @@ cudaError_t LaunchAkvScoreUpdate(const AkvScoreParams& p, cudaStream_t stream);
 cudaError_t LaunchAkvSelect(const AkvSelectParams& p, cudaStream_t stream);
 // One CTA per (layer, KV head, K|V) then a one-CTA counter commit.
 cudaError_t LaunchAkvMigrate(const AkvMigrateParams& p, cudaStream_t stream);
+// One CTA per layer (copies and one counter update; the host sized the stage).
+cudaError_t LaunchAkvColdAppend(const AkvColdAppendParams& p, cudaStream_t stream);
 #endif
 
 }  // namespace kvstream

@@ -192,6 +192,19 @@ const char* AkvMigrateValidate(const AkvMigrateParams& p) {
   return nullptr;
 }
 
+const char* AkvColdAppendValidate(const AkvColdAppendParams& p) {
+  if (const char* e = LayoutValidate(p.layout)) return e;
+  if (p.num_layers < 0 || p.warm_limit < 0) return "num_layers and warm_limit must be >= 0";
+  if (p.num_layers == 0) return nullptr;
+  if (p.layout.warm_capacity == 0) return "layout.warm_capacity must be > 0 (rows go to warm)";
+  if (const char* e = TiersValidate(p.tiers, p.layout)) return e;
+  const AkvColdStage& s = p.stage;
+  if (!s.k || !s.v || !s.k_scale || !s.k_zero || !s.v_scale || !s.v_zero || !s.pos || !s.score || !p.rows)
+    return "stage (every pointer) and rows must be non-null";
+  if (s.rows_per_layer < 0) return "stage.rows_per_layer must be >= 0";
+  return nullptr;
+}
+
 const char* AkvAppendValidate(const AkvAppendParams& p) {
   if (const char* e = LayoutValidate(p.layout)) return e;
   if (p.rows < 0 || p.layer < 0) return "rows and layer must be >= 0";

@@ -1,7 +1,8 @@
 // AKV tier-management kernels on the GPU vs their CPU twins (akv.md §9 test
-// 5): append and migrate bit-exact on every tier buffer and counter; select
-// lists and counters identical on identical (tied) scores; score update within
-// fp32-vs-fp64 rounding. Skips with a reason where no CUDA device is present.
+// 5): append, migrate and the cold scan's append bit-exact on every tier
+// buffer and counter; select lists and counters identical on identical (tied)
+// scores; score update within fp32-vs-fp64 rounding. Skips with a reason where
+// no CUDA device is present.
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
@@ -289,6 +290,35 @@ TEST(AkvManageCuda, SelectAndMigrateMatchTwinOnIdenticalScores) {
   EXPECT_GT(seen_overflow, 0);
 }
 
+// The cold scan's promotions: device warm tiers and counters bit-exact with
+// the twin's, one layer clamped by warm_limit, one taking all, one none.
+TEST(AkvManageCuda, ColdAppendMatchesTwinBitExact) {
+  SKIP_WITHOUT_DEVICE();
+  for (int bits : {2, 4, 8}) {
+    AkvShape s;
+    s.dtype = KvDType::kBf16, s.layers = 3, s.n_warm = 20, s.spare_warm = 12, s.bits = bits, s.head_dim = 128;
+    AkvProblem pr = MakeAkvProblem(s, 60 + bits);
+    testing::AkvColdAppendStage st = testing::MakeColdAppendStage(MakeAkvProblem(s, 70 + bits), 8, {8, 3, 0}, bits);
+    DeviceArena arena;
+    const DeviceTiers d = testing::UploadTiers(pr, &arena);
+    AkvColdAppendParams host;
+    host.layout = pr.lay, host.tiers = pr.Tiers(), host.stage = st.View(), host.rows = st.rows.data();
+    host.warm_limit = 25, host.num_layers = 3;
+    AkvColdAppendParams p = host;
+    p.tiers = d.tiers;
+    p.stage = AkvColdStage{arena.Up(st.k), arena.Up(st.v), arena.Up(st.ks), arena.Up(st.kz), arena.Up(st.vs),
+                           arena.Up(st.vz), arena.Up(st.pos), arena.Up(st.score), st.S};
+    p.rows = arena.Up(st.rows);
+    ASSERT_CUDA(LaunchAkvColdAppend(p, nullptr));
+    ASSERT_CUDA(cudaDeviceSynchronize());
+    ASSERT_TRUE(AkvColdAppendRef(host));
+    AkvProblem got = pr;
+    testing::DownloadTiers(d.tiers, &got);
+    ExpectSameTiers(got, pr, Cat("bits ", bits));
+    EXPECT_EQ(pr.counts[kAkvNWarm], 25);
+  }
+}
+
 TEST(AkvManageCuda, LaunchersRejectInvalidParams) {
   AkvShape s;
   AkvProblem pr = MakeAkvProblem(s, 3);
@@ -299,6 +329,9 @@ TEST(AkvManageCuda, LaunchersRejectInvalidParams) {
   p.layout = pr.lay, p.tiers = pr.Tiers(), p.num_rows = 1, p.num_heads = 8, p.mode = AkvScoring::kHybrid;
   p.q = pr.q.data(), p.q_pos = pr.q_pos.data(), p.lse = pr.hot_score.data();
   EXPECT_EQ(LaunchAkvScoreUpdate(p, nullptr), cudaErrorInvalidValue) << "HYBRID needs a workspace";
+  AkvColdAppendParams ca;
+  ca.layout = pr.lay, ca.tiers = pr.Tiers(), ca.num_layers = 1;  // stage and rows missing
+  EXPECT_EQ(LaunchAkvColdAppend(ca, nullptr), cudaErrorInvalidValue);
 }
 
 }  // namespace

@@ -323,6 +323,51 @@ inline double RelErr(const std::vector<double>& got, const std::vector<double>& 
   return den > 0.0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
+// A cold scan's promotion stage (akv_cold_append): S rows per layer in the
+// warm format of `src`'s layout, taken from src's warm rows (src.n_warm >= S),
+// positions 100000 + 1000 l + i (held by no tier), scores a random share.
+struct AkvColdAppendStage {
+  int S = 0;
+  std::vector<uint8_t> k, v;                 // [L, S, Hkv, Cb]
+  std::vector<uint16_t> ks, kz, vs, vz;      // [L, S, Hkv, Gn]
+  std::vector<int32_t> pos;                  // [L, S]
+  std::vector<float> score;                  // [L, S]
+  std::vector<int32_t> rows;                 // [L] staged per layer
+
+  AkvColdStage View() {
+    return AkvColdStage{k.data(), v.data(), ks.data(), kz.data(), vs.data(), vz.data(), pos.data(), score.data(), S};
+  }
+};
+
+inline AkvColdAppendStage MakeColdAppendStage(const AkvProblem& src, int S, std::vector<int32_t> rows,
+                                              uint32_t seed) {
+  AkvColdAppendStage st;
+  st.S = S;
+  st.rows = std::move(rows);
+  std::mt19937 rng(seed);
+  const AkvLayout& lay = src.lay;
+  const int L = src.s.layers;
+  const size_t cr = static_cast<size_t>(lay.num_kv_heads) * lay.CodeBytes();
+  const size_t gr = static_cast<size_t>(lay.num_kv_heads) * lay.Groups();
+  for (int l = 0; l < L; ++l) {
+    const size_t w0 = static_cast<size_t>(l) * lay.warm_capacity;
+    auto take = [&](const auto& from, auto* to, size_t per_row) {
+      to->insert(to->end(), from.begin() + w0 * per_row, from.begin() + (w0 + S) * per_row);
+    };
+    take(src.warm_k, &st.k, cr);
+    take(src.warm_v, &st.v, cr);
+    take(src.wks, &st.ks, gr);
+    take(src.wkz, &st.kz, gr);
+    take(src.wvs, &st.vs, gr);
+    take(src.wvz, &st.vz, gr);
+    for (int i = 0; i < S; ++i) {
+      st.pos.push_back(100000 + 1000 * l + i);
+      st.score.push_back(std::uniform_real_distribution<float>(0.05f, 1.0f)(rng));
+    }
+  }
+  return st;
+}
+
 // Fills n elements of a dtype buffer with NaN.
 inline void PoisonOut(void* buf, size_t n, KvDType t) {
   for (size_t i = 0; i < n; ++i) StoreFromFloat(buf, i, std::numeric_limits<float>::quiet_NaN(), t);
