@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "engine/kv/akv/akv_cold_scan.h"
+
 namespace kvstream {
 namespace {
 
@@ -67,6 +69,12 @@ AkvPlan MakeAkvPlan(const AkvConfig& c, const KvGeometry& g, int64_t max_tokens)
   p.stage_rows = c.enable_cold_tier ? static_cast<int>(std::min<int64_t>(2 * batch + chunk + cap,
                                                                          p.managed.warm_capacity))
                                     : 0;
+  // Cold scan (akv_cold_scan.h): a window of W rows per layer, at most one
+  // promotion cap taken back per scan.
+  if (p.stage_rows > 0 && c.cold_scan_interval > 0 && cap > 0) {
+    p.scan_rows = static_cast<int>(std::min<int64_t>(kAkvColdScanWindowRows, cap_tokens));
+    p.scan_picks = std::min(cap, p.scan_rows);
+  }
   p.dense = base;
   p.dense.hot_capacity = static_cast<int>(cap_tokens);
   p.dense.warm_capacity = 0;
@@ -90,7 +98,48 @@ int64_t AkvPlan::DeviceBytes(bool cuda, int64_t num_heads) const {
                              4 * int64_t(managed.num_kv_heads) * managed.Groups() * 2 + 8;
     bytes += int64_t(stage_rows) * hd * 4 + int64_t(managed_layers) * stage_rows * cold_row;
   }
+  // CUDA: the cold scan's window, query copies and promotion stage.
+  if (cuda && scan_rows > 0) bytes += MakeAkvScanLayout(*this, num_heads).total;
   return bytes;
+}
+
+AkvScanLayout MakeAkvScanLayout(const AkvPlan& p, int64_t num_heads) {
+  const AkvLayout& l = p.managed;
+  const int64_t Lm = p.managed_layers, W = p.scan_rows, P = p.scan_picks, hkv = l.num_kv_heads, D = l.head_dim;
+  const int64_t esz = static_cast<int64_t>(KvDTypeSize(l.dtype)), gn = l.Groups();
+  int64_t at = 0;
+  auto take = [&](int64_t bytes) {
+    const int64_t o = at;
+    at = RoundUp(at + bytes, 256);
+    return o;
+  };
+  AkvScanLayout s;
+  s.win_k = take(Lm * W * hkv * (D * p.cold_bits / 8));
+  s.win_scale = take(Lm * W * hkv * gn * 2);
+  s.win_zero = take(Lm * W * hkv * gn * 2);
+  s.win_pos = take(Lm * W * 4);
+  s.win_counts = take(Lm * kAkvCountSlots * 4);
+  s.win_qpos = take(4);
+  s.win_end = at;
+  s.hot = take(Lm * hkv * D * esz);
+  s.hot_meta = take(Lm * 2 * 4);
+  s.win_w = take(Lm * W * 4);
+  s.win_a = take(Lm * W * 4);
+  s.q_live = take(Lm * num_heads * D * esz);
+  s.q_frozen = take(Lm * num_heads * D * esz);
+  s.lse_live = take(Lm * num_heads * 4);
+  s.lse_frozen = take(Lm * num_heads * 4);
+  s.stage_begin = at;
+  s.st_k = take(Lm * P * hkv * l.CodeBytes());
+  s.st_v = take(Lm * P * hkv * l.CodeBytes());
+  s.st_groups = take(4 * Lm * P * hkv * gn * 2);
+  s.st_pos = take(Lm * P * 4);
+  s.st_score = take(Lm * P * 4);
+  s.st_rows = take(Lm * 4);
+  s.stage_end = at;
+  s.total = at;
+  s.host_bytes = s.win_end + (s.stage_end - s.stage_begin) + Lm * W * 4;
+  return s;
 }
 
 AkvTierSet AllocateTierSet(const AkvLayout& l, int layers, int stage_rows, c10::Device device) {

@@ -28,6 +28,8 @@ struct AkvPlan {
   int dense_layers = 0;     // count of protected layers
   int stage_rows = 0;       // S: rows one step can move out of warm, per layer (0 = no cold stage)
   int cold_bits = 2;
+  int scan_rows = 0;        // W: cold rows one cold scan rates per layer (0 = no scan)
+  int scan_picks = 0;       // P: rows one scan can take back per layer (the largest promotion cap)
   int64_t max_tokens = 0;   // prompt + max_new the sizes were made for
 
   // Model layer -> (is managed, index within its tier set).
@@ -44,6 +46,41 @@ struct AkvPlan {
   // CUDA also the cold path's re-quantization buffers.
   int64_t DeviceBytes(bool cuda, int64_t num_heads) const;
 };
+
+// The CUDA cold scan's buffers (akv_cold_scan_cuda.cc): byte offsets into
+// one device buffer, each 256-aligned. [0, win_end) is the window one H2D
+// brings and [stage_begin, stage_end) the promotions another brings; pinned
+// host mirrors use the same offsets. Lm managed layers, W = scan_rows, P =
+// scan_picks, Cc = D*cold_bits/8, Cb = D*warm_bits/8, Gn groups per head.
+struct AkvScanLayout {
+  // window, staged as a warm tier of cold_bits codes (the score kernel's input):
+  int64_t win_k;          // [Lm, W, Hkv, Cc] cold key codes
+  int64_t win_scale;      // [Lm, W, Hkv, Gn] fp16 bits
+  int64_t win_zero;       // [Lm, W, Hkv, Gn] fp16 bits
+  int64_t win_pos;        // [Lm, W] int32
+  int64_t win_counts;     // [Lm, 16] int32: n_hot = 0, n_warm = rows in the window
+  int64_t win_qpos;       // [1] int32: the frozen query's position
+  int64_t win_end;
+  // device only:
+  int64_t hot;            // [Lm, 1, Hkv, D] dtype: the empty hot tier's one slot (never read)
+  int64_t hot_meta;       // [Lm, 2] int32/fp32: its pos and score
+  int64_t win_w, win_a;   // [Lm, W] fp32: score outputs (a is read back)
+  int64_t q_live;         // [Lm, Hq, D] dtype: each layer's last query, kept every step
+  int64_t q_frozen;       // [Lm, Hq, D] dtype: the one the scan in flight rates with
+  int64_t lse_live;       // [Lm, Hq] fp32
+  int64_t lse_frozen;     // [Lm, Hq] fp32
+  // promotions (warm_bits codes, AkvColdStage order), best first per layer:
+  int64_t stage_begin;
+  int64_t st_k, st_v;     // [Lm, P, Hkv, Cb]
+  int64_t st_groups;      // 4 x [Lm, P, Hkv, Gn] fp16 bits: k scale, k zero, v scale, v zero
+  int64_t st_pos;         // [Lm, P] int32
+  int64_t st_score;       // [Lm, P] fp32 (a_j)
+  int64_t st_rows;        // [Lm] int32
+  int64_t stage_end;
+  int64_t total;          // device bytes
+  int64_t host_bytes;     // pinned: the two mirrors and the shares read back ([Lm, W] fp32)
+};
+AkvScanLayout MakeAkvScanLayout(const AkvPlan& p, int64_t num_heads);
 
 // Sizes for a sequence of at most `max_tokens` tokens (0 = the model's context).
 AkvPlan MakeAkvPlan(const AkvConfig& c, const KvGeometry& g, int64_t max_tokens);

@@ -38,11 +38,13 @@ absl::Status AkvSequenceCache::Init() {
   }
   const size_t L = static_cast<size_t>(plan_.managed_layers);
   cold_promoted_.assign(L, 0);
-  if (cold_ != nullptr && config_.cold_scan_interval > 0) {
-    scan_q_.assign(L * geometry_.n_heads * plan_.managed.head_dim, 0.0f);
-    scan_lse_.assign(L * geometry_.n_heads, 0.0f);
-    scan_has_query_.assign(L, false);
+  if (plan_.scan_rows > 0) {
     scan_cursor_.assign(L, 0);
+    if (!geometry_.device.is_cuda()) {  // CUDA keeps them on the device (akv_cold_scan_cuda.cc)
+      scan_q_.assign(L * geometry_.n_heads * plan_.managed.head_dim, 0.0f);
+      scan_lse_.assign(L * geometry_.n_heads, 0.0f);
+      scan_has_query_.assign(L, false);
+    }
   }
   const int64_t rows = plan_.StepRows();
   lse_ = at::empty({rows, geometry_.n_heads}, at::TensorOptions().dtype(at::kFloat).device(geometry_.device));
@@ -282,7 +284,8 @@ const int32_t* AkvSequenceCache::HostCounts() const {
 }
 
 int64_t AkvSequenceCache::DeviceBytesHeld() const {
-  return managed_.Bytes() + dense_.Bytes() + lse_.nbytes() + pos_buf_.nbytes() + AkvCudaStateBytes(cuda_.get());
+  return managed_.Bytes() + dense_.Bytes() + lse_.nbytes() + pos_buf_.nbytes() + AkvCudaStateBytes(cuda_.get()) +
+         AkvScanCudaBytes(scan_cuda_.get());
 }
 
 int64_t AkvSequenceCache::BytesHeld() const { return DeviceBytesHeld() + (cold_ != nullptr ? cold_->Bytes() : 0); }

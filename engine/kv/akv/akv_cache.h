@@ -20,9 +20,9 @@
 // kvstream decisions beyond the spec (tested): tier buffers are sized once at
 // Open from prompt + max_new (never more slots than tokens), so bytes held
 // are flat over a request; cold_scan_interval > 0 (a scan of cold rows that
-// takes the attended ones back to warm, akv_cold_scan.h) runs on CPU servers
-// and is refused on CUDA in this version; tokens_held is the largest
-// hot+warm+cold of any layer.
+// takes the attended ones back to warm, akv_cold_scan.h) runs at the step's
+// end on CPU servers and as a pipeline of one stage per step on CUDA;
+// tokens_held is the largest hot+warm+cold of any layer.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -34,6 +34,7 @@
 
 #include "engine/kv/akv/akv_buffers.h"
 #include "engine/kv/akv/akv_cold.h"
+#include "engine/kv/akv/akv_cold_scan.h"
 #include "engine/kv/akv/akv_config.h"
 #include "engine/kv/kv_cache.h"
 
@@ -44,6 +45,12 @@ int64_t AkvCudaStateBytes(const AkvCudaState* s);      // device scratch it hold
 int64_t AkvCudaStateHostBytes(const AkvCudaState* s);  // pinned host mirrors it holds
 struct AkvCudaStateDeleter {
   void operator()(AkvCudaState* s) const;
+};
+struct AkvScanCudaState;  // the CUDA cold scan's buffers, stream, events (akv_cold_scan_cuda.cc)
+int64_t AkvScanCudaBytes(const AkvScanCudaState* s);      // device
+int64_t AkvScanCudaHostBytes(const AkvScanCudaState* s);  // pinned
+struct AkvScanCudaStateDeleter {
+  void operator()(AkvScanCudaState* s) const;
 };
 
 class AkvSequenceCache final : public SequenceCache {
@@ -136,11 +143,19 @@ class AkvSequenceCache final : public SequenceCache {
   absl::Status ScoreCuda(int64_t layer, const AkvScoreParams* sp, const float* lse, const at::Tensor& q,
                          const at::Tensor& lse_owner);
   absl::Status EndStepCuda();     // EndStepKernels on the sequence's own stream (KVSTREAM_AKV_END_STEP_ASIDE=0: inline)
-  absl::Status EndStepKernels();  // cold drain, select, migrate, counters D2H on the current stream
+  absl::Status EndStepKernels();  // cold drain, select, migrate, cold scan stage, counters D2H (current stream)
   // The current stream waits for the last EndStep's kernels and, at a step's
   // start, for score updates a failed step left unjoined.
   absl::Status JoinAside(bool step_start);
   absl::Status DrainCounts();     // reads last step's counters; sends staged rows toward the host
+  // CUDA cold scan (akv_cold_scan_cuda.cc): buffers made at Init; each step
+  // keeps every managed layer's last query row and lse on the device (graph
+  // capturable); EndStep runs the next stage of the scan in flight; the rows
+  // the append took leave cold once the counters show them (DrainCounts).
+  absl::Status InitColdScanCuda();
+  absl::Status KeepLastQueryCuda(int idx, const at::Tensor& q, const float* lse);
+  absl::Status ColdScanCudaStage();
+  void DropColdTaken();
   absl::Status FileColdMirror();  // files rows the copy stream brought to pinned memory
   // Files every cold row still in flight and refreshes host_counts_ (CUDA: syncs).
   absl::Status Flush();
@@ -172,9 +187,17 @@ class AkvSequenceCache final : public SequenceCache {
   std::vector<bool> scan_has_query_;
   std::vector<int64_t> scan_cursor_, cold_promoted_;
   int64_t steps_since_scan_ = 0, cold_scans_ = 0;
-  int64_t d2h_bytes_ = 0;
+  // The CUDA scan in flight: its stage (akv_cold_scan_cuda.cc), each layer's
+  // window (first cold row, rows) and picks (best first).
+  int scan_phase_ = 0;
+  std::vector<int64_t> scan_first_;
+  std::vector<int> scan_window_;
+  std::vector<AkvColdPicks> scan_picks_;
+  int64_t d2h_bytes_ = 0, h2d_bytes_ = 0;
   double compression_ms_ = 0.0;
   int64_t peak_bytes_ = 0;
+  // Declared before cuda_ so it is freed after cuda_'s streams are synced.
+  std::unique_ptr<AkvScanCudaState, AkvScanCudaStateDeleter> scan_cuda_;
   std::unique_ptr<AkvCudaState, AkvCudaStateDeleter> cuda_;
 };
 

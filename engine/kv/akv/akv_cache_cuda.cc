@@ -169,6 +169,7 @@ absl::Status AkvSequenceCache::InitCuda() {
   const auto bytes = static_cast<int64_t>(rows.size() * sizeof(AkvAttnSeq));
   c.attn_rows = at::empty({bytes}, dev.dtype(at::kByte));
   c.attn_rows.copy_(at::from_blob(rows.data(), {bytes}, at::TensorOptions().dtype(at::kByte)));
+  if (plan_.scan_rows > 0) return InitColdScanCuda();
   return absl::OkStatus();
 }
 
@@ -227,6 +228,7 @@ absl::Status AkvSequenceCache::ScoreCuda(int64_t layer, const AkvScoreParams* sp
                                          const at::Tensor& q, const at::Tensor& lse_owner) {
   AkvCudaState& c = *cuda_;
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  if (scan_cuda_ && plan_.IsManaged(layer)) KV_RETURN_IF_ERROR(KeepLastQueryCuda(plan_.Index(layer), q, lse));
   if (sp != nullptr) {
     AkvScoreParams score = *sp;
     score.lse = lse;
@@ -316,6 +318,8 @@ absl::Status AkvSequenceCache::EndStepKernels() {
   // 2. Select and migrate over every managed layer.
   KV_RETURN_IF_ERROR(Cuda(LaunchAkvSelect(SelectParams(), stream), "select"));
   KV_RETURN_IF_ERROR(Cuda(LaunchAkvMigrate(MigrateParams(), stream), "migrate"));
+  // Cold scan (opt-in): the next stage of the scan in flight (akv_cold_scan_cuda.cc).
+  if (scan_cuda_) KV_RETURN_IF_ERROR(ColdScanCudaStage());
 
   // 3. Counters to the host, read at the next EndStep.
   KV_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(c.counts_host, managed_.counts.const_data_ptr(),
@@ -360,6 +364,7 @@ absl::Status AkvSequenceCache::DrainCounts() {
   KV_RETURN_IF_ERROR(Cuda(cudaEventSynchronize(c.counts_ready), "counts"));
   c.counts_pending = false;
   host_counts_.assign(c.counts_host, c.counts_host + host_counts_.size());
+  DropColdTaken();  // a cold scan's append is in these counters: its rows leave cold
   if (plan_.stage_rows == 0) return absl::OkStatus();
   std::vector<int> staged(static_cast<size_t>(plan_.managed_layers), 0);
   bool any = false;

@@ -1,5 +1,6 @@
 #include "engine/kv/akv/akv_cold.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "kernels/akv/akv_quant.h"
@@ -51,24 +52,42 @@ void AkvColdTier::CopyRows(int layer, const std::vector<int64_t>& rows, AkvColdS
 
 void AkvColdTier::Remove(int layer, const std::vector<int64_t>& sorted_rows) {
   if (sorted_rows.empty()) return;
-  const int64_t n = rows_[layer];
-  int64_t to = sorted_rows.front();
-  size_t next = 0;
-  for (int64_t from = sorted_rows.front(); from < n; ++from) {
-    if (next < sorted_rows.size() && sorted_rows[next] == from) {
-      ++next;
+  // Holes are filled from the tail (O(removed rows), not a compaction of
+  // every row after the first hole: cold tiers run to 100K+ rows).
+  size_t lo = 0, hi = sorted_rows.size();  // holes not filled yet: sorted_rows[lo, hi)
+  int64_t last = rows_[layer] - 1;
+  while (lo < hi) {
+    if (sorted_rows[hi - 1] == last) {  // the tail row goes too
+      --hi, --last;
       continue;
     }
+    const int64_t to = sorted_rows[lo++];
     for (int a = 0; a < 7; ++a) {
       const int64_t w = Width(a);
-      std::memmove(Array(layer, to / kAkvColdBlockRows, a) + (to % kAkvColdBlockRows) * w,
-                   Array(layer, from / kAkvColdBlockRows, a) + (from % kAkvColdBlockRows) * w, static_cast<size_t>(w));
+      std::memcpy(Array(layer, to / kAkvColdBlockRows, a) + (to % kAkvColdBlockRows) * w,
+                  Array(layer, last / kAkvColdBlockRows, a) + (last % kAkvColdBlockRows) * w, static_cast<size_t>(w));
     }
-    ++to;
+    --last;
   }
-  rows_[layer] = to;
-  const size_t keep = static_cast<size_t>((to + kAkvColdBlockRows - 1) / kAkvColdBlockRows);
+  rows_[layer] -= static_cast<int64_t>(sorted_rows.size());
+  const size_t keep = static_cast<size_t>((rows_[layer] + kAkvColdBlockRows - 1) / kAkvColdBlockRows);
   if (blocks_[layer].size() > keep) blocks_[layer].resize(keep);
+}
+
+void AkvColdTier::CopyKeys(int layer, int64_t first, int n, uint8_t* k, uint16_t* k_scale, uint16_t* k_zero,
+                           int32_t* pos) const {
+  uint8_t* dst[4] = {k, reinterpret_cast<uint8_t*>(k_scale), reinterpret_cast<uint8_t*>(k_zero),
+                     reinterpret_cast<uint8_t*>(pos)};
+  const int which[4] = {0, 2, 3, 6};
+  for (int64_t r = first; r < first + n;) {  // one block's run at a time
+    const int64_t block = r / kAkvColdBlockRows, off = r % kAkvColdBlockRows;
+    const int64_t run = std::min<int64_t>(kAkvColdBlockRows - off, first + n - r);
+    for (int i = 0; i < 4; ++i) {
+      const int64_t w = Width(which[i]);
+      std::memcpy(dst[i] + (r - first) * w, Array(layer, block, which[i]) + off * w, static_cast<size_t>(run * w));
+    }
+    r += run;
+  }
 }
 
 void AkvColdTier::Append(int layer, const AkvColdRows& in) {

@@ -53,8 +53,15 @@ class AkvColdTier {
   // Rows `rows` (each < Rows(layer)) of `layer` packed into *out in that
   // order (cold format).
   void CopyRows(int layer, const std::vector<int64_t>& rows, AkvColdScratch* out) const;
+  // Key codes, scale, zero and positions of rows [first, first + n) of
+  // `layer` (each < Rows(layer)) into packed arrays (cold format): what a
+  // cold scan rates.
+  void CopyKeys(int layer, int64_t first, int n, uint8_t* k, uint16_t* k_scale, uint16_t* k_zero,
+                int32_t* pos) const;
   // Removes the rows `sorted_rows` (ascending, distinct, < Rows(layer)) of
-  // `layer`; the others keep their order. Blocks left empty are freed.
+  // `layer`: the rows past the last hole move into the holes (cost is the
+  // rows removed, not the tier's size); the others stay where they are.
+  // Blocks left empty are freed.
   void Remove(int layer, const std::vector<int64_t>& sorted_rows);
 
  private:

@@ -16,10 +16,11 @@ absl::StatusOr<AkvColdPicks> AkvPickColdRows(const AkvColdTier& cold, int layer,
                                              float threshold, int cap) {
   AkvColdPicks picks;
   if (n <= 0 || cap <= 0) return picks;
-  std::vector<int64_t> window(static_cast<size_t>(n));
-  std::iota(window.begin(), window.end(), first);
-  AkvColdScratch win;
-  cold.CopyRows(layer, window, &win);
+  AkvColdScratch win;  // keys only: the score reads no value
+  const int64_t hkv = warm.num_kv_heads;
+  win.k.resize(n * hkv * (warm.head_dim * cold_bits / 8));
+  win.k_scale.resize(n * hkv * warm.Groups()), win.k_zero.resize(n * hkv * warm.Groups()), win.pos.resize(n);
+  cold.CopyKeys(layer, first, n, win.k.data(), win.k_scale.data(), win.k_zero.data(), win.pos.data());
   // The window as a warm tier of cold_bits codes beside an empty hot tier
   // (the score twin wants hot buffers; it reads none with n_hot = 0).
   AkvLayout lay = warm;
@@ -36,9 +37,9 @@ absl::StatusOr<AkvColdPicks> AkvPickColdRows(const AkvColdTier& cold, int layer,
   sp.layout = lay;
   sp.tiers.hot_k = hot.data(), sp.tiers.hot_v = hot.data(), sp.tiers.hot_pos = &hot_pos;
   sp.tiers.hot_score = &hot_score;
-  sp.tiers.warm_k = win.k.data(), sp.tiers.warm_v = win.v.data();
+  sp.tiers.warm_k = win.k.data(), sp.tiers.warm_v = win.k.data();
   sp.tiers.warm_k_scale = win.k_scale.data(), sp.tiers.warm_k_zero = win.k_zero.data();
-  sp.tiers.warm_v_scale = win.v_scale.data(), sp.tiers.warm_v_zero = win.v_zero.data();
+  sp.tiers.warm_v_scale = win.k_scale.data(), sp.tiers.warm_v_zero = win.k_zero.data();
   sp.tiers.warm_pos = win.pos.data(), sp.tiers.warm_score = w.data(), sp.tiers.warm_a = a.data();
   sp.tiers.counts = counts.data();
   sp.q = q.q, sp.q_pos = &q.pos, sp.lse = q.lse;
@@ -49,20 +50,51 @@ absl::StatusOr<AkvColdPicks> AkvPickColdRows(const AkvColdTier& cold, int layer,
     const char* why = AkvScoreValidate(sp);
     return absl::InternalError(absl::StrCat("akv cold scan: score update refused: ", why ? why : "invalid params"));
   }
+  for (int j : AkvBestShares(a.data(), win.pos.data(), n, threshold, cap)) {
+    picks.rows.push_back(first + j);
+    picks.a.push_back(a[j]);
+  }
+  return picks;
+}
+
+std::vector<int> AkvBestShares(const float* a, const int32_t* pos, int n, float threshold, int cap) {
   std::vector<int> cand;
   for (int j = 0; j < n; ++j) {
     if (a[j] > threshold) cand.push_back(j);
   }
   std::sort(cand.begin(), cand.end(), [&](int x, int y) {  // largest a first; ties: larger pos
-    return a[x] != a[y] ? a[x] > a[y] : win.pos[x] > win.pos[y];
+    return a[x] != a[y] ? a[x] > a[y] : pos[x] > pos[y];
   });
-  if (static_cast<int>(cand.size()) > cap) cand.resize(static_cast<size_t>(cap));
-  std::sort(cand.begin(), cand.end());
-  for (int j : cand) {
-    picks.rows.push_back(first + j);
-    picks.a.push_back(a[j]);
-  }
-  return picks;
+  if (static_cast<int>(cand.size()) > cap) cand.resize(static_cast<size_t>(std::max(cap, 0)));
+  return cand;
+}
+
+int AkvStageColdPicks(const AkvColdTier& cold, int layer, const AkvColdPicks& picks, const AkvLayout& warm,
+                      int cold_bits, const AkvColdStage& stage, int slot) {
+  const int k = static_cast<int>(picks.rows.size());
+  if (k == 0) return 0;
+  AkvColdScratch src, dst;
+  cold.CopyRows(layer, picks.rows, &src);
+  const int saturated = AkvRequantizeRows(src.View(k), warm, cold_bits, warm.warm_bits, &dst);
+  const int64_t cr = int64_t(warm.num_kv_heads) * warm.CodeBytes(), gr = int64_t(warm.num_kv_heads) * warm.Groups();
+  const int64_t r0 = int64_t(slot) * stage.Rows(warm);
+  std::copy(dst.k.begin(), dst.k.end(), stage.k + r0 * cr);
+  std::copy(dst.v.begin(), dst.v.end(), stage.v + r0 * cr);
+  std::copy(dst.k_scale.begin(), dst.k_scale.end(), stage.k_scale + r0 * gr);
+  std::copy(dst.k_zero.begin(), dst.k_zero.end(), stage.k_zero + r0 * gr);
+  std::copy(dst.v_scale.begin(), dst.v_scale.end(), stage.v_scale + r0 * gr);
+  std::copy(dst.v_zero.begin(), dst.v_zero.end(), stage.v_zero + r0 * gr);
+  std::copy(dst.pos.begin(), dst.pos.end(), stage.pos + r0);
+  std::copy(picks.a.begin(), picks.a.end(), stage.score + r0);
+  return saturated;
+}
+
+void AkvDropTakenColdRows(AkvColdTier* cold, int layer, const AkvColdPicks& picks, int64_t taken) {
+  if (taken <= 0) return;
+  std::vector<int64_t> rows(picks.rows.begin(), picks.rows.begin() + std::min<int64_t>(taken, picks.rows.size()));
+  std::sort(rows.begin(), rows.end());
+  // Tail rows fill the holes: those moved before the cursor wait for the next round.
+  cold->Remove(layer, rows);
 }
 
 // CPU server: every managed layer scans its window and files the picks into
@@ -85,34 +117,38 @@ absl::Status AkvSequenceCache::ColdScanCpu() {
                                lay.warm_capacity - n_warm});
     if (room <= 0) continue;
     int64_t first = scan_cursor_[l] < rows ? scan_cursor_[l] : 0;
-    const int n = static_cast<int>(std::min<int64_t>(kAkvColdScanWindowRows, rows - first));
+    const int n = static_cast<int>(std::min<int64_t>(plan_.scan_rows, rows - first));
     scan_cursor_[l] = first + n;
     AkvLastQuery q{scan_q_.data() + int64_t(l) * H * D, scan_lse_.data() + int64_t(l) * H,
                    static_cast<int32_t>(seen_ - 1), H};
     KV_ASSIGN_OR_RETURN(AkvColdPicks picks,
                         AkvPickColdRows(*cold_, l, first, n, lay, plan_.cold_bits, q, config_.promote_threshold, room));
-    if (picks.rows.empty()) continue;
-    AkvColdScratch src, dst;
-    cold_->CopyRows(l, picks.rows, &src);
-    const int k = static_cast<int>(picks.rows.size());
-    cold_saturations_ += AkvRequantizeRows(src.View(k), lay, plan_.cold_bits, lay.warm_bits, &dst);
-    const int64_t at = n_warm;
-    std::copy(dst.k.begin(), dst.k.end(), t.warm_k + at * Hkv * cb);
-    std::copy(dst.v.begin(), dst.v.end(), t.warm_v + at * Hkv * cb);
-    std::copy(dst.k_scale.begin(), dst.k_scale.end(), t.warm_k_scale + at * Hkv * Gn);
-    std::copy(dst.k_zero.begin(), dst.k_zero.end(), t.warm_k_zero + at * Hkv * Gn);
-    std::copy(dst.v_scale.begin(), dst.v_scale.end(), t.warm_v_scale + at * Hkv * Gn);
-    std::copy(dst.v_zero.begin(), dst.v_zero.end(), t.warm_v_zero + at * Hkv * Gn);
-    for (int i = 0; i < k; ++i) {
-      t.warm_pos[at + i] = dst.pos[i];
-      t.warm_score[at + i] = picks.a[i];  // w_j = a_j: scored once, as a fresh row is
-      t.warm_a[at + i] = picks.a[i];
+    const int32_t k = static_cast<int32_t>(picks.rows.size());
+    if (k == 0) continue;
+    // The picks re-quantized to warm_bits, through the twin of the CUDA path's append.
+    AkvColdScratch st;
+    st.k.resize(k * Hkv * cb), st.v.resize(k * Hkv * cb), st.pos.resize(k);
+    for (auto* g : {&st.k_scale, &st.k_zero, &st.v_scale, &st.v_zero}) g->resize(k * Hkv * Gn);
+    std::vector<float> a(k);
+    const AkvColdStage stage{st.k.data(),       st.v.data(),      st.k_scale.data(), st.k_zero.data(),
+                             st.v_scale.data(), st.v_zero.data(), st.pos.data(),     a.data(),
+                             k};
+    cold_saturations_ += AkvStageColdPicks(*cold_, l, picks, lay, plan_.cold_bits, stage, 0);
+    AkvColdAppendParams ap;
+    ap.layout = lay;
+    ap.tiers = t;
+    ap.stage = stage;
+    ap.rows = &k;
+    ap.warm_limit = config_.warm_budget + config_.eviction_batch_size - 1;
+    ap.num_layers = 1;
+    const int32_t taken_before = t.counts[kAkvTotColdTaken];
+    if (!AkvColdAppendRef(ap)) {
+      const char* why = AkvColdAppendValidate(ap);
+      return absl::InternalError(absl::StrCat("akv cold append: ", why ? why : "invalid params"));
     }
-    t.counts[kAkvNWarm] = n_warm + k;
-    cold_->Remove(l, picks.rows);
-    // Rows before the cursor moved down by the picks inside the window.
-    scan_cursor_[l] -= k;
-    cold_promoted_[l] += k;
+    const int64_t taken = t.counts[kAkvTotColdTaken] - taken_before;
+    AkvDropTakenColdRows(cold_.get(), l, picks, taken);
+    cold_promoted_[l] += taken;
   }
   return absl::OkStatus();
 }

@@ -8,14 +8,28 @@
 // Rows with a_j > promote_threshold move, at most the promotion cap
 // (AkvConfig::PromoteCap) and as many as keep warm within warm_budget +
 // eviction_batch_size - 1 (what a step may leave it at, so akv.md §3's tier
-// sizes hold), largest a_j first (ties: larger pos); they enter warm with
+// sizes hold), largest a_j first (ties: larger pos); they are re-quantized to
+// warm_bits and enter warm through akv_cold_append (kernels/akv) with
 // w_j = a_j, and the next demotion weighs them against the other warm rows.
 // kvstream choices (strategies/README.md: "Cold scan window: your choice"):
 // the window is kAkvColdScanWindowRows rows per layer, round robin over the
 // layer's cold rows (a long request's whole cold tier is covered every
 // ceil(rows / window) scans); scores come from the score twin run over the
 // window staged as a warm tier of cold_bits codes, so they are the kernels'
-// numbers. This version scans on CPU servers; a CUDA server refuses the knob.
+// numbers.
+// CPU servers scan at the step's end with the twins. CUDA servers
+// (akv_cold_scan_cuda.cc) never stall a step for it: the scan is a pipeline
+// with one stage per EndStep, one scan in flight:
+//   1. the window's cold key codes (pinned) go H2D on the copy stream; the
+//      step's last query (kept per layer on the device every step) is frozen
+//   2. the score kernel rates the window; the shares go D2H on the copy stream
+//   3. the host picks (the shares arrived: the steps end in a host sync) and
+//      re-quantizes the picks; they go H2D on the copy stream
+//   4. akv_cold_append puts them in warm against the device's n_warm
+//   5. the host reads how many it took (lagged counters) and drops exactly
+//      those from cold.
+// A scan thus starts every max(cold_scan_interval, 4) steps (stage 5 of one
+// scan and stage 1 of the next share a step).
 #pragma once
 
 #include <cstdint>
@@ -38,14 +52,27 @@ struct AkvLastQuery {
 };
 
 struct AkvColdPicks {
-  std::vector<int64_t> rows;  // cold row indices, ascending
+  std::vector<int64_t> rows;  // cold row indices, best first (a descending, ties: larger pos)
   std::vector<float> a;       // their shares, same order
 };
+
+// Indices j < n with a[j] > threshold, best first (a descending, ties: larger
+// pos), at most `cap` of them.
+std::vector<int> AkvBestShares(const float* a, const int32_t* pos, int n, float threshold, int cap);
 
 // Scores cold rows [first, first + n) of `layer` (cold_bits codes in the
 // layout's geometry) and picks those above `threshold`, at most `cap`.
 absl::StatusOr<AkvColdPicks> AkvPickColdRows(const AkvColdTier& cold, int layer, int64_t first, int n,
                                              const AkvLayout& warm, int cold_bits, const AkvLastQuery& q,
                                              float threshold, int cap);
+
+// Copies the picks of `layer` out of cold, re-quantized from cold_bits to
+// `warm`'s warm_bits, into stage rows [slot * S, slot * S + picks) (S =
+// stage.Rows(warm)) in pick order, with score = a; returns saturated groups.
+int AkvStageColdPicks(const AkvColdTier& cold, int layer, const AkvColdPicks& picks, const AkvLayout& warm,
+                      int cold_bits, const AkvColdStage& stage, int slot);
+
+// Drops the first `taken` picks (those akv_cold_append took) from cold.
+void AkvDropTakenColdRows(AkvColdTier* cold, int layer, const AkvColdPicks& picks, int64_t taken);
 
 }  // namespace kvstream

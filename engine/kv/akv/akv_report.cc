@@ -17,7 +17,7 @@ CacheReport AkvSequenceCache::Report() const {
   const int32_t* c = HostCounts();
   CacheReport r;
   r.strategy = "akv";
-  const int64_t host_scratch = AkvCudaStateHostBytes(cuda_.get());
+  const int64_t host_scratch = AkvCudaStateHostBytes(cuda_.get()) + AkvScanCudaHostBytes(scan_cuda_.get());
   r.kv_bytes_device = DeviceBytesHeld();
   r.kv_bytes_host = (cold_ ? cold_->Bytes() : 0) + host_scratch;
   r.tokens_seen = seen_;
@@ -97,6 +97,7 @@ CacheReport AkvSequenceCache::Report() const {
   st["bytes_metadata"] = static_cast<double>(r.kv_bytes_device + host_scratch - managed_.BytesHot() -
                                              dense_.BytesHot() - managed_.BytesWarm());
   st["d2h_bytes"] = static_cast<double>(d2h_bytes_);
+  st["h2d_bytes"] = static_cast<double>(h2d_bytes_);
   return r;
 }
 

@@ -19,11 +19,6 @@ absl::Status AkvStrategy::Validate(const StrategyConfig& config) const {
                                                      geometry_.head_dim, " (AKV kernels take 64 or 128)"));
     }
   }
-  if (c->cold_scan_interval > 0 && geometry_.device.is_cuda()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "kv_compression.akv.cold_scan_interval must be 0 on a GPU server in this version (the cold scan runs on "
-        "CPU servers); got ", c->cold_scan_interval));
-  }
   return absl::OkStatus();
 }
 

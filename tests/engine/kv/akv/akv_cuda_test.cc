@@ -4,6 +4,8 @@
 //  - On the real model: hot tier holding everything follows dense; hot 64 +
 //    8-bit warm keeps >= 95% of dense's greedy choices; mixed with dense in
 //    one batch gives the tokens it gives alone; cold rows reach the host.
+//  - The cold scan takes attended cold rows back to warm on the device, and
+//    serves the real model under decode graphs as it does eagerly.
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <gtest/gtest.h>
@@ -80,6 +82,83 @@ TEST(AkvCuda, TiersPartitionSeenPositionsStepByStepOnTheDevice) {
   EXPECT_GT(r.kv_bytes_host, 0);
   EXPECT_GT(r.stats.at("d2h_bytes"), 0.0);
   EXPECT_EQ(r.tokens_held, r.tokens_seen);
+}
+
+// The cold scan on the device (akv_cold_scan_cuda.cc): planted keys that
+// went cold come back to warm once queries lean on them, within the cap, and
+// the tiers still partition every seen position (nothing lost or doubled
+// while rows travel through the pipeline). The CPU twin of this is
+// AkvTiers.ColdScanTakesAttendedColdRowsBackToWarm.
+TEST(AkvCuda, ColdScanTakesAttendedColdRowsBackToWarmOnTheDevice) {
+  REQUIRE_CUDA();
+  at::manual_seed(11);
+  KvGeometry g;
+  g.n_layers = 1, g.n_heads = 2, g.n_kv_heads = 1, g.head_dim = 64, g.context_length = 4096;
+  g.dtype = at::kBFloat16;
+  g.device = c10::Device(c10::kCUDA, 0);
+  AkvStrategy strategy(g);
+  StrategyConfig c;
+  c.strategy = "akv";
+  c.max_tokens = 300;
+  c.knobs = {{"hot_budget", int64_t{16}},          {"n_anchors", int64_t{4}},
+             {"initial_tokens_protected", int64_t{0}}, {"eviction_batch_size", int64_t{8}},
+             {"warm_budget", int64_t{24}},          {"warm_bits", int64_t{8}},
+             {"cold_bits", int64_t{8}},             {"group_size", int64_t{64}},
+             {"promote_max_per_step", int64_t{2}},  {"cold_scan_interval", int64_t{1}}};
+  auto opened = strategy.Open(c);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  auto* cache = static_cast<AkvSequenceCache*>(opened->get());
+  auto opt = at::TensorOptions().dtype(at::kBFloat16).device(g.device);
+  int64_t step = 0;
+  auto run = [&](const at::Tensor& q, const at::Tensor& k) {
+    SeqStep s;
+    s.start_pos = cache->tokens_seen();
+    s.n_new = 1;
+    StepContext ctx;
+    ctx.step = step++;
+    at::Tensor out = at::full({1, 2, 64}, NAN, opt);
+    ASSERT_TRUE(cache->Attend(0, q.to(opt), k.to(opt), at::randn({1, 1, 64}).to(opt), out, s, ctx).ok());
+    ASSERT_TRUE(cache->EndStep(s, ctx).ok());
+  };
+  at::Tensor u = at::zeros({64});
+  u[3] = 1.0f;
+  auto orth = [](at::Tensor x) {
+    x.select(-1, 3).zero_();
+    return x;
+  };
+  const std::set<int32_t> planted = {5, 6, 7, 8};
+  const at::Tensor away = (u * -1.0f).view({1, 1, 64});
+  for (int p = 0; p < 120; ++p) {
+    at::Tensor k = planted.count(p) ? (u * 4.0f).view({1, 1, 64}) : orth(at::randn({1, 1, 64}) * 0.3f);
+    run(orth(at::randn({1, 2, 64}) * 0.3f) + away, k);
+  }
+  const auto before = cache->Snapshot(0);
+  for (int32_t p : planted) {
+    ASSERT_TRUE(std::count(before.cold_pos.begin(), before.cold_pos.end(), p)) << "planted key " << p << " not cold";
+  }
+  EXPECT_EQ(cache->Report().stats.at("promotions_cold_to_warm"), 0.0) << "nothing leaned on cold rows yet";
+  const at::Tensor q = (u * 6.0f).view({1, 1, 64}).expand({1, 2, 64}).contiguous();
+  for (int i = 0; i < 24; ++i) run(q, orth(at::randn({1, 1, 64}) * 0.3f));
+  const auto after = cache->Snapshot(0);
+  std::set<int32_t> back;
+  for (const auto* tier : {&after.hot_pos, &after.warm_pos}) {
+    for (int32_t p : *tier) {
+      if (planted.count(p)) back.insert(p);
+    }
+  }
+  EXPECT_GE(back.size(), 2u) << "planted rows back in hot or warm";
+  const CacheReport r = cache->Report();
+  EXPECT_GE(r.stats.at("promotions_cold_to_warm"), 2.0);
+  EXPECT_GE(r.stats.at("cold_scans"), 30.0) << "a scan every 4 steps (one in flight, 5 stages)";
+  EXPECT_GT(r.stats.at("h2d_bytes"), 0.0);
+  std::vector<int32_t> all;
+  for (const auto* tier : {&after.hot_pos, &after.warm_pos, &after.cold_pos}) {
+    all.insert(all.end(), tier->begin(), tier->end());
+  }
+  std::sort(all.begin(), all.end());
+  ASSERT_EQ(all.size(), static_cast<size_t>(cache->tokens_seen()));
+  for (size_t i = 0; i < all.size(); ++i) ASSERT_EQ(all[i], static_cast<int32_t>(i));
+  EXPECT_EQ(after.evicted, 0);
 }
 
 // A 1 GiB pool: two engines share the GPU in the graph-vs-eager tests.
@@ -193,6 +272,31 @@ TEST(AkvCuda, GraphReplayEqualsEagerDecode) {
   }
   EXPECT_GT(graphs->model().decode_graph_replays(), 60);
   EXPECT_EQ(eager->model().decode_graph_replays(), 0);
+}
+
+// The cold scan serves the real model under decode graphs (the per-layer
+// query copies are graph nodes) as it does eagerly: same tokens and
+// logprobs, scans counted, nothing evicted.
+TEST(AkvCuda, ColdScanGraphReplayEqualsEagerDecode) {
+  REQUIRE_CUDA_AND_MODEL();
+  auto graphs = CudaEngine();
+  auto eager = testing::WithEnv("KVSTREAM_CUDA_GRAPHS", "0", [] { return CudaEngine(); });
+  ASSERT_NE(graphs, nullptr);
+  ASSERT_NE(eager, nullptr);
+  std::vector<GenerateSpec> specs = {SmallTiersSpec(graphs->tokenizer(), 96)};
+  specs[0].kv.knobs["cold_scan_interval"] = int64_t{1};
+  specs[0].kv.knobs["promote_threshold"] = 0.01;
+  specs[0].return_logprobs = true;
+  auto a = graphs->GenerateBatch(specs), b = eager->GenerateBatch(specs);
+  ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
+  testing::ExpectGraphRunEqualsEager(*a, *b);
+  const CacheReport& r = (*a)[0].cache;
+  EXPECT_GT(r.stats.at("cold_scans"), 10.0);
+  EXPECT_EQ(r.stats.at("promotions_cold_to_warm"), (*b)[0].cache.stats.at("promotions_cold_to_warm"));
+  EXPECT_EQ(r.tokens_held, r.tokens_seen);
+  EXPECT_GT(graphs->model().decode_graph_replays(), 60);
+  std::printf("[akv-cuda] cold scan: %.0f scans, %.0f rows back to warm, h2d %.0f bytes\n",
+              r.stats.at("cold_scans"), r.stats.at("promotions_cold_to_warm"), r.stats.at("h2d_bytes"));
 }
 
 // The opt-in one-launch decode (KVSTREAM_AKV_BATCHED=1, engine/kv/akv/

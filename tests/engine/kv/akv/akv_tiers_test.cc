@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <numeric>
 #include <set>
 
@@ -216,7 +217,7 @@ TEST(AkvTiers, ColdRowsReachTheHostAndAttentionCoversHotAndWarmOnly) {
 
 // The cold tier's rows can be read back and removed: the others keep
 // their order, and blocks left empty are freed.
-TEST(AkvColdTier, CopyRowsAndRemoveKeepTheOthersInOrder) {
+TEST(AkvColdTier, RemoveFillsHolesFromTheTailAndCopiesSeeTheRowsLeft) {
   AkvColdTier cold(/*num_layers=*/2, /*num_kv_heads=*/2, /*head_dim=*/64, /*group_size=*/64, /*cold_bits=*/4);
   const int n = 600, cc = 64 * 4 / 8;
   AkvColdScratch in;
@@ -226,6 +227,7 @@ TEST(AkvColdTier, CopyRowsAndRemoveKeepTheOthersInOrder) {
   for (int i = 0; i < n; ++i) {
     in.pos[i] = 1000 + i;
     for (int b = 0; b < 2 * cc; ++b) in.k[size_t(i) * 2 * cc + b] = static_cast<uint8_t>(i + b);
+    in.k_scale[size_t(i) * 2 + 1] = static_cast<uint16_t>(3 * i);
     in.v_zero[size_t(i) * 2] = static_cast<uint16_t>(i);
   }
   cold.Append(1, in.View(n));
@@ -237,22 +239,35 @@ TEST(AkvColdTier, CopyRowsAndRemoveKeepTheOthersInOrder) {
     if (r % 3 != 0) gone.push_back(r);  // and everything past 399
   }
   std::sort(gone.begin(), gone.end());
+  const std::set<int64_t> removed(gone.begin(), gone.end());
   cold.Remove(1, gone);
-  std::vector<int> kept;
-  for (int i = 0; i < 400; ++i) {
-    if (i % 3 != 0) kept.push_back(i);
-  }
-  ASSERT_EQ(cold.Rows(1), static_cast<int64_t>(kept.size()));
-  std::vector<int64_t> rows(kept.size());
-  std::iota(rows.begin(), rows.end(), 0);  // every row left, in order
+  const int64_t left = n - static_cast<int64_t>(gone.size());
+  ASSERT_EQ(cold.Rows(1), left);
+  // Every row not removed is still there, once, with its own bytes.
+  std::vector<int64_t> rows(static_cast<size_t>(left));
+  std::iota(rows.begin(), rows.end(), 0);
   AkvColdScratch out;
   cold.CopyRows(1, rows, &out);
-  for (size_t j = 0; j < kept.size(); ++j) {
-    const int i = kept[j];
-    EXPECT_EQ(out.pos[j], 1000 + i);
-    EXPECT_EQ(cold.Pos(1, static_cast<int64_t>(j)), 1000 + i);
+  std::set<int> seen;
+  for (int64_t j = 0; j < left; ++j) {
+    const int i = out.pos[j] - 1000;
+    ASSERT_TRUE(i >= 0 && i < n && !removed.count(i)) << "row " << j << " holds pos " << out.pos[j];
+    EXPECT_TRUE(seen.insert(i).second) << i;
+    EXPECT_EQ(cold.Pos(1, j), 1000 + i);
     EXPECT_EQ(out.k[j * 2 * cc + 5], static_cast<uint8_t>(i + 5));
     EXPECT_EQ(out.v_zero[j * 2], static_cast<uint16_t>(i));
+  }
+  EXPECT_EQ(static_cast<int64_t>(seen.size()), left);
+  // CopyKeys over a run crossing a block boundary equals CopyRows' keys.
+  const int first = 200, m = 66;
+  std::vector<uint8_t> k(size_t(m) * 2 * cc);
+  std::vector<uint16_t> ks(size_t(m) * 2), kz(size_t(m) * 2);
+  std::vector<int32_t> pos(m);
+  cold.CopyKeys(1, first, m, k.data(), ks.data(), kz.data(), pos.data());
+  for (int j = 0; j < m; ++j) {
+    EXPECT_EQ(pos[j], out.pos[first + j]);
+    EXPECT_EQ(ks[size_t(j) * 2 + 1], out.k_scale[size_t(first + j) * 2 + 1]);
+    EXPECT_EQ(0, std::memcmp(&k[size_t(j) * 2 * cc], &out.k[size_t(first + j) * 2 * cc], 2 * cc));
   }
   EXPECT_LT(cold.Bytes(), bytes) << "266 rows need two blocks of 256, not three";
   EXPECT_EQ(cold.Rows(0), 0);
@@ -322,23 +337,6 @@ TEST(AkvTiers, ColdScanTakesAttendedColdRowsBackToWarm) {
   for (size_t i = 0; i < all.size(); ++i) ASSERT_EQ(all[i], static_cast<int32_t>(i));
   EXPECT_EQ(after.evicted, 0);
   EXPECT_EQ(r.stats.at("tokens_evicted"), 0.0);
-}
-
-// This version scans cold rows on CPU servers only: a GPU server answers the
-// knob with INVALID_ARGUMENT naming it (no device is touched to say so).
-TEST(AkvTiers, ColdScanIsRefusedOnAGpuServerNamingTheKnob) {
-  KvGeometry g = Geometry(2, 4, 2);
-  StrategyConfig c;
-  c.strategy = "akv";
-  c.knobs = {{"cold_scan_interval", int64_t{4}}};
-  c.max_tokens = 256;
-  EXPECT_TRUE(AkvStrategy(g).Validate(c).ok());
-  g.device = c10::Device(c10::DeviceType::CUDA, 0);
-  const absl::Status s = AkvStrategy(g).Validate(c);
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(std::string(s.message()).find("kv_compression.akv.cold_scan_interval"), std::string::npos) << s;
-  c.knobs = {{"cold_scan_interval", int64_t{0}}};
-  EXPECT_TRUE(AkvStrategy(g).Validate(c).ok());
 }
 
 TEST(AkvTiers, WithoutTheColdTierWarmOverflowIsEvictedAndCounted) {
