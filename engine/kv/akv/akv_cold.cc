@@ -74,20 +74,38 @@ void AkvColdTier::Remove(int layer, const std::vector<int64_t>& sorted_rows) {
   if (blocks_[layer].size() > keep) blocks_[layer].resize(keep);
 }
 
+std::vector<AkvColdKeyRun> AkvColdTier::KeyRuns(int layer, int64_t first, int n) const {
+  static constexpr int kWhich[4] = {0, 2, 3, 6};  // k codes, k scale, k zero, pos
+  std::vector<AkvColdKeyRun> runs;
+  for (int64_t r = first; r < first + n;) {
+    const int64_t block = r / kAkvColdBlockRows, off = r % kAkvColdBlockRows;
+    AkvColdKeyRun run;
+    run.rows = std::min<int64_t>(kAkvColdBlockRows - off, first + n - r);
+    for (int i = 0; i < 4; ++i) {
+      run.width[i] = Width(kWhich[i]);
+      run.src[i] = Array(layer, block, kWhich[i]) + off * run.width[i];
+    }
+    runs.push_back(run);
+    r += run.rows;
+  }
+  return runs;
+}
+
+void AkvCopyKeyRuns(const std::vector<AkvColdKeyRun>& runs, uint8_t* const dst[4]) {
+  int64_t at = 0;
+  for (const AkvColdKeyRun& run : runs) {
+    for (int i = 0; i < 4; ++i) {
+      std::memcpy(dst[i] + at * run.width[i], run.src[i], static_cast<size_t>(run.rows * run.width[i]));
+    }
+    at += run.rows;
+  }
+}
+
 void AkvColdTier::CopyKeys(int layer, int64_t first, int n, uint8_t* k, uint16_t* k_scale, uint16_t* k_zero,
                            int32_t* pos) const {
-  uint8_t* dst[4] = {k, reinterpret_cast<uint8_t*>(k_scale), reinterpret_cast<uint8_t*>(k_zero),
-                     reinterpret_cast<uint8_t*>(pos)};
-  const int which[4] = {0, 2, 3, 6};
-  for (int64_t r = first; r < first + n;) {  // one block's run at a time
-    const int64_t block = r / kAkvColdBlockRows, off = r % kAkvColdBlockRows;
-    const int64_t run = std::min<int64_t>(kAkvColdBlockRows - off, first + n - r);
-    for (int i = 0; i < 4; ++i) {
-      const int64_t w = Width(which[i]);
-      std::memcpy(dst[i] + (r - first) * w, Array(layer, block, which[i]) + off * w, static_cast<size_t>(run * w));
-    }
-    r += run;
-  }
+  uint8_t* const dst[4] = {k, reinterpret_cast<uint8_t*>(k_scale), reinterpret_cast<uint8_t*>(k_zero),
+                           reinterpret_cast<uint8_t*>(pos)};
+  AkvCopyKeyRuns(KeyRuns(layer, first, n), dst);
 }
 
 void AkvColdTier::Append(int layer, const AkvColdRows& in) {

@@ -36,6 +36,15 @@ struct AkvColdRows {
 
 struct AkvColdScratch;
 
+// Rows of one cold block's key arrays (k codes, k scale, k zero, pos).
+struct AkvColdKeyRun {
+  const uint8_t* src[4];
+  int64_t width[4];  // bytes per row of each array
+  int64_t rows;
+};
+// Copies runs back to back into dst[4] (packed [rows, ...] arrays).
+void AkvCopyKeyRuns(const std::vector<AkvColdKeyRun>& runs, uint8_t* const dst[4]);
+
 class AkvColdTier {
  public:
   AkvColdTier(int num_layers, int num_kv_heads, int head_dim, int group_size, int cold_bits);
@@ -58,6 +67,10 @@ class AkvColdTier {
   // cold scan rates.
   void CopyKeys(int layer, int64_t first, int n, uint8_t* k, uint16_t* k_scale, uint16_t* k_zero,
                 int32_t* pos) const;
+  // The same copy as runs of rows inside one block each, for a copy done
+  // elsewhere (another thread: the block memory stays put while rows are
+  // appended; Remove may free it).
+  std::vector<AkvColdKeyRun> KeyRuns(int layer, int64_t first, int n) const;
   // Removes the rows `sorted_rows` (ascending, distinct, < Rows(layer)) of
   // `layer`: the rows past the last hole move into the holes (cost is the
   // rows removed, not the tier's size); the others stay where they are.

@@ -20,16 +20,17 @@
 // CPU servers scan at the step's end with the twins. CUDA servers
 // (akv_cold_scan_cuda.cc) never stall a step for it: the scan is a pipeline
 // with one stage per EndStep, one scan in flight:
-//   1. the window's cold key codes (pinned) go H2D on the copy stream; the
-//      step's last query (kept per layer on the device every step) is frozen
-//   2. the score kernel rates the window; the shares go D2H on the copy stream
-//   3. the host picks (the shares arrived: the steps end in a host sync) and
-//      re-quantizes the picks; they go H2D on the copy stream
-//   4. akv_cold_append puts them in warm against the device's n_warm
-//   5. the host reads how many it took (lagged counters) and drops exactly
+//   1. the step's last query (kept per layer on the device every step) is
+//      frozen; a thread gathers the window's cold key codes into pinned memory
+//   2. once gathered, they go H2D on the scan's copy stream
+//   3. the score kernel rates the window; the shares go D2H on the copy stream
+//   4. the host picks (once the shares' event has fired) and re-quantizes the
+//      picks; they go H2D on the copy stream
+//   5. akv_cold_append puts them in warm against the device's n_warm
+//   6. the host reads how many it took (lagged counters) and drops exactly
 //      those from cold.
-// A scan thus starts every max(cold_scan_interval, 4) steps (stage 5 of one
-// scan and stage 1 of the next share a step).
+// A scan thus starts every max(cold_scan_interval, 5) steps or later (stage
+// 6 of one scan and stage 1 of the next share a step).
 #pragma once
 
 #include <cstdint>

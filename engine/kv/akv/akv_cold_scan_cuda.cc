@@ -8,7 +8,9 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <future>
 
 #include "absl/strings/str_cat.h"
 #include "engine/kv/akv/akv_cache.h"
@@ -26,7 +28,7 @@ namespace kvstream {
 namespace {
 
 // Stages of the scan in flight, one per EndStep (akv_cold_scan.h).
-enum ScanPhase : int { kIdle = 0, kWindowSent = 1, kScored = 2, kPicksSent = 3, kAppended = 4 };
+enum ScanPhase : int { kIdle = 0, kGathering = 1, kWindowSent = 2, kScored = 3, kPicksSent = 4, kAppended = 5 };
 
 absl::Status Cuda(cudaError_t e, const char* what) {
   if (e == cudaSuccess) return absl::OkStatus();
@@ -42,6 +44,9 @@ struct AkvScanCudaState {
   cudaStream_t copy = nullptr;
   cudaEvent_t window_in = nullptr, scored = nullptr, shares_out = nullptr, picks_in = nullptr, appended = nullptr;
   bool scored_once = false, appended_once = false;
+  // The window's gather into the pinned mirror, on a thread of its own: ~10
+  // MB for an 8B-model sequence, which the step's host thread must not copy.
+  std::future<void> gather;
 
   uint8_t* Dev(int64_t off) { return dev.data_ptr<uint8_t>() + off; }
   uint8_t* HostStage(int64_t off) { return host + lay.win_end + (off - lay.stage_begin); }
@@ -62,6 +67,7 @@ struct AkvScanCudaState {
   }
 
   ~AkvScanCudaState() {
+    if (gather.valid()) gather.wait();  // it writes the pinned mirror and reads cold blocks
     if (copy) cudaStreamSynchronize(copy);
     for (cudaEvent_t e : {window_in, scored, shares_out, picks_in, appended}) {
       if (e) cudaEventDestroy(e);
@@ -117,7 +123,7 @@ absl::Status AkvSequenceCache::ColdScanCudaStage() {
   ++steps_since_scan_;
 
   if (scan_phase_ == kIdle) {
-    // 1. Freeze this step's queries; the windows' key codes go H2D.
+    // 1. Freeze this step's queries; a thread gathers the windows' key codes.
     if (steps_since_scan_ < config_.cold_scan_interval) return absl::OkStatus();
     bool any = false;
     for (int l = 0; l < Lm; ++l) any = any || cold_->Rows(l) > 0;
@@ -126,6 +132,7 @@ absl::Status AkvSequenceCache::ColdScanCudaStage() {
     ++cold_scans_;
     auto* counts = reinterpret_cast<int32_t*>(s.host + sl.win_counts);
     std::fill(counts, counts + Lm * kAkvCountSlots, 0);
+    std::vector<std::pair<std::vector<AkvColdKeyRun>, int64_t>> jobs;  // (runs, first window row of the layer)
     for (int l = 0; l < Lm; ++l) {
       const int64_t rows = cold_->Rows(l);
       const int64_t first = scan_cursor_[l] < rows ? scan_cursor_[l] : 0;
@@ -135,20 +142,31 @@ absl::Status AkvSequenceCache::ColdScanCudaStage() {
       scan_window_[l] = n;
       scan_picks_[l] = AkvColdPicks{};
       counts[l * kAkvCountSlots + kAkvNWarm] = n;
-      if (n == 0) continue;
-      const int64_t r0 = int64_t(l) * W;
-      cold_->CopyKeys(l, first, n, s.host + sl.win_k + r0 * hkv * cc,
-                      reinterpret_cast<uint16_t*>(s.host + sl.win_scale) + r0 * hkv * gn,
-                      reinterpret_cast<uint16_t*>(s.host + sl.win_zero) + r0 * hkv * gn,
-                      reinterpret_cast<int32_t*>(s.host + sl.win_pos) + r0);
+      if (n > 0) jobs.emplace_back(cold_->KeyRuns(l, first, n), int64_t(l) * W);
     }
     *reinterpret_cast<int32_t*>(s.host + sl.win_qpos) = static_cast<int32_t>(seen_ - 1);
+    uint8_t* host = s.host;
+    s.gather = std::async(std::launch::async, [jobs = std::move(jobs), host, sl, hkv, cc, gn] {
+      for (const auto& [runs, r0] : jobs) {
+        uint8_t* const dst[4] = {host + sl.win_k + r0 * hkv * cc, host + sl.win_scale + r0 * hkv * gn * 2,
+                                 host + sl.win_zero + r0 * hkv * gn * 2, host + sl.win_pos + r0 * 4};
+        AkvCopyKeyRuns(runs, dst);
+      }
+    });
     KV_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(s.Dev(sl.q_frozen), s.Dev(sl.q_live), Lm * H * D * esz,
                                             cudaMemcpyDeviceToDevice, stream),
                             "freeze query"));
     KV_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(s.Dev(sl.lse_frozen), s.Dev(sl.lse_live), Lm * H * 4,
                                             cudaMemcpyDeviceToDevice, stream),
                             "freeze lse"));
+    scan_phase_ = kGathering;
+    return absl::OkStatus();
+  }
+
+  if (scan_phase_ == kGathering) {
+    // 2. Once the gather is done: the window goes H2D.
+    if (s.gather.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return absl::OkStatus();
+    s.gather.get();
     // The last scan's score kernel has read the device window long ago; say so to the stream order.
     if (s.scored_once) KV_RETURN_IF_ERROR(Cuda(cudaStreamWaitEvent(s.copy, s.scored, 0), "copy wait"));
     KV_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(s.Dev(0), s.host, sl.win_end, cudaMemcpyHostToDevice, s.copy),
@@ -160,7 +178,7 @@ absl::Status AkvSequenceCache::ColdScanCudaStage() {
   }
 
   if (scan_phase_ == kWindowSent) {
-    // 2. Rate each window as a warm tier of cold_bits codes beside an empty
+    // 3. Rate each window as a warm tier of cold_bits codes beside an empty
     // hot tier (the score kernel, akv_manage.h); the shares go D2H.
     KV_RETURN_IF_ERROR(Cuda(cudaStreamWaitEvent(stream, s.window_in, 0), "window wait"));
     AkvLayout wl = lay;
@@ -205,7 +223,7 @@ absl::Status AkvSequenceCache::ColdScanCudaStage() {
   }
 
   if (scan_phase_ == kScored) {
-    // 3. Once the shares are here: pick, re-quantize to warm_bits, H2D.
+    // 4. Once the shares are here: pick, re-quantize to warm_bits, H2D.
     const cudaError_t ready = cudaEventQuery(s.shares_out);
     if (ready == cudaErrorNotReady) return absl::OkStatus();  // look again at the next step
     KV_RETURN_IF_ERROR(Cuda(ready, "shares"));
@@ -247,7 +265,7 @@ absl::Status AkvSequenceCache::ColdScanCudaStage() {
   }
 
   if (scan_phase_ == kPicksSent) {
-    // 4. Into warm against the device's n_warm (after this step's migrate).
+    // 5. Into warm against the device's n_warm (after this step's migrate).
     KV_RETURN_IF_ERROR(Cuda(cudaStreamWaitEvent(stream, s.picks_in, 0), "picks wait"));
     AkvColdAppendParams ap;
     ap.layout = lay;
@@ -266,7 +284,7 @@ absl::Status AkvSequenceCache::ColdScanCudaStage() {
 
 void AkvSequenceCache::DropColdTaken() {
   if (scan_phase_ != kAppended) return;
-  // 5. The counters now include the append: drop what it took from cold.
+  // 6. The counters now include the append: drop what it took from cold.
   for (int l = 0; l < plan_.managed_layers; ++l) {
     const int64_t taken = host_counts_[l * kAkvCountSlots + kAkvTotColdTaken] - cold_promoted_[l];
     AkvDropTakenColdRows(cold_.get(), l, scan_picks_[l], taken);

@@ -149,7 +149,7 @@ TEST(AkvCuda, ColdScanTakesAttendedColdRowsBackToWarmOnTheDevice) {
   EXPECT_GE(back.size(), 2u) << "planted rows back in hot or warm";
   const CacheReport r = cache->Report();
   EXPECT_GE(r.stats.at("promotions_cold_to_warm"), 2.0);
-  EXPECT_GE(r.stats.at("cold_scans"), 30.0) << "a scan every 4 steps (one in flight, 5 stages)";
+  EXPECT_GE(r.stats.at("cold_scans"), 15.0) << "a scan every 4-5 steps (one in flight, 6 stages)";
   EXPECT_GT(r.stats.at("h2d_bytes"), 0.0);
   std::vector<int32_t> all;
   for (const auto* tier : {&after.hot_pos, &after.warm_pos, &after.cold_pos}) {
