@@ -68,6 +68,12 @@ struct AkvScoreParams {
   float recency_weight = 0.3f;    // HYBRID
   uint32_t* workspace = nullptr;  // HYBRID on CUDA: AkvScoreWorkspaceWords(max_positions) words
   int max_positions = 0;          // HYBRID on CUDA: every stored pos is < this
+  // Optional (both or neither; not written under FIFO): the last query row
+  // q[M-1] packed [Hq, D] dtype and its lse[M-1] [Hq] are also copied here,
+  // by CTA 0 of the update (the cold scan's query, kept without a copy node
+  // of its own in the decode graph; engine akv_cold_scan.h).
+  void* q_keep = nullptr;
+  float* lse_keep = nullptr;
 };
 size_t AkvScoreWorkspaceWords(int max_positions);
 const char* AkvScoreValidate(const AkvScoreParams& p);

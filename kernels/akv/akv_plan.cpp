@@ -155,6 +155,7 @@ const char* AkvScoreValidate(const AkvScoreParams& p) {
     return "attention_weight and recency_weight must be in [0, 1]";
   if (!std::isfinite(p.scale)) return "scale must be finite";
   if (p.q_stride_m < 0 || p.q_stride_h < 0) return "q strides must be >= 0 (0 = packed)";
+  if ((p.q_keep == nullptr) != (p.lse_keep == nullptr)) return "q_keep and lse_keep: set both or neither";
   if (p.num_rows == 0 || p.mode == AkvScoring::kFifo) return nullptr;
   if (const char* e = TiersValidate(p.tiers, p.layout)) return e;
   if (!p.q || !p.q_pos || !p.lse) return "q, q_pos and lse must be non-null";

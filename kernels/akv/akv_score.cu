@@ -71,6 +71,7 @@ __global__ void __launch_bounds__(kScoreThreads) ScoreRowsKernel(const ScoreArgs
   const AkvTiers& t = a.t;
   const int hkv = lay.num_kv_heads, D = lay.head_dim, hq = p.num_heads, group = hq / hkv, M = p.num_rows;
   const int r_local = threadIdx.x / hkv, kvh = threadIdx.x % hkv;
+  KeepLastQuery<T>(p, a.q_stride_m, a.q_stride_h);
   const int n_hot = min(max(t.counts[kAkvNHot], 0), lay.hot_capacity);
   const int n_warm = min(max(t.counts[kAkvNWarm], 0), lay.warm_capacity);
   const int j = blockIdx.x * a.rows_per_cta + r_local;

@@ -56,6 +56,18 @@ __device__ __forceinline__ void StoreRowScore(const AkvScoreParams& p, const Akv
   if (pos >= 0 && static_cast<uint32_t>(pos) < words * 32u) atomicOr(p.workspace + (pos >> 5), 1u << (pos & 31));
 }
 
+// CTA 0 copies the last query row and its lse to p.q_keep / p.lse_keep
+// (akv_manage.h), before anything that may end the CTA early.
+template <class T>
+__device__ __forceinline__ void KeepLastQuery(const AkvScoreParams& p, int64_t q_stride_m, int64_t q_stride_h) {
+  if (blockIdx.x != 0 || p.q_keep == nullptr) return;
+  const int D = p.layout.head_dim, hq = p.num_heads, last = p.num_rows - 1;
+  const T* q = static_cast<const T*>(p.q) + last * q_stride_m;
+  T* out = static_cast<T*>(p.q_keep);
+  for (int i = threadIdx.x; i < hq * D; i += blockDim.x) out[i] = q[(i / D) * q_stride_h + i % D];
+  for (int i = threadIdx.x; i < hq; i += blockDim.x) p.lse_keep[i] = p.lse[int64_t(last) * hq + i];
+}
+
 // Shared memory of one CTA: q [Hq][D] fp32, then the tile's slices [rows][Hkv]
 // of `slice_bytes` each (hot: D elements; warm: Cb code bytes), swizzled.
 inline int ScoreDecodeSmemBytes(int num_heads, int num_kv_heads, int head_dim, int slice_bytes) {
@@ -78,6 +90,7 @@ __global__ void __launch_bounds__(kScoreDecodeMaxKvHeads * 32, 1) ScoreDecodeKer
   const AkvLayout& lay = p.layout;
   const int hkv = lay.num_kv_heads, hq = p.num_heads, group = hq / hkv;
   const int kvh = threadIdx.x / 32, lane = threadIdx.x % 32;
+  KeepLastQuery<T>(p, 0, q_stride_h);  // one query row
   const int n_hot = min(max(t.counts[kAkvNHot], 0), lay.hot_capacity);
   const int n_warm = min(max(t.counts[kAkvNWarm], 0), lay.warm_capacity);
   const int hot_tiles = (lay.hot_capacity + kScoreDecodeRows - 1) / kScoreDecodeRows;

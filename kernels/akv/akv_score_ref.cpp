@@ -5,6 +5,7 @@
 // O(M' * Hq * (n_hot + n_warm) * D) with M' = 1 (IMPORTANCE) or M (HYBRID).
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <vector>
 
@@ -23,9 +24,17 @@ bool AkvScoreUpdateRef(const AkvScoreParams& p) {
   const int n_hot = std::clamp(t.counts[kAkvNHot], 0, lay.hot_capacity);
   const int n_warm = std::clamp(t.counts[kAkvNWarm], 0, lay.warm_capacity);
   const int n = n_hot + n_warm;
-  if (n == 0) return true;
   const int64_t qsm = p.q_stride_m ? p.q_stride_m : static_cast<int64_t>(Hq) * D;
   const int64_t qsh = p.q_stride_h ? p.q_stride_h : D;
+  if (p.q_keep != nullptr) {  // the last query row and its lse, as the kernel's CTA 0 copies them
+    const size_t esz = KvDTypeSize(lay.dtype);
+    for (int h = 0; h < Hq; ++h) {
+      std::memcpy(static_cast<uint8_t*>(p.q_keep) + size_t(h) * D * esz,
+                  static_cast<const uint8_t*>(p.q) + ((M - 1) * qsm + h * qsh) * esz, D * esz);
+      p.lse_keep[h] = p.lse[int64_t(M - 1) * Hq + h];
+    }
+  }
+  if (n == 0) return true;
   const bool hybrid = p.mode == AkvScoring::kHybrid;
   const int first_row = hybrid ? 0 : M - 1;
 

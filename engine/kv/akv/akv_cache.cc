@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <tuple>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -110,6 +111,14 @@ std::optional<AkvScoreParams> AkvSequenceCache::ScoreParams(int64_t layer, const
   sp.attention_weight = config_.attention_weight;
   sp.recency_weight = config_.recency_weight;
   sp.max_positions = static_cast<int>(plan_.max_tokens);
+  // Cold scan: the update also keeps the layer's last query row and lse.
+  if (!scan_has_query_.empty()) {  // CPU
+    sp.q_keep = scan_q_.data() + int64_t(sp.layer) * sp.num_heads * managed_.layout.head_dim;
+    sp.lse_keep = scan_lse_.data() + int64_t(sp.layer) * sp.num_heads;
+    scan_has_query_[sp.layer] = true;
+  } else if (scan_cuda_) {
+    std::tie(sp.q_keep, sp.lse_keep) = ColdScanKeep(sp.layer);
+  }
   return sp;
 }
 
@@ -142,7 +151,6 @@ absl::Status AkvSequenceCache::Attend(int64_t layer, const at::Tensor& q, const 
   // on the dequantized tiers (AttendCpu), the same math as the twin.
   if (!AkvAppendRef(ap)) return KernelError("append", AkvAppendValidate(ap));
   KV_RETURN_IF_ERROR(AttendCpu(set, idx, q, out, n));
-  if (!scan_has_query_.empty() && plan_.IsManaged(layer)) KeepLastQuery(idx, q, n);
   if (!sp) return absl::OkStatus();
   const double t0 = NowMs();
   if (!AkvScoreUpdateRef(*sp)) return KernelError("score update", AkvScoreValidate(*sp));
@@ -159,15 +167,6 @@ absl::Status AkvSequenceCache::PrepareDecodeStep(const SeqStep& seq, const StepC
   prepared_step_ = ctx.step;
   step_rows_ = 1;
   return absl::OkStatus();
-}
-
-void AkvSequenceCache::KeepLastQuery(int idx, const at::Tensor& q, int n) {
-  const int64_t H = geometry_.n_heads, D = plan_.managed.head_dim;
-  const at::Tensor row = q.select(0, n - 1).to(at::kFloat).contiguous();  // [H, D]
-  std::copy(row.const_data_ptr<float>(), row.const_data_ptr<float>() + H * D, scan_q_.begin() + idx * H * D);
-  const float* l = lse_.const_data_ptr<float>() + int64_t(n - 1) * H;
-  std::copy(l, l + H, scan_lse_.begin() + idx * H);
-  scan_has_query_[idx] = true;
 }
 
 absl::Status AkvSequenceCache::AttendCpu(AkvTierSet& set, int idx, const at::Tensor& q, at::Tensor& out, int n) {

@@ -130,8 +130,6 @@ class AkvSequenceCache final : public SequenceCache {
   absl::Status EndStepCpu();
   // Cold scan of every managed layer (akv_cold_scan.cc; CPU tiers).
   absl::Status ColdScanCpu();
-  // Keeps the step's last query row and its lse of managed layer `idx` for the scan.
-  void KeepLastQuery(int idx, const at::Tensor& q, int n);
   // CUDA side (akv_cache_cuda.cc); FailedPrecondition in builds without it.
   absl::Status InitCuda();
   // `ap` appends the step's rows; `sp` (null: no scoring) updates the scores.
@@ -148,12 +146,13 @@ class AkvSequenceCache final : public SequenceCache {
   // start, for score updates a failed step left unjoined.
   absl::Status JoinAside(bool step_start);
   absl::Status DrainCounts();     // reads last step's counters; sends staged rows toward the host
-  // CUDA cold scan (akv_cold_scan_cuda.cc): buffers made at Init; each step
-  // keeps every managed layer's last query row and lse on the device (graph
-  // capturable); EndStep runs the next stage of the scan in flight; the rows
-  // the append took leave cold once the counters show them (DrainCounts).
+  // CUDA cold scan (akv_cold_scan_cuda.cc): buffers made at Init; each
+  // step's score update keeps every managed layer's last query row and lse
+  // in them (ColdScanKeep: where, for managed layer `idx`); EndStep runs the
+  // next stage of the scan in flight; the rows the append took leave cold
+  // once the counters show them (DrainCounts).
   absl::Status InitColdScanCuda();
-  absl::Status KeepLastQueryCuda(int idx, const at::Tensor& q, const float* lse);
+  std::pair<void*, float*> ColdScanKeep(int idx);
   absl::Status ColdScanCudaStage();
   void DropColdTaken();
   absl::Status FileColdMirror();  // files rows the copy stream brought to pinned memory

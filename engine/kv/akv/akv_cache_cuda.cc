@@ -228,7 +228,6 @@ absl::Status AkvSequenceCache::ScoreCuda(int64_t layer, const AkvScoreParams* sp
                                          const at::Tensor& q, const at::Tensor& lse_owner) {
   AkvCudaState& c = *cuda_;
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  if (scan_cuda_ && plan_.IsManaged(layer)) KV_RETURN_IF_ERROR(KeepLastQueryCuda(plan_.Index(layer), q, lse));
   if (sp != nullptr) {
     AkvScoreParams score = *sp;
     score.lse = lse;

@@ -20,8 +20,9 @@
 // CPU servers scan at the step's end with the twins. CUDA servers
 // (akv_cold_scan_cuda.cc) never stall a step for it: the scan is a pipeline
 // with one stage per EndStep, one scan in flight:
-//   1. the step's last query (kept per layer on the device every step) is
-//      frozen; a thread gathers the window's cold key codes into pinned memory
+//   1. the step's last query (each layer's score update keeps it on the
+//      device, akv_manage.h q_keep) is frozen; a thread gathers the window's
+//      cold key codes into pinned memory
 //   2. once gathered, they go H2D on the scan's copy stream
 //   3. the score kernel rates the window; the shares go D2H on the copy stream
 //   4. the host picks (once the shares' event has fired) and re-quantizes the

@@ -98,18 +98,11 @@ absl::Status AkvSequenceCache::InitColdScanCuda() {
   return absl::OkStatus();
 }
 
-absl::Status AkvSequenceCache::KeepLastQueryCuda(int idx, const at::Tensor& q, const float* lse) {
+std::pair<void*, float*> AkvSequenceCache::ColdScanKeep(int idx) {
   AkvScanCudaState& s = *scan_cuda_;
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  const int64_t H = geometry_.n_heads, D = geometry_.head_dim, esz = q.element_size(), last = q.size(0) - 1;
-  if (q.stride(2) != 1) return absl::InternalError("akv cold scan: q rows must have packed dims");
-  const uint8_t* src = static_cast<const uint8_t*>(q.const_data_ptr()) + last * q.stride(0) * esz;
-  KV_RETURN_IF_ERROR(Cuda(cudaMemcpy2DAsync(s.Dev(s.lay.q_live) + idx * H * D * esz, D * esz, src,
-                                            q.stride(1) * esz, D * esz, H, cudaMemcpyDeviceToDevice, stream),
-                          "keep query"));
-  return Cuda(cudaMemcpyAsync(s.Dev(s.lay.lse_live) + idx * H * 4, lse + last * H, H * 4, cudaMemcpyDeviceToDevice,
-                              stream),
-              "keep lse");
+  const int64_t H = geometry_.n_heads, D = geometry_.head_dim;
+  const int64_t esz = static_cast<int64_t>(KvDTypeSize(plan_.managed.dtype));
+  return {s.Dev(s.lay.q_live) + idx * H * D * esz, reinterpret_cast<float*>(s.Dev(s.lay.lse_live)) + idx * H};
 }
 
 absl::Status AkvSequenceCache::ColdScanCudaStage() {
@@ -303,9 +296,7 @@ int64_t AkvScanCudaHostBytes(const AkvScanCudaState*) { return 0; }
 absl::Status AkvSequenceCache::InitColdScanCuda() {
   return absl::FailedPreconditionError("this build has no CUDA kernels");
 }
-absl::Status AkvSequenceCache::KeepLastQueryCuda(int, const at::Tensor&, const float*) {
-  return absl::FailedPreconditionError("this build has no CUDA kernels");
-}
+std::pair<void*, float*> AkvSequenceCache::ColdScanKeep(int) { return {nullptr, nullptr}; }
 absl::Status AkvSequenceCache::ColdScanCudaStage() {
   return absl::FailedPreconditionError("this build has no CUDA kernels");
 }

@@ -391,6 +391,30 @@ TEST(AkvScoreRef, HybridNormalisesAttentionAndAddsPositionRank) {
   }
 }
 
+// q_keep / lse_keep (the cold scan's query): the last of M rows, packed.
+TEST(AkvScoreRef, KeepsTheLastQueryRowAndItsLse) {
+  AkvShape s;
+  s.rows = 3;
+  s.num_heads = 6;
+  AkvProblem pr = MakeAkvProblem(s, 8);
+  std::vector<float> lse(static_cast<size_t>(s.rows) * s.num_heads);
+  for (size_t i = 0; i < lse.size(); ++i) lse[i] = 0.5f + static_cast<float>(i);
+  std::vector<float> q_keep(static_cast<size_t>(s.num_heads) * s.head_dim, NAN), lse_keep(s.num_heads, NAN);
+  AkvScoreParams p = ScoreParams(pr, lse, AkvScoring::kImportance);
+  p.q_keep = q_keep.data(), p.lse_keep = lse_keep.data();
+  ASSERT_TRUE(AkvScoreUpdateRef(p));
+  const auto* q = reinterpret_cast<const float*>(pr.q.data());  // fp32 problem, [M, Hq, D]
+  for (int h = 0; h < s.num_heads; ++h) {
+    EXPECT_EQ(lse_keep[h], lse[static_cast<size_t>(s.rows - 1) * s.num_heads + h]);
+    for (int d = 0; d < s.head_dim; ++d) {
+      EXPECT_EQ(q_keep[static_cast<size_t>(h) * s.head_dim + d],
+                q[(static_cast<size_t>(s.rows - 1) * s.num_heads + h) * s.head_dim + d]);
+    }
+  }
+  p.lse_keep = nullptr;  // both or neither
+  EXPECT_FALSE(AkvScoreUpdateRef(p));
+}
+
 TEST(AkvScoreRef, FifoLeavesScoresUntouched) {
   AkvShape s;
   AkvProblem pr = MakeAkvProblem(s, 2);

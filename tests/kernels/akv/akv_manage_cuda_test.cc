@@ -154,12 +154,20 @@ TEST(AkvManageCuda, ScoreUpdateMatchesTwin) {
         AkvScoreParams dev = p;
         dev.tiers = d.tiers, dev.q = d.q, dev.q_pos = d.q_pos, dev.lse = arena.Up(lse);
         dev.workspace = static_cast<uint32_t*>(arena.Alloc(AkvScoreWorkspaceWords(pr.P) * 4));
+        // The kept last query row and lse (the cold scan's), poisoned first.
+        const size_t keep_bytes = static_cast<size_t>(s.num_heads) * k.d * KvDTypeSize(dtype);
+        std::vector<uint8_t> q_keep(keep_bytes, 0xff), want_q(keep_bytes, 0xff);
+        std::vector<float> lse_keep(s.num_heads, NAN), want_lse(s.num_heads, NAN);
+        dev.q_keep = arena.Up(q_keep), dev.lse_keep = arena.Up(lse_keep);
         ASSERT_CUDA(LaunchAkvScoreUpdate(dev, nullptr));
         ASSERT_CUDA(cudaDeviceSynchronize());
         AkvScoreParams host = p;
         host.tiers = pr.Tiers(), host.q = pr.q.data(), host.q_pos = pr.q_pos.data(), host.lse = lse.data();
+        host.q_keep = want_q.data(), host.lse_keep = want_lse.data();
         AkvProblem got = pr;
         ASSERT_TRUE(AkvScoreUpdateRef(host));
+        EXPECT_EQ(testing::Down(static_cast<const uint8_t*>(dev.q_keep), keep_bytes), want_q);
+        EXPECT_TRUE(testing::SameBits(testing::Down(dev.lse_keep, lse_keep.size()), want_lse));
         testing::DownloadTiers(d.tiers, &got);
         const std::string what = Cat(mode == AkvScoring::kHybrid ? "hybrid " : "importance ", KvDTypeName(dtype), " G", G,
                                      " M", k.rows, " Hkv", k.hkv, " D", k.d, " b", k.bits);
