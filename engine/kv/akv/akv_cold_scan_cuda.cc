@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <future>
+#include <system_error>
 
 #include "absl/strings/str_cat.h"
 #include "engine/kv/akv/akv_cache.h"
@@ -139,13 +140,19 @@ absl::Status AkvSequenceCache::ColdScanCudaStage() {
     }
     *reinterpret_cast<int32_t*>(s.host + sl.win_qpos) = static_cast<int32_t>(seen_ - 1);
     uint8_t* host = s.host;
-    s.gather = std::async(std::launch::async, [jobs = std::move(jobs), host, sl, hkv, cc, gn] {
+    auto gather = [jobs = std::move(jobs), host, sl, hkv, cc, gn] {
       for (const auto& [runs, r0] : jobs) {
         uint8_t* const dst[4] = {host + sl.win_k + r0 * hkv * cc, host + sl.win_scale + r0 * hkv * gn * 2,
                                  host + sl.win_zero + r0 * hkv * gn * 2, host + sl.win_pos + r0 * 4};
         AkvCopyKeyRuns(runs, dst);
       }
-    });
+    };
+    try {
+      s.gather = std::async(std::launch::async, gather);  // a copy: the fallback below needs the original
+    } catch (const std::system_error&) {  // no thread to be had: gather here, once
+      s.gather = std::async(std::launch::deferred, std::move(gather));
+      s.gather.wait();
+    }
     KV_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(s.Dev(sl.q_frozen), s.Dev(sl.q_live), Lm * H * D * esz,
                                             cudaMemcpyDeviceToDevice, stream),
                             "freeze query"));
