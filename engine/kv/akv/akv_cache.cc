@@ -42,7 +42,7 @@ absl::Status AkvSequenceCache::Init() {
   if (plan_.scan_rows > 0) {
     scan_cursor_.assign(L, 0);
     if (!geometry_.device.is_cuda()) {  // CUDA keeps them on the device (akv_cold_scan_cuda.cc)
-      scan_q_.assign(L * geometry_.n_heads * plan_.managed.head_dim, 0.0f);
+      scan_q_.assign(L * geometry_.n_heads * plan_.managed.head_dim * KvDTypeSize(plan_.managed.dtype), 0);
       scan_lse_.assign(L * geometry_.n_heads, 0.0f);
       scan_has_query_.assign(L, false);
     }
@@ -113,7 +113,8 @@ std::optional<AkvScoreParams> AkvSequenceCache::ScoreParams(int64_t layer, const
   sp.max_positions = static_cast<int>(plan_.max_tokens);
   // Cold scan: the update also keeps the layer's last query row and lse.
   if (!scan_has_query_.empty()) {  // CPU
-    sp.q_keep = scan_q_.data() + int64_t(sp.layer) * sp.num_heads * managed_.layout.head_dim;
+    sp.q_keep = scan_q_.data() + int64_t(sp.layer) * sp.num_heads * managed_.layout.head_dim *
+                                     static_cast<int64_t>(KvDTypeSize(managed_.layout.dtype));
     sp.lse_keep = scan_lse_.data() + int64_t(sp.layer) * sp.num_heads;
     scan_has_query_[sp.layer] = true;
   } else if (scan_cuda_) {

@@ -182,7 +182,8 @@ class AkvSequenceCache final : public SequenceCache {
   // Cold scan (cold_scan_interval > 0, CPU): the last query of each managed
   // layer [L, H, D] / [L, H] and whether it was set, the round-robin window
   // start and the rows taken back to warm per layer.
-  std::vector<float> scan_q_, scan_lse_;
+  std::vector<uint8_t> scan_q_;  // [L, H, D] in the tiers' dtype
+  std::vector<float> scan_lse_;
   std::vector<bool> scan_has_query_;
   std::vector<int64_t> scan_cursor_, cold_promoted_;
   int64_t steps_since_scan_ = 0, cold_scans_ = 0;

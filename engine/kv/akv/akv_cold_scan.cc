@@ -27,7 +27,7 @@ absl::StatusOr<AkvColdPicks> AkvPickColdRows(const AkvColdTier& cold, int layer,
   lay.warm_bits = cold_bits;
   lay.hot_capacity = 1;
   lay.warm_capacity = n;
-  lay.dtype = KvDType::kFp32;
+  lay.dtype = q.dtype;
   std::vector<float> hot(static_cast<size_t>(lay.num_kv_heads) * lay.head_dim, 0.0f), w(n, 0.0f), a(n, 0.0f);
   int32_t hot_pos = 0;
   float hot_score = 0.0f;
@@ -119,8 +119,9 @@ absl::Status AkvSequenceCache::ColdScanCpu() {
     int64_t first = scan_cursor_[l] < rows ? scan_cursor_[l] : 0;
     const int n = static_cast<int>(std::min<int64_t>(plan_.scan_rows, rows - first));
     scan_cursor_[l] = first + n;
-    AkvLastQuery q{scan_q_.data() + int64_t(l) * H * D, scan_lse_.data() + int64_t(l) * H,
-                   static_cast<int32_t>(seen_ - 1), H};
+    const size_t esz = KvDTypeSize(lay.dtype);
+    AkvLastQuery q{scan_q_.data() + int64_t(l) * H * D * esz, scan_lse_.data() + int64_t(l) * H,
+                   static_cast<int32_t>(seen_ - 1), H, lay.dtype};
     KV_ASSIGN_OR_RETURN(AkvColdPicks picks,
                         AkvPickColdRows(*cold_, l, first, n, lay, plan_.cold_bits, q, config_.promote_threshold, room));
     const int32_t k = static_cast<int32_t>(picks.rows.size());

@@ -17,21 +17,23 @@
 // ceil(rows / window) scans); scores come from the score twin run over the
 // window staged as a warm tier of cold_bits codes, so they are the kernels'
 // numbers.
-// CPU servers scan at the step's end with the twins. CUDA servers
-// (akv_cold_scan_cuda.cc) never stall a step for it: the scan is a pipeline
-// with one stage per EndStep, one scan in flight:
+// CPU servers scan at the step's end with the twins. On CUDA servers
+// (akv_cold_scan_cuda.cc) the scan is a pipeline with one stage per EndStep,
+// one scan in flight, each stage's work a step old by the time it is used
+// (no step waits on a transfer it just issued):
 //   1. the step's last query (each layer's score update keeps it on the
 //      device, akv_manage.h q_keep) is frozen; a thread gathers the window's
 //      cold key codes into pinned memory
 //   2. once gathered, they go H2D on the scan's copy stream
 //   3. the score kernel rates the window; the shares go D2H on the copy stream
-//   4. the host picks (once the shares' event has fired) and re-quantizes the
-//      picks; they go H2D on the copy stream
+//   4. the host picks and re-quantizes the picks; they go H2D on the copy
+//      stream
 //   5. akv_cold_append puts them in warm against the device's n_warm
 //   6. the host reads how many it took (lagged counters) and drops exactly
 //      those from cold.
-// A scan thus starts every max(cold_scan_interval, 5) steps or later (stage
-// 6 of one scan and stage 1 of the next share a step).
+// A scan thus starts every max(cold_scan_interval, 5) steps (4 when it picks
+// nothing; stage 6 of one scan and stage 1 of the next share a step). A
+// layer whose warm tier has no room keeps its window for the next scan.
 #pragma once
 
 #include <cstdint>
@@ -47,10 +49,11 @@ inline constexpr int kAkvColdScanWindowRows = 1024;
 
 // The step's last query of one layer, as the scan reads it.
 struct AkvLastQuery {
-  const float* q = nullptr;    // [Hq, D] fp32
+  const void* q = nullptr;     // [Hq, D] dtype (the hot tier's, as the score update keeps it)
   const float* lse = nullptr;  // [Hq] natural log, over hot + warm
   int32_t pos = 0;             // its position (every cold row is older)
   int num_heads = 0;           // Hq
+  KvDType dtype = KvDType::kFp32;
 };
 
 struct AkvColdPicks {

@@ -1,14 +1,13 @@
 // The cold scan on CUDA servers (akv.md §4 step 7, §6 "Cold tier": "H2D only
 // packed cold keys of a bounded window per interval, score with the saved
-// q_last/lse, promote next step"; pipeline in akv_cold_scan.h). Nothing here
-// makes a step wait: transfers run on the scan's own copy stream, the compute
-// stream waits only on events of transfers issued a step earlier, and the
-// host reads the shares only once their event has fired (else it looks again
-// at the next step).
+// q_last/lse, promote next step"; pipeline in akv_cold_scan.h). Transfers run
+// on the scan's own copy stream, the compute stream waits only on events of
+// transfers issued a step earlier, and the host waits for the gather and the
+// shares a step after it started them (done by then: a step ends in a host
+// sync), so the scan's timing, and with it the tokens, never depend on load.
 #include <ATen/ATen.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <future>
 #include <system_error>
@@ -122,6 +121,13 @@ absl::Status AkvSequenceCache::ColdScanCudaStage() {
     bool any = false;
     for (int l = 0; l < Lm; ++l) any = any || cold_->Rows(l) > 0;
     if (!any) return absl::OkStatus();
+    // The freeze first: nothing below may fail with the gather thread running.
+    KV_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(s.Dev(sl.q_frozen), s.Dev(sl.q_live), Lm * H * D * esz,
+                                            cudaMemcpyDeviceToDevice, stream),
+                            "freeze query"));
+    KV_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(s.Dev(sl.lse_frozen), s.Dev(sl.lse_live), Lm * H * 4,
+                                            cudaMemcpyDeviceToDevice, stream),
+                            "freeze lse"));
     steps_since_scan_ = 0;
     ++cold_scans_;
     auto* counts = reinterpret_cast<int32_t*>(s.host + sl.win_counts);
@@ -153,19 +159,14 @@ absl::Status AkvSequenceCache::ColdScanCudaStage() {
       s.gather = std::async(std::launch::deferred, std::move(gather));
       s.gather.wait();
     }
-    KV_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(s.Dev(sl.q_frozen), s.Dev(sl.q_live), Lm * H * D * esz,
-                                            cudaMemcpyDeviceToDevice, stream),
-                            "freeze query"));
-    KV_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(s.Dev(sl.lse_frozen), s.Dev(sl.lse_live), Lm * H * 4,
-                                            cudaMemcpyDeviceToDevice, stream),
-                            "freeze lse"));
     scan_phase_ = kGathering;
     return absl::OkStatus();
   }
 
   if (scan_phase_ == kGathering) {
     // 2. Once the gather is done: the window goes H2D.
-    if (s.gather.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return absl::OkStatus();
+    // Waited for, not polled: a scan's timing must not depend on the host's
+    // load (the same request gives the same tokens). A step later it is done.
     s.gather.get();
     // The last scan's score kernel has read the device window long ago; say so to the stream order.
     if (s.scored_once) KV_RETURN_IF_ERROR(Cuda(cudaStreamWaitEvent(s.copy, s.scored, 0), "copy wait"));
@@ -224,9 +225,8 @@ absl::Status AkvSequenceCache::ColdScanCudaStage() {
 
   if (scan_phase_ == kScored) {
     // 4. Once the shares are here: pick, re-quantize to warm_bits, H2D.
-    const cudaError_t ready = cudaEventQuery(s.shares_out);
-    if (ready == cudaErrorNotReady) return absl::OkStatus();  // look again at the next step
-    KV_RETURN_IF_ERROR(Cuda(ready, "shares"));
+    // Synced, not polled (as the gather): done a step ago, the step ended in a host sync.
+    KV_RETURN_IF_ERROR(Cuda(cudaEventSynchronize(s.shares_out), "shares"));
     const int cap = std::min(config_.PromoteCap(config_.EffectiveHotBudget(seen_)), P);
     const int limit = config_.warm_budget + config_.eviction_batch_size - 1;
     const AkvColdStage stage = AkvScanCudaState::Stage(sl, plan_, [&](int64_t o) { return s.HostStage(o); });
@@ -239,7 +239,11 @@ absl::Status AkvSequenceCache::ColdScanCudaStage() {
       rows[l] = 0;
       // Room by the counters a step old; the append clamps to the device's n_warm.
       const int room = std::min(cap, limit - host_counts_[l * kAkvCountSlots + kAkvNWarm]);
-      if (scan_window_[l] == 0 || room <= 0) continue;
+      if (scan_window_[l] == 0) continue;
+      if (room <= 0) {  // as the CPU scan: this window waits for room instead of being passed over
+        scan_cursor_[l] = first;
+        continue;
+      }
       const float* a = s.HostShares() + int64_t(l) * W;
       const int32_t* pos = reinterpret_cast<const int32_t*>(s.host + sl.win_pos) + int64_t(l) * W;
       for (int j : AkvBestShares(a, pos, scan_window_[l], config_.promote_threshold, room)) {
