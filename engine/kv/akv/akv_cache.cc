@@ -3,10 +3,10 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
-#include <tuple>
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "engine/status_macros.h"

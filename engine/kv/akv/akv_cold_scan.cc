@@ -113,7 +113,7 @@ absl::Status AkvSequenceCache::ColdScanCpu() {
     const int n_warm = t.counts[kAkvNWarm];
     // Up to the count a step may leave warm at (warm_budget + batch - 1), so
     // the tier sizes of akv.md §3 (warm capacity, the warm->cold stage) hold.
-    const int room = std::min({cap, config_.warm_budget + config_.eviction_batch_size - 1 - n_warm,
+    const int room = std::min({cap, config_.WarmAfterStep() - n_warm,
                                lay.warm_capacity - n_warm});
     if (room <= 0) continue;
     int64_t first = scan_cursor_[l] < rows ? scan_cursor_[l] : 0;
@@ -140,7 +140,7 @@ absl::Status AkvSequenceCache::ColdScanCpu() {
     ap.tiers = t;
     ap.stage = stage;
     ap.rows = &k;
-    ap.warm_limit = config_.warm_budget + config_.eviction_batch_size - 1;
+    ap.warm_limit = config_.WarmAfterStep();
     ap.num_layers = 1;
     const int32_t taken_before = t.counts[kAkvTotColdTaken];
     if (!AkvColdAppendRef(ap)) {

@@ -228,7 +228,7 @@ absl::Status AkvSequenceCache::ColdScanCudaStage() {
     // Synced, not polled (as the gather): done a step ago, the step ended in a host sync.
     KV_RETURN_IF_ERROR(Cuda(cudaEventSynchronize(s.shares_out), "shares"));
     const int cap = std::min(config_.PromoteCap(config_.EffectiveHotBudget(seen_)), P);
-    const int limit = config_.warm_budget + config_.eviction_batch_size - 1;
+    const int limit = config_.WarmAfterStep();
     const AkvColdStage stage = AkvScanCudaState::Stage(sl, plan_, [&](int64_t o) { return s.HostStage(o); });
     auto* rows = reinterpret_cast<int32_t*>(s.HostStage(sl.st_rows));
     int64_t total = 0;
@@ -276,7 +276,7 @@ absl::Status AkvSequenceCache::ColdScanCudaStage() {
     ap.tiers = managed_.Tiers();
     ap.stage = AkvScanCudaState::Stage(sl, plan_, [&](int64_t o) { return s.Dev(o); });
     ap.rows = reinterpret_cast<const int32_t*>(s.Dev(sl.st_rows));
-    ap.warm_limit = config_.warm_budget + config_.eviction_batch_size - 1;
+    ap.warm_limit = config_.WarmAfterStep();
     ap.num_layers = Lm;
     KV_RETURN_IF_ERROR(Cuda(LaunchAkvColdAppend(ap, stream), "append"));
     KV_RETURN_IF_ERROR(Cuda(cudaEventRecord(s.appended, stream), "event"));

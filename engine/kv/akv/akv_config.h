@@ -41,6 +41,9 @@ struct AkvConfig {
   AkvPolicy Policy(int64_t tokens) const;
   // Most promotions per step (akv.md §4 step 4), for capacity sizing.
   int PromoteCap(int hot_budget) const;
+  // The most warm rows a step leaves (akv.md §4 step 6 spills past it):
+  // what the cold scan may fill warm up to.
+  int WarmAfterStep() const { return warm_budget + eviction_batch_size - 1; }
 };
 
 // Parses and validates `config` (strategy "akv") for a model with `n_layers`
