@@ -32,10 +32,7 @@ TEST(AkvColdAppend, TakesTheStagedPrefixThatFitsAndCountsIt) {
   const AkvProblem before = pr;
   // Layer 0 wants 8 with room for 5 (limit 25), layer 1 wants 3, layer 2 none.
   AkvColdAppendStage st = MakeColdAppendStage(MakeAkvProblem(s, 6), 8, {8, 3, 0}, 7);
-  AkvColdAppendParams p;
-  p.layout = pr.lay, p.tiers = pr.Tiers(), p.stage = st.View(), p.rows = st.rows.data();
-  p.warm_limit = 25, p.num_layers = 3;
-  ASSERT_TRUE(AkvColdAppendRef(p));
+  ASSERT_TRUE(AkvColdAppendRef(st.AppendInto(pr, /*warm_limit=*/25)));
   const int want[3] = {5, 3, 0};
   const AkvLayout& lay = pr.lay;
   const size_t cr = static_cast<size_t>(lay.num_kv_heads) * lay.CodeBytes();
@@ -72,10 +69,7 @@ TEST(AkvColdAppend, WarmCapacityBindsBeforeALargerLimit) {
   const AkvShape s = ThreeLayers();  // C_warm = 32
   AkvProblem pr = MakeAkvProblem(s, 8);
   AkvColdAppendStage st = MakeColdAppendStage(MakeAkvProblem(s, 9), 16, {16, 16, 16}, 10);
-  AkvColdAppendParams p;
-  p.layout = pr.lay, p.tiers = pr.Tiers(), p.stage = st.View(), p.rows = st.rows.data();
-  p.warm_limit = 1000, p.num_layers = 3;
-  ASSERT_TRUE(AkvColdAppendRef(p));
+  ASSERT_TRUE(AkvColdAppendRef(st.AppendInto(pr, /*warm_limit=*/1000)));
   for (int l = 0; l < 3; ++l) EXPECT_EQ(pr.counts[l * kAkvCountSlots + kAkvNWarm], 32) << l;
 }
 
@@ -84,8 +78,8 @@ TEST(AkvColdAppend, InvalidParamsAreRefusedAndChangeNothing) {
   AkvProblem pr = MakeAkvProblem(s, 11);
   const AkvProblem before = pr;
   AkvColdAppendStage st = MakeColdAppendStage(MakeAkvProblem(s, 12), 4, {4, 4, 4}, 13);
-  AkvColdAppendParams p;
-  p.layout = pr.lay, p.tiers = pr.Tiers(), p.stage = st.View(), p.rows = nullptr, p.num_layers = 3;
+  AkvColdAppendParams p = st.AppendInto(pr, /*warm_limit=*/0);
+  p.rows = nullptr;
   EXPECT_NE(AkvColdAppendValidate(p), nullptr);
   EXPECT_FALSE(AkvColdAppendRef(p));
   p.rows = st.rows.data(), p.warm_limit = -1;

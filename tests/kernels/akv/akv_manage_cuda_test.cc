@@ -309,9 +309,7 @@ TEST(AkvManageCuda, ColdAppendMatchesTwinBitExact) {
     testing::AkvColdAppendStage st = testing::MakeColdAppendStage(MakeAkvProblem(s, 70 + bits), 8, {8, 3, 0}, bits);
     DeviceArena arena;
     const DeviceTiers d = testing::UploadTiers(pr, &arena);
-    AkvColdAppendParams host;
-    host.layout = pr.lay, host.tiers = pr.Tiers(), host.stage = st.View(), host.rows = st.rows.data();
-    host.warm_limit = 25, host.num_layers = 3;
+    const AkvColdAppendParams host = st.AppendInto(pr, /*warm_limit=*/25);
     AkvColdAppendParams p = host;
     p.tiers = d.tiers;
     p.stage = AkvColdStage{arena.Up(st.k), arena.Up(st.v), arena.Up(st.ks), arena.Up(st.kz), arena.Up(st.vs),

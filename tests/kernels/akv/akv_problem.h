@@ -337,6 +337,13 @@ struct AkvColdAppendStage {
   AkvColdStage View() {
     return AkvColdStage{k.data(), v.data(), ks.data(), kz.data(), vs.data(), vz.data(), pos.data(), score.data(), S};
   }
+  // The append of this stage into every layer of `pr`'s tiers (host pointers).
+  AkvColdAppendParams AppendInto(AkvProblem& pr, int warm_limit) {
+    AkvColdAppendParams p;
+    p.layout = pr.lay, p.tiers = pr.Tiers(), p.stage = View(), p.rows = rows.data();
+    p.warm_limit = warm_limit, p.num_layers = pr.s.layers;
+    return p;
+  }
 };
 
 inline AkvColdAppendStage MakeColdAppendStage(const AkvProblem& src, int S, std::vector<int32_t> rows,

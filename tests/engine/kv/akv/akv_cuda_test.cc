@@ -26,24 +26,34 @@ namespace {
   REQUIRE_CUDA();                                                                          \
   if (!std::filesystem::exists(testing::DefaultModelPath())) GTEST_SKIP() << "no model"
 
-TEST(AkvCuda, TiersPartitionSeenPositionsStepByStepOnTheDevice) {
-  REQUIRE_CUDA();
-  at::manual_seed(21);
+// A bf16 geometry on device 0.
+KvGeometry DeviceGeometry(int64_t layers, int64_t heads, int64_t kv_heads, int64_t head_dim) {
   KvGeometry g;
-  g.n_layers = 2;
-  g.n_heads = 8;
-  g.n_kv_heads = 2;
-  g.head_dim = 128;
+  g.n_layers = layers, g.n_heads = heads, g.n_kv_heads = kv_heads, g.head_dim = head_dim;
   g.context_length = 4096;
   g.dtype = at::kBFloat16;
   g.device = c10::Device(c10::kCUDA, 0);
-  AkvStrategy strategy(g);
+  return g;
+}
+
+// An AKV cache on `g` (it keeps its own copy of the plan and knobs).
+absl::StatusOr<std::unique_ptr<SequenceCache>> OpenAkv(const KvGeometry& g,
+                                                      std::map<std::string, KnobValue> knobs, int64_t max_tokens) {
   StrategyConfig c;
   c.strategy = "akv";
-  c.max_tokens = 600;
-  c.knobs = {{"hot_budget", int64_t{32}}, {"n_anchors", int64_t{8}}, {"eviction_batch_size", int64_t{4}},
-             {"warm_budget", int64_t{64}}, {"prefill_chunk_tokens", int64_t{32}}};
-  auto opened = strategy.Open(c);
+  c.max_tokens = max_tokens;
+  c.knobs = std::move(knobs);
+  return AkvStrategy(g).Open(c);
+}
+
+TEST(AkvCuda, TiersPartitionSeenPositionsStepByStepOnTheDevice) {
+  REQUIRE_CUDA();
+  at::manual_seed(21);
+  const KvGeometry g = DeviceGeometry(2, 8, 2, 128);
+  auto opened = OpenAkv(g,
+                        {{"hot_budget", int64_t{32}}, {"n_anchors", int64_t{8}}, {"eviction_batch_size", int64_t{4}},
+                         {"warm_budget", int64_t{64}}, {"prefill_chunk_tokens", int64_t{32}}},
+                        600);
   ASSERT_TRUE(opened.ok()) << opened.status();
   auto* cache = static_cast<AkvSequenceCache*>(opened->get());
   auto opt = at::TensorOptions().dtype(at::kBFloat16).device(g.device);
@@ -92,20 +102,19 @@ TEST(AkvCuda, TiersPartitionSeenPositionsStepByStepOnTheDevice) {
 TEST(AkvCuda, ColdScanTakesAttendedColdRowsBackToWarmOnTheDevice) {
   REQUIRE_CUDA();
   at::manual_seed(11);
-  KvGeometry g;
-  g.n_layers = 1, g.n_heads = 2, g.n_kv_heads = 1, g.head_dim = 64, g.context_length = 4096;
-  g.dtype = at::kBFloat16;
-  g.device = c10::Device(c10::kCUDA, 0);
-  AkvStrategy strategy(g);
-  StrategyConfig c;
-  c.strategy = "akv";
-  c.max_tokens = 300;
-  c.knobs = {{"hot_budget", int64_t{16}},          {"n_anchors", int64_t{4}},
-             {"initial_tokens_protected", int64_t{0}}, {"eviction_batch_size", int64_t{8}},
-             {"warm_budget", int64_t{24}},          {"warm_bits", int64_t{8}},
-             {"cold_bits", int64_t{8}},             {"group_size", int64_t{64}},
-             {"promote_max_per_step", int64_t{2}},  {"cold_scan_interval", int64_t{1}}};
-  auto opened = strategy.Open(c);
+  const KvGeometry g = DeviceGeometry(1, 2, 1, 64);
+  auto opened = OpenAkv(g,
+                        {{"hot_budget", int64_t{16}},
+                         {"n_anchors", int64_t{4}},
+                         {"initial_tokens_protected", int64_t{0}},
+                         {"eviction_batch_size", int64_t{8}},
+                         {"warm_budget", int64_t{24}},
+                         {"warm_bits", int64_t{8}},
+                         {"cold_bits", int64_t{8}},
+                         {"group_size", int64_t{64}},
+                         {"promote_max_per_step", int64_t{2}},
+                         {"cold_scan_interval", int64_t{1}}},
+                        300);
   ASSERT_TRUE(opened.ok()) << opened.status();
   auto* cache = static_cast<AkvSequenceCache*>(opened->get());
   auto opt = at::TensorOptions().dtype(at::kBFloat16).device(g.device);
