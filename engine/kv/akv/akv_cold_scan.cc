@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 
 #include "absl/strings/str_cat.h"
 #include "engine/kv/akv/akv_cache.h"
@@ -21,31 +20,18 @@ absl::StatusOr<AkvColdPicks> AkvPickColdRows(const AkvColdTier& cold, int layer,
   win.k.resize(n * hkv * (warm.head_dim * cold_bits / 8));
   win.k_scale.resize(n * hkv * warm.Groups()), win.k_zero.resize(n * hkv * warm.Groups()), win.pos.resize(n);
   cold.CopyKeys(layer, first, n, win.k.data(), win.k_scale.data(), win.k_zero.data(), win.pos.data());
-  // The window as a warm tier of cold_bits codes beside an empty hot tier
-  // (the score twin wants hot buffers; it reads none with n_hot = 0).
-  AkvLayout lay = warm;
-  lay.warm_bits = cold_bits;
-  lay.hot_capacity = 1;
-  lay.warm_capacity = n;
-  lay.dtype = q.dtype;
-  std::vector<float> hot(static_cast<size_t>(lay.num_kv_heads) * lay.head_dim, 0.0f), w(n, 0.0f), a(n, 0.0f);
+  std::vector<float> hot(static_cast<size_t>(warm.num_kv_heads) * warm.head_dim, 0.0f), w(n, 0.0f), a(n, 0.0f);
   int32_t hot_pos = 0;
   float hot_score = 0.0f;
   std::vector<int32_t> counts(kAkvCountSlots, 0);
   counts[kAkvNWarm] = n;
-  AkvScoreParams sp;
-  sp.layout = lay;
-  sp.tiers.hot_k = hot.data(), sp.tiers.hot_v = hot.data(), sp.tiers.hot_pos = &hot_pos;
-  sp.tiers.hot_score = &hot_score;
-  sp.tiers.warm_k = win.k.data(), sp.tiers.warm_v = win.k.data();
-  sp.tiers.warm_k_scale = win.k_scale.data(), sp.tiers.warm_k_zero = win.k_zero.data();
-  sp.tiers.warm_v_scale = win.k_scale.data(), sp.tiers.warm_v_zero = win.k_zero.data();
-  sp.tiers.warm_pos = win.pos.data(), sp.tiers.warm_score = w.data(), sp.tiers.warm_a = a.data();
-  sp.tiers.counts = counts.data();
+  AkvTiers window;
+  window.hot_k = hot.data(), window.hot_pos = &hot_pos, window.hot_score = &hot_score;
+  window.warm_k = win.k.data(), window.warm_k_scale = win.k_scale.data(), window.warm_k_zero = win.k_zero.data();
+  window.warm_pos = win.pos.data(), window.warm_score = w.data(), window.warm_a = a.data();
+  window.counts = counts.data();
+  AkvScoreParams sp = AkvColdWindowScoreParams(warm, cold_bits, n, q.dtype, q.num_heads, window);
   sp.q = q.q, sp.q_pos = &q.pos, sp.lse = q.lse;
-  sp.num_rows = 1, sp.num_heads = q.num_heads;
-  sp.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(lay.head_dim)));
-  sp.mode = AkvScoring::kImportance, sp.decay = 0.0f;
   if (!AkvScoreUpdateRef(sp)) {
     const char* why = AkvScoreValidate(sp);
     return absl::InternalError(absl::StrCat("akv cold scan: score update refused: ", why ? why : "invalid params"));
@@ -55,6 +41,27 @@ absl::StatusOr<AkvColdPicks> AkvPickColdRows(const AkvColdTier& cold, int layer,
     picks.a.push_back(a[j]);
   }
   return picks;
+}
+
+AkvScoreParams AkvColdWindowScoreParams(const AkvLayout& warm, int cold_bits, int rows, KvDType dtype,
+                                        int num_heads, AkvTiers window) {
+  AkvScoreParams sp;
+  sp.layout = warm;
+  sp.layout.warm_bits = cold_bits;
+  sp.layout.hot_capacity = 1;
+  sp.layout.warm_capacity = rows;
+  sp.layout.dtype = dtype;
+  window.hot_v = window.hot_k;
+  window.warm_v = window.warm_k;
+  window.warm_v_scale = window.warm_k_scale;
+  window.warm_v_zero = window.warm_k_zero;
+  sp.tiers = window;
+  sp.num_rows = 1;
+  sp.num_heads = num_heads;
+  sp.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(warm.head_dim)));
+  sp.mode = AkvScoring::kImportance;
+  sp.decay = 0.0f;
+  return sp;
 }
 
 std::vector<int> AkvBestShares(const float* a, const int32_t* pos, int n, float threshold, int cap) {

@@ -41,7 +41,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/kv/akv/akv_cold.h"
-#include "kernels/akv/akv_layout.h"
+#include "kernels/akv/akv_manage.h"
 
 namespace kvstream {
 
@@ -60,6 +60,18 @@ struct AkvColdPicks {
   std::vector<int64_t> rows;  // cold row indices, best first (a descending, ties: larger pos)
   std::vector<float> a;       // their shares, same order
 };
+
+// Score-update parameters that rate a window of cold rows (CPU twin and
+// CUDA kernel alike): the window is a warm tier of cold_bits codes and
+// capacity `rows` beside an empty one-slot hot tier (the update wants hot
+// buffers; with n_hot = 0 it reads none), rated against one query row with
+// IMPORTANCE and no decay, so warm_a = each row's share a_j. `window` gives
+// the hot slot (hot_k, hot_pos, hot_score), the keys (warm_k, warm_k_scale,
+// warm_k_zero, warm_pos), warm_score and warm_a outputs and counts (n_warm =
+// the rows in the window); the values' pointers alias the keys' (never read).
+// The caller sets layer, q, q_pos and lse.
+AkvScoreParams AkvColdWindowScoreParams(const AkvLayout& warm, int cold_bits, int rows, KvDType dtype,
+                                        int num_heads, AkvTiers window);
 
 // Indices j < n with a[j] > threshold, best first (a descending, ties: larger
 // pos), at most `cap` of them.

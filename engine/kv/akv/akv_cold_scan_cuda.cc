@@ -182,28 +182,19 @@ absl::Status AkvSequenceCache::ColdScanCudaStage() {
     // 3. Rate each window as a warm tier of cold_bits codes beside an empty
     // hot tier (the score kernel, akv_manage.h); the shares go D2H.
     KV_RETURN_IF_ERROR(Cuda(cudaStreamWaitEvent(stream, s.window_in, 0), "window wait"));
-    AkvLayout wl = lay;
-    wl.warm_bits = plan_.cold_bits;
-    wl.hot_capacity = 1;
-    wl.warm_capacity = W;
-    AkvScoreParams sp;
-    sp.layout = wl;
-    sp.tiers.hot_k = sp.tiers.hot_v = s.Dev(sl.hot);
-    sp.tiers.hot_pos = reinterpret_cast<int32_t*>(s.Dev(sl.hot_meta));
-    sp.tiers.hot_score = reinterpret_cast<float*>(s.Dev(sl.hot_meta) + Lm * 4);
-    sp.tiers.warm_k = sp.tiers.warm_v = s.Dev(sl.win_k);
-    sp.tiers.warm_k_scale = sp.tiers.warm_v_scale = reinterpret_cast<uint16_t*>(s.Dev(sl.win_scale));
-    sp.tiers.warm_k_zero = sp.tiers.warm_v_zero = reinterpret_cast<uint16_t*>(s.Dev(sl.win_zero));
-    sp.tiers.warm_pos = reinterpret_cast<int32_t*>(s.Dev(sl.win_pos));
-    sp.tiers.warm_score = reinterpret_cast<float*>(s.Dev(sl.win_w));
-    sp.tiers.warm_a = reinterpret_cast<float*>(s.Dev(sl.win_a));
-    sp.tiers.counts = reinterpret_cast<int32_t*>(s.Dev(sl.win_counts));
+    AkvTiers window;
+    window.hot_k = s.Dev(sl.hot);
+    window.hot_pos = reinterpret_cast<int32_t*>(s.Dev(sl.hot_meta));
+    window.hot_score = reinterpret_cast<float*>(s.Dev(sl.hot_meta) + Lm * 4);
+    window.warm_k = s.Dev(sl.win_k);
+    window.warm_k_scale = reinterpret_cast<uint16_t*>(s.Dev(sl.win_scale));
+    window.warm_k_zero = reinterpret_cast<uint16_t*>(s.Dev(sl.win_zero));
+    window.warm_pos = reinterpret_cast<int32_t*>(s.Dev(sl.win_pos));
+    window.warm_score = reinterpret_cast<float*>(s.Dev(sl.win_w));
+    window.warm_a = reinterpret_cast<float*>(s.Dev(sl.win_a));
+    window.counts = reinterpret_cast<int32_t*>(s.Dev(sl.win_counts));
+    AkvScoreParams sp = AkvColdWindowScoreParams(lay, plan_.cold_bits, W, lay.dtype, static_cast<int>(H), window);
     sp.q_pos = reinterpret_cast<const int32_t*>(s.Dev(sl.win_qpos));
-    sp.num_rows = 1;
-    sp.num_heads = static_cast<int>(H);
-    sp.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
-    sp.mode = AkvScoring::kImportance;
-    sp.decay = 0.0f;
     for (int l = 0; l < Lm; ++l) {
       if (scan_window_[l] == 0) continue;
       sp.layer = l;
