@@ -50,7 +50,6 @@ cudaError_t Launch(const SqAttendParams& p, bool decode, cudaStream_t stream) {
   a.p = p;
   a.group = p.num_q_heads / p.num_kv_heads;
   a.rows = a.group * p.num_queries;
-  a.n_total = p.num_keys + p.num_dense;
   a.wkp = TileStride(p.num_keys > 0 ? p.k_plan.words : 1);
   a.wvp = TileStride(p.num_keys > 0 ? p.v_plan.words : 1);
   a.dstride = p.dense_stride_t ? p.dense_stride_t : static_cast<int64_t>(p.num_kv_heads) * p.head_dim;

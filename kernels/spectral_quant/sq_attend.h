@@ -77,7 +77,11 @@ struct SqAttendParams {
   int num_kv_heads = 0;                // Hkv
   int head_dim = 0;                    // D: 64 or 128
   int num_queries = 0;                 // Tq (0 is a no-op)
-  int num_keys = 0;                    // Tk >= 0
+  int num_keys = 0;                    // Tk >= 0 (with num_keys_live: the records' capacity)
+  // Decode replayed from a CUDA graph: the live Tk in device memory (the twin
+  // reads it from host memory), clamped to [0, num_keys]; splits are planned
+  // on num_keys, the capacity, so one launch serves every length. null = num_keys.
+  const int32_t* num_keys_live = nullptr;
   int num_dense = 0;                   // Td >= 0
   int num_splits = 1;                  // S in 1..kSqAttendMaxSplits
   float scale = 0.0f;                  // the model's attention scale, e.g. 1/sqrt(D) (host-computed)
@@ -91,6 +95,13 @@ KV_HD void SqAttendSplitRange(int num_keys_total, int num_splits, int split, int
   const long long b = static_cast<long long>(split) * chunk;
   *begin = b < num_keys_total ? static_cast<int>(b) : num_keys_total;
   *end = (num_keys_total - *begin) < chunk ? num_keys_total : *begin + chunk;
+}
+
+// The Tk a launch attends over (num_keys_live, else num_keys).
+KV_HD int SqLiveKeys(const SqAttendParams& p) {
+  if (p.num_keys_live == nullptr) return p.num_keys;
+  const int live = *p.num_keys_live;
+  return live < 0 ? 0 : (live > p.num_keys ? p.num_keys : live);
 }
 
 // S for one call: enough CTAs (Hkv * row tiles * S) for one wave of

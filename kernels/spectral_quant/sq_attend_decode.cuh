@@ -128,7 +128,7 @@ __global__ void __launch_bounds__(kThreads, kDense ? 2 : kSqAttendCtasPerSm) Dec
   float* region = reinterpret_cast<float*>(gend + kSqMaxRecordWords + 4);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int h = blockIdx.x, rr0 = blockIdx.y * kR, split = blockIdx.z;
-  const int Hkv = p.num_kv_heads, G = a.group, Tk = p.num_keys;
+  const int Hkv = p.num_kv_heads, G = a.group, Tk = SqLiveKeys(p);
   const bool qjl = p.q_sketch != nullptr && Tk > 0;
   const int de = qjl ? p.k_plan.d_eff[h] : 0;
   const int de_used = qjl ? min(de, 32 * p.sign_words) : 0;
@@ -209,7 +209,7 @@ __global__ void __launch_bounds__(kThreads, kDense ? 2 : kSqAttendCtasPerSm) Dec
   int wb, we;
   {
     int kb, ke;
-    SqAttendSplitRange(a.n_total, p.num_splits, split, &kb, &ke);
+    SqAttendSplitRange(Tk + p.num_dense, p.num_splits, split, &kb, &ke);
     const int per = ((ke - kb + kWarps - 1) / kWarps + 31) / 32 * 32;
     wb = min(ke, kb + warp * per), we = min(ke, wb + per);
   }

@@ -63,7 +63,7 @@ constexpr float kNegInf = -__builtin_huge_valf();
 
 struct Args {
   SqAttendParams p;
-  int group, rows, n_total;  // G, G * Tq, Tk + Td
+  int group, rows;  // G, G * Tq
   int wkp, wvp;              // tile strides in words (odd, >= W + 1)
   int64_t dstride;           // dense row stride (elements)
   float scale_log2;          // scale * log2(e)
@@ -218,7 +218,7 @@ __global__ void __launch_bounds__(kThreads, kDense ? 2 : kSqAttendCtasPerSm) Att
   float* region = reinterpret_cast<float*>(kdesc + D);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int h = blockIdx.x, rr0 = blockIdx.y * kR, split = blockIdx.z;
-  const int Hkv = p.num_kv_heads, G = a.group, Tq = p.num_queries, Tk = p.num_keys;
+  const int Hkv = p.num_kv_heads, G = a.group, Tq = p.num_queries, Tk = SqLiveKeys(p);
   const bool qjl = p.q_sketch != nullptr && Tk > 0;
   const int de = qjl ? p.k_plan.d_eff[h] : 0;
   const int de_used = qjl ? min(de, 32 * p.sign_words) : 0;
@@ -297,7 +297,7 @@ __global__ void __launch_bounds__(kThreads, kDense ? 2 : kSqAttendCtasPerSm) Att
   int wb, we;
   {
     int kb, ke;
-    SqAttendSplitRange(a.n_total, p.num_splits, split, &kb, &ke);
+    SqAttendSplitRange(Tk + p.num_dense, p.num_splits, split, &kb, &ke);
     const int per = ((ke - kb + kWarps - 1) / kWarps + 31) / 32 * 32;
     wb = min(ke, kb + warp * per), we = min(ke, wb + per);
   }

@@ -72,7 +72,7 @@ const char* SqAttendValidate(const SqAttendParams& p) {
 bool SqAttendRef(const SqAttendParams& p) {
   if (SqAttendValidate(p) != nullptr) return false;
   const int D = p.head_dim, Hkv = p.num_kv_heads, G = p.num_q_heads / Hkv, Tq = p.num_queries;
-  const int Tk = p.num_keys, Td = p.num_dense, n = Tk + Td;
+  const int Tk = SqLiveKeys(p), Td = p.num_dense, n = Tk + Td;
   const int64_t ds = p.dense_stride_t ? p.dense_stride_t : static_cast<int64_t>(Hkv) * D;
   const bool qjl = p.q_sketch != nullptr;
   std::vector<float> zk(static_cast<size_t>(Tk) * D), zv(static_cast<size_t>(Tk) * D);

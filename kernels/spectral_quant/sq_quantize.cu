@@ -57,6 +57,7 @@ __global__ void __launch_bounds__(kThreads) QuantizePackKernel(SqQuantizePackPar
   if (item >= static_cast<long long>(p.num_tokens) * H) return;  // no block-wide sync below
   const int t = static_cast<int>(item / H), h = static_cast<int>(item % H);
   const float* z = p.z + t * zs + static_cast<int64_t>(h) * D;
+  const long long orow = item + (p.first_token ? static_cast<long long>(*p.first_token) * H : 0);  // output row
   uint32_t* rs = rec_s[warp];
   for (int k = lane; k < kRecWords; k += 32) rs[k] = 0u;
   __syncwarp();
@@ -74,7 +75,7 @@ __global__ void __launch_bounds__(kThreads) QuantizePackKernel(SqQuantizePackPar
     err[e] = zi - __fmul_rn(s, tab[SqCentroidOffset(w) + code]);  // no FMA contraction: the twin rounds z^ first
   }
   __syncwarp();
-  uint32_t* out = p.records + item * W;
+  uint32_t* out = p.records + orow * W;
   for (int k = lane; k < W; k += 32) out[k] = rs[k];
   if (p.s_prime == nullptr) return;
   // QJL (§4.3 step 2): r_norm = ||z - z^||, sign bit m = (S' (z - z^))_m >= 0.
@@ -82,7 +83,7 @@ __global__ void __launch_bounds__(kThreads) QuantizePackKernel(SqQuantizePackPar
 #pragma unroll
   for (int e = 0; e < kDpl; ++e) r2 = fmaf(err[e], err[e], r2);
   r2 = WarpSum(r2);
-  if (lane == 0) p.r_norm[item] = __half_as_ushort(__float2half_rn(sqrtf(r2)));
+  if (lane == 0) p.r_norm[orow] = __half_as_ushort(__float2half_rn(sqrtf(r2)));
   const int de = min(p.plan.d_eff[h], 32 * p.sign_words);
   const float* sp = p.s_prime + static_cast<int64_t>(h) * D * D;
   if (lane < 4) sign_s[warp][lane] = 0u;
@@ -95,7 +96,7 @@ __global__ void __launch_bounds__(kThreads) QuantizePackKernel(SqQuantizePackPar
     if (lane == 0 && a >= 0.0f) sign_s[warp][m >> 5] |= 1u << (m & 31);
   }
   __syncwarp();
-  if (lane < p.sign_words) p.signs[item * p.sign_words + lane] = sign_s[warp][lane];
+  if (lane < p.sign_words) p.signs[orow * p.sign_words + lane] = sign_s[warp][lane];
 }
 
 template <int D>

@@ -13,6 +13,7 @@
 //            element (t, h, i) at t * z_stride_t + h * D + i
 //   tables   [kSqTableFloats] fp32 unit centroids + midpoints (sq_tables.h)
 //   records  [T, Hkv, W] u32, W = plan.words; record (t, h) at (t * Hkv + h) * W
+//            (rows shifted by *first_token when it is set)
 //   s_prime  [Hkv, D, D] fp32: row m < d_eff[h] of head h is (S_sem V_K)_m (§4.2 step 6,
 //            §4.3 step 2); rows >= d_eff are never read
 //   r_norm   [T, Hkv] fp16 bits;   signs [T, Hkv, SW] u32
@@ -44,6 +45,11 @@ struct SqQuantizePackParams {
   int num_tokens = 0;              // T (0 is a no-op)
   int num_kv_heads = 0;            // Hkv
   int head_dim = 0;                // D: 64 or 128
+  // Decode replayed from a CUDA graph: where token 0 goes, in device memory
+  // (the twin reads it from host memory): token t is written to row
+  // *first_token + t of records / r_norm / signs, which then point at row 0.
+  // null = row t. The caller sizes the buffers for every value it stores.
+  const int32_t* first_token = nullptr;
 };
 
 struct SqDequantParams {

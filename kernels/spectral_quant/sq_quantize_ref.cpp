@@ -54,11 +54,13 @@ bool SqQuantizePackRef(const SqQuantizePackParams& p) {
   const int D = p.head_dim, H = p.num_kv_heads, W = p.plan.words;
   const int64_t zs = p.z_stride_t ? p.z_stride_t : static_cast<int64_t>(H) * D;
   const bool qjl = p.s_prime != nullptr;
+  const int64_t first = p.first_token ? *p.first_token : 0;
   float zhat[kSqMaxHeadDim], err[kSqMaxHeadDim];
   for (int t = 0; t < p.num_tokens; ++t) {
     for (int h = 0; h < H; ++h) {
       const float* z = p.z + t * zs + static_cast<int64_t>(h) * D;
-      uint32_t* rec = p.records + (static_cast<int64_t>(t) * H + h) * W;
+      const int64_t orow = (first + t) * H + h;  // output row
+      uint32_t* rec = p.records + orow * W;
       std::memset(rec, 0, sizeof(uint32_t) * W);
       for (int i = 0; i < D; ++i) {
         const int w = p.plan.width[h * D + i], off = p.plan.bit_offset[h * D + i];
@@ -75,8 +77,8 @@ bool SqQuantizePackRef(const SqQuantizePackParams& p) {
       // §4.3 step 2: r_norm = ||z - z^||, sign_m = sign((S' (z - z^))_m), 0 -> +1.
       double r2 = 0.0;
       for (int i = 0; i < D; ++i) r2 += static_cast<double>(err[i]) * err[i];
-      p.r_norm[static_cast<int64_t>(t) * H + h] = FloatToHalfBits(static_cast<float>(std::sqrt(r2)));
-      uint32_t* sg = p.signs + (static_cast<int64_t>(t) * H + h) * p.sign_words;
+      p.r_norm[orow] = FloatToHalfBits(static_cast<float>(std::sqrt(r2)));
+      uint32_t* sg = p.signs + orow * p.sign_words;
       std::memset(sg, 0, sizeof(uint32_t) * p.sign_words);
       const int de = std::min(p.plan.d_eff[h], 32 * p.sign_words);
       for (int m = 0; m < de; ++m) {

@@ -42,6 +42,7 @@ double Tol(const SqAttendShape& s) { return s.num_dense > 0 && s.dense_dtype == 
 struct RunOpts {
   bool legacy = false;     // LaunchSqAttendLegacy instead of LaunchSqAttend
   bool misalign = false;   // records start 4 bytes past an 8-byte boundary (decode: 4-byte copies)
+  int live = -1;           // >= 0: the live Tk in device memory (num_keys_live), num_keys the capacity
 };
 
 // Runs the twin and the device (with `splits`, 0 = planned) on one problem;
@@ -51,6 +52,7 @@ void CheckAgainstTwin(const SqAttendShape& s, uint32_t seed, int splits, int den
   std::vector<float> e_want(P.OutSize(), NAN), d_want(P.OutSize(), NAN);
   SqAttendParams p = P.Params();
   p.a_eig = e_want.data(), p.a_dense = d_want.data();
+  if (o.live >= 0) p.num_keys_live = &o.live;
   ASSERT_TRUE(SqAttendRef(p));
 
   SqDeviceArena A;
@@ -83,6 +85,7 @@ void CheckAgainstTwin(const SqAttendShape& s, uint32_t seed, int splits, int den
     }
   }
   if (s.causal) dp.q_pos = A.Up(P.q_pos), dp.k_pos = A.Up(P.k_pos), dp.d_pos = A.Up(P.d_pos);
+  if (o.live >= 0) dp.num_keys_live = A.Up(std::vector<int32_t>{o.live});
   int dev = 0, sms = 0;
   ASSERT_CUDA(cudaGetDevice(&dev));
   ASSERT_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
@@ -95,6 +98,7 @@ void CheckAgainstTwin(const SqAttendShape& s, uint32_t seed, int splits, int den
   ASSERT_CUDA(cudaDeviceSynchronize());
   const std::vector<float> e_got = Down(dp.a_eig, P.OutSize()), d_got = Down(dp.a_dense, P.OutSize());
   SCOPED_TRACE("splits=" + std::to_string(dp.num_splits) + (o.legacy ? " legacy" : "") +
+               (o.live >= 0 ? " live=" + std::to_string(o.live) : "") +
                (o.misalign ? " misaligned" : "") + " Wk=" + std::to_string(P.kplan.words) +
                " Wv=" + std::to_string(P.vplan.words));
   EXPECT_LE(testing::SqRelErr(e_got, e_want), Tol(s)) << "a_eig";
@@ -244,6 +248,24 @@ TEST(SqAttendCuda, DecodeRandomPlansMatchTwin) {
       CheckAgainstTwin(s, seed++, 1);
       CheckAgainstTwin(s, seed++, 0);
       CheckAgainstTwin(s, seed++, 0, 0, RunOpts{false, true});
+    }
+}
+
+// Graph-replayed decode: num_keys is the records' capacity (splits planned
+// on it) and the live Tk is read from device memory, so most splits cover
+// nothing or only dense keys; the twin attends over the live records.
+TEST(SqAttendCuda, LiveKeyCountInDeviceMemoryMatchesTwin) {
+  SKIP_WITHOUT_DEVICE();
+  uint32_t seed = 300;
+  for (int D : {64, 128})
+    for (int live : {0, 1, 97, 1000, 4097}) {
+      const SqAttendShape s = Shape(D, 4, 4097, /*Td=*/33, 1, KvDType::kBf16);
+      SCOPED_TRACE(Name(s));
+      RunOpts o;
+      o.live = live;
+      CheckAgainstTwin(s, seed++, 0, 0, o);
+      o.legacy = true;
+      CheckAgainstTwin(s, seed++, 0, 0, o);
     }
 }
 

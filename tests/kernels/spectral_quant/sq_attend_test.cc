@@ -105,6 +105,31 @@ TEST(SqAttendPlan, SplitsCoverEveryKeyOnceAndRespectBounds) {
   EXPECT_EQ(SqAttendWorkspaceBytes(32, 1, 4, 128), size_t(4) * 32 * (2 * 128 + 2) * 4);
 }
 
+// A graph-replayed decode step names its live Tk in device memory
+// (num_keys_live) and num_keys is the records' capacity: the twin attends
+// over exactly the first live records, then the dense segment, as a call
+// with num_keys = live does; a live count past the capacity is clamped.
+TEST(SqAttendRef, LiveKeyCountAttendsOverThatManyRecords) {
+  SqAttendShape s;
+  s.head_dim = 64, s.group = 4, s.num_keys = 97, s.num_dense = 13, s.dense_dtype = KvDType::kBf16;
+  const SqAttendProblem P = MakeSqAttendProblem(s, 77);
+  auto run = [&](int num_keys, const int32_t* live) {
+    std::vector<float> a(P.OutSize(), NAN), d(P.OutSize(), NAN);
+    SqAttendParams p = P.Params();
+    p.num_keys = num_keys, p.num_keys_live = live, p.a_eig = a.data(), p.a_dense = d.data();
+    EXPECT_TRUE(SqAttendRef(p));
+    a.insert(a.end(), d.begin(), d.end());
+    return a;
+  };
+  for (int32_t live : {0, 1, 54}) {
+    SCOPED_TRACE("live=" + std::to_string(live));
+    EXPECT_EQ(run(97, &live), run(live, nullptr));
+    EXPECT_NE(run(97, &live), run(97, nullptr));
+  }
+  const int32_t past = 500;
+  EXPECT_EQ(run(97, &past), run(97, nullptr));
+}
+
 TEST(SqAttendRef, RejectsDenseWithoutRawQuery) {
   SqAttendShape s;
   s.head_dim = 64, s.num_dense = 4;

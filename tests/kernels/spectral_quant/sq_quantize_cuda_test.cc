@@ -79,6 +79,54 @@ TEST(SqQuantizeCuda, StridedInputMatchesTwin) {
   CheckPackAndDequant(128, 8, 97, /*z_pad=*/13, 7);
 }
 
+// A graph-replayed decode step's token goes to the row held in device
+// memory (first_token): bit-identical to the twin there, poison elsewhere.
+TEST(SqQuantizeCuda, FirstTokenInDeviceMemoryMatchesTwin) {
+  SKIP_WITHOUT_DEVICE();
+  for (int D : {64, 128}) {
+    SCOPED_TRACE("D=" + std::to_string(D));
+    const int H = 8, T = 1, cap = 40, SW = D / 32;
+    const int32_t first = 29;
+    std::mt19937 rng(700 + D);
+    const SqTestPlan plan = RandomSqPlan(H, D, &rng);
+    const std::vector<float> tables = SqTables();
+    const std::vector<float> z = RandomEigen(plan, T, &rng);
+    const std::vector<float> sprime = testing::RandomNormal(size_t(H) * D * D, &rng);
+    std::vector<uint32_t> rec(size_t(cap) * H * plan.words, kPoison), sg(size_t(cap) * H * SW, kPoison);
+    std::vector<uint16_t> rn(size_t(cap) * H, 0xffff);
+    SqQuantizePackParams p;
+    p.z = z.data(), p.plan = plan.view(), p.tables = tables.data(), p.records = rec.data();
+    p.s_prime = sprime.data(), p.r_norm = rn.data(), p.signs = sg.data(), p.sign_words = SW;
+    p.num_tokens = T, p.num_kv_heads = H, p.head_dim = D, p.first_token = &first;
+    ASSERT_TRUE(SqQuantizePackRef(p));
+    SqDeviceArena arena;
+    SqQuantizePackParams dp = p;
+    dp.z = arena.Up(z), dp.plan = testing::UploadPlan(plan, &arena), dp.tables = arena.Up(tables);
+    dp.s_prime = arena.Up(sprime), dp.first_token = arena.Up(std::vector<int32_t>{first});
+    dp.records = arena.Poisoned<uint32_t>(rec.size(), kPoison);
+    dp.r_norm = arena.Poisoned<uint16_t>(rn.size(), 0xffff);
+    dp.signs = arena.Poisoned<uint32_t>(sg.size(), kPoison);
+    ASSERT_CUDA(LaunchSqQuantizePack(dp, nullptr));
+    ASSERT_CUDA(cudaDeviceSynchronize());
+    EXPECT_EQ(Down(dp.records, rec.size()), rec) << "records (the twin's row " << first << ", poison elsewhere)";
+    const std::vector<uint16_t> rn_got = Down(dp.r_norm, rn.size());
+    for (int r = 0; r < cap * H; ++r) {
+      if (r / H != first) {
+        ASSERT_EQ(rn_got[r], 0xffff) << "r_norm row " << r / H << " must stay poisoned";
+        continue;
+      }
+      const float a = HalfBitsToFloat(rn_got[r]), b = HalfBitsToFloat(rn[r]);
+      ASSERT_NEAR(a, b, 1e-3f * b + 1e-6f) << "r_norm " << r;
+    }
+    const std::vector<uint32_t> sg_got = Down(dp.signs, sg.size());
+    for (size_t w = 0; w < sg.size(); ++w) {
+      if (int(w / (size_t(H) * SW)) != first) {
+        ASSERT_EQ(sg_got[w], kPoison) << "sign word " << w << " must stay poisoned";
+      }
+    }
+  }
+}
+
 TEST(SqQuantizeCuda, QjlNormAndSignsMatchTwin) {
   SKIP_WITHOUT_DEVICE();
   for (int D : {64, 128}) {

@@ -126,6 +126,42 @@ TEST(SqQuantizePack, StridedInputEqualsPacked) {
   EXPECT_EQ(rec, ref.records);
 }
 
+// A graph-replayed decode step stores its token at a row held in device
+// memory (first_token): the same record lands there and every other row,
+// r_norm and sign word is left alone.
+TEST(SqQuantizePack, FirstTokenMovesEveryOutputRowAndTouchesNoOther) {
+  const int D = 64, H = 2, T = 3, first = 4, cap = 9, SW = D / 32;
+  std::mt19937 rng(41);
+  const SqTestPlan plan = RandomSqPlan(H, D, &rng);
+  const std::vector<float> tables = SqTables();
+  const std::vector<float> z = RandomEigen(plan, T, &rng);
+  const std::vector<float> sprime = testing::RandomNormal(size_t(H) * D * D, &rng);
+  auto pack = [&](int rows, const int32_t* first_token, std::vector<uint32_t>* rec, std::vector<uint16_t>* rn,
+                  std::vector<uint32_t>* sg) {
+    rec->assign(size_t(rows) * H * plan.words, 0xdeadbeefu);
+    rn->assign(size_t(rows) * H, 0xffff);
+    sg->assign(size_t(rows) * H * SW, 0xdeadbeefu);
+    SqQuantizePackParams k1;
+    k1.z = z.data(), k1.plan = plan.view(), k1.tables = tables.data(), k1.records = rec->data();
+    k1.s_prime = sprime.data(), k1.r_norm = rn->data(), k1.signs = sg->data(), k1.sign_words = SW;
+    k1.num_tokens = T, k1.num_kv_heads = H, k1.head_dim = D, k1.first_token = first_token;
+    ASSERT_TRUE(SqQuantizePackRef(k1));
+  };
+  std::vector<uint32_t> rec0, sg0, rec, sg;
+  std::vector<uint16_t> rn0, rn;
+  pack(T, nullptr, &rec0, &rn0, &sg0);
+  pack(cap, &first, &rec, &rn, &sg);
+  for (int r = 0; r < cap; ++r)
+    for (int h = 0; h < H; ++h) {
+      const bool written = r >= first && r < first + T;
+      const size_t at = size_t(r) * H + h, from = size_t(r - first) * H + h;
+      for (int w = 0; w < plan.words; ++w)
+        ASSERT_EQ(rec[at * plan.words + w], written ? rec0[from * plan.words + w] : 0xdeadbeefu) << "row " << r;
+      ASSERT_EQ(rn[at], written ? rn0[from] : uint16_t{0xffff}) << "row " << r;
+      for (int w = 0; w < SW; ++w) ASSERT_EQ(sg[at * SW + w], written ? sg0[from * SW + w] : 0xdeadbeefu) << "row " << r;
+    }
+}
+
 TEST(SqQuantizePack, QjlNormAndSignsFollowTheRawResidual) {
   const int D = 64, H = 2, T = 33;
   std::mt19937 rng(5);
