@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
@@ -27,6 +28,8 @@ int64_t GrowTo(int64_t have, int64_t need, int64_t cap_hint) {
   return (g + 15) / 16 * 16;
 }
 
+std::atomic<uint64_t> next_cache_id{1};
+
 at::Tensor Grow(const at::Tensor& old, int64_t used, std::vector<int64_t> shape, const at::TensorOptions& opts) {
   at::Tensor t = at::zeros(shape, opts);
   if (old.defined() && used > 0) t.narrow(0, 0, used).copy_(old.narrow(0, 0, used));
@@ -46,7 +49,8 @@ SpectralQuantSequenceCache::SpectralQuantSequenceCache(const SpectralQuantConfig
       plan_cache_hit_(plan_cache_hit),
       max_tokens_(max_tokens),
       recent_(c.RecentTokens(max_tokens)),
-      layers_(g.n_layers) {
+      layers_(g.n_layers),
+      id_(next_cache_id.fetch_add(1)) {
   if (dplan_) {
     tables_ = dplan_->tables;
     for (int64_t l = 0; l < g.n_layers; ++l) layers_[l].dev = &dplan_->layers[l];
@@ -135,7 +139,8 @@ absl::Status SpectralQuantSequenceCache::ReserveTail(int64_t layer, int64_t toke
   return absl::OkStatus();
 }
 
-absl::Status SpectralQuantSequenceCache::Compress(int64_t layer, const at::Tensor& k, const at::Tensor& v) {
+absl::Status SpectralQuantSequenceCache::Compress(int64_t layer, const at::Tensor& k, const at::Tensor& v,
+                                                  const at::Tensor* first_token) {
   const double t0 = NowMs();
   Layer& L = layers_[layer];
   const int64_t n = k.size(1);
@@ -155,17 +160,18 @@ absl::Status SpectralQuantSequenceCache::Compress(int64_t layer, const at::Tenso
   a.v_rec = &L.v_rec;
   a.r_norm = config_.use_qjl ? &L.r_norm : nullptr;
   a.signs = config_.use_qjl ? &L.signs : nullptr;
-  a.first = L.n_comp;
+  a.first = first_token != nullptr ? 0 : L.n_comp;
+  a.first_token = first_token;
   a.n_kv_heads = geometry_.n_kv_heads;
   a.head_dim = geometry_.head_dim;
   KV_RETURN_IF_ERROR(SqRunCompress(a));
-  L.n_comp += n;
+  if (first_token == nullptr) L.n_comp += n;
   compression_ms_ += NowMs() - t0;
   return absl::OkStatus();
 }
 
 SqDenseSegment SpectralQuantSequenceCache::DenseSegment(int64_t layer, const at::Tensor& k, const at::Tensor& v,
-                                                        int64_t pos0) const {
+                                                        int64_t pos0, bool positions) const {
   const Layer& L = layers_[layer];
   const c10::ScalarType dt = SqDenseDtype(geometry_);
   auto i32 = at::TensorOptions().dtype(at::kInt).device(geometry_.device);
@@ -173,7 +179,7 @@ SqDenseSegment SpectralQuantSequenceCache::DenseSegment(int64_t layer, const at:
   if (L.n_sink > 0) {  // held centred, in dt (AppendSinks)
     ks.push_back(L.k_sink.narrow(0, 0, L.n_sink));
     vs.push_back(L.v_sink.narrow(0, 0, L.n_sink));
-    pos.push_back(at::arange(0, L.n_sink, i32));
+    if (positions) pos.push_back(at::arange(0, L.n_sink, i32));
   }
   if (k.defined() && k.size(0) > 0) {
     at::Tensor kc = k, vc = v;  // the same centring as the records (softmax-invariant, sq_config.h)
@@ -181,13 +187,13 @@ SqDenseSegment SpectralQuantSequenceCache::DenseSegment(int64_t layer, const at:
     if (L.dev->mu_v.defined()) vc = v.to(at::kFloat) - L.dev->mu_v;
     ks.push_back(kc.to(dt));
     vs.push_back(vc.to(dt));
-    pos.push_back(at::arange(pos0, pos0 + k.size(0), i32));
+    if (positions) pos.push_back(at::arange(pos0, pos0 + k.size(0), i32));
   }
   SqDenseSegment d;
   if (ks.empty()) return d;
   d.k = (ks.size() == 1 ? ks[0] : at::cat(ks, 0)).contiguous();
   d.v = (vs.size() == 1 ? vs[0] : at::cat(vs, 0)).contiguous();
-  d.pos = pos.size() == 1 ? pos[0] : at::cat(pos, 0);
+  if (!pos.empty()) d.pos = pos.size() == 1 ? pos[0] : at::cat(pos, 0);
   return d;
 }
 
@@ -220,30 +226,46 @@ absl::Status SpectralQuantSequenceCache::PushRecent(int64_t layer, const at::Ten
   const int64_t out_new = std::max<int64_t>(m - R, 0);
   if (out_old + out_new > 0) KV_RETURN_IF_ERROR(ReserveRecords(layer, L.n_comp + out_old + out_new));
   if (out_old > 0) {
-    KV_RETURN_IF_ERROR(Compress(layer, L.k_tail.narrow(0, 0, out_old).transpose(0, 1),
-                                L.v_tail.narrow(0, 0, out_old).transpose(0, 1)));
+    at::Tensor ok, ov;
+    WindowRows(layer, 0, out_old, &ok, &ov);
+    KV_RETURN_IF_ERROR(Compress(layer, ok.transpose(0, 1), ov.transpose(0, 1)));
   }
   if (out_new > 0) KV_RETURN_IF_ERROR(Compress(layer, k.narrow(1, 0, out_new), v.narrow(1, 0, out_new)));
+  // The kept entries stay in their slots (the ring's start moved with n_comp).
   const int64_t keep = L.n_dense - out_old, in = m - out_new;
-  if (in == 0 && keep == 0) {
-    L.n_dense = 0;
-    return absl::OkStatus();
-  }
+  L.n_dense = keep;
+  if (in == 0 && keep == 0) return absl::OkStatus();
   KV_RETURN_IF_ERROR(ReserveTail(layer, keep + in));
-  if (out_old > 0 && keep > 0) {
-    L.k_tail.narrow(0, 0, keep).copy_(L.k_tail.narrow(0, out_old, keep).clone());
-    L.v_tail.narrow(0, 0, keep).copy_(L.v_tail.narrow(0, out_old, keep).clone());
-  }
-  if (in > 0) {
-    L.k_tail.narrow(0, keep, in).copy_(k.narrow(1, out_new, in).transpose(0, 1));
-    L.v_tail.narrow(0, keep, in).copy_(v.narrow(1, out_new, in).transpose(0, 1));
-  }
+  if (in > 0) WriteWindow(layer, keep, k.narrow(1, out_new, in).transpose(0, 1), v.narrow(1, out_new, in).transpose(0, 1));
   L.n_dense = keep + in;
   return absl::OkStatus();
 }
 
+void SpectralQuantSequenceCache::WindowRows(int64_t layer, int64_t first, int64_t n, at::Tensor* k,
+                                            at::Tensor* v) const {
+  const Layer& L = layers_[layer];
+  const int64_t R = recent_, s = (L.n_comp + first) % R, head = std::min(n, R - s);
+  if (head == n) {
+    *k = L.k_tail.narrow(0, s, n), *v = L.v_tail.narrow(0, s, n);
+    return;
+  }
+  *k = at::cat({L.k_tail.narrow(0, s, head), L.k_tail.narrow(0, 0, n - head)});
+  *v = at::cat({L.v_tail.narrow(0, s, head), L.v_tail.narrow(0, 0, n - head)});
+}
+
+void SpectralQuantSequenceCache::WriteWindow(int64_t layer, int64_t first, const at::Tensor& k, const at::Tensor& v) {
+  Layer& L = layers_[layer];
+  const int64_t n = k.size(0), R = recent_, s = (L.n_comp + first) % R, head = std::min(n, R - s);
+  L.k_tail.narrow(0, s, head).copy_(k.narrow(0, 0, head));
+  L.v_tail.narrow(0, s, head).copy_(v.narrow(0, 0, head));
+  if (head < n) {
+    L.k_tail.narrow(0, 0, n - head).copy_(k.narrow(0, head, n - head));
+    L.v_tail.narrow(0, 0, n - head).copy_(v.narrow(0, head, n - head));
+  }
+}
+
 absl::StatusOr<at::Tensor> SpectralQuantSequenceCache::Attend(int64_t layer, const at::Tensor& q, int64_t q_pos0,
-                                                              const SqDenseSegment& d) {
+                                                              const SqDenseSegment& d, const at::Tensor* live_keys) {
   const Layer& L = layers_[layer];
   const int64_t H = geometry_.n_heads, Hk = geometry_.n_kv_heads, D = geometry_.head_dim, G = H / Hk, n = q.size(1);
   at::Tensor qf = q.to(at::kFloat).reshape({Hk, G, n, D});
@@ -255,7 +277,8 @@ absl::StatusOr<at::Tensor> SpectralQuantSequenceCache::Attend(int64_t layer, con
   }
   at::Tensor q_raw = qf.reshape({H, n, D}).contiguous();
   auto i32 = at::TensorOptions().dtype(at::kInt).device(geometry_.device);
-  at::Tensor q_pos = at::arange(q_pos0, q_pos0 + n, i32);
+  at::Tensor q_pos;
+  if (live_keys == nullptr) q_pos = at::arange(q_pos0, q_pos0 + n, i32);
   SqAttendArgs a;
   a.q_rot = &q_rot;
   a.q_sketch = config_.use_qjl ? &q_sketch : nullptr;
@@ -269,10 +292,11 @@ absl::StatusOr<at::Tensor> SpectralQuantSequenceCache::Attend(int64_t layer, con
   // Record j sits at position n_sink + j; K2 takes it as j (k_pos null),
   // which masks nothing more: every record precedes every query it meets.
   a.num_keys = L.n_comp;
+  if (live_keys != nullptr) a.num_keys = L.k_rec.defined() ? L.k_rec.size(0) : 0, a.num_keys_live = live_keys;
   a.dense_k = d.k.defined() ? &d.k : nullptr;
   a.dense_v = d.k.defined() ? &d.v : nullptr;
-  a.q_pos = &q_pos;
-  a.d_pos = d.k.defined() ? &d.pos : nullptr;
+  a.q_pos = q_pos.defined() ? &q_pos : nullptr;
+  a.d_pos = d.pos.defined() ? &d.pos : nullptr;
   a.n_heads = H;
   a.n_kv_heads = Hk;
   a.head_dim = D;
@@ -289,7 +313,7 @@ absl::StatusOr<at::Tensor> SpectralQuantSequenceCache::Attend(int64_t layer, con
 
 absl::StatusOr<at::Tensor> SpectralQuantSequenceCache::Forward(int64_t layer, const at::Tensor& q, const at::Tensor& k,
                                                                const at::Tensor& v, const SeqStep& seq,
-                                                               const StepContext&) {
+                                                               const StepContext& ctx) {
   if (layer < 0 || layer >= static_cast<int64_t>(layers_.size())) {
     return absl::InternalError(absl::StrCat("spectral_quant: layer ", layer, " out of range"));
   }
@@ -315,8 +339,10 @@ absl::StatusOr<at::Tensor> SpectralQuantSequenceCache::Forward(int64_t layer, co
       // kept (sinks, window) or compressed.
       SqDenseSegment d;
       if (L.n_dense > 0) {
-        const at::Tensor dk = at::cat({L.k_tail.narrow(0, 0, L.n_dense).to(at::kFloat), k.transpose(0, 1).to(at::kFloat)});
-        const at::Tensor dv = at::cat({L.v_tail.narrow(0, 0, L.n_dense).to(at::kFloat), v.transpose(0, 1).to(at::kFloat)});
+        at::Tensor wk, wv;
+        WindowRows(layer, 0, L.n_dense, &wk, &wv);
+        const at::Tensor dk = at::cat({wk.to(at::kFloat), k.transpose(0, 1).to(at::kFloat)});
+        const at::Tensor dv = at::cat({wv.to(at::kFloat), v.transpose(0, 1).to(at::kFloat)});
         d = DenseSegment(layer, dk, dv, L.n_sink + L.n_comp);
       } else {
         d = DenseSegment(layer, k.transpose(0, 1), v.transpose(0, 1), seq.start_pos);
@@ -324,13 +350,26 @@ absl::StatusOr<at::Tensor> SpectralQuantSequenceCache::Forward(int64_t layer, co
       KV_ASSIGN_OR_RETURN(out, Attend(layer, q, seq.start_pos, d));
       AppendSinks(layer, k.narrow(1, 0, to_sink), v.narrow(1, 0, to_sink));
       KV_RETURN_IF_ERROR(PushRecent(layer, k_rest, v_rest));
+    } else if (ctx.decode_prepared || meta_pos_ == seq.start_pos || (layer == 0 && n == 1 && CanDecodeOnDevice())) {
+      // Mode (a) with a full window on the GPU: device work only, the same
+      // launches a captured graph replays (sq_prepared.cc). Layer 0 decides
+      // for the step; the counts move in EndStep.
+      if (meta_pos_ != seq.start_pos) {
+        if (ctx.decode_prepared) {
+          return absl::InternalError(absl::StrCat("spectral_quant: decode step at ", seq.start_pos, " was not prepared"));
+        }
+        UploadDecodeMeta();
+        meta_pos_ = seq.start_pos;
+      }
+      device_step_pending_ = true;
+      return DecodeOnDevice(layer, q, k, v);
     } else if (config_.compress_decode_tokens) {
       // Mode (a): the new token is compressed first (§4.5), or with a recent
       // window (sq_config.h) held exact while older ones leave it, then attended.
       AppendSinks(layer, k.narrow(1, 0, to_sink), v.narrow(1, 0, to_sink));
       KV_RETURN_IF_ERROR(PushRecent(layer, k_rest, v_rest));
       at::Tensor dk, dv;
-      if (L.n_dense > 0) dk = L.k_tail.narrow(0, 0, L.n_dense), dv = L.v_tail.narrow(0, 0, L.n_dense);
+      if (L.n_dense > 0) WindowRows(layer, 0, L.n_dense, &dk, &dv);
       KV_ASSIGN_OR_RETURN(out, Attend(layer, q, seq.start_pos, DenseSegment(layer, dk, dv, L.n_sink + L.n_comp)));
     } else {
       // Mode (b): generated tokens stay dense.

@@ -39,6 +39,10 @@ absl::Status SqRunCompress(const SqCompressArgs& a) {
   k.z = a.zk->const_data_ptr<float>();
   k.plan = a.dev->KView();
   k.tables = a.tables->const_data_ptr<float>();
+  if (a.first_token != nullptr) {
+    if (absl::Status s = CheckTensor(*a.first_token, "first_token", at::kInt, dev); !s.ok()) return s;
+    k.first_token = a.first_token->const_data_ptr<int32_t>();
+  }
   k.records = U32(a.k_rec) + a.first * H * a.dev->words_k;
   if (a.r_norm != nullptr) {
     k.s_prime = a.dev->s_prime.const_data_ptr<float>();
@@ -110,10 +114,14 @@ absl::StatusOr<SqAttendOut> SqRunAttend(const SqAttendArgs& a) {
     p.dense_k = a.dense_k->const_data_ptr();
     p.dense_v = a.dense_v->const_data_ptr();
     p.dense_dtype = dt == at::kBFloat16 ? KvDType::kBf16 : KvDType::kFp32;
-    p.d_pos = a.d_pos->const_data_ptr<int32_t>();
+    p.d_pos = a.d_pos != nullptr ? a.d_pos->const_data_ptr<int32_t>() : nullptr;
     p.a_dense = out.a_dense.mutable_data_ptr<float>();
   }
-  p.q_pos = a.q_pos->const_data_ptr<int32_t>();
+  p.q_pos = a.q_pos != nullptr ? a.q_pos->const_data_ptr<int32_t>() : nullptr;
+  if (a.num_keys_live != nullptr) {
+    if (absl::Status s = CheckTensor(*a.num_keys_live, "num_keys_live", at::kInt, dev); !s.ok()) return s;
+    p.num_keys_live = a.num_keys_live->const_data_ptr<int32_t>();
+  }
   p.k_pos = nullptr;  // compressed key j sits at position j (nothing is evicted)
   p.a_eig = out.a_eig.mutable_data_ptr<float>();
   p.num_q_heads = static_cast<int>(H);

@@ -24,6 +24,9 @@ struct SqCompressArgs {
   at::Tensor* r_norm = nullptr;        // int16 [cap, Hkv] (QJL) or null
   at::Tensor* signs = nullptr;         // int32 [cap, Hkv, SW] (QJL) or null
   int64_t first = 0;
+  // Graph-replayed decode: int32 [1] on the device, the row the first token
+  // goes to (first is then 0; K1's first_token).
+  const at::Tensor* first_token = nullptr;
   int64_t n_kv_heads = 0, head_dim = 0;
 };
 // K1 for K (with QJL when r_norm/signs are set) and for V.
@@ -39,10 +42,13 @@ struct SqAttendArgs {
   const at::Tensor* v_rec = nullptr;
   const at::Tensor* r_norm = nullptr;    // QJL only
   const at::Tensor* signs = nullptr;     // QJL only
-  int64_t num_keys = 0;                  // Tk
+  int64_t num_keys = 0;                  // Tk (with num_keys_live: the records' capacity)
+  // Graph-replayed decode: int32 [1] on the device, the live Tk (K2's
+  // num_keys_live); splits are then planned on num_keys.
+  const at::Tensor* num_keys_live = nullptr;
   const at::Tensor* dense_k = nullptr;   // [Td, Hkv, D] SqDenseDtype, contiguous, or null
   const at::Tensor* dense_v = nullptr;
-  const at::Tensor* q_pos = nullptr;     // int32 [n]
+  const at::Tensor* q_pos = nullptr;     // int32 [n], or null: no causal mask (decode sees every key)
   const at::Tensor* d_pos = nullptr;     // int32 [Td] or null
   int64_t n_heads = 0, n_kv_heads = 0, head_dim = 0;
   float scale = 0.0f;

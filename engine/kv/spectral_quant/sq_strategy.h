@@ -59,6 +59,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/kv/decode_graph_keys.h"
 #include "engine/kv/kv_cache.h"
 #include "engine/kv/spectral_quant/sq_config.h"
 #include "engine/kv/spectral_quant/sq_device_plan.h"
@@ -80,8 +81,21 @@ class SpectralQuantSequenceCache final : public SequenceCache {
   // ---- SequenceCache ----
   absl::StatusOr<at::Tensor> Forward(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                      const SeqStep& seq, const StepContext& ctx) override;
+  absl::Status EndStep(const SeqStep& seq, const StepContext& ctx) override;
   int64_t BytesHeld() const override;
   CacheReport Report() const override;
+
+  // ---- decode as device work only (sq_prepared.cc; CUDA graphs) ----
+  // True when the next decode step can run without host work between
+  // layers: CUDA, mode a with its recent window full and every sink held.
+  // Then the step's token takes the window slot of the oldest one, which K1
+  // codes into the next record; the counts live in device memory.
+  bool CanDecodeOnDevice() const;
+  // Host part of such a step before a graph replays it (or runs it eagerly):
+  // records reserved for the rest of the request, the counts uploaded.
+  absl::Status PrepareDecodeStep(const SeqStep& seq, const StepContext& ctx);
+  uint64_t id() const { return id_; }
+  int64_t records_capacity() const;
 
   // ---- tests ----
   // Reconstructions X^ = Z^ V_t^T (+ mu_t when centred) of the compressed
@@ -91,6 +105,8 @@ class SpectralQuantSequenceCache final : public SequenceCache {
   int64_t compressed(int64_t layer) const { return layers_[layer].n_comp; }
   int64_t sinks(int64_t layer) const { return layers_[layer].n_sink; }
   int64_t dense_tail(int64_t layer) const { return layers_[layer].n_dense; }
+  // Steps whose decode ran as device work only (eager or replayed).
+  int64_t device_decode_steps() const { return device_decode_steps_; }
 
  private:
   struct Layer {
@@ -104,14 +120,26 @@ class SpectralQuantSequenceCache final : public SequenceCache {
   };
 
   absl::Status EnsureLayerPlan(int64_t layer, const at::Tensor& k, const at::Tensor& v);
+  // Recent window (mode a) as a ring of R slots: the window's i-th oldest
+  // position sits in slot (n_comp + i) % R, so a token that leaves it frees
+  // the slot the next one takes and nothing is shifted.
+  // Entries [first, first + n) of the held window in position order, [n, Hkv, D].
+  void WindowRows(int64_t layer, int64_t first, int64_t n, at::Tensor* k, at::Tensor* v) const;
+  // k/v [n, Hkv, D] become window entries [first, first + n).
+  void WriteWindow(int64_t layer, int64_t first, const at::Tensor& k, const at::Tensor& v);
   absl::Status ReserveRecords(int64_t layer, int64_t tokens);
   absl::Status ReserveTail(int64_t layer, int64_t tokens);
-  // Compresses k/v [Hkv, n, D] into records [n_comp, n_comp + n).
-  absl::Status Compress(int64_t layer, const at::Tensor& k, const at::Tensor& v);
+  // Compresses k/v [Hkv, n, D] into records [n_comp, n_comp + n) and counts
+  // them; with `first_token` (int32 [1] on the device) into the rows it
+  // names, counted by EndStep.
+  absl::Status Compress(int64_t layer, const at::Tensor& k, const at::Tensor& v,
+                        const at::Tensor* first_token = nullptr);
   // K2's dense segment: the held sinks, then k/v [Td, Hkv, D] (any float
   // dtype; may be undefined) at positions pos0 .., centred like the records
   // and in SqDenseDtype. Undefined tensors if both are empty.
-  SqDenseSegment DenseSegment(int64_t layer, const at::Tensor& k, const at::Tensor& v, int64_t pos0) const;
+  // `positions` false leaves d.pos undefined (a decode step masks nothing).
+  SqDenseSegment DenseSegment(int64_t layer, const at::Tensor& k, const at::Tensor& v, int64_t pos0,
+                              bool positions = true) const;
   // k/v [Hkv, m, D], the next m positions after the held ones: they join the
   // recent window (mode a, sq_config.h num_recent_tokens) and whatever leaves
   // it, oldest first, is compressed; with no window all m are compressed.
@@ -119,8 +147,18 @@ class SpectralQuantSequenceCache final : public SequenceCache {
   // Keeps k/v [Hkv, n, D] (the next n <= S - n_sink positions) as sinks.
   void AppendSinks(int64_t layer, const at::Tensor& k, const at::Tensor& v);
   // K2 over the records plus the dense segment `d`; q [H, n, D] at
-  // positions q_pos0 ..; returns [H, n, D] in q's dtype.
-  absl::StatusOr<at::Tensor> Attend(int64_t layer, const at::Tensor& q, int64_t q_pos0, const SqDenseSegment& d);
+  // positions q_pos0 ..; returns [H, n, D] in q's dtype. With `live_keys`
+  // (int32 [1] on the device; a decode step) K2 reads the record count
+  // there, plans on the capacity and masks nothing.
+  absl::StatusOr<at::Tensor> Attend(int64_t layer, const at::Tensor& q, int64_t q_pos0, const SqDenseSegment& d,
+                                    const at::Tensor* live_keys = nullptr);
+  // One decode step of `layer` as device work (CanDecodeOnDevice): the
+  // oldest window token is coded into record meta_[0], the new one takes its
+  // slot, K2 reads meta_[1] records + sinks + the window.
+  absl::StatusOr<at::Tensor> DecodeOnDevice(int64_t layer, const at::Tensor& q, const at::Tensor& k,
+                                            const at::Tensor& v);
+  // The step's counts to the device (fresh pinned buffers, on the current stream).
+  void UploadDecodeMeta();
   int64_t OwnPlanBytes() const;
 
   SpectralQuantConfig config_;
@@ -139,6 +177,13 @@ class SpectralQuantSequenceCache final : public SequenceCache {
   int64_t tokens_seen_ = 0;
   int64_t peak_bytes_ = 0;
   double compression_ms_ = 0.0;
+  // Device decode (sq_prepared.cc): meta_ int32 {records before the step,
+  // after it}, slot_ int64 {the window slot the step's token takes}.
+  at::Tensor meta_, slot_;
+  int64_t meta_pos_ = -1;          // the decode position meta_ was uploaded for
+  bool device_step_pending_ = false;  // a device step ran; EndStep books it
+  int64_t device_decode_steps_ = 0;
+  uint64_t id_ = 0;
 };
 
 class SpectralQuantStrategy final : public Strategy {
@@ -153,6 +198,12 @@ class SpectralQuantStrategy final : public Strategy {
   absl::Status Validate(const StrategyConfig& config) const override;
   absl::StatusOr<std::unique_ptr<SequenceCache>> Open(const StrategyConfig& config) override;
   int64_t PredictBytes(const StrategyConfig& config, int64_t prompt_tokens, int64_t max_new_tokens) const override;
+  // Decode steps from CUDA graphs (sq_prepared.cc): each sequence's layers
+  // run as device work only, one sequence after another in the graph.
+  bool SupportsDecodePrepare() const override { return geometry_.device.is_cuda(); }
+  bool CanPrepareDecode(absl::Span<SequenceCache* const> seqs) const override;
+  absl::StatusOr<int64_t> PrepareDecode(absl::Span<SequenceCache* const> seqs, absl::Span<const SeqStep> steps,
+                                        int64_t padded_rows, const StepContext& ctx) override;
 
   std::vector<std::string> ProfileNames() const;
   const SqProfile* profile(const std::string& name) const;
@@ -174,6 +225,7 @@ class SpectralQuantStrategy final : public Strategy {
   mutable SqPlanCache plans_;  // mutable: PredictBytes (const) reads plans through the LRU
   std::mutex mu_;
   std::list<std::pair<std::shared_ptr<const SqPlan>, std::shared_ptr<const SqDevicePlan>>> device_plans_;
+  DecodeGraphKeys keys_;  // per (sequence ids, records capacities, padded rows)
 };
 
 // Bytes of one token's records in one layer for plan layer `lp` (K + V words,

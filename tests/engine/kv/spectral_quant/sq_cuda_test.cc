@@ -11,6 +11,12 @@
 #include <ATen/Context.h>
 #include <gtest/gtest.h>
 
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
 #include "engine/kv/spectral_quant/sq_calibrate.h"
 #include "engine/kv/spectral_quant/sq_strategy.h"
 
@@ -83,6 +89,8 @@ void CompareCudaWithCpu(int64_t D, int64_t H, int64_t Hkv, std::map<std::string,
       const double rel = ((g - *rc).norm() / rc->norm().clamp_min(1e-12)).item<double>();
       worst = std::max(worst, rel);
     }
+    ASSERT_TRUE((*oc)->EndStep(st, ctx).ok());
+    ASSERT_TRUE((*og)->EndStep(st, ctx).ok());
     pos += n;
   }
   EXPECT_LT(worst, 2e-2) << "bf16 output (1e-2 for K2 in bf16, plus the bf16 rounding of O)";
@@ -147,6 +155,108 @@ TEST(SqCuda, MatchesCpuTwinNoiseMode) {
   REQUIRE_CUDA();
   CompareCudaWithCpu(128, 8, 2, {{"noise_bits", int64_t{1}}, {"use_water_fill", false}});
 }
+
+#ifdef KVSTREAM_HAVE_CUDA_TORCH
+// Decode steps as device work only (sq_prepared.cc): once the recent window
+// is full, a step prepared through the strategy and replayed from one
+// captured CUDA graph (new inputs copied into the captured buffers, the
+// counts uploaded by PrepareDecode) gives bit for bit the outputs and
+// records of the same steps run eagerly, which take the same launches.
+TEST(SqCuda, DecodeStepsReplayedFromOneGraphEqualEagerSteps) {
+  REQUIRE_CUDA();
+  const int64_t D = 128, H = 8, Hkv = 2, L = 2, prompt = 97, decode = 12;
+  at::manual_seed(5);
+  auto profile = RandomProfile(D, Hkv);
+  SpectralQuantStrategy sq(Geometry(D, H, Hkv, true), {profile});
+  ASSERT_TRUE(sq.SupportsDecodePrepare());
+  StrategyConfig c;
+  c.strategy = "spectral_quant";
+  c.max_tokens = prompt + decode;  // window max(32, T / 48) = 32: full after the prompt
+  auto oe = sq.Open(c), og = sq.Open(c);
+  ASSERT_TRUE(oe.ok() && og.ok()) << oe.status() << og.status();
+  auto* eager = static_cast<SpectralQuantSequenceCache*>(oe->get());
+  auto* graphed = static_cast<SpectralQuantSequenceCache*>(og->get());
+  auto bf = at::TensorOptions().dtype(at::kBFloat16).device(at::kCUDA);
+  auto inputs = [&](int64_t n) {
+    std::vector<at::Tensor> qkv;
+    for (int64_t l = 0; l < L; ++l) {
+      qkv.push_back(at::randn({H, n, D}, bf));
+      qkv.push_back(at::randn({Hkv, n, D}, bf) * 0.5);
+      qkv.push_back(at::randn({Hkv, n, D}, bf));
+    }
+    return qkv;
+  };
+  // Prefill both (eager).
+  SeqStep st;
+  st.n_new = prompt, st.is_prompt = true, st.last_prompt_chunk = true;
+  StepContext ctx;
+  const std::vector<at::Tensor> pin = inputs(prompt);
+  for (SpectralQuantSequenceCache* cache : {eager, graphed}) {
+    for (int64_t l = 0; l < L; ++l) ASSERT_TRUE(cache->Forward(l, pin[3 * l], pin[3 * l + 1], pin[3 * l + 2], st, ctx).ok());
+    ASSERT_TRUE(cache->EndStep(st, ctx).ok());
+  }
+  ASSERT_TRUE(eager->CanDecodeOnDevice());
+  ASSERT_TRUE(sq.CanPrepareDecode({graphed}));
+  // The graph's buffers: inputs for every layer, outputs.
+  std::vector<at::Tensor> in = inputs(1), out(L);
+  for (auto& t : in) t = t.clone();
+  const c10::cuda::CUDAStream stream = c10::cuda::getStreamFromPool();
+  const c10::cuda::CUDAStreamGuard guard(stream);
+  at::cuda::CUDAGraph graph;
+  std::vector<SequenceCache*> seqs = {graphed};
+  for (int64_t s = 0; s < decode; ++s) {
+    st.start_pos = prompt + s, st.n_new = 1, st.is_prompt = false, st.last_prompt_chunk = false;
+    ctx.step = s + 1;
+    const std::vector<at::Tensor> fresh = inputs(1);
+    // Eager steps: Forward decides for the step at layer 0.
+    std::vector<at::Tensor> want(L);
+    for (int64_t l = 0; l < L; ++l) {
+      auto r = eager->Forward(l, fresh[3 * l], fresh[3 * l + 1], fresh[3 * l + 2], st, ctx);
+      ASSERT_TRUE(r.ok()) << r.status();
+      want[l] = *r;
+    }
+    ASSERT_TRUE(eager->EndStep(st, ctx).ok());
+    // Prepared steps: the first runs eagerly and is captured, later ones replay.
+    for (size_t i = 0; i < in.size(); ++i) in[i].copy_(fresh[i]);
+    StepContext prepared = ctx;
+    prepared.decode_prepared = true;
+    auto key = sq.PrepareDecode(seqs, {st}, 1, prepared);
+    ASSERT_TRUE(key.ok()) << key.status();
+    auto run = [&]() {
+      for (int64_t l = 0; l < L; ++l) {
+        auto r = graphed->Forward(l, in[3 * l], in[3 * l + 1], in[3 * l + 2], st, prepared);
+        ASSERT_TRUE(r.ok()) << r.status();
+        if (!out[l].defined()) out[l] = at::empty_like(*r);
+        out[l].copy_(*r);
+      }
+    };
+    if (s == 0) {
+      run();
+      graph.capture_begin();
+      run();
+      graph.capture_end();
+    } else {
+      graph.replay();
+    }
+    ASSERT_TRUE(graphed->EndStep(st, ctx).ok());
+    stream.synchronize();
+    for (int64_t l = 0; l < L; ++l) {
+      EXPECT_TRUE(at::equal(out[l], want[l])) << "step " << s << " layer " << l;
+    }
+  }
+  EXPECT_EQ(graphed->device_decode_steps(), decode);
+  EXPECT_EQ(eager->device_decode_steps(), decode);
+  for (int64_t l = 0; l < L; ++l) {
+    EXPECT_EQ(graphed->compressed(l), eager->compressed(l));
+    EXPECT_EQ(graphed->dense_tail(l), 32);
+    for (int t = 0; t < 2; ++t) {
+      auto a = graphed->Reconstruct(l, t), b = eager->Reconstruct(l, t);
+      ASSERT_TRUE(a.ok() && b.ok());
+      EXPECT_TRUE(at::equal(*a, *b)) << "layer " << l << " type " << t;
+    }
+  }
+}
+#endif
 
 }  // namespace
 }  // namespace kvstream
