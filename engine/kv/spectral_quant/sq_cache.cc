@@ -268,13 +268,14 @@ absl::StatusOr<at::Tensor> SpectralQuantSequenceCache::Attend(int64_t layer, con
                                                               const SqDenseSegment& d, const at::Tensor* live_keys) {
   const Layer& L = layers_[layer];
   const int64_t H = geometry_.n_heads, Hk = geometry_.n_kv_heads, D = geometry_.head_dim, G = H / Hk, n = q.size(1);
-  at::Tensor qf = q.to(at::kFloat).reshape({Hk, G, n, D});
+  // Rows (g, t) of each KV head's group as one [G * n, D] matrix, so each
+  // product below is one batched GEMM over the KV heads (a broadcast matmul
+  // would first expand the [Hkv, D, D] basis G times).
+  at::Tensor qf = q.to(at::kFloat).reshape({Hk, G * n, D});
   // q' = V_K^T q per query head (§4.4): row vector q times V_K.
-  at::Tensor q_rot = at::matmul(qf, L.dev->vk.unsqueeze(1)).reshape({H, n, D}).contiguous();
+  at::Tensor q_rot = at::bmm(qf, L.dev->vk).reshape({H, n, D});
   at::Tensor q_sketch;
-  if (config_.use_qjl) {
-    q_sketch = at::matmul(qf, L.dev->s_sem.transpose(-1, -2).unsqueeze(1)).reshape({H, n, D}).contiguous();
-  }
+  if (config_.use_qjl) q_sketch = at::bmm(qf, L.dev->s_sem.transpose(1, 2)).reshape({H, n, D});
   at::Tensor q_raw = qf.reshape({H, n, D}).contiguous();
   auto i32 = at::TensorOptions().dtype(at::kInt).device(geometry_.device);
   at::Tensor q_pos;
@@ -304,11 +305,10 @@ absl::StatusOr<at::Tensor> SpectralQuantSequenceCache::Attend(int64_t layer, con
   KV_ASSIGN_OR_RETURN(SqAttendOut o, SqRunAttend(a));
   // O = A_eig V_V^T + A_dense (§4.4), + mu_v for centred values (the
   // weights of the records and the dense segment sum to 1).
-  at::Tensor out = at::matmul(o.a_eig.reshape({Hk, G, n, D}), L.dev->vv.transpose(-1, -2).unsqueeze(1));
-  if (L.dev->mu_v.defined()) out = out + L.dev->mu_v.view({Hk, 1, 1, D});
-  out = out.reshape({H, n, D});
-  if (o.a_dense.defined()) out = out + o.a_dense;
-  return out.to(q.scalar_type());
+  at::Tensor out = at::bmm(o.a_eig.reshape({Hk, G * n, D}), L.dev->vv.transpose(1, 2));
+  if (L.dev->mu_v.defined()) out.add_(L.dev->mu_v.view({Hk, 1, D}));
+  if (o.a_dense.defined()) out.add_(o.a_dense.view({Hk, G * n, D}));
+  return out.reshape({H, n, D}).to(q.scalar_type());
 }
 
 absl::StatusOr<at::Tensor> SpectralQuantSequenceCache::Forward(int64_t layer, const at::Tensor& q, const at::Tensor& k,

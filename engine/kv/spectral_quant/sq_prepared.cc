@@ -109,6 +109,17 @@ absl::Status SpectralQuantSequenceCache::EndStep(const SeqStep& seq, const StepC
   return absl::OkStatus();
 }
 
+absl::Status SpectralQuantStrategy::ForwardGroup(int64_t layer, absl::Span<SequenceCache* const> seqs,
+                                                 absl::Span<const SeqStep> steps, GroupTensors& t,
+                                                 const StepContext& ctx) {
+  bool decode = t.q.is_cuda() && seqs.size() > 1;
+  for (const SeqStep& s : steps) decode = decode && s.n_new == 1 && s.n_probe == 0 && !s.is_prompt;
+  if (!decode) return Strategy::ForwardGroup(layer, seqs, steps, t, ctx);
+  return side_.ForEach(t.q.get_device(), static_cast<int>(seqs.size()), [&](int i) {
+    return ForwardOneSequence(layer, seqs[i], steps[i], t.row_offset[i], t, ctx);
+  });
+}
+
 bool SpectralQuantStrategy::CanPrepareDecode(absl::Span<SequenceCache* const> seqs) const {
   for (SequenceCache* s : seqs) {
     if (!static_cast<const SpectralQuantSequenceCache*>(s)->CanDecodeOnDevice()) return false;

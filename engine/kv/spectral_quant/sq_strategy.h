@@ -61,6 +61,7 @@
 
 #include "engine/kv/decode_graph_keys.h"
 #include "engine/kv/kv_cache.h"
+#include "engine/kv/side_streams.h"
 #include "engine/kv/spectral_quant/sq_config.h"
 #include "engine/kv/spectral_quant/sq_device_plan.h"
 
@@ -198,8 +199,13 @@ class SpectralQuantStrategy final : public Strategy {
   absl::Status Validate(const StrategyConfig& config) const override;
   absl::StatusOr<std::unique_ptr<SequenceCache>> Open(const StrategyConfig& config) override;
   int64_t PredictBytes(const StrategyConfig& config, int64_t prompt_tokens, int64_t max_new_tokens) const override;
+  // A decode step's sequences on side streams (each launches a chain of
+  // small kernels per layer on its own buffers; in a graph they become
+  // parallel branches); prefill in order on the caller's stream.
+  absl::Status ForwardGroup(int64_t layer, absl::Span<SequenceCache* const> seqs, absl::Span<const SeqStep> steps,
+                            GroupTensors& t, const StepContext& ctx) override;
   // Decode steps from CUDA graphs (sq_prepared.cc): each sequence's layers
-  // run as device work only, one sequence after another in the graph.
+  // run as device work only.
   bool SupportsDecodePrepare() const override { return geometry_.device.is_cuda(); }
   bool CanPrepareDecode(absl::Span<SequenceCache* const> seqs) const override;
   absl::StatusOr<int64_t> PrepareDecode(absl::Span<SequenceCache* const> seqs, absl::Span<const SeqStep> steps,
@@ -226,6 +232,7 @@ class SpectralQuantStrategy final : public Strategy {
   std::mutex mu_;
   std::list<std::pair<std::shared_ptr<const SqPlan>, std::shared_ptr<const SqDevicePlan>>> device_plans_;
   DecodeGraphKeys keys_;  // per (sequence ids, records capacities, padded rows)
+  SideStreams side_{8};
 };
 
 // Bytes of one token's records in one layer for plan layer `lp` (K + V words,

@@ -158,13 +158,14 @@ TEST(SqCuda, MatchesCpuTwinNoiseMode) {
 
 #ifdef KVSTREAM_HAVE_CUDA_TORCH
 // Decode steps as device work only (sq_prepared.cc): once the recent window
-// is full, a step prepared through the strategy and replayed from one
-// captured CUDA graph (new inputs copied into the captured buffers, the
-// counts uploaded by PrepareDecode) gives bit for bit the outputs and
-// records of the same steps run eagerly, which take the same launches.
-TEST(SqCuda, DecodeStepsReplayedFromOneGraphEqualEagerSteps) {
+// is full, a batch's steps prepared through the strategy and replayed from
+// one captured CUDA graph (new inputs copied into the captured buffers, the
+// counts uploaded by PrepareDecode; the sequences on side streams, parallel
+// branches of the graph) give bit for bit the outputs and records of the
+// same steps run eagerly through ForwardGroup, which take the same launches.
+TEST(SqCuda, BatchDecodeReplayedFromOneGraphEqualsEagerSteps) {
   REQUIRE_CUDA();
-  const int64_t D = 128, H = 8, Hkv = 2, L = 2, prompt = 97, decode = 12;
+  const int64_t D = 128, H = 8, Hkv = 2, L = 2, B = 3, prompt = 97, decode = 12;
   at::manual_seed(5);
   auto profile = RandomProfile(D, Hkv);
   SpectralQuantStrategy sq(Geometry(D, H, Hkv, true), {profile});
@@ -172,65 +173,67 @@ TEST(SqCuda, DecodeStepsReplayedFromOneGraphEqualEagerSteps) {
   StrategyConfig c;
   c.strategy = "spectral_quant";
   c.max_tokens = prompt + decode;  // window max(32, T / 48) = 32: full after the prompt
-  auto oe = sq.Open(c), og = sq.Open(c);
-  ASSERT_TRUE(oe.ok() && og.ok()) << oe.status() << og.status();
-  auto* eager = static_cast<SpectralQuantSequenceCache*>(oe->get());
-  auto* graphed = static_cast<SpectralQuantSequenceCache*>(og->get());
+  std::vector<std::unique_ptr<SequenceCache>> owned;
+  std::vector<SequenceCache*> eager, graphed;
+  for (int64_t i = 0; i < 2 * B; ++i) {
+    auto o = sq.Open(c);
+    ASSERT_TRUE(o.ok()) << o.status();
+    owned.push_back(std::move(*o));
+    (i < B ? eager : graphed).push_back(owned.back().get());
+  }
   auto bf = at::TensorOptions().dtype(at::kBFloat16).device(at::kCUDA);
-  auto inputs = [&](int64_t n) {
-    std::vector<at::Tensor> qkv;
-    for (int64_t l = 0; l < L; ++l) {
-      qkv.push_back(at::randn({H, n, D}, bf));
-      qkv.push_back(at::randn({Hkv, n, D}, bf) * 0.5);
-      qkv.push_back(at::randn({Hkv, n, D}, bf));
-    }
-    return qkv;
-  };
-  // Prefill both (eager).
+  // Prefill sequence i of both sets with the same inputs.
   SeqStep st;
   st.n_new = prompt, st.is_prompt = true, st.last_prompt_chunk = true;
   StepContext ctx;
-  const std::vector<at::Tensor> pin = inputs(prompt);
-  for (SpectralQuantSequenceCache* cache : {eager, graphed}) {
-    for (int64_t l = 0; l < L; ++l) ASSERT_TRUE(cache->Forward(l, pin[3 * l], pin[3 * l + 1], pin[3 * l + 2], st, ctx).ok());
-    ASSERT_TRUE(cache->EndStep(st, ctx).ok());
+  for (int64_t i = 0; i < B; ++i) {
+    for (int64_t l = 0; l < L; ++l) {
+      const at::Tensor q = at::randn({H, prompt, D}, bf), k = at::randn({Hkv, prompt, D}, bf) * 0.5,
+                       v = at::randn({Hkv, prompt, D}, bf);
+      ASSERT_TRUE(eager[i]->Forward(l, q, k, v, st, ctx).ok());
+      ASSERT_TRUE(graphed[i]->Forward(l, q, k, v, st, ctx).ok());
+    }
+    ASSERT_TRUE(eager[i]->EndStep(st, ctx).ok());
+    ASSERT_TRUE(graphed[i]->EndStep(st, ctx).ok());
   }
-  ASSERT_TRUE(eager->CanDecodeOnDevice());
-  ASSERT_TRUE(sq.CanPrepareDecode({graphed}));
-  // The graph's buffers: inputs for every layer, outputs.
-  std::vector<at::Tensor> in = inputs(1), out(L);
-  for (auto& t : in) t = t.clone();
+  ASSERT_TRUE(sq.CanPrepareDecode(graphed));
+  // One step's rows per layer: q [B, H, D], k/v [B, Hkv, D]; the graph's own copies.
+  auto fresh = [&]() {
+    std::vector<GroupTensors> t(L);
+    for (auto& g : t) {
+      g.q = at::randn({B, H, D}, bf), g.k = at::randn({B, Hkv, D}, bf) * 0.5, g.v = at::randn({B, Hkv, D}, bf);
+      g.out = at::full({B, H, D}, NAN, bf);
+      for (int64_t i = 0; i < B; ++i) g.row_offset.push_back(i);
+    }
+    return t;
+  };
+  std::vector<GroupTensors> in = fresh();
   const c10::cuda::CUDAStream stream = c10::cuda::getStreamFromPool();
   const c10::cuda::CUDAStreamGuard guard(stream);
   at::cuda::CUDAGraph graph;
-  std::vector<SequenceCache*> seqs = {graphed};
   for (int64_t s = 0; s < decode; ++s) {
-    st.start_pos = prompt + s, st.n_new = 1, st.is_prompt = false, st.last_prompt_chunk = false;
+    std::vector<SeqStep> steps(B);
+    for (auto& x : steps) x.start_pos = prompt + s, x.n_new = 1;
     ctx.step = s + 1;
-    const std::vector<at::Tensor> fresh = inputs(1);
-    // Eager steps: Forward decides for the step at layer 0.
-    std::vector<at::Tensor> want(L);
+    std::vector<GroupTensors> want = fresh();
     for (int64_t l = 0; l < L; ++l) {
-      auto r = eager->Forward(l, fresh[3 * l], fresh[3 * l + 1], fresh[3 * l + 2], st, ctx);
-      ASSERT_TRUE(r.ok()) << r.status();
-      want[l] = *r;
+      in[l].q.copy_(want[l].q), in[l].k.copy_(want[l].k), in[l].v.copy_(want[l].v);
+      const absl::Status r = sq.ForwardGroup(l, eager, steps, want[l], ctx);
+      ASSERT_TRUE(r.ok()) << r;
     }
-    ASSERT_TRUE(eager->EndStep(st, ctx).ok());
-    // Prepared steps: the first runs eagerly and is captured, later ones replay.
-    for (size_t i = 0; i < in.size(); ++i) in[i].copy_(fresh[i]);
+    for (int64_t i = 0; i < B; ++i) ASSERT_TRUE(eager[i]->EndStep(steps[i], ctx).ok());
     StepContext prepared = ctx;
     prepared.decode_prepared = true;
-    auto key = sq.PrepareDecode(seqs, {st}, 1, prepared);
+    auto key = sq.PrepareDecode(graphed, steps, B, prepared);
     ASSERT_TRUE(key.ok()) << key.status();
     auto run = [&]() {
       for (int64_t l = 0; l < L; ++l) {
-        auto r = graphed->Forward(l, in[3 * l], in[3 * l + 1], in[3 * l + 2], st, prepared);
-        ASSERT_TRUE(r.ok()) << r.status();
-        if (!out[l].defined()) out[l] = at::empty_like(*r);
-        out[l].copy_(*r);
+        const absl::Status r = sq.ForwardGroup(l, graphed, steps, in[l], prepared);
+        ASSERT_TRUE(r.ok()) << r;
       }
     };
-    if (s == 0) {
+    for (auto& g : in) g.out.fill_(NAN);
+    if (s == 0) {  // as DecodeGraphs: the first step of a key eagerly, then captured
       run();
       graph.capture_begin();
       run();
@@ -238,21 +241,25 @@ TEST(SqCuda, DecodeStepsReplayedFromOneGraphEqualEagerSteps) {
     } else {
       graph.replay();
     }
-    ASSERT_TRUE(graphed->EndStep(st, ctx).ok());
+    for (int64_t i = 0; i < B; ++i) ASSERT_TRUE(graphed[i]->EndStep(steps[i], ctx).ok());
     stream.synchronize();
     for (int64_t l = 0; l < L; ++l) {
-      EXPECT_TRUE(at::equal(out[l], want[l])) << "step " << s << " layer " << l;
+      EXPECT_TRUE(at::equal(in[l].out, want[l].out)) << "step " << s << " layer " << l;
     }
   }
-  EXPECT_EQ(graphed->device_decode_steps(), decode);
-  EXPECT_EQ(eager->device_decode_steps(), decode);
-  for (int64_t l = 0; l < L; ++l) {
-    EXPECT_EQ(graphed->compressed(l), eager->compressed(l));
-    EXPECT_EQ(graphed->dense_tail(l), 32);
-    for (int t = 0; t < 2; ++t) {
-      auto a = graphed->Reconstruct(l, t), b = eager->Reconstruct(l, t);
-      ASSERT_TRUE(a.ok() && b.ok());
-      EXPECT_TRUE(at::equal(*a, *b)) << "layer " << l << " type " << t;
+  for (int64_t i = 0; i < B; ++i) {
+    auto* e = static_cast<SpectralQuantSequenceCache*>(eager[i]);
+    auto* g = static_cast<SpectralQuantSequenceCache*>(graphed[i]);
+    EXPECT_EQ(g->device_decode_steps(), decode);
+    EXPECT_EQ(e->device_decode_steps(), decode);
+    for (int64_t l = 0; l < L; ++l) {
+      EXPECT_EQ(g->compressed(l), e->compressed(l));
+      EXPECT_EQ(g->dense_tail(l), 32);
+      for (int t = 0; t < 2; ++t) {
+        auto a = g->Reconstruct(l, t), b = e->Reconstruct(l, t);
+        ASSERT_TRUE(a.ok() && b.ok());
+        EXPECT_TRUE(at::equal(*a, *b)) << "sequence " << i << " layer " << l << " type " << t;
+      }
     }
   }
 }
