@@ -41,7 +41,10 @@
 //   max(32, max_tokens / 48), mode a):
 //   the last R positions stay exact in a bf16 window (the k_tail/v_tail
 //   buffers, K2's dense segment after the records) and are coded as they
-//   leave it, oldest first; positions are sinks, records, window.
+//   leave it, oldest first; positions are sinks, records, window. The
+//   window is a ring of R slots (no shifting), and on CUDA a decode step
+//   with the window full is device work only, replayed from decode graphs
+//   (sq_prepared.cc).
 // - Bytes: records u32 [cap, Hkv, W] with W padded to the layer's widest head
 //   (README); with QJL r_norm fp16 [cap, Hkv] and signs u32 [cap, Hkv, SW];
 //   the dense tail; the sink buffer. With the request's max_tokens known, records are
