@@ -172,7 +172,7 @@ std::optional<absl::StatusOr<GraphStepOut>> DecodeGraphs::TryRun(absl::Span<cons
   const int64_t B = static_cast<int64_t>(g.caches.size());
   if (B > kMaxRows || static_cast<int64_t>(pos.size()) != B) return std::nullopt;  // some row is not decode
   for (const SeqStep& s : g.steps) {
-    if (s.n_new != 1) return std::nullopt;
+    if (s.n_new != 1 || s.is_prompt) return std::nullopt;  // a one-token prompt chunk is not a decode step
   }
 
   auto run = [&]() -> absl::StatusOr<GraphStepOut> {

@@ -132,7 +132,8 @@ __global__ void __launch_bounds__(kThreads, kDense ? 2 : kSqAttendCtasPerSm) Dec
   const bool qjl = p.q_sketch != nullptr && Tk > 0;
   const int de = qjl ? p.k_plan.d_eff[h] : 0;
   const int de_used = qjl ? min(de, 32 * p.sign_words) : 0;
-  const int Wk = Tk > 0 ? p.k_plan.words : 1, Wv = Tk > 0 ? p.v_plan.words : 1;
+  // Record strides by the capacity, as the launcher sized the tiles and chose the copy width.
+  const int Wk = p.num_keys > 0 ? p.k_plan.words : 1, Wv = p.num_keys > 0 ? p.v_plan.words : 1;
 
   // ---- setup: table, K field descriptors and groups, scaled query rows ----
   for (int i = tid; i < kDecTabFloats; i += kThreads) dtab[i] = i >= 2 ? p.tables[i - 2] : 0.0f;

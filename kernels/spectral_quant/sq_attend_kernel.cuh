@@ -277,7 +277,8 @@ __global__ void __launch_bounds__(kThreads, kDense ? 2 : kSqAttendCtasPerSm) Att
   float4* ptile = reinterpret_cast<float4*>(wreg);
   uint32_t* ktile = reinterpret_cast<uint32_t*>(wreg + 4 * kChunk);
   uint32_t* vtile = ktile + kChunk * a.wkp;
-  const int Wk = Tk > 0 ? p.k_plan.words : 1, Wv = Tk > 0 ? p.v_plan.words : 1;
+  // Record strides by the capacity, as the launcher sized the tiles and chose the copy width.
+  const int Wk = p.num_keys > 0 ? p.k_plan.words : 1, Wv = p.num_keys > 0 ? p.v_plan.words : 1;
   const int64_t krow = static_cast<int64_t>(Hkv) * Wk, vrow = static_cast<int64_t>(Hkv) * Wv;
   const uint32_t* kg = p.k_records + static_cast<int64_t>(h) * Wk;
   const uint32_t* vg = p.v_records + static_cast<int64_t>(h) * Wv;

@@ -131,10 +131,14 @@ absl::Status SpectralQuantSequenceCache::ReserveTail(int64_t layer, int64_t toke
   // generated tokens in the model's dtype.
   int64_t hint = max_tokens_ > 0 ? max_tokens_ - L.n_comp - L.n_sink : 0;
   if (R > 0) hint = max_tokens_ > 0 ? std::min<int64_t>(R, std::max<int64_t>(max_tokens_ - config_.num_sink_tokens, 1)) : R;
-  const int64_t cap = GrowTo(have, tokens, hint);
+  // A window that outgrows a short request's slots (a request past its
+  // max_tokens) takes all R: its entries keep their slots (sq_strategy.h),
+  // so every old slot is copied, not the first n_dense.
+  const int64_t cap = R > 0 && have > 0 ? R : GrowTo(have, tokens, hint);
+  const int64_t used = R > 0 ? have : L.n_dense;
   auto opts = at::TensorOptions().dtype(R > 0 ? at::kBFloat16 : geometry_.dtype).device(geometry_.device);
-  L.k_tail = Grow(L.k_tail, L.n_dense, {cap, geometry_.n_kv_heads, geometry_.head_dim}, opts);
-  L.v_tail = Grow(L.v_tail, L.n_dense, {cap, geometry_.n_kv_heads, geometry_.head_dim}, opts);
+  L.k_tail = Grow(L.k_tail, used, {cap, geometry_.n_kv_heads, geometry_.head_dim}, opts);
+  L.v_tail = Grow(L.v_tail, used, {cap, geometry_.n_kv_heads, geometry_.head_dim}, opts);
   peak_bytes_ = std::max(peak_bytes_, BytesHeld());
   return absl::OkStatus();
 }
@@ -350,6 +354,7 @@ absl::StatusOr<at::Tensor> SpectralQuantSequenceCache::Forward(int64_t layer, co
       KV_ASSIGN_OR_RETURN(out, Attend(layer, q, seq.start_pos, d));
       AppendSinks(layer, k.narrow(1, 0, to_sink), v.narrow(1, 0, to_sink));
       KV_RETURN_IF_ERROR(PushRecent(layer, k_rest, v_rest));
+      if (seq.last_prompt_chunk && layer + 1 == static_cast<int64_t>(layers_.size())) prompt_done_ = true;
     } else if (ctx.decode_prepared || meta_pos_ == seq.start_pos || (layer == 0 && n == 1 && CanDecodeOnDevice())) {
       // Mode (a) with a full window on the GPU: device work only, the same
       // launches a captured graph replays (sq_prepared.cc). Layer 0 decides

@@ -24,7 +24,7 @@
 namespace kvstream {
 
 bool SpectralQuantSequenceCache::CanDecodeOnDevice() const {
-  if (!geometry_.device.is_cuda() || !config_.compress_decode_tokens || recent_ <= 0) return false;
+  if (!geometry_.device.is_cuda() || !prompt_done_ || !config_.compress_decode_tokens || recent_ <= 0) return false;
   for (const Layer& L : layers_) {
     if (L.dev == nullptr || L.n_sink != config_.num_sink_tokens || L.n_dense != recent_ ||
         !L.k_tail.defined() || L.k_tail.size(0) != recent_) {
@@ -112,9 +112,21 @@ absl::Status SpectralQuantSequenceCache::EndStep(const SeqStep& seq, const StepC
 absl::Status SpectralQuantStrategy::ForwardGroup(int64_t layer, absl::Span<SequenceCache* const> seqs,
                                                  absl::Span<const SeqStep> steps, GroupTensors& t,
                                                  const StepContext& ctx) {
+  // Side streams only for device steps: every buffer they write is reserved
+  // beforehand on the caller's stream (a buffer grown inside a branch would
+  // be freed to the caching allocator while another stream's branch could
+  // take it back before this branch's copy out of it ran).
   bool decode = t.q.is_cuda() && seqs.size() > 1;
-  for (const SeqStep& s : steps) decode = decode && s.n_new == 1 && s.n_probe == 0 && !s.is_prompt;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    decode = decode && steps[i].n_new == 1 && steps[i].n_probe == 0 && !steps[i].is_prompt &&
+             (ctx.decode_prepared || static_cast<const SpectralQuantSequenceCache*>(seqs[i])->CanDecodeOnDevice());
+  }
   if (!decode) return Strategy::ForwardGroup(layer, seqs, steps, t, ctx);
+  if (!ctx.decode_prepared && layer == 0) {  // eager: what PrepareDecode does before a replay
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      KV_RETURN_IF_ERROR(static_cast<SpectralQuantSequenceCache*>(seqs[i])->PrepareDecodeStep(steps[i], ctx));
+    }
+  }
   return side_.ForEach(t.q.get_device(), static_cast<int>(seqs.size()), [&](int i) {
     return ForwardOneSequence(layer, seqs[i], steps[i], t.row_offset[i], t, ctx);
   });

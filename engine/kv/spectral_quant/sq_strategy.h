@@ -91,12 +91,14 @@ class SpectralQuantSequenceCache final : public SequenceCache {
 
   // ---- decode as device work only (sq_prepared.cc; CUDA graphs) ----
   // True when the next decode step can run without host work between
-  // layers: CUDA, mode a with its recent window full and every sink held.
+  // layers: CUDA, the prompt done, mode a with its recent window full and
+  // every sink held.
   // Then the step's token takes the window slot of the oldest one, which K1
   // codes into the next record; the counts live in device memory.
   bool CanDecodeOnDevice() const;
-  // Host part of such a step before a graph replays it (or runs it eagerly):
-  // records reserved for the rest of the request, the counts uploaded.
+  // Host part of such a step before a graph replays it (or before a batch's
+  // eager step forks onto side streams): records reserved for the rest of
+  // the request, the counts uploaded, on the caller's stream.
   absl::Status PrepareDecodeStep(const SeqStep& seq, const StepContext& ctx);
   uint64_t id() const { return id_; }
   int64_t records_capacity() const;
@@ -185,6 +187,7 @@ class SpectralQuantSequenceCache final : public SequenceCache {
   // after it}, slot_ int64 {the window slot the step's token takes}.
   at::Tensor meta_, slot_;
   int64_t meta_pos_ = -1;          // the decode position meta_ was uploaded for
+  bool prompt_done_ = false;        // the last prompt chunk is in: what follows is decode
   bool device_step_pending_ = false;  // a device step ran; EndStep books it
   int64_t device_decode_steps_ = 0;
   uint64_t id_ = 0;

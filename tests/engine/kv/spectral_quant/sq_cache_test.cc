@@ -197,6 +197,51 @@ TEST(SqCache, RecentWindowSizes) {
 
 // Unset num_recent_tokens: the window is max(32, T / 48) of the request's
 // T = prompt + max_new tokens (sq_config.h), in the cache and in PredictBytes.
+// The window is a ring whose entries keep their slots. A request that goes
+// past its max_tokens (its window first sized for fewer than R slots) grows
+// the window to R slots with every entry where it was: the same outputs as
+// the request without a size hint.
+TEST(SqCache, WindowOutgrowingAShortRequestKeepsItsEntries) {
+  at::manual_seed(1);
+  KvGeometry g;
+  g.n_layers = 1, g.n_heads = 4, g.n_kv_heads = 2, g.head_dim = 64, g.context_length = 4096;
+  SqCovariance cov(1, 2, 64);
+  const at::Tensor scale = at::pow(2.0, -at::arange(64, at::kFloat) / 6.0);
+  cov.Add(0, at::randn({2, 400, 64}) * scale, at::randn({2, 400, 64}));
+  auto profile = cov.Finish("default", 0);
+  ASSERT_TRUE(profile.ok()) << profile.status();
+  SpectralQuantStrategy s(g, {std::make_shared<const SqProfile>(std::move(*profile))});
+  const std::vector<int64_t> chunks = {15, 25, 1, 1};
+  std::vector<std::vector<at::Tensor>> in;
+  for (int64_t n : chunks) in.push_back({at::randn({4, n, 64}), at::randn({2, n, 64}), at::randn({2, n, 64})});
+  std::vector<at::Tensor> outs[2];
+  for (int run = 0; run < 2; ++run) {
+    StrategyConfig c;
+    c.strategy = "spectral_quant";
+    c.knobs = {{"num_recent_tokens", int64_t{32}}};
+    c.max_tokens = run == 0 ? 0 : 20;  // run 1: a window of 19 slots first, then more tokens than that
+    auto cache = s.Open(c);
+    ASSERT_TRUE(cache.ok()) << cache.status();
+    int64_t pos = 0;
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      SeqStep st;
+      st.start_pos = pos, st.n_new = chunks[i], st.is_prompt = i < 2, st.last_prompt_chunk = i == 1;
+      auto o = (*cache)->Forward(0, in[i][0], in[i][1], in[i][2], st, StepContext());
+      ASSERT_TRUE(o.ok()) << o.status();
+      ASSERT_TRUE((*cache)->EndStep(st, StepContext()).ok());
+      outs[run].push_back(*o);
+      pos += chunks[i];
+    }
+    auto* sq = static_cast<SpectralQuantSequenceCache*>(cache->get());
+    EXPECT_EQ(sq->dense_tail(0), 32);
+    EXPECT_EQ(sq->compressed(0), pos - 1 - 32);
+  }
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    EXPECT_TRUE(at::allclose(outs[0][i], outs[1][i], 1e-5, 1e-6))
+        << "step " << i << ": max |diff| " << (outs[0][i] - outs[1][i]).abs().max().item<double>();
+  }
+}
+
 TEST(SqCache, DefaultWindowFollowsRequestLength) {
   at::manual_seed(9);
   const KvGeometry g = Geometry(64, 6, 2);

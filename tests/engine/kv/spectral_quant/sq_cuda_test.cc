@@ -182,19 +182,25 @@ TEST(SqCuda, BatchDecodeReplayedFromOneGraphEqualsEagerSteps) {
     (i < B ? eager : graphed).push_back(owned.back().get());
   }
   auto bf = at::TensorOptions().dtype(at::kBFloat16).device(at::kCUDA);
-  // Prefill sequence i of both sets with the same inputs.
-  SeqStep st;
-  st.n_new = prompt, st.is_prompt = true, st.last_prompt_chunk = true;
+  // Prefill sequence i of both sets with the same inputs, in chunks of
+  // prompt - 1 and 1: after the first the window is full, but a one-token
+  // prompt chunk is not a decode step, so nothing may be prepared yet.
   StepContext ctx;
-  for (int64_t i = 0; i < B; ++i) {
-    for (int64_t l = 0; l < L; ++l) {
-      const at::Tensor q = at::randn({H, prompt, D}, bf), k = at::randn({Hkv, prompt, D}, bf) * 0.5,
-                       v = at::randn({Hkv, prompt, D}, bf);
-      ASSERT_TRUE(eager[i]->Forward(l, q, k, v, st, ctx).ok());
-      ASSERT_TRUE(graphed[i]->Forward(l, q, k, v, st, ctx).ok());
+  for (int64_t chunk = 0; chunk < 2; ++chunk) {
+    SeqStep st;
+    st.start_pos = chunk == 0 ? 0 : prompt - 1, st.n_new = chunk == 0 ? prompt - 1 : 1;
+    st.is_prompt = true, st.last_prompt_chunk = chunk == 1;
+    for (int64_t i = 0; i < B; ++i) {
+      for (int64_t l = 0; l < L; ++l) {
+        const at::Tensor q = at::randn({H, st.n_new, D}, bf), k = at::randn({Hkv, st.n_new, D}, bf) * 0.5,
+                         v = at::randn({Hkv, st.n_new, D}, bf);
+        ASSERT_TRUE(eager[i]->Forward(l, q, k, v, st, ctx).ok());
+        ASSERT_TRUE(graphed[i]->Forward(l, q, k, v, st, ctx).ok());
+      }
+      ASSERT_TRUE(eager[i]->EndStep(st, ctx).ok());
+      ASSERT_TRUE(graphed[i]->EndStep(st, ctx).ok());
     }
-    ASSERT_TRUE(eager[i]->EndStep(st, ctx).ok());
-    ASSERT_TRUE(graphed[i]->EndStep(st, ctx).ok());
+    EXPECT_EQ(sq.CanPrepareDecode(graphed), chunk == 1) << "after prompt chunk " << chunk;
   }
   ASSERT_TRUE(sq.CanPrepareDecode(graphed));
   // One step's rows per layer: q [B, H, D], k/v [B, Hkv, D]; the graph's own copies.
