@@ -157,32 +157,39 @@ TEST(SqCuda, MatchesCpuTwinNoiseMode) {
 }
 
 #ifdef KVSTREAM_HAVE_CUDA_TORCH
-// Decode steps as device work only (sq_prepared.cc): once the recent window
-// is full, a batch's steps prepared through the strategy and replayed from
-// one captured CUDA graph (new inputs copied into the captured buffers, the
-// counts uploaded by PrepareDecode; the sequences on side streams, parallel
-// branches of the graph) give bit for bit the outputs and records of the
-// same steps run eagerly through ForwardGroup, which take the same launches.
-TEST(SqCuda, BatchDecodeReplayedFromOneGraphEqualsEagerSteps) {
-  REQUIRE_CUDA();
-  const int64_t D = 128, H = 8, Hkv = 2, L = 2, B = 3, prompt = 97, decode = 12;
-  at::manual_seed(5);
+// Decode steps as device work only (sq_prepared.cc), a batch of three:
+//  - steps prepared through the strategy and replayed from one captured CUDA
+//    graph (new inputs copied into the captured buffers, the counts uploaded
+//    by PrepareDecode; the sequences on side streams, parallel branches of
+//    the graph), with one eager step in the middle (as when DecodeGraphs
+//    falls back), give bit for bit the outputs and records of the same steps
+//    run eagerly through ForwardGroup, which take the same launches;
+//  - those eager GPU steps follow the CPU cache (the host ring, the twins)
+//    on the same inputs within the bf16 bound, with the ring's start past
+//    slot 0 so the decode steps wrap around it;
+//  - a one-token last prompt chunk is not a decode step (nothing prepared).
+void CheckBatchDecodeGraph(std::map<std::string, KnobValue> knobs, int64_t sinks, uint64_t seed) {
+  const int64_t D = 128, H = 8, Hkv = 2, L = 2, B = 3, prompt = 90, decode = 12, R = 32;
+  at::manual_seed(seed);
   auto profile = RandomProfile(D, Hkv);
   SpectralQuantStrategy sq(Geometry(D, H, Hkv, true), {profile});
+  SpectralQuantStrategy cpu(Geometry(D, H, Hkv, false), {profile});
   ASSERT_TRUE(sq.SupportsDecodePrepare());
   StrategyConfig c;
   c.strategy = "spectral_quant";
+  c.knobs = std::move(knobs);
   c.max_tokens = prompt + decode;  // window max(32, T / 48) = 32: full after the prompt
   std::vector<std::unique_ptr<SequenceCache>> owned;
-  std::vector<SequenceCache*> eager, graphed;
-  for (int64_t i = 0; i < 2 * B; ++i) {
-    auto o = sq.Open(c);
+  std::vector<SequenceCache*> eager, graphed, host;
+  for (int64_t i = 0; i < 3 * B; ++i) {
+    auto o = i < 2 * B ? sq.Open(c) : cpu.Open(c);
     ASSERT_TRUE(o.ok()) << o.status();
     owned.push_back(std::move(*o));
-    (i < B ? eager : graphed).push_back(owned.back().get());
+    (i < B ? eager : i < 2 * B ? graphed : host).push_back(owned.back().get());
   }
   auto bf = at::TensorOptions().dtype(at::kBFloat16).device(at::kCUDA);
-  // Prefill sequence i of both sets with the same inputs, in chunks of
+  auto on_cpu = [](const at::Tensor& t) { return t.to(at::kFloat).cpu(); };
+  // Prefill sequence i of every set with the same inputs, in chunks of
   // prompt - 1 and 1: after the first the window is full, but a one-token
   // prompt chunk is not a decode step, so nothing may be prepared yet.
   StepContext ctx;
@@ -196,13 +203,15 @@ TEST(SqCuda, BatchDecodeReplayedFromOneGraphEqualsEagerSteps) {
                          v = at::randn({Hkv, st.n_new, D}, bf);
         ASSERT_TRUE(eager[i]->Forward(l, q, k, v, st, ctx).ok());
         ASSERT_TRUE(graphed[i]->Forward(l, q, k, v, st, ctx).ok());
+        ASSERT_TRUE(host[i]->Forward(l, on_cpu(q), on_cpu(k), on_cpu(v), st, ctx).ok());
       }
-      ASSERT_TRUE(eager[i]->EndStep(st, ctx).ok());
-      ASSERT_TRUE(graphed[i]->EndStep(st, ctx).ok());
+      for (SequenceCache* cache : {eager[i], graphed[i], host[i]}) ASSERT_TRUE(cache->EndStep(st, ctx).ok());
     }
     EXPECT_EQ(sq.CanPrepareDecode(graphed), chunk == 1) << "after prompt chunk " << chunk;
   }
   ASSERT_TRUE(sq.CanPrepareDecode(graphed));
+  const int64_t first_slot = static_cast<SpectralQuantSequenceCache*>(eager[0])->compressed(0) % R;
+  ASSERT_GT(first_slot + decode, R) << "the decode steps must wrap around the ring";
   // One step's rows per layer: q [B, H, D], k/v [B, Hkv, D]; the graph's own copies.
   auto fresh = [&]() {
     std::vector<GroupTensors> t(L);
@@ -217,6 +226,8 @@ TEST(SqCuda, BatchDecodeReplayedFromOneGraphEqualsEagerSteps) {
   const c10::cuda::CUDAStream stream = c10::cuda::getStreamFromPool();
   const c10::cuda::CUDAStreamGuard guard(stream);
   at::cuda::CUDAGraph graph;
+  double worst = 0.0;
+  const int64_t eager_step = 6;  // the graphed set runs this step eagerly
   for (int64_t s = 0; s < decode; ++s) {
     std::vector<SeqStep> steps(B);
     for (auto& x : steps) x.start_pos = prompt + s, x.n_new = 1;
@@ -226,26 +237,44 @@ TEST(SqCuda, BatchDecodeReplayedFromOneGraphEqualsEagerSteps) {
       in[l].q.copy_(want[l].q), in[l].k.copy_(want[l].k), in[l].v.copy_(want[l].v);
       const absl::Status r = sq.ForwardGroup(l, eager, steps, want[l], ctx);
       ASSERT_TRUE(r.ok()) << r;
+      for (int64_t i = 0; i < B; ++i) {  // the host ring on the same inputs
+        auto row = [&](const at::Tensor& t) { return on_cpu(t.narrow(0, i, 1).transpose(0, 1)); };
+        auto o = host[i]->Forward(l, row(want[l].q), row(want[l].k), row(want[l].v), steps[i], ctx);
+        ASSERT_TRUE(o.ok()) << o.status();
+        const at::Tensor g = row(want[l].out);
+        ASSERT_FALSE(g.isnan().any().item<bool>());
+        worst = std::max(worst, ((g - *o).norm() / o->norm().clamp_min(1e-12)).item<double>());
+      }
     }
-    for (int64_t i = 0; i < B; ++i) ASSERT_TRUE(eager[i]->EndStep(steps[i], ctx).ok());
-    StepContext prepared = ctx;
-    prepared.decode_prepared = true;
-    auto key = sq.PrepareDecode(graphed, steps, B, prepared);
-    ASSERT_TRUE(key.ok()) << key.status();
-    auto run = [&]() {
+    for (int64_t i = 0; i < B; ++i) {
+      ASSERT_TRUE(eager[i]->EndStep(steps[i], ctx).ok());
+      ASSERT_TRUE(host[i]->EndStep(steps[i], ctx).ok());
+    }
+    for (auto& g : in) g.out.fill_(NAN);
+    if (s == eager_step) {
       for (int64_t l = 0; l < L; ++l) {
-        const absl::Status r = sq.ForwardGroup(l, graphed, steps, in[l], prepared);
+        const absl::Status r = sq.ForwardGroup(l, graphed, steps, in[l], ctx);
         ASSERT_TRUE(r.ok()) << r;
       }
-    };
-    for (auto& g : in) g.out.fill_(NAN);
-    if (s == 0) {  // as DecodeGraphs: the first step of a key eagerly, then captured
-      run();
-      graph.capture_begin();
-      run();
-      graph.capture_end();
     } else {
-      graph.replay();
+      StepContext prepared = ctx;
+      prepared.decode_prepared = true;
+      auto key = sq.PrepareDecode(graphed, steps, B, prepared);
+      ASSERT_TRUE(key.ok()) << key.status();
+      auto run = [&]() {
+        for (int64_t l = 0; l < L; ++l) {
+          const absl::Status r = sq.ForwardGroup(l, graphed, steps, in[l], prepared);
+          ASSERT_TRUE(r.ok()) << r;
+        }
+      };
+      if (s == 0) {  // as DecodeGraphs: the first step of a key eagerly, then captured
+        run();
+        graph.capture_begin();
+        run();
+        graph.capture_end();
+      } else {
+        graph.replay();
+      }
     }
     for (int64_t i = 0; i < B; ++i) ASSERT_TRUE(graphed[i]->EndStep(steps[i], ctx).ok());
     stream.synchronize();
@@ -253,21 +282,37 @@ TEST(SqCuda, BatchDecodeReplayedFromOneGraphEqualsEagerSteps) {
       EXPECT_TRUE(at::equal(in[l].out, want[l].out)) << "step " << s << " layer " << l;
     }
   }
+  EXPECT_LT(worst, 2e-2) << "GPU device steps vs the CPU cache (bf16 K2 and output)";
   for (int64_t i = 0; i < B; ++i) {
     auto* e = static_cast<SpectralQuantSequenceCache*>(eager[i]);
     auto* g = static_cast<SpectralQuantSequenceCache*>(graphed[i]);
+    auto* h = static_cast<SpectralQuantSequenceCache*>(host[i]);
     EXPECT_EQ(g->device_decode_steps(), decode);
     EXPECT_EQ(e->device_decode_steps(), decode);
     for (int64_t l = 0; l < L; ++l) {
       EXPECT_EQ(g->compressed(l), e->compressed(l));
-      EXPECT_EQ(g->dense_tail(l), 32);
+      EXPECT_EQ(h->compressed(l), e->compressed(l));
+      EXPECT_EQ(g->dense_tail(l), R);
+      EXPECT_EQ(g->sinks(l), sinks);
       for (int t = 0; t < 2; ++t) {
-        auto a = g->Reconstruct(l, t), b = e->Reconstruct(l, t);
-        ASSERT_TRUE(a.ok() && b.ok());
+        auto a = g->Reconstruct(l, t), b = e->Reconstruct(l, t), x = h->Reconstruct(l, t);
+        ASSERT_TRUE(a.ok() && b.ok() && x.ok());
         EXPECT_TRUE(at::equal(*a, *b)) << "sequence " << i << " layer " << l << " type " << t;
+        const double same = (*b == *x).to(at::kDouble).mean().item<double>();
+        EXPECT_GE(same, 0.999) << "sequence " << i << " layer " << l << " type " << t << " vs the CPU records";
       }
     }
   }
+}
+
+TEST(SqCuda, BatchDecodeReplayedFromOneGraphEqualsEagerSteps) {
+  REQUIRE_CUDA();
+  CheckBatchDecodeGraph({}, 1, 5);
+}
+
+TEST(SqCuda, BatchDecodeGraphWithQjlAndFourSinks) {
+  REQUIRE_CUDA();
+  CheckBatchDecodeGraph({{"use_qjl", true}, {"num_sink_tokens", int64_t{4}}}, 4, 6);
 }
 #endif
 
