@@ -143,8 +143,7 @@ absl::Status SpectralQuantSequenceCache::ReserveTail(int64_t layer, int64_t toke
   return absl::OkStatus();
 }
 
-absl::Status SpectralQuantSequenceCache::Compress(int64_t layer, const at::Tensor& k, const at::Tensor& v,
-                                                  const at::Tensor* first_token) {
+absl::Status SpectralQuantSequenceCache::Compress(int64_t layer, const at::Tensor& k, const at::Tensor& v) {
   const double t0 = NowMs();
   Layer& L = layers_[layer];
   const int64_t n = k.size(1);
@@ -164,12 +163,11 @@ absl::Status SpectralQuantSequenceCache::Compress(int64_t layer, const at::Tenso
   a.v_rec = &L.v_rec;
   a.r_norm = config_.use_qjl ? &L.r_norm : nullptr;
   a.signs = config_.use_qjl ? &L.signs : nullptr;
-  a.first = first_token != nullptr ? 0 : L.n_comp;
-  a.first_token = first_token;
+  a.first = L.n_comp;
   a.n_kv_heads = geometry_.n_kv_heads;
   a.head_dim = geometry_.head_dim;
   KV_RETURN_IF_ERROR(SqRunCompress(a));
-  if (first_token == nullptr) L.n_comp += n;
+  L.n_comp += n;
   compression_ms_ += NowMs() - t0;
   return absl::OkStatus();
 }
