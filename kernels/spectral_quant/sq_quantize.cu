@@ -43,15 +43,12 @@ __device__ __forceinline__ float WarpSum(float v) {
   return v;
 }
 
-// kRotate: the rotation prologue (sq_quantize.h): the warp centres its x row
-// into shared memory, then lane l sums dims l, l + 32, ... over r in order.
-template <int D, bool kRotate>
+template <int D>
 __global__ void __launch_bounds__(kThreads) QuantizePackKernel(SqQuantizePackParams p, int64_t zs) {
   constexpr int kDpl = D / 32;  // dimensions per lane
   __shared__ float tab[kSqTableFloats];
   __shared__ uint32_t rec_s[kWarps][kRecWords];
   __shared__ uint32_t sign_s[kWarps][4];
-  __shared__ float x_s[kRotate ? kWarps : 1][kRotate ? D : 1];
   LoadTables(p.tables, tab);
   __syncthreads();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -59,28 +56,8 @@ __global__ void __launch_bounds__(kThreads) QuantizePackKernel(SqQuantizePackPar
   const long long item = static_cast<long long>(blockIdx.x) * kWarps + warp;
   if (item >= static_cast<long long>(p.num_tokens) * H) return;  // no block-wide sync below
   const int t = static_cast<int>(item / H), h = static_cast<int>(item % H);
+  const float* z = p.z + t * zs + static_cast<int64_t>(h) * D;
   const long long orow = item + (p.first_token ? static_cast<long long>(*p.first_token) * H : 0);  // output row
-  float zr[kDpl];
-  if constexpr (kRotate) {
-    const long long xrow = item + (p.x_row ? static_cast<long long>(*p.x_row) * H : 0);
-    const uint16_t* x = p.x_bf16 + xrow * D;
-    for (int r = lane; r < D; r += 32) {
-      x_s[warp][r] = __uint_as_float(static_cast<uint32_t>(x[r]) << 16) - (p.mu ? p.mu[h * D + r] : 0.0f);
-    }
-    __syncwarp();
-    const float* basis = p.basis + static_cast<int64_t>(h) * D * D;
-#pragma unroll
-    for (int e = 0; e < kDpl; ++e) zr[e] = 0.0f;
-    for (int r = 0; r < D; ++r) {
-      const float xr = x_s[warp][r];
-#pragma unroll
-      for (int e = 0; e < kDpl; ++e) zr[e] = fmaf(xr, basis[r * D + lane + 32 * e], zr[e]);
-    }
-  } else {
-    const float* z = p.z + t * zs + static_cast<int64_t>(h) * D;
-#pragma unroll
-    for (int e = 0; e < kDpl; ++e) zr[e] = z[lane + 32 * e];
-  }
   uint32_t* rs = rec_s[warp];
   for (int k = lane; k < kRecWords; k += 32) rs[k] = 0u;
   __syncwarp();
@@ -90,7 +67,7 @@ __global__ void __launch_bounds__(kThreads) QuantizePackKernel(SqQuantizePackPar
     const int i = lane + 32 * e;
     const int w = p.plan.width[h * D + i], off = p.plan.bit_offset[h * D + i];
     const float s = p.plan.scale[h * D + i];
-    const float zi = zr[e];
+    const float zi = z[i];
     const uint32_t code = CodeOf(tab + kSqCentroidFloats + SqMidpointOffset(w), w, __fdiv_rn(zi, s));
     const int k = off >> 5, sh = off & 31;
     atomicOr(&rs[k], code << sh);
@@ -158,16 +135,9 @@ cudaError_t LaunchSqQuantizePack(const SqQuantizePackParams& p, cudaStream_t str
   if (p.num_tokens == 0) return cudaSuccess;
   const int64_t zs = p.z_stride_t ? p.z_stride_t : static_cast<int64_t>(p.num_kv_heads) * p.head_dim;
   const unsigned grid = GridFor(p.num_tokens, p.num_kv_heads);
-  const bool rotate = p.x_bf16 != nullptr;
   switch (p.head_dim) {
-    case 64:
-      rotate ? QuantizePackKernel<64, true><<<grid, kThreads, 0, stream>>>(p, zs)
-             : QuantizePackKernel<64, false><<<grid, kThreads, 0, stream>>>(p, zs);
-      break;
-    case 128:
-      rotate ? QuantizePackKernel<128, true><<<grid, kThreads, 0, stream>>>(p, zs)
-             : QuantizePackKernel<128, false><<<grid, kThreads, 0, stream>>>(p, zs);
-      break;
+    case 64: QuantizePackKernel<64><<<grid, kThreads, 0, stream>>>(p, zs); break;
+    case 128: QuantizePackKernel<128><<<grid, kThreads, 0, stream>>>(p, zs); break;
     default: return cudaErrorInvalidValue;
   }
   return cudaGetLastError();

@@ -50,16 +50,6 @@ struct SqQuantizePackParams {
   // *first_token + t of records / r_norm / signs, which then point at row 0.
   // null = row t. The caller sizes the buffers for every value it stores.
   const int32_t* first_token = nullptr;
-  // Rotation prologue (a decode step coding the row that leaves the recent
-  // window, sq_prepared.cc): z is not read. For token t and head h, with
-  // row = t + (x_row ? *x_row : 0) of x (device memory; the twin reads host),
-  //   z[t,h,c] = sum over r = 0..D-1, in order, fmaf(fp32(x[row,h,r]) - mu[h,r], basis[h,r,c], .)
-  // (mu null = 0): the engine's Z = (X - mu) V_t done in the kernel, one
-  // launch instead of a gather, casts, a centring and a batched GEMM.
-  const uint16_t* x_bf16 = nullptr;  // [rows, Hkv, D] bf16 bits, contiguous; non-null = prologue on
-  const int32_t* x_row = nullptr;    // [1] row of x that token 0 reads, or null (row t)
-  const float* mu = nullptr;         // [Hkv, D] fp32, or null
-  const float* basis = nullptr;      // [Hkv, D, D] fp32 V_t: [h][r][c] = row r of eigenvector c
 };
 
 struct SqDequantParams {

@@ -35,8 +35,7 @@ const char* SqQuantizePackValidate(const SqQuantizePackParams& p) {
     return "QJL needs s_prime, r_norm, signs and plan.d_eff together";
   if (any_qjl && (p.sign_words < 1 || p.sign_words > p.head_dim / 32)) return "sign_words must be in [1, D/32]";
   if (p.num_tokens == 0) return nullptr;
-  if (p.x_bf16 && !p.basis) return "the rotation prologue (x_bf16) needs basis";
-  if ((!p.z && !p.x_bf16) || !p.tables || !p.records) return "z (or x_bf16), tables and records must be non-null";
+  if (!p.z || !p.tables || !p.records) return "z, tables and records must be non-null";
   return nullptr;
 }
 
@@ -56,20 +55,10 @@ bool SqQuantizePackRef(const SqQuantizePackParams& p) {
   const int64_t zs = p.z_stride_t ? p.z_stride_t : static_cast<int64_t>(H) * D;
   const bool qjl = p.s_prime != nullptr;
   const int64_t first = p.first_token ? *p.first_token : 0;
-  const int64_t x_row0 = p.x_row ? *p.x_row : 0;
-  float zhat[kSqMaxHeadDim], err[kSqMaxHeadDim], zrot[kSqMaxHeadDim], xc[kSqMaxHeadDim];
+  float zhat[kSqMaxHeadDim], err[kSqMaxHeadDim];
   for (int t = 0; t < p.num_tokens; ++t) {
     for (int h = 0; h < H; ++h) {
-      const float* z = p.x_bf16 ? zrot : p.z + t * zs + static_cast<int64_t>(h) * D;
-      if (p.x_bf16) {  // the rotation prologue, in the kernel's order
-        const uint16_t* x = p.x_bf16 + ((x_row0 + t) * H + h) * D;
-        for (int r = 0; r < D; ++r) xc[r] = Bf16BitsToFloat(x[r]) - (p.mu ? p.mu[h * D + r] : 0.0f);
-        for (int c = 0; c < D; ++c) {
-          float a = 0.0f;
-          for (int r = 0; r < D; ++r) a = std::fmaf(xc[r], p.basis[(static_cast<int64_t>(h) * D + r) * D + c], a);
-          zrot[c] = a;
-        }
-      }
+      const float* z = p.z + t * zs + static_cast<int64_t>(h) * D;
       const int64_t orow = (first + t) * H + h;  // output row
       uint32_t* rec = p.records + orow * W;
       std::memset(rec, 0, sizeof(uint32_t) * W);

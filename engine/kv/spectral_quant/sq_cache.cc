@@ -143,7 +143,8 @@ absl::Status SpectralQuantSequenceCache::ReserveTail(int64_t layer, int64_t toke
   return absl::OkStatus();
 }
 
-absl::Status SpectralQuantSequenceCache::Compress(int64_t layer, const at::Tensor& k, const at::Tensor& v) {
+absl::Status SpectralQuantSequenceCache::Compress(int64_t layer, const at::Tensor& k, const at::Tensor& v,
+                                                  const at::Tensor* first_token) {
   const double t0 = NowMs();
   Layer& L = layers_[layer];
   const int64_t n = k.size(1);
@@ -163,11 +164,12 @@ absl::Status SpectralQuantSequenceCache::Compress(int64_t layer, const at::Tenso
   a.v_rec = &L.v_rec;
   a.r_norm = config_.use_qjl ? &L.r_norm : nullptr;
   a.signs = config_.use_qjl ? &L.signs : nullptr;
-  a.first = L.n_comp;
+  a.first = first_token != nullptr ? 0 : L.n_comp;
+  a.first_token = first_token;
   a.n_kv_heads = geometry_.n_kv_heads;
   a.head_dim = geometry_.head_dim;
   KV_RETURN_IF_ERROR(SqRunCompress(a));
-  L.n_comp += n;
+  if (first_token == nullptr) L.n_comp += n;
   compression_ms_ += NowMs() - t0;
   return absl::OkStatus();
 }

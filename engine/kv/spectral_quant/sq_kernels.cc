@@ -30,31 +30,13 @@ const uint32_t* U32(const at::Tensor* t) { return reinterpret_cast<const uint32_
 c10::ScalarType SqDenseDtype(const KvGeometry& g) { return g.device.is_cuda() ? at::kBFloat16 : at::kFloat; }
 
 absl::Status SqRunCompress(const SqCompressArgs& a) {
-  const bool ring = a.ring_k != nullptr;
-  const c10::Device dev = ring ? a.ring_k->device() : a.zk->device();
-  const int64_t H = a.n_kv_heads, n = ring ? 1 : a.zk->size(0);
-  if (ring) {
-    for (auto [t, name] : {std::pair{a.ring_k, "ring_k"}, std::pair{a.ring_v, "ring_v"}}) {
-      if (absl::Status s = CheckTensor(*t, name, at::kBFloat16, dev); !s.ok()) return s;
-    }
-    if (absl::Status s = CheckTensor(*a.ring_row, "ring_row", at::kInt, dev); !s.ok()) return s;
-    for (auto [t, name] : {std::pair{&a.dev->vk, "vk"}, std::pair{&a.dev->vv, "vv"}}) {
-      if (absl::Status s = CheckTensor(*t, name, at::kFloat, dev); !s.ok()) return s;
-    }
-  } else {
-    for (auto [t, name] : {std::pair{a.zk, "zk"}, std::pair{a.zv, "zv"}}) {
-      if (absl::Status s = CheckTensor(*t, name, at::kFloat, dev); !s.ok()) return s;
-    }
+  const c10::Device dev = a.zk->device();
+  const int64_t H = a.n_kv_heads, n = a.zk->size(0);
+  for (auto [t, name] : {std::pair{a.zk, "zk"}, std::pair{a.zv, "zv"}}) {
+    if (absl::Status s = CheckTensor(*t, name, at::kFloat, dev); !s.ok()) return s;
   }
   SqQuantizePackParams k, v;
-  if (ring) {
-    k.x_bf16 = reinterpret_cast<const uint16_t*>(a.ring_k->const_data_ptr());
-    k.x_row = a.ring_row->const_data_ptr<int32_t>();
-    k.mu = a.dev->mu_k.defined() ? a.dev->mu_k.const_data_ptr<float>() : nullptr;
-    k.basis = a.dev->vk.const_data_ptr<float>();
-  } else {
-    k.z = a.zk->const_data_ptr<float>();
-  }
+  k.z = a.zk->const_data_ptr<float>();
   k.plan = a.dev->KView();
   k.tables = a.tables->const_data_ptr<float>();
   if (a.first_token != nullptr) {
@@ -72,13 +54,7 @@ absl::Status SqRunCompress(const SqCompressArgs& a) {
   k.num_kv_heads = static_cast<int>(H);
   k.head_dim = static_cast<int>(a.head_dim);
   v = k;
-  if (ring) {
-    v.x_bf16 = reinterpret_cast<const uint16_t*>(a.ring_v->const_data_ptr());
-    v.mu = a.dev->mu_v.defined() ? a.dev->mu_v.const_data_ptr<float>() : nullptr;
-    v.basis = a.dev->vv.const_data_ptr<float>();
-  } else {
-    v.z = a.zv->const_data_ptr<float>();
-  }
+  v.z = a.zv->const_data_ptr<float>();
   v.plan = a.dev->VView();
   v.records = U32(a.v_rec) + a.first * H * a.dev->words_v;
   v.s_prime = nullptr;

@@ -17,12 +17,6 @@ c10::ScalarType SqDenseDtype(const KvGeometry& g);
 struct SqCompressArgs {
   const at::Tensor* zk = nullptr;      // f32 [n, Hkv, D] key eigen coordinates
   const at::Tensor* zv = nullptr;      // f32 [n, Hkv, D]
-  // Or (CUDA, a decode step's leaving window row): the bf16 rings [R, Hkv, D]
-  // and the row to code (int32 [1] on the device); K1 rotates and centres
-  // them itself (its prologue), one token, zk / zv unused.
-  const at::Tensor* ring_k = nullptr;
-  const at::Tensor* ring_v = nullptr;
-  const at::Tensor* ring_row = nullptr;
   const SqLayerDevice* dev = nullptr;
   const at::Tensor* tables = nullptr;  // f32 [kSqTableFloats]
   at::Tensor* k_rec = nullptr;         // int32 [cap, Hkv, Wk]; rows [first, first + n) written

@@ -6,9 +6,8 @@
 // records, the sinks and the whole window. What changes from step to step
 // is three numbers, and they live in device memory:
 //   meta_ int32 {records before the step (K1's first_token),
-//                records after it (K2's num_keys_live),
-//                the window slot the oldest token leaves and the step's token takes}
-//   slot_ int64 {that slot again, for index_copy_}
+//                records after it (K2's num_keys_live)}
+//   slot_ int64 {the window slot the step's token takes}
 // uploaded from fresh pinned buffers on the step's stream before the launch
 // or replay. K2 plans its splits on the records' capacity (reserved for the
 // whole request before the first prepared step) and masks nothing (every
@@ -19,7 +18,6 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "engine/kv/spectral_quant/sq_kernels.h"
 #include "engine/kv/spectral_quant/sq_strategy.h"
 #include "engine/status_macros.h"
 
@@ -44,14 +42,13 @@ void SpectralQuantSequenceCache::UploadDecodeMeta() {
   const Layer& L = layers_[0];  // every layer holds the same counts
   // Fresh pinned buffers: the caching host allocator keeps each until the
   // copy that reads it has run, so a later step cannot overwrite it.
-  at::Tensor meta = at::empty({3}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
+  at::Tensor meta = at::empty({2}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
   meta.mutable_data_ptr<int32_t>()[0] = static_cast<int32_t>(L.n_comp);
   meta.mutable_data_ptr<int32_t>()[1] = static_cast<int32_t>(L.n_comp + 1);
-  meta.mutable_data_ptr<int32_t>()[2] = static_cast<int32_t>(L.n_comp % recent_);  // for K1 (index_copy_ takes slot_)
   at::Tensor slot = at::empty({1}, at::TensorOptions().dtype(at::kLong).pinned_memory(true));
   slot.mutable_data_ptr<int64_t>()[0] = L.n_comp % recent_;  // the oldest entry's slot
   if (!meta_.defined()) {
-    meta_ = at::empty({3}, at::TensorOptions().dtype(at::kInt).device(geometry_.device));
+    meta_ = at::empty({2}, at::TensorOptions().dtype(at::kInt).device(geometry_.device));
     slot_ = at::empty({1}, at::TensorOptions().dtype(at::kLong).device(geometry_.device));
   }
   meta_.copy_(meta, /*non_blocking=*/true);
@@ -85,23 +82,10 @@ absl::StatusOr<at::Tensor> SpectralQuantSequenceCache::DecodeOnDevice(int64_t la
   Layer& L = layers_[layer];
   try {
     KV_RETURN_IF_ERROR(ReserveRecords(layer, L.n_comp + 1));  // a no-op after PrepareDecodeStep
-    // The oldest window token (ring slot meta_[2]) leaves for record meta_[0]:
-    // K1 centres, rotates and codes it straight from the ring ...
-    const at::Tensor first = meta_.narrow(0, 0, 1), live = meta_.narrow(0, 1, 1), row = meta_.narrow(0, 2, 1);
-    SqCompressArgs a;
-    a.ring_k = &L.k_tail;
-    a.ring_v = &L.v_tail;
-    a.ring_row = &row;
-    a.dev = L.dev;
-    a.tables = &tables_;
-    a.k_rec = &L.k_rec;
-    a.v_rec = &L.v_rec;
-    a.r_norm = config_.use_qjl ? &L.r_norm : nullptr;
-    a.signs = config_.use_qjl ? &L.signs : nullptr;
-    a.first_token = &first;
-    a.n_kv_heads = geometry_.n_kv_heads;
-    a.head_dim = geometry_.head_dim;
-    KV_RETURN_IF_ERROR(SqRunCompress(a));
+    // The oldest window token leaves for record meta_[0] ...
+    const at::Tensor old_k = L.k_tail.index_select(0, slot_), old_v = L.v_tail.index_select(0, slot_);
+    const at::Tensor first = meta_.narrow(0, 0, 1), live = meta_.narrow(0, 1, 1);
+    KV_RETURN_IF_ERROR(Compress(layer, old_k.transpose(0, 1), old_v.transpose(0, 1), &first));
     // ... and the new one takes its slot (k/v [Hkv, 1, D] -> [1, Hkv, D]).
     L.k_tail.index_copy_(0, slot_, k.transpose(0, 1).to(L.k_tail.scalar_type()));
     L.v_tail.index_copy_(0, slot_, v.transpose(0, 1).to(L.v_tail.scalar_type()));

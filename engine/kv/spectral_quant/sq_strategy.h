@@ -135,8 +135,11 @@ class SpectralQuantSequenceCache final : public SequenceCache {
   void WriteWindow(int64_t layer, int64_t first, const at::Tensor& k, const at::Tensor& v);
   absl::Status ReserveRecords(int64_t layer, int64_t tokens);
   absl::Status ReserveTail(int64_t layer, int64_t tokens);
-  // Compresses k/v [Hkv, n, D] into records [n_comp, n_comp + n).
-  absl::Status Compress(int64_t layer, const at::Tensor& k, const at::Tensor& v);
+  // Compresses k/v [Hkv, n, D] into records [n_comp, n_comp + n) and counts
+  // them; with `first_token` (int32 [1] on the device) into the rows it
+  // names, counted by EndStep.
+  absl::Status Compress(int64_t layer, const at::Tensor& k, const at::Tensor& v,
+                        const at::Tensor* first_token = nullptr);
   // K2's dense segment: the held sinks, then k/v [Td, Hkv, D] (any float
   // dtype; may be undefined) at positions pos0 .., centred like the records
   // and in SqDenseDtype. Undefined tensors if both are empty.
@@ -156,9 +159,8 @@ class SpectralQuantSequenceCache final : public SequenceCache {
   absl::StatusOr<at::Tensor> Attend(int64_t layer, const at::Tensor& q, int64_t q_pos0, const SqDenseSegment& d,
                                     const at::Tensor* live_keys = nullptr);
   // One decode step of `layer` as device work (CanDecodeOnDevice): the
-  // oldest window token (slot meta_[2]) is coded into record meta_[0] by K1
-  // straight from the ring, the new one takes its slot, K2 reads meta_[1]
-  // records + sinks + the window.
+  // oldest window token is coded into record meta_[0], the new one takes its
+  // slot, K2 reads meta_[1] records + sinks + the window.
   absl::StatusOr<at::Tensor> DecodeOnDevice(int64_t layer, const at::Tensor& q, const at::Tensor& k,
                                             const at::Tensor& v);
   // The step's counts to the device (fresh pinned buffers, on the current stream).
@@ -182,7 +184,7 @@ class SpectralQuantSequenceCache final : public SequenceCache {
   int64_t peak_bytes_ = 0;
   double compression_ms_ = 0.0;
   // Device decode (sq_prepared.cc): meta_ int32 {records before the step,
-  // after it, the window slot the step's token takes}, slot_ int64 {the slot}.
+  // after it}, slot_ int64 {the window slot the step's token takes}.
   at::Tensor meta_, slot_;
   int64_t meta_pos_ = -1;          // the decode position meta_ was uploaded for
   bool prompt_done_ = false;        // the last prompt chunk is in: what follows is decode

@@ -162,61 +162,6 @@ TEST(SqQuantizePack, FirstTokenMovesEveryOutputRowAndTouchesNoOther) {
     }
 }
 
-// The rotation prologue (a decode step coding the row leaving the window):
-// K1 reads bf16 rows x at row *x_row + t, subtracts mu and rotates by the
-// basis in r order with fmaf: the same records as packing that z.
-TEST(SqQuantizePack, RotationPrologueEqualsPackingTheRotatedRow) {
-  const int D = 64, H = 2, rows = 5, T = 1, SW = D / 32;
-  const int32_t x_row = 3, first = 2;
-  std::mt19937 rng(43);
-  const SqTestPlan plan = RandomSqPlan(H, D, &rng);
-  const std::vector<float> tables = SqTables();
-  const std::vector<float> raw = testing::RandomNormal(size_t(rows) * H * D, &rng, 2.0f);
-  std::vector<uint16_t> x(raw.size());
-  for (size_t i = 0; i < raw.size(); ++i) x[i] = FloatToBf16Bits(raw[i]);
-  const std::vector<float> mu = testing::RandomNormal(size_t(H) * D, &rng, 0.3f);
-  const std::vector<float> basis = testing::RandomNormal(size_t(H) * D * D, &rng, 1.0f / std::sqrt(float(D)));
-  const std::vector<float> sprime = testing::RandomNormal(size_t(H) * D * D, &rng);
-  // z of row x_row by the documented sum.
-  std::vector<float> z(size_t(H) * D);
-  for (int h = 0; h < H; ++h)
-    for (int c = 0; c < D; ++c) {
-      float a = 0.0f;
-      for (int r = 0; r < D; ++r) {
-        const float xc = Bf16BitsToFloat(x[(size_t(x_row) * H + h) * D + r]) - mu[h * D + r];
-        a = std::fmaf(xc, basis[(size_t(h) * D + r) * D + c], a);
-      }
-      z[h * D + c] = a;
-    }
-  auto pack = [&](bool prologue, std::vector<uint32_t>* rec, std::vector<uint16_t>* rn, std::vector<uint32_t>* sg) {
-    rec->assign(size_t(first + T) * H * plan.words, 0xdeadbeefu);
-    rn->assign(size_t(first + T) * H, 0xffff);
-    sg->assign(size_t(first + T) * H * SW, 0xdeadbeefu);
-    SqQuantizePackParams k1;
-    if (prologue) {
-      k1.x_bf16 = x.data(), k1.x_row = &x_row, k1.mu = mu.data(), k1.basis = basis.data();
-    } else {
-      k1.z = z.data();
-    }
-    k1.plan = plan.view(), k1.tables = tables.data(), k1.records = rec->data(), k1.first_token = &first;
-    k1.s_prime = sprime.data(), k1.r_norm = rn->data(), k1.signs = sg->data(), k1.sign_words = SW;
-    k1.num_tokens = T, k1.num_kv_heads = H, k1.head_dim = D;
-    ASSERT_EQ(SqQuantizePackValidate(k1), nullptr);
-    ASSERT_TRUE(SqQuantizePackRef(k1));
-  };
-  std::vector<uint32_t> rec_a, sg_a, rec_b, sg_b;
-  std::vector<uint16_t> rn_a, rn_b;
-  pack(true, &rec_a, &rn_a, &sg_a);
-  pack(false, &rec_b, &rn_b, &sg_b);
-  EXPECT_EQ(rec_a, rec_b);
-  EXPECT_EQ(rn_a, rn_b);
-  EXPECT_EQ(sg_a, sg_b);
-  SqQuantizePackParams bad;
-  bad.x_bf16 = x.data(), bad.plan = plan.view(), bad.tables = tables.data(), bad.records = rec_a.data();
-  bad.num_tokens = T, bad.num_kv_heads = H, bad.head_dim = D;
-  EXPECT_NE(SqQuantizePackValidate(bad), nullptr) << "the prologue needs a basis";
-}
-
 TEST(SqQuantizePack, QjlNormAndSignsFollowTheRawResidual) {
   const int D = 64, H = 2, T = 33;
   std::mt19937 rng(5);
