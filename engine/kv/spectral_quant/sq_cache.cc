@@ -240,7 +240,9 @@ absl::Status SpectralQuantSequenceCache::PushRecent(int64_t layer, const at::Ten
   L.n_dense = keep;
   if (in == 0 && keep == 0) return absl::OkStatus();
   KV_RETURN_IF_ERROR(ReserveTail(layer, keep + in));
-  if (in > 0) WriteWindow(layer, keep, k.narrow(1, out_new, in).transpose(0, 1), v.narrow(1, out_new, in).transpose(0, 1));
+  if (in > 0) {
+    WriteWindow(layer, keep, k.narrow(1, out_new, in).transpose(0, 1), v.narrow(1, out_new, in).transpose(0, 1));
+  }
   L.n_dense = keep + in;
   return absl::OkStatus();
 }
@@ -361,7 +363,8 @@ absl::StatusOr<at::Tensor> SpectralQuantSequenceCache::Forward(int64_t layer, co
       // for the step; the counts move in EndStep.
       if (meta_pos_ != seq.start_pos) {
         if (ctx.decode_prepared) {
-          return absl::InternalError(absl::StrCat("spectral_quant: decode step at ", seq.start_pos, " was not prepared"));
+          return absl::InternalError(
+              absl::StrCat("spectral_quant: decode step at ", seq.start_pos, " was not prepared"));
         }
         UploadDecodeMeta();
         meta_pos_ = seq.start_pos;

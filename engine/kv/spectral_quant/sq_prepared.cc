@@ -91,7 +91,8 @@ absl::StatusOr<at::Tensor> SpectralQuantSequenceCache::DecodeOnDevice(int64_t la
     L.v_tail.index_copy_(0, slot_, v.transpose(0, 1).to(L.v_tail.scalar_type()));
     return Attend(layer, q, 0, DenseSegment(layer, L.k_tail, L.v_tail, 0, /*positions=*/false), &live);
   } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat("spectral_quant layer ", layer, " device decode: ", e.what_without_backtrace()));
+    return absl::InternalError(
+        absl::StrCat("spectral_quant layer ", layer, " device decode: ", e.what_without_backtrace()));
   }
 }
 

@@ -158,7 +158,9 @@ TEST(SqQuantizePack, FirstTokenMovesEveryOutputRowAndTouchesNoOther) {
       for (int w = 0; w < plan.words; ++w)
         ASSERT_EQ(rec[at * plan.words + w], written ? rec0[from * plan.words + w] : 0xdeadbeefu) << "row " << r;
       ASSERT_EQ(rn[at], written ? rn0[from] : uint16_t{0xffff}) << "row " << r;
-      for (int w = 0; w < SW; ++w) ASSERT_EQ(sg[at * SW + w], written ? sg0[from * SW + w] : 0xdeadbeefu) << "row " << r;
+      for (int w = 0; w < SW; ++w) {
+        ASSERT_EQ(sg[at * SW + w], written ? sg0[from * SW + w] : 0xdeadbeefu) << "row " << r;
+      }
     }
 }
 
