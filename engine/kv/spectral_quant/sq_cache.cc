@@ -360,16 +360,15 @@ absl::StatusOr<at::Tensor> SpectralQuantSequenceCache::Forward(int64_t layer, co
     } else if (ctx.decode_prepared || meta_pos_ == seq.start_pos || (layer == 0 && n == 1 && CanDecodeOnDevice())) {
       // Mode (a) with a full window on the GPU: device work only, the same
       // launches a captured graph replays (sq_prepared.cc). Layer 0 decides
-      // for the step; the counts move in EndStep.
+      // for the step and, eagerly, does what PrepareDecode does before a
+      // replay; the counts move in EndStep.
       if (meta_pos_ != seq.start_pos) {
         if (ctx.decode_prepared) {
           return absl::InternalError(
               absl::StrCat("spectral_quant: decode step at ", seq.start_pos, " was not prepared"));
         }
-        UploadDecodeMeta();
-        meta_pos_ = seq.start_pos;
+        KV_RETURN_IF_ERROR(PrepareDecodeStep(seq, ctx));
       }
-      device_step_pending_ = true;
       return DecodeOnDevice(layer, q, k, v);
     } else if (config_.compress_decode_tokens) {
       // Mode (a): the new token is compressed first (§4.5), or with a recent

@@ -38,23 +38,6 @@ int64_t SpectralQuantSequenceCache::records_capacity() const {
   return layers_.empty() || !layers_[0].k_rec.defined() ? 0 : layers_[0].k_rec.size(0);
 }
 
-void SpectralQuantSequenceCache::UploadDecodeMeta() {
-  const Layer& L = layers_[0];  // every layer holds the same counts
-  // Fresh pinned buffers: the caching host allocator keeps each until the
-  // copy that reads it has run, so a later step cannot overwrite it.
-  at::Tensor meta = at::empty({2}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
-  meta.mutable_data_ptr<int32_t>()[0] = static_cast<int32_t>(L.n_comp);
-  meta.mutable_data_ptr<int32_t>()[1] = static_cast<int32_t>(L.n_comp + 1);
-  at::Tensor slot = at::empty({1}, at::TensorOptions().dtype(at::kLong).pinned_memory(true));
-  slot.mutable_data_ptr<int64_t>()[0] = L.n_comp % recent_;  // the oldest entry's slot
-  if (!meta_.defined()) {
-    meta_ = at::empty({2}, at::TensorOptions().dtype(at::kInt).device(geometry_.device));
-    slot_ = at::empty({1}, at::TensorOptions().dtype(at::kLong).device(geometry_.device));
-  }
-  meta_.copy_(meta, /*non_blocking=*/true);
-  slot_.copy_(slot, /*non_blocking=*/true);
-}
-
 absl::Status SpectralQuantSequenceCache::PrepareDecodeStep(const SeqStep& seq, const StepContext&) {
   if (seq.n_new != 1 || seq.n_probe != 0 || seq.is_prompt || seq.start_pos != tokens_seen_ || !CanDecodeOnDevice()) {
     return absl::InternalError(absl::StrCat("spectral_quant: a prepared decode step at ", seq.start_pos, " with ",
@@ -68,12 +51,26 @@ absl::Status SpectralQuantSequenceCache::PrepareDecodeStep(const SeqStep& seq, c
     for (int64_t l = 0; l < static_cast<int64_t>(layers_.size()); ++l) {
       KV_RETURN_IF_ERROR(ReserveRecords(l, layers_[l].n_comp + rest));
     }
-    UploadDecodeMeta();
+    // The counts, from fresh pinned buffers: the caching host allocator
+    // keeps each until the copy that reads it has run, so a later step
+    // cannot overwrite it. Every layer holds the same counts.
+    const int64_t n_comp = layers_[0].n_comp;
+    at::Tensor meta = at::empty({2}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
+    meta.mutable_data_ptr<int32_t>()[0] = static_cast<int32_t>(n_comp);
+    meta.mutable_data_ptr<int32_t>()[1] = static_cast<int32_t>(n_comp + 1);
+    at::Tensor slot = at::empty({1}, at::TensorOptions().dtype(at::kLong).pinned_memory(true));
+    slot.mutable_data_ptr<int64_t>()[0] = n_comp % recent_;  // the oldest entry's slot
+    if (!meta_.defined()) {
+      meta_ = at::empty({2}, at::TensorOptions().dtype(at::kInt).device(geometry_.device));
+      slot_ = at::empty({1}, at::TensorOptions().dtype(at::kLong).device(geometry_.device));
+    }
+    meta_.copy_(meta, /*non_blocking=*/true);
+    slot_.copy_(slot, /*non_blocking=*/true);
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("spectral_quant: prepared decode: ", e.what_without_backtrace()));
   }
   meta_pos_ = seq.start_pos;
-  device_step_pending_ = true;  // a replay runs no Forward
+  device_step_pending_ = true;  // EndStep books it (a replay runs no Forward)
   return absl::OkStatus();
 }
 
@@ -81,7 +78,6 @@ absl::StatusOr<at::Tensor> SpectralQuantSequenceCache::DecodeOnDevice(int64_t la
                                                                       const at::Tensor& k, const at::Tensor& v) {
   Layer& L = layers_[layer];
   try {
-    KV_RETURN_IF_ERROR(ReserveRecords(layer, L.n_comp + 1));  // a no-op after PrepareDecodeStep
     // The oldest window token leaves for record meta_[0] ...
     const at::Tensor old_k = L.k_tail.index_select(0, slot_), old_v = L.v_tail.index_select(0, slot_);
     const at::Tensor first = meta_.narrow(0, 0, 1), live = meta_.narrow(0, 1, 1);

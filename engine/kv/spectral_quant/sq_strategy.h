@@ -96,9 +96,10 @@ class SpectralQuantSequenceCache final : public SequenceCache {
   // Then the step's token takes the window slot of the oldest one, which K1
   // codes into the next record; the counts live in device memory.
   bool CanDecodeOnDevice() const;
-  // Host part of such a step before a graph replays it (or before a batch's
-  // eager step forks onto side streams): records reserved for the rest of
-  // the request, the counts uploaded, on the caller's stream.
+  // Host part of such a step, before a graph replays it or before the step
+  // runs eagerly (a batch before it forks onto side streams): records
+  // reserved for the rest of the request, the counts uploaded, on the
+  // caller's stream.
   absl::Status PrepareDecodeStep(const SeqStep& seq, const StepContext& ctx);
   uint64_t id() const { return id_; }
   int64_t records_capacity() const;
@@ -163,8 +164,6 @@ class SpectralQuantSequenceCache final : public SequenceCache {
   // slot, K2 reads meta_[1] records + sinks + the window.
   absl::StatusOr<at::Tensor> DecodeOnDevice(int64_t layer, const at::Tensor& q, const at::Tensor& k,
                                             const at::Tensor& v);
-  // The step's counts to the device (fresh pinned buffers, on the current stream).
-  void UploadDecodeMeta();
   int64_t OwnPlanBytes() const;
 
   SpectralQuantConfig config_;
